@@ -1,0 +1,20 @@
+"""carequal: cohorts, measures, risk adjustment and fair comparison for hospital / post-acute partnerships.
+
+The modules follow the data flow: ``schema`` (the data contract and its loaders) → ``cohorts`` →
+``measures`` → ``risk`` → ``compare`` → ``plots`` → ``batch``; ``synth`` generates synthetic partnership
+data with a known truth, and ``adapters`` turn other layouts (CMS claims) into the contract.
+Importing the package reads no files and starts nothing.
+"""
+
+from carequal.errors import CarequalError, CarequalWarning, DataQualityWarning, ParameterError, SchemaError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CarequalError",
+    "CarequalWarning",
+    "DataQualityWarning",
+    "ParameterError",
+    "SchemaError",
+    "__version__",
+]

@@ -1,0 +1,34 @@
+"""Exceptions and warnings raised by carequal.
+
+Errors are raised at the boundary (loading, function entry) and say what was given and how to fix it;
+statistical caveats are typed warnings a user can filter, never errors.
+"""
+
+from __future__ import annotations
+
+
+class CarequalError(Exception):
+    """Base class of every error carequal raises on purpose."""
+
+
+class SchemaError(CarequalError):
+    """Input data break the data contract (a rule of one table, or between tables).
+
+    ``failures`` holds the individual findings (a tidy DataFrame: table, column, rule, n_rows, examples).
+    """
+
+    def __init__(self, message: str, failures=None):
+        super().__init__(message)
+        self.failures = failures
+
+
+class ParameterError(CarequalError):
+    """A function or command was given an argument outside its allowed values."""
+
+
+class CarequalWarning(UserWarning):
+    """Base class of carequal's warnings."""
+
+
+class DataQualityWarning(CarequalWarning):
+    """Input rows were set aside (quarantined) or a value was inferred rather than observed."""

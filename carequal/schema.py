@@ -1,0 +1,782 @@
+"""The data contract: the tables a user brings, their rules, and validation with strict or quarantine mode.
+
+Five tables, each documented column by column in ``CONTRACT`` (and in ``data/README.md``):
+``facilities``, ``patients``, ``stays``, ``enrollment`` and the optional ``ed_visits``.
+
+Validation runs in three layers, every one of which reports table, column, rule, number of failing rows and
+up to five example keys:
+
+1. *Parsing* (our code): text is turned into dates, booleans and numbers; a value that cannot be parsed is a
+   failure of the rule ``type``. Diagnosis and procedure codes are normalised (dots and spaces removed, upper
+   case) and code lists are split on ``;`` (``|`` and ``,`` are accepted too).
+2. *Per-table rules* (pandera): required values, unique keys, allowed values, code patterns, ranges and the
+   row-level rules between columns of one table (``discharge_date >= admit_date``...).
+3. *Cross-table rules* (our code; pandera validates one frame at a time): foreign keys from stays,
+   enrollment and ED visits to patients and facilities, stays that start after the patient died or before
+   they were born, and overlapping stays of one patient in one care setting.
+
+``mode="strict"`` raises one :class:`~carequal.errors.SchemaError` listing every failure. ``mode="quarantine"``
+moves failing rows to a quarantine table (the row as given, its ``row_number`` in the input and a ``reason``
+naming every rule it failed) and keeps the rest; ``loaded == accepted + quarantined`` for every table, and a
+row whose parent was quarantined is quarantined in turn (``reason`` says so), so nothing is dropped silently.
+
+Why some of this is hand-written: pandera has no cross-table checks, and its ``coerce`` turns an unparseable
+date into an exception about the whole column, without row keys; parsing first keeps every failure
+row-addressable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from carequal.errors import ParameterError, SchemaError
+
+TABLES: tuple[str, ...] = ("facilities", "patients", "stays", "enrollment", "ed_visits")
+"""Contract tables in dependency order (parents before children)."""
+
+OPTIONAL_TABLES: frozenset[str] = frozenset({"ed_visits"})
+
+SETTINGS: tuple[str, ...] = ("acute", "snf", "irf", "ltch", "hha")
+"""Care settings: short-term acute hospital, skilled nursing, inpatient rehab, long-term care hospital, home health."""
+
+POST_ACUTE_SETTINGS: tuple[str, ...] = ("snf", "irf", "ltch", "hha")
+
+SEXES: tuple[str, ...] = ("F", "M", "U")
+
+ADMISSION_TYPES: tuple[str, ...] = ("1", "2", "3", "4", "5", "9")
+"""UB-04 priority (type) of admission: 1 emergency, 2 urgent, 3 elective, 4 newborn, 5 trauma, 9 unknown."""
+
+POA_FLAGS: tuple[str, ...] = ("Y", "N", "U", "W", "1")
+"""Present-on-admission indicators: Y yes, N no, U documentation insufficient, W clinically undetermined,
+1 exempt from POA reporting."""
+
+COVERAGE_TYPES: tuple[str, ...] = ("ffs", "ma", "medicaid", "commercial", "other")
+"""Enrollment coverage: Medicare fee-for-service (Parts A and B), Medicare Advantage, Medicaid, commercial
+(e.g. an employer's plan), other."""
+
+CODE_SEPARATOR = ";"
+
+ICD10CM_PATTERN = r"[A-Z][0-9][0-9A-Z][0-9A-Z]{0,4}"
+"""ICD-10-CM after normalisation: letter, digit, alphanumeric, then up to four more (3–7 characters)."""
+
+ICD10PCS_PATTERN = r"[0-9A-HJ-NP-Z]{7}"
+"""ICD-10-PCS: seven characters from digits and letters other than I and O."""
+
+
+def _list_pattern(code: str) -> str:
+    return rf"^(?:{code}(?:{CODE_SEPARATOR}{code})*)$"
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One column of the contract.
+
+    ``kind`` is one of ``id``, ``text``, ``date``, ``bool``, ``int``, ``float``, ``category``, ``icd10cm``,
+    ``icd10cm_list``, ``poa``, ``poa_list``, ``icd10pcs_list``. ``required`` columns must be present in the
+    file; ``nullable`` says whether a present column may have empty cells.
+    """
+
+    name: str
+    kind: str
+    description: str
+    required: bool = True
+    nullable: bool = False
+    allowed: tuple[str, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+def _discharge_codes() -> tuple[str, ...]:
+    path = resources.files("carequal") / "data" / "valuesets" / "discharge_disposition_code.csv"
+    with path.open(encoding="utf-8-sig") as fh:
+        codes = pd.read_csv(fh, dtype=str)["discharge_disposition_code"]
+    return tuple(codes.str.strip().tolist())
+
+
+CONTRACT: dict[str, tuple[ColumnSpec, ...]] = {
+    "facilities": (
+        ColumnSpec("facility_id", "id", "Unique facility key (e.g. CMS Certification Number)."),
+        ColumnSpec("name", "text", "Facility name as shown in reports."),
+        ColumnSpec("setting", "category", "Care setting.", allowed=SETTINGS),
+        ColumnSpec("market", "id", "Local market the facility serves (the unit of one report)."),
+        ColumnSpec("is_partner", "bool", "Whether the facility is in the partnership."),
+        ColumnSpec("partner_since", "date", "Partnership start date; empty if not a partner or unknown.",
+                   nullable=True),
+        ColumnSpec("beds", "int", "Licensed beds (not applicable to home health).", required=False,
+                   nullable=True, minimum=0),
+        ColumnSpec("nurse_hours_ppd", "float", "Total nurse staffing hours per patient day.", required=False,
+                   nullable=True, minimum=0, maximum=24),
+    ),
+    "patients": (
+        ColumnSpec("patient_id", "id", "Unique patient key."),
+        ColumnSpec("birth_date", "date", "Date of birth.", minimum=pd.Timestamp("1900-01-01").value),
+        ColumnSpec("sex", "category", "F, M or U (unknown).", allowed=SEXES),
+        ColumnSpec("dual_eligible", "bool", "Full-benefit Medicare–Medicaid dual eligibility."),
+        ColumnSpec("death_date", "date", "Date of death; empty if alive at the end of the data.", nullable=True),
+        ColumnSpec("market", "id", "Market of residence."),
+        ColumnSpec("population_group", "text", "Optional population, e.g. 'medicare' or an employer's "
+                   "'employees'.", required=False, nullable=True),
+    ),
+    "stays": (
+        ColumnSpec("stay_id", "id", "Unique stay key."),
+        ColumnSpec("patient_id", "id", "Patient (→ patients.patient_id)."),
+        ColumnSpec("facility_id", "id", "Facility (→ facilities.facility_id); its setting is the stay's."),
+        ColumnSpec("admit_date", "date", "Admission (start of care) date."),
+        ColumnSpec("discharge_date", "date", "Discharge (end of care) date; same day as admission is allowed."),
+        ColumnSpec("discharge_status", "category", "UB-04 patient discharge status code (two digits, e.g. 01 "
+                   "home, 02 acute transfer, 03 SNF, 06 home health, 07 AMA, 20 died); empty means unknown.",
+                   nullable=True),
+        ColumnSpec("admission_type", "category", "UB-04 type of admission: 1 emergency, 2 urgent, 3 elective, "
+                   "4 newborn, 5 trauma, 9 unknown.", nullable=True, allowed=ADMISSION_TYPES),
+        ColumnSpec("principal_dx", "icd10cm", "Principal diagnosis, ICD-10-CM (dots and case are normalised)."),
+        ColumnSpec("principal_dx_poa", "poa", "Present-on-admission flag of the principal diagnosis.",
+                   required=False, nullable=True),
+        ColumnSpec("secondary_dx", "icd10cm_list", "Secondary diagnoses, ICD-10-CM, separated by ';'.",
+                   nullable=True),
+        ColumnSpec("secondary_poa", "poa_list", "POA flags of the secondary diagnoses, one per code, "
+                   "separated by ';'.", required=False, nullable=True),
+        ColumnSpec("procedures", "icd10pcs_list", "ICD-10-PCS procedure codes separated by ';'.",
+                   required=False, nullable=True),
+        ColumnSpec("payment", "float", "Payment for the stay (currency of the data).", required=False,
+                   nullable=True, minimum=0),
+    ),
+    "enrollment": (
+        ColumnSpec("patient_id", "id", "Patient (→ patients.patient_id)."),
+        ColumnSpec("start_date", "date", "First day of coverage."),
+        ColumnSpec("end_date", "date", "Last day of coverage (inclusive)."),
+        ColumnSpec("coverage", "category", "Coverage type: ffs (Medicare Parts A and B), ma, medicaid, "
+                   "commercial, other.", required=False, nullable=True, allowed=COVERAGE_TYPES),
+    ),
+    "ed_visits": (
+        ColumnSpec("visit_id", "id", "Unique visit key (optional).", required=False, nullable=True),
+        ColumnSpec("patient_id", "id", "Patient (→ patients.patient_id)."),
+        ColumnSpec("visit_date", "date", "Date of the emergency department visit."),
+        ColumnSpec("facility_id", "id", "Facility of the visit (→ facilities.facility_id)."),
+    ),
+}
+
+KEYS: dict[str, tuple[str, ...]] = {
+    "facilities": ("facility_id",),
+    "patients": ("patient_id",),
+    "stays": ("stay_id",),
+    "enrollment": ("patient_id", "start_date"),
+    "ed_visits": ("patient_id", "visit_date"),
+}
+"""Columns that name a row in error messages and quarantine tables."""
+
+RULES: dict[str, str] = {
+    "missing_column": "a required column is missing",
+    "type": "value cannot be read as the column's type",
+    "not_nullable": "value is required but empty",
+    "unique": "key is duplicated",
+    "allowed_values": "value is not one of the allowed codes",
+    "code_format": "code does not match its coding system's format",
+    "range": "value is outside its allowed range",
+    "discharge_before_admit": "discharge_date is before admit_date",
+    "end_before_start": "end_date is before start_date",
+    "death_before_birth": "death_date is before birth_date",
+    "birth_in_future": "birth_date is after today",
+    "partner_since_without_partner": "partner_since is given but is_partner is false",
+    "poa_count_mismatch": "secondary_poa does not give one flag per secondary_dx code",
+    "unknown_patient": "patient_id is not in patients",
+    "unknown_facility": "facility_id is not in facilities",
+    "parent_quarantined": "the referenced patient or facility was quarantined",
+    "admit_after_death": "the stay starts after the patient's death_date",
+    "discharge_after_death": "the stay ends after the patient's death_date",
+    "admit_before_birth": "the stay starts before the patient's birth_date",
+    "overlapping_stay": "the stay starts before the patient's previous stay in the same setting ended",
+}
+"""Every rule of the contract, by name, with the sentence used in error messages."""
+
+
+@dataclass
+class Failure:
+    """One broken rule: which rows (positions in the table as given) failed it."""
+
+    table: str
+    column: str
+    rule: str
+    rows: np.ndarray
+    detail: str = ""
+
+
+@dataclass
+class ValidatedTables:
+    """Result of validating the contract tables.
+
+    Attributes
+    ----------
+    tables : dict of DataFrame
+        Accepted rows of each table, typed and normalised, in input order.
+    quarantine : dict of DataFrame
+        Rejected rows of each table: the row as given (text), ``row_number`` (1-based position in the input)
+        and ``reason`` (every rule it failed, ``; ``-separated).
+    failures : DataFrame
+        One row per (table, column, rule): ``n_rows`` and up to five ``examples`` keys.
+    counts : DataFrame
+        Per table: ``loaded``, ``accepted``, ``quarantined`` (loaded == accepted + quarantined).
+    """
+
+    tables: dict[str, pd.DataFrame]
+    quarantine: dict[str, pd.DataFrame]
+    failures: pd.DataFrame
+    counts: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        return self.tables[name]
+
+
+# --------------------------------------------------------------------------------------------------- parsing
+
+_TRUE = {"true", "t", "yes", "y", "1"}
+_FALSE = {"false", "f", "no", "n", "0"}
+
+
+def normalise_code(codes: pd.Series) -> pd.Series:
+    """Normalise ICD codes: remove dots and blanks, upper case; empty text becomes missing.
+
+    Examples
+    --------
+    >>> normalise_code(pd.Series(["i50.9", " E11.9 ", "", None])).tolist()
+    ['I509', 'E119', nan, nan]
+    """
+    text = codes.astype("string").str.upper().str.replace(r"[.\s]", "", regex=True)
+    return text.mask(text == "").astype("str")
+
+
+def normalise_code_list(codes: pd.Series) -> pd.Series:
+    """Normalise ``;``-separated code lists (``|`` and ``,`` also split); empty lists become missing.
+
+    Examples
+    --------
+    >>> normalise_code_list(pd.Series(["e11.9; i10", "N18.3|Z79.4", ""])).tolist()
+    ['E119;I10', 'N183;Z794', nan]
+    """
+    text = codes.astype("string").str.upper().str.replace(r"[.\s]", "", regex=True)
+    text = text.str.replace(r"[|,]", CODE_SEPARATOR, regex=True).str.strip(CODE_SEPARATOR)
+    text = text.str.replace(r";{2,}", CODE_SEPARATOR, regex=True)
+    return text.mask(text == "").astype("str")
+
+
+def _blank_to_na(values: pd.Series) -> pd.Series:
+    if values.dtype == object or isinstance(values.dtype, pd.StringDtype) or values.dtype == "str":
+        text = values.astype("string").str.strip()
+        return text.mask(text == "")
+    return values
+
+
+def _parse_column(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, np.ndarray]:
+    """Parse one column to its kind; return the parsed values and the positions that could not be parsed."""
+    raw = _blank_to_na(values)
+    present = raw.notna().to_numpy()
+    kind = spec.kind
+    if kind == "date":
+        if pd.api.types.is_datetime64_any_dtype(values):
+            parsed = pd.to_datetime(values).dt.tz_localize(None) if getattr(values.dt, "tz", None) else values
+            parsed = parsed.astype("datetime64[ns]")
+        else:
+            parsed = pd.to_datetime(raw.astype(object), errors="coerce", format="mixed", dayfirst=False)
+            parsed = parsed.astype("datetime64[ns]")
+        bad = present & parsed.isna().to_numpy()
+        return parsed.dt.normalize(), np.flatnonzero(bad)
+    if kind == "bool":
+        if pd.api.types.is_bool_dtype(values):
+            return values.astype("boolean"), np.array([], dtype=np.int64)
+        text = raw.astype("string").str.lower()
+        parsed = pd.Series(pd.NA, index=values.index, dtype="boolean")
+        parsed[text.isin(_TRUE).fillna(False).to_numpy()] = True
+        parsed[text.isin(_FALSE).fillna(False).to_numpy()] = False
+        bad = present & parsed.isna().to_numpy()
+        return parsed, np.flatnonzero(bad)
+    if kind in ("int", "float"):
+        parsed = pd.to_numeric(raw.astype(object), errors="coerce")
+        bad = present & parsed.isna().to_numpy()
+        if kind == "int":
+            frac = parsed.notna().to_numpy() & (parsed.fillna(0).to_numpy() % 1 != 0)
+            bad |= frac
+            parsed = parsed.where(~frac).astype("Int64")
+        else:
+            parsed = parsed.astype("float64")
+        return parsed, np.flatnonzero(bad)
+    if kind == "icd10cm":
+        return normalise_code(raw), np.array([], dtype=np.int64)
+    if kind in ("icd10cm_list", "icd10pcs_list"):
+        return normalise_code_list(raw), np.array([], dtype=np.int64)
+    if kind == "poa_list":
+        return normalise_code_list(raw), np.array([], dtype=np.int64)
+    if kind in ("poa", "category"):
+        text = raw.astype("string")
+        if spec.name in ("discharge_status", "admission_type"):
+            # "1" and "01" are the same discharge status; Parquet or spreadsheets drop the leading zero.
+            width = 2 if spec.name == "discharge_status" else 1
+            text = text.str.replace(r"\.0$", "", regex=True)
+            text = text.where(~text.str.fullmatch(r"\d+").fillna(False), text.str.zfill(width))
+        elif spec.name in ("sex", "principal_dx_poa"):
+            text = text.str.upper()
+        elif spec.name in ("setting", "coverage"):
+            text = text.str.lower()
+        return text.astype("str"), np.array([], dtype=np.int64)
+    text = raw.astype("string")
+    return text.astype("str"), np.array([], dtype=np.int64)
+
+
+# ------------------------------------------------------------------------------------------ pandera schemas
+
+
+def _column_checks(spec: ColumnSpec, discharge_codes: tuple[str, ...]) -> list[pa.Check]:
+    checks: list[pa.Check] = []
+    allowed = discharge_codes if spec.name == "discharge_status" else spec.allowed
+    if allowed is not None:
+        checks.append(pa.Check.isin(list(allowed), name="allowed_values"))
+    patterns = {
+        "icd10cm": f"^{ICD10CM_PATTERN}$",
+        "icd10cm_list": _list_pattern(ICD10CM_PATTERN),
+        "icd10pcs_list": _list_pattern(ICD10PCS_PATTERN),
+        "poa": "^[YNUW1]$",
+        "poa_list": _list_pattern("[YNUW1]"),
+    }
+    if spec.kind in patterns:
+        checks.append(pa.Check.str_matches(patterns[spec.kind], name="code_format"))
+    if spec.kind in ("int", "float") and (spec.minimum is not None or spec.maximum is not None):
+        lo = -np.inf if spec.minimum is None else spec.minimum
+        hi = np.inf if spec.maximum is None else spec.maximum
+        checks.append(pa.Check.in_range(lo, hi, name="range"))
+    if spec.kind == "date" and spec.minimum is not None:
+        checks.append(pa.Check.ge(pd.Timestamp(int(spec.minimum)), name="range"))
+    return checks
+
+
+def _row_rule(name: str, fn) -> pa.Check:
+    return pa.Check(fn, name=name, error=RULES[name])
+
+
+def _table_checks(table: str) -> list[pa.Check]:
+    if table == "facilities":
+        return [_row_rule("partner_since_without_partner",
+                          lambda df: ~(df["partner_since"].notna() & (df["is_partner"] == False)))]  # noqa: E712
+    if table == "patients":
+        today = pd.Timestamp.today().normalize()
+        return [
+            _row_rule("death_before_birth", lambda df: ~(df["death_date"] < df["birth_date"])),
+            _row_rule("birth_in_future", lambda df: ~(df["birth_date"] > today)),
+        ]
+    if table == "stays":
+        checks = [_row_rule("discharge_before_admit", lambda df: ~(df["discharge_date"] < df["admit_date"]))]
+        checks.append(_row_rule("poa_count_mismatch", _poa_counts_match))
+        return checks
+    if table == "enrollment":
+        return [_row_rule("end_before_start", lambda df: ~(df["end_date"] < df["start_date"]))]
+    return []
+
+
+def _poa_counts_match(df: pd.DataFrame) -> pd.Series:
+    if "secondary_poa" not in df.columns:
+        return pd.Series(True, index=df.index)
+    poa = df["secondary_poa"]
+    dx = df["secondary_dx"]
+    n_poa = poa.astype("string").str.count(CODE_SEPARATOR) + 1
+    n_dx = dx.astype("string").str.count(CODE_SEPARATOR) + 1
+    ok = poa.isna() | (dx.notna() & (n_poa == n_dx).fillna(False))
+    return ok.astype(bool)
+
+
+def table_schema(table: str, columns: list[str] | None = None) -> pa.DataFrameSchema:
+    """The pandera schema of one contract table (value rules after parsing; types are parsed beforehand).
+
+    Parameters
+    ----------
+    table : str
+        One of :data:`TABLES`.
+    columns : list of str, optional
+        Columns present in the data; optional contract columns that are absent are left out of the schema.
+
+    Examples
+    --------
+    >>> sorted(table_schema("enrollment").columns)
+    ['coverage', 'end_date', 'patient_id', 'start_date']
+    """
+    if table not in CONTRACT:
+        raise ParameterError(f"unknown table {table!r}; the contract tables are {', '.join(TABLES)}")
+    codes = _discharge_codes()
+    cols = {}
+    for spec in CONTRACT[table]:
+        if columns is not None and spec.name not in columns:
+            continue
+        unique = spec.kind == "id" and len(KEYS[table]) == 1 and KEYS[table][0] == spec.name
+        if table == "ed_visits" and spec.name == "visit_id":
+            unique = True
+        cols[spec.name] = pa.Column(
+            None, checks=_column_checks(spec, codes), nullable=spec.nullable, unique=unique,
+            required=spec.required, description=spec.description,
+        )
+    checks = _table_checks(table)
+    if columns is not None and table == "facilities" and "partner_since" not in columns:
+        checks = []
+    return pa.DataFrameSchema(cols, checks=checks, name=table, strict=False, coerce=False)
+
+
+def _pandera_failures(table: str, df: pd.DataFrame) -> list[Failure]:
+    schema = table_schema(table, list(df.columns))
+    try:
+        schema.validate(df, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+    else:
+        return []
+    failures = []
+    cases = cases[cases["index"].notna()]
+    for (column, check), group in cases.groupby(["column", "check"], dropna=False, sort=False):
+        rule = _rule_name(str(check))
+        rows = np.unique(group["index"].astype(np.int64).to_numpy())
+        col = column if isinstance(column, str) and column != table else _rule_column(table, rule)
+        failures.append(Failure(table, col, rule, rows))
+    return failures
+
+
+_ROW_RULE_COLUMNS = {
+    "partner_since_without_partner": "partner_since",
+    "death_before_birth": "death_date",
+    "birth_in_future": "birth_date",
+    "discharge_before_admit": "discharge_date",
+    "poa_count_mismatch": "secondary_poa",
+    "end_before_start": "end_date",
+}
+
+
+def _rule_column(table: str, rule: str) -> str:
+    return _ROW_RULE_COLUMNS.get(rule, table)
+
+
+def _rule_name(check: str) -> str:
+    if check in RULES:
+        return check
+    if check == "not_nullable":
+        return "not_nullable"
+    if check in ("field_uniqueness", "unique", "multiple_fields_uniqueness"):
+        return "unique"
+    return check
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+
+def _missing_columns(table: str, df: pd.DataFrame) -> list[str]:
+    return [s.name for s in CONTRACT[table] if s.required and s.name not in df.columns]
+
+
+def parse_table(table: str, raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Failure]]:
+    """Parse a raw table (text or typed) into contract types; report cells that cannot be parsed.
+
+    Raises :class:`SchemaError` if a required column is missing (no row can be kept then).
+    Columns outside the contract are kept as they are.
+    """
+    if table not in CONTRACT:
+        raise ParameterError(f"unknown table {table!r}; the contract tables are {', '.join(TABLES)}")
+    missing = _missing_columns(table, raw)
+    if missing:
+        raise SchemaError(
+            f"{table}: required column(s) missing: {', '.join(missing)} (rule missing_column); "
+            f"the file has {', '.join(map(str, raw.columns)) or 'no columns'}. "
+            f"See data/README.md for the contract."
+        )
+    out = raw.reset_index(drop=True).copy()
+    failures = []
+    for spec in CONTRACT[table]:
+        if spec.name not in out.columns:
+            continue
+        parsed, bad = _parse_column(out[spec.name], spec)
+        out[spec.name] = parsed
+        if len(bad):
+            failures.append(Failure(table, spec.name, "type", bad, detail=spec.kind))
+    return out, failures
+
+
+def _examples(table: str, frame: pd.DataFrame, rows: np.ndarray, k: int = 5) -> str:
+    keys = [c for c in KEYS[table] if c in frame.columns]
+    sample = frame.iloc[rows[:k]]
+    parts = []
+    for _, row in sample[keys].iterrows():
+        values = []
+        for c in keys:
+            v = row[c]
+            values.append(v.strftime("%Y-%m-%d") if isinstance(v, pd.Timestamp) else str(v))
+        parts.append("/".join(values))
+    label = "/".join(keys)
+    return f"{label} = {', '.join(parts)}"
+
+
+def _failure_message(f: Failure, frame: pd.DataFrame) -> str:
+    rule_text = RULES.get(f.rule, f.rule)
+    if f.rule == "type":
+        rule_text = f"value cannot be read as {f.detail}"
+    noun = "row" if len(f.rows) == 1 else "rows"
+    return (f"{f.table}.{f.column}: {len(f.rows)} {noun} fail rule {f.rule} ({rule_text}); "
+            f"examples {_examples(f.table, frame, f.rows)}")
+
+
+def _failures_frame(failures: list[Failure], frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    rows = [
+        {"table": f.table, "column": f.column, "rule": f.rule, "n_rows": len(f.rows),
+         "examples": _examples(f.table, frames[f.table], f.rows), "message": _failure_message(f, frames[f.table])}
+        for f in failures
+    ]
+    return pd.DataFrame(rows, columns=["table", "column", "rule", "n_rows", "examples", "message"])
+
+
+def _death_and_birth(stays: pd.DataFrame, patients: pd.DataFrame) -> list[Failure]:
+    people = patients.set_index("patient_id")
+    death = stays["patient_id"].map(people["death_date"])
+    birth = stays["patient_id"].map(people["birth_date"])
+    out = []
+    for rule, mask in (
+        ("admit_after_death", stays["admit_date"] > death),
+        ("discharge_after_death", (stays["discharge_date"] > death) & ~(stays["admit_date"] > death)),
+        ("admit_before_birth", stays["admit_date"] < birth),
+    ):
+        rows = np.flatnonzero(mask.fillna(False).to_numpy())
+        if len(rows):
+            col = "discharge_date" if rule == "discharge_after_death" else "admit_date"
+            out.append(Failure("stays", col, rule, rows))
+    return out
+
+
+def overlapping_stays(stays: pd.DataFrame, facilities: pd.DataFrame) -> np.ndarray:
+    """Positions of stays that start before the same patient's previous stay in the same setting ended.
+
+    Stays are ordered by admit date, then discharge date, then stay_id; a stay that starts on the day the
+    previous one ended (a same-day transfer) is not an overlap. The later stay of an overlapping pair is
+    the one reported.
+
+    Examples
+    --------
+    >>> fac = pd.DataFrame({"facility_id": ["A", "B"], "setting": ["acute", "acute"]})
+    >>> st = pd.DataFrame({"stay_id": ["s1", "s2", "s3"], "patient_id": ["p", "p", "p"],
+    ...     "facility_id": ["A", "B", "A"],
+    ...     "admit_date": pd.to_datetime(["2024-01-01", "2024-01-05", "2024-01-03"]),
+    ...     "discharge_date": pd.to_datetime(["2024-01-05", "2024-01-08", "2024-01-04"])})
+    >>> overlapping_stays(st, fac).tolist()  # s3 starts on day 3, inside s1 (days 1-5)
+    [2]
+    """
+    setting = stays["facility_id"].map(facilities.set_index("facility_id")["setting"])
+    order = pd.DataFrame({
+        "patient_id": stays["patient_id"].to_numpy(), "setting": setting.to_numpy(),
+        "admit": stays["admit_date"].to_numpy(), "discharge": stays["discharge_date"].to_numpy(),
+        "stay_id": stays["stay_id"].astype(str).to_numpy(), "pos": np.arange(len(stays)),
+    }).sort_values(["patient_id", "setting", "admit", "discharge", "stay_id"], kind="stable")
+    prev_end = order.groupby(["patient_id", "setting"], sort=False)["discharge"].cummax()
+    prev_end = prev_end.groupby([order["patient_id"], order["setting"]], sort=False).shift(1)
+    overlap = (order["admit"] < prev_end).to_numpy()
+    return np.sort(order["pos"].to_numpy()[overlap])
+
+
+def _foreign_key(table: str, frame: pd.DataFrame, column: str, parent_keys: pd.Index,
+                 quarantined_keys: pd.Index) -> list[Failure]:
+    values = frame[column]
+    known = values.isin(parent_keys).to_numpy()
+    in_quarantine = values.isin(quarantined_keys).to_numpy()
+    out = []
+    unknown = np.flatnonzero(~known & ~in_quarantine)
+    if len(unknown):
+        out.append(Failure(table, column, "unknown_patient" if column == "patient_id" else "unknown_facility",
+                           unknown))
+    parent_q = np.flatnonzero(in_quarantine & ~known)
+    if len(parent_q):
+        out.append(Failure(table, column, "parent_quarantined", parent_q))
+    return out
+
+
+def _split(table: str, frame: pd.DataFrame, raw: pd.DataFrame, failures: list[Failure]):
+    """Accepted rows and quarantine rows of one table given its failures."""
+    n = len(frame)
+    bad = np.zeros(n, dtype=bool)
+    reasons = np.empty(n, dtype=object)
+    reasons[:] = ""
+    for f in failures:
+        bad[f.rows] = True
+        label = f"{f.column}: {f.rule}"
+        reasons[f.rows] = np.where(reasons[f.rows] == "", label, reasons[f.rows] + "; " + label)
+    accepted = frame.loc[~bad]
+    quarantined = raw.reset_index(drop=True).loc[bad].copy()
+    quarantined.insert(0, "row_number", np.flatnonzero(bad) + 1)
+    quarantined["reason"] = reasons[bad]
+    return accepted, quarantined
+
+
+def validate_tables(raw_tables: Mapping[str, pd.DataFrame], *, mode: str = "strict") -> ValidatedTables:
+    """Validate the contract tables, alone and against each other.
+
+    Parameters
+    ----------
+    raw_tables : mapping of table name to DataFrame
+        ``facilities``, ``patients``, ``stays`` and ``enrollment`` are required; ``ed_visits`` is optional.
+        Values may be text (as read from CSV) or already typed (as read from Parquet).
+    mode : {"strict", "quarantine"}
+        ``strict`` raises one :class:`SchemaError` listing every failure; ``quarantine`` sets failing rows
+        aside with a reason and keeps the rest.
+
+    Returns
+    -------
+    ValidatedTables
+
+    Examples
+    --------
+    >>> fac = pd.DataFrame({"facility_id": ["H1"], "name": ["General"], "setting": ["acute"],
+    ...     "market": ["North"], "is_partner": ["true"], "partner_since": ["2023-01-01"]})
+    >>> pat = pd.DataFrame({"patient_id": ["P1"], "birth_date": ["1950-02-03"], "sex": ["f"],
+    ...     "dual_eligible": ["0"], "death_date": [""], "market": ["North"]})
+    >>> st = pd.DataFrame({"stay_id": ["S1", "S2"], "patient_id": ["P1", "P9"],
+    ...     "facility_id": ["H1", "H1"], "admit_date": ["2024-03-01", "2024-04-01"],
+    ...     "discharge_date": ["2024-03-05", "2024-04-03"], "discharge_status": ["1", "01"],
+    ...     "admission_type": ["1", "1"], "principal_dx": ["i50.9", "J18.9"], "secondary_dx": ["E11.9", ""]})
+    >>> enr = pd.DataFrame({"patient_id": ["P1"], "start_date": ["2020-01-01"], "end_date": ["2024-12-31"]})
+    >>> out = validate_tables({"facilities": fac, "patients": pat, "stays": st, "enrollment": enr},
+    ...                       mode="quarantine")
+    >>> out.counts.set_index("table").loc["stays"].tolist()
+    [2, 1, 1]
+    >>> out.quarantine["stays"][["stay_id", "reason"]].to_string(index=False)
+    'stay_id               reason\\n     S2 patient_id: unknown_patient'
+    >>> out.tables["stays"][["principal_dx", "discharge_status"]].iloc[0].tolist()
+    ['I509', '01']
+    """
+    if mode not in ("strict", "quarantine"):
+        raise ParameterError(f"mode must be 'strict' or 'quarantine', not {mode!r}")
+    unknown = sorted(set(raw_tables) - set(TABLES))
+    if unknown:
+        raise ParameterError(f"unknown table(s) {', '.join(unknown)}; the contract tables are {', '.join(TABLES)}")
+    absent = [t for t in TABLES if t not in raw_tables and t not in OPTIONAL_TABLES]
+    if absent:
+        raise SchemaError(f"required table(s) missing: {', '.join(absent)}; see data/README.md for the contract")
+
+    parsed: dict[str, pd.DataFrame] = {}
+    failures: dict[str, list[Failure]] = {}
+    missing_cols = []
+    for table in TABLES:
+        if table not in raw_tables:
+            continue
+        try:
+            parsed[table], failures[table] = parse_table(table, raw_tables[table])
+        except SchemaError as exc:
+            missing_cols.append(str(exc))
+    if missing_cols:
+        raise SchemaError("\n".join(missing_cols))
+
+    accepted: dict[str, pd.DataFrame] = {}
+    quarantine: dict[str, pd.DataFrame] = {}
+    all_failures: list[Failure] = []
+
+    def finish(table: str) -> None:
+        fails = failures[table]
+        all_failures.extend(fails)
+        accepted[table], quarantine[table] = _split(table, parsed[table], raw_tables[table], fails)
+
+    for table in ("facilities", "patients"):
+        failures[table] += _pandera_failures(table, parsed[table])
+        finish(table)
+
+    fac_ok = pd.Index(accepted["facilities"]["facility_id"])
+    fac_q = pd.Index(quarantine["facilities"]["facility_id"].astype(str))
+    pat_ok = pd.Index(accepted["patients"]["patient_id"])
+    pat_q = pd.Index(quarantine["patients"]["patient_id"].astype(str))
+
+    for table in ("stays", "enrollment", "ed_visits"):
+        if table not in parsed:
+            continue
+        frame = parsed[table]
+        fails = failures[table] + _pandera_failures(table, frame)
+        fails += _foreign_key(table, frame, "patient_id", pat_ok, pat_q)
+        if "facility_id" in frame.columns:
+            fails += _foreign_key(table, frame, "facility_id", fac_ok, fac_q)
+        if table == "stays":
+            bad = np.zeros(len(frame), dtype=bool)
+            for f in fails:
+                bad[f.rows] = True
+            ok_pos = np.flatnonzero(~bad)
+            clean = frame.iloc[ok_pos]
+            for f in _death_and_birth(clean, accepted["patients"]):
+                fails.append(Failure(table, f.column, f.rule, ok_pos[f.rows]))
+            bad2 = bad.copy()
+            for f in fails:
+                bad2[f.rows] = True
+            ok_pos = np.flatnonzero(~bad2)
+            overlap = overlapping_stays(frame.iloc[ok_pos], accepted["facilities"])
+            if len(overlap):
+                fails.append(Failure(table, "admit_date", "overlapping_stay", ok_pos[overlap]))
+        failures[table] = fails
+        finish(table)
+
+    failures_df = _failures_frame(all_failures, parsed)
+    if mode == "strict" and len(all_failures):
+        total = int(failures_df["n_rows"].sum())
+        message = (
+            f"the data break {len(all_failures)} contract rule(s) ({total} failing row-rules):\n  "
+            + "\n  ".join(failures_df["message"])
+            + "\nFix the source rows or load with mode='quarantine' to set them aside."
+        )
+        raise SchemaError(message, failures=failures_df)
+    counts = pd.DataFrame(
+        [{"table": t, "loaded": len(parsed[t]), "accepted": len(accepted[t]), "quarantined": len(quarantine[t])}
+         for t in parsed]
+    )
+    return ValidatedTables(accepted, quarantine, failures_df, counts)
+
+
+def diagnoses_long(stays: pd.DataFrame, *, stay_col: str = "stay_id") -> pd.DataFrame:
+    """All diagnoses of each stay in long form: ``stay_id``, ``position`` (0 = principal), ``code``, ``poa``.
+
+    Examples
+    --------
+    >>> st = pd.DataFrame({"stay_id": ["S1", "S2"], "principal_dx": ["I509", "J189"],
+    ...     "secondary_dx": ["E119;N183", np.nan], "secondary_poa": ["Y;N", np.nan]})
+    >>> diagnoses_long(st).to_string(index=False)
+    'stay_id  position code  poa\\n     S1         0 I509 <NA>\\n     S1         1 E119    Y\\n     S1         2 N183    N\\n     S2         0 J189 <NA>'
+    """
+    principal = pd.DataFrame({
+        stay_col: stays[stay_col].to_numpy(), "position": 0, "code": stays["principal_dx"].to_numpy(),
+        "poa": stays["principal_dx_poa"].to_numpy() if "principal_dx_poa" in stays else pd.NA,
+    })
+    sec = stays[[stay_col, "secondary_dx"]].dropna(subset=["secondary_dx"])
+    codes = sec["secondary_dx"].str.split(CODE_SEPARATOR)
+    lengths = codes.str.len().to_numpy()
+    flat_codes = np.concatenate(codes.to_numpy()) if len(codes) else np.array([], dtype=object)
+    positions = np.concatenate([np.arange(1, n + 1) for n in lengths]) if len(codes) else np.array([], dtype=int)
+    if "secondary_poa" in stays.columns:
+        poa_lists = stays.loc[sec.index, "secondary_poa"]
+        flat_poa = np.concatenate([
+            p.split(CODE_SEPARATOR) if isinstance(p, str) else [pd.NA] * n
+            for p, n in zip(poa_lists.to_numpy(), lengths, strict=True)
+        ]) if len(codes) else np.array([], dtype=object)
+    else:
+        flat_poa = np.full(len(flat_codes), pd.NA, dtype=object)
+    secondary = pd.DataFrame({
+        stay_col: np.repeat(sec[stay_col].to_numpy(), lengths), "position": positions,
+        "code": flat_codes, "poa": flat_poa,
+    })
+    out = pd.concat([principal, secondary], ignore_index=True)
+    order = out[stay_col].map({s: i for i, s in enumerate(stays[stay_col])})
+    out = out.assign(_o=order.to_numpy()).sort_values(["_o", "position"], kind="stable").drop(columns="_o")
+    out["poa"] = out["poa"].astype("string")
+    return out.reset_index(drop=True)
+
+
+def contract_markdown() -> str:
+    """The contract as Markdown tables (used to write ``data/README.md``; a test keeps them in step)."""
+    lines = []
+    for table in TABLES:
+        opt = " (optional table)" if table in OPTIONAL_TABLES else ""
+        lines += [f"### `{table}`{opt}", "", "| column | type | required | empty allowed | meaning |",
+                  "|---|---|---|---|---|"]
+        for s in CONTRACT[table]:
+            allowed = f" Allowed: {', '.join(s.allowed)}." if s.allowed else ""
+            lines.append(f"| `{s.name}` | {s.kind} | {'yes' if s.required else 'no'} | "
+                         f"{'yes' if s.nullable else 'no'} | {s.description}{allowed} |")
+        lines.append("")
+    lines += ["### Rules", "", "| rule | meaning |", "|---|---|"]
+    lines += [f"| `{name}` | {text} |" for name, text in RULES.items()]
+    return "\n".join(lines) + "\n"
+
