@@ -62,6 +62,9 @@ COVERAGE_TYPES: tuple[str, ...] = ("ffs", "ma", "medicaid", "commercial", "other
 
 CODE_SEPARATOR = ";"
 
+DATE_DTYPE = "datetime64[s]"
+"""Dates are held at second resolution, so open-ended sentinels such as 9999-12-31 stay representable."""
+
 ICD10CM_PATTERN = r"[A-Z][0-9][0-9A-Z][0-9A-Z]{0,4}"
 """ICD-10-CM after normalisation: letter, digit, alphanumeric, then up to four more (3–7 characters)."""
 
@@ -279,10 +282,10 @@ def _parse_column(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, np.nd
     if kind == "date":
         if pd.api.types.is_datetime64_any_dtype(values):
             parsed = pd.to_datetime(values).dt.tz_localize(None) if getattr(values.dt, "tz", None) else values
-            parsed = parsed.astype("datetime64[ns]")
+            parsed = parsed.astype(DATE_DTYPE)
         else:
-            parsed = pd.to_datetime(raw.astype(object), errors="coerce", format="mixed", dayfirst=False)
-            parsed = parsed.astype("datetime64[ns]")
+            # ISO 8601 only (2024-03-01): unambiguous, and parsed in C at millions of rows per second
+            parsed = pd.to_datetime(raw, errors="coerce", format="ISO8601").astype(DATE_DTYPE)
         bad = present & parsed.isna().to_numpy()
         return parsed.dt.normalize(), np.flatnonzero(bad)
     if kind == "bool":
@@ -431,11 +434,15 @@ def _pandera_failures(table: str, df: pd.DataFrame) -> list[Failure]:
         return []
     failures = []
     cases = cases[cases["index"].notna()]
-    for (column, check), group in cases.groupby(["column", "check"], dropna=False, sort=False):
-        rule = _rule_name(str(check))
+    row_level = (cases["schema_context"] == "DataFrameSchema").to_numpy()
+    for (column, check), group in cases[~row_level].groupby(["column", "check"], dropna=False, sort=False):
         rows = np.unique(group["index"].astype(np.int64).to_numpy())
-        col = column if isinstance(column, str) and column != table else _rule_column(table, rule)
-        failures.append(Failure(table, col, rule, rows))
+        failures.append(Failure(table, str(column), _rule_name(str(check)), rows))
+    # a row-level check reports every column of each failing row: name it by the check, once per row
+    for number, group in cases[row_level].groupby("check_number", sort=True):
+        rule = schema.checks[int(number)].name
+        rows = np.unique(group["index"].astype(np.int64).to_numpy())
+        failures.append(Failure(table, _ROW_RULE_COLUMNS.get(rule, table), rule, rows))
     return failures
 
 
@@ -449,18 +456,22 @@ _ROW_RULE_COLUMNS = {
 }
 
 
-def _rule_column(table: str, rule: str) -> str:
-    return _ROW_RULE_COLUMNS.get(rule, table)
+_BUILTIN_CHECKS = {
+    "isin": "allowed_values",
+    "str_matches": "code_format",
+    "in_range": "range",
+    "greater_than_or_equal_to": "range",
+    "field_uniqueness": "unique",
+    "multiple_fields_uniqueness": "unique",
+    "not_nullable": "not_nullable",
+}
 
 
 def _rule_name(check: str) -> str:
+    """Our rule name for a pandera check (built-in checks report their call, e.g. ``isin([...])``)."""
     if check in RULES:
         return check
-    if check == "not_nullable":
-        return "not_nullable"
-    if check in ("field_uniqueness", "unique", "multiple_fields_uniqueness"):
-        return "unique"
-    return check
+    return _BUILTIN_CHECKS.get(check.split("(", 1)[0], check)
 
 
 # ---------------------------------------------------------------------------------------------- validation

@@ -1,0 +1,135 @@
+"""The ``carequal`` command line.
+
+Subcommands
+-----------
+check     validate a data directory against the contract and print a summary of it
+synth     generate synthetic partnership data (the bundled sample is ``carequal synth --out data/sample``)
+ingest    validate input tables and write a market-partitioned Parquet dataset
+desynpuf  convert CMS DE-SynPUF inpatient claims and beneficiary files into contract tables
+
+Errors in the data or the arguments print one clear message and exit with status 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from carequal.errors import CarequalError
+
+
+def _print_validation(validated, out=None) -> None:
+    from carequal.loaders import summarise
+
+    print("Rows per table (loaded = accepted + quarantined):", file=out)
+    print(validated.counts.to_string(index=False), file=out)
+    if len(validated.failures):
+        print("\nQuarantined by rule:", file=out)
+        print(validated.failures[["table", "column", "rule", "n_rows", "examples"]].to_string(index=False),
+              file=out)
+    print("\nBy market (facilities and stays by facility market, patients by residence):", file=out)
+    summary = summarise(validated)
+    for col in ("first_admit", "last_discharge"):
+        summary[col] = pd.to_datetime(summary[col]).dt.strftime("%Y-%m-%d")
+    print(summary.to_string(index=False), file=out)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from carequal.loaders import load_tables
+
+    started = time.perf_counter()
+    validated = load_tables(args.data, mode=args.mode)
+    n_quarantined = int(validated.counts["quarantined"].sum())
+    verdict = ("is valid under the data contract" if n_quarantined == 0
+               else f"loaded with {n_quarantined:,d} row(s) quarantined")
+    print(f"carequal check: {args.data} {verdict} (mode={args.mode}, {time.perf_counter() - started:.1f} s)\n")
+    _print_validation(validated)
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from carequal.synth import SynthConfig, config_for_stays, write_synthetic
+
+    config = config_for_stays(args.stays, seed=args.seed) if args.stays else SynthConfig(seed=args.seed)
+    started = time.perf_counter()
+    counts = write_synthetic(args.out, config, fmt=args.format)
+    print(f"carequal synth: wrote {args.out} in {time.perf_counter() - started:.1f} s")
+    for table, n in counts.items():
+        print(f"  {table:<24} {n:>12,d} rows")
+    return 0
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from carequal.loaders import load_tables, write_market_dataset
+
+    validated = load_tables(args.data, mode=args.mode)
+    written = write_market_dataset(validated, args.out)
+    print(f"carequal ingest: wrote a market-partitioned dataset to {args.out}")
+    for table, n in written.items():
+        print(f"  {table:<12} {n:>12,d} rows")
+    for table, q in validated.quarantine.items():
+        if len(q):
+            path = Path(args.out) / f"quarantine_{table}.csv"
+            q.to_csv(path, index=False)
+            print(f"  {len(q):,d} {table} rows quarantined → {path}")
+    return 0
+
+
+def _cmd_desynpuf(args: argparse.Namespace) -> int:
+    from carequal.adapters.desynpuf import read_desynpuf
+
+    tables = read_desynpuf(args.claims)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for table, frame in tables.items():
+        if isinstance(frame, pd.DataFrame):
+            frame.to_csv(out / f"{table}.csv", index=False, date_format="%Y-%m-%d")
+            print(f"  {table:<12} {len(frame):>10,d} rows → {out / (table + '.csv')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="carequal", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check", help="validate a data directory and print a summary")
+    p.add_argument("--data", required=True, help="directory with facilities, patients, stays, enrollment files")
+    p.add_argument("--mode", choices=["strict", "quarantine"], default="strict")
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("synth", help="generate synthetic partnership data")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=20240601)
+    p.add_argument("--stays", type=int, default=0, help="approximate number of stays (default: the sample size)")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("ingest", help="validate and write a market-partitioned Parquet dataset")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--mode", choices=["strict", "quarantine"], default="quarantine")
+    p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("desynpuf", help="convert CMS DE-SynPUF claims into contract tables")
+    p.add_argument("--claims", required=True, help="folder with the DE-SynPUF inpatient and beneficiary CSVs")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_desynpuf)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``carequal`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CarequalError as exc:
+        print(f"carequal {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

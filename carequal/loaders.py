@@ -1,0 +1,200 @@
+"""Read the contract tables from CSV or Parquet, validate them, and keep a market-partitioned Parquet copy.
+
+A data directory holds one file per table, named for it: ``stays.csv``, ``stays.csv.gz``, ``stays.parquet``
+or a Parquet dataset folder ``stays/``. CSV is read as text (every column ``str``; an empty cell is
+missing, but the text ``NA`` is not — a market may be called that); the contract parses it.
+
+The market-partitioned dataset (``write_market_dataset``) puts every patient-level table (patients, stays,
+enrollment, ED visits) under the patient's **market of residence**, so one partition holds each of its
+patients' complete history — every stay at any facility, which readmission and episode measures need —
+and facilities (a small table) under the facility's market. ``read_market`` then opens only one market's
+files (pyarrow dataset partition pruning) plus the facilities table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from carequal.errors import ParameterError, SchemaError
+from carequal.schema import OPTIONAL_TABLES, TABLES, ValidatedTables, validate_tables
+
+PATIENT_TABLES: tuple[str, ...] = ("patients", "stays", "enrollment", "ed_visits")
+_SUFFIXES = (".parquet", ".csv", ".csv.gz")
+
+
+def table_path(directory: str | Path, table: str) -> Path | None:
+    """The file (or Parquet dataset folder) holding ``table`` in ``directory``, or None.
+
+    Examples
+    --------
+    >>> table_path("/nonexistent", "stays") is None
+    True
+    """
+    directory = Path(directory)
+    for suffix in _SUFFIXES:
+        path = directory / f"{table}{suffix}"
+        if path.is_file():
+            return path
+    folder = directory / table
+    if folder.is_dir() and any(folder.rglob("*.parquet")):
+        return folder
+    return None
+
+
+def read_table(path: str | Path, *, columns: Iterable[str] | None = None) -> pd.DataFrame:
+    """Read one table from CSV (as text) or Parquet (file or dataset folder), without validating it.
+
+    Parameters
+    ----------
+    path : path
+        ``.csv``, ``.csv.gz``, ``.parquet`` or a folder of Parquet files.
+    columns : iterable of str, optional
+        Read only these columns (Parquet reads only their bytes).
+    """
+    path = Path(path)
+    cols = list(columns) if columns is not None else None
+    if path.is_dir() or path.suffix == ".parquet":
+        return ds.dataset(path, format="parquet", partitioning="hive").to_table(columns=cols).to_pandas()
+    if path.name.endswith((".csv", ".csv.gz")):
+        return pd.read_csv(path, dtype="str", keep_default_na=False, na_values=[""], usecols=cols)
+    raise ParameterError(f"{path}: cannot read this file type; use .csv, .csv.gz or .parquet")
+
+
+def read_tables(directory: str | Path) -> dict[str, pd.DataFrame]:
+    """Read every contract table present in ``directory`` (raw, unvalidated).
+
+    Raises :class:`SchemaError` naming the missing files if a required table is absent.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ParameterError(f"data directory {directory} does not exist")
+    raw, missing = {}, []
+    for table in TABLES:
+        path = table_path(directory, table)
+        if path is None:
+            if table not in OPTIONAL_TABLES:
+                missing.append(table)
+            continue
+        raw[table] = read_table(path)
+    if missing:
+        raise SchemaError(
+            f"{directory}: no file for required table(s) {', '.join(missing)} "
+            f"(expected e.g. {missing[0]}.csv or {missing[0]}.parquet); see data/README.md"
+        )
+    return raw
+
+
+def load_tables(directory: str | Path, *, mode: str = "strict") -> ValidatedTables:
+    """Read and validate the contract tables of a data directory.
+
+    Parameters
+    ----------
+    directory : path
+        Folder with one file per table (see module docstring).
+    mode : {"strict", "quarantine"}
+        See :func:`carequal.schema.validate_tables`.
+    """
+    return validate_tables(read_tables(directory), mode=mode)
+
+
+def _with_market(table: str, frame: pd.DataFrame, patient_market: pd.Series) -> pd.DataFrame:
+    if table in ("facilities", "patients"):
+        return frame
+    return frame.assign(market=frame["patient_id"].map(patient_market).to_numpy())
+
+
+def write_market_dataset(validated: ValidatedTables, out_dir: str | Path) -> dict[str, int]:
+    """Write accepted rows as Parquet datasets partitioned by market (``<table>/market=<m>/...``).
+
+    Patient-level tables are partitioned by the patient's market of residence, facilities by their own
+    market (see the module docstring). Returns the number of rows written per table.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    patient_market = validated.tables["patients"].set_index("patient_id")["market"]
+    written = {}
+    for table, frame in validated.tables.items():
+        data = _with_market(table, frame, patient_market)
+        arrow = pa.Table.from_pandas(data, preserve_index=False)
+        ds.write_dataset(
+            arrow, out_dir / table, format="parquet", partitioning=["market"], partitioning_flavor="hive",
+            existing_data_behavior="delete_matching",
+            basename_template="part-{i}.parquet",
+        )
+        written[table] = len(frame)
+    return written
+
+
+def markets_in_dataset(dataset_dir: str | Path) -> list[str]:
+    """Markets present in a market-partitioned dataset (from its ``patients`` folder names; no data read)."""
+    folder = Path(dataset_dir) / "patients"
+    return sorted(p.name.split("=", 1)[1] for p in folder.glob("market=*") if p.is_dir())
+
+
+def read_market(dataset_dir: str | Path, market: str, *, mode: str = "strict",
+                columns: dict[str, list[str]] | None = None) -> ValidatedTables:
+    """Read one market from a market-partitioned dataset without opening the other markets' files.
+
+    Returns the market's residents, all their stays, enrollment and ED visits, and every facility (so stays
+    at out-of-market facilities keep their setting), validated.
+
+    Raises
+    ------
+    ParameterError
+        If the market is not in the dataset (the message lists the markets that are).
+    """
+    dataset_dir = Path(dataset_dir)
+    known = markets_in_dataset(dataset_dir)
+    if market not in known:
+        raise ParameterError(f"market {market!r} is not in {dataset_dir}; markets: {', '.join(known) or 'none'}")
+    raw = {}
+    for table in TABLES:
+        folder = dataset_dir / table
+        if not folder.is_dir():
+            if table in OPTIONAL_TABLES:
+                continue
+            raise SchemaError(f"{dataset_dir}: no folder for required table {table}")
+        cols = (columns or {}).get(table)
+        if table == "facilities":
+            raw[table] = read_table(folder, columns=cols)
+            continue
+        part = folder / f"market={market}"
+        if not part.is_dir():
+            continue
+        frame = ds.dataset(part, format="parquet").to_table(columns=cols).to_pandas()
+        # the market is the partition key (a folder name), not a column of the files
+        raw[table] = frame.assign(market=market) if table == "patients" else frame
+    return validate_tables(raw, mode=mode)
+
+
+def summarise(validated: ValidatedTables) -> pd.DataFrame:
+    """A one-table overview of validated data: per market, facilities by setting, patients, stays, date range.
+
+    Returns one row per market plus a ``total`` row, with columns ``market``, ``facilities``, one column per
+    setting (facility counts), ``patients``, ``stays``, ``acute_stays``, ``first_admit``, ``last_discharge``.
+    """
+    t = validated.tables
+    fac = t["facilities"]
+    stays = t["stays"].merge(fac[["facility_id", "setting", "market"]], on="facility_id", how="left")
+    by_setting = pd.crosstab(fac["market"], fac["setting"]).rename_axis(columns=None)
+    rows = pd.DataFrame({
+        "facilities": fac.groupby("market").size(),
+    }).join(by_setting).join(t["patients"].groupby("market").size().rename("patients"), how="outer")
+    rows = rows.join(stays.groupby("market").size().rename("stays"), how="outer")
+    rows = rows.join(stays[stays["setting"] == "acute"].groupby("market").size().rename("acute_stays"),
+                     how="outer")
+    rows = rows.join(stays.groupby("market").agg(first_admit=("admit_date", "min"),
+                                                 last_discharge=("discharge_date", "max")), how="outer")
+    count_cols = [c for c in rows.columns if c not in ("first_admit", "last_discharge")]
+    rows[count_cols] = rows[count_cols].fillna(0).astype("int64")
+    total = rows[count_cols].sum().to_frame().T
+    total["first_admit"] = rows["first_admit"].min()
+    total["last_discharge"] = rows["last_discharge"].max()
+    total.index = ["total"]
+    out = pd.concat([rows, total]).rename_axis("market").reset_index()
+    return out

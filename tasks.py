@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Set up carequal's environment and run its jobs, needing nothing but Python 3.11+.
+
+    python3 tasks.py report   # create .venv if needed, install carequal, run the main job on data/sample
+    python3 tasks.py test     # create .venv if needed, install carequal with test extras, lint and test
+    python3 tasks.py lab      # open JupyterLab on notebooks/ with the project's environment
+
+The virtual environment is reinstalled only when pyproject.toml changes (a hash is kept in .venv).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / ("python.exe" if os.name == "nt" else "python")
+
+
+def run(*cmd: str | Path) -> None:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    result = subprocess.run([str(c) for c in cmd], cwd=ROOT)
+    if result.returncode:
+        sys.exit(result.returncode)
+
+
+def setup() -> None:
+    """Create .venv and install carequal (editable, with test extras) unless already current."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"carequal needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    stamp = VENV / ".carequal-installed"
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if stamp.is_file() and stamp.read_text() == want and PY.exists():
+        return
+    if not PY.exists():
+        print(f"+ creating {VENV}", flush=True)
+        venv.create(VENV, with_pip=True)
+    run(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    run(PY, "-m", "pip", "install", "--quiet", "-e", ".[test]")
+    stamp.write_text(want)
+
+
+def main(argv: list[str]) -> None:
+    task = argv[0] if argv else "help"
+    if task == "report":
+        setup()
+        run(BIN / "carequal", "check", "--data", "data/sample")
+    elif task == "test":
+        setup()
+        run(PY, "-m", "ruff", "check", "carequal", "tests", "benchmarks", "tasks.py")
+        run(PY, "-m", "pytest", *argv[1:])
+    elif task == "lab":
+        setup()
+        run(BIN / "jupyter", "lab", "notebooks")
+    else:
+        print(__doc__)
+        sys.exit(0 if task == "help" else 2)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,62 @@
+"""Shared fixtures: a tiny, valid set of contract tables, as text (as read from CSV)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+
+def valid_raw_tables() -> dict[str, pd.DataFrame]:
+    """Two markets, four facilities, three patients, six stays: valid under the contract."""
+    facilities = pd.DataFrame({
+        "facility_id": ["H1", "H2", "S1", "S2"],
+        "name": ["North General", "South General", "North Nursing", "South Nursing"],
+        "setting": ["acute", "acute", "snf", "snf"],
+        "market": ["North", "South", "North", "South"],
+        "is_partner": ["true", "false", "true", "false"],
+        "partner_since": ["2023-01-01", "", "2023-06-01", ""],
+        "beds": ["300", "120", "90", ""],
+    })
+    patients = pd.DataFrame({
+        "patient_id": ["P1", "P2", "P3"],
+        "birth_date": ["1940-05-01", "1952-11-30", "1948-01-15"],
+        "sex": ["F", "m", "F"],
+        "dual_eligible": ["false", "1", "no"],
+        "death_date": ["", "2024-03-09", ""],
+        "market": ["North", "South", "North"],
+        "population_group": ["medicare", "medicare", ""],
+    })
+    stays = pd.DataFrame({
+        "stay_id": ["A1", "A2", "A3", "A4", "A5", "A6"],
+        "patient_id": ["P1", "P1", "P1", "P2", "P2", "P3"],
+        "facility_id": ["H1", "S1", "H1", "H2", "H1", "H1"],
+        "admit_date": ["2024-01-02", "2024-01-06", "2024-02-20", "2024-03-01", "2024-03-05", "2024-04-01"],
+        "discharge_date": ["2024-01-06", "2024-01-30", "2024-02-24", "2024-03-05", "2024-03-09", "2024-04-01"],
+        "discharge_status": ["03", "01", "1", "02", "20", "07"],
+        "admission_type": ["1", "", "1", "1", "2", "1"],
+        "principal_dx": ["I50.9", "Z47.1", "j18.9", "I21.4", "I21.4", "J44.1"],
+        "principal_dx_poa": ["Y", "", "Y", "Y", "Y", "y"],
+        "secondary_dx": ["E11.9;I10", "", "N18.3", "", "E78.5|I10", "J96.01"],
+        "secondary_poa": ["Y;N", "", "Y", "", "Y;Y", "Y"],
+        "procedures": ["", "", "", "02703DZ", "", ""],
+        "payment": ["12000", "8000.50", "", "15000", "9000", "4000"],
+    })
+    enrollment = pd.DataFrame({
+        "patient_id": ["P1", "P2", "P3"],
+        "start_date": ["2015-01-01", "2017-12-01", "2013-01-01"],
+        "end_date": ["2024-12-31", "2024-03-09", "2024-12-31"],
+        "coverage": ["ffs", "ffs", "MA"],
+    })
+    ed_visits = pd.DataFrame({
+        "visit_id": ["E1", "E2"],
+        "patient_id": ["P1", "P3"],
+        "visit_date": ["2024-01-20", "2024-04-10"],
+        "facility_id": ["H1", "H1"],
+    })
+    return {"facilities": facilities, "patients": patients, "stays": stays, "enrollment": enrollment,
+            "ed_visits": ed_visits}
+
+
+@pytest.fixture
+def raw_tables() -> dict[str, pd.DataFrame]:
+    return valid_raw_tables()

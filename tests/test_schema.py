@@ -1,0 +1,302 @@
+"""The data contract: one failing example per rule, the message it gets, and quarantine reconciliation."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import valid_raw_tables
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from carequal.errors import ParameterError, SchemaError
+from carequal.schema import (
+    CONTRACT,
+    RULES,
+    TABLES,
+    contract_markdown,
+    diagnoses_long,
+    normalise_code,
+    overlapping_stays,
+    validate_tables,
+)
+
+
+def set_cell(table, key_col, key, col, value):
+    def mutate(t):
+        frame = t[table]
+        frame.loc[frame[key_col] == key, col] = value
+    return mutate
+
+
+def drop_row(table, key_col, key):
+    def mutate(t):
+        t[table] = t[table][t[table][key_col] != key].reset_index(drop=True)
+    return mutate
+
+
+def append_row(table, **values):
+    def mutate(t):
+        t[table] = pd.concat([t[table], pd.DataFrame([values])], ignore_index=True).fillna("")
+    return mutate
+
+
+# (id, mutation, table, column, rule, example key shown in the message)
+CASES = [
+    ("bad date", set_cell("stays", "stay_id", "A3", "admit_date", "2024-02-31"),
+     "stays", "admit_date", "type", "A3"),
+    ("bad bool", set_cell("facilities", "facility_id", "H2", "is_partner", "maybe"),
+     "facilities", "is_partner", "type", "H2"),
+    ("bad number", set_cell("facilities", "facility_id", "S1", "beds", "ninety"),
+     "facilities", "beds", "type", "S1"),
+    ("fractional int", set_cell("facilities", "facility_id", "S1", "beds", "90.5"),
+     "facilities", "beds", "type", "S1"),
+    ("empty required", set_cell("stays", "stay_id", "A6", "principal_dx", ""),
+     "stays", "principal_dx", "not_nullable", "A6"),
+    ("duplicate key", set_cell("stays", "stay_id", "A3", "stay_id", "A2"),
+     "stays", "stay_id", "unique", "A2"),
+    ("unknown setting", set_cell("facilities", "facility_id", "S2", "setting", "hospice"),
+     "facilities", "setting", "allowed_values", "S2"),
+    ("unknown discharge status", set_cell("stays", "stay_id", "A1", "discharge_status", "99"),
+     "stays", "discharge_status", "allowed_values", "A1"),
+    ("unknown sex", set_cell("patients", "patient_id", "P3", "sex", "X"),
+     "patients", "sex", "allowed_values", "P3"),
+    ("icd-9 code as principal", set_cell("stays", "stay_id", "A4", "principal_dx", "428.0"),
+     "stays", "principal_dx", "code_format", "A4"),
+    ("bad secondary list", set_cell("stays", "stay_id", "A1", "secondary_dx", "E11.9;12345"),
+     "stays", "secondary_dx", "code_format", "A1"),
+    ("bad PCS code", set_cell("stays", "stay_id", "A4", "procedures", "02703D"),
+     "stays", "procedures", "code_format", "A4"),
+    ("bad POA flag", set_cell("stays", "stay_id", "A1", "principal_dx_poa", "Q"),
+     "stays", "principal_dx_poa", "code_format", "A1"),
+    ("negative payment", set_cell("stays", "stay_id", "A2", "payment", "-5"),
+     "stays", "payment", "range", "A2"),
+    ("staffing over 24h", append_row("facilities", facility_id="S3", name="X", setting="snf", market="North",
+                                     is_partner="false", partner_since="", beds="10", nurse_hours_ppd="30"),
+     "facilities", "nurse_hours_ppd", "range", "S3"),
+    ("born before 1900", set_cell("patients", "patient_id", "P3", "birth_date", "1890-01-01"),
+     "patients", "birth_date", "range", "P3"),
+    ("discharge before admit", set_cell("stays", "stay_id", "A6", "discharge_date", "2024-03-30"),
+     "stays", "discharge_date", "discharge_before_admit", "A6"),
+    ("enrollment end before start", set_cell("enrollment", "patient_id", "P3", "end_date", "2012-01-01"),
+     "enrollment", "end_date", "end_before_start", "P3/2013-01-01"),
+    ("death before birth", set_cell("patients", "patient_id", "P2", "death_date", "1950-01-01"),
+     "patients", "death_date", "death_before_birth", "P2"),
+    ("birth in the future", set_cell("patients", "patient_id", "P3", "birth_date", "2999-01-01"),
+     "patients", "birth_date", "birth_in_future", "P3"),
+    ("partner_since on a non-partner", set_cell("facilities", "facility_id", "H2", "partner_since", "2023-01-01"),
+     "facilities", "partner_since", "partner_since_without_partner", "H2"),
+    ("poa count mismatch", set_cell("stays", "stay_id", "A1", "secondary_poa", "Y"),
+     "stays", "secondary_poa", "poa_count_mismatch", "A1"),
+    ("unknown patient", set_cell("stays", "stay_id", "A6", "patient_id", "P404"),
+     "stays", "patient_id", "unknown_patient", "A6"),
+    ("unknown facility", set_cell("stays", "stay_id", "A3", "facility_id", "H404"),
+     "stays", "facility_id", "unknown_facility", "A3"),
+    ("ED visit at unknown facility", set_cell("ed_visits", "visit_id", "E2", "facility_id", "H404"),
+     "ed_visits", "facility_id", "unknown_facility", "P3/2024-04-10"),
+    ("enrollment of unknown patient", set_cell("enrollment", "patient_id", "P3", "patient_id", "P404"),
+     "enrollment", "patient_id", "unknown_patient", "P404/2013-01-01"),
+    ("parent quarantined", set_cell("patients", "patient_id", "P3", "sex", "X"),
+     "stays", "patient_id", "parent_quarantined", "A6"),
+    ("stay after death", set_cell("patients", "patient_id", "P1", "death_date", "2024-02-01"),
+     "stays", "admit_date", "admit_after_death", "A3"),
+    ("discharge after death", set_cell("patients", "patient_id", "P1", "death_date", "2024-01-20"),
+     "stays", "discharge_date", "discharge_after_death", "A2"),
+    ("stay before birth", set_cell("patients", "patient_id", "P3", "birth_date", "2024-05-01"),
+     "stays", "admit_date", "admit_before_birth", "A6"),
+    ("overlapping stays", set_cell("stays", "stay_id", "A3", "admit_date", "2024-01-04"),
+     "stays", "admit_date", "overlapping_stay", "A3"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "table", "column", "rule", "example"),
+                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_rule_strict_message(mutate, table, column, rule, example):
+    tables = valid_raw_tables()
+    mutate(tables)
+    with pytest.raises(SchemaError) as info:
+        validate_tables(tables, mode="strict")
+    message = str(info.value)
+    # table, column, rule, count and example key, all in one line of the message
+    pattern = rf"{table}\.{column}: \d+ rows? fail rule {rule} \(.+\); examples .*{re.escape(example)}"
+    assert re.search(pattern, message), message
+    assert "mode='quarantine'" in message
+    failures = info.value.failures
+    assert ((failures["table"] == table) & (failures["rule"] == rule)).any()
+
+
+@pytest.mark.parametrize(("mutate", "table", "column", "rule", "example"),
+                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_rule_quarantine_reconciles(mutate, table, column, rule, example):
+    tables = valid_raw_tables()
+    mutate(tables)
+    out = validate_tables(tables, mode="quarantine")
+    counts = out.counts.set_index("table")
+    assert (counts["loaded"] == counts["accepted"] + counts["quarantined"]).all()
+    for t in out.tables:
+        assert counts.loc[t, "loaded"] == len(tables[t])
+    q = out.quarantine[table]
+    assert q["reason"].str.contains(f"{column}: {rule}", regex=False).any(), q
+    key = example.split("/")[0]
+    key_col = {"stays": "stay_id", "facilities": "facility_id", "patients": "patient_id",
+               "enrollment": "patient_id", "ed_visits": "patient_id"}[table]
+    assert key in set(q[key_col].astype(str))
+    assert key not in set(out.tables[table][key_col].astype(str)) or table in ("enrollment", "ed_visits")
+
+
+def test_every_rule_has_a_failing_example():
+    covered = {c[4] for c in CASES} | {"missing_column"}
+    assert covered == set(RULES)
+
+
+def test_missing_column_names_table_and_column(raw_tables):
+    raw_tables["stays"] = raw_tables["stays"].drop(columns=["discharge_date"])
+    with pytest.raises(SchemaError, match=r"stays: required column\(s\) missing: discharge_date"):
+        validate_tables(raw_tables, mode="quarantine")
+
+
+def test_missing_table(raw_tables):
+    del raw_tables["enrollment"]
+    with pytest.raises(SchemaError, match="required table.*enrollment"):
+        validate_tables(raw_tables)
+
+
+def test_optional_table_and_columns_may_be_absent(raw_tables):
+    del raw_tables["ed_visits"]
+    raw_tables["stays"] = raw_tables["stays"].drop(columns=["procedures", "payment", "secondary_poa"])
+    out = validate_tables(raw_tables)
+    assert set(out.tables) == set(TABLES) - {"ed_visits"}
+    assert len(out.tables["stays"]) == 6
+
+
+def test_bad_mode_and_unknown_table(raw_tables):
+    with pytest.raises(ParameterError, match="mode must be"):
+        validate_tables(raw_tables, mode="lenient")
+    raw_tables["claims"] = pd.DataFrame()
+    with pytest.raises(ParameterError, match="unknown table"):
+        validate_tables(raw_tables)
+
+
+def test_valid_tables_pass_and_are_typed(raw_tables):
+    before = {k: v.copy() for k, v in raw_tables.items()}
+    out = validate_tables(raw_tables, mode="strict")
+    for k, v in raw_tables.items():  # inputs untouched
+        pd.testing.assert_frame_equal(v, before[k])
+    stays = out.tables["stays"].set_index("stay_id")
+    assert stays.loc["A3", "discharge_status"] == "01"  # "1" padded to the two-digit code
+    assert stays.loc["A3", "principal_dx"] == "J189"
+    assert stays.loc["A5", "secondary_dx"] == "E785;I10"  # '|' separator normalised
+    assert stays.loc["A6", "principal_dx_poa"] == "Y"
+    assert pd.isna(stays.loc["A2", "admission_type"])
+    assert stays["admit_date"].dtype.kind == "M"
+    pats = out.tables["patients"].set_index("patient_id")
+    assert pats["dual_eligible"].tolist() == [False, True, False]
+    assert pats.loc["P2", "sex"] == "M"
+    assert out.tables["enrollment"]["coverage"].tolist() == ["ffs", "ffs", "ma"]
+    assert out.failures.empty
+
+
+def test_several_failures_in_one_error(raw_tables):
+    set_cell("stays", "stay_id", "A1", "discharge_status", "99")(raw_tables)
+    set_cell("stays", "stay_id", "A2", "discharge_status", "98")(raw_tables)
+    set_cell("facilities", "facility_id", "S2", "setting", "hospice")(raw_tables)
+    with pytest.raises(SchemaError) as info:
+        validate_tables(raw_tables)
+    msg = str(info.value)
+    assert "stays.discharge_status: 2 rows fail rule allowed_values" in msg
+    assert "examples stay_id = A1, A2" in msg
+    assert "facilities.setting: 1 row fail rule allowed_values" in msg
+
+
+def test_examples_capped_at_five():
+    tables = valid_raw_tables()
+    extra = pd.DataFrame({
+        "stay_id": [f"X{i}" for i in range(8)], "patient_id": "P3", "facility_id": "H404",
+        "admit_date": [f"2023-0{1 + i % 8}-01" for i in range(8)],
+        "discharge_date": [f"2023-0{1 + i % 8}-02" for i in range(8)], "discharge_status": "01",
+        "admission_type": "1", "principal_dx": "I10", "principal_dx_poa": "Y", "secondary_dx": "",
+        "secondary_poa": "", "procedures": "", "payment": "",
+    })
+    tables["stays"] = pd.concat([tables["stays"], extra], ignore_index=True)
+    with pytest.raises(SchemaError) as info:
+        validate_tables(tables)
+    line = next(x for x in str(info.value).splitlines() if "unknown_facility" in x)
+    assert "8 rows" in line
+    assert line.split("examples stay_id = ")[1] == "X0, X1, X2, X3, X4"
+
+
+def test_quarantine_keeps_the_row_as_given(raw_tables):
+    set_cell("stays", "stay_id", "A4", "principal_dx", "428.0")(raw_tables)
+    set_cell("stays", "stay_id", "A4", "discharge_status", "99")(raw_tables)
+    out = validate_tables(raw_tables, mode="quarantine")
+    q = out.quarantine["stays"]
+    assert q["stay_id"].tolist() == ["A4"]
+    assert q["row_number"].tolist() == [4]
+    assert q["principal_dx"].tolist() == ["428.0"]  # as given, not normalised
+    assert q["reason"].iloc[0] == "discharge_status: allowed_values; principal_dx: code_format"
+
+
+def test_same_day_transfer_is_not_an_overlap():
+    fac = pd.DataFrame({"facility_id": ["A", "B", "S"], "setting": ["acute", "acute", "snf"]})
+    stays = pd.DataFrame({
+        "stay_id": ["1", "2", "3", "4"], "patient_id": ["p", "p", "p", "q"],
+        "facility_id": ["A", "B", "S", "A"],
+        "admit_date": pd.to_datetime(["2024-01-01", "2024-01-05", "2024-01-02", "2024-01-03"]),
+        "discharge_date": pd.to_datetime(["2024-01-05", "2024-01-09", "2024-01-20", "2024-01-04"]),
+    })
+    # stay 2 starts the day stay 1 ends (same-day transfer); stay 3 is a different setting; q is another person
+    assert overlapping_stays(stays, fac).tolist() == []
+    stays.loc[1, "admit_date"] = pd.Timestamp("2024-01-04")
+    assert overlapping_stays(stays, fac).tolist() == [1]
+
+
+def test_overlap_against_a_long_earlier_stay():
+    # stay 3 starts after stay 2 ended but inside stay 1, which is still open: the running maximum catches it
+    fac = pd.DataFrame({"facility_id": ["A"], "setting": ["acute"]})
+    stays = pd.DataFrame({
+        "stay_id": ["1", "2", "3"], "patient_id": "p", "facility_id": "A",
+        "admit_date": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-10"]),
+        "discharge_date": pd.to_datetime(["2024-01-30", "2024-01-03", "2024-01-12"]),
+    })
+    assert overlapping_stays(stays, fac).tolist() == [1, 2]
+
+
+def test_normalise_code_variants():
+    got = normalise_code(pd.Series(["i50.9", "I509", " i5 0.9", "I50.9 ", None, ""]))
+    assert got.iloc[:4].tolist() == ["I509"] * 4
+    assert got.iloc[4:].isna().all()
+
+
+def test_diagnoses_long_counts(raw_tables):
+    stays = validate_tables(raw_tables).tables["stays"]
+    long = diagnoses_long(stays)
+    n_secondary = stays["secondary_dx"].str.count(";").add(1).fillna(0).sum()
+    assert len(long) == len(stays) + n_secondary
+    assert (long.groupby("stay_id")["position"].min() == 0).all()
+
+
+def test_contract_documented_in_data_readme():
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "data" / "README.md").read_text()
+    assert contract_markdown() in readme, "data/README.md is out of date: paste contract_markdown()"
+    for table, specs in CONTRACT.items():
+        for spec in specs:
+            assert f"`{spec.name}`" in readme, (table, spec.name)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.permutations(list(range(6))), st.sets(st.integers(0, 5), max_size=3))
+def test_quarantine_reconciles_whatever_breaks(order, broken):
+    """Property: any set of broken stays, in any row order, is accounted for, row by row."""
+    tables = valid_raw_tables()
+    stays = tables["stays"].iloc[list(order)].reset_index(drop=True)
+    for i in broken:
+        stays.loc[i, "discharge_status"] = "99"
+    tables["stays"] = stays
+    out = validate_tables(tables, mode="quarantine")
+    assert len(out.tables["stays"]) + len(out.quarantine["stays"]) == 6
+    assert set(out.quarantine["stays"]["row_number"] - 1) == broken
+    assert set(out.tables["stays"]["stay_id"]) | set(out.quarantine["stays"]["stay_id"]) == set(stays["stay_id"])
+    assert np.array_equal(np.sort(out.quarantine["stays"]["row_number"]), out.quarantine["stays"]["row_number"])
