@@ -744,8 +744,12 @@ def diagnoses_long(stays: pd.DataFrame, *, stay_col: str = "stay_id") -> pd.Data
     --------
     >>> st = pd.DataFrame({"stay_id": ["S1", "S2"], "principal_dx": ["I509", "J189"],
     ...     "secondary_dx": ["E119;N183", np.nan], "secondary_poa": ["Y;N", np.nan]})
-    >>> diagnoses_long(st).to_string(index=False)
-    'stay_id  position code  poa\\n     S1         0 I509 <NA>\\n     S1         1 E119    Y\\n     S1         2 N183    N\\n     S2         0 J189 <NA>'
+    >>> diagnoses_long(st)
+      stay_id  position  code   poa
+    0      S1         0  I509  <NA>
+    1      S1         1  E119     Y
+    2      S1         2  N183     N
+    3      S2         0  J189  <NA>
     """
     principal = pd.DataFrame({
         stay_col: stays[stay_col].to_numpy(), "position": 0, "code": stays["principal_dx"].to_numpy(),
