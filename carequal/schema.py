@@ -34,6 +34,8 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow as pa_arrow
+import pyarrow.compute as pc
 
 from carequal.errors import ParameterError, SchemaError
 
@@ -241,6 +243,18 @@ _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 
 
+def _arrow_text(values: pd.Series) -> pa_arrow.ChunkedArray | pa_arrow.Array:
+    """The values as an Arrow string array (empty or missing → null); pyarrow kernels normalise codes
+    at tens of millions per second, where pandas regex replacement falls back to Python per element."""
+    arr = pa_arrow.array(values.astype("string[pyarrow]").array)
+    return arr.cast(pa_arrow.string()) if arr.type != pa_arrow.string() else arr
+
+
+def _text_series(arr, index: pd.Index) -> pd.Series:
+    arr = pc.if_else(pc.equal(arr, ""), pa_arrow.scalar(None, pa_arrow.string()), arr)
+    return pd.Series(arr.to_pandas(), index=index).astype("str")
+
+
 def normalise_code(codes: pd.Series) -> pd.Series:
     """Normalise ICD codes: remove dots and blanks, upper case; empty text becomes missing.
 
@@ -249,8 +263,8 @@ def normalise_code(codes: pd.Series) -> pd.Series:
     >>> normalise_code(pd.Series(["i50.9", " E11.9 ", "", None])).tolist()
     ['I509', 'E119', nan, nan]
     """
-    text = codes.astype("string").str.upper().str.replace(r"[.\s]", "", regex=True)
-    return text.mask(text == "").astype("str")
+    arr = pc.replace_substring_regex(pc.utf8_upper(_arrow_text(codes)), r"[.\s]", "")
+    return _text_series(arr, codes.index)
 
 
 def normalise_code_list(codes: pd.Series) -> pd.Series:
@@ -258,13 +272,13 @@ def normalise_code_list(codes: pd.Series) -> pd.Series:
 
     Examples
     --------
-    >>> normalise_code_list(pd.Series(["e11.9; i10", "N18.3|Z79.4", ""])).tolist()
-    ['E119;I10', 'N183;Z794', nan]
+    >>> normalise_code_list(pd.Series(["e11.9; i10", "N18.3|Z79.4", ";;", ""])).tolist()
+    ['E119;I10', 'N183;Z794', nan, nan]
     """
-    text = codes.astype("string").str.upper().str.replace(r"[.\s]", "", regex=True)
-    text = text.str.replace(r"[|,]", CODE_SEPARATOR, regex=True).str.strip(CODE_SEPARATOR)
-    text = text.str.replace(r";{2,}", CODE_SEPARATOR, regex=True)
-    return text.mask(text == "").astype("str")
+    arr = pc.replace_substring_regex(pc.utf8_upper(_arrow_text(codes)), r"[.\s]", "")
+    arr = pc.replace_substring_regex(arr, r"[|,;]+", CODE_SEPARATOR)
+    arr = pc.utf8_trim(arr, CODE_SEPARATOR)
+    return _text_series(arr, codes.index)
 
 
 def _blank_to_na(values: pd.Series) -> pd.Series:
@@ -586,11 +600,16 @@ def overlapping_stays(stays: pd.DataFrame, facilities: pd.DataFrame) -> np.ndarr
     return np.sort(order["pos"].to_numpy()[overlap])
 
 
+def _is_in(values, keys: pd.Index) -> np.ndarray:
+    value_set = _arrow_text(pd.Series(keys))
+    return pc.is_in(values, value_set=value_set).to_numpy(zero_copy_only=False).astype(bool)
+
+
 def _foreign_key(table: str, frame: pd.DataFrame, column: str, parent_keys: pd.Index,
                  quarantined_keys: pd.Index) -> list[Failure]:
-    values = frame[column]
-    known = values.isin(parent_keys).to_numpy()
-    in_quarantine = values.isin(quarantined_keys).to_numpy()
+    values = _arrow_text(frame[column])
+    known = _is_in(values, parent_keys)
+    in_quarantine = _is_in(values, quarantined_keys)
     out = []
     unknown = np.flatnonzero(~known & ~in_quarantine)
     if len(unknown):
