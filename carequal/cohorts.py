@@ -1,0 +1,659 @@
+"""Cohorts: CMS-style index stays with an auditable exclusion pipeline, condition cohorts, post-acute episodes.
+
+Every acute stay leaves :func:`index_stays` either as an index stay or with exactly one
+``exclusion_reason`` (the first rule, in pipeline order, that it fails), and the cohort carries an attrition
+table (step, excluded, remaining). The rules follow the CMS condition-specific and hospital-wide readmission
+measures (methodology digest §1.2); each is switchable through :class:`IndexRules`.
+
+Day arithmetic is on calendar days (``date - date``); stays of one patient in one setting never overlap
+(the data contract guarantees it), which the vectorised steps rely on.
+
+Why hand-written: the CMS rules are sequential per patient (transfer chains, the 30-day washout after an
+index stay of the same condition); no library implements them, and a per-patient Python loop is far too
+slow at national scale, so they are written as sorted-array operations (numpy) with a few vectorised
+"rounds" where the rule is inherently sequential.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from functools import cache
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+
+from carequal.errors import ParameterError
+from carequal.schema import CODE_SEPARATOR, POST_ACUTE_SETTINGS
+
+CONDITION_CODES_VERSION = "2026.1"
+CONDITIONS: tuple[str, ...] = ("heart_failure", "ami", "pneumonia", "copd", "sepsis", "stroke",
+                               "hip_knee_replacement")
+"""Condition cohorts, in the priority used when one stay matches several (first wins for ``condition``)."""
+
+DIED_STATUSES = frozenset({"20", "40", "41", "42"})
+AMA_STATUS = "07"
+TRANSFER_STATUSES = frozenset({"02", "82"})
+COMMUNITY_STATUSES = frozenset({"01", "06", "81", "86"})
+"""Discharge to community for DTC-PAC: home or home health, with or without a planned readmission."""
+
+
+def _days(values: pd.Series | np.ndarray) -> np.ndarray:
+    """Dates as integer days since 1970-01-01 (NaT becomes the int64 minimum)."""
+    arr = np.asarray(values, dtype="datetime64[D]")
+    return arr.astype(np.int64)
+
+
+_NAT_DAYS = np.iinfo(np.int64).min
+
+
+# --------------------------------------------------------------------------------------- condition cohorts
+
+
+@cache
+def condition_codes() -> pd.DataFrame:
+    """The shipped condition code sets (see ``carequal/data/conditions/README.md`` for sources).
+
+    Examples
+    --------
+    >>> codes = condition_codes()
+    >>> sorted(codes["condition"].unique()) == sorted(CONDITIONS)
+    True
+    """
+    path = resources.files("carequal") / "data" / "conditions" / "condition_codes.csv"
+    with path.open(encoding="utf-8") as fh:
+        return pd.read_csv(fh, dtype=str, keep_default_na=False)
+
+
+def _starts_with_any(codes: pd.Series, prefixes: list[str]) -> np.ndarray:
+    text = codes.astype("string[pyarrow]").fillna("")
+    out = np.zeros(len(codes), dtype=bool)
+    for p in prefixes:
+        out |= text.str.startswith(p).to_numpy(dtype=bool, na_value=False)
+    return out
+
+
+def _list_has_prefix(lists: pd.Series, prefixes: list[str]) -> np.ndarray:
+    pattern = rf"(?:^|{CODE_SEPARATOR})(?:{'|'.join(prefixes)})"
+    text = lists.astype("string[pyarrow]").fillna("")
+    return text.str.contains(pattern, regex=True).to_numpy(dtype=bool, na_value=False)
+
+
+def assign_conditions(stays: pd.DataFrame, *, conditions: tuple[str, ...] = CONDITIONS) -> pd.DataFrame:
+    """Flag each stay's condition cohorts from its principal diagnosis, secondary diagnoses and procedures.
+
+    Parameters
+    ----------
+    stays : DataFrame
+        Contract stays (``stay_id``, ``principal_dx``, ``secondary_dx``, optional ``procedures``).
+    conditions : tuple of str
+        Conditions to flag, in priority order.
+
+    Returns
+    -------
+    DataFrame
+        ``stay_id``, one boolean column per condition, and ``condition``: the first matching condition in
+        priority order, or ``"other"``.
+
+    Examples
+    --------
+    >>> st = pd.DataFrame({"stay_id": ["a", "b", "c", "d"],
+    ...     "principal_dx": ["I509", "J9601", "A419", "M1611"],
+    ...     "secondary_dx": ["E119", "J441", "J189", np.nan], "procedures": [np.nan, np.nan, np.nan, "0SR9019"]})
+    >>> assign_conditions(st)[["stay_id", "condition", "pneumonia", "sepsis"]]
+      stay_id             condition  pneumonia  sepsis
+    0       a         heart_failure      False   False
+    1       b                  copd      False   False
+    2       c             pneumonia       True    True
+    3       d  hip_knee_replacement      False   False
+    """
+    unknown = sorted(set(conditions) - set(CONDITIONS))
+    if unknown:
+        raise ParameterError(f"unknown condition(s) {', '.join(unknown)}; choose from {', '.join(CONDITIONS)}")
+    codes = condition_codes()
+    out = pd.DataFrame({"stay_id": stays["stay_id"].to_numpy()})
+    procedures = stays["procedures"] if "procedures" in stays.columns else pd.Series(np.nan, index=stays.index)
+    label = np.full(len(stays), "other", dtype=object)
+    for condition in conditions:
+        include = np.zeros(len(stays), dtype=bool)
+        exclude = np.zeros(len(stays), dtype=bool)
+        for row in codes[codes["condition"] == condition].itertuples(index=False):
+            match = np.ones(len(stays), dtype=bool)
+            if row.principal_dx:
+                match &= _starts_with_any(stays["principal_dx"], [row.principal_dx])
+            if row.secondary_dx:
+                match &= _list_has_prefix(stays["secondary_dx"], row.secondary_dx.split("|"))
+            if row.procedure:
+                match &= _list_has_prefix(procedures, [row.procedure])
+            if row.action == "include":
+                include |= match
+            else:
+                exclude |= match
+        flag = include & ~exclude
+        out[condition] = flag
+        label = np.where((label == "other") & flag, condition, label)
+    out["condition"] = label
+    return out
+
+
+# ------------------------------------------------------------------------------------------- index stays
+
+
+@dataclass(frozen=True)
+class IndexRules:
+    """The switchable rules of :func:`index_stays` (defaults follow the CMS readmission measures).
+
+    Attributes
+    ----------
+    min_age : int or None
+        Minimum age in whole years at the episode's admission (CMS: 65). None switches the rule off.
+    require_enrollment : bool
+        When enrollment is given: continuous coverage from ``enrollment_lookback_days`` before admission to
+        ``followup_days`` after discharge (or to death, if earlier). Periods that overlap or touch (one
+        ends the day before the next starts) are merged; a single uncovered day breaks continuity.
+    coverage : tuple of str or None
+        Coverage types that count (e.g. ``("ffs",)`` for CMS Medicare FFS); None counts every type.
+    exclude_died : bool
+        Exclude stays that end in death (status 20/40/41/42, or a death date on or before discharge).
+    exclude_ama : bool
+        Exclude discharges against medical advice (status 07).
+    chain_transfers : bool
+        Link acute-to-acute transfers (an admission to a *different* acute hospital on the day of discharge
+        or within ``transfer_gap_days``) into one episode; only its final stay can be the index. A stay with
+        transfer status (02/82) and no linked receiving stay is excluded (the receiving stay is not in the
+        data).
+    merge_same_day : bool
+        A same-day readmission to the same hospital for the same condition (same principal diagnosis, or the
+        same cohort condition) is merged: the first stay is not an index, the second can be.
+    runout_days : int or None
+        Exclude discharges within this many days of the data's end (``data_end``, default the last discharge
+        in the data), since their follow-up is incomplete.
+    washout_days : int
+        Condition cohorts only: an admission within this many days of a prior index stay's discharge is an
+        outcome of that stay, not a new index.
+    """
+
+    min_age: int | None = 65
+    require_enrollment: bool = True
+    enrollment_lookback_days: int = 365
+    followup_days: int = 30
+    coverage: tuple[str, ...] | None = None
+    exclude_died: bool = True
+    exclude_ama: bool = True
+    chain_transfers: bool = True
+    transfer_gap_days: int = 1
+    merge_same_day: bool = True
+    runout_days: int | None = 30
+    data_end: pd.Timestamp | None = None
+    washout_days: int = 30
+
+
+EXCLUSION_STEPS: tuple[tuple[str, str], ...] = (
+    ("transfer_to_acute", "transferred to another acute hospital (the episode's final stay is evaluated)"),
+    ("transfer_out_unlinked", "transfer status with no receiving acute stay in the data"),
+    ("merged_same_day", "same-day readmission to the same hospital for the same condition (merged)"),
+    ("under_min_age", "younger than the minimum age at admission"),
+    ("died_in_hospital", "died during the stay"),
+    ("against_medical_advice", "left against medical advice"),
+    ("not_enrolled", "not continuously enrolled before admission and after discharge"),
+    ("data_runout", "discharged too close to the end of the data for complete follow-up"),
+    ("not_in_condition", "not in the condition cohort"),
+    ("within_washout_of_index", "admitted within the washout after a prior index stay (an outcome, not an index)"),
+)
+"""Pipeline order of the exclusion reasons, with their meaning."""
+
+
+@dataclass
+class Cohort:
+    """An index-stay cohort.
+
+    Attributes
+    ----------
+    stays : DataFrame
+        One row per acute stay given: ``stay_id``, ``episode_id``, ``exclusion_reason`` (missing for index
+        stays), ``is_index``.
+    index : DataFrame
+        One row per index stay with episode and patient attributes (see :func:`index_stays`).
+    attrition : DataFrame
+        ``step``, ``description``, ``excluded``, ``remaining``; the first row is the number of acute stays.
+    rules : IndexRules
+    condition : str or None
+    """
+
+    stays: pd.DataFrame
+    index: pd.DataFrame
+    attrition: pd.DataFrame
+    rules: IndexRules = field(default_factory=IndexRules)
+    condition: str | None = None
+
+
+def acute_stays(stays: pd.DataFrame, facilities: pd.DataFrame) -> pd.DataFrame:
+    """Stays at acute hospitals, sorted by patient, admission, discharge and stay_id, with the facility's
+    ``setting``, ``market`` and ``is_partner``.
+
+    Examples
+    --------
+    >>> fac = pd.DataFrame({"facility_id": ["H", "S"], "setting": ["acute", "snf"], "market": "M",
+    ...                     "is_partner": False})
+    >>> st = pd.DataFrame({"stay_id": ["2", "1", "3"], "patient_id": "p", "facility_id": ["H", "H", "S"],
+    ...     "admit_date": pd.to_datetime(["2024-02-01", "2024-01-01", "2024-01-05"]),
+    ...     "discharge_date": pd.to_datetime(["2024-02-03", "2024-01-05", "2024-01-20"])})
+    >>> acute_stays(st, fac)["stay_id"].tolist()
+    ['1', '2']
+    """
+    fac = facilities[["facility_id", "setting", "market", "is_partner"]].rename(
+        columns={"market": "facility_market", "is_partner": "facility_is_partner"})
+    out = stays.merge(fac, on="facility_id", how="left", validate="many_to_one")
+    out = out[out["setting"] == "acute"]
+    return out.sort_values(["patient_id", "admit_date", "discharge_date", "stay_id"], kind="stable",
+                           ignore_index=True)
+
+
+def link_transfers(acute: pd.DataFrame, *, gap_days: int = 1) -> pd.DataFrame:
+    """Link acute-to-acute transfers into episodes.
+
+    A stay is linked to the patient's next acute stay when that stay is at a different hospital and starts
+    on the discharge day or within ``gap_days`` after it. ``acute`` must be sorted as :func:`acute_stays`
+    returns it.
+
+    Returns
+    -------
+    DataFrame
+        ``acute`` with ``episode_id`` (the stay_id of the episode's first stay), ``episode_admit_date``,
+        ``first_facility_id``, ``transfers_in_episode`` (number of transfers), ``is_final`` (the stay that
+        ends the episode) and ``transferred_out`` (linked to a next stay).
+
+    Examples
+    --------
+    >>> st = pd.DataFrame({"stay_id": ["a", "b", "c"], "patient_id": "p", "facility_id": ["H1", "H2", "H2"],
+    ...     "admit_date": pd.to_datetime(["2024-01-01", "2024-01-04", "2024-02-01"]),
+    ...     "discharge_date": pd.to_datetime(["2024-01-03", "2024-01-08", "2024-02-02"])})
+    >>> link_transfers(st)[["stay_id", "episode_id", "is_final", "transfers_in_episode"]]
+      stay_id episode_id  is_final  transfers_in_episode
+    0       a          a     False                     1
+    1       b          a      True                     1
+    2       c          c      True                     0
+    """
+    n = len(acute)
+    patient = acute["patient_id"].to_numpy()
+    admit = _days(acute["admit_date"])
+    discharge = _days(acute["discharge_date"])
+    facility = acute["facility_id"].to_numpy()
+    linked = np.zeros(n, dtype=bool)
+    if n > 1:
+        gap = admit[1:] - discharge[:-1]
+        linked[:-1] = (patient[1:] == patient[:-1]) & (facility[1:] != facility[:-1]) & (gap >= 0) & (
+            gap <= gap_days)
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = ~linked[:-1]
+    episode_pos = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
+    out = acute.copy()
+    out["episode_id"] = acute["stay_id"].to_numpy()[episode_pos]
+    out["episode_admit_date"] = acute["admit_date"].to_numpy()[episode_pos]
+    out["first_facility_id"] = facility[episode_pos]
+    sizes = np.bincount(episode_pos, minlength=n)
+    out["transfers_in_episode"] = sizes[episode_pos] - 1
+    out["is_final"] = ~linked
+    out["transferred_out"] = linked
+    return out
+
+
+def _age_years(birth: np.ndarray, on: np.ndarray) -> np.ndarray:
+    """Whole years of age on a date (birthdays counted on the day; 29 February on 1 March in other years)."""
+    b = pd.DatetimeIndex(birth)
+    d = pd.DatetimeIndex(on)
+    years = d.year - b.year
+    before_birthday = (d.month < b.month) | ((d.month == b.month) & (d.day < b.day))
+    return np.asarray(years - before_birthday.astype(int))
+
+
+def _merged_coverage(enrollment: pd.DataFrame, coverage: tuple[str, ...] | None) -> pd.DataFrame:
+    """Union of each patient's coverage periods (overlapping or touching periods are merged)."""
+    enr = enrollment
+    if coverage is not None and "coverage" in enr.columns:
+        enr = enr[enr["coverage"].isin(coverage)]
+    enr = enr.sort_values(["patient_id", "start_date", "end_date"], kind="stable")
+    patient = enr["patient_id"].to_numpy()
+    start = _days(enr["start_date"])
+    end = _days(enr["end_date"])
+    n = len(enr)
+    if n == 0:
+        return pd.DataFrame({"patient_id": [], "start": [], "end": []})
+    new_patient = np.ones(n, dtype=bool)
+    new_patient[1:] = patient[1:] != patient[:-1]
+    # running max of end within patient: reset at each new patient by offsetting with a large group constant
+    group = np.cumsum(new_patient)
+    offset = group.astype(np.int64) * (1 << 32)
+    run_end = np.maximum.accumulate(end + offset) - offset
+    new_block = new_patient.copy()
+    new_block[1:] |= start[1:] > run_end[:-1] + 1
+    merged = pd.DataFrame({"patient_id": patient[new_block], "start": start[new_block],
+                           "end": np.maximum.reduceat(end, np.flatnonzero(new_block))})
+    return merged
+
+
+def _enrolled(patient: np.ndarray, window_start: np.ndarray, window_end: np.ndarray,
+              merged: pd.DataFrame) -> np.ndarray:
+    """Whether [window_start, window_end] lies inside one merged coverage period of the patient."""
+    if len(merged) == 0:
+        return np.zeros(len(patient), dtype=bool)
+    codes, uniques = pd.factorize(pd.concat([pd.Series(merged["patient_id"].to_numpy()), pd.Series(patient)]),
+                                  sort=True)
+    m_code = codes[: len(merged)].astype(np.int64)
+    s_code = codes[len(merged):].astype(np.int64)
+    shift = np.int64(1 << 32)
+    base = 1 << 31
+    m_key = m_code * shift + (merged["start"].to_numpy().astype(np.int64) + base)
+    order = np.argsort(m_key, kind="stable")
+    m_key = m_key[order]
+    m_end = merged["end"].to_numpy().astype(np.int64)[order]
+    m_code = m_code[order]
+    s_key = s_code * shift + (window_start.astype(np.int64) + base)
+    pos = np.searchsorted(m_key, s_key, side="right") - 1
+    ok = pos >= 0
+    pos_c = np.clip(pos, 0, None)
+    ok &= m_code[pos_c] == s_code
+    ok &= m_end[pos_c] >= window_end
+    return ok
+
+
+def _washout(patient: np.ndarray, admit: np.ndarray, discharge: np.ndarray, eligible: np.ndarray,
+             days: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sequential washout in vectorised rounds: returns (is_index, washed_out) over the eligible stays.
+
+    Stays are sorted by patient and admission. Each round makes every patient's first undecided stay an
+    index stay and marks the patient's undecided stays admitted within ``days`` of its discharge as washed
+    out; rounds repeat until no stay is undecided (as many rounds as the most index stays of one patient).
+    """
+    n = len(patient)
+    is_index = np.zeros(n, dtype=bool)
+    washed = np.zeros(n, dtype=bool)
+    undecided = eligible.copy()
+    codes = pd.factorize(patient)[0]
+    while undecided.any():
+        pos = np.flatnonzero(undecided)
+        first_of_patient = np.ones(len(pos), dtype=bool)
+        first_of_patient[1:] = codes[pos[1:]] != codes[pos[:-1]]
+        firsts = pos[first_of_patient]
+        is_index[firsts] = True
+        undecided[firsts] = False
+        last_discharge = np.full(codes.max() + 1, _NAT_DAYS, dtype=np.int64)
+        last_discharge[codes[firsts]] = discharge[firsts]
+        rest = np.flatnonzero(undecided)
+        ref = last_discharge[codes[rest]]
+        hit = (ref != _NAT_DAYS) & (admit[rest] - ref <= days)
+        washed[rest[hit]] = True
+        undecided[rest[hit]] = False
+    return is_index, washed
+
+
+def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.DataFrame,
+                enrollment: pd.DataFrame | None = None, *, condition: str | None = None,
+                rules: IndexRules | None = None) -> Cohort:
+    """Build an index-stay cohort from acute stays with the CMS exclusion pipeline.
+
+    Parameters
+    ----------
+    stays, facilities, patients : DataFrame
+        Validated contract tables (all settings; only acute stays are candidates).
+    enrollment : DataFrame, optional
+        Coverage periods; when given and ``rules.require_enrollment``, the enrollment rule applies.
+    condition : str, optional
+        A condition cohort (one of :data:`CONDITIONS`); None for all conditions (hospital-wide).
+        An episode is in the condition cohort if its first stay or its final (discharging) stay is.
+    rules : IndexRules, optional
+
+    Returns
+    -------
+    Cohort
+        ``index`` has one row per index stay: ``stay_id``, ``patient_id``, ``facility_id`` (discharging
+        hospital), ``first_facility_id``, ``episode_id``, ``episode_admit_date``, ``admit_date``,
+        ``discharge_date``, ``discharge_status``, ``admission_type``, ``principal_dx``, ``condition``,
+        ``transfers_in_episode``, ``age``, ``sex``, ``dual_eligible``, ``patient_market``, ``market``
+        (the hospital's), ``is_partner`` (the hospital's).
+
+    Notes
+    -----
+    Rules apply in the order of :data:`EXCLUSION_STEPS`; a stay gets the first reason it meets. The
+    attrition table counts them in that order, so ``remaining`` after the last step is the number of index
+    stays and every acute stay is accounted for.
+
+    Examples
+    --------
+    >>> fac = pd.DataFrame({"facility_id": ["H1", "H2"], "setting": "acute", "market": "M",
+    ...                     "is_partner": [True, False]})
+    >>> pat = pd.DataFrame({"patient_id": ["p"], "birth_date": pd.to_datetime(["1940-01-01"]), "sex": "F",
+    ...                     "dual_eligible": False, "death_date": pd.NaT, "market": "M"})
+    >>> st = pd.DataFrame({"stay_id": ["a", "b", "c"], "patient_id": "p", "facility_id": ["H1", "H2", "H1"],
+    ...     "admit_date": pd.to_datetime(["2024-01-01", "2024-01-04", "2024-06-01"]),
+    ...     "discharge_date": pd.to_datetime(["2024-01-03", "2024-01-08", "2024-06-02"]),
+    ...     "discharge_status": ["02", "01", "07"], "principal_dx": ["I509", "I509", "J189"],
+    ...     "secondary_dx": np.nan, "admission_type": "1"})
+    >>> cohort = index_stays(st, fac, pat, rules=IndexRules(runout_days=None))
+    >>> cohort.stays[["stay_id", "exclusion_reason"]]
+      stay_id        exclusion_reason
+    0       a       transfer_to_acute
+    1       b                     NaN
+    2       c  against_medical_advice
+    >>> cohort.index[["stay_id", "first_facility_id", "facility_id", "age"]]
+      stay_id first_facility_id facility_id  age
+    0       b                H1          H2   84
+    """
+    rules = rules or IndexRules()
+    if condition is not None and condition not in CONDITIONS:
+        raise ParameterError(f"unknown condition {condition!r}; choose from {', '.join(CONDITIONS)}")
+    acute = link_transfers(acute_stays(stays, facilities), gap_days=rules.transfer_gap_days) \
+        if rules.chain_transfers else _unlinked(acute_stays(stays, facilities))
+    n = len(acute)
+    people = patients.set_index("patient_id")
+    birth = acute["patient_id"].map(people["birth_date"]).to_numpy()
+    death = acute["patient_id"].map(people["death_date"]).to_numpy()
+    status = acute["discharge_status"].astype("string").fillna("").to_numpy(dtype=object) \
+        if "discharge_status" in acute.columns else np.full(n, "", dtype=object)
+    conds = assign_conditions(acute)
+    admit = _days(acute["admit_date"])
+    discharge = _days(acute["discharge_date"])
+    episode_admit = acute["episode_admit_date"].to_numpy()
+    patient = acute["patient_id"].to_numpy()
+
+    masks: dict[str, np.ndarray] = {}
+    masks["transfer_to_acute"] = ~acute["is_final"].to_numpy()
+    masks["transfer_out_unlinked"] = np.isin(status, list(TRANSFER_STATUSES)) & acute["is_final"].to_numpy() \
+        if rules.chain_transfers else np.zeros(n, dtype=bool)
+    # same-day readmission to the same hospital for the same condition: the first stay is merged away
+    merged = np.zeros(n, dtype=bool)
+    if rules.merge_same_day and n > 1:
+        same_key = conds["condition"].to_numpy()
+        same_cond = (same_key[1:] == same_key[:-1]) & (same_key[1:] != "other")
+        pdx = acute["principal_dx"].to_numpy()
+        same_cond |= pdx[1:] == pdx[:-1]
+        fac = acute["facility_id"].to_numpy()
+        merged[:-1] = (patient[1:] == patient[:-1]) & (fac[1:] == fac[:-1]) & (admit[1:] == discharge[:-1]) \
+            & same_cond
+    masks["merged_same_day"] = merged
+    age = _age_years(birth, episode_admit)
+    masks["under_min_age"] = (age < rules.min_age) if rules.min_age is not None else np.zeros(n, dtype=bool)
+    death_days = _days(death)
+    died_by_discharge = (death_days != _NAT_DAYS) & (death_days <= discharge)
+    masks["died_in_hospital"] = (np.isin(status, list(DIED_STATUSES)) | died_by_discharge) \
+        if rules.exclude_died else np.zeros(n, dtype=bool)
+    masks["against_medical_advice"] = (status == AMA_STATUS) if rules.exclude_ama else np.zeros(n, dtype=bool)
+    if enrollment is not None and rules.require_enrollment:
+        window_start = _days(episode_admit) - rules.enrollment_lookback_days
+        window_end = discharge + rules.followup_days
+        window_end = np.where(death_days != _NAT_DAYS, np.minimum(window_end, death_days), window_end)
+        masks["not_enrolled"] = ~_enrolled(patient, window_start, window_end,
+                                           _merged_coverage(enrollment, rules.coverage))
+    else:
+        masks["not_enrolled"] = np.zeros(n, dtype=bool)
+    if rules.runout_days is not None:
+        end = rules.data_end if rules.data_end is not None else stays["discharge_date"].max()
+        masks["data_runout"] = discharge > _days(np.array([end]))[0] - rules.runout_days
+    else:
+        masks["data_runout"] = np.zeros(n, dtype=bool)
+    if condition is not None:
+        in_cond = conds[condition].to_numpy()
+        first_pos = pd.Index(acute["stay_id"]).get_indexer(acute["episode_id"])
+        masks["not_in_condition"] = ~(in_cond | in_cond[first_pos])
+    else:
+        masks["not_in_condition"] = np.zeros(n, dtype=bool)
+
+    reason = np.full(n, None, dtype=object)
+    remaining = np.ones(n, dtype=bool)
+    steps = [("acute_stays", "acute stays given", 0, n)]
+    for step, description in EXCLUSION_STEPS:
+        if step == "within_washout_of_index":
+            if condition is not None and rules.washout_days is not None:
+                _, washed = _washout(patient, admit, discharge, remaining, rules.washout_days)
+                mask = washed
+            else:
+                mask = np.zeros(n, dtype=bool)
+        else:
+            mask = masks[step]
+        hit = remaining & mask
+        reason[hit] = step
+        remaining &= ~hit
+        steps.append((step, description, int(hit.sum()), int(remaining.sum())))
+    attrition = pd.DataFrame(steps, columns=["step", "description", "excluded", "remaining"])
+
+    stay_table = pd.DataFrame({
+        "stay_id": acute["stay_id"].to_numpy(), "patient_id": patient, "episode_id": acute["episode_id"].to_numpy(),
+        "exclusion_reason": pd.array(reason, dtype="str"), "is_index": remaining,
+    })
+    keep = acute.loc[remaining]
+    index = pd.DataFrame({
+        "stay_id": keep["stay_id"].to_numpy(),
+        "patient_id": keep["patient_id"].to_numpy(),
+        "facility_id": keep["facility_id"].to_numpy(),
+        "first_facility_id": keep["first_facility_id"].to_numpy(),
+        "episode_id": keep["episode_id"].to_numpy(),
+        "episode_admit_date": keep["episode_admit_date"].to_numpy(),
+        "admit_date": keep["admit_date"].to_numpy(),
+        "discharge_date": keep["discharge_date"].to_numpy(),
+        "discharge_status": status[remaining],
+        "admission_type": keep["admission_type"].to_numpy() if "admission_type" in keep else np.nan,
+        "principal_dx": keep["principal_dx"].to_numpy(),
+        "condition": conds["condition"].to_numpy()[remaining] if condition is None
+        else np.full(int(remaining.sum()), condition, dtype=object),
+        "transfers_in_episode": keep["transfers_in_episode"].to_numpy(),
+        "age": age[remaining],
+        "sex": keep["patient_id"].map(people["sex"]).to_numpy(),
+        "dual_eligible": keep["patient_id"].map(people["dual_eligible"]).to_numpy(),
+        "patient_market": keep["patient_id"].map(people["market"]).to_numpy(),
+        "market": keep["facility_market"].to_numpy(),
+        "is_partner": keep["facility_is_partner"].to_numpy(),
+    })
+    if "population_group" in people.columns:
+        index["population_group"] = keep["patient_id"].map(people["population_group"]).to_numpy()
+    return Cohort(stays=stay_table, index=index, attrition=attrition, rules=rules, condition=condition)
+
+
+def _unlinked(acute: pd.DataFrame) -> pd.DataFrame:
+    out = acute.copy()
+    out["episode_id"] = acute["stay_id"].to_numpy()
+    out["episode_admit_date"] = acute["admit_date"].to_numpy()
+    out["first_facility_id"] = acute["facility_id"].to_numpy()
+    out["transfers_in_episode"] = 0
+    out["is_final"] = True
+    out["transferred_out"] = False
+    return out
+
+
+def rules_table(rules: IndexRules) -> pd.DataFrame:
+    """The rules of a cohort as a two-column table (``rule``, ``value``), for methods appendices."""
+    return pd.DataFrame([(f.name, getattr(rules, f.name)) for f in fields(rules)], columns=["rule", "value"])
+
+
+# ------------------------------------------------------------------------------------- post-acute episodes
+
+
+def post_acute_episodes(stays: pd.DataFrame, facilities: pd.DataFrame, *, max_gap_days: int = 1,
+                        hospital_stays: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Link each acute discharge to the first post-acute stay (SNF, IRF, LTCH, HHA) that starts within
+    ``max_gap_days`` of it.
+
+    Parameters
+    ----------
+    stays, facilities : DataFrame
+        Contract tables (all settings).
+    max_gap_days : int
+        The PAC stay must start on the discharge day or up to this many days after (CMS SNFRM: 1).
+    hospital_stays : DataFrame, optional
+        Restrict the hospital side to these stays (e.g. a cohort's index stays, by ``stay_id``).
+
+    Returns
+    -------
+    DataFrame
+        One row per acute stay considered: ``stay_id`` (hospital), ``patient_id``, ``hospital_id``,
+        ``hospital_discharge_date``, ``pac_stay_id``, ``pac_setting`` (``"none"`` when no PAC stay follows),
+        ``pac_facility_id``, ``pac_is_partner`` (partner on the PAC admission date: partner and
+        ``partner_since`` missing or on/before admission), ``pac_admit_date``, ``pac_discharge_date``,
+        ``pac_los_days``, ``pac_discharge_status``, ``episode_days`` (hospital admission to PAC discharge,
+        or to hospital discharge), ``final_discharge_status``.
+
+    Examples
+    --------
+    >>> fac = pd.DataFrame({"facility_id": ["H", "S"], "setting": ["acute", "snf"], "market": "M",
+    ...     "is_partner": [False, True], "partner_since": pd.to_datetime([None, "2023-01-01"])})
+    >>> st = pd.DataFrame({"stay_id": ["h1", "s1", "h2"], "patient_id": "p", "facility_id": ["H", "S", "H"],
+    ...     "admit_date": pd.to_datetime(["2024-01-01", "2024-01-06", "2024-03-01"]),
+    ...     "discharge_date": pd.to_datetime(["2024-01-05", "2024-01-26", "2024-03-04"]),
+    ...     "discharge_status": ["03", "01", "01"]})
+    >>> post_acute_episodes(st, fac)[["stay_id", "pac_setting", "pac_los_days", "episode_days", "pac_is_partner"]]
+      stay_id pac_setting  pac_los_days  episode_days  pac_is_partner
+    0      h1         snf          20.0            25            True
+    1      h2        none           NaN             3           False
+    """
+    fac = facilities.set_index("facility_id")
+    setting = stays["facility_id"].map(fac["setting"])
+    hosp = stays[setting.to_numpy() == "acute"]
+    if hospital_stays is not None:
+        hosp = hosp[hosp["stay_id"].isin(hospital_stays["stay_id"])]
+    pac = stays[np.isin(setting.to_numpy(), POST_ACUTE_SETTINGS)]
+    hosp = hosp.sort_values(["patient_id", "discharge_date", "stay_id"], kind="stable")
+    pac = pac.sort_values(["patient_id", "admit_date", "stay_id"], kind="stable")
+    codes, _ = pd.factorize(pd.concat([hosp["patient_id"], pac["patient_id"]]), sort=True)
+    h_code = codes[: len(hosp)].astype(np.int64)
+    p_code = codes[len(hosp):].astype(np.int64)
+    base, shift = np.int64(1 << 31), np.int64(1 << 32)
+    p_key = p_code * shift + _days(pac["admit_date"]) + base
+    h_key = h_code * shift + _days(hosp["discharge_date"]) + base
+    pos = np.searchsorted(p_key, h_key, side="left")
+    pos_c = np.clip(pos, 0, max(len(pac) - 1, 0))
+    found = (pos < len(pac)) & (len(pac) > 0)
+    if len(pac):
+        found &= (p_code[pos_c] == h_code) & (p_key[pos_c] - h_key <= max_gap_days)
+    pac_rows = pac.iloc[pos_c[found]] if len(pac) else pac
+    n = len(hosp)
+
+    def take(column: str, fill) -> np.ndarray:
+        values = np.full(n, fill, dtype=object)
+        if len(pac_rows):
+            values[found] = pac_rows[column].to_numpy()
+        return values
+
+    pac_setting = np.where(found, take("facility_id", None), None)
+    pac_setting = pd.Series(pac_setting).map(fac["setting"]).fillna("none").to_numpy()
+    pac_admit = pd.to_datetime(pd.Series(take("admit_date", pd.NaT)))
+    pac_discharge = pd.to_datetime(pd.Series(take("discharge_date", pd.NaT)))
+    pac_fac = pd.Series(take("facility_id", None))
+    partner = pac_fac.map(fac["is_partner"]).fillna(False).astype(bool)
+    since = (pac_fac.map(fac["partner_since"]) if "partner_since" in fac.columns
+             else pd.Series(pd.NaT, index=pac_fac.index))
+    partner_then = partner & (since.isna() | (pd.to_datetime(since) <= pac_admit)).to_numpy()
+    status_col = "discharge_status" if "discharge_status" in stays.columns else None
+    hosp_status = hosp[status_col].to_numpy() if status_col else np.full(n, np.nan)
+    pac_status = take(status_col, np.nan) if status_col else np.full(n, np.nan)
+    end = np.where(found, pac_discharge.to_numpy(), hosp["discharge_date"].to_numpy())
+    out = pd.DataFrame({
+        "stay_id": hosp["stay_id"].to_numpy(), "patient_id": hosp["patient_id"].to_numpy(),
+        "hospital_id": hosp["facility_id"].to_numpy(), "hospital_discharge_date": hosp["discharge_date"].to_numpy(),
+        "pac_stay_id": take("stay_id", None), "pac_setting": pac_setting, "pac_facility_id": pac_fac.to_numpy(),
+        "pac_is_partner": partner_then.to_numpy(), "pac_admit_date": pac_admit.to_numpy(),
+        "pac_discharge_date": pac_discharge.to_numpy(),
+        "pac_los_days": (pac_discharge - pac_admit).dt.days.to_numpy(dtype=float),
+        "pac_discharge_status": pac_status,
+        "episode_days": (pd.to_datetime(end) - hosp["admit_date"].to_numpy()).days.to_numpy(),
+        "final_discharge_status": np.where(found, pac_status, hosp_status),
+    })
+    return out.reset_index(drop=True)

@@ -1,0 +1,305 @@
+"""Index stays, condition cohorts and post-acute episodes: hand-worked cases and properties."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from carequal.cohorts import (
+    CONDITIONS,
+    EXCLUSION_STEPS,
+    IndexRules,
+    assign_conditions,
+    condition_codes,
+    index_stays,
+    post_acute_episodes,
+)
+from carequal.errors import ParameterError
+
+NO_RUNOUT = IndexRules(runout_days=None)
+
+FAC = pd.DataFrame({
+    "facility_id": ["H1", "H2", "S1", "S2", "R1", "HH"],
+    "setting": ["acute", "acute", "snf", "snf", "irf", "hha"],
+    "market": "M", "is_partner": [True, False, True, False, False, True],
+    "partner_since": pd.to_datetime(["2023-01-01", None, "2024-03-01", None, None, None]),
+})
+
+
+def patients(*rows):
+    """rows: (patient_id, birth_date, death_date or None)."""
+    return pd.DataFrame({
+        "patient_id": [r[0] for r in rows], "birth_date": pd.to_datetime([r[1] for r in rows]),
+        "sex": "F", "dual_eligible": False, "death_date": pd.to_datetime([r[2] for r in rows]), "market": "M",
+    })
+
+
+def stays(*rows):
+    """rows: (stay_id, patient_id, facility_id, admit, discharge, status, principal_dx[, secondary_dx])."""
+    return pd.DataFrame({
+        "stay_id": [r[0] for r in rows], "patient_id": [r[1] for r in rows], "facility_id": [r[2] for r in rows],
+        "admit_date": pd.to_datetime([r[3] for r in rows]), "discharge_date": pd.to_datetime([r[4] for r in rows]),
+        "discharge_status": [r[5] for r in rows], "admission_type": "1",
+        "principal_dx": [r[6] for r in rows], "secondary_dx": [r[7] if len(r) > 7 else np.nan for r in rows],
+        "procedures": np.nan,
+    })
+
+
+def reasons(cohort):
+    return dict(zip(cohort.stays["stay_id"], cohort.stays["exclusion_reason"].fillna("INDEX"), strict=True))
+
+
+OLD = ("p", "1940-06-15", None)
+
+
+def test_age_rule_uses_age_at_episode_admission():
+    # q turns 65 on 2024-03-10: the stay admitted 2024-03-09 is under 65, the one on 2024-03-10 is not
+    pat = patients(("q", "1959-03-10", None))
+    st = stays(("a", "q", "H1", "2024-03-09", "2024-03-10", "01", "I509"),
+               ("b", "q", "H1", "2024-03-10", "2024-03-12", "01", "I509"))
+    # b starts the day a ended at the same hospital with the same diagnosis: switch merging off here
+    got = reasons(index_stays(st, FAC, pat, rules=IndexRules(runout_days=None, merge_same_day=False)))
+    assert got == {"a": "under_min_age", "b": "INDEX"}
+    got = reasons(index_stays(st, FAC, pat, rules=IndexRules(runout_days=None, merge_same_day=False,
+                                                             min_age=None)))
+    assert got == {"a": "INDEX", "b": "INDEX"}
+
+
+def test_died_and_ama_excluded():
+    pat = patients(OLD, ("d", "1940-01-01", "2024-02-05"))
+    st = stays(("a", "p", "H1", "2024-01-01", "2024-01-05", "20", "I509"),
+               ("b", "p", "H1", "2024-02-01", "2024-02-03", "07", "I509"),
+               ("c", "d", "H1", "2024-02-01", "2024-02-05", "01", "I509"),  # death date on discharge day
+               ("e", "p", "H1", "2024-03-01", "2024-03-02", "01", "I509"))
+    got = reasons(index_stays(st, FAC, pat, rules=NO_RUNOUT))
+    assert got == {"a": "died_in_hospital", "b": "against_medical_advice", "c": "died_in_hospital", "e": "INDEX"}
+    got = reasons(index_stays(st, FAC, pat, rules=IndexRules(runout_days=None, exclude_died=False,
+                                                             exclude_ama=False)))
+    assert set(got.values()) == {"INDEX"}
+
+
+def test_transfer_chain_final_stay_is_index():
+    pat = patients(OLD)
+    # a (H1) → b (H2) next day → c (H1) same day: one episode a-b-c; c discharges home and is the index.
+    # d at H2 two days after c is not a transfer (gap 2 days): its own episode.
+    st = stays(("a", "p", "H1", "2024-01-01", "2024-01-03", "02", "I214"),
+               ("b", "p", "H2", "2024-01-04", "2024-01-06", "02", "I214"),
+               ("c", "p", "H1", "2024-01-06", "2024-01-09", "01", "I214"),
+               ("d", "p", "H2", "2024-01-11", "2024-01-12", "01", "J189"))
+    cohort = index_stays(st, FAC, pat, rules=NO_RUNOUT)
+    assert reasons(cohort) == {"a": "transfer_to_acute", "b": "transfer_to_acute", "c": "INDEX", "d": "INDEX"}
+    c = cohort.index.set_index("stay_id").loc["c"]
+    assert c["first_facility_id"] == "H1" and c["transfers_in_episode"] == 2
+    assert c["episode_admit_date"] == pd.Timestamp("2024-01-01")
+    # the AMI cohort takes the episode because its first stay is AMI; d (pneumonia) is not in it
+    ami = index_stays(st, FAC, pat, condition="ami", rules=NO_RUNOUT)
+    assert reasons(ami)["c"] == "INDEX" and reasons(ami)["d"] == "not_in_condition"
+
+
+def test_transfer_status_without_receiving_stay_is_excluded():
+    pat = patients(OLD)
+    st = stays(("a", "p", "H1", "2024-01-01", "2024-01-03", "02", "I214"))
+    assert reasons(index_stays(st, FAC, pat, rules=NO_RUNOUT)) == {"a": "transfer_out_unlinked"}
+    unchained = IndexRules(runout_days=None, chain_transfers=False)
+    assert reasons(index_stays(st, FAC, pat, rules=unchained)) == {"a": "INDEX"}
+
+
+def test_same_day_same_hospital_same_condition_merged():
+    pat = patients(OLD)
+    st = stays(("a", "p", "H1", "2024-01-01", "2024-01-03", "01", "I509"),
+               ("b", "p", "H1", "2024-01-03", "2024-01-06", "01", "I5023"),  # same cohort (HF): merged
+               ("c", "p", "H1", "2024-02-01", "2024-02-03", "01", "I509"),
+               ("d", "p", "H1", "2024-02-03", "2024-02-04", "01", "S7200"))  # other condition: not merged
+    got = reasons(index_stays(st, FAC, pat, rules=NO_RUNOUT))
+    assert got == {"a": "merged_same_day", "b": "INDEX", "c": "INDEX", "d": "INDEX"}
+
+
+def test_enrollment_window():
+    pat = patients(OLD, ("q", "1940-01-01", "2024-03-10"), ("r", "1940-01-01", None))
+    enr = pd.DataFrame({
+        "patient_id": ["p", "p", "q", "r"],
+        # p: two touching periods (2023-12-31, then 2024-01-01), merged: covered 2022-12-01 .. 2024-12-31
+        "start_date": pd.to_datetime(["2022-12-01", "2024-01-01", "2023-01-01", "2023-06-01"]),
+        "end_date": pd.to_datetime(["2023-12-31", "2024-12-31", "2024-03-10", "2024-12-31"]),
+    })
+    st = stays(("a", "p", "H1", "2023-12-15", "2023-12-20", "01", "I509"),  # lookback from 2022-12-15: ok
+               ("b", "p", "H1", "2024-12-05", "2024-12-08", "01", "I509"),  # follow-up to 2025-01-07: no
+               ("c", "q", "H1", "2024-03-01", "2024-03-05", "01", "I509"),  # dies 03-10, enrolled to death: ok
+               ("d", "r", "H1", "2024-03-01", "2024-03-05", "01", "I509"))  # lookback from 2023-03-01: no
+    got = reasons(index_stays(st, FAC, pat, enr, rules=NO_RUNOUT))
+    assert got == {"a": "INDEX", "b": "not_enrolled", "c": "INDEX", "d": "not_enrolled"}
+    assert set(reasons(index_stays(st, FAC, pat, None, rules=NO_RUNOUT)).values()) == {"INDEX"}
+
+
+def test_one_uncovered_day_breaks_coverage():
+    # 2023-07-02 is not covered: the window 2023-03-01 .. 2024-04-04 is not continuous
+    pat = patients(OLD)
+    enr = pd.DataFrame({"patient_id": ["p", "p"], "start_date": pd.to_datetime(["2022-01-01", "2023-07-03"]),
+                        "end_date": pd.to_datetime(["2023-07-01", "2024-12-31"])})
+    st = stays(("a", "p", "H1", "2024-03-01", "2024-03-05", "01", "I509"))
+    assert reasons(index_stays(st, FAC, pat, enr, rules=NO_RUNOUT)) == {"a": "not_enrolled"}
+
+
+def test_coverage_type_filter():
+    pat = patients(OLD)
+    enr = pd.DataFrame({"patient_id": ["p"], "start_date": pd.to_datetime(["2020-01-01"]),
+                        "end_date": pd.to_datetime(["2024-12-31"]), "coverage": ["ma"]})
+    st = stays(("a", "p", "H1", "2024-03-01", "2024-03-05", "01", "I509"))
+    assert reasons(index_stays(st, FAC, pat, enr, rules=NO_RUNOUT)) == {"a": "INDEX"}
+    ffs_only = IndexRules(runout_days=None, coverage=("ffs",))
+    assert reasons(index_stays(st, FAC, pat, enr, rules=ffs_only)) == {"a": "not_enrolled"}
+
+
+def test_data_runout():
+    pat = patients(OLD)
+    # data end = last discharge 2024-12-31; discharges after 2024-12-01 (end − 30) are run-out
+    st = stays(("a", "p", "H1", "2024-11-28", "2024-12-01", "01", "I509"),
+               ("b", "p", "H1", "2024-12-20", "2024-12-31", "01", "I509"))
+    assert reasons(index_stays(st, FAC, pat)) == {"a": "INDEX", "b": "data_runout"}
+    explicit = IndexRules(data_end=pd.Timestamp("2025-06-30"))
+    assert reasons(index_stays(st, FAC, pat, rules=explicit)) == {"a": "INDEX", "b": "INDEX"}
+
+
+def test_condition_washout_sequence():
+    pat = patients(OLD)
+    # HF stays: a (index), b 20 days after a's discharge (outcome), c 25 days after b but 45 after a → index
+    # (the washout runs from the last *index*, not from b), d 10 days after c (outcome)
+    st = stays(("a", "p", "H1", "2024-01-01", "2024-01-05", "01", "I509"),
+               ("b", "p", "H1", "2024-01-25", "2024-01-30", "01", "I509"),
+               ("c", "p", "H1", "2024-02-19", "2024-02-22", "01", "I509"),
+               ("d", "p", "H2", "2024-03-03", "2024-03-04", "01", "I509"))
+    got = reasons(index_stays(st, FAC, pat, condition="heart_failure", rules=NO_RUNOUT))
+    assert got == {"a": "INDEX", "b": "within_washout_of_index", "c": "INDEX", "d": "within_washout_of_index"}
+    # day 30 after discharge is inside the washout, day 31 outside
+    st2 = stays(("a", "p", "H1", "2024-01-01", "2024-01-05", "01", "I509"),
+                ("b", "p", "H1", "2024-02-04", "2024-02-06", "01", "I509"),
+                ("c", "p", "H1", "2024-03-08", "2024-03-09", "01", "I509"))
+    got = reasons(index_stays(st2, FAC, pat, condition="heart_failure", rules=NO_RUNOUT))
+    assert got == {"a": "INDEX", "b": "within_washout_of_index", "c": "INDEX"}
+    # all-condition cohorts have no washout: every eligible stay is an index
+    assert set(reasons(index_stays(st, FAC, pat, rules=NO_RUNOUT)).values()) == {"INDEX"}
+
+
+def test_attrition_accounts_for_every_acute_stay():
+    pat = patients(OLD)
+    st = stays(("a", "p", "H1", "2024-01-01", "2024-01-03", "02", "I214"),
+               ("b", "p", "H2", "2024-01-03", "2024-01-06", "07", "I214"),
+               ("s", "p", "S1", "2024-01-06", "2024-01-20", "01", "Z471"),
+               ("c", "p", "H1", "2024-03-01", "2024-03-03", "01", "I214"))
+    cohort = index_stays(st, FAC, pat, rules=NO_RUNOUT)
+    att = cohort.attrition
+    assert att["step"].tolist() == ["acute_stays"] + [s for s, _ in EXCLUSION_STEPS]
+    assert att.loc[0, "remaining"] == 3  # the SNF stay is not a candidate
+    assert att["excluded"].iloc[1:].sum() + att["remaining"].iloc[-1] == 3
+    assert att["remaining"].iloc[-1] == len(cohort.index) == 1
+    assert (np.diff(att["remaining"]) == -att["excluded"].iloc[1:].to_numpy()).all()
+
+
+def test_unknown_condition():
+    with pytest.raises(ParameterError, match="unknown condition 'gout'"):
+        index_stays(stays(("a", "p", "H1", "2024-01-01", "2024-01-03", "01", "I214")), FAC, patients(OLD),
+                    condition="gout")
+
+
+# ------------------------------------------------------------------------------------ condition code sets
+
+
+def test_every_condition_row_flags_a_one_code_stay():
+    """Map-driven: for every include row, a stay with exactly that code flags its condition."""
+    codes = condition_codes()
+    for row in codes[codes["action"] == "include"].itertuples(index=False):
+        principal = row.principal_dx + "0" if row.principal_dx else "Z000"
+        secondary = row.secondary_dx.split("|")[0] + "0" if row.secondary_dx else np.nan
+        procedure = row.procedure + "0ZZ" if row.procedure else np.nan
+        stay = pd.DataFrame({"stay_id": ["x"], "principal_dx": [principal[:7]], "secondary_dx": [secondary],
+                             "procedures": [procedure[:7] if isinstance(procedure, str) else procedure]})
+        flags = assign_conditions(stay)
+        assert flags.loc[0, row.condition], row
+        if row.secondary_dx:  # the same principal without the required secondary does not qualify
+            stay["secondary_dx"] = np.nan
+            assert not assign_conditions(stay).loc[0, row.condition], row
+
+
+def test_exclusions_win_over_inclusions():
+    stay = pd.DataFrame({"stay_id": ["fx", "oa"], "principal_dx": ["S72001A", "M1611"],
+                         "secondary_dx": np.nan, "procedures": ["0SR9019", "0SR9019"]})
+    flags = assign_conditions(stay)
+    assert flags["hip_knee_replacement"].tolist() == [False, True]
+
+
+def test_copd_respiratory_failure_needs_exacerbation():
+    stay = pd.DataFrame({"stay_id": ["rf_copd", "rf_only", "copd"], "principal_dx": ["J9601", "J9601", "J441"],
+                         "secondary_dx": ["I10;J441", "I10", np.nan]})
+    assert assign_conditions(stay)["copd"].tolist() == [True, False, True]
+    assert set(CONDITIONS) == set(condition_codes()["condition"])
+
+
+# ----------------------------------------------------------------------------------------- post-acute
+
+
+def test_post_acute_links_first_pac_within_one_day():
+    st = stays(("h1", "p", "H1", "2024-01-01", "2024-01-05", "03", "I509"),
+               ("s1", "p", "S1", "2024-01-06", "2024-01-26", "01", "Z471"),   # next day: linked, partner? no
+               ("h2", "p", "H1", "2024-04-01", "2024-04-04", "62", "I639"),
+               ("r1", "p", "R1", "2024-04-06", "2024-04-18", "06", "I639"),   # 2 days later: not linked
+               ("h3", "p", "H2", "2024-05-01", "2024-05-03", "03", "J189"),
+               ("s2", "p", "S1", "2024-05-03", "2024-05-20", "01", "J189"))   # same day, partner since 03-01
+    ep = post_acute_episodes(st, FAC).set_index("stay_id")
+    assert ep.loc["h1", "pac_stay_id"] == "s1" and ep.loc["h1", "pac_setting"] == "snf"
+    assert not ep.loc["h1", "pac_is_partner"]  # S1 became a partner on 2024-03-01, after this admission
+    assert ep.loc["h1", "pac_los_days"] == 20 and ep.loc["h1", "episode_days"] == 25
+    assert ep.loc["h2", "pac_setting"] == "none" and ep.loc["h2", "episode_days"] == 3
+    assert ep.loc["h3", "pac_is_partner"] and ep.loc["h3", "final_discharge_status"] == "01"
+    wider = post_acute_episodes(st, FAC, max_gap_days=2).set_index("stay_id")
+    assert wider.loc["h2", "pac_stay_id"] == "r1"
+
+
+# ------------------------------------------------------------------------------------------ properties
+
+
+@st.composite
+def histories(draw):
+    n_pat = draw(st.integers(1, 4))
+    rows = []
+    k = 0
+    for p in range(n_pat):
+        day = pd.Timestamp("2023-01-01") + pd.Timedelta(days=draw(st.integers(0, 30)))
+        for _ in range(draw(st.integers(1, 5))):
+            los = draw(st.integers(0, 6))
+            fac = draw(st.sampled_from(["H1", "H2"]))
+            status = draw(st.sampled_from(["01", "02", "03", "07", "20", "06"]))
+            dx = draw(st.sampled_from(["I509", "I214", "J189", "J441"]))
+            end = day + pd.Timedelta(days=los)
+            rows.append((f"s{k}", f"p{p}", fac, day.strftime("%Y-%m-%d"), end.strftime("%Y-%m-%d"), status, dx))
+            k += 1
+            day = end + pd.Timedelta(days=draw(st.integers(0, 40)))
+    return rows
+
+
+PATS = patients(("p0", "1940-01-01", None), ("p1", "1950-01-01", None), ("p2", "1960-06-01", None),
+                ("p3", "1935-01-01", None), ("zz", "1940-01-01", None))
+
+
+@settings(max_examples=60, deadline=None)
+@given(histories(), st.randoms(use_true_random=False), st.sampled_from([None, "heart_failure", "ami"]))
+def test_properties_shuffle_and_accounting(rows, rnd, condition):
+    st_ = stays(*rows)
+    cohort = index_stays(st_, FAC, PATS, condition=condition, rules=NO_RUNOUT)
+    # every acute stay is accounted for exactly once
+    assert len(cohort.stays) == len(st_)
+    assert cohort.stays["is_index"].sum() + cohort.stays["exclusion_reason"].notna().sum() == len(st_)
+    assert cohort.attrition["remaining"].iloc[-1] == len(cohort.index)
+    # shuffling the input rows changes nothing
+    order = list(range(len(st_)))
+    rnd.shuffle(order)
+    shuffled = index_stays(st_.iloc[order], FAC, PATS, condition=condition, rules=NO_RUNOUT)
+    assert reasons(shuffled) == reasons(cohort)
+    # adding an unrelated patient changes no one else's result
+    extra = stays(("zz1", "zz", "H1", "2023-03-01", "2023-03-05", "01", "I509"))
+    more = index_stays(pd.concat([st_, extra], ignore_index=True), FAC, PATS, condition=condition, rules=NO_RUNOUT)
+    got = reasons(more)
+    got.pop("zz1")
+    assert got == reasons(cohort)
