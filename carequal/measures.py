@@ -213,3 +213,364 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
         "unplanned_readmit_30d": within & ~readmit_planned,
         "same_hospital": has_next & (readmit_fac == acute["facility_id"].to_numpy()[position]),
     })
+
+
+# -------------------------------------------------------------------------- mortality, LOS, days at home
+
+
+def mortality(index: pd.DataFrame, patients: pd.DataFrame, *, days: int = 30,
+              anchor: str = "admission") -> pd.DataFrame:
+    """Death from any cause within ``days`` of the index admission (CMS) or discharge.
+
+    ``anchor="admission"`` counts from the episode's admission (``episode_admit_date`` if present, so a
+    transfer chain is measured from its first hospital, else ``admit_date``); ``"discharge"`` from the
+    discharge date. Day 0 through day ``days`` inclusive; deaths during the stay count.
+
+    Returns
+    -------
+    DataFrame
+        ``stay_id``, ``days_to_death`` (missing if alive at the end of the data), ``died_{days}d``.
+
+    Examples
+    --------
+    >>> idx = pd.DataFrame({"stay_id": ["a", "b"], "patient_id": ["p", "q"],
+    ...     "admit_date": pd.to_datetime(["2024-01-01", "2024-01-01"]),
+    ...     "discharge_date": pd.to_datetime(["2024-01-10", "2024-01-05"])})
+    >>> pat = pd.DataFrame({"patient_id": ["p", "q"], "death_date": pd.to_datetime(["2024-02-05", None])})
+    >>> mortality(idx, pat)
+      stay_id  days_to_death  died_30d
+    0       a           35.0     False
+    1       b            NaN     False
+    >>> mortality(idx, pat, anchor="discharge")["died_30d"].tolist()
+    [True, False]
+    """
+    if anchor not in ("admission", "discharge"):
+        from carequal.errors import ParameterError
+
+        raise ParameterError(f"anchor must be 'admission' or 'discharge', not {anchor!r}")
+    start_col = "discharge_date" if anchor == "discharge" else (
+        "episode_admit_date" if "episode_admit_date" in index.columns else "admit_date")
+    death = index["patient_id"].map(patients.set_index("patient_id")["death_date"])
+    delta = (pd.to_datetime(death) - pd.to_datetime(index[start_col])).dt.days.to_numpy(dtype=float)
+    return pd.DataFrame({"stay_id": index["stay_id"].to_numpy(), "days_to_death": delta,
+                         f"died_{days}d": (delta >= 0) & (delta <= days) if anchor == "discharge"
+                         else (delta <= days) & ~np.isnan(delta)})
+
+
+def length_of_stay(stays: pd.DataFrame) -> pd.Series:
+    """Length of stay in days, Medicare day counting: the admission day counts, the discharge day does not
+    (``discharge_date − admit_date``), and a stay that begins and ends on the same day counts as 1 day.
+
+    Examples
+    --------
+    >>> st = pd.DataFrame({"admit_date": pd.to_datetime(["2024-01-01", "2024-01-01"]),
+    ...                    "discharge_date": pd.to_datetime(["2024-01-05", "2024-01-01"])})
+    >>> length_of_stay(st).tolist()
+    [4, 1]
+    """
+    days = (pd.to_datetime(stays["discharge_date"]) - pd.to_datetime(stays["admit_date"])).dt.days
+    return days.clip(lower=1).rename("los_days")
+
+
+def los_summary(stays: pd.DataFrame, *, by: list[str] | None = None) -> pd.DataFrame:
+    """Mean, median and geometric mean length of stay (Medicare day counting) by group.
+
+    Examples
+    --------
+    >>> st = pd.DataFrame({"admit_date": pd.to_datetime(["2024-01-01"] * 3),
+    ...     "discharge_date": pd.to_datetime(["2024-01-03", "2024-01-05", "2024-01-09"]), "g": "x"})
+    >>> los_summary(st, by=["g"])
+       g  n  mean_los  median_los  geometric_mean_los
+    0  x  3  4.666667         4.0                 4.0
+    """
+    frame = stays.assign(los_days=length_of_stay(stays), _log=np.log(length_of_stay(stays)))
+    keys = by or []
+    grouped = frame.groupby(keys, dropna=False, observed=True, sort=True) if keys else None
+    if grouped is None:
+        out = pd.DataFrame({"n": [len(frame)], "mean_los": [frame["los_days"].mean()],
+                            "median_los": [frame["los_days"].median()],
+                            "geometric_mean_los": [np.exp(frame["_log"].mean())]})
+        return out
+    out = grouped.agg(n=("los_days", "size"), mean_los=("los_days", "mean"), median_los=("los_days", "median"),
+                      _mean_log=("_log", "mean")).reset_index()
+    out["geometric_mean_los"] = np.exp(out.pop("_mean_log"))
+    out["median_los"] = out["median_los"].astype(float)
+    return out
+
+
+INSTITUTIONAL_SETTINGS = ("acute", "snf", "irf", "ltch")
+"""Settings whose days are not days at home (home health care is at home)."""
+
+
+def days_at_home(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.DataFrame,
+                 *, windows: tuple[int, ...] = (30, 90)) -> pd.DataFrame:
+    """Days alive and out of any institution in the ``w`` days after the index discharge (days 1..w).
+
+    A day in an institutional stay is a day from its admission up to, not including, its discharge day
+    (Medicare counting; a same-day stay takes its one day); from the death date on, days are not at home.
+    Home health days are days at home.
+
+    Returns
+    -------
+    DataFrame
+        ``stay_id`` and ``days_at_home_{w}`` for each window.
+
+    Examples
+    --------
+    >>> fac = pd.DataFrame({"facility_id": ["H", "S"], "setting": ["acute", "snf"]})
+    >>> st = pd.DataFrame({"stay_id": ["i", "s"], "patient_id": "p", "facility_id": ["H", "S"],
+    ...     "admit_date": pd.to_datetime(["2024-01-01", "2024-01-05"]),
+    ...     "discharge_date": pd.to_datetime(["2024-01-05", "2024-01-15"])})
+    >>> pat = pd.DataFrame({"patient_id": ["p"], "death_date": pd.to_datetime(["2024-01-25"])})
+    >>> # window 6 Jan - 4 Feb: SNF days 6-14 Jan (9), dead from 25 Jan (11 days): 30 - 9 - 11 = 10
+    >>> days_at_home(st.iloc[[0]], st, fac, pat, windows=(30,))
+      stay_id  days_at_home_30
+    0       i               10
+    """
+    setting = stays["facility_id"].map(facilities.set_index("facility_id")["setting"])
+    inst = stays[np.isin(setting.to_numpy(), INSTITUTIONAL_SETTINGS)]
+    start = _days(inst["admit_date"])
+    end = _days(inst["discharge_date"])
+    end = np.where(end == start, end + 1, end)  # [start, end) half-open; same-day stay takes one day
+    inst_frame = pd.DataFrame({"patient_id": inst["patient_id"].to_numpy(), "s": start, "e": end,
+                               "_sid": inst["stay_id"].to_numpy()})
+    idx = pd.DataFrame({"stay_id": index["stay_id"].to_numpy(), "patient_id": index["patient_id"].to_numpy(),
+                        "d": _days(index["discharge_date"])})
+    pairs = idx.merge(inst_frame, on="patient_id", how="inner")
+    pairs = pairs[pairs["_sid"] != pairs["stay_id"]]
+    death = _days(index["patient_id"].map(patients.set_index("patient_id")["death_date"]))
+    out = pd.DataFrame({"stay_id": idx["stay_id"]})
+    for w in windows:
+        lo = pairs["d"].to_numpy() + 1
+        hi = pairs["d"].to_numpy() + w + 1  # window days d+1 .. d+w as [lo, hi)
+        overlap = np.clip(np.minimum(hi, pairs["e"].to_numpy()) - np.maximum(lo, pairs["s"].to_numpy()), 0, None)
+        # days after death are counted below; clip institutional days at the death day
+        inst_days = pd.Series(overlap, index=pairs.index).groupby(pairs["stay_id"]).sum()
+        inst_days = idx["stay_id"].map(inst_days).fillna(0).to_numpy()
+        dead_days = np.where(death != np.iinfo(np.int64).min,
+                             np.clip(idx["d"].to_numpy() + w + 1 - np.maximum(death, idx["d"].to_numpy() + 1),
+                                     0, w), 0)
+        # an institutional day on or after the death day is not counted twice
+        if len(pairs):
+            death_p = pairs["stay_id"].map(pd.Series(death, index=idx["stay_id"]))
+            lo2 = np.maximum(lo, death_p.to_numpy())
+            both = np.clip(np.minimum(hi, pairs["e"].to_numpy()) - np.maximum(lo2, pairs["s"].to_numpy()), 0, None)
+            both = np.where(death_p.to_numpy() != np.iinfo(np.int64).min, both, 0)
+            both = idx["stay_id"].map(pd.Series(both, index=pairs.index).groupby(pairs["stay_id"]).sum())
+            inst_days = inst_days - both.fillna(0).to_numpy()
+        out[f"days_at_home_{w}"] = (w - inst_days - dead_days).astype(int)
+    return out
+
+
+def ed_visits_after(index: pd.DataFrame, ed_visits: pd.DataFrame, *, days: int = 30) -> pd.DataFrame:
+    """Number of ED visits on days 0..``days`` after the index discharge, and whether there was any.
+
+    Examples
+    --------
+    >>> idx = pd.DataFrame({"stay_id": ["a"], "patient_id": ["p"], "discharge_date": pd.to_datetime(["2024-01-05"])})
+    >>> ed = pd.DataFrame({"patient_id": ["p", "p", "p"],
+    ...     "visit_date": pd.to_datetime(["2024-01-04", "2024-01-20", "2024-02-04"])})
+    >>> ed_visits_after(idx, ed)
+      stay_id  ed_visits_30d  any_ed_visit_30d
+    0       a              2              True
+    """
+    pairs = index[["stay_id", "patient_id", "discharge_date"]].merge(
+        ed_visits[["patient_id", "visit_date"]], on="patient_id", how="inner")
+    delta = (pd.to_datetime(pairs["visit_date"]) - pd.to_datetime(pairs["discharge_date"])).dt.days
+    counts = pairs[(delta >= 0) & (delta <= days)].groupby("stay_id").size()
+    n = index["stay_id"].map(counts).fillna(0).astype(int).to_numpy()
+    return pd.DataFrame({"stay_id": index["stay_id"].to_numpy(), f"ed_visits_{days}d": n,
+                         f"any_ed_visit_{days}d": n > 0})
+
+
+# ------------------------------------------------------------------------------------ post-acute measures
+
+PAC_READMISSION_SETTINGS = ("snf", "irf", "hha")
+DTC_EXCLUDED_STATUSES = {
+    "07": "against_medical_advice", "21": "court_or_law_enforcement", "87": "court_or_law_enforcement",
+    "43": "federal_hospital", "88": "federal_hospital", "50": "hospice", "51": "hospice",
+    "65": "psychiatric_hospital", "93": "psychiatric_hospital", "69": "disaster_care_site",
+}
+"""PAC discharges left out of the DTC-PAC denominator (CMS DTC-PAC exclusions that the contract can see)."""
+
+
+def pac_readmissions(episodes: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFrame, *,
+                     window_days: int = READMISSION_WINDOW_DAYS) -> pd.DataFrame:
+    """SNFRM-style readmission attributed to the post-acute provider.
+
+    For hospital discharges followed by a SNF, IRF or HHA stay (:func:`carequal.cohorts.post_acute_episodes`),
+    the outcome is an unplanned acute readmission within ``window_days`` of the **hospital** discharge
+    (day 0..30), whether during the PAC stay or after it, attributed to the PAC facility. Also flags a
+    readmission that starts during the PAC stay (admit on or after PAC admission, on or before PAC
+    discharge).
+
+    Returns
+    -------
+    DataFrame
+        One row per episode with PAC in ``PAC_READMISSION_SETTINGS``: ``stay_id`` (hospital), ``pac_stay_id``,
+        ``pac_facility_id``, ``pac_setting``, ``pac_is_partner``, ``readmit_stay_id``, ``days_to_readmit``,
+        ``unplanned_readmit_30d``, ``readmit_during_pac``.
+    """
+    eligible = episodes[episodes["pac_setting"].isin(PAC_READMISSION_SETTINGS)]
+    hospital = pd.DataFrame({"stay_id": eligible["stay_id"].to_numpy(), "patient_id": eligible["patient_id"].to_numpy(),
+                             "discharge_date": eligible["hospital_discharge_date"].to_numpy()})
+    flags = readmissions(hospital, stays, facilities, window_days=window_days)
+    readmit_admit = stays.set_index("stay_id")["admit_date"].reindex(flags["readmit_stay_id"]).to_numpy()
+    during = (~pd.isna(readmit_admit)) & (readmit_admit >= eligible["pac_admit_date"].to_numpy()) & (
+        readmit_admit <= eligible["pac_discharge_date"].to_numpy()) & flags["unplanned_readmit_30d"].to_numpy()
+    return pd.DataFrame({
+        "stay_id": eligible["stay_id"].to_numpy(), "pac_stay_id": eligible["pac_stay_id"].to_numpy(),
+        "pac_facility_id": eligible["pac_facility_id"].to_numpy(), "pac_setting": eligible["pac_setting"].to_numpy(),
+        "pac_is_partner": eligible["pac_is_partner"].to_numpy(),
+        "readmit_stay_id": flags["readmit_stay_id"].to_numpy(), "days_to_readmit": flags["days_to_readmit"].to_numpy(),
+        "unplanned_readmit_30d": flags["unplanned_readmit_30d"].to_numpy(), "readmit_during_pac": during,
+    })
+
+
+def discharge_to_community(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.DataFrame, *,
+                           window_days: int = 31, settings: tuple[str, ...] = ("snf", "irf", "ltch", "hha"),
+                           ) -> pd.DataFrame:
+    """CMS DTC-PAC: discharged to the community and stayed there, per post-acute stay.
+
+    Success: the PAC stay's discharge status is home or home health (01, 06, 81, 86), the patient is alive
+    through ``window_days`` after discharge, and has no unplanned admission to an acute hospital or an LTCH
+    starting on days 0..``window_days`` after discharge. Stays discharged AMA, to hospice, court, a federal or
+    psychiatric hospital or a disaster site are excluded from the denominator (``dtc_excluded``); a death
+    during the stay is a failure (the patient was not discharged to the community).
+
+    Returns
+    -------
+    DataFrame
+        One row per PAC stay in ``settings``: ``stay_id``, ``facility_id``, ``setting``, ``dtc_excluded``
+        (reason or missing), ``discharged_to_community``, ``died_in_window``, ``readmitted_in_window``, ``dtc``.
+
+    Examples
+    --------
+    >>> fac = pd.DataFrame({"facility_id": ["H", "S"], "setting": ["acute", "snf"]})
+    >>> st = pd.DataFrame({"stay_id": ["s1", "s2", "h"], "patient_id": ["p", "q", "q"],
+    ...     "facility_id": ["S", "S", "H"], "admit_date": pd.to_datetime(["2024-01-01", "2024-01-01", "2024-02-20"]),
+    ...     "discharge_date": pd.to_datetime(["2024-01-20", "2024-01-20", "2024-02-22"]),
+    ...     "discharge_status": ["01", "06", "01"], "principal_dx": ["Z471", "Z471", "J189"], "procedures": np.nan})
+    >>> pat = pd.DataFrame({"patient_id": ["p", "q"], "death_date": pd.NaT})
+    >>> discharge_to_community(st, fac, pat)[["stay_id", "readmitted_in_window", "dtc"]]
+      stay_id  readmitted_in_window    dtc
+    0      s1                 False   True
+    1      s2                  True  False
+    """
+    setting = stays["facility_id"].map(facilities.set_index("facility_id")["setting"])
+    pac = stays[np.isin(setting.to_numpy(), settings)].reset_index(drop=True)
+    pac_setting = setting[np.isin(setting.to_numpy(), settings)].to_numpy()
+    status = pac["discharge_status"].astype("string").fillna("").to_numpy(dtype=object)
+    community = np.isin(status, ["01", "06", "81", "86"])
+    excluded = pd.Series(status).map(DTC_EXCLUDED_STATUSES).to_numpy()
+    discharge = _days(pac["discharge_date"])
+    death = _days(pac["patient_id"].map(patients.set_index("patient_id")["death_date"]))
+    died = (death != np.iinfo(np.int64).min) & (death <= discharge + window_days)
+    # next acute or LTCH admission after the PAC discharge
+    hosp_mask = np.isin(setting.to_numpy(), ["acute", "ltch"])
+    hosp = stays[hosp_mask]
+    planned = planned_stays(hosp).set_index("stay_id")["planned"]
+    hosp = hosp.assign(_planned=hosp["stay_id"].map(planned).to_numpy())
+    unplanned = hosp[~hosp["_planned"]]
+    pairs = pd.DataFrame({"_row": np.arange(len(pac)), "patient_id": pac["patient_id"].to_numpy(), "d": discharge}
+                         ).merge(pd.DataFrame({"patient_id": unplanned["patient_id"].to_numpy(),
+                                               "a": _days(unplanned["admit_date"])}), on="patient_id")
+    gap = pairs["a"] - pairs["d"]
+    hit_rows = pairs.loc[(gap >= 0) & (gap <= window_days), "_row"].unique()
+    readmitted = np.zeros(len(pac), dtype=bool)
+    readmitted[hit_rows] = True
+    dtc = community & ~died & ~readmitted
+    return pd.DataFrame({
+        "stay_id": pac["stay_id"].to_numpy(), "facility_id": pac["facility_id"].to_numpy(), "setting": pac_setting,
+        "dtc_excluded": pd.array(excluded, dtype="str"), "discharged_to_community": community,
+        "died_in_window": died, "readmitted_in_window": readmitted, "dtc": dtc,
+    })
+
+
+def post_acute_use(episodes: pd.DataFrame) -> pd.DataFrame:
+    """Per hospital discharge: which post-acute setting followed (one-hot) and whether it was a partner.
+
+    Examples
+    --------
+    >>> ep = pd.DataFrame({"stay_id": ["a", "b"], "pac_setting": ["snf", "none"], "pac_is_partner": [True, False]})
+    >>> post_acute_use(ep)
+      stay_id  to_snf  to_irf  to_ltch  to_hha  to_any_pac  to_partner_pac
+    0       a    True   False    False   False        True            True
+    1       b   False   False    False   False       False           False
+    """
+    out = pd.DataFrame({"stay_id": episodes["stay_id"].to_numpy()})
+    for setting in ("snf", "irf", "ltch", "hha"):
+        out[f"to_{setting}"] = (episodes["pac_setting"] == setting).to_numpy()
+    out["to_any_pac"] = (episodes["pac_setting"] != "none").to_numpy()
+    out["to_partner_pac"] = out["to_any_pac"] & episodes["pac_is_partner"].fillna(False).astype(bool).to_numpy()
+    return out
+
+
+# ------------------------------------------------------------------------------------------- aggregation
+
+
+def rate_table(frame: pd.DataFrame, *, by: list[str], events: str, level: float = 0.95,
+               include_empty: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Proportions by group: ``n``, ``events``, ``rate``, Wilson ``lower``/``upper``, ``level``, ``method``.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        One row per unit (e.g. index stay) with the grouping columns and a boolean ``events`` column.
+    by : list of str
+        Grouping columns (missing keys form their own group, they are not dropped).
+    events : str
+        Boolean column counted as the numerator.
+    include_empty : DataFrame, optional
+        All groups that must appear (e.g. every partner facility); groups with no units get ``n = 0``.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"facility_id": ["A", "A", "A", "B"], "readmitted_30d": [True, False, False, True]})
+    >>> rate_table(df, by=["facility_id"], events="readmitted_30d")[["facility_id", "n", "events", "rate"]]
+      facility_id  n  events      rate
+    0           A  3       1  0.333333
+    1           B  1       1  1.000000
+    """
+    from carequal.intervals import wilson
+
+    grouped = frame.groupby(by, dropna=False, observed=True, sort=True)[events]
+    out = pd.DataFrame({"n": grouped.size(), "events": grouped.sum().astype("int64")}).reset_index()
+    if include_empty is not None:
+        out = include_empty[by].drop_duplicates().merge(out, on=by, how="outer")
+        out[["n", "events"]] = out[["n", "events"]].fillna(0).astype("int64")
+        out = out.sort_values(by, kind="stable", ignore_index=True)
+    lo, hi = wilson(out["events"], out["n"], level=level)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["rate"] = np.where(out["n"] > 0, out["events"] / out["n"].where(out["n"] > 0, 1), np.nan)
+    out["lower"], out["upper"] = lo, hi
+    out["level"] = level
+    out["method"] = "Wilson"
+    return out
+
+
+def count_rate_table(frame: pd.DataFrame, *, by: list[str], events: str, person_time: str,
+                     multiplier: float = 1000.0, level: float = 0.95) -> pd.DataFrame:
+    """Event rates per ``multiplier`` units of person-time by group, with exact Poisson (< 10 events) or Byar
+    limits: ``events``, ``person_time``, ``rate``, ``lower``, ``upper``, ``level``, ``method``.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"market": ["N", "N", "S"], "admissions": [3, 4, 30], "person_years": [100.0, 100, 1000]})
+    >>> count_rate_table(df, by=["market"], events="admissions", person_time="person_years")[
+    ...     ["market", "events", "rate", "method"]]
+      market  events  rate         method
+    0      N       7  35.0  exact Poisson
+    1      S      30  30.0           Byar
+    """
+    from carequal.intervals import count_interval
+
+    grouped = frame.groupby(by, dropna=False, observed=True, sort=True)
+    out = grouped.agg(events=(events, "sum"), person_time=(person_time, "sum")).reset_index()
+    lo, hi, method = count_interval(out["events"].to_numpy(), level=level)
+    pt = out["person_time"].to_numpy(dtype=float)
+    safe = np.where(pt > 0, pt, np.nan)
+    out["rate"] = out["events"] / safe * multiplier
+    out["lower"], out["upper"] = lo / safe * multiplier, hi / safe * multiplier
+    out["level"], out["method"] = level, method
+    return out
