@@ -657,3 +657,180 @@ def post_acute_episodes(stays: pd.DataFrame, facilities: pd.DataFrame, *, max_ga
         "final_discharge_status": np.where(found, pac_status, hosp_status),
     })
     return out.reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------ population cohorts
+
+
+@cache
+def standard_population() -> pd.DataFrame:
+    """The 2000 U.S. standard population in 11 age bands (NCHS; ``age_band``, ``age_lo``, ``age_hi``,
+    ``population``). Its bands are carequal's default age bands.
+
+    Examples
+    --------
+    >>> int(standard_population()["population"].sum())
+    274633642
+    """
+    path = resources.files("carequal") / "data" / "standard_population_us2000.csv"
+    with path.open(encoding="utf-8") as fh:
+        return pd.read_csv(fh, dtype={"age_band": str})
+
+
+def person_time(enrollment: pd.DataFrame, patients: pd.DataFrame, *, start: str | pd.Timestamp,
+                end: str | pd.Timestamp, by: tuple[str, ...] = ("market", "age_band", "sex", "dual_eligible"),
+                bands: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Person-years of enrollment in ``[start, end]`` by market, age band, sex, dual status (and any other
+    patient column), splitting each period exactly at the birthdays that move a person into a new age band
+    and stopping at death.
+
+    Parameters
+    ----------
+    enrollment, patients : DataFrame
+        Contract tables. Overlapping periods of one patient are merged first (no double counting).
+    start, end : date
+        Inclusive bounds of the period.
+    by : tuple of str
+        Grouping columns: ``age_band`` plus any columns of ``patients``.
+    bands : DataFrame, optional
+        ``age_band``, ``age_lo``, ``age_hi`` (inclusive whole years); default :func:`standard_population`.
+
+    Returns
+    -------
+    DataFrame
+        The ``by`` columns, ``person_days`` and ``person_years`` (days / 365.25).
+
+    Examples
+    --------
+    >>> pat = pd.DataFrame({"patient_id": ["p"], "birth_date": pd.to_datetime(["1950-07-01"]), "sex": "F",
+    ...     "dual_eligible": False, "death_date": pd.NaT, "market": "N"})
+    >>> enr = pd.DataFrame({"patient_id": ["p"], "start_date": pd.to_datetime(["2010-01-01"]),
+    ...     "end_date": pd.to_datetime(["2030-12-31"])})
+    >>> person_time(enr, pat, start="2024-01-01", end="2024-12-31")[["age_band", "person_days"]]
+      age_band  person_days
+    0    65-74          366
+    >>> person_time(enr, pat, start="2015-01-01", end="2015-12-31")[["age_band", "person_days"]]
+      age_band  person_days
+    0    55-64          181
+    1    65-74          184
+    """
+    bands = bands if bands is not None else standard_population()
+    lo_day = _days(np.array([pd.Timestamp(start)]))[0]
+    hi_day = _days(np.array([pd.Timestamp(end)]))[0]
+    merged = _merged_coverage(enrollment, None)
+    people = patients.set_index("patient_id")
+    birth = merged["patient_id"].map(people["birth_date"])
+    death = _days(merged["patient_id"].map(people["death_date"]))
+    s = np.maximum(merged["start"].to_numpy(), lo_day)
+    e = np.minimum(merged["end"].to_numpy(), hi_day)
+    e = np.where(death != _NAT_DAYS, np.minimum(e, death), e)
+    keep = e >= s
+    merged, birth, s, e = merged[keep], birth[keep], s[keep], e[keep]
+    pieces = []
+    birth_ts = pd.DatetimeIndex(birth)
+    for band in bands.itertuples(index=False):
+        band_start = _days((birth_ts + pd.DateOffset(years=int(band.age_lo))).to_numpy())
+        band_end = _days((birth_ts + pd.DateOffset(years=int(band.age_hi) + 1)).to_numpy()) - 1
+        bs, be = np.maximum(s, band_start), np.minimum(e, band_end)
+        days = be - bs + 1
+        has = days > 0
+        if has.any():
+            pieces.append(pd.DataFrame({"patient_id": merged["patient_id"].to_numpy()[has],
+                                        "age_band": band.age_band, "person_days": days[has]}))
+    columns = list(by) + ["person_days", "person_years"]
+    if not pieces:
+        return pd.DataFrame(columns=columns)
+    pt = pd.concat(pieces, ignore_index=True)
+    for col in by:
+        if col != "age_band":
+            pt[col] = pt["patient_id"].map(people[col]).to_numpy()
+    out = pt.groupby(list(by), dropna=False, observed=True, sort=True)["person_days"].sum().reset_index()
+    out["person_years"] = out["person_days"] / 365.25
+    return out
+
+
+@cache
+def chronic_condition_codes() -> pd.DataFrame:
+    """Chronic-condition ICD-10-CM prefix sets (``condition``, ``prefixes``, ``note``)."""
+    path = resources.files("carequal") / "data" / "chronic_conditions.csv"
+    with path.open(encoding="utf-8") as fh:
+        return pd.read_csv(fh, dtype=str)
+
+
+def chronic_conditions(stays: pd.DataFrame, *, start: str | pd.Timestamp | None = None,
+                       end: str | pd.Timestamp | None = None) -> pd.DataFrame:
+    """Per patient, whether any diagnosis (principal or secondary) on a stay discharged in ``[start, end]``
+    falls in each chronic condition; patients without stays in the period are absent.
+
+    Examples
+    --------
+    >>> st = pd.DataFrame({"patient_id": ["p", "p", "q"], "principal_dx": ["I509", "J189", "S72001A"],
+    ...     "secondary_dx": ["E119;N183", np.nan, np.nan],
+    ...     "discharge_date": pd.to_datetime(["2024-01-05", "2024-02-01", "2024-03-01"])})
+    >>> cc = chronic_conditions(st)
+    >>> cc.loc[cc.patient_id == "p", ["heart_failure", "diabetes", "ckd", "copd"]].iloc[0].tolist()
+    [True, True, True, False]
+    >>> int(cc.loc[cc.patient_id == "q", "n_conditions"].iloc[0])
+    0
+    """
+    frame = stays
+    if start is not None:
+        frame = frame[frame["discharge_date"] >= pd.Timestamp(start)]
+    if end is not None:
+        frame = frame[frame["discharge_date"] <= pd.Timestamp(end)]
+    codes = frame["principal_dx"].astype("str").str.cat(frame["secondary_dx"].astype("str").fillna(""),
+                                                        sep=CODE_SEPARATOR)
+    out = pd.DataFrame({"patient_id": frame["patient_id"].to_numpy()})
+    names = []
+    for row in chronic_condition_codes().itertuples(index=False):
+        out[row.condition] = _list_has_prefix(codes, row.prefixes.split("|"))
+        names.append(row.condition)
+    out = out.groupby("patient_id", sort=True)[names].any().reset_index()
+    out["n_conditions"] = out[names].sum(axis=1)
+    return out
+
+
+def filter_cohort(index: pd.DataFrame, *, market: str | list[str] | None = None,
+                  start: str | pd.Timestamp | None = None, end: str | pd.Timestamp | None = None,
+                  condition: str | list[str] | None = None, partner: bool | None = None,
+                  age_band: str | None = None) -> pd.DataFrame:
+    """Filter index stays (or any table with the same columns) by market, discharge period, condition,
+    partner status of the hospital and age band (``"65-74"``, ``"85+"``); None leaves a dimension open.
+
+    Examples
+    --------
+    >>> idx = pd.DataFrame({"market": ["N", "S"], "discharge_date": pd.to_datetime(["2024-01-05", "2024-06-01"]),
+    ...     "condition": ["ami", "copd"], "is_partner": [True, False], "age": [70, 88]})
+    >>> len(filter_cohort(idx, market="N")), len(filter_cohort(idx, start="2024-03-01", age_band="85+"))
+    (1, 1)
+    """
+    mask = pd.Series(True, index=index.index)
+    if market is not None:
+        mask &= index["market"].isin([market] if isinstance(market, str) else market)
+    if start is not None:
+        mask &= index["discharge_date"] >= pd.Timestamp(start)
+    if end is not None:
+        mask &= index["discharge_date"] <= pd.Timestamp(end)
+    if condition is not None:
+        mask &= index["condition"].isin([condition] if isinstance(condition, str) else condition)
+    if partner is not None:
+        mask &= index["is_partner"].fillna(False).astype(bool) == partner
+    if age_band is not None:
+        lo, _, hi = age_band.replace("+", "-200").partition("-")
+        mask &= index["age"].between(int(lo), int(hi))
+    return index[mask.to_numpy()]
+
+
+def age_band(age: pd.Series, *, bands: pd.DataFrame | None = None) -> pd.Series:
+    """Age band label for whole-year ages (default bands: the 2000 U.S. standard population's).
+
+    Examples
+    --------
+    >>> age_band(pd.Series([64, 65, 84, 85, 101])).tolist()
+    ['55-64', '65-74', '75-84', '85+', '85+']
+    """
+    bands = bands if bands is not None else standard_population()
+    edges = bands["age_lo"].to_numpy()
+    pos = np.searchsorted(edges, age.to_numpy(), side="right") - 1
+    labels = bands["age_band"].to_numpy()[np.clip(pos, 0, None)]
+    return pd.Series(np.where(pos >= 0, labels, None), index=age.index, name="age_band")
