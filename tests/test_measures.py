@@ -8,14 +8,25 @@ import pytest
 from hypothesis import given, settings
 from test_cohorts import FAC, PATS, histories, patients, stays
 
-from carequal.cohorts import IndexRules, index_stays
+from carequal.cohorts import IndexRules, index_stays, person_time, post_acute_episodes
 from carequal.errors import ParameterError
 from carequal.measures import (
     ccs_diagnosis,
     ccs_procedure,
+    count_rate_table,
+    days_at_home,
+    discharge_to_community,
+    ed_visits_after,
+    length_of_stay,
+    los_summary,
+    mortality,
+    pac_readmissions,
     planned_readmission_valuesets,
     planned_stays,
+    post_acute_use,
+    rate_table,
     readmissions,
+    standardised_rates,
 )
 
 NO_RUNOUT = IndexRules(runout_days=None)
@@ -114,3 +125,125 @@ def test_properties_readmissions(rows):
     # reversed input order gives the same flags
     f2 = readmissions(cohort.index, st_.iloc[::-1], FAC)
     pd.testing.assert_frame_equal(f.reset_index(drop=True), f2.reset_index(drop=True))
+
+
+# ------------------------------------------------------------------ mortality, LOS, home days, ED, PAC
+
+
+def test_mortality_anchor_and_window():
+    # transfer chain a→b: from admission counts from the chain's first admission (2024-01-01)
+    st_ = stays(("a", "p", "H1", "2024-01-01", "2024-01-03", "02", "I214"),
+                ("b", "p", "H2", "2024-01-03", "2024-01-10", "01", "I214"))
+    pats = patients(("p", "1940-01-01", "2024-01-31"))  # day 30 after admission, day 21 after discharge
+    cohort = index_stays(st_, FAC, pats, rules=NO_RUNOUT)
+    m = mortality(cohort.index, pats)
+    assert m["days_to_death"].tolist() == [30] and m["died_30d"].tolist() == [True]
+    pats2 = patients(("p", "1940-01-01", "2024-02-01"))  # day 31: not within 30 days of admission
+    assert not mortality(cohort.index, pats2)["died_30d"].iloc[0]
+    assert mortality(cohort.index, pats2, anchor="discharge")["died_30d"].iloc[0]  # day 22 after discharge
+    with pytest.raises(ParameterError, match="anchor"):
+        mortality(cohort.index, pats2, anchor="death")
+
+
+def test_length_of_stay_medicare_counting():
+    st_ = stays(("a", "p", "H1", "2024-01-01", "2024-01-01", "01", "I509"),
+                ("b", "p", "H1", "2024-01-10", "2024-01-11", "01", "I509"),
+                ("c", "p", "H1", "2024-02-01", "2024-02-09", "01", "I509"))
+    assert length_of_stay(st_).tolist() == [1, 1, 8]
+    s = los_summary(st_)
+    assert s["mean_los"].iloc[0] == pytest.approx(10 / 3)
+    assert s["median_los"].iloc[0] == 1
+    assert s["geometric_mean_los"].iloc[0] == pytest.approx(8 ** (1 / 3))
+
+
+def test_days_at_home_counts_institutional_days_and_death():
+    # index a discharged 2024-01-10; window days 11 Jan .. 9 Feb (30 days)
+    # readmission b 15–20 Jan: 15,16,17,18,19 (5 days; discharge day not counted)
+    # SNF s 20 Jan – 25 Jan: 20..24 (5 days); home health h 25 Jan – 5 Mar: at home
+    st_ = stays(("a", "p", "H1", "2024-01-01", "2024-01-10", "01", "I509"),
+                ("b", "p", "H1", "2024-01-15", "2024-01-20", "03", "I509"),
+                ("s", "p", "S1", "2024-01-20", "2024-01-25", "06", "Z471"),
+                ("h", "p", "HH", "2024-01-25", "2024-03-05", "01", "Z471"))
+    alive = patients(("p", "1940-01-01", None))
+    got = days_at_home(st_.iloc[[0]], st_, FAC, alive, windows=(30, 90))
+    assert got["days_at_home_30"].iloc[0] == 20 and got["days_at_home_90"].iloc[0] == 80
+    # died 2024-01-18 (during the readmission): dead from 18 Jan → window 30: 18 Jan..9 Feb = 23 dead days,
+    # institutional days before death 15, 16, 17 = 3: at home 30 − 23 − 3 = 4 (11–14 Jan)
+    dead = patients(("p", "1940-01-01", "2024-01-18"))
+    got = days_at_home(st_.iloc[[0]], st_, FAC, dead, windows=(30,))
+    assert got["days_at_home_30"].iloc[0] == 4
+
+
+def test_ed_visits_window_inclusive():
+    idx = pd.DataFrame({"stay_id": ["a", "b"], "patient_id": ["p", "q"],
+                        "discharge_date": pd.to_datetime(["2024-01-10", "2024-01-10"])})
+    ed = pd.DataFrame({"patient_id": ["p", "p", "p", "p"],
+                       "visit_date": pd.to_datetime(["2024-01-09", "2024-01-10", "2024-02-09", "2024-02-10"])})
+    got = ed_visits_after(idx, ed)
+    assert got["ed_visits_30d"].tolist() == [2, 0]  # day 0 and day 30 count; day −1 and 31 do not
+    assert got["any_ed_visit_30d"].tolist() == [True, False]
+
+
+def test_pac_readmission_attributed_to_pac_from_hospital_discharge():
+    st_ = stays(("h", "p", "H1", "2024-01-01", "2024-01-05", "03", "I509"),
+                ("s", "p", "S2", "2024-01-06", "2024-01-20", "01", "Z471"),
+                ("r", "p", "H2", "2024-02-03", "2024-02-06", "01", "J189"),   # 29 days after hospital discharge
+                ("h2", "q", "H1", "2024-01-01", "2024-01-05", "62", "I639"),
+                ("i", "q", "R1", "2024-01-05", "2024-01-20", "01", "I639"),
+                ("r2", "q", "H1", "2024-01-12", "2024-01-13", "01", "I639"))  # during the IRF stay
+    ep = post_acute_episodes(st_, FAC)
+    got = pac_readmissions(ep, st_, FAC).set_index("stay_id")
+    assert got.loc["h", "pac_facility_id"] == "S2" and got.loc["h", "unplanned_readmit_30d"]
+    assert not got.loc["h", "readmit_during_pac"]
+    assert got.loc["h2", "readmit_during_pac"] and got.loc["h2", "days_to_readmit"] == 7
+
+
+def test_discharge_to_community_rules():
+    st_ = stays(("s1", "p", "S1", "2024-01-01", "2024-01-20", "01", "Z471"),   # home, nothing after: success
+                ("s2", "q", "S1", "2024-01-01", "2024-01-20", "06", "Z471"),   # readmitted day 31: failure
+                ("hq", "q", "H1", "2024-02-20", "2024-02-22", "01", "J189"),
+                ("s3", "r", "S1", "2024-01-01", "2024-01-20", "03", "Z471"),   # to another SNF: not community
+                ("s4", "t", "S1", "2024-01-01", "2024-01-20", "01", "Z471"),   # dies day 31: failure
+                ("s5", "u", "S1", "2024-01-01", "2024-01-20", "50", "Z471"),   # hospice: excluded
+                ("s6", "v", "S1", "2024-01-01", "2024-01-20", "01", "Z471"),   # planned readmission: success
+                ("hv", "v", "H1", "2024-01-25", "2024-01-26", "01", "Z5111"))
+    pats = patients(("p", "1940-01-01", None), ("q", "1940-01-01", None), ("r", "1940-01-01", None),
+                    ("t", "1940-01-01", "2024-02-20"), ("u", "1940-01-01", None), ("v", "1940-01-01", None))
+    got = discharge_to_community(st_, FAC, pats).set_index("stay_id")
+    assert got["dtc"].to_dict() == {"s1": True, "s2": False, "s3": False, "s4": False, "s5": False, "s6": True}
+    assert got.loc["s5", "dtc_excluded"] == "hospice" and pd.isna(got.loc["s1", "dtc_excluded"])
+    assert got.loc["s2", "readmitted_in_window"] and got.loc["s4", "died_in_window"]
+
+
+def test_post_acute_use_and_rate_table_with_empty_groups():
+    st_ = stays(("h1", "p", "H1", "2024-01-01", "2024-01-05", "03", "I509"),
+                ("s1", "p", "S1", "2024-04-06", "2024-04-26", "01", "Z471"),
+                ("h2", "p", "H1", "2024-04-01", "2024-04-05", "03", "I509"))
+    ep = post_acute_episodes(st_, FAC)
+    use = post_acute_use(ep).merge(ep[["stay_id", "hospital_id"]])
+    assert use.set_index("stay_id").loc["h2", "to_partner_pac"]  # S1 partner since 2024-03-01
+    assert not use.set_index("stay_id").loc["h1", "to_any_pac"]
+    all_hospitals = pd.DataFrame({"hospital_id": ["H1", "H2"]})
+    rt = rate_table(use, by=["hospital_id"], events="to_snf", include_empty=all_hospitals).set_index("hospital_id")
+    assert rt.loc["H1", "n"] == 2 and rt.loc["H1", "events"] == 1 and rt.loc["H1", "rate"] == 0.5
+    assert rt.loc["H2", "n"] == 0 and np.isnan(rt.loc["H2", "rate"])  # kept, not dropped
+    assert (rt["events"] <= rt["n"]).all()
+
+
+def test_count_rates_and_standardisation_hand_worked():
+    pats = patients(("p", "1955-01-01", None), ("q", "1935-06-01", None))
+    pats["sex"] = ["F", "M"]
+    enr = pd.DataFrame({"patient_id": ["p", "q"], "start_date": pd.to_datetime(["2020-01-01", "2020-01-01"]),
+                        "end_date": pd.to_datetime(["2030-12-31", "2030-12-31"])})
+    pt = person_time(enr, pats, start="2024-01-01", end="2024-12-31", by=("market", "age_band", "sex"))
+    # p is 69 all of 2024 (65-74, F), q turns 89 (85+, M): 366 days each
+    assert pt["person_days"].tolist() == [366, 366]
+    ev = pd.DataFrame({"market": "M", "age_band": ["65-74", "85+"], "sex": ["F", "M"], "events": [1, 3]})
+    out = standardised_rates(ev, pt, by=["market"])
+    py = 366 / 365.25
+    w1, w2 = 18135514, 4259173
+    expected = (w1 * 1 / py + w2 * 3 / py) / (w1 + w2) * 1000
+    assert out["rate"].iloc[0] == pytest.approx(expected)
+    assert out["crude_rate"].iloc[0] == pytest.approx(4 / (2 * py) * 1000)
+    cr = count_rate_table(pt.merge(ev), by=["market"], events="events", person_time="person_years")
+    assert cr["rate"].iloc[0] == pytest.approx(4 / (2 * py) * 1000) and cr["method"].iloc[0] == "exact Poisson"
