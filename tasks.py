@@ -53,7 +53,7 @@ def main(argv: list[str]) -> None:
         run(BIN / "carequal", "check", "--data", "data/sample")
     elif task == "test":
         setup()
-        run(PY, "-m", "ruff", "check", "carequal", "tests", "benchmarks", "tasks.py")
+        run(PY, "-m", "ruff", "check", "--no-cache", "carequal", "tests", "benchmarks", "tasks.py", "conftest.py")
         run(PY, "-m", "pytest", *argv[1:])
     elif task == "lab":
         setup()

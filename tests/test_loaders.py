@@ -7,7 +7,6 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import valid_raw_tables
 
 from carequal.cli import main
 from carequal.errors import ParameterError, SchemaError
@@ -20,6 +19,7 @@ from carequal.loaders import (
     write_market_dataset,
 )
 from carequal.schema import validate_tables
+from conftest import valid_raw_tables
 
 
 def write_csvs(tables, folder):

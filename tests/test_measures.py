@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
-from test_cohorts import FAC, PATS, histories, patients, stays
 
 from carequal.cohorts import IndexRules, index_stays, person_time, post_acute_episodes
 from carequal.errors import ParameterError
@@ -28,6 +27,7 @@ from carequal.measures import (
     readmissions,
     standardised_rates,
 )
+from test_cohorts import FAC, PATS, histories, patients, stays
 
 NO_RUNOUT = IndexRules(runout_days=None)
 

@@ -7,7 +7,6 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import valid_raw_tables
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +21,7 @@ from carequal.schema import (
     overlapping_stays,
     validate_tables,
 )
+from conftest import valid_raw_tables
 
 
 def set_cell(table, key_col, key, col, value):
