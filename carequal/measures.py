@@ -630,3 +630,41 @@ def standardised_rates(events: pd.DataFrame, person_time: pd.DataFrame, *, by: l
                     "method": d["method"]})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def index_measures(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *,
+                   window_days: int = READMISSION_WINDOW_DAYS, mortality_anchor: str = "admission",
+                   home_windows: tuple[int, ...] = (30, 90), pac_gap_days: int = 1) -> pd.DataFrame:
+    """Every per-index-stay measure in one tidy table (one row per index stay, in the order given).
+
+    Columns: the index columns, ``los_days`` (Medicare counting), the readmission flags of
+    :func:`readmissions`, ``days_to_death`` and ``died_30d`` (:func:`mortality`), ``days_at_home_*``,
+    ED visits (when ``tables`` has ``ed_visits``), the post-acute episode (``pac_setting``,
+    ``pac_facility_id``, ``pac_is_partner``, ``pac_los_days``, ``episode_days``) and the post-acute use
+    flags (``to_snf`` … ``to_partner_pac``).
+
+    Parameters
+    ----------
+    index : DataFrame
+        Index stays (``Cohort.index``).
+    tables : dict of DataFrame
+        Validated contract tables (``stays``, ``facilities``, ``patients``, optional ``ed_visits``).
+    """
+    from carequal.cohorts import post_acute_episodes
+
+    stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
+    out = index.reset_index(drop=True).copy()
+    out["los_days"] = length_of_stay(out).to_numpy()
+    parts = [readmissions(out, stays, fac, window_days=window_days),
+             mortality(out, pats, days=30, anchor=mortality_anchor),
+             days_at_home(out, stays, fac, pats, windows=home_windows)]
+    if tables.get("ed_visits") is not None:
+        parts.append(ed_visits_after(out, tables["ed_visits"], days=window_days))
+    episodes = post_acute_episodes(stays, fac, max_gap_days=pac_gap_days, hospital_stays=out)
+    episodes = episodes.set_index("stay_id").reindex(out["stay_id"]).reset_index()
+    parts.append(episodes[["stay_id", "pac_setting", "pac_facility_id", "pac_is_partner", "pac_los_days",
+                           "episode_days"]])
+    parts.append(post_acute_use(episodes))
+    for part in parts:
+        out = pd.concat([out, part.drop(columns="stay_id").set_axis(out.index)], axis=1)
+    return out
