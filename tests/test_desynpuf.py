@@ -332,3 +332,22 @@ def test_reference_crude_readmission_rate_is_about_ten_percent(reference):
     """).fetchall()[0]
     assert n > 5000 and 0.07 <= events / n <= 0.13  # README of the sample: about 10%
     assert np.isclose(events / n, 0.094, atol=0.005)
+
+
+def test_reference_carequal_crude_readmission_rate(reference):
+    """carequal's cohort and flags on DE-SynPUF: crude rate (no age or enrollment rule) about 10%, as the
+    sample's README says; with the CMS enrollment rule far fewer stays qualify (DE-SynPUF coverage is given
+    only as month counts per year, so December discharges lack 30 days of follow-up coverage)."""
+    from carequal.cohorts import IndexRules, index_stays
+    from carequal.measures import readmissions
+
+    _, res = reference
+    t = res.tables
+    crude = index_stays(t["stays"], t["facilities"], t["patients"], t["enrollment"],
+                        rules=IndexRules(min_age=None, require_enrollment=False))
+    flags = readmissions(crude.index, t["stays"], t["facilities"])
+    rate = flags["readmitted_30d"].mean()
+    assert len(crude.index) > 5000 and 0.08 <= rate <= 0.12  # 9.4% of 5,540 at the time of writing
+    cms = index_stays(t["stays"], t["facilities"], t["patients"], t["enrollment"])
+    assert 0 < len(cms.index) < len(crude.index)
+    assert cms.attrition.set_index("step").loc["not_enrolled", "excluded"] > 0
