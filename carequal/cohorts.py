@@ -648,7 +648,8 @@ def post_acute_episodes(stays: pd.DataFrame, facilities: pd.DataFrame, *, max_ga
     out = pd.DataFrame({
         "stay_id": hosp["stay_id"].to_numpy(), "patient_id": hosp["patient_id"].to_numpy(),
         "hospital_id": hosp["facility_id"].to_numpy(), "hospital_discharge_date": hosp["discharge_date"].to_numpy(),
-        "pac_stay_id": take("stay_id", None), "pac_setting": pac_setting, "pac_facility_id": pac_fac.to_numpy(),
+        "pac_stay_id": pd.array(take("stay_id", None), dtype="str"), "pac_setting": pac_setting,
+        "pac_facility_id": pd.array(pac_fac.to_numpy(), dtype="str"),
         "pac_is_partner": partner_then.to_numpy(), "pac_admit_date": pac_admit.to_numpy(),
         "pac_discharge_date": pac_discharge.to_numpy(),
         "pac_los_days": (pac_discharge - pac_admit).dt.days.to_numpy(dtype=float),

@@ -43,6 +43,9 @@ def wilson(events, n, *, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     n = np.asarray(n, dtype=float)
     safe_n = np.where(n > 0, n, 1)
     lo, hi = proportion_confint(events, safe_n, alpha=1 - level, method="wilson")
+    # the interval contains the estimate; remove floating-point residue (e.g. 5.6e-17 for 0 events)
+    p = events / safe_n
+    lo, hi = np.clip(np.minimum(lo, p), 0, 1), np.clip(np.maximum(hi, p), 0, 1)
     lo = np.where(n > 0, lo, np.nan)
     hi = np.where(n > 0, hi, np.nan)
     return np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)

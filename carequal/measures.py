@@ -537,7 +537,11 @@ def rate_table(frame: pd.DataFrame, *, by: list[str], events: str, level: float 
     grouped = frame.groupby(by, dropna=False, observed=True, sort=True)[events]
     out = pd.DataFrame({"n": grouped.size(), "events": grouped.sum().astype("int64")}).reset_index()
     if include_empty is not None:
-        out = include_empty[by].drop_duplicates().merge(out, on=by, how="outer")
+        grid = include_empty[by].drop_duplicates()
+        for col in by:  # an all-missing key column is float: align dtypes before merging
+            if out[col].dtype != grid[col].dtype:
+                out[col], grid[col] = out[col].astype(object), grid[col].astype(object)
+        out = grid.merge(out, on=by, how="outer")
         out[["n", "events"]] = out[["n", "events"]].fillna(0).astype("int64")
         out = out.sort_values(by, kind="stable", ignore_index=True)
     lo, hi = wilson(out["events"], out["n"], level=level)
@@ -668,3 +672,33 @@ def index_measures(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *,
     for part in parts:
         out = pd.concat([out, part.drop(columns="stay_id").set_axis(out.index)], axis=1)
     return out
+
+
+def trend_table(frame: pd.DataFrame, *, date_col: str = "discharge_date", freq: str = "month",
+                by: list[str] | None = None, events: str, level: float = 0.95) -> pd.DataFrame:
+    """Rates per calendar month or quarter (by group), every period from the first to the last present,
+    empty periods kept with ``n = 0``; columns as :func:`rate_table` plus ``period`` (its first day).
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"discharge_date": pd.to_datetime(["2024-01-05", "2024-03-02", "2024-03-20"]),
+    ...                    "readmitted_30d": [True, False, True]})
+    >>> trend_table(df, events="readmitted_30d")[["period", "n", "events"]]
+          period  n  events
+    0 2024-01-01  1       1
+    1 2024-02-01  0       0
+    2 2024-03-01  2       1
+    """
+    if freq not in ("month", "quarter"):
+        from carequal.errors import ParameterError
+
+        raise ParameterError(f"freq must be 'month' or 'quarter', not {freq!r}")
+    code = {"month": "M", "quarter": "Q"}[freq]
+    period = pd.to_datetime(frame[date_col]).dt.to_period(code).dt.start_time
+    data = frame.assign(period=period.to_numpy())
+    keys = list(by or [])
+    periods = pd.period_range(period.min(), period.max(), freq=code).start_time
+    grid = pd.DataFrame({"period": periods})
+    if keys:
+        grid = data[keys].drop_duplicates().merge(grid, how="cross")
+    return rate_table(data, by=keys + ["period"], events=events, level=level, include_empty=grid)

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as hst
 
 from carequal.cohorts import IndexRules, index_stays, person_time, post_acute_episodes
 from carequal.errors import ParameterError
@@ -247,3 +248,50 @@ def test_count_rates_and_standardisation_hand_worked():
     assert out["crude_rate"].iloc[0] == pytest.approx(4 / (2 * py) * 1000)
     cr = count_rate_table(pt.merge(ev), by=["market"], events="events", person_time="person_years")
     assert cr["rate"].iloc[0] == pytest.approx(4 / (2 * py) * 1000) and cr["method"].iloc[0] == "exact Poisson"
+
+
+@settings(max_examples=40, deadline=None)
+@given(hst.lists(hst.tuples(hst.sampled_from(["A", "B", "C", None]), hst.booleans()), min_size=0, max_size=40))
+def test_rate_table_numerators_never_exceed_denominators(rows):
+    frame = pd.DataFrame(rows, columns=["facility_id", "readmitted_30d"])
+    frame["readmitted_30d"] = frame["readmitted_30d"].astype(bool)
+    every = pd.DataFrame({"facility_id": ["A", "B", "C", "D"]})
+    rt = rate_table(frame, by=["facility_id"], events="readmitted_30d", include_empty=every)
+    assert (rt["events"] <= rt["n"]).all()
+    assert rt["n"].sum() == len(frame)  # nothing dropped, missing keys included
+    assert set(every["facility_id"]) <= set(rt["facility_id"].dropna())
+    ok = rt["n"] > 0
+    assert ((rt.loc[ok, "lower"] <= rt.loc[ok, "rate"]) & (rt.loc[ok, "rate"] <= rt.loc[ok, "upper"])).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(histories())
+def test_index_measures_unaffected_by_an_unrelated_patient(rows):
+    from carequal.measures import index_measures
+
+    st_ = stays(*rows)
+    tables = {"stays": st_, "facilities": FAC, "patients": PATS}
+    cohort = index_stays(st_, FAC, PATS, rules=NO_RUNOUT)
+    base = index_measures(cohort.index, tables).set_index("stay_id")
+    extra = stays(("zz1", "zz", "H1", "2023-03-01", "2023-03-05", "03", "I509"),
+                  ("zz2", "zz", "S1", "2023-03-05", "2023-03-20", "01", "Z471"),
+                  ("zz3", "zz", "H2", "2023-03-25", "2023-03-27", "01", "I509"))
+    more = pd.concat([st_, extra], ignore_index=True)
+    cohort2 = index_stays(more, FAC, PATS, rules=NO_RUNOUT)
+    with_extra = index_measures(cohort2.index, {**tables, "stays": more}).set_index("stay_id")
+    pd.testing.assert_frame_equal(with_extra.drop(index=["zz1", "zz3"], errors="ignore").loc[base.index], base,
+                                  check_dtype=False, check_index_type=False)
+
+
+def test_trend_table_keeps_empty_months_per_group():
+    from carequal.measures import trend_table
+
+    df = pd.DataFrame({"market": ["N", "S", "S"],
+                       "discharge_date": pd.to_datetime(["2024-01-05", "2024-01-20", "2024-04-02"]),
+                       "readmitted_30d": [True, False, True]})
+    tt = trend_table(df, events="readmitted_30d", by=["market"], freq="quarter")
+    assert len(tt) == 4  # 2 markets × 2 quarters (Q1, Q2)
+    n = tt.set_index(["market", "period"])["n"]
+    assert n[("N", pd.Timestamp("2024-04-01"))] == 0 and n[("S", pd.Timestamp("2024-04-01"))] == 1
+    with pytest.raises(ParameterError, match="freq"):
+        trend_table(df, events="readmitted_30d", freq="week")
