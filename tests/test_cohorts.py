@@ -303,3 +303,36 @@ def test_properties_shuffle_and_accounting(rows, rnd, condition):
     got = reasons(more)
     got.pop("zz1")
     assert got == reasons(cohort)
+
+
+# ---------------------------------------------------------------------------------- population cohorts
+
+
+def test_person_time_merges_overlaps_and_stops_at_death():
+    from carequal.cohorts import person_time
+
+    pats = patients(("p", "1950-03-01", "2024-03-10"), ("q", "1980-01-01", None))
+    pats["population_group"] = ["medicare", "employees"]
+    enr = pd.DataFrame({"patient_id": ["p", "p", "q"],
+                        "start_date": pd.to_datetime(["2023-01-01", "2023-06-01", "2024-02-01"]),
+                        "end_date": pd.to_datetime(["2024-12-31", "2025-12-31", "2024-02-29"])})
+    pt = person_time(enr, pats, start="2024-01-01", end="2024-12-31",
+                     by=("population_group", "age_band")).set_index("population_group")
+    # p: overlapping periods count once; 1 Jan – 10 Mar 2024 (death) = 31 + 29 + 10 = 70 days, aged 73-74
+    assert pt.loc["medicare", "person_days"] == 70 and pt.loc["medicare", "age_band"] == "65-74"
+    # q: February 2024 = 29 days, aged 44
+    assert pt.loc["employees", "person_days"] == 29 and pt.loc["employees", "age_band"] == "35-44"
+    assert pt.loc["employees", "person_years"] == pytest.approx(29 / 365.25)
+
+
+def test_chronic_conditions_window_and_counts():
+    from carequal.cohorts import chronic_conditions
+
+    st_ = stays(("a", "p", "H1", "2023-01-01", "2023-01-03", "01", "I509", "E119;F0390"),
+                ("b", "p", "H1", "2024-05-01", "2024-05-03", "01", "J441", "N184"),
+                ("c", "q", "H1", "2024-05-01", "2024-05-03", "01", "S72001A"))
+    cc = chronic_conditions(st_, start="2024-01-01", end="2024-12-31").set_index("patient_id")
+    assert cc.loc["p", "copd"] and cc.loc["p", "ckd"] and not cc.loc["p", "heart_failure"]  # 2023 stay out
+    assert cc.loc["p", "n_conditions"] == 2 and cc.loc["q", "n_conditions"] == 0
+    allyears = chronic_conditions(st_).set_index("patient_id")
+    assert allyears.loc["p", "dementia"] and allyears.loc["p", "diabetes"]
