@@ -26,9 +26,18 @@ class ParameterError(CarequalError):
     """A function or command was given an argument outside its allowed values."""
 
 
+class DisclosureError(CarequalError):
+    """A table meant for sharing displays a value the cell-size rule forbids (counts 1–10, or values from
+    which such a count can be derived)."""
+
+
 class CarequalWarning(UserWarning):
     """Base class of carequal's warnings."""
 
 
 class DataQualityWarning(CarequalWarning):
     """Input rows were set aside (quarantined) or a value was inferred rather than observed."""
+
+
+class DisclosureWarning(CarequalWarning):
+    """A hidden cell can only be protected by suppressing a total that is not in the table."""
