@@ -126,3 +126,44 @@ def test_agrees_with_pycomorb_on_the_sample(scheme, weights, implementation, the
         assert np.array_equal(ours[key].to_numpy(), theirs[col].fillna(0).astype(bool).to_numpy()), key
     assert matched >= len(names) - 1
     assert ours["score"].gt(0).mean() > 0.3  # the comparison is not vacuous
+
+
+# ------------------------------------------------------------------------------------ logistic risk model
+
+
+def test_logistic_model_diagnostics_on_simulated_data():
+    from scipy import stats
+
+    from carequal.risk import LogisticRiskModel, brier_score, c_statistic, calibration_table, hosmer_lemeshow
+
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame({"age10": rng.uniform(0, 3.5, 20_000), "score": rng.poisson(2, 20_000),
+                       "condition": rng.choice(["hf", "pn", "other"], 20_000)})
+    eta = -2 + 0.1 * df["age10"] + 0.15 * df["score"] + np.where(df["condition"] == "hf", 0.4, 0)
+    df["y"] = rng.random(len(df)) < 1 / (1 + np.exp(-eta))
+    model = LogisticRiskModel(formula="age10 + score + C(condition)").fit(df, outcome="y")
+    params = model.result_.params
+    assert abs(params["score"] - 0.15) < 3 * model.result_.bse["score"]
+    p = model.predict(df)
+    c = c_statistic(df["y"], p)
+    # the c-statistic is the Mann-Whitney U divided by n1·n0
+    u = stats.mannwhitneyu(p[df["y"]], p[~df["y"]]).statistic
+    assert c["c"] == pytest.approx(u / (df["y"].sum() * (~df["y"]).sum()))
+    assert c["lower"] < c["c"] < c["upper"] and 0.55 < c["c"] < 0.75
+    assert brier_score(df["y"], p) == pytest.approx(np.mean((p - df["y"]) ** 2))
+    cal = calibration_table(df["y"], p)
+    assert len(cal) == 10 and cal["n"].sum() == len(df)
+    assert cal["observed"].sum() == pytest.approx(cal["expected"].sum(), rel=1e-6)  # GLM with intercept
+    assert hosmer_lemeshow(df["y"], p)["p_value"] > 0.001  # well specified
+    ors = model.odds_ratios_.set_index("term")
+    assert ors.loc["score", "odds_ratio"] == pytest.approx(np.exp(params["score"]))
+    assert ors.loc["score", "lower"] < ors.loc["score", "odds_ratio"] < ors.loc["score", "upper"]
+
+
+def test_c_statistic_hand_worked():
+    from carequal.risk import c_statistic
+
+    # pairs (positive, negative): (0.35, 0.1) ✓, (0.35, 0.4) ✗, (0.8, 0.1) ✓, (0.8, 0.4) ✓ → 3/4
+    assert c_statistic([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])["c"] == 0.75
+    with pytest.raises(ParameterError, match="both outcomes"):
+        c_statistic([1, 1], [0.2, 0.3])

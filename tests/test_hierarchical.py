@@ -1,0 +1,91 @@
+"""The hierarchical logistic model against saved lme4::glmer (nAGQ = 1) results, and against simulated truth.
+
+The reference numbers were produced by ``python benchmarks/bench_hierarchical.py --write-test-reference``
+with R and lme4 (versions recorded in the JSON); this test does not need R.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from carequal.errors import ParameterError
+from carequal.risk import HierarchicalLogit
+
+DATA = Path(__file__).resolve().parent / "data"
+COVARIATES = ["age10", "male", "dual", "comorbidities", "cond_hf", "cond_copd", "cond_pn"]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    data = pd.read_csv(DATA / "hierarchical_reference.csv.gz")
+    lme4 = json.loads((DATA / "hierarchical_reference_lme4.json").read_text())
+    model = HierarchicalLogit(COVARIATES).fit(data, outcome="y", group="facility")
+    return data, lme4, model
+
+
+def test_fixed_effects_and_sigma_match_glmer(reference):
+    _, lme4, model = reference
+    ours = model.params_.rename(index={"Intercept": "(Intercept)"})
+    for term, value in lme4["fixef"].items():
+        assert ours[term] == pytest.approx(value, abs=1e-3), term  # issue target: 0.01
+    assert model.sigma_ == pytest.approx(lme4["sigma"], abs=1e-3)
+    assert model.loglik_ == pytest.approx(lme4["loglik"], abs=1e-2)
+
+
+def test_standard_errors_match_glmer(reference):
+    _, lme4, model = reference
+    se = model.bse_.rename(index={"Intercept": "(Intercept)"})
+    for term, value in lme4["se"].items():
+        assert se[term] == pytest.approx(value, rel=0.02), term
+
+
+def test_facility_effects_and_pe_match_glmer(reference):
+    data, lme4, model = reference
+    effects = model.facility_effects().set_index("group")["effect"]
+    for facility, value in lme4["ranef"].items():
+        assert effects[facility] == pytest.approx(value, abs=2e-3), facility
+    pe = model.predicted_expected(data, outcome="y", group="facility").set_index("group")
+    worst = max(abs(pe.loc[f, "ratio"] - v) for f, v in lme4["pe"].items())
+    assert worst < 0.005  # issue target
+    assert len(pe) == len(lme4["pe"]) == 80
+
+
+def test_predicted_expected_definitions(reference):
+    data, _, model = reference
+    pe = model.predicted_expected(data, outcome="y", group="facility")
+    overall = data["y"].mean()
+    assert np.allclose(pe["risk_standardised_rate"], pe["predicted"] / pe["expected"] * overall)
+    assert np.allclose(pe["observed_to_expected"], pe["observed"] / pe["expected"])
+    assert pe["n"].sum() == len(data) and pe["observed"].sum() == data["y"].sum()
+
+
+def test_recovers_simulated_truth():
+    """Simulated data with known β and σ: estimates within 3 standard errors; effects track the truth."""
+    rng = np.random.default_rng(11)
+    n_fac = 150
+    g = rng.integers(0, n_fac, 60_000)
+    x1, x2 = rng.normal(size=g.size), rng.random(g.size) < 0.3
+    true_u = rng.normal(0, 0.35, n_fac)
+    y = rng.random(g.size) < 1 / (1 + np.exp(-(-1.8 + 0.3 * x1 - 0.4 * x2 + true_u[g])))
+    df = pd.DataFrame({"y": y, "x1": x1, "x2": x2.astype(int), "facility": g})
+    m = HierarchicalLogit(["x1", "x2"]).fit(df, outcome="y", group="facility")
+    for term, truth in (("Intercept", -1.8), ("x1", 0.3), ("x2", -0.4)):
+        assert abs(m.params_[term] - truth) < 3 * m.bse_[term] + 0.02, term
+    assert m.sigma_ == pytest.approx(0.35, abs=0.07)
+    est = m.facility_effects().set_index("group")["effect"].sort_index().to_numpy()
+    assert np.corrcoef(est, true_u)[0, 1] > 0.8
+
+
+def test_formula_interface_and_errors():
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame({"y": rng.random(3000) < 0.2, "cond": rng.choice(["hf", "pn", "ami"], 3000),
+                       "facility": rng.integers(0, 20, 3000)})
+    m = HierarchicalLogit(formula="C(cond)").fit(df, outcome="y", group="facility")
+    assert any(name.startswith("C(cond)") for name in m.params_.index)
+    with pytest.raises(ParameterError, match="either covariates"):
+        HierarchicalLogit().fit(df, outcome="y", group="facility")
