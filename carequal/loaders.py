@@ -59,7 +59,8 @@ def read_table(path: str | Path, *, columns: Iterable[str] | None = None) -> pd.
     path = Path(path)
     cols = list(columns) if columns is not None else None
     if path.is_dir() or path.suffix == ".parquet":
-        return ds.dataset(path, format="parquet", partitioning="hive").to_table(columns=cols).to_pandas()
+        table = ds.dataset(path, format="parquet", partitioning="hive").to_table(columns=cols)
+        return table.to_pandas(date_as_object=False)
     if path.name.endswith((".csv", ".csv.gz")):
         return pd.read_csv(path, dtype="str", keep_default_na=False, na_values=[""], usecols=cols)
     raise ParameterError(f"{path}: cannot read this file type; use .csv, .csv.gz or .parquet")
@@ -166,7 +167,7 @@ def read_market(dataset_dir: str | Path, market: str, *, mode: str = "strict",
         part = folder / f"market={market}"
         if not part.is_dir():
             continue
-        frame = ds.dataset(part, format="parquet").to_table(columns=cols).to_pandas()
+        frame = ds.dataset(part, format="parquet").to_table(columns=cols).to_pandas(date_as_object=False)
         # the market is the partition key (a folder name), not a column of the files
         raw[table] = frame.assign(market=market) if table == "patients" else frame
     return validate_tables(raw, mode=mode)
