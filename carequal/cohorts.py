@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from carequal.errors import ParameterError
-from carequal.schema import CODE_SEPARATOR, POST_ACUTE_SETTINGS
+from carequal.schema import CODE_SEPARATOR, POST_ACUTE_SETTINGS, key_positions, take
 
 CONDITION_CODES_VERSION = "2026.1"
 CONDITIONS: tuple[str, ...] = ("heart_failure", "ami", "pneumonia", "copd", "sepsis", "stroke",
@@ -241,12 +241,37 @@ def acute_stays(stays: pd.DataFrame, facilities: pd.DataFrame) -> pd.DataFrame:
     >>> acute_stays(st, fac)["stay_id"].tolist()
     ['1', '2']
     """
-    fac = facilities[["facility_id", "setting", "market", "is_partner"]].rename(
-        columns={"market": "facility_market", "is_partner": "facility_is_partner"})
-    out = stays.merge(fac, on="facility_id", how="left", validate="many_to_one")
-    out = out[out["setting"] == "acute"]
-    return out.sort_values(["patient_id", "admit_date", "discharge_date", "stay_id"], kind="stable",
-                           ignore_index=True)
+    fpos = key_positions(stays["facility_id"], facilities["facility_id"])
+    is_acute = take(facilities["setting"], fpos, None) == "acute"
+    out = stays[is_acute]
+    fpos = fpos[is_acute]
+    out = out.assign(setting="acute", facility_market=take(facilities["market"], fpos, None),
+                     facility_is_partner=take(facilities["is_partner"], fpos, False))
+    return out.iloc[_time_order(out)].reset_index(drop=True)
+
+
+def _time_order(stays: pd.DataFrame) -> np.ndarray:
+    """Row order by patient, admission, discharge and stay_id, computed on integer keys.
+
+    Patients are ordered by their sorted id; ties of (patient, admission, discharge) (same-day stays) are
+    broken by ``stay_id``, ranked only among the tied rows, so the order never depends on the input order.
+    """
+    patient = pd.factorize(stays["patient_id"], sort=True)[0]
+    admit = _days(stays["admit_date"])
+    discharge = _days(stays["discharge_date"])
+    order = np.lexsort((discharge, admit, patient))
+    p, a, d = patient[order], admit[order], discharge[order]
+    tie = np.zeros(len(order), dtype=bool)
+    same = (p[1:] == p[:-1]) & (a[1:] == a[:-1]) & (d[1:] == d[:-1])
+    tie[1:] |= same
+    tie[:-1] |= same
+    if not tie.any():
+        return order
+    tie_break = np.zeros(len(stays), dtype=np.int64)
+    tied_rows = order[tie]
+    ids = stays["stay_id"].to_numpy()[tied_rows].astype(str)
+    tie_break[tied_rows] = np.argsort(np.argsort(ids, kind="stable"), kind="stable")
+    return np.lexsort((tie_break, discharge, admit, patient))
 
 
 def link_transfers(acute: pd.DataFrame, *, gap_days: int = 1) -> pd.DataFrame:
@@ -307,18 +332,25 @@ def _age_years(birth: np.ndarray, on: np.ndarray) -> np.ndarray:
     return np.asarray(years - before_birthday.astype(int))
 
 
-def _merged_coverage(enrollment: pd.DataFrame, coverage: tuple[str, ...] | None) -> pd.DataFrame:
-    """Union of each patient's coverage periods (overlapping or touching periods are merged)."""
+def _merged_coverage(enrollment: pd.DataFrame, coverage: tuple[str, ...] | None,
+                     patients: pd.Series) -> pd.DataFrame:
+    """Union of each patient's coverage periods (overlapping or touching periods are merged).
+
+    ``patients`` are the patient ids; the result's ``patient`` is the position of the id among them
+    (integer keys: sorting and searching millions of periods by text ids is slow).
+    """
     enr = enrollment
     if coverage is not None and "coverage" in enr.columns:
         enr = enr[enr["coverage"].isin(coverage)]
-    enr = enr.sort_values(["patient_id", "start_date", "end_date"], kind="stable")
-    patient = enr["patient_id"].to_numpy()
+    patient = key_positions(enr["patient_id"], patients)
     start = _days(enr["start_date"])
     end = _days(enr["end_date"])
+    order = np.lexsort((end, start, patient))
+    patient, start, end = patient[order], start[order], end[order]
     n = len(enr)
     if n == 0:
-        return pd.DataFrame({"patient_id": [], "start": [], "end": []})
+        return pd.DataFrame({"patient": np.array([], dtype=np.int64), "start": np.array([], dtype=np.int64),
+                             "end": np.array([], dtype=np.int64)})
     new_patient = np.ones(n, dtype=bool)
     new_patient[1:] = patient[1:] != patient[:-1]
     # running max of end within patient: reset at each new patient by offsetting with a large group constant
@@ -327,27 +359,24 @@ def _merged_coverage(enrollment: pd.DataFrame, coverage: tuple[str, ...] | None)
     run_end = np.maximum.accumulate(end + offset) - offset
     new_block = new_patient.copy()
     new_block[1:] |= start[1:] > run_end[:-1] + 1
-    merged = pd.DataFrame({"patient_id": patient[new_block], "start": start[new_block],
-                           "end": np.maximum.reduceat(end, np.flatnonzero(new_block))})
-    return merged
+    return pd.DataFrame({"patient": patient[new_block], "start": start[new_block],
+                         "end": np.maximum.reduceat(end, np.flatnonzero(new_block))})
 
 
 def _enrolled(patient: np.ndarray, window_start: np.ndarray, window_end: np.ndarray,
               merged: pd.DataFrame) -> np.ndarray:
-    """Whether [window_start, window_end] lies inside one merged coverage period of the patient."""
+    """Whether [window_start, window_end] lies inside one merged coverage period of the patient
+    (``patient`` as positions among the same ids as ``merged["patient"]``)."""
     if len(merged) == 0:
         return np.zeros(len(patient), dtype=bool)
-    codes, uniques = pd.factorize(pd.concat([pd.Series(merged["patient_id"].to_numpy()), pd.Series(patient)]),
-                                  sort=True)
-    m_code = codes[: len(merged)].astype(np.int64)
-    s_code = codes[len(merged):].astype(np.int64)
     shift = np.int64(1 << 32)
     base = 1 << 31
+    m_code = merged["patient"].to_numpy().astype(np.int64)
     m_key = m_code * shift + (merged["start"].to_numpy().astype(np.int64) + base)
     order = np.argsort(m_key, kind="stable")
-    m_key = m_key[order]
+    m_key, m_code = m_key[order], m_code[order]
     m_end = merged["end"].to_numpy().astype(np.int64)[order]
-    m_code = m_code[order]
+    s_code = patient.astype(np.int64)
     s_key = s_code * shift + (window_start.astype(np.int64) + base)
     pos = np.searchsorted(m_key, s_key, side="right") - 1
     ok = pos >= 0
@@ -369,7 +398,7 @@ def _washout(patient: np.ndarray, admit: np.ndarray, discharge: np.ndarray, elig
     is_index = np.zeros(n, dtype=bool)
     washed = np.zeros(n, dtype=bool)
     undecided = eligible.copy()
-    codes = pd.factorize(patient)[0]
+    codes = pd.factorize(patient)[0] if patient.dtype.kind not in "iu" else patient
     while undecided.any():
         pos = np.flatnonzero(undecided)
         first_of_patient = np.ones(len(pos), dtype=bool)
@@ -445,16 +474,16 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
     acute = link_transfers(acute_stays(stays, facilities), gap_days=rules.transfer_gap_days) \
         if rules.chain_transfers else _unlinked(acute_stays(stays, facilities))
     n = len(acute)
-    people = patients.set_index("patient_id")
-    birth = acute["patient_id"].map(people["birth_date"]).to_numpy()
-    death = acute["patient_id"].map(people["death_date"]).to_numpy()
+    ppos = key_positions(acute["patient_id"], patients["patient_id"])
+    birth = take(patients["birth_date"], ppos, np.datetime64("NaT"))
+    death = take(patients["death_date"], ppos, np.datetime64("NaT"))
     status = acute["discharge_status"].astype("string").fillna("").to_numpy(dtype=object) \
         if "discharge_status" in acute.columns else np.full(n, "", dtype=object)
     conds = assign_conditions(acute)
     admit = _days(acute["admit_date"])
     discharge = _days(acute["discharge_date"])
     episode_admit = acute["episode_admit_date"].to_numpy()
-    patient = acute["patient_id"].to_numpy()
+    patient = ppos
 
     masks: dict[str, np.ndarray] = {}
     masks["transfer_to_acute"] = ~acute["is_final"].to_numpy()
@@ -483,7 +512,7 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
         window_end = discharge + rules.followup_days
         window_end = np.where(death_days != _NAT_DAYS, np.minimum(window_end, death_days), window_end)
         masks["not_enrolled"] = ~_enrolled(patient, window_start, window_end,
-                                           _merged_coverage(enrollment, rules.coverage))
+                                           _merged_coverage(enrollment, rules.coverage, patients["patient_id"]))
     else:
         masks["not_enrolled"] = np.zeros(n, dtype=bool)
     if rules.runout_days is not None:
@@ -493,7 +522,8 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
         masks["data_runout"] = np.zeros(n, dtype=bool)
     if condition is not None:
         in_cond = conds[condition].to_numpy()
-        first_pos = pd.Index(acute["stay_id"]).get_indexer(acute["episode_id"])
+        starts = np.r_[True, ~acute["transferred_out"].to_numpy()[:-1]]
+        first_pos = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
         masks["not_in_condition"] = ~(in_cond | in_cond[first_pos])
     else:
         masks["not_in_condition"] = np.zeros(n, dtype=bool)
@@ -517,7 +547,8 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
     attrition = pd.DataFrame(steps, columns=["step", "description", "excluded", "remaining"])
 
     stay_table = pd.DataFrame({
-        "stay_id": acute["stay_id"].to_numpy(), "patient_id": patient, "episode_id": acute["episode_id"].to_numpy(),
+        "stay_id": acute["stay_id"].to_numpy(), "patient_id": acute["patient_id"].to_numpy(),
+        "episode_id": acute["episode_id"].to_numpy(),
         "exclusion_reason": pd.array(reason, dtype="str"), "is_index": remaining,
     })
     keep = acute.loc[remaining]
@@ -537,14 +568,14 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
         else np.full(int(remaining.sum()), condition, dtype=object),
         "transfers_in_episode": keep["transfers_in_episode"].to_numpy(),
         "age": age[remaining],
-        "sex": keep["patient_id"].map(people["sex"]).to_numpy(),
-        "dual_eligible": keep["patient_id"].map(people["dual_eligible"]).to_numpy(),
-        "patient_market": keep["patient_id"].map(people["market"]).to_numpy(),
+        "sex": take(patients["sex"], ppos[remaining], None),
+        "dual_eligible": take(patients["dual_eligible"], ppos[remaining], None),
+        "patient_market": take(patients["market"], ppos[remaining], None),
         "market": keep["facility_market"].to_numpy(),
         "is_partner": keep["facility_is_partner"].to_numpy(),
     })
-    if "population_group" in people.columns:
-        index["population_group"] = keep["patient_id"].map(people["population_group"]).to_numpy()
+    if "population_group" in patients.columns:
+        index["population_group"] = take(patients["population_group"], ppos[remaining], None)
     return Cohort(stays=stay_table, index=index, attrition=attrition, rules=rules, condition=condition)
 
 
@@ -604,58 +635,62 @@ def post_acute_episodes(stays: pd.DataFrame, facilities: pd.DataFrame, *, max_ga
     0      h1         snf          20.0            25            True
     1      h2        none           NaN             3           False
     """
-    fac = facilities.set_index("facility_id")
-    setting = stays["facility_id"].map(fac["setting"])
-    hosp = stays[setting.to_numpy() == "acute"]
+    fpos_all = key_positions(stays["facility_id"], facilities["facility_id"])
+    setting = take(facilities["setting"], fpos_all, None)
+    is_hosp = setting == "acute"
     if hospital_stays is not None:
-        hosp = hosp[hosp["stay_id"].isin(hospital_stays["stay_id"])]
-    pac = stays[np.isin(setting.to_numpy(), POST_ACUTE_SETTINGS)]
-    hosp = hosp.sort_values(["patient_id", "discharge_date", "stay_id"], kind="stable")
-    pac = pac.sort_values(["patient_id", "admit_date", "stay_id"], kind="stable")
-    codes, _ = pd.factorize(pd.concat([hosp["patient_id"], pac["patient_id"]]), sort=True)
-    h_code = codes[: len(hosp)].astype(np.int64)
-    p_code = codes[len(hosp):].astype(np.int64)
+        is_hosp &= key_positions(stays["stay_id"], hospital_stays["stay_id"]) >= 0
+    is_pac = np.isin(setting, POST_ACUTE_SETTINGS)
+    hosp, pac = stays[is_hosp], stays[is_pac]
+    pac_fpos = fpos_all[is_pac]
+    # integer patient codes shared by both sides; sort each side by (patient, date)
+    codes = pd.factorize(pd.concat([hosp["patient_id"], pac["patient_id"]], ignore_index=True))[0]
+    h_code, p_code = codes[: len(hosp)].astype(np.int64), codes[len(hosp):].astype(np.int64)
     base, shift = np.int64(1 << 31), np.int64(1 << 32)
-    p_key = p_code * shift + _days(pac["admit_date"]) + base
+    h_order = np.lexsort((_days(hosp["discharge_date"]), h_code))
+    p_days = _days(pac["admit_date"])
+    p_order = np.lexsort((p_days, p_code))
+    hosp, h_code = hosp.iloc[h_order], h_code[h_order]
+    pac, p_code, pac_fpos, p_days = pac.iloc[p_order], p_code[p_order], pac_fpos[p_order], p_days[p_order]
+    p_key = p_code * shift + p_days + base
     h_key = h_code * shift + _days(hosp["discharge_date"]) + base
     pos = np.searchsorted(p_key, h_key, side="left")
     pos_c = np.clip(pos, 0, max(len(pac) - 1, 0))
     found = (pos < len(pac)) & (len(pac) > 0)
     if len(pac):
         found &= (p_code[pos_c] == h_code) & (p_key[pos_c] - h_key <= max_gap_days)
-    pac_rows = pac.iloc[pos_c[found]] if len(pac) else pac
     n = len(hosp)
+    link = np.where(found, pos_c, -1)
 
-    def take(column: str, fill) -> np.ndarray:
-        values = np.full(n, fill, dtype=object)
-        if len(pac_rows):
-            values[found] = pac_rows[column].to_numpy()
-        return values
+    def pac_column(column: str, fill) -> np.ndarray:
+        return take(pac[column], link, fill) if column in pac.columns else np.full(n, fill, dtype=object)
 
-    pac_setting = np.where(found, take("facility_id", None), None)
-    pac_setting = pd.Series(pac_setting).map(fac["setting"]).fillna("none").to_numpy()
-    pac_admit = pd.to_datetime(pd.Series(take("admit_date", pd.NaT)))
-    pac_discharge = pd.to_datetime(pd.Series(take("discharge_date", pd.NaT)))
-    pac_fac = pd.Series(take("facility_id", None))
-    partner = pac_fac.map(fac["is_partner"]).fillna(False).astype(bool)
-    since = (pac_fac.map(fac["partner_since"]) if "partner_since" in fac.columns
-             else pd.Series(pd.NaT, index=pac_fac.index))
-    partner_then = partner & (since.isna() | (pd.to_datetime(since) <= pac_admit)).to_numpy()
-    status_col = "discharge_status" if "discharge_status" in stays.columns else None
-    hosp_status = hosp[status_col].to_numpy() if status_col else np.full(n, np.nan)
-    pac_status = take(status_col, np.nan) if status_col else np.full(n, np.nan)
+    fpos = np.where(found, take(pd.Series(pac_fpos), link, -1).astype(np.int64), -1) if len(pac) else \
+        np.full(n, -1)
+    pac_setting = np.where(found, take(facilities["setting"], fpos, "none"), "none")
+    pac_admit = pd.Series(pac_column("admit_date", np.datetime64("NaT"))).astype("datetime64[s]")
+    pac_discharge = pd.Series(pac_column("discharge_date", np.datetime64("NaT"))).astype("datetime64[s]")
+    partner = take(facilities["is_partner"], fpos, False).astype(bool)
+    if "partner_since" in facilities.columns:
+        since = pd.Series(take(facilities["partner_since"], fpos, np.datetime64("NaT"))).astype("datetime64[s]")
+        partner_then = partner & (since.isna() | (since <= pac_admit)).to_numpy()
+    else:
+        partner_then = partner
+    has_status = "discharge_status" in stays.columns
+    hosp_status = hosp["discharge_status"].to_numpy() if has_status else np.full(n, np.nan)
+    pac_status = pac_column("discharge_status", np.nan)
     end = np.where(found, pac_discharge.to_numpy(), hosp["discharge_date"].to_numpy())
     out = pd.DataFrame({
         "stay_id": hosp["stay_id"].to_numpy(), "patient_id": hosp["patient_id"].to_numpy(),
         "hospital_id": hosp["facility_id"].to_numpy(), "hospital_discharge_date": hosp["discharge_date"].to_numpy(),
-        "pac_stay_id": pd.array(take("stay_id", None), dtype="str"), "pac_setting": pac_setting,
-        "pac_facility_id": pd.array(pac_fac.to_numpy(), dtype="str"),
-        "pac_is_partner": partner_then.to_numpy(), "pac_admit_date": pac_admit.to_numpy(),
+        "pac_stay_id": pd.array(pac_column("stay_id", None), dtype="str"), "pac_setting": pac_setting,
+        "pac_facility_id": pd.array(pac_column("facility_id", None), dtype="str"),
+        "pac_is_partner": partner_then, "pac_admit_date": pac_admit.to_numpy(),
         "pac_discharge_date": pac_discharge.to_numpy(),
         "pac_los_days": (pac_discharge - pac_admit).dt.days.to_numpy(dtype=float),
-        "pac_discharge_status": pac_status,
+        "pac_discharge_status": pd.array(pac_status, dtype="str"),
         "episode_days": (pd.to_datetime(end) - hosp["admit_date"].to_numpy()).days.to_numpy(),
-        "final_discharge_status": np.where(found, pac_status, hosp_status),
+        "final_discharge_status": pd.array(np.where(found, pac_status, hosp_status), dtype="str"),
     })
     return out.reset_index(drop=True)
 
@@ -718,10 +753,10 @@ def person_time(enrollment: pd.DataFrame, patients: pd.DataFrame, *, start: str 
     bands = bands if bands is not None else standard_population()
     lo_day = _days(np.array([pd.Timestamp(start)]))[0]
     hi_day = _days(np.array([pd.Timestamp(end)]))[0]
-    merged = _merged_coverage(enrollment, None)
-    people = patients.set_index("patient_id")
-    birth = merged["patient_id"].map(people["birth_date"])
-    death = _days(merged["patient_id"].map(people["death_date"]))
+    merged = _merged_coverage(enrollment, None, patients["patient_id"])
+    merged = merged[merged["patient"] >= 0]
+    birth = pd.Series(take(patients["birth_date"], merged["patient"].to_numpy(), np.datetime64("NaT")))
+    death = _days(take(patients["death_date"], merged["patient"].to_numpy(), np.datetime64("NaT")))
     s = np.maximum(merged["start"].to_numpy(), lo_day)
     e = np.minimum(merged["end"].to_numpy(), hi_day)
     e = np.where(death != _NAT_DAYS, np.minimum(e, death), e)
@@ -736,7 +771,7 @@ def person_time(enrollment: pd.DataFrame, patients: pd.DataFrame, *, start: str 
         days = be - bs + 1
         has = days > 0
         if has.any():
-            pieces.append(pd.DataFrame({"patient_id": merged["patient_id"].to_numpy()[has],
+            pieces.append(pd.DataFrame({"patient": merged["patient"].to_numpy()[has],
                                         "age_band": band.age_band, "person_days": days[has]}))
     columns = list(by) + ["person_days", "person_years"]
     if not pieces:
@@ -744,7 +779,7 @@ def person_time(enrollment: pd.DataFrame, patients: pd.DataFrame, *, start: str 
     pt = pd.concat(pieces, ignore_index=True)
     for col in by:
         if col != "age_band":
-            pt[col] = pt["patient_id"].map(people[col]).to_numpy()
+            pt[col] = take(patients[col], pt["patient"].to_numpy(), None)
     out = pt.groupby(list(by), dropna=False, observed=True, sort=True)["person_days"].sum().reset_index()
     out["person_years"] = out["person_days"] / 365.25
     return out

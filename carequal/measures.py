@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 
 from carequal.cohorts import _days, acute_stays
-from carequal.schema import CODE_SEPARATOR
+from carequal.schema import CODE_SEPARATOR, key_positions, take
 
 READMISSION_WINDOW_DAYS = 30
+_NAT = np.iinfo(np.int64).min
 
 
 # ------------------------------------------------------------------------------------ CCS and value sets
@@ -40,6 +41,12 @@ def _ccs_table(kind: str) -> pd.Series:
     return pd.Series(ccs.to_numpy(), index=code.to_numpy())
 
 
+def _ccs_lookup(codes: pd.Series, kind: str) -> pd.Series:
+    table = _ccs_table(kind)
+    pos = key_positions(codes.astype("str"), pd.Series(table.index, dtype="str"))
+    return pd.Series(take(pd.Series(table.to_numpy(dtype=float)), pos, np.nan).astype(float), index=codes.index)
+
+
 def ccs_diagnosis(codes: pd.Series) -> pd.Series:
     """AHRQ single-level CCS category of ICD-10-CM codes (normalised, no dots); missing if unknown.
 
@@ -48,7 +55,7 @@ def ccs_diagnosis(codes: pd.Series) -> pd.Series:
     >>> ccs_diagnosis(pd.Series(["Z5111", "I509", "XXXX"])).tolist()
     [45.0, 108.0, nan]
     """
-    return pd.Series(codes.map(_ccs_table("dx")).to_numpy(dtype=float), index=codes.index)
+    return _ccs_lookup(codes, "dx")
 
 
 def ccs_procedure(codes: pd.Series) -> pd.Series:
@@ -59,7 +66,7 @@ def ccs_procedure(codes: pd.Series) -> pd.Series:
     >>> ccs_procedure(pd.Series(["0TY00Z0", "0SR9019"])).tolist()
     [105.0, 153.0]
     """
-    return pd.Series(codes.map(_ccs_table("pr")).to_numpy(dtype=float), index=codes.index)
+    return _ccs_lookup(codes, "pr")
 
 
 @cache
@@ -184,7 +191,7 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     """
     acute = acute_stays(stays, facilities)
     n_acute = len(acute)
-    position = pd.Index(acute["stay_id"]).get_indexer(index["stay_id"])
+    position = key_positions(index["stay_id"], acute["stay_id"])
     if (position < 0).any():
         missing = index["stay_id"].to_numpy()[position < 0][:5]
         from carequal.errors import ParameterError
@@ -250,8 +257,10 @@ def mortality(index: pd.DataFrame, patients: pd.DataFrame, *, days: int = 30,
         raise ParameterError(f"anchor must be 'admission' or 'discharge', not {anchor!r}")
     start_col = "discharge_date" if anchor == "discharge" else (
         "episode_admit_date" if "episode_admit_date" in index.columns else "admit_date")
-    death = index["patient_id"].map(patients.set_index("patient_id")["death_date"])
-    delta = (pd.to_datetime(death) - pd.to_datetime(index[start_col])).dt.days.to_numpy(dtype=float)
+    death = take(patients["death_date"], key_positions(index["patient_id"], patients["patient_id"]),
+                 np.datetime64("NaT"))
+    delta = (pd.to_datetime(pd.Series(death)) - pd.to_datetime(index[start_col]).to_numpy()).dt.days.to_numpy(
+        dtype=float)
     return pd.DataFrame({"stay_id": index["stay_id"].to_numpy(), "days_to_death": delta,
                          f"died_{days}d": (delta >= 0) & (delta <= days) if anchor == "discharge"
                          else (delta <= days) & ~np.isnan(delta)})
@@ -327,37 +336,31 @@ def days_at_home(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
       stay_id  days_at_home_30
     0       i               10
     """
-    setting = stays["facility_id"].map(facilities.set_index("facility_id")["setting"])
-    inst = stays[np.isin(setting.to_numpy(), INSTITUTIONAL_SETTINGS)]
+    setting = take(facilities["setting"], key_positions(stays["facility_id"], facilities["facility_id"]), None)
+    inst = stays[np.isin(setting, INSTITUTIONAL_SETTINGS)]
     start = _days(inst["admit_date"])
     end = _days(inst["discharge_date"])
     end = np.where(end == start, end + 1, end)  # [start, end) half-open; same-day stay takes one day
-    inst_frame = pd.DataFrame({"patient_id": inst["patient_id"].to_numpy(), "s": start, "e": end,
-                               "_sid": inst["stay_id"].to_numpy()})
-    idx = pd.DataFrame({"stay_id": index["stay_id"].to_numpy(), "patient_id": index["patient_id"].to_numpy(),
-                        "d": _days(index["discharge_date"])})
-    pairs = idx.merge(inst_frame, on="patient_id", how="inner")
-    pairs = pairs[pairs["_sid"] != pairs["stay_id"]]
-    death = _days(index["patient_id"].map(patients.set_index("patient_id")["death_date"]))
-    out = pd.DataFrame({"stay_id": idx["stay_id"]})
+    codes = pd.factorize(pd.concat([index["patient_id"], inst["patient_id"]], ignore_index=True))[0]
+    n = len(index)
+    d = _days(index["discharge_date"])
+    self_pos = key_positions(index["stay_id"], inst["stay_id"])  # the index stay among the institutional ones
+    pairs = pd.DataFrame({"i": np.arange(n), "p": codes[:n]}).merge(
+        pd.DataFrame({"j": np.arange(len(inst)), "p": codes[n:], "s": start, "e": end}), on="p")
+    i, j = pairs["i"].to_numpy(), pairs["j"].to_numpy()
+    s_, e_ = pairs["s"].to_numpy(), pairs["e"].to_numpy()
+    keep = (j != self_pos[i]) & (e_ > d[i] + 1) & (s_ <= d[i] + max(windows))
+    i, s_, e_ = i[keep], s_[keep], e_[keep]
+    death = _days(take(patients["death_date"], key_positions(index["patient_id"], patients["patient_id"]),
+                       np.datetime64("NaT")))
+    alive_all = death == _NAT
+    out = pd.DataFrame({"stay_id": index["stay_id"].to_numpy()})
     for w in windows:
-        lo = pairs["d"].to_numpy() + 1
-        hi = pairs["d"].to_numpy() + w + 1  # window days d+1 .. d+w as [lo, hi)
-        overlap = np.clip(np.minimum(hi, pairs["e"].to_numpy()) - np.maximum(lo, pairs["s"].to_numpy()), 0, None)
-        # days after death are counted below; clip institutional days at the death day
-        inst_days = pd.Series(overlap, index=pairs.index).groupby(pairs["stay_id"]).sum()
-        inst_days = idx["stay_id"].map(inst_days).fillna(0).to_numpy()
-        dead_days = np.where(death != np.iinfo(np.int64).min,
-                             np.clip(idx["d"].to_numpy() + w + 1 - np.maximum(death, idx["d"].to_numpy() + 1),
-                                     0, w), 0)
-        # an institutional day on or after the death day is not counted twice
-        if len(pairs):
-            death_p = pairs["stay_id"].map(pd.Series(death, index=idx["stay_id"]))
-            lo2 = np.maximum(lo, death_p.to_numpy())
-            both = np.clip(np.minimum(hi, pairs["e"].to_numpy()) - np.maximum(lo2, pairs["s"].to_numpy()), 0, None)
-            both = np.where(death_p.to_numpy() != np.iinfo(np.int64).min, both, 0)
-            both = idx["stay_id"].map(pd.Series(both, index=pairs.index).groupby(pairs["stay_id"]).sum())
-            inst_days = inst_days - both.fillna(0).to_numpy()
+        lo, hi = d[i] + 1, d[i] + w + 1  # window days d+1 .. d+w as [lo, hi)
+        # institutional days, counted only before the death day (days from death on are counted as dead)
+        stop = np.where(alive_all[i], hi, np.minimum(hi, death[i]))
+        inst_days = np.bincount(i, np.clip(np.minimum(stop, e_) - np.maximum(lo, s_), 0, None), minlength=n)
+        dead_days = np.where(alive_all, 0, np.clip(d + w + 1 - np.maximum(death, d + 1), 0, w))
         out[f"days_at_home_{w}"] = (w - inst_days - dead_days).astype(int)
     return out
 
@@ -374,13 +377,15 @@ def ed_visits_after(index: pd.DataFrame, ed_visits: pd.DataFrame, *, days: int =
       stay_id  ed_visits_30d  any_ed_visit_30d
     0       a              2              True
     """
-    pairs = index[["stay_id", "patient_id", "discharge_date"]].merge(
-        ed_visits[["patient_id", "visit_date"]], on="patient_id", how="inner")
-    delta = (pd.to_datetime(pairs["visit_date"]) - pd.to_datetime(pairs["discharge_date"])).dt.days
-    counts = pairs[(delta >= 0) & (delta <= days)].groupby("stay_id").size()
-    n = index["stay_id"].map(counts).fillna(0).astype(int).to_numpy()
-    return pd.DataFrame({"stay_id": index["stay_id"].to_numpy(), f"ed_visits_{days}d": n,
-                         f"any_ed_visit_{days}d": n > 0})
+    n = len(index)
+    codes = pd.factorize(pd.concat([index["patient_id"], ed_visits["patient_id"]], ignore_index=True))[0]
+    pairs = pd.DataFrame({"i": np.arange(n), "p": codes[:n], "d": _days(index["discharge_date"])}).merge(
+        pd.DataFrame({"p": codes[n:], "v": _days(ed_visits["visit_date"])}), on="p")
+    delta = pairs["v"].to_numpy() - pairs["d"].to_numpy()
+    hit = (delta >= 0) & (delta <= days)
+    counts = np.bincount(pairs["i"].to_numpy()[hit], minlength=n)
+    return pd.DataFrame({"stay_id": index["stay_id"].to_numpy(), f"ed_visits_{days}d": counts,
+                         f"any_ed_visit_{days}d": counts > 0})
 
 
 # ------------------------------------------------------------------------------------ post-acute measures
@@ -457,28 +462,26 @@ def discharge_to_community(stays: pd.DataFrame, facilities: pd.DataFrame, patien
     0      s1                 False   True
     1      s2                  True  False
     """
-    setting = stays["facility_id"].map(facilities.set_index("facility_id")["setting"])
-    pac = stays[np.isin(setting.to_numpy(), settings)].reset_index(drop=True)
-    pac_setting = setting[np.isin(setting.to_numpy(), settings)].to_numpy()
+    setting = take(facilities["setting"], key_positions(stays["facility_id"], facilities["facility_id"]), None)
+    is_pac = np.isin(setting, settings)
+    pac = stays[is_pac].reset_index(drop=True)
+    pac_setting = setting[is_pac]
     status = pac["discharge_status"].astype("string").fillna("").to_numpy(dtype=object)
     community = np.isin(status, ["01", "06", "81", "86"])
     excluded = pd.Series(status).map(DTC_EXCLUDED_STATUSES).to_numpy()
     discharge = _days(pac["discharge_date"])
-    death = _days(pac["patient_id"].map(patients.set_index("patient_id")["death_date"]))
-    died = (death != np.iinfo(np.int64).min) & (death <= discharge + window_days)
-    # next acute or LTCH admission after the PAC discharge
-    hosp_mask = np.isin(setting.to_numpy(), ["acute", "ltch"])
-    hosp = stays[hosp_mask]
-    planned = planned_stays(hosp).set_index("stay_id")["planned"]
-    hosp = hosp.assign(_planned=hosp["stay_id"].map(planned).to_numpy())
-    unplanned = hosp[~hosp["_planned"]]
-    pairs = pd.DataFrame({"_row": np.arange(len(pac)), "patient_id": pac["patient_id"].to_numpy(), "d": discharge}
-                         ).merge(pd.DataFrame({"patient_id": unplanned["patient_id"].to_numpy(),
-                                               "a": _days(unplanned["admit_date"])}), on="patient_id")
-    gap = pairs["a"] - pairs["d"]
-    hit_rows = pairs.loc[(gap >= 0) & (gap <= window_days), "_row"].unique()
-    readmitted = np.zeros(len(pac), dtype=bool)
-    readmitted[hit_rows] = True
+    death = _days(take(patients["death_date"], key_positions(pac["patient_id"], patients["patient_id"]),
+                       np.datetime64("NaT")))
+    died = (death != _NAT) & (death <= discharge + window_days)
+    # unplanned acute or LTCH admissions after the PAC discharge
+    hosp = stays[np.isin(setting, ["acute", "ltch"])]
+    unplanned = hosp[~planned_stays(hosp)["planned"].to_numpy()]
+    n = len(pac)
+    codes = pd.factorize(pd.concat([pac["patient_id"], unplanned["patient_id"]], ignore_index=True))[0]
+    pairs = pd.DataFrame({"i": np.arange(n), "p": codes[:n], "d": discharge}).merge(
+        pd.DataFrame({"p": codes[n:], "a": _days(unplanned["admit_date"])}), on="p")
+    gap = pairs["a"].to_numpy() - pairs["d"].to_numpy()
+    readmitted = np.bincount(pairs["i"].to_numpy()[(gap >= 0) & (gap <= window_days)], minlength=n) > 0
     dtc = community & ~died & ~readmitted
     return pd.DataFrame({
         "stay_id": pac["stay_id"].to_numpy(), "facility_id": pac["facility_id"].to_numpy(), "setting": pac_setting,

@@ -257,6 +257,34 @@ def _arrow_text(values: pd.Series) -> pa_arrow.Array:
     return arr.cast(pa_arrow.string()) if arr.type != pa_arrow.string() else arr
 
 
+def key_positions(values: pd.Series, keys: pd.Series) -> np.ndarray:
+    """Position of each value among ``keys`` (−1 where absent), by an Arrow hash look-up.
+
+    The fast way to join on text keys (ids): a pandas ``map`` or ``merge`` on Arrow-backed strings is an
+    order of magnitude slower at millions of rows.
+
+    Examples
+    --------
+    >>> key_positions(pd.Series(["b", "z", "a"]), pd.Series(["a", "b"])).tolist()
+    [1, -1, 0]
+    """
+    found = pc.index_in(_arrow_text(values), value_set=_arrow_text(keys))
+    return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def take(values: pd.Series, positions: np.ndarray, fill=np.nan) -> np.ndarray:
+    """``values`` gathered at ``positions`` (from :func:`key_positions`), ``fill`` where the position is −1."""
+    arr = values.to_numpy()
+    if len(arr) == 0:
+        return np.full(len(positions), fill, dtype=object)
+    out = arr[np.clip(positions, 0, None)]
+    missing = positions < 0
+    if missing.any():
+        out = out.astype(object) if out.dtype.kind in "biu" or out.dtype == bool else out.copy()
+        out[missing] = fill
+    return out
+
+
 def _clean_text(arr: pa_arrow.Array) -> pa_arrow.Array:
     """Trim blanks; empty text becomes null."""
     arr = pc.utf8_trim_whitespace(arr)
