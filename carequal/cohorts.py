@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from carequal.errors import ParameterError
-from carequal.schema import CODE_SEPARATOR, POST_ACUTE_SETTINGS, key_positions, take
+from carequal.schema import CODE_SEPARATOR, POST_ACUTE_SETTINGS, key_positions, take, take_text
 
 CONDITION_CODES_VERSION = "2026.1"
 CONDITIONS: tuple[str, ...] = ("heart_failure", "ami", "pneumonia", "copd", "sepsis", "stroke",
@@ -551,29 +551,21 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
         "episode_id": acute["episode_id"].to_numpy(),
         "exclusion_reason": pd.array(reason, dtype="str"), "is_index": remaining,
     })
-    keep = acute.loc[remaining]
-    index = pd.DataFrame({
-        "stay_id": keep["stay_id"].to_numpy(),
-        "patient_id": keep["patient_id"].to_numpy(),
-        "facility_id": keep["facility_id"].to_numpy(),
-        "first_facility_id": keep["first_facility_id"].to_numpy(),
-        "episode_id": keep["episode_id"].to_numpy(),
-        "episode_admit_date": keep["episode_admit_date"].to_numpy(),
-        "admit_date": keep["admit_date"].to_numpy(),
-        "discharge_date": keep["discharge_date"].to_numpy(),
-        "discharge_status": status[remaining],
-        "admission_type": keep["admission_type"].to_numpy() if "admission_type" in keep else np.nan,
-        "principal_dx": keep["principal_dx"].to_numpy(),
-        "condition": conds["condition"].to_numpy()[remaining] if condition is None
-        else np.full(int(remaining.sum()), condition, dtype=object),
-        "transfers_in_episode": keep["transfers_in_episode"].to_numpy(),
-        "age": age[remaining],
-        "sex": take(patients["sex"], ppos[remaining], None),
-        "dual_eligible": take(patients["dual_eligible"], ppos[remaining], None),
-        "patient_market": take(patients["market"], ppos[remaining], None),
-        "market": keep["facility_market"].to_numpy(),
-        "is_partner": keep["facility_is_partner"].to_numpy(),
-    })
+    keep = acute.loc[remaining].reset_index(drop=True)
+    index = keep[["stay_id", "patient_id", "facility_id", "first_facility_id", "episode_id", "episode_admit_date",
+                  "admit_date", "discharge_date"]].copy()
+    index["discharge_status"] = pd.array(status[remaining], dtype="str")
+    index["admission_type"] = keep["admission_type"].array if "admission_type" in keep else np.nan
+    index["principal_dx"] = keep["principal_dx"].array
+    index["condition"] = (conds["condition"].to_numpy()[remaining] if condition is None
+                          else np.full(int(remaining.sum()), condition, dtype=object))
+    index["transfers_in_episode"] = keep["transfers_in_episode"].to_numpy()
+    index["age"] = age[remaining]
+    index["sex"] = take(patients["sex"], ppos[remaining], None)
+    index["dual_eligible"] = take(patients["dual_eligible"], ppos[remaining], None)
+    index["patient_market"] = take(patients["market"], ppos[remaining], None)
+    index["market"] = keep["facility_market"].to_numpy()
+    index["is_partner"] = keep["facility_is_partner"].to_numpy()
     if "population_group" in patients.columns:
         index["population_group"] = take(patients["population_group"], ppos[remaining], None)
     return Cohort(stays=stay_table, index=index, attrition=attrition, rules=rules, condition=condition)
@@ -681,10 +673,10 @@ def post_acute_episodes(stays: pd.DataFrame, facilities: pd.DataFrame, *, max_ga
     pac_status = pac_column("discharge_status", np.nan)
     end = np.where(found, pac_discharge.to_numpy(), hosp["discharge_date"].to_numpy())
     out = pd.DataFrame({
-        "stay_id": hosp["stay_id"].to_numpy(), "patient_id": hosp["patient_id"].to_numpy(),
-        "hospital_id": hosp["facility_id"].to_numpy(), "hospital_discharge_date": hosp["discharge_date"].to_numpy(),
-        "pac_stay_id": pd.array(pac_column("stay_id", None), dtype="str"), "pac_setting": pac_setting,
-        "pac_facility_id": pd.array(pac_column("facility_id", None), dtype="str"),
+        "stay_id": hosp["stay_id"].array, "patient_id": hosp["patient_id"].array,
+        "hospital_id": hosp["facility_id"].array, "hospital_discharge_date": hosp["discharge_date"].to_numpy(),
+        "pac_stay_id": take_text(pac["stay_id"], link), "pac_setting": pac_setting,
+        "pac_facility_id": take_text(pac["facility_id"], link),
         "pac_is_partner": partner_then, "pac_admit_date": pac_admit.to_numpy(),
         "pac_discharge_date": pac_discharge.to_numpy(),
         "pac_los_days": (pac_discharge - pac_admit).dt.days.to_numpy(dtype=float),

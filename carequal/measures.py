@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from carequal.cohorts import _days, acute_stays
-from carequal.schema import CODE_SEPARATOR, key_positions, take
+from carequal.schema import CODE_SEPARATOR, key_positions, take, take_text
 
 READMISSION_WINDOW_DAYS = 30
 _NAT = np.iinfo(np.int64).min
@@ -208,17 +208,17 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     planned = planned_stays(acute.iloc[nxt_c[has_next]])["planned"].to_numpy()
     readmit_planned = np.zeros(len(index), dtype=bool)
     readmit_planned[has_next] = planned
-    readmit_id = np.where(has_next, acute["stay_id"].to_numpy()[nxt_c], None)
-    readmit_fac = np.where(has_next, acute["facility_id"].to_numpy()[nxt_c], None)
+    link = np.where(has_next, nxt_c, -1)
+    facility_codes = pd.factorize(acute["facility_id"])[0]
     return pd.DataFrame({
-        "stay_id": index["stay_id"].to_numpy(),
-        "readmit_stay_id": pd.array(readmit_id, dtype="str"),
-        "readmit_facility_id": pd.array(readmit_fac, dtype="str"),
+        "stay_id": index["stay_id"].array,
+        "readmit_stay_id": take_text(acute["stay_id"], link),
+        "readmit_facility_id": take_text(acute["facility_id"], link),
         "days_to_readmit": days,
         "readmitted_30d": within,
         "readmit_planned": readmit_planned & has_next,
         "unplanned_readmit_30d": within & ~readmit_planned,
-        "same_hospital": has_next & (readmit_fac == acute["facility_id"].to_numpy()[position]),
+        "same_hospital": has_next & (facility_codes[nxt_c] == facility_codes[position]),
     })
 
 

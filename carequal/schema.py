@@ -285,6 +285,20 @@ def take(values: pd.Series, positions: np.ndarray, fill=np.nan) -> np.ndarray:
     return out
 
 
+def take_text(values: pd.Series, positions: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """Text ``values`` gathered at ``positions`` (missing where −1), staying in Arrow (no Python objects).
+
+    Examples
+    --------
+    >>> list(take_text(pd.Series(["a", "b"]), np.array([1, -1, 0])))
+    ['b', nan, 'a']
+    """
+    indices = pa_arrow.array(np.clip(positions, 0, None), mask=positions < 0) if len(values) else \
+        pa_arrow.nulls(len(positions), pa_arrow.int64())
+    arr = _arrow_text(values) if len(values) else pa_arrow.array([], pa_arrow.string())
+    return pd.array(pc.take(arr, indices), dtype="str")
+
+
 def _clean_text(arr: pa_arrow.Array) -> pa_arrow.Array:
     """Trim blanks; empty text becomes null."""
     arr = pc.utf8_trim_whitespace(arr)
