@@ -18,7 +18,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from carequal.cohorts import _days, acute_stays
+from carequal.cohorts import _days, _time_order
 from carequal.schema import CODE_SEPARATOR, key_positions, take, take_text
 
 READMISSION_WINDOW_DAYS = 30
@@ -171,9 +171,10 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     Returns
     -------
     DataFrame
-        One row per index stay, in the order given: ``stay_id``, ``readmit_stay_id``, ``readmit_facility_id``,
-        ``days_to_readmit`` (to the next acute admission, any time; missing if none), ``readmitted_30d``
-        (all-cause), ``readmit_planned``, ``unplanned_readmit_30d``, ``same_hospital``.
+        One row per index stay, in the order given: ``stay_id``, ``readmit_stay_id``, ``readmit_facility_id``
+        (the next acute admission, any time; missing if none), ``days_to_readmit``, ``readmitted_30d``
+        (all-cause), ``readmit_planned`` (the readmission inside the window is planned), ``unplanned_readmit_30d``,
+        ``same_hospital``.
 
     Examples
     --------
@@ -189,36 +190,42 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     0      i1              r1             30.0            True                   True
     1      i2             NaN              NaN           False                  False
     """
-    acute = acute_stays(stays, facilities)
-    n_acute = len(acute)
-    position = key_positions(index["stay_id"], acute["stay_id"])
+    # work on row numbers of ``stays`` in time order (no re-ordered copy of the table)
+    setting = take(facilities["setting"], key_positions(stays["facility_id"], facilities["facility_id"]), None)
+    acute_rows = np.flatnonzero(setting == "acute")
+    sorted_rows = acute_rows[_time_order(stays.iloc[acute_rows][["patient_id", "admit_date", "discharge_date",
+                                                                   "stay_id"]])]
+    rank = np.full(len(stays), -1, dtype=np.int64)
+    rank[sorted_rows] = np.arange(len(sorted_rows))
+    row = key_positions(index["stay_id"], stays["stay_id"])
+    position = np.where(row >= 0, rank[np.clip(row, 0, None)], -1)
     if (position < 0).any():
         missing = index["stay_id"].to_numpy()[position < 0][:5]
         from carequal.errors import ParameterError
 
         raise ParameterError(f"index stays not among the acute stays given: {', '.join(map(str, missing))}")
-    nxt = position + 1
-    has_next = nxt < n_acute
-    nxt_c = np.minimum(nxt, max(n_acute - 1, 0))
-    patient = acute["patient_id"].to_numpy()
-    has_next &= patient[nxt_c] == patient[position]
-    days = (_days(acute["admit_date"])[nxt_c] - _days(index["discharge_date"])).astype(float)
+    n_acute = len(sorted_rows)
+    nxt_c = np.minimum(position + 1, max(n_acute - 1, 0))
+    this_row, next_row = sorted_rows[position], sorted_rows[nxt_c]
+    patient = pd.factorize(stays["patient_id"])[0]
+    has_next = (position + 1 < n_acute) & (patient[next_row] == patient[this_row])
+    days = (_days(stays["admit_date"])[next_row] - _days(index["discharge_date"])).astype(float)
     days[~has_next] = np.nan
     within = has_next & (days >= 0) & (days <= window_days)
-    planned = planned_stays(acute.iloc[nxt_c[has_next]])["planned"].to_numpy()
+    # the planned-readmission algorithm runs only on readmissions inside the window
     readmit_planned = np.zeros(len(index), dtype=bool)
-    readmit_planned[has_next] = planned
-    link = np.where(has_next, nxt_c, -1)
-    facility_codes = pd.factorize(acute["facility_id"])[0]
+    readmit_planned[within] = planned_stays(stays.iloc[next_row[within]])["planned"].to_numpy()
+    link = np.where(has_next, next_row, -1)
+    facility = pd.factorize(stays["facility_id"])[0]
     return pd.DataFrame({
         "stay_id": index["stay_id"].array,
-        "readmit_stay_id": take_text(acute["stay_id"], link),
-        "readmit_facility_id": take_text(acute["facility_id"], link),
+        "readmit_stay_id": take_text(stays["stay_id"], link),
+        "readmit_facility_id": take_text(stays["facility_id"], link),
         "days_to_readmit": days,
         "readmitted_30d": within,
-        "readmit_planned": readmit_planned & has_next,
+        "readmit_planned": readmit_planned,
         "unplanned_readmit_30d": within & ~readmit_planned,
-        "same_hospital": has_next & (facility_codes[nxt_c] == facility_codes[position]),
+        "same_hospital": has_next & (facility[next_row] == facility[this_row]),
     })
 
 
