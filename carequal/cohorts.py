@@ -250,15 +250,18 @@ def acute_stays(stays: pd.DataFrame, facilities: pd.DataFrame) -> pd.DataFrame:
     return out.iloc[_time_order(out)].reset_index(drop=True)
 
 
-def _time_order(stays: pd.DataFrame) -> np.ndarray:
+def _time_order(stays: pd.DataFrame, *, patient: np.ndarray | None = None, admit: np.ndarray | None = None,
+                discharge: np.ndarray | None = None) -> np.ndarray:
     """Row order by patient, admission, discharge and stay_id, computed on integer keys.
 
-    Patients are ordered by their sorted id; ties of (patient, admission, discharge) (same-day stays) are
-    broken by ``stay_id``, ranked only among the tied rows, so the order never depends on the input order.
+    Patients are ordered by their sorted id unless integer ``patient`` codes are given (then only the
+    grouping matters); ties of (patient, admission, discharge) (same-day stays) are broken by ``stay_id``,
+    ranked only among the tied rows, so the order within a patient never depends on the input order.
     """
-    patient = pd.factorize(stays["patient_id"], sort=True)[0]
-    admit = _days(stays["admit_date"])
-    discharge = _days(stays["discharge_date"])
+    if patient is None:
+        patient = pd.factorize(stays["patient_id"], sort=True)[0]
+    admit = _days(stays["admit_date"]) if admit is None else admit
+    discharge = _days(stays["discharge_date"]) if discharge is None else discharge
     order = np.lexsort((discharge, admit, patient))
     p, a, d = patient[order], admit[order], discharge[order]
     tie = np.zeros(len(order), dtype=bool)
@@ -267,7 +270,7 @@ def _time_order(stays: pd.DataFrame) -> np.ndarray:
     tie[:-1] |= same
     if not tie.any():
         return order
-    tie_break = np.zeros(len(stays), dtype=np.int64)
+    tie_break = np.zeros(len(order), dtype=np.int64)
     tied_rows = order[tie]
     ids = stays["stay_id"].to_numpy()[tied_rows].astype(str)
     tie_break[tied_rows] = np.argsort(np.argsort(ids, kind="stable"), kind="stable")

@@ -191,10 +191,13 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     1      i2             NaN              NaN           False                  False
     """
     # work on row numbers of ``stays`` in time order (no re-ordered copy of the table)
-    setting = take(facilities["setting"], key_positions(stays["facility_id"], facilities["facility_id"]), None)
-    acute_rows = np.flatnonzero(setting == "acute")
-    sorted_rows = acute_rows[_time_order(stays.iloc[acute_rows][["patient_id", "admit_date", "discharge_date",
-                                                                   "stay_id"]])]
+    fpos = key_positions(stays["facility_id"], facilities["facility_id"])
+    acute_rows = np.flatnonzero(take(facilities["setting"], fpos, None) == "acute")
+    patient = pd.factorize(stays["patient_id"])[0]
+    admit = _days(stays["admit_date"])
+    acute = stays.iloc[acute_rows][["stay_id"]] if len(acute_rows) else stays[["stay_id"]].iloc[:0]
+    sorted_rows = acute_rows[_time_order(acute, patient=patient[acute_rows], admit=admit[acute_rows],
+                                         discharge=_days(stays["discharge_date"])[acute_rows])]
     rank = np.full(len(stays), -1, dtype=np.int64)
     rank[sorted_rows] = np.arange(len(sorted_rows))
     row = key_positions(index["stay_id"], stays["stay_id"])
@@ -207,16 +210,14 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     n_acute = len(sorted_rows)
     nxt_c = np.minimum(position + 1, max(n_acute - 1, 0))
     this_row, next_row = sorted_rows[position], sorted_rows[nxt_c]
-    patient = pd.factorize(stays["patient_id"])[0]
     has_next = (position + 1 < n_acute) & (patient[next_row] == patient[this_row])
-    days = (_days(stays["admit_date"])[next_row] - _days(index["discharge_date"])).astype(float)
+    days = (admit[next_row] - _days(index["discharge_date"])).astype(float)
     days[~has_next] = np.nan
     within = has_next & (days >= 0) & (days <= window_days)
     # the planned-readmission algorithm runs only on readmissions inside the window
     readmit_planned = np.zeros(len(index), dtype=bool)
     readmit_planned[within] = planned_stays(stays.iloc[next_row[within]])["planned"].to_numpy()
     link = np.where(has_next, next_row, -1)
-    facility = pd.factorize(stays["facility_id"])[0]
     return pd.DataFrame({
         "stay_id": index["stay_id"].array,
         "readmit_stay_id": take_text(stays["stay_id"], link),
@@ -225,7 +226,7 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
         "readmitted_30d": within,
         "readmit_planned": readmit_planned,
         "unplanned_readmit_30d": within & ~readmit_planned,
-        "same_hospital": has_next & (facility[next_row] == facility[this_row]),
+        "same_hospital": has_next & (fpos[next_row] == fpos[this_row]),
     })
 
 
