@@ -301,13 +301,16 @@ def take_text(values: pd.Series, positions: np.ndarray) -> pd.api.extensions.Ext
 
 def _clean_text(arr: pa_arrow.Array) -> pa_arrow.Array:
     """Trim blanks; empty text becomes null."""
-    arr = pc.utf8_trim_whitespace(arr)
+    return _empty_to_null(pc.utf8_trim_whitespace(arr))
+
+
+def _empty_to_null(arr: pa_arrow.Array) -> pa_arrow.Array:
     return pc.if_else(pc.equal(arr, ""), pa_arrow.scalar(None, pa_arrow.string()), arr)
 
 
 def _text_series(arr, index: pd.Index) -> pd.Series:
     """An Arrow string array as a pandas ``str`` Series (empty text becomes missing)."""
-    return pd.Series(pd.array(_clean_text(arr), dtype="str"), index=index)
+    return pd.Series(pd.array(_empty_to_null(arr), dtype="str"), index=index)
 
 
 def _strip_code(arr: pa_arrow.Array) -> pa_arrow.Array:
@@ -413,7 +416,7 @@ def _parse_column(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, np.nd
         elif spec.name in ("setting", "coverage"):
             arr = pc.utf8_lower(arr)
         return _text_series(arr, index), _NO_ROWS
-    return _text_series(arr, index), _NO_ROWS
+    return pd.Series(pd.array(arr, dtype="str"), index=index), _NO_ROWS
 
 
 # ------------------------------------------------------------------------------------------ pandera schemas
@@ -468,12 +471,11 @@ def _table_checks(table: str) -> list[pa.Check]:
 def _poa_counts_match(df: pd.DataFrame) -> pd.Series:
     if "secondary_poa" not in df.columns:
         return pd.Series(True, index=df.index)
-    poa = df["secondary_poa"]
-    dx = df["secondary_dx"]
-    n_poa = poa.astype("string").str.count(CODE_SEPARATOR) + 1
-    n_dx = dx.astype("string").str.count(CODE_SEPARATOR) + 1
-    ok = poa.isna() | (dx.notna() & (n_poa == n_dx).fillna(False))
-    return ok.astype(bool)
+    poa = _arrow_text(df["secondary_poa"])
+    dx = _arrow_text(df["secondary_dx"])
+    same = pc.equal(pc.count_substring(poa, CODE_SEPARATOR), pc.count_substring(dx, CODE_SEPARATOR))
+    ok = pc.or_(pc.is_null(poa), pc.fill_null(same, False))
+    return pd.Series(ok.to_numpy(zero_copy_only=False).astype(bool), index=df.index)
 
 
 def table_schema(table: str, columns: list[str] | None = None) -> pa.DataFrameSchema:
@@ -628,9 +630,9 @@ def _failures_frame(failures: list[Failure], frames: Mapping[str, pd.DataFrame])
 
 
 def _death_and_birth(stays: pd.DataFrame, patients: pd.DataFrame) -> list[Failure]:
-    people = patients.set_index("patient_id")
-    death = stays["patient_id"].map(people["death_date"])
-    birth = stays["patient_id"].map(people["birth_date"])
+    pos = key_positions(stays["patient_id"], patients["patient_id"])
+    death = pd.Series(take(patients["death_date"], pos, np.datetime64("NaT")), index=stays.index)
+    birth = pd.Series(take(patients["birth_date"], pos, np.datetime64("NaT")), index=stays.index)
     out = []
     for rule, mask in (
         ("admit_after_death", stays["admit_date"] > death),
@@ -661,25 +663,42 @@ def overlapping_stays(stays: pd.DataFrame, facilities: pd.DataFrame) -> np.ndarr
     >>> overlapping_stays(st, fac).tolist()  # s3 starts on day 3, inside s1 (days 1-5)
     [2]
     """
-    setting = stays["facility_id"].map(facilities.set_index("facility_id")["setting"])
-    order = pd.DataFrame({
-        "patient_id": stays["patient_id"].to_numpy(), "setting": setting.to_numpy(),
-        "admit": stays["admit_date"].to_numpy(), "discharge": stays["discharge_date"].to_numpy(),
-        "stay_id": stays["stay_id"].astype(str).to_numpy(), "pos": np.arange(len(stays)),
-    }).sort_values(["patient_id", "setting", "admit", "discharge", "stay_id"], kind="stable")
-    prev_end = order.groupby(["patient_id", "setting"], sort=False)["discharge"].cummax()
-    prev_end = prev_end.groupby([order["patient_id"], order["setting"]], sort=False).shift(1)
-    overlap = (order["admit"] < prev_end).to_numpy()
-    return np.sort(order["pos"].to_numpy()[overlap])
+    # integer keys: patient codes, setting codes and day numbers sort an order of magnitude faster than text
+    patient = pd.factorize(stays["patient_id"])[0].astype(np.int64)
+    setting = key_positions(stays["facility_id"], facilities["facility_id"])
+    setting = pd.factorize(take(facilities["setting"], setting, ""))[0].astype(np.int64)
+    admit = stays["admit_date"].to_numpy().astype("datetime64[D]").astype(np.int64)
+    discharge = stays["discharge_date"].to_numpy().astype("datetime64[D]").astype(np.int64)
+    # stay_id only orders stays with the same admission and discharge day: rank those ids alone
+    group = patient * 8 + setting
+    order = np.lexsort((discharge, admit, group))
+    g, a, d = group[order], admit[order], discharge[order]
+    same = (g[1:] == g[:-1]) & (a[1:] == a[:-1]) & (d[1:] == d[:-1])
+    if same.any():
+        tied = np.zeros(len(order), dtype=bool)
+        tied[1:] |= same
+        tied[:-1] |= same
+        tie_break = np.zeros(len(order), dtype=np.int64)
+        rows = order[tied]
+        ids = stays["stay_id"].to_numpy()[rows].astype(str)
+        tie_break[rows] = np.argsort(np.argsort(ids, kind="stable"), kind="stable")
+        order = np.lexsort((tie_break, discharge, admit, group))
+        g, a, d = group[order], admit[order], discharge[order]
+    # running maximum of discharge within (patient, setting): offset each group so one accumulate serves all
+    new_group = np.r_[True, g[1:] != g[:-1]]
+    block = np.cumsum(new_group).astype(np.int64) * (1 << 32)
+    running = np.maximum.accumulate(d + block) - block
+    prev_end = np.r_[np.iinfo(np.int64).min, running[:-1]]
+    overlap = ~new_group & (a < prev_end)
+    return np.sort(order[overlap])
 
 
-def _is_in(values, keys: pd.Index) -> np.ndarray:
-    value_set = _arrow_text(pd.Series(keys))
+def _is_in(values, value_set: pa_arrow.Array) -> np.ndarray:
     return pc.is_in(values, value_set=value_set).to_numpy(zero_copy_only=False).astype(bool)
 
 
-def _foreign_key(table: str, frame: pd.DataFrame, column: str, parent_keys: pd.Index,
-                 quarantined_keys: pd.Index) -> list[Failure]:
+def _foreign_key(table: str, frame: pd.DataFrame, column: str, parent_keys: pa_arrow.Array,
+                 quarantined_keys: pa_arrow.Array) -> list[Failure]:
     values = _arrow_text(frame[column])
     known = _is_in(values, parent_keys)
     in_quarantine = _is_in(values, quarantined_keys)
@@ -704,7 +723,7 @@ def _split(table: str, frame: pd.DataFrame, raw: pd.DataFrame, failures: list[Fa
         bad[f.rows] = True
         label = f"{f.column}: {f.rule}"
         reasons[f.rows] = np.where(reasons[f.rows] == "", label, reasons[f.rows] + "; " + label)
-    accepted = frame.loc[~bad]
+    accepted = frame.loc[~bad] if bad.any() else frame
     quarantined = raw.reset_index(drop=True).loc[bad].copy()
     quarantined.insert(0, "row_number", np.flatnonzero(bad) + 1)
     quarantined["reason"] = reasons[bad]
@@ -782,10 +801,11 @@ def validate_tables(raw_tables: Mapping[str, pd.DataFrame], *, mode: str = "stri
         failures[table] += _pandera_failures(table, parsed[table])
         finish(table)
 
-    fac_ok = pd.Index(accepted["facilities"]["facility_id"])
-    fac_q = pd.Index(quarantine["facilities"]["facility_id"].astype(str))
-    pat_ok = pd.Index(accepted["patients"]["patient_id"])
-    pat_q = pd.Index(quarantine["patients"]["patient_id"].astype(str))
+    # key sets as Arrow arrays, built once for every child table
+    fac_ok = _arrow_text(accepted["facilities"]["facility_id"])
+    fac_q = _arrow_text(quarantine["facilities"]["facility_id"].astype("str"))
+    pat_ok = _arrow_text(accepted["patients"]["patient_id"])
+    pat_q = _arrow_text(quarantine["patients"]["patient_id"].astype("str"))
 
     for table in ("stays", "enrollment", "ed_visits"):
         if table not in parsed:
