@@ -21,11 +21,12 @@ is among the 15,000 most downloaded packages. What there is: ``funnelplot`` 0.2.
 plots", no over-dispersion); ``controlchartspy`` 0.1.3 (SPC and funnel charts computed by a bundled JavaScript
 engine through ``quickjs-ng``; GPL-3.0, so not a dependency for this Apache-2.0 package); ``abspc`` 1.1.0 (MIT,
 alpha: MDC-styled XmR/p/u/c charts drawn with matplotlib, shift of 8 and trend of 6 points fixed, no Laney p′,
-no funnels); ``pyqicharts``, ``pyspc``, ``spychart``, ``processbehavior`` and similar general SPC packages,
-without the MDC improvement/concern labelling, the Laney p′ chart or funnels; ``bbpmf``/``betabinomial``
-(probability functions or tests, not the empirical-Bayes fit). The formulas are short, and written here from
-the published methods (no code is taken from FunnelPlotR, PHEindicatormethods or qicharts2; their published
-numbers serve as test oracles).
+no funnels); general SPC packages known here by their one-line summaries only (``pyqicharts`` 2.0.0,
+``processbehavior`` 0.4.0, ``spychart`` 1.0.0, ``pyspc`` 0.4 of 2016), none of which mentions funnels,
+over-dispersion or Laney charts; ``bbpmf`` and ``betabinomial`` (a probability function and a test, not the
+empirical-Bayes fit; scipy has ``betabinom``). The formulas are short and are written here from the published
+methods (no code is taken from FunnelPlotR, PHEindicatormethods or qicharts2; published numbers and formulas
+serve as test oracles).
 
 References
 ----------
@@ -35,14 +36,15 @@ Spiegelhalter DJ, Sherlaw-Johnson C, Bardsley M, et al. (2012) Statistical metho
 rating, screening and surveillance. J R Stat Soc A 175:1-47.
 DerSimonian R, Laird N (1986) Meta-analysis in clinical trials. Control Clin Trials 7:177-88.
 Mainey C et al. FunnelPlotR (R package, NHS-R Community): https://github.com/nhs-r-community/FunnelPlotR.
-NHS England / NHS Improvement, Making Data Count (2019, 2021): SPC rules and icons for board reporting.
+NHS England, Making Data Count: statistical process control guidance, rules and icons for board reporting.
 Laney DB (2002) Improved control charts for attributes. Quality Engineering 14:531-7.
 Anhøj J, qicharts2 (R package): p, u and Laney p′/u′ charts.
 Breslow NE, Day NE (1987) Statistical Methods in Cancer Research II, IARC (exact and Byar limits, p. 69).
 Dobson AJ, Kuulasmaa K, Eberle E, Scherer J (1991) Confidence intervals for weighted sums of Poisson
 parameters. Stat Med 10:457-62.
 Public Health England / UKHSA, PHEindicatormethods (R package): indirectly standardised ratios.
-Knieser L et al., QualityMeasure (R package): beta-binomial reliability of quality measures.
+QualityMeasure (R package; github.com/knieser/quality_measure_reliability): beta-binomial reliability of
+quality measures.
 """
 
 from __future__ import annotations
@@ -315,7 +317,8 @@ def funnel_limits(x, *, data_type: str = "SR", method: str | None = None, target
     * SR, SHMI (``s = 1/√E``): ``exp(± z √(s² + τ²))``.
     * SR, CQC (``s = 1/(2√E)``): ``(1 ± z √(s² + τ²))²``. The square back-transforms the square-root scale on
       which the limits are built; FunnelPlotR (2021–2025 versions) draws ``1 ± z √(s² + τ²)`` without
-      squaring, which is about half as wide as the Poisson limits when τ² = 0. Here the CQC limits agree with
+      squaring (its ``calculate_limits.R`` as read at two commits), about half as wide as the Poisson limits when
+      τ² = 0. Here the CQC limits agree with
       the exact Poisson ones for large E (a test checks this).
     * PR (``s = 1/(2√n)``): ``sin²(asin √target ± z √(s² + τ²))``, the angle held within [0, π/2] so that the
       limits stay in [0, 1] and never turn back at small n (FunnelPlotR truncates such segments).
@@ -363,9 +366,10 @@ def _robust_z(z: np.ndarray, method: str, trim: float) -> np.ndarray:
     if method == "SHMI":
         k = 1 / trim
         rank = stats.rankdata(z, method="average")
-        # FunnelPlotR's rule: keep 0 < floor(rank·k/(N+1)) < k − 1; rounding guards float noise (3·10/30 = 1)
-        sp = np.floor(np.round(rank * k / (len(z) + 1), 9))
-        return np.where((sp > 0) & (sp < k - 1), z, np.nan)
+        # FunnelPlotR keeps 0 < floor(rank·k/(N+1)) < k − 1 (k = 10); written without the floor it also holds for
+        # a k that is not whole (keep trim ≤ rank/(N+1) < 1 − trim). Rounding guards float noise (3·10/30 = 1).
+        v = np.round(rank * k / (len(z) + 1), 9)
+        return np.where((v >= 1) & (v < k - 1), z, np.nan)
     lo, hi = np.quantile(z, [trim, 1 - trim])  # R's default (type 7) quantiles, as numpy's "linear"
     return np.clip(z, lo, hi)
 
@@ -459,7 +463,8 @@ def funnel_data(frame: pd.DataFrame, *, data_type: str = "SR", observed: str = "
         ``z_adjusted`` (z with the over-dispersion adjustment), ``lower_<L>`` / ``upper_<L>`` (the classifying
         limits at the unit's denominator for each level, e.g. ``lower_95``, ``upper_99.8``), ``funnel_class``
         (``"high 99.8%"``, ``"high 95%"``, ``"within"``, ``"low 95%"``, ``"low 99.8%"``; missing for units with a
-        zero denominator), ``phi``, ``tau2``, ``target`` and ``method``. ``limits`` has the curves (both
+        zero denominator), ``phi``, ``tau2``, ``target`` and ``funnel_method`` (named so that it does not overwrite
+        the ``method`` of an interval in the input). ``limits`` has the curves (both
         adjusted and unadjusted) for plotting.
 
     Notes
@@ -518,12 +523,13 @@ def funnel_data(frame: pd.DataFrame, *, data_type: str = "SR", observed: str = "
 
     z_robust = np.full(len(z), np.nan)
     z_robust[ok] = _robust_z(z[ok], method, trim)
-    if (ok & np.isinf(z_robust)).any():
+    estimating = phi is None or tau2 is None
+    if estimating and np.isinf(z_robust).any():
         warnings.warn(f"funnel_data: {int(np.isinf(z_robust).sum())} unit(s) with no events have an infinite "
                       "z-score on the SHMI log scale and were left out of φ and τ²", FunnelWarning, stacklevel=2)
-        z_robust[np.isinf(z_robust)] = np.nan
+    z_robust[np.isinf(z_robust)] = np.nan
     est_phi, est_tau2, n_used = _dispersion(z_robust, s)
-    if n_used < 2 and (phi is None or tau2 is None):
+    if estimating and n_used < 2:
         warnings.warn(f"funnel_data: only {n_used} unit(s) to estimate the dispersion; τ² set to 0",
                       FunnelWarning, stacklevel=2)
     phi = est_phi if phi is None else float(phi)
@@ -553,7 +559,7 @@ def funnel_data(frame: pd.DataFrame, *, data_type: str = "SR", observed: str = "
     units["phi"], units["tau2"], units["target"] = phi, tau2, target
     robust = "10% truncation" if method == "SHMI" else "winsorised"
     robust = robust.replace("10%", f"{_pct(trim)}%")
-    units["method"] = f"{_limits_label(data_type, method, overdispersion)} ({robust})"
+    units["funnel_method"] = f"{_limits_label(data_type, method, overdispersion)} ({robust})"
 
     if grid is None:
         lo, hi = den[ok].min() / 2, den[ok].max() * 1.1
@@ -639,7 +645,7 @@ def _mdc_rules(value: np.ndarray, centre: np.ndarray, lower2: np.ndarray, upper2
 
 def _period_frame(frame: pd.DataFrame, period: str, columns: list[str], where: str) -> pd.DataFrame:
     _require(frame, [period] + columns, where)
-    data = frame[[period] + columns].sort_values(period, kind="stable", ignore_index=True)
+    data = frame.sort_values(period, kind="stable", ignore_index=True)
     dup = data[period].duplicated()
     if dup.any():
         raise ParameterError(f"{where}: {int(dup.sum())} repeated {period} value(s), e.g. "
@@ -677,7 +683,7 @@ def _spc_columns(data: pd.DataFrame, value: np.ndarray, centre, sigma: np.ndarra
     for name, col in rules.items():
         out[name] = col
     out["baseline"] = in_baseline
-    out["method"] = method
+    out["chart"] = method
     return out
 
 
@@ -703,12 +709,13 @@ def p_chart(frame: pd.DataFrame, *, period: str = "period", events: str = "event
     Returns
     -------
     DataFrame
-        One row per period in period order: ``period``, ``events``, ``n``, ``rate``, ``centre`` (p̄),
+        One row per period in period order: the input columns, ``rate``, ``centre`` (p̄),
         ``sigma`` (``√(p̄(1−p̄)/n_i)``), ``lower_2sigma``, ``upper_2sigma``, ``lower_3sigma``, ``upper_3sigma``
         (clipped to [0, 1]), one column per rule — ``beyond_3sigma``, ``shift``, ``trend``, ``two_of_three`` —
         holding ``"improvement"``, ``"concern"``, ``"neither"`` or ``""`` (rule silent), the summary ``signal``
         (``"concern"``, ``"improvement"``, ``"neither"`` or ``"common cause"``; missing where n = 0),
-        ``baseline`` (the period set the limits) and ``method``.
+        ``baseline`` (the period set the limits) and ``chart`` ("p-chart"; named so that it does not overwrite the
+        ``method`` of a rate table's Wilson interval).
 
     Notes
     -----
@@ -746,7 +753,9 @@ def p_chart(frame: pd.DataFrame, *, period: str = "period", events: str = "event
     if np.any(x > size):
         raise ParameterError(f"p_chart: {events} exceeds {n} in {int((x > size).sum())} period(s)")
     base = _baseline_mask(len(data), baseline, "p_chart")
-    p_bar = x[base].sum() / size[base].sum() if size[base].sum() > 0 else np.nan
+    if not size[base].sum() > 0:
+        raise ParameterError("p_chart: the baseline periods have no cases (n = 0 throughout)")
+    p_bar = x[base].sum() / size[base].sum()
     safe = np.where(size > 0, size, np.nan)
     rate = x / safe
     sigma = np.sqrt(p_bar * (1 - p_bar) / safe)
@@ -763,7 +772,8 @@ def laney_p_chart(frame: pd.DataFrame, *, period: str = "period", events: str = 
     For large denominators (thousands of discharges a month) ordinary p-chart limits are so narrow that almost
     every point is "special cause"; Laney's p′ chart scales them by σ_z, the variation of the points' z-scores.
 
-    Parameters and returns as :func:`p_chart`, plus the column ``sigma_z``; ``sigma`` is ``σ_i · σ_z``.
+    Parameters and returns as :func:`p_chart`, plus the column ``sigma_z``; ``sigma`` is ``σ_i · σ_z`` and
+    ``chart`` is "Laney p′-chart".
 
     Notes
     -----
@@ -787,7 +797,7 @@ def laney_p_chart(frame: pd.DataFrame, *, period: str = "period", events: str = 
         raise ParameterError(f"laney_p_chart: {events} exceeds {n} in {int((x > size).sum())} period(s)")
     base = _baseline_mask(len(data), baseline, "laney_p_chart")
     p_bar = x[base].sum() / size[base].sum() if size[base].sum() > 0 else np.nan
-    if not 0 < p_bar < 1:
+    if not 0 < p_bar < 1:  # also catches a baseline without cases (NaN)
         raise ParameterError(f"laney_p_chart: the baseline proportion is {p_bar}; with no variation (0 or 1) there "
                              "is nothing to scale — use p_chart")
     safe = np.where(size > 0, size, np.nan)
@@ -822,7 +832,7 @@ def xmr_chart(values, *, improvement: str | None = None, baseline: int | None = 
     DataFrame
         ``period``, ``value``, ``moving_range`` (``|x_i − x_{i−1}|``), ``moving_range_upper`` (3.267 × mean
         moving range), ``centre`` (baseline mean), ``sigma`` (mean moving range / 1.128), the 2σ and 3σ limits
-        (not clipped), the rule columns and ``signal`` as :func:`p_chart`, ``baseline`` and ``method``.
+        (not clipped), the rule columns and ``signal`` as :func:`p_chart`, ``baseline`` and ``chart`` ("XmR").
 
     Examples
     --------

@@ -1,0 +1,562 @@
+"""Institutional comparison: published test vectors, hand-worked funnels and control charts, a simulated
+beta-binomial truth, scorecard labels, and properties."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hst
+from scipy import optimize, stats
+
+from carequal.compare import (
+    LABELS,
+    FunnelWarning,
+    NoBetweenUnitVarianceWarning,
+    beta_binomial_shrinkage,
+    funnel_data,
+    funnel_limits,
+    indirect_standardisation,
+    laney_p_chart,
+    p_chart,
+    scorecard,
+    xmr_chart,
+)
+from carequal.errors import ParameterError
+from carequal.intervals import poisson_exact, wilson
+
+Z95, Z998 = 1.959964, 3.090232  # the normal quantiles FunnelPlotR writes out
+
+# ------------------------------------------------------------------------------------ indirect standardisation
+
+
+def _one(o, e, **kw):
+    return indirect_standardisation(pd.DataFrame({"g": ["x"], "observed": [o], "expected": [e]}), by="g",
+                                    **kw).iloc[0]
+
+
+@pytest.mark.parametrize(("o", "e", "method", "ratio", "lower", "upper", "used"), [
+    # methodology digest §5.1 test vectors (95 %)
+    (5, 4.0, "auto", 1.25, 0.4059, 2.9171, "exact Poisson"),
+    (5, 4.0, "byar", 1.25, 0.4028, 2.9170, "Byar"),
+    (20, 15.0, "auto", 1.3333, 0.8141, 2.0593, "Byar"),
+    (20, 15.0, "exact", 1.3333, 0.8144, 2.0592, "exact Poisson"),
+    (120, 100.0, "exact", 1.20, 0.9949, 1.4349, "exact Poisson"),
+])
+def test_indirect_standardisation_digest_vectors(o, e, method, ratio, lower, upper, used):
+    row = _one(o, e, method=method)
+    assert row["ratio"] == pytest.approx(ratio, abs=1e-4)
+    assert row["lower"] == pytest.approx(lower, abs=1e-4) and row["upper"] == pytest.approx(upper, abs=1e-4)
+    assert row["method"] == used and row["level"] == 0.95
+
+
+def test_indirect_standardisation_sums_cases_and_keeps_empty_expected():
+    stays = pd.DataFrame({"facility_id": ["A", "A", "A", "B", "C", None],
+                          "observed": [1, 0, 1, 0, 1, 1],
+                          "expected": [0.2, 0.3, 0.5, 0.0, 0.4, 0.5]})
+    before = stays.copy()
+    out = indirect_standardisation(stays, by=["facility_id"])
+    assert stays.equals(before)
+    a = out[out["facility_id"] == "A"].iloc[0]
+    assert a["observed"] == 2 and a["expected"] == pytest.approx(1.0) and a["ratio"] == pytest.approx(2.0)
+    lo, hi = poisson_exact([2])
+    assert a["lower"] == pytest.approx(lo[0]) and a["upper"] == pytest.approx(hi[0])
+    b = out[out["facility_id"] == "B"].iloc[0]  # E = 0: nothing to compare with
+    assert np.isnan(b["ratio"]) and np.isnan(b["lower"])
+    assert out["facility_id"].isna().sum() == 1  # the stay without a facility is its own group, not dropped
+
+
+def test_indirect_standardisation_level_and_errors():
+    wide = _one(20, 15.0, level=0.998)
+    narrow = _one(20, 15.0)
+    assert wide["lower"] < narrow["lower"] and wide["upper"] > narrow["upper"]
+    frame = pd.DataFrame({"g": ["x"], "observed": [1], "expected": [1.0]})
+    with pytest.raises(ParameterError, match="method"):
+        indirect_standardisation(frame, by="g", method="mid-p")
+    with pytest.raises(ParameterError, match="not in the frame"):
+        indirect_standardisation(frame, by="g", expected="E")
+    with pytest.raises(ParameterError, match="negative"):
+        indirect_standardisation(frame.assign(observed=-1), by="g")
+
+
+@pytest.mark.parametrize(("x", "n", "lower", "upper"), [
+    # methodology digest §5.2 Wilson test vectors (95 %)
+    (10, 50, 0.1124, 0.3304), (0, 25, 0.0, 0.1332), (45, 300, 0.1140, 0.1948),
+])
+def test_wilson_digest_vectors(x, n, lower, upper):
+    lo, hi = wilson([x], [n])
+    assert lo[0] == pytest.approx(lower, abs=1e-4) and hi[0] == pytest.approx(upper, abs=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------- funnel plots
+
+# Twelve facilities, standardised ratios; no ties among the z-scores.
+SR_UNITS = pd.DataFrame({
+    "facility_id": [f"F{i:02d}" for i in range(12)],
+    "observed": [12, 30, 45, 62, 20, 95, 52, 140, 33, 8, 75, 58],
+    "expected": [20.0, 40.0, 44.0, 50.0, 25.0, 70.0, 55.0, 90.0, 35.0, 6.0, 80.0, 50.0],
+})
+
+
+def _dl_tau2(z_kept, w_kept):
+    """DerSimonian–Laird from the retained z-scores and weights, written out as sums."""
+    k = len(z_kept)
+    phi = sum(v * v for v in z_kept) / k
+    sw = sum(w_kept)
+    sw2 = sum(v * v for v in w_kept)
+    tau2 = 0.0 if k * phi < k - 1 else max(0.0, (k * phi - (k - 1)) / (sw - sw2 / sw))
+    return phi, tau2
+
+
+def _type7_quantile(values, p):
+    """R's default quantile: linear interpolation between order statistics at h = (N − 1)p."""
+    v = sorted(values)
+    h = (len(v) - 1) * p
+    lo = math.floor(h)
+    return v[lo] + (h - lo) * (v[min(lo + 1, len(v) - 1)] - v[lo])
+
+
+def test_funnel_shmi_by_hand():
+    o = SR_UNITS["observed"].tolist()
+    e = SR_UNITS["expected"].tolist()
+    z = [math.sqrt(ei) * math.log(oi / ei) for oi, ei in zip(o, e, strict=True)]
+    # truncation: rank r of N = 12; keep 0 < floor(10 r / 13) < 9, i.e. ranks 2..11 (lowest and highest dropped)
+    order = sorted(range(12), key=lambda i: z[i])
+    rank = {i: r + 1 for r, i in enumerate(order)}
+    kept = [i for i in range(12) if 0 < math.floor(10 * rank[i] / 13) < 9]
+    assert sorted(rank[i] for i in kept) == list(range(2, 12))
+    phi, tau2 = _dl_tau2([z[i] for i in kept], [e[i] for i in kept])  # w = 1/s² = E on the log scale
+    assert tau2 > 0
+
+    f = funnel_data(SR_UNITS)
+    assert f.phi == pytest.approx(phi) and f.tau2 == pytest.approx(tau2) and f.n_used == 10
+    u = f.units
+    np.testing.assert_allclose(u["z"], z)
+    assert u["z_robust"].isna().tolist() == [i not in kept for i in range(12)]
+    for i in range(12):
+        sd = math.sqrt(1 / e[i] + tau2)
+        assert u.loc[i, "lower_95"] == pytest.approx(math.exp(-Z95 * sd), rel=1e-6)
+        assert u.loc[i, "upper_99.8"] == pytest.approx(math.exp(Z998 * sd), rel=1e-6)
+        r = o[i] / e[i]
+        expect = ("high 99.8%" if r > math.exp(Z998 * sd) else "high 95%" if r > math.exp(Z95 * sd)
+                  else "low 99.8%" if r < math.exp(-Z998 * sd) else "low 95%" if r < math.exp(-Z95 * sd)
+                  else "within")
+        assert u.loc[i, "funnel_class"] == expect
+        assert u.loc[i, "z_adjusted"] == pytest.approx(math.log(r) / sd)
+    assert set(u["funnel_class"]) >= {"within", "high 95%"}  # the data set exercises more than one class
+
+
+def test_funnel_cqc_by_hand():
+    o = SR_UNITS["observed"].tolist()
+    e = SR_UNITS["expected"].tolist()
+    z = [2 * (math.sqrt(oi) - math.sqrt(ei)) for oi, ei in zip(o, e, strict=True)]  # (√(O/E) − 1)/(1/(2√E))
+    lo, hi = _type7_quantile(z, 0.1), _type7_quantile(z, 0.9)
+    zw = [min(max(v, lo), hi) for v in z]
+    phi, tau2 = _dl_tau2(zw, [4 * ei for ei in e])
+    f = funnel_data(SR_UNITS, method="CQC")
+    assert f.phi == pytest.approx(phi) and f.tau2 == pytest.approx(tau2) and f.n_used == 12
+    np.testing.assert_allclose(f.units["z_robust"], zw)
+    for i in range(12):
+        sd = math.sqrt(1 / (4 * e[i]) + tau2)
+        assert f.units.loc[i, "upper_95"] == pytest.approx((1 + Z95 * sd) ** 2, rel=1e-6)
+        assert f.units.loc[i, "lower_99.8"] == pytest.approx(max(0.0, 1 - Z998 * sd) ** 2, rel=1e-6)
+
+
+def test_funnel_proportions_by_hand():
+    units = pd.DataFrame({"facility_id": list("ABCDEFGH"), "events": [8, 30, 12, 55, 20, 5, 41, 70],
+                          "n": [40, 120, 90, 200, 150, 60, 160, 240]})
+    x, n = units["events"].tolist(), units["n"].tolist()
+    p_bar = sum(x) / sum(n)
+    t = math.asin(math.sqrt(p_bar))
+    z = [(math.asin(math.sqrt(xi / ni)) - t) * 2 * math.sqrt(ni) for xi, ni in zip(x, n, strict=True)]
+    lo, hi = _type7_quantile(z, 0.1), _type7_quantile(z, 0.9)
+    phi, tau2 = _dl_tau2([min(max(v, lo), hi) for v in z], [4 * ni for ni in n])
+    f = funnel_data(units, data_type="PR")
+    assert f.target == pytest.approx(p_bar)
+    assert f.phi == pytest.approx(phi) and f.tau2 == pytest.approx(tau2)
+    for i in range(8):
+        sd = math.sqrt(1 / (4 * n[i]) + tau2)
+        assert f.units.loc[i, "lower_95"] == pytest.approx(math.sin(t - Z95 * sd) ** 2, rel=1e-6)
+        assert f.units.loc[i, "upper_95"] == pytest.approx(math.sin(t + Z95 * sd) ** 2, rel=1e-6)
+    assert f.units["rate"].tolist() == pytest.approx([xi / ni for xi, ni in zip(x, n, strict=True)])
+
+
+def test_unadjusted_sr_limits_are_exact_poisson_at_o_equals_e():
+    x = np.array([0.5, 3.0, 10.0, 37.5, 200.0])
+    lim = funnel_limits(x, overdispersion="none")
+    assert not lim["adjusted"].any()
+    for level, a in ((0.95, 0.05), (0.998, 0.002)):
+        part = lim[lim["level"] == level]
+        np.testing.assert_allclose(part["lower"], stats.chi2.ppf(a / 2, 2 * x) / (2 * x))
+        np.testing.assert_allclose(part["upper"], stats.chi2.ppf(1 - a / 2, 2 * x + 2) / (2 * x))
+    # for whole-number E these are the Garwood limits of a count O = E, divided by E
+    part = lim[(lim["level"] == 0.95) & (lim["x"] == 10.0)]
+    lo, hi = poisson_exact([10])
+    assert part["lower"].iloc[0] == pytest.approx(lo[0] / 10) and part["upper"].iloc[0] == pytest.approx(hi[0] / 10)
+
+
+@pytest.mark.parametrize("method", ["SHMI", "CQC"])
+def test_transformed_limits_approach_poisson_for_large_expected(method):
+    # with τ² = 0 the log and square-root scale limits (back-transformed) agree with the exact ones for large E
+    lim = funnel_limits([2000.0], method=method, tau2=0.0, levels=[0.95])
+    exact, approx = lim[~lim["adjusted"]].iloc[0], lim[lim["adjusted"]].iloc[0]
+    assert approx["lower"] == pytest.approx(exact["lower"], abs=2e-3)
+    assert approx["upper"] == pytest.approx(exact["upper"], abs=2e-3)
+
+
+def test_multiplicative_overdispersion_scales_by_root_phi_only_when_above_one():
+    e = np.array([10.0, 50.0])
+    inflated = funnel_limits(e, overdispersion="multiplicative", phi=2.5, levels=[0.95])
+    inflated = inflated[inflated["adjusted"]]
+    np.testing.assert_allclose(inflated["upper"], np.exp(Z95 * np.sqrt(2.5) / np.sqrt(e)), rtol=1e-6)
+    underdispersed = funnel_limits(e, overdispersion="multiplicative", phi=0.4, levels=[0.95])
+    np.testing.assert_allclose(underdispersed[underdispersed["adjusted"]]["upper"], np.exp(Z95 / np.sqrt(e)),
+                               rtol=1e-6)
+    f = funnel_data(SR_UNITS, overdispersion="multiplicative")
+    assert f.phi > 1
+    np.testing.assert_allclose(f.units["z_adjusted"], f.units["z"] / math.sqrt(f.phi))
+
+
+def test_proportion_limits_stay_in_range_and_monotone_at_small_n():
+    grid = np.arange(1, 400, dtype=float)
+    lim = funnel_limits(grid, data_type="PR", target=0.1, tau2=0.01)
+    assert lim["lower"].between(0, 1).all() and lim["upper"].between(0, 1).all()
+    for (_, _), part in lim.groupby(["adjusted", "level"]):
+        assert (np.diff(part["lower"]) >= -1e-12).all()  # lower limits rise toward the target
+        assert (np.diff(part["upper"]) <= 1e-12).all()
+    with pytest.raises(ParameterError, match="target"):
+        funnel_limits(grid, data_type="PR")
+
+
+def test_funnel_curves_are_tidy_and_cover_both_adjustments():
+    f = funnel_data(SR_UNITS, levels=(0.9, 0.95, 0.998), grid_points=50)
+    assert list(f.limits.columns) == ["x", "level", "lower", "upper", "adjusted", "method"]
+    assert len(f.limits) == 50 * 3 * 2
+    assert f.limits["x"].min() == pytest.approx(3.0) and f.limits["x"].max() == pytest.approx(99.0)
+    assert {"lower_90", "upper_90", "lower_95", "lower_99.8"} <= set(f.units.columns)
+    none = funnel_data(SR_UNITS, overdispersion="none")
+    assert not none.limits["adjusted"].any()
+
+
+def test_supplied_phi_and_tau2_are_used():
+    f = funnel_data(SR_UNITS, tau2=0.0)
+    g = funnel_data(SR_UNITS, overdispersion="none")
+    assert f.tau2 == 0 and f.phi == pytest.approx(g.phi)
+    np.testing.assert_allclose(f.units["upper_95"], np.exp(Z95 / np.sqrt(SR_UNITS["expected"])), rtol=1e-6)
+
+
+def test_funnel_zero_events_and_zero_expected():
+    units = pd.DataFrame({"observed": [0, 5, 9, 12], "expected": [3.0, 4.0, 0.0, 10.0]})
+    with pytest.warns(FunnelWarning, match="infinite"):
+        f = funnel_data(units)
+    u = f.units
+    assert f.n_used == 2  # the unit with no events was left out of φ; the one with E = 0 is not a unit
+    assert u.loc[0, "funnel_class"] in {"within", "low 95%", "low 99.8%"}
+    assert pd.isna(u.loc[2, "funnel_class"]) and np.isnan(u.loc[2, "z"])
+    with pytest.raises(ParameterError, match="exceeds"):
+        funnel_data(pd.DataFrame({"events": [5], "n": [3]}), data_type="PR")
+    with pytest.raises(ParameterError, match="method"):
+        funnel_data(SR_UNITS, method="arcsine")
+
+
+def test_funnel_takes_indirect_standardisation_output_without_clobbering_it():
+    stays = SR_UNITS.loc[SR_UNITS.index.repeat(2)].assign(observed=lambda d: d["observed"] / 2,
+                                                           expected=lambda d: d["expected"] / 2)
+    ratios = indirect_standardisation(stays, by="facility_id")
+    f = funnel_data(ratios)
+    assert (f.units["method"] == ratios["method"]).all() and (f.units["lower"] == ratios["lower"]).all()
+    assert f.units["funnel_method"].iloc[0] == "SR SHMI, additive τ² (10% truncation)"
+    assert f.phi == pytest.approx(funnel_data(SR_UNITS).phi)
+
+
+_CLASS_ORDER = {"low 99.8%": 0, "low 95%": 1, "within": 2, "high 95%": 3, "high 99.8%": 4}
+
+
+@settings(max_examples=60, deadline=None)
+@given(e=hst.floats(0.5, 500), o1=hst.integers(0, 800), o2=hst.integers(0, 800), tau2=hst.floats(0, 0.2),
+       method=hst.sampled_from(["SHMI", "CQC"]),
+       overdispersion=hst.sampled_from(["additive", "multiplicative", "none"]))
+def test_funnel_class_monotone_in_observed(e, o1, o2, tau2, method, overdispersion):
+    lo, hi = sorted((o1, o2))
+    frame = pd.DataFrame({"observed": [lo, hi], "expected": [e, e]})
+    # φ and τ² fixed, so each unit's class depends on its own O and E alone
+    f = funnel_data(frame, method=method, overdispersion=overdispersion, phi=1.7, tau2=tau2, grid=[1.0])
+    c = [_CLASS_ORDER[v] for v in f.units["funnel_class"]]
+    assert c[0] <= c[1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(x=hst.floats(0.5, 5000), l1=hst.floats(0.5, 0.999), l2=hst.floats(0.5, 0.999), tau2=hst.floats(0, 0.3),
+       kind=hst.sampled_from([("SR", "SHMI"), ("SR", "CQC"), ("PR", None)]),
+       overdispersion=hst.sampled_from(["additive", "multiplicative", "none"]))
+def test_funnel_limits_widen_with_level(x, l1, l2, tau2, kind, overdispersion):
+    small, big = sorted((l1, l2))
+    data_type, method = kind
+    target = 0.3 if data_type == "PR" else None
+    args = dict(data_type=data_type, method=method, target=target, tau2=tau2, phi=1.5,
+                overdispersion=overdispersion)
+    a = funnel_limits([x], levels=[small], **args)
+    b = funnel_limits([x], levels=[big], **args)
+    assert (b["lower"].to_numpy() <= a["lower"].to_numpy() + 1e-12).all()
+    assert (b["upper"].to_numpy() >= a["upper"].to_numpy() - 1e-12).all()
+
+
+# ---------------------------------------------------------------------------------------------------- SPC
+
+# Baseline of ten points alternating 10, 12: centre 11, mean moving range 2, σ = 2/1.128.
+# 2σ limits 11 ± 3.546 = (7.454, 14.546); 3σ limits 11 ± 5.319 = (5.681, 16.319). The baseline itself alternates
+# sides and directions, so it signals nothing.
+BASE = [10.0, 12.0] * 5
+RULES = ["beyond_3sigma", "shift", "trend", "two_of_three"]
+
+
+def _flagged(out):
+    return {rule: [i for i, v in enumerate(out[rule]) if v] for rule in RULES}
+
+
+def test_xmr_limits_by_hand():
+    out = xmr_chart(BASE + [11.0], baseline=10)
+    sigma = 2 / 1.128
+    assert out["centre"].iloc[0] == pytest.approx(11) and out["sigma"].iloc[0] == pytest.approx(sigma)
+    assert out["upper_2sigma"].iloc[0] == pytest.approx(11 + 2 * sigma)
+    assert out["lower_3sigma"].iloc[0] == pytest.approx(11 - 3 * sigma)
+    assert out["moving_range_upper"].iloc[0] == pytest.approx(3.267 * 2)
+    assert np.isnan(out["moving_range"].iloc[0]) and out["moving_range"].iloc[10] == 1
+
+
+@pytest.mark.parametrize(("tail", "improvement", "rule", "points", "label"), [
+    # one point above the 3σ limit
+    ([11.5, 10.5, 20.0, 10.5, 11.5], "lower", "beyond_3sigma", [12], "concern"),
+    # seven points above the centre (between a point below and a point below), alternating, within 2σ
+    ([10.0, 12.0, 13.0, 12.0, 13.0, 12.0, 13.0, 12.0, 10.0], "higher", "shift", list(range(11, 18)), "improvement"),
+    # seven rising points straddling the centre (after a fall from 12 and before a fall to 10)
+    ([8.0, 9.0, 10.0, 10.5, 11.5, 12.0, 13.0, 10.0], "higher", "trend", list(range(10, 17)), "improvement"),
+    # two of three consecutive points above the upper 2σ limit (15, 12, 15)
+    ([10.0, 15.0, 12.0, 15.0, 10.0], "lower", "two_of_three", [11, 13], "concern"),
+])
+def test_each_rule_fires_once(tail, improvement, rule, points, label):
+    out = xmr_chart(BASE + tail, baseline=10, improvement=improvement)
+    flagged = _flagged(out)
+    assert flagged[rule] == points
+    assert all(not flagged[r] for r in RULES if r != rule)  # and no other rule fires
+    assert set(out.loc[points, rule]) == {label}
+    assert (out.loc[points, "signal"] == label).all()
+    assert (out.drop(index=points)["signal"] == "common cause").all()
+
+
+def test_no_rule_fires_on_common_cause_variation():
+    out = xmr_chart(BASE + [11.5, 10.5, 12.0, 10.0], baseline=10, improvement="higher")
+    assert (out["signal"] == "common cause").all()
+    assert all(not v for rule in RULES for v in out[rule])
+
+
+def test_ties_break_a_trend_and_the_centre_line_breaks_a_run():
+    tied = xmr_chart(BASE + [8.0, 9.0, 9.0, 10.0, 10.5, 11.5, 12.0, 10.0], baseline=10)
+    assert not any(tied["trend"])  # 9, 9 splits eight rising points into runs of 2 and 6
+    rising = xmr_chart(BASE + [8.0, 9.0, 9.5, 10.0, 10.5, 11.5, 12.0, 10.0], baseline=10)
+    assert any(rising["trend"])
+    on_line = xmr_chart(BASE + [10.0, 12.0, 13.0, 12.0, 11.0, 13.0, 12.0, 13.0, 10.0], baseline=10)
+    assert not any(on_line["shift"])  # 11 sits on the centre line: 3 + 3 points above, not 7
+
+
+def test_signals_without_direction_are_neither():
+    out = xmr_chart(BASE + [11.5, 10.5, 20.0, 10.5], baseline=10)
+    assert out.loc[12, "beyond_3sigma"] == "neither" and out.loc[12, "signal"] == "neither"
+
+
+def test_concern_takes_precedence_when_a_point_carries_both_kinds():
+    # seven points below the centre that also rise for seven points: a low shift and a rising trend at once
+    out = xmr_chart(BASE + [12.0, 7.6, 8.0, 8.5, 9.0, 9.5, 10.0, 10.5, 12.0], baseline=10, improvement="lower")
+    both = [i for i in range(len(out)) if out.loc[i, "shift"] and out.loc[i, "trend"]]
+    assert both
+    assert set(out.loc[both, "shift"]) == {"improvement"} and set(out.loc[both, "trend"]) == {"concern"}
+    assert (out.loc[both, "signal"] == "concern").all()
+
+
+def test_p_chart_limits_by_hand():
+    df = pd.DataFrame({"facility_id": "H1", "period": pd.period_range("2024-01", periods=5, freq="M"),
+                       "events": [3, 5, 2, 4, 0], "n": [40, 60, 25, 50, 0]})
+    out = p_chart(df.iloc[::-1], improvement="lower")  # rows out of order: the chart sorts by period
+    assert out["period"].is_monotonic_increasing and (out["facility_id"] == "H1").all()
+    p_bar = 14 / 175
+    for i, n in enumerate([40, 60, 25, 50]):
+        sigma = math.sqrt(p_bar * (1 - p_bar) / n)
+        assert out.loc[i, "centre"] == pytest.approx(p_bar)
+        assert out.loc[i, "sigma"] == pytest.approx(sigma)
+        assert out.loc[i, "upper_3sigma"] == pytest.approx(p_bar + 3 * sigma)
+        assert out.loc[i, "lower_2sigma"] == pytest.approx(max(0.0, p_bar - 2 * sigma))
+        assert out.loc[i, "lower_3sigma"] == 0  # p̄ − 3σ < 0 at these sizes: clipped
+    assert np.isnan(out.loc[4, "rate"]) and pd.isna(out.loc[4, "signal"])  # a period with no cases
+    base = p_chart(df, baseline=2)
+    assert base["centre"].iloc[0] == pytest.approx(8 / 100) and base["baseline"].tolist() == [True] * 2 + [False] * 3
+
+
+def test_p_chart_signal_on_a_jump():
+    df = pd.DataFrame({"period": range(12), "events": [10, 12, 9, 11, 10, 12, 9, 11, 10, 12, 40, 11],
+                       "n": [100] * 12})
+    out = p_chart(df, baseline=10, improvement="lower")
+    assert out.loc[10, "beyond_3sigma"] == "concern" and out.loc[10, "signal"] == "concern"
+    with pytest.raises(ParameterError, match="repeated"):
+        p_chart(pd.concat([df, df.iloc[:1]]))
+    with pytest.raises(ParameterError, match="baseline"):
+        p_chart(df, baseline=0)
+
+
+def test_laney_sigma_z_by_hand():
+    # about 10,000 cases a month: between-month variation far beyond binomial noise
+    df = pd.DataFrame({"period": range(6), "events": [2000, 2600, 1900, 2500, 2100, 2400],
+                       "n": [10000, 11000, 10000, 10500, 9800, 10200]})
+    x, n = df["events"].tolist(), df["n"].tolist()
+    p_bar = sum(x) / sum(n)
+    s = [math.sqrt(p_bar * (1 - p_bar) / ni) for ni in n]
+    z = [(xi / ni - p_bar) / si for xi, ni, si in zip(x, n, s, strict=True)]
+    sigma_z = sum(abs(z[i] - z[i - 1]) for i in range(1, 6)) / 5 / 1.128
+    out = laney_p_chart(df)
+    assert out["sigma_z"].iloc[0] == pytest.approx(sigma_z)
+    for i in range(6):
+        assert out.loc[i, "upper_3sigma"] == pytest.approx(p_bar + 3 * s[i] * sigma_z)
+        assert out.loc[i, "lower_2sigma"] == pytest.approx(p_bar - 2 * s[i] * sigma_z)
+    # the ordinary p-chart calls most of these months special cause; the p′ chart (σ_z ≈ 7.6) calls none
+    assert (p_chart(df)["signal"] != "common cause").sum() >= 4
+    assert (out["signal"] == "common cause").all()
+    with pytest.raises(ParameterError, match="no variation"):
+        laney_p_chart(df.assign(events=0))
+
+
+# ---------------------------------------------------------------------------------------------- shrinkage
+
+
+def _simulate(seed, a=8.0, b=32.0, units=200):
+    rng = np.random.default_rng(seed)
+    n = rng.integers(20, 400, units)
+    x = rng.binomial(n, rng.beta(a, b, units))
+    return pd.DataFrame({"facility_id": [f"U{i:03d}" for i in range(units)], "events": x, "n": n})
+
+
+def test_beta_binomial_recovers_known_prior():
+    df = _simulate(3)
+    out = beta_binomial_shrinkage(df, by="facility_id")
+    a, b = out["a"].iloc[0], out["b"].iloc[0]
+    assert a / (a + b) == pytest.approx(0.2, abs=0.02)
+    assert 25 < a + b < 70  # truth 40
+    assert out["reliability"].between(0, 1, inclusive="neither").all()
+    # reliability rises with size; the posterior mean is the reliability-weighted average
+    order = np.argsort(out["n"].to_numpy())
+    assert (np.diff(out["reliability"].to_numpy()[order]) >= 0).all()
+    r = out["reliability"]
+    np.testing.assert_allclose(out["shrunken_rate"], r * out["rate"] + (1 - r) * out["prior_mean"])
+    # small units move further toward the prior mean than large ones
+    move = (out["shrunken_rate"] - out["rate"]).abs() / (out["rate"] - out["prior_mean"]).abs()
+    small = out["n"] < out["n"].median()
+    assert move[small].mean() > move[~small].mean()
+    assert (out["lower"] <= out["shrunken_rate"]).all() and (out["shrunken_rate"] <= out["upper"]).all()
+
+
+def test_beta_binomial_fit_matches_a_direct_maximisation():
+    df = _simulate(11, units=60)
+    out = beta_binomial_shrinkage(df, by="facility_id")
+    x, n = df["events"].to_numpy(), df["n"].to_numpy()
+
+    def nll(theta):  # scipy's beta-binomial pmf, derivative-free optimiser, different start
+        return -stats.betabinom.logpmf(x, n, *np.exp(theta)).sum()
+
+    res = optimize.minimize(nll, np.log([1.0, 1.0]), method="Nelder-Mead",
+                            options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 5000})
+    assert out["a"].iloc[0] == pytest.approx(np.exp(res.x[0]), rel=1e-3)
+    assert out["b"].iloc[0] == pytest.approx(np.exp(res.x[1]), rel=1e-3)
+
+
+def test_beta_binomial_row_level_input_and_empty_units():
+    stays = pd.DataFrame({"facility_id": ["A"] * 10 + ["B"] * 20 + ["C"] * 5,
+                          "readmitted": [1] * 3 + [0] * 7 + [1] * 2 + [0] * 18 + [1] * 4 + [0]})
+    out = beta_binomial_shrinkage(stays, by="facility_id", events="readmitted", n=None)
+    assert out["n"].tolist() == [10, 20, 5] and out["events"].tolist() == [3, 2, 4]
+    agg = pd.DataFrame({"facility_id": ["A", "B", "C", "D"], "events": [3, 2, 4, 0], "n": [10, 20, 5, 0]})
+    out2 = beta_binomial_shrinkage(agg, by="facility_id")
+    np.testing.assert_allclose(out2["a"].iloc[0], out["a"].iloc[0], rtol=1e-5)  # D adds nothing to the fit
+    d = out2.iloc[3]
+    assert np.isnan(d["rate"]) and d["reliability"] == 0 and d["shrunken_rate"] == pytest.approx(d["prior_mean"])
+
+
+def test_beta_binomial_warns_without_between_unit_variance():
+    n = np.array([50, 100, 150, 200, 250, 300, 80, 120])
+    df = pd.DataFrame({"u": range(8), "events": n // 5, "n": n})  # every unit at exactly 20 %
+    with pytest.warns(NoBetweenUnitVarianceWarning):
+        out = beta_binomial_shrinkage(df, by="u")
+    assert out["reliability"].max() < 0.01
+    np.testing.assert_allclose(out["shrunken_rate"], 0.2, atol=1e-3)
+    with pytest.raises(ParameterError, match="no events"):
+        beta_binomial_shrinkage(df.assign(events=0), by="u")
+
+
+# ---------------------------------------------------------------------------------------------- scorecard
+
+
+def _card_input():
+    # two measures; facility D has 20 cases only
+    return pd.DataFrame({
+        "facility_id": ["A", "B", "C", "D", "A", "B", "C", "D"],
+        "measure": ["readmission"] * 4 + ["mortality"] * 4,
+        "observed": [70, 30, 52, 9, 12, 14, 11, 1],
+        "expected": [50.0, 45.0, 50.0, 4.0, 12.5, 13.0, 12.0, 1.5],
+        "n": [250, 230, 240, 20, 250, 230, 240, 20],
+    })
+
+
+def test_scorecard_labels_from_the_interval():
+    df = _card_input()
+    before = df.copy()
+    card = scorecard(df, n="n")
+    assert df.equals(before)
+    assert list(card.columns) == ["measure", "facility_id", "n", "observed", "expected", "ratio", "lower", "upper",
+                                  "level", "method", "funnel_class", "label", "label_basis"]
+    got = dict(zip(zip(card["measure"], card["facility_id"], strict=True), card["label"], strict=True))
+    assert got[("readmission", "A")] == "higher than expected"  # 70/50, Byar lower limit > 1
+    assert got[("readmission", "B")] == "lower than expected"  # 30/45, upper limit < 1
+    assert got[("readmission", "C")] == "as expected"
+    assert got[("readmission", "D")] == "too few cases to judge"  # 9/4 would be "higher", but 20 < 25 cases
+    assert got[("mortality", "D")] == "too few cases to judge"
+    assert {got[("mortality", f)] for f in "ABC"} == {"as expected"}
+    judged = card[card["n"] >= 25]
+    # the label is read off the row's own interval
+    assert ((judged["label"] == LABELS[0]) == (judged["lower"] > 1)).all()
+    assert ((judged["label"] == LABELS[2]) == (judged["upper"] < 1)).all()
+    assert set(card.loc[card["n"] < 25, "label_basis"]) == {"fewer than 25 cases"}
+
+
+def test_scorecard_from_stay_rows_counts_cases():
+    stays = pd.DataFrame({"facility_id": ["A"] * 30 + ["B"] * 10, "observed": [1] * 6 + [0] * 24 + [1] + [0] * 9,
+                          "expected": [0.2] * 40})
+    card = scorecard(stays, measure=None)
+    assert card["n"].tolist() == [30, 10] and card["observed"].tolist() == [6, 1]
+    assert card["expected"].tolist() == pytest.approx([6.0, 2.0])
+    assert card["label"].tolist() == ["as expected", "too few cases to judge"]
+    assert scorecard(stays, measure=None, min_cases=5)["label"].tolist() == ["as expected", "as expected"]
+
+
+def test_scorecard_funnel_labels_and_signals():
+    df = _card_input()
+    card = scorecard(df, n="n", label_by="funnel", funnel_method="SHMI", overdispersion="none")
+    for measure, part in df.groupby("measure"):
+        f = funnel_data(part.reset_index(drop=True), overdispersion="none")
+        classes = dict(zip(f.units["facility_id"], f.units["funnel_class"], strict=True))
+        sub = card[card["measure"] == measure]
+        for _, row in sub.iterrows():
+            assert row["funnel_class"] == classes[row["facility_id"]]
+            if row["n"] >= 25:
+                expect = ("higher than expected" if row["funnel_class"].startswith("high") else
+                          "lower than expected" if row["funnel_class"].startswith("low") else "as expected")
+                assert row["label"] == expect
+    signals = pd.DataFrame({"facility_id": ["A", "B"], "measure": ["readmission"] * 2,
+                            "signal": ["concern", "common cause"]})
+    with_spc = scorecard(df, n="n", signals=signals)
+    a = with_spc[(with_spc["facility_id"] == "A") & (with_spc["measure"] == "readmission")]
+    assert a["spc_signal"].iloc[0] == "concern"
+    assert with_spc["spc_signal"].isna().sum() == 6
+    with pytest.raises(ParameterError, match="repeated"):
+        scorecard(df, n="n", signals=pd.concat([signals, signals]))
+    with pytest.raises(ParameterError, match="label_by"):
+        scorecard(df, n="n", label_by="rank")
