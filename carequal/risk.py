@@ -251,6 +251,12 @@ class LogisticRiskModel:
         return np.asarray(self.result_.predict(X))
 
 
+def _design_like(design_info, frame: pd.DataFrame) -> pd.DataFrame:
+    import patsy
+
+    return patsy.build_design_matrices([design_info], frame, return_type="dataframe")[0]
+
+
 def c_statistic(y, p, *, level: float = 0.95) -> dict:
     """Area under the ROC curve with a DeLong confidence interval.
 
@@ -419,26 +425,15 @@ class HierarchicalLogit:
 
     def fit(self, frame: pd.DataFrame, *, outcome: str, group: str) -> HierarchicalLogit:
         """Fit the model to ``frame`` (one row per stay) with facility column ``group``."""
-        from scipy import optimize
-
         design = _design(frame, self.covariates, self.formula)
         self.design_info_ = design.design_info
         self.columns_ = list(design.columns)
         codes, groups = pd.factorize(frame[group], sort=True)
         if (codes < 0).any():
             raise ParameterError(f"{group}: {int((codes < 0).sum())} rows have no facility")
-        order = np.argsort(codes, kind="stable")  # facility-contiguous rows: group sums are reduceat slices
-        self._X = np.ascontiguousarray(design.to_numpy(dtype=float)[order])
-        self._XT = np.ascontiguousarray(self._X.T)
-        self._y = frame[outcome].astype(float).to_numpy()[order]
-        self._g = codes[order]
         self.groups_ = pd.Index(groups)
-        self._G = len(groups)
-        self._starts = np.flatnonzero(np.r_[True, self._g[1:] != self._g[:-1]])
-        self._u = np.zeros(self._G)
-        start = np.concatenate([self._glm_start(), [np.log(0.3)]])
-        result = optimize.minimize(self._objective, start, jac=True, method="L-BFGS-B",
-                                   options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 1e-15})
+        self._setup(design.to_numpy(dtype=float), frame[outcome].astype(float).to_numpy(), codes)
+        result = self._optimise(np.concatenate([self._glm_start(), [np.log(0.3)]]))
         theta = result.x
         self.converged_ = bool(result.success)
         self.n_evaluations_ = int(result.nfev)
@@ -462,6 +457,78 @@ class HierarchicalLogit:
                                       "effect": u, "effect_se": 1 / np.sqrt(H)})
         self._theta = theta
         return self
+
+    def _setup(self, X: np.ndarray, y: np.ndarray, codes: np.ndarray) -> None:
+        order = np.argsort(codes, kind="stable")  # facility-contiguous rows: group sums are reduceat slices
+        self._X = np.ascontiguousarray(X[order])
+        self._XT = np.ascontiguousarray(self._X.T)
+        self._y = y[order]
+        self._g = codes[order]
+        self._G = int(codes.max()) + 1
+        self._starts = np.flatnonzero(np.r_[True, self._g[1:] != self._g[:-1]])
+        self._u = np.zeros(self._G)
+
+    def _optimise(self, start: np.ndarray):
+        from scipy import optimize
+
+        return optimize.minimize(self._objective, start, jac=True, method="L-BFGS-B",
+                                 options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 1e-15})
+
+    def bootstrap_pe(self, frame: pd.DataFrame, *, outcome: str, group: str, n_boot: int = 200,
+                     level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+        """Facility-bootstrap intervals for P/E and the risk-standardised rate (CMS-style; approximate).
+
+        Each replicate samples facilities with replacement (a facility drawn twice enters twice, as two
+        facilities), refits the model on their stays, then re-estimates every original facility's effect
+        (its conditional mode given the replicate's β and σ and the facility's own stays) and its P/E.
+        The interval is the replicate percentiles. Austin et al. (2022) found such bootstraps can have poor
+        coverage for hospital P/E ratios: report them as approximate.
+
+        Returns
+        -------
+        DataFrame
+            :meth:`predicted_expected` plus ``lower``, ``upper`` (of ``ratio``), ``rsr_lower``,
+            ``rsr_upper``, ``level``, ``n_boot``, ``method``.
+        """
+        base = self.predicted_expected(frame, outcome=outcome, group=group)
+        design = _design_like(self.design_info_, frame)
+        X = design.to_numpy(dtype=float)
+        y = frame[outcome].astype(float).to_numpy()
+        codes = pd.Index(self.groups_).get_indexer(frame[group])
+        if (codes < 0).any():
+            raise ParameterError(f"{group}: facilities not seen in fitting; bootstrap the fitting data")
+        rows_of = np.split(np.argsort(codes, kind="stable"), np.cumsum(np.bincount(codes, minlength=self._G))[:-1])
+        rng = np.random.default_rng(seed)
+        overall = y.mean()
+        ratios = np.empty((n_boot, self._G))
+        helper = HierarchicalLogit(tol=self.tol, max_iter=self.max_iter)
+        for b in range(n_boot):
+            drawn = rng.integers(0, self._G, self._G)
+            rows = np.concatenate([rows_of[j] for j in drawn])
+            new_codes = np.repeat(np.arange(self._G), [len(rows_of[j]) for j in drawn])
+            helper._setup(X[rows], y[rows], new_codes)
+            theta = helper._optimise(self._theta).x
+            beta, s2 = theta[:-1], np.exp(2 * theta[-1])
+            # empirical-Bayes effects of every original facility under the replicate's parameters
+            helper._setup(X, y, codes)
+            eta = helper._X @ beta
+            u = helper._modes(eta, s2, np.zeros(self._G))
+            # draw each effect from its approximate (Laplace) posterior N(û_j, 1/H_j), as CMS's bootstrap samples
+            # the hospital effects from their posterior
+            H = helper._group_sum(_expit(eta + u[helper._g]) * (1 - _expit(eta + u[helper._g]))) + 1 / s2
+            u = u + rng.normal(size=self._G) / np.sqrt(H)
+            pred = np.bincount(helper._g, _expit(eta + u[helper._g]), self._G)
+            expd = np.bincount(helper._g, _expit(eta), self._G)
+            ratios[b] = pred / expd
+        alpha = (1 - level) / 2
+        lo, hi = np.quantile(ratios, [alpha, 1 - alpha], axis=0)
+        order = pd.Index(self.groups_).get_indexer(base["group"])
+        out = base.copy()
+        out["lower"], out["upper"] = lo[order], hi[order]
+        out["rsr_lower"], out["rsr_upper"] = out["lower"] * overall, out["upper"] * overall
+        out["level"], out["n_boot"] = level, n_boot
+        out["method"] = "facility bootstrap (CMS-style), percentile interval; approximate"
+        return out
 
     def _glm_start(self) -> np.ndarray:
         beta = np.zeros(self._X.shape[1])
@@ -495,10 +562,7 @@ class HierarchicalLogit:
 
     def linear_predictor(self, frame: pd.DataFrame) -> np.ndarray:
         """``x' β`` for new rows (the average facility's log-odds)."""
-        import patsy
-
-        X = patsy.build_design_matrices([self.design_info_], frame, return_type="dataframe")[0]
-        return X.to_numpy(dtype=float) @ self.params_.to_numpy()
+        return _design_like(self.design_info_, frame).to_numpy(dtype=float) @ self.params_.to_numpy()
 
     def facility_effects(self) -> pd.DataFrame:
         """Facility effects: ``group``, ``n``, ``effect`` (conditional mode), ``effect_se``."""
