@@ -535,7 +535,7 @@ class HierarchicalLogit:
         for _ in range(25):  # IRLS for the model without facility effects
             p = _expit(self._X @ beta)
             w = np.clip(p * (1 - p), 1e-10, None)
-            step = np.linalg.solve(self._X.T @ (w[:, None] * self._X), self._X.T @ (self._y - p))
+            step = np.linalg.lstsq(self._X.T @ (w[:, None] * self._X), self._X.T @ (self._y - p), rcond=None)[0]
             beta += step
             if np.max(np.abs(step)) < 1e-10:
                 break
