@@ -79,6 +79,12 @@ def _valueset(name: str, column: str) -> frozenset:
     return frozenset(values)
 
 
+@cache
+def _code_list(name: str) -> pd.Series:
+    """A value set of codes as a text Series (for hash look-ups with :func:`key_positions`)."""
+    return pd.Series(sorted(planned_readmission_valuesets()[name]), dtype="str")
+
+
 def planned_readmission_valuesets() -> dict[str, frozenset]:
     """The CMS Planned Readmission Algorithm lists (2021 HWR files): CCS categories and ICD-10 codes."""
     return {
@@ -138,8 +144,9 @@ def planned_stays(stays: pd.DataFrame) -> pd.DataFrame:
     pr1 = any_proc(np.isin(flat_ccs, list(vs["always_planned_procedure_ccs"])))
     pr2 = np.isin(pdx_ccs, list(vs["always_planned_diagnosis_ccs"]))
     potentially = any_proc(np.isin(flat_ccs, list(vs["potentially_planned_procedure_ccs"]))
-                           | flat.isin(vs["potentially_planned_icd10pcs"]).to_numpy())
-    acute = pdx.isin(vs["acute_diagnosis_icd10cm"]).to_numpy() | np.isin(pdx_ccs, list(vs["acute_diagnosis_ccs"]))
+                           | (key_positions(flat.astype("str"), _code_list("potentially_planned_icd10pcs")) >= 0))
+    acute = (key_positions(pdx, _code_list("acute_diagnosis_icd10cm")) >= 0) | np.isin(
+        pdx_ccs, list(vs["acute_diagnosis_ccs"]))
     pr3 = potentially & ~acute
     rule = np.where(pr1, "PR1", np.where(pr2, "PR2", np.where(pr3, "PR3", None)))
     return pd.DataFrame({"stay_id": stays["stay_id"].to_numpy(), "planned": pr1 | pr2 | pr3,
@@ -195,7 +202,7 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     acute_rows = np.flatnonzero(take(facilities["setting"], fpos, None) == "acute")
     patient = pd.factorize(stays["patient_id"])[0]
     admit = _days(stays["admit_date"])
-    acute = stays.iloc[acute_rows][["stay_id"]] if len(acute_rows) else stays[["stay_id"]].iloc[:0]
+    acute = stays[["stay_id"]].iloc[acute_rows]
     sorted_rows = acute_rows[_time_order(acute, patient=patient[acute_rows], admit=admit[acute_rows],
                                          discharge=_days(stays["discharge_date"])[acute_rows])]
     rank = np.full(len(stays), -1, dtype=np.int64)
@@ -216,7 +223,8 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     within = has_next & (days >= 0) & (days <= window_days)
     # the planned-readmission algorithm runs only on readmissions inside the window
     readmit_planned = np.zeros(len(index), dtype=bool)
-    readmit_planned[within] = planned_stays(stays.iloc[next_row[within]])["planned"].to_numpy()
+    needed = [c for c in ("stay_id", "principal_dx", "procedures") if c in stays.columns]
+    readmit_planned[within] = planned_stays(stays[needed].iloc[next_row[within]])["planned"].to_numpy()
     link = np.where(has_next, next_row, -1)
     return pd.DataFrame({
         "stay_id": index["stay_id"].array,
