@@ -127,45 +127,72 @@ def write_test_reference() -> None:
     print(f"wrote {target / 'hierarchical_reference.csv.gz'} and the lme4 results beside it")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stays", type=int, default=100_000)
-    parser.add_argument("--facilities", type=int, default=200)
-    parser.add_argument("--statsmodels", action="store_true", help="also time BinomialBayesMixedGLM")
-    parser.add_argument("--write-test-reference", action="store_true")
-    args = parser.parse_args()
-    if args.write_test_reference:
-        write_test_reference()
-        return
-    data = simulate(args.stays, args.facilities)
-    with tempfile.TemporaryDirectory() as tmp:
-        ref, glmer_wall = run_glmer(data, Path(tmp))
+def bench_one(n_stays: int, n_facilities: int, *, with_glmer: bool, with_statsmodels: bool) -> dict:
+    """Time carequal (and the peers asked for) on one simulated data set; return the figures."""
+    data = simulate(n_stays, n_facilities)
     model, ours = run_carequal(data)
-    agreement = compare(model, data, ref)
-    rows = [("carequal HierarchicalLogit (Laplace)", ours, ""),
-            ("lme4::glmer nAGQ=1 (fit only)", ref["seconds_fit"], f"{ref['seconds_fit'] / ours:.0f}x slower"),
-            ("lme4::glmer incl. R start + CSV read", glmer_wall, f"{glmer_wall / ours:.0f}x slower")]
-    if args.statsmodels:
+    row = {"stays": n_stays, "facilities": n_facilities, "carequal_s": ours, "sigma": model.sigma_}
+    if with_glmer:
+        with tempfile.TemporaryDirectory() as tmp:
+            ref, glmer_wall = run_glmer(data, Path(tmp))
+        row.update({"glmer_fit_s": ref["seconds_fit"], "glmer_wall_s": glmer_wall,
+                    "speedup_vs_glmer": ref["seconds_fit"] / ours, "versions": f"R {ref['r']}, lme4 {ref['lme4']}"},
+                   **compare(model, data, ref))
+    if with_statsmodels:
         from statsmodels.genmod.bayes_mixed_glm import BinomialBayesMixedGLM
 
         started = time.perf_counter()
         BinomialBayesMixedGLM.from_formula("y ~ " + " + ".join(COVARIATES), {"facility": "0 + C(facility)"},
                                            data).fit_vb()
-        sm_time = time.perf_counter() - started
-        rows.append(("statsmodels BinomialBayesMixedGLM.fit_vb", sm_time, f"{sm_time / ours:.0f}x slower"))
-    print(f"\n{args.stays:,} stays, {args.facilities} facilities; {platform.processor() or platform.machine()}, "
-          f"R {ref['r']}, lme4 {ref['lme4']}")
-    print(f"{'fit':<42} {'seconds':>8}  vs carequal")
-    for name, seconds, ratio in rows:
-        print(f"{name:<42} {seconds:>8.2f}  {ratio}")
-    ratio = ref["seconds_fit"] / ours
-    print(f"\nspeed-up over glmer (fit only): {ratio:.0f}x  (target >= 20x: {'PASS' if ratio >= 20 else 'FAIL'})")
-    print(f"fixed effects max |diff| {agreement['max_abs_fixef_diff']:.2e} (target < 0.01: "
-          f"{'PASS' if agreement['max_abs_fixef_diff'] < 0.01 else 'FAIL'})")
-    print(f"P/E max |diff| {agreement['max_abs_pe_diff']:.2e} (target < 0.005: "
-          f"{'PASS' if agreement['max_abs_pe_diff'] < 0.005 else 'FAIL'})")
-    print(f"sigma: carequal {model.sigma_:.5f}, glmer {ref['sigma']:.5f}; "
-          f"Laplace log-likelihood difference {agreement['loglik_diff']:+.2e}")
+        row["statsmodels_s"] = time.perf_counter() - started
+        row["speedup_vs_statsmodels"] = row["statsmodels_s"] / ours
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", nargs="+", default=["100000:200"],
+                        help="stays:facilities pairs, e.g. 100000:200 1000000:3000")
+    parser.add_argument("--glmer-max-stays", type=int, default=1_000_000, help="skip glmer above this size")
+    parser.add_argument("--statsmodels", action="store_true", help="also time BinomialBayesMixedGLM")
+    parser.add_argument("--write-test-reference", action="store_true")
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "hierarchical.md")
+    args = parser.parse_args()
+    if args.write_test_reference:
+        write_test_reference()
+        return
+    if shutil.which("Rscript") is None:
+        print("Rscript not found: glmer is skipped (install r-base-core r-cran-lme4 to compare)")
+    rows = []
+    for size in args.sizes:
+        n_stays, n_fac = (int(x) for x in size.split(":"))
+        with_glmer = shutil.which("Rscript") is not None and n_stays <= args.glmer_max_stays
+        row = bench_one(n_stays, n_fac, with_glmer=with_glmer, with_statsmodels=args.statsmodels)
+        rows.append(row)
+        print(json.dumps(row, default=float))
+    lines = ["# Hierarchical logistic model: carequal vs lme4::glmer (nAGQ=1) and statsmodels", "",
+             f"Command: `python benchmarks/bench_hierarchical.py --sizes {' '.join(args.sizes)}"
+             f"{' --statsmodels' if args.statsmodels else ''}`; {platform.processor() or platform.machine()}, "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Produced by the script.", "",
+             "| stays | facilities | carequal s | glmer fit s | glmer / carequal | statsmodels VB s | "
+             "statsmodels / carequal | max abs fixed-effect diff | max abs P/E diff | sigma diff |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    def cell(r: dict, key: str, fmt: str) -> str:
+        return format(r[key], fmt) if key in r else "not run"
+
+    for r in rows:
+        def f(key: str, fmt: str, r: dict = r) -> str:
+            return cell(r, key, fmt)
+
+        lines.append(f"| {r['stays']:,} | {r['facilities']:,} | {r['carequal_s']:.2f} | {f('glmer_fit_s', '.1f')} | "
+                     f"{f('speedup_vs_glmer', '.0f')}x | {f('statsmodels_s', '.1f')} | "
+                     f"{f('speedup_vs_statsmodels', '.0f')}x | {f('max_abs_fixef_diff', '.1e')} | "
+                     f"{f('max_abs_pe_diff', '.1e')} | {f('sigma_diff', '.1e')} |")
+    lines += ["", "Targets (issue): at least 20x faster than glmer; fixed effects within 0.01 and P/E within 0.005 "
+              "of glmer."]
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
