@@ -1,0 +1,618 @@
+"""Charts for hospital / post-acute partnership reviews: one theme, one chart per question.
+
+Theme
+-----
+:func:`set_theme` applies a seaborn ``whitegrid`` theme with the Okabe–Ito palette (Okabe & Ito 2008), which
+stays distinguishable under the common colour-vision deficiencies and in greyscale print, and font sizes
+readable on a projected slide. It is never applied at import: call it once, at the top of a notebook or report.
+:data:`PALETTE` names the colours the charts use for meaning (partner vs non-partner; Making Data Count signal
+colours: concern, improvement, neither, common cause), so the same colour means the same thing on every page.
+
+Why these charts
+----------------
+* :func:`funnel_plot` — which facilities really differ from the rest, allowing for their size (a small
+  facility's rate is noisy); the limits are those of :func:`carequal.compare.funnel_data`.
+* :func:`caterpillar_plot` — facilities ranked by ratio with their intervals, to show how much of a league
+  table is noise.
+* :func:`spc_plot` — whether a measure changed over time (Making Data Count signals from
+  :func:`carequal.compare.p_chart`, :func:`~carequal.compare.laney_p_chart` or
+  :func:`~carequal.compare.xmr_chart`).
+* :func:`trend_plot` — rates over time by market or partner status with their intervals.
+* :func:`flow_heatmap` — where each hospital's patients go after discharge, partners marked.
+* :func:`calibration_plot` — whether the risk model's expected rates match the observed ones.
+* :func:`attrition_plot` — how the cohort was built: stays remaining after each exclusion.
+
+No data wrangling here: inputs are the library's tidy tables (``funnel_data``, ``scorecard``,
+``bootstrap_pe``, ``p_chart``, ``trend_table``, ``calibration_table``, ``Cohort.attrition``, a hospital × PAC
+count table) and column names; each function draws them as given, never modifies them, and returns the
+matplotlib Axes so the caller can add to it or save it.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import PercentFormatter
+
+from carequal.errors import ParameterError
+
+__all__ = ["OKABE_ITO", "PALETTE", "set_theme", "funnel_plot", "caterpillar_plot", "spc_plot", "trend_plot",
+           "flow_heatmap", "calibration_plot", "attrition_plot"]
+
+#: The Okabe–Ito colour-blind-safe palette (black first, as published).
+OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
+
+#: Colours with a meaning, the same on every chart. The signal colours follow NHS Making Data Count (orange-red
+#: for concern, blue for improvement, purple when no direction is better, grey for common-cause variation).
+PALETTE = {
+    "partner": "#E69F00",
+    "non_partner": "#8C8C8C",
+    "concern": "#D55E00",
+    "improvement": "#0072B2",
+    "neither": "#CC79A7",
+    "common_cause": "#8C8C8C",
+    "target": "#000000",
+    "limit": "#404040",
+    "line": "#404040",
+}
+
+_SIGNAL_LABELS = {"concern": "Concern", "improvement": "Improvement", "neither": "Special cause"}
+
+
+def set_theme(*, font_scale: float = 1.2, context: str = "notebook") -> None:
+    """Apply the carequal chart theme (seaborn ``whitegrid``, Okabe–Ito palette, large fonts).
+
+    Call once per session or report; plotting functions never call it.
+
+    Parameters
+    ----------
+    font_scale : float
+        Multiplier of seaborn's font sizes (1.2 reads well on slides).
+    context : {"paper", "notebook", "talk", "poster"}
+        seaborn plotting context.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> from matplotlib.colors import to_hex
+    >>> with matplotlib.rc_context():  # restores the previous settings afterwards
+    ...     set_theme()
+    ...     to_hex(matplotlib.rcParams["axes.prop_cycle"].by_key()["color"][1])
+    '#e69f00'
+    """
+    import seaborn as sns
+
+    sns.set_theme(context=context, style="whitegrid", palette=OKABE_ITO, font_scale=font_scale,
+                  rc={"axes.titleweight": "bold", "axes.titlelocation": "left", "axes.spines.top": False,
+                      "axes.spines.right": False, "figure.dpi": 100, "savefig.dpi": 200,
+                      "savefig.bbox": "tight", "legend.frameon": False})
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+
+
+def _ax(ax: Axes | None, figsize: tuple[float, float] = (8, 5)) -> Axes:
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def _require(frame: pd.DataFrame, columns: list[str], where: str) -> None:
+    missing = [c for c in columns if c is not None and c not in frame.columns]
+    if missing:
+        raise ParameterError(f"{where}: missing column(s) {missing}; the table has {list(frame.columns)}. Pass the "
+                             "column names by keyword if yours differ.")
+
+
+def _partner_mask(frame: pd.DataFrame, partner: str | None) -> np.ndarray:
+    if partner is None:
+        return np.zeros(len(frame), dtype=bool)
+    # missing partner flags are drawn as non-partners (unknown is not a partnership)
+    return frame[partner].fillna(False).astype(bool).to_numpy()
+
+
+def _percent(axis) -> None:
+    axis.set_major_formatter(PercentFormatter(xmax=1, decimals=None))
+
+
+def _period_axis(ax: Axes, values) -> None:
+    # months on a date axis overlap with the default labels; the concise formatter writes "Feb", "Mar", "2024"
+    if pd.api.types.is_datetime64_any_dtype(pd.Series(values)):
+        locator = AutoDateLocator()
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+
+
+def _pct_label(level: float) -> str:
+    return f"{level * 100:g}%"
+
+
+def _partner_legend(ax: Axes, marker: str = "o", **kwargs) -> None:
+    handles = [Line2D([], [], marker=marker, linestyle="", color=PALETTE["partner"], label="Partner"),
+               Line2D([], [], marker=marker, linestyle="", color=PALETTE["non_partner"], label="Not a partner")]
+    ax.legend(handles=handles, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ funnel
+
+
+def funnel_plot(funnel, *, x: str | None = None, label_col: str | None = None, partner: str | None = None,
+                adjusted: bool = True, title: str | None = None, ax: Axes | None = None) -> Axes:
+    """Funnel plot: each unit's ratio (or rate) against its size, with the limits at both levels.
+
+    Parameters
+    ----------
+    funnel : carequal.compare.Funnel
+        The result of :func:`carequal.compare.funnel_data`; ``funnel.units`` gives the points,
+        ``funnel.limits`` the curves, ``funnel.target`` the centre line.
+    x : str, optional
+        Column of the units' size on the horizontal axis: ``"expected"`` (SR) or ``"n"`` (PR) by default.
+    label_col : str, optional
+        Column naming the units; units outside the limits (``funnel_class`` not "within") are labelled with it.
+    partner : str, optional
+        Boolean column of ``funnel.units``; partners are drawn in the partner colour.
+    adjusted : bool
+        Draw the over-dispersion-adjusted limits (the ones that classified the units) when the funnel has them;
+        otherwise the unadjusted ones.
+    title : str, optional
+    ax : Axes, optional
+
+    Returns
+    -------
+    Axes
+        One scatter collection per partner group, one limit line per level and side (narrower level dashed,
+        wider solid), labelled ``"<level> limits"``, and the target line labelled ``"Target"``.
+
+    Examples
+    --------
+    >>> from carequal.compare import funnel_data
+    >>> df = pd.DataFrame({"facility_id": list("ABCDEFGH"), "observed": [30, 45, 62, 20, 95, 52, 140, 33],
+    ...                    "expected": [40.0, 44.0, 50.0, 25.0, 70.0, 55.0, 90.0, 35.0],
+    ...                    "is_partner": [True, False, False, True, False, False, False, False]})
+    >>> ax = funnel_plot(funnel_data(df), label_col="facility_id", partner="is_partner")
+    >>> sum(len(c.get_offsets()) for c in ax.collections)
+    8
+    >>> plt.close("all")
+    """
+    units, limits = funnel.units, funnel.limits
+    sr = funnel.data_type == "SR"
+    x = x or ("expected" if sr else "n")
+    y = "ratio" if sr else "rate"
+    _require(units, [x, y, label_col, partner], "funnel_plot")
+    _require(limits, ["x", "level", "lower", "upper", "adjusted"], "funnel_plot limits")
+    ax = _ax(ax)
+
+    has_adjusted = bool(limits["adjusted"].any())
+    use = limits["adjusted"] == (adjusted and has_adjusted)
+    levels = sorted(limits.loc[use, "level"].unique())
+    styles = ["--", "-", ":", "-."]
+    for i, level in enumerate(levels):
+        curve = limits[use & (limits["level"] == level)]
+        style = styles[i % len(styles)]
+        ax.plot(curve["x"], curve["upper"], linestyle=style, color=PALETTE["limit"], linewidth=1.2,
+                label=f"{_pct_label(level)} limits")
+        ax.plot(curve["x"], curve["lower"], linestyle=style, color=PALETTE["limit"], linewidth=1.2,
+                label=f"_{_pct_label(level)} limits (lower)")
+    ax.axhline(funnel.target, color=PALETTE["target"], linewidth=1.5, label="Target")
+
+    is_partner = _partner_mask(units, partner)
+    xs, ys = units[x].to_numpy(dtype=float), units[y].to_numpy(dtype=float)
+    groups = [(~is_partner, PALETTE["non_partner"], "Not a partner" if partner else "Facility")]
+    if partner is not None:
+        groups.append((is_partner, PALETTE["partner"], "Partner"))
+    for mask, colour, name in groups:
+        if mask.any():
+            ax.scatter(xs[mask], ys[mask], color=colour, edgecolor="white", s=55, zorder=3, label=name)
+
+    if label_col is not None and "funnel_class" in units.columns:
+        cls = units["funnel_class"].fillna("within").to_numpy()
+        names = units[label_col].to_numpy()
+        for i in np.flatnonzero(cls != "within"):
+            ax.annotate(str(names[i]), (xs[i], ys[i]), xytext=(5, 5), textcoords="offset points", fontsize="small")
+
+    ax.set_xlabel("Expected events (bigger facilities to the right)" if sr
+                  else "Number of cases (bigger facilities to the right)")
+    if sr:
+        ax.set_ylabel("Observed / expected (1 = as expected)")
+    else:
+        ax.set_ylabel("Rate")
+        _percent(ax.yaxis)
+    adjusted_note = " (allowing for between-facility variation)" if adjusted and has_adjusted else ""
+    ax.set_title(title or f"Which facilities stand out?{adjusted_note}")
+    ax.legend(loc="best")
+    return ax
+
+
+# ------------------------------------------------------------------------------------------------ caterpillar
+
+
+def caterpillar_plot(table: pd.DataFrame, *, ratio: str = "ratio", lower: str = "lower", upper: str = "upper",
+                     label: str = "group", partner: str | None = None, reference: float = 1.0,
+                     title: str | None = None, xlabel: str | None = None, ax: Axes | None = None) -> Axes:
+    """Facilities ranked by ratio (lowest at the bottom) with their intervals and a reference line at 1.
+
+    Parameters
+    ----------
+    table : DataFrame
+        One row per facility, e.g. :meth:`carequal.risk.HierarchicalLogit.bootstrap_pe` (``group``, ``ratio``,
+        ``lower``, ``upper``) or :func:`carequal.compare.scorecard` for one measure (``label="facility_id"``).
+    ratio, lower, upper, label : str
+        Columns of the estimate, its interval and the facility name.
+    partner : str, optional
+        Boolean column; partners are drawn in the partner colour and their names in bold.
+    reference : float
+        Where the "as expected" line goes (1 for ratios).
+    title, xlabel : str, optional
+    ax : Axes, optional
+
+    Returns
+    -------
+    Axes
+        One error-bar container per partner group; the points' order is the ranking by ``ratio``.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"group": ["A", "B", "C"], "ratio": [1.2, 0.8, 1.0], "lower": [1.05, 0.6, 0.9],
+    ...                   "upper": [1.4, 1.1, 1.1], "is_partner": [True, False, False]})
+    >>> ax = caterpillar_plot(t, partner="is_partner")
+    >>> [tick.get_text() for tick in ax.get_yticklabels()]
+    ['B', 'C', 'A']
+    >>> plt.close("all")
+    """
+    _require(table, [ratio, lower, upper, label, partner], "caterpillar_plot")
+    # rank for display only; the table itself is left as given
+    order = np.argsort(table[ratio].to_numpy(dtype=float), kind="stable")
+    est = table[ratio].to_numpy(dtype=float)[order]
+    lo = table[lower].to_numpy(dtype=float)[order]
+    hi = table[upper].to_numpy(dtype=float)[order]
+    names = table[label].astype(str).to_numpy()[order]
+    is_partner = _partner_mask(table, partner)[order]
+    pos = np.arange(len(est))
+    ax = _ax(ax, figsize=(8, max(3.0, 0.28 * len(est) + 1.5)))
+
+    ax.axvline(reference, color=PALETTE["target"], linewidth=1.2, linestyle="--", label="As expected")
+    groups = [(~is_partner, PALETTE["non_partner"], "Not a partner" if partner else "Facility")]
+    if partner is not None:
+        groups.append((is_partner, PALETTE["partner"], "Partner"))
+    for mask, colour, name in groups:
+        if mask.any():
+            ax.errorbar(est[mask], pos[mask], xerr=[est[mask] - lo[mask], hi[mask] - est[mask]], fmt="o",
+                        color=colour, ecolor=colour, elinewidth=2, capsize=0, markersize=6, label=name, zorder=3)
+    ax.set_yticks(pos, labels=names)
+    for tick, p in zip(ax.get_yticklabels(), is_partner, strict=True):
+        if p:
+            tick.set_fontweight("bold")
+            tick.set_color(PALETTE["partner"])
+    ax.set_ylim(-0.7, len(est) - 0.3)
+    ax.set_xlabel(xlabel or "Ratio to expected (1 = as expected; interval shown)")
+    ax.set_ylabel("")
+    ax.set_title(title or "Facilities ranked, with their uncertainty")
+    ax.legend(loc="lower right")
+    return ax
+
+
+# ------------------------------------------------------------------------------------------------ SPC
+
+
+def spc_plot(chart: pd.DataFrame, *, period: str = "period", value: str | None = None, percent: bool | None = None,
+             title: str | None = None, ylabel: str | None = None, ax: Axes | None = None) -> Axes:
+    """Control chart: the values over time, the centre line, 2σ (dashed) and 3σ (solid) limits, signals marked.
+
+    Parameters
+    ----------
+    chart : DataFrame
+        Output of :func:`carequal.compare.p_chart`, :func:`~carequal.compare.laney_p_chart` or
+        :func:`~carequal.compare.xmr_chart` (``centre``, ``lower_2sigma`` … ``upper_3sigma``, ``signal``).
+    period : str
+        Column of the period.
+    value : str, optional
+        Column plotted: ``"rate"`` if the chart has it, else ``"value"``.
+    percent : bool, optional
+        Format the vertical axis as %; by default when ``value`` is ``"rate"``.
+    title, ylabel : str, optional
+    ax : Axes, optional
+
+    Returns
+    -------
+    Axes
+        Lines labelled ``"Value"``, ``"Centre"``, ``"2σ limits"``, ``"3σ limits"``; one scatter collection per
+        signal present (``"Concern"``, ``"Improvement"``, ``"Special cause"``) and one for common-cause points.
+
+    Examples
+    --------
+    >>> from carequal.compare import p_chart
+    >>> df = pd.DataFrame({"period": range(1, 5), "events": [10, 12, 9, 30], "n": [100, 100, 100, 100]})
+    >>> ax = spc_plot(p_chart(df, baseline=3, improvement="lower"))
+    >>> [c.get_label() for c in ax.collections]
+    ['Common cause', 'Concern']
+    >>> plt.close("all")
+    """
+    if value is None:
+        value = "rate" if "rate" in chart.columns else "value"
+    limit_cols = ["centre", "lower_2sigma", "upper_2sigma", "lower_3sigma", "upper_3sigma", "signal"]
+    _require(chart, [period, value] + limit_cols, "spc_plot")
+    ax = _ax(ax, figsize=(9, 4.5))
+    t = chart[period].to_numpy()
+    v = chart[value].to_numpy(dtype=float)
+
+    # limits vary with the denominator on p-charts: steps centred on each period show that honestly
+    step = {"drawstyle": "steps-mid"}
+    ax.plot(t, chart["centre"], color=PALETTE["target"], linewidth=1.2, label="Centre", **step)
+    for k, style in ((2, "--"), (3, "-")):
+        ax.plot(t, chart[f"upper_{k}sigma"], color=PALETTE["limit"], linestyle=style, linewidth=1,
+                label=f"{k}σ limits", **step)
+        ax.plot(t, chart[f"lower_{k}sigma"], color=PALETTE["limit"], linestyle=style, linewidth=1,
+                label=f"_{k}σ lower", **step)
+    ax.plot(t, v, color=PALETTE["line"], linewidth=1.5, marker="", label="Value", zorder=2)
+
+    signal = chart["signal"].fillna("").to_numpy()
+    common = (signal == "common cause") | (signal == "")
+    ax.scatter(t[common], v[common], color=PALETTE["common_cause"], s=30, zorder=3, label="Common cause")
+    for name, text in _SIGNAL_LABELS.items():
+        mask = signal == name
+        if mask.any():
+            ax.scatter(t[mask], v[mask], color=PALETTE[name], s=60, zorder=4, label=text)
+
+    if percent if percent is not None else value == "rate":
+        _percent(ax.yaxis)
+    _period_axis(ax, t)
+    method = str(chart["chart"].iloc[0]) if "chart" in chart.columns and len(chart) else "Control chart"
+    ax.set_title(title or f"Is it changing? ({method})")
+    ax.set_xlabel("Period")
+    ax.set_ylabel(ylabel or ("Rate" if value == "rate" else "Value"))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    return ax
+
+
+# ------------------------------------------------------------------------------------------------ trend
+
+
+def trend_plot(trend: pd.DataFrame, *, period: str = "period", rate: str = "rate", lower: str | None = "lower",
+               upper: str | None = "upper", hue: str | None = None, percent: bool = True, title: str | None = None,
+               ylabel: str | None = None, ax: Axes | None = None) -> Axes:
+    """Rates over time, one line per ``hue`` group (market, partner status), with interval bands.
+
+    Parameters
+    ----------
+    trend : DataFrame
+        :func:`carequal.measures.trend_table` output (``period``, ``n``, ``events``, ``rate``, ``lower``,
+        ``upper``), by group if ``hue`` is given. Periods with ``n = 0`` have no rate and leave a gap.
+    period, rate, lower, upper : str
+        Columns; ``lower=None`` or ``upper=None`` draws no band.
+    hue : str, optional
+        Grouping column, one line (and band) per value, in sorted order. Boolean partner columns are named
+        "Partner" / "Not a partner" and drawn in the partner colours.
+    percent : bool
+        Format the vertical axis as %.
+    title, ylabel : str, optional
+    ax : Axes, optional
+
+    Returns
+    -------
+    Axes
+        One line per group, labelled with the group, and one band (``PolyCollection``) per group.
+
+    Examples
+    --------
+    >>> from carequal.measures import trend_table
+    >>> df = pd.DataFrame({"discharge_date": pd.to_datetime(["2024-01-05", "2024-02-02", "2024-03-20"] * 2),
+    ...                    "market": ["N"] * 3 + ["S"] * 3, "readmitted_30d": [True, False, True] * 2})
+    >>> ax = trend_plot(trend_table(df, by=["market"], events="readmitted_30d"), hue="market")
+    >>> [line.get_label() for line in ax.get_lines()]
+    ['N', 'S']
+    >>> plt.close("all")
+    """
+    band = lower is not None and upper is not None
+    _require(trend, [period, rate, hue] + ([lower, upper] if band else []), "trend_plot")
+    ax = _ax(ax, figsize=(9, 4.5))
+    if hue is None:
+        keys = [None]
+    else:
+        keys = sorted(trend[hue].dropna().unique().tolist())
+    boolean_hue = hue is not None and set(keys) <= {True, False}
+    for i, key in enumerate(keys):
+        part = trend if key is None else trend[trend[hue] == key]
+        if boolean_hue:
+            colour = PALETTE["partner"] if key else PALETTE["non_partner"]
+            name = "Partner" if key else "Not a partner"
+        else:
+            colour = OKABE_ITO[(i + 5) % len(OKABE_ITO)] if len(keys) > 1 else PALETTE["line"]
+            name = "Rate" if key is None else str(key)
+        ax.plot(part[period], part[rate], color=colour, linewidth=2, marker="o", markersize=4, label=name)
+        if band:
+            ax.fill_between(part[period], part[lower], part[upper], color=colour, alpha=0.18, linewidth=0,
+                            label=f"_{name} interval")
+    if percent:
+        _percent(ax.yaxis)
+    _period_axis(ax, trend[period])
+    ax.set_xlabel("Period")
+    if ylabel is None:
+        level = trend["level"].dropna() if "level" in trend.columns else pd.Series(dtype=float)
+        interval = f"{_pct_label(float(level.iloc[0]))} interval" if len(level) else "interval"
+        ylabel = f"Rate (shaded: {interval})" if band else "Rate"
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or "Rate over time")
+    if hue is not None:
+        ax.legend(title=None, loc="best")
+    return ax
+
+
+# ------------------------------------------------------------------------------------------------ flows
+
+
+def flow_heatmap(counts: pd.DataFrame, *, source: str = "hospital_id", target: str = "pac_facility_id",
+                 n: str = "n", partner: str | None = None, annotate: bool = True, title: str | None = None,
+                 ax: Axes | None = None) -> Axes:
+    """Heatmap of discharges from each hospital (rows) to each post-acute facility (columns); partners marked.
+
+    Parameters
+    ----------
+    counts : DataFrame
+        Pre-aggregated, one row per hospital × PAC facility: ``source``, ``target``, ``n`` and optionally a
+        boolean ``partner`` flag of the PAC facility — e.g. ``post_acute_episodes(...)`` counted by
+        ``["hospital_id", "pac_facility_id", "pac_is_partner"]``. Pairs not in the table are drawn as 0.
+    source, target, n : str
+        Columns of the hospital, the PAC facility and the count.
+    partner : str, optional
+        Boolean column flagging partner PAC facilities: their columns are outlined and their names bold.
+    annotate : bool
+        Write the counts in the cells.
+    title : str, optional
+    ax : Axes, optional
+
+    Returns
+    -------
+    Axes
+        The heatmap (a ``QuadMesh`` with one cell per hospital × facility) and one outline ``Rectangle`` per
+        partner column.
+
+    Examples
+    --------
+    >>> c = pd.DataFrame({"hospital_id": ["H1", "H1", "H2"], "pac_facility_id": ["S1", "S2", "S1"],
+    ...                   "n": [12, 3, 7], "pac_is_partner": [True, False, True]})
+    >>> ax = flow_heatmap(c, partner="pac_is_partner")
+    >>> [t.get_text() for t in ax.get_xticklabels()]
+    ['S1 ★', 'S2']
+    >>> plt.close("all")
+    """
+    import seaborn as sns
+
+    _require(counts, [source, target, n, partner], "flow_heatmap")
+    dup = counts.duplicated([source, target])
+    if dup.any():
+        raise ParameterError(f"flow_heatmap: {int(dup.sum())} repeated ({source}, {target}) pair(s); give one "
+                             f"row per pair (count the episodes by [{source!r}, {target!r}] first)")
+    # a reshape, not an aggregation: one cell per given row, absent pairs are zero flows
+    matrix = counts.pivot(index=source, columns=target, values=n).fillna(0)
+    ax = _ax(ax, figsize=(max(6.0, 0.6 * matrix.shape[1] + 3), max(4.0, 0.45 * matrix.shape[0] + 2)))
+    sns.heatmap(matrix, ax=ax, cmap="Blues", annot=annotate, fmt=".0f", linewidths=0.5, linecolor="white",
+                cbar_kws={"label": "Discharges"})
+    is_partner_col = np.zeros(matrix.shape[1], dtype=bool)
+    if partner is not None:
+        flags = counts.groupby(target)[partner].agg(lambda s: bool(s.fillna(False).astype(bool).any()))
+        is_partner_col = flags.reindex(matrix.columns).fillna(False).to_numpy(dtype=bool)
+        for j in np.flatnonzero(is_partner_col):
+            ax.add_patch(Rectangle((j, 0), 1, matrix.shape[0], fill=False, edgecolor=PALETTE["partner"],
+                                   linewidth=2.5, clip_on=False))
+        labels = [f"{c} ★" if p else str(c) for c, p in zip(matrix.columns, is_partner_col, strict=True)]
+        ax.set_xticks(np.arange(matrix.shape[1]) + 0.5, labels=labels)
+        for tick, p in zip(ax.get_xticklabels(), is_partner_col, strict=True):
+            if p:
+                tick.set_fontweight("bold")
+                tick.set_color(PALETTE["partner"])
+    ax.tick_params(axis="y", labelrotation=0)
+    ax.set_xlabel("Post-acute facility" + (" (★ outlined = partner)" if partner is not None else ""))
+    ax.set_ylabel("Discharging hospital")
+    ax.set_title(title or "Where patients go after hospital")
+    return ax
+
+
+# ------------------------------------------------------------------------------------------------ calibration
+
+
+def calibration_plot(table: pd.DataFrame, *, expected_rate: str = "expected_rate",
+                     observed_rate: str = "observed_rate", title: str | None = None, ax: Axes | None = None) -> Axes:
+    """Observed against expected rate by decile of predicted risk, with the line of perfect calibration.
+
+    Parameters
+    ----------
+    table : DataFrame
+        :func:`carequal.risk.calibration_table` output (``decile``, ``n``, ``observed``, ``expected``,
+        ``observed_rate``, ``expected_rate``).
+    expected_rate, observed_rate : str
+        Columns on the horizontal and vertical axes.
+    title : str, optional
+    ax : Axes, optional
+
+    Returns
+    -------
+    Axes
+        The diagonal (label ``"Perfect calibration"``), the decile line and one scatter point per decile; both
+        axes in %.
+
+    Examples
+    --------
+    >>> from carequal.risk import calibration_table
+    >>> rng = np.random.default_rng(0)
+    >>> p = rng.uniform(0.05, 0.4, 200)
+    >>> ax = calibration_plot(calibration_table(rng.uniform(size=200) < p, p))
+    >>> len(ax.collections[0].get_offsets())
+    10
+    >>> plt.close("all")
+    """
+    _require(table, [expected_rate, observed_rate], "calibration_plot")
+    ax = _ax(ax, figsize=(5.5, 5.5))
+    e = table[expected_rate].to_numpy(dtype=float)
+    o = table[observed_rate].to_numpy(dtype=float)
+    top = float(np.nanmax(np.concatenate([e, o, [0.01]]))) * 1.08
+    ax.plot([0, top], [0, top], color=PALETTE["limit"], linestyle="--", linewidth=1, label="Perfect calibration")
+    ax.plot(e, o, color=OKABE_ITO[5], linewidth=1.5, label="_deciles")
+    ax.scatter(e, o, color=OKABE_ITO[5], s=45, zorder=3, label="Decile of predicted risk")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_aspect("equal")
+    _percent(ax.xaxis)
+    _percent(ax.yaxis)
+    ax.set_xlabel("Expected rate (model)")
+    ax.set_ylabel("Observed rate")
+    ax.set_title(title or "Does the risk model predict well?")
+    ax.legend(loc="upper left")
+    return ax
+
+
+# ------------------------------------------------------------------------------------------------ attrition
+
+
+def attrition_plot(attrition: pd.DataFrame, *, label: str = "description", remaining: str = "remaining",
+                   excluded: str = "excluded", title: str | None = None, ax: Axes | None = None) -> Axes:
+    """Horizontal bars of the stays remaining after each cohort step, top to bottom, exclusions annotated.
+
+    Parameters
+    ----------
+    attrition : DataFrame
+        :attr:`carequal.cohorts.Cohort.attrition` (``step``, ``description``, ``excluded``, ``remaining``).
+    label, remaining, excluded : str
+        Columns of the bar label, the bar length and the annotation.
+    title : str, optional
+    ax : Axes, optional
+
+    Returns
+    -------
+    Axes
+        One bar per step (in the table's order, first at the top), its ``remaining`` count written at its end
+        and "−<excluded> excluded" next to it where stays were excluded.
+
+    Examples
+    --------
+    >>> a = pd.DataFrame({"step": [0, 1], "description": ["acute stays", "alive at discharge"],
+    ...                   "excluded": [0, 3], "remaining": [10, 7]})
+    >>> ax = attrition_plot(a)
+    >>> [round(p.get_width()) for p in ax.patches]
+    [10, 7]
+    >>> plt.close("all")
+    """
+    _require(attrition, [label, remaining, excluded], "attrition_plot")
+    labels = attrition[label].astype(str).to_numpy()
+    rem = attrition[remaining].to_numpy(dtype=float)
+    exc = attrition[excluded].to_numpy(dtype=float)
+    ax = _ax(ax, figsize=(9, max(3.0, 0.45 * len(rem) + 1.5)))
+    pos = np.arange(len(rem))
+    ax.barh(pos, rem, color=OKABE_ITO[5], height=0.6)
+    width = float(np.nanmax(rem)) if len(rem) else 1.0
+    for i in pos:
+        text = f"{rem[i]:,.0f}"
+        if np.isfinite(exc[i]) and exc[i] > 0:
+            text += f"  (−{exc[i]:,.0f} excluded)"
+        ax.text(rem[i] + width * 0.01, i, text, va="center", fontsize="small")
+    ax.set_yticks(pos, labels=labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0, width * 1.35)
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel("Stays remaining")
+    ax.set_title(title or "How the cohort was built")
+    return ax
