@@ -316,7 +316,7 @@ def link_transfers(acute: pd.DataFrame, *, gap_days: int = 1) -> pd.DataFrame:
     starts[1:] = ~linked[:-1]
     episode_pos = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
     out = acute.copy()
-    out["episode_id"] = acute["stay_id"].to_numpy()[episode_pos]
+    out["episode_id"] = take_text(acute["stay_id"], episode_pos)
     out["episode_admit_date"] = acute["admit_date"].to_numpy()[episode_pos]
     out["first_facility_id"] = facility[episode_pos]
     sizes = np.bincount(episode_pos, minlength=n)
@@ -550,17 +550,22 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
     attrition = pd.DataFrame(steps, columns=["step", "description", "excluded", "remaining"])
 
     stay_table = pd.DataFrame({
-        "stay_id": acute["stay_id"].to_numpy(), "patient_id": acute["patient_id"].to_numpy(),
-        "episode_id": acute["episode_id"].to_numpy(),
+        "stay_id": acute["stay_id"].array, "patient_id": acute["patient_id"].array,
+        "episode_id": acute["episode_id"].array,
         "exclusion_reason": pd.array(reason, dtype="str"), "is_index": remaining,
     })
-    keep = acute.loc[remaining].reset_index(drop=True)
+    needed = ["stay_id", "patient_id", "facility_id", "first_facility_id", "episode_id", "episode_admit_date",
+              "admit_date", "discharge_date", "principal_dx", "transfers_in_episode", "facility_market",
+              "facility_is_partner"] + (["admission_type"] if "admission_type" in acute.columns else [])
+    keep = acute[needed].loc[remaining].reset_index(drop=True)
+    condition_label = conds["condition"].to_numpy()[remaining]
+    del acute, conds  # free the acute-stay copy before building the index table (peak memory)
     index = keep[["stay_id", "patient_id", "facility_id", "first_facility_id", "episode_id", "episode_admit_date",
                   "admit_date", "discharge_date"]].copy()
     index["discharge_status"] = pd.array(status[remaining], dtype="str")
     index["admission_type"] = keep["admission_type"].array if "admission_type" in keep else np.nan
     index["principal_dx"] = keep["principal_dx"].array
-    index["condition"] = (conds["condition"].to_numpy()[remaining] if condition is None
+    index["condition"] = (condition_label if condition is None
                           else np.full(int(remaining.sum()), condition, dtype=object))
     index["transfers_in_episode"] = keep["transfers_in_episode"].to_numpy()
     index["age"] = age[remaining]
@@ -636,7 +641,9 @@ def post_acute_episodes(stays: pd.DataFrame, facilities: pd.DataFrame, *, max_ga
     if hospital_stays is not None:
         is_hosp &= key_positions(stays["stay_id"], hospital_stays["stay_id"]) >= 0
     is_pac = np.isin(setting, POST_ACUTE_SETTINGS)
-    hosp, pac = stays[is_hosp], stays[is_pac]
+    columns = [c for c in ("stay_id", "patient_id", "facility_id", "admit_date", "discharge_date", "discharge_status")
+               if c in stays.columns]
+    hosp, pac = stays[columns][is_hosp], stays[columns][is_pac]  # only the columns used: no copy of the rest
     pac_fpos = fpos_all[is_pac]
     # integer patient codes shared by both sides; sort each side by (patient, date)
     codes = pd.factorize(pd.concat([hosp["patient_id"], pac["patient_id"]], ignore_index=True))[0]

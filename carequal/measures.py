@@ -353,7 +353,7 @@ def days_at_home(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     0       i               10
     """
     setting = take(facilities["setting"], key_positions(stays["facility_id"], facilities["facility_id"]), None)
-    inst = stays[np.isin(setting, INSTITUTIONAL_SETTINGS)]
+    inst = stays[["stay_id", "patient_id", "admit_date", "discharge_date"]][np.isin(setting, INSTITUTIONAL_SETTINGS)]
     start = _days(inst["admit_date"])
     end = _days(inst["discharge_date"])
     end = np.where(end == start, end + 1, end)  # [start, end) half-open; same-day stay takes one day
