@@ -560,3 +560,18 @@ def test_scorecard_funnel_labels_and_signals():
         scorecard(df, n="n", signals=pd.concat([signals, signals]))
     with pytest.raises(ParameterError, match="label_by"):
         scorecard(df, n="n", label_by="rank")
+
+
+def test_reproduces_funnelplotr_published_poisson_limits():
+    """FunnelPlotR's own test values (tests/testthat/test-poisson_limits.R): unadjusted ratio limits at expected
+    counts 15, 20, 30 with target 1, to the digits it publishes."""
+    from carequal.compare import funnel_limits
+
+    limits = funnel_limits(np.array([15.0, 20.0, 30.0]), data_type="SR")
+    plain = limits[~limits["adjusted"]]
+    low95, up95 = plain[plain["level"] == 0.95]["lower"], plain[plain["level"] == 0.95]["upper"]
+    low998, up998 = plain[plain["level"] == 0.998]["lower"], plain[plain["level"] == 0.998]["upper"]
+    assert np.round(low95, 7).tolist() == [0.5596924, 0.6108260, 0.6746958]
+    assert np.round(up95, 6).tolist() == [1.649348, 1.544419, 1.427562]
+    assert np.round(low998, 7).tolist() == [0.3862650, 0.4479107, 0.5289724]
+    assert np.round(up998, 6).tolist() == [2.082907, 1.902094, 1.702771]
