@@ -3,7 +3,6 @@
 
     python3 tasks.py report   # create .venv if needed, install carequal, run the main job on data/sample
     python3 tasks.py test     # create .venv if needed, install carequal with test extras, lint and test
-    python3 tasks.py lab      # open JupyterLab on notebooks/ with the project's environment
 
 The virtual environment is reinstalled only when pyproject.toml changes (a hash is kept in .venv).
 """
@@ -55,9 +54,6 @@ def main(argv: list[str]) -> None:
         setup()
         run(PY, "-m", "ruff", "check", "--no-cache", "carequal", "tests", "benchmarks", "tasks.py", "conftest.py")
         run(PY, "-m", "pytest", *argv[1:])
-    elif task == "lab":
-        setup()
-        run(BIN / "jupyter", "lab", "notebooks")
     else:
         print(__doc__)
         sys.exit(0 if task == "help" else 2)
