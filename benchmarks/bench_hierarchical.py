@@ -175,8 +175,9 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row, default=float))
     lines = ["# Hierarchical logistic model: carequal vs lme4::glmer (nAGQ=1) and statsmodels", "",
-             f"Command: `python benchmarks/bench_hierarchical.py --sizes {' '.join(args.sizes)}"
-             f"{' --statsmodels' if args.statsmodels else ''}`; {platform.processor() or platform.machine()}, "
+             f"Command: `python benchmarks/bench_hierarchical.py --sizes {' '.join(args.sizes)} "
+             f"--glmer-max-stays {args.glmer_max_stays}{' --statsmodels' if args.statsmodels else ''}`; "
+             f"{platform.processor() or platform.machine()}, "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Produced by the script.", "",
              "| stays | facilities | carequal s | glmer fit s | glmer / carequal | statsmodels VB s | "
              "statsmodels / carequal | max abs fixed-effect diff | max abs P/E diff | sigma diff |",
