@@ -22,9 +22,9 @@ How it measures: every measurement runs in a fresh child process (this script wi
 caches and peaks of one never leak into another. Peak memory is the child's peak resident set size as the
 kernel reports it to the parent at exit (``os.wait4`` rusage ``ru_maxrss``; ``RUSAGE_CHILDREN`` would give
 the maximum over *all* children so far). Times are ``time.perf_counter`` around the measured call inside
-the child (interpreter start and imports excluded); the child's whole wall time is shown as well.
+the child (interpreter start and imports excluded); the child's whole wall time is kept in ``<workdir>/results.json``.
 
-Nothing here asserts a time: it is a script, not a test. Defaults take about 8 minutes on the reference
+Nothing here asserts a time: it is a script, not a test. Defaults take about 4 minutes on the reference
 machine (2 cores, 24 GB).
 
 OPENBLAS_CORETYPE (and OPENBLAS_L2_SIZE) may be set on this machine; they only matter to BLAS-backed numpy
@@ -394,8 +394,15 @@ def child_main(task: str, spec_json: str, result_path: str) -> None:
 # --------------------------------------------------------------------------------------------- parent side
 
 
-LOADS: list[float] = []
-"""1-minute load average after each measurement: other work on the machine shows here."""
+CONTENTION: dict[str, float] = {}
+"""Per measurement: cores kept busy by other processes while it ran (0 on a quiet machine)."""
+
+
+def _busy_cpu_seconds() -> float:
+    """CPU time spent by the whole machine since boot, all cores (user, nice, system, irq, softirq, steal)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 class ChildFailed(RuntimeError):
@@ -412,7 +419,7 @@ def run_child(task: str, spec: dict, workdir: Path, *, timeout: float) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", task, "--spec", json.dumps(spec),
            "--result", str(result_path)]
     print(f"  {label} ...", end="", file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
+    t0, busy0 = time.perf_counter(), _busy_cpu_seconds()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         timer = threading.Timer(timeout, proc.kill)
@@ -424,6 +431,9 @@ def run_child(task: str, spec: dict, workdir: Path, *, timeout: float) -> dict:
             timer.cancel()
         proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
+    # CPU the machine spent while the child ran, less the child's own: other work competing for the 2 cores
+    others = max(0.0, _busy_cpu_seconds() - busy0 - usage.ru_utime - usage.ru_stime) / wall
+    CONTENTION[label] = others
     peak = usage.ru_maxrss / 1024  # Linux reports KiB
     if proc.returncode != 0 or not result_path.exists():
         tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-30:])
@@ -431,8 +441,7 @@ def run_child(task: str, spec: dict, workdir: Path, *, timeout: float) -> dict:
         raise ChildFailed(f"{label}: exit {proc.returncode} after {wall:.0f} s (timeout {timeout:.0f} s); "
                           f"log {log_path}:\n{tail}")
     result = json.loads(result_path.read_text())
-    result.update(wall_seconds=wall, peak_rss_mib=peak, load_after=os.getloadavg()[0])
-    LOADS.append(result["load_after"])
+    result.update(wall_seconds=wall, peak_rss_mib=peak, other_cores=others)
     print(f" {result.get('seconds', wall):.1f} s, peak {peak / 1024:.2f} GiB", file=sys.stderr)
     return result
 
@@ -458,12 +467,14 @@ def render(info: dict, args: argparse.Namespace, r: dict) -> str:
              f" (seed {args.seed}, validation mode `{args.mode}`). Produced by the script; do not edit by hand.", "",
              "## Machine", ""]
     lines += markdown_table(["what", "value"], [[k, v] for k, v in info.items()])
-    load_start, loads = r["load_start"], r["loads"]
-    busy = max(loads, default=0) > 1.5 or load_start > 0.5
-    lines += [f"1-minute load average: {load_start:.2f} at the start, at most {max(loads, default=0):.2f} after any "
-              f"measurement (one measurement keeps about one core busy). "
-              + ("**Other work was running on the machine during this run: times may be inflated.**" if busy else
-                 "The machine was otherwise idle."), ""]
+    contention = r["contention"]
+    busy = {k: v for k, v in contention.items() if v > 0.25}
+    lines += [f"Other processes on the machine kept on average {max(contention.values(), default=0):.2f} cores busy "
+              "during the most contended measurement (machine CPU time from /proc/stat less the measured child's "
+              "own). "
+              + (f"**Measurements run beside other work (> 0.25 core): "
+                 f"{', '.join(f'{k} {v:.2f}' for k, v in busy.items())}; their times may be inflated.**"
+                 if busy else "The machine was otherwise idle throughout."), ""]
     lines += [f"A child that only imports pandas, pyarrow, pandera, duckdb and carequal peaks at "
               f"{r['baseline']['peak_rss_mib']:.0f} MiB: every peak below includes that.", ""]
 
@@ -645,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     def child(task: str, **spec) -> dict:
         return run_child(task, spec, workdir, timeout=args.timeout)
 
-    results: dict = {"load_start": os.getloadavg()[0], "loads": LOADS, "baseline": child("baseline"),
+    results: dict = {"contention": CONTENTION, "baseline": child("baseline"),
                      "generation": []}
     data_dirs: dict[int, Path] = {}
     for n in sizes:
