@@ -516,7 +516,7 @@ def table_schema(table: str, columns: list[str] | None = None) -> pa.DataFrameSc
 def _pandera_failures(table: str, df: pd.DataFrame) -> list[Failure]:
     schema = table_schema(table, list(df.columns))
     try:
-        schema.validate(df, lazy=True)
+        schema.validate(df, lazy=True, inplace=True)  # checks only: no copy of the frame
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases
     else:
