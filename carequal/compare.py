@@ -687,6 +687,17 @@ def _spc_columns(data: pd.DataFrame, value: np.ndarray, centre, sigma: np.ndarra
     return out
 
 
+def _proportion_periods(frame: pd.DataFrame, period: str, events: str, n: str, baseline: int | None,
+                        name: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """The checked inputs of a proportion chart: period frame, events, denominators and the baseline mask."""
+    data = _period_frame(frame, period, [events, n], name)
+    x = _numeric(data, events, name)
+    size = _numeric(data, n, name)
+    if np.any(x > size):
+        raise ParameterError(f"{name}: {events} exceeds {n} in {int((x > size).sum())} period(s)")
+    return data, x, size, _baseline_mask(len(data), baseline, name)
+
+
 def p_chart(frame: pd.DataFrame, *, period: str = "period", events: str = "events", n: str = "n",
             baseline: int | None = None, improvement: str | None = None, shift_length: int = 7,
             trend_length: int = 7) -> pd.DataFrame:
@@ -747,12 +758,7 @@ def p_chart(frame: pd.DataFrame, *, period: str = "period", events: str = "event
     3       4  0.30  0.1033        0.1947       concern       concern
     """
     _check_improvement(improvement)
-    data = _period_frame(frame, period, [events, n], "p_chart")
-    x = _numeric(data, events, "p_chart")
-    size = _numeric(data, n, "p_chart")
-    if np.any(x > size):
-        raise ParameterError(f"p_chart: {events} exceeds {n} in {int((x > size).sum())} period(s)")
-    base = _baseline_mask(len(data), baseline, "p_chart")
+    data, x, size, base = _proportion_periods(frame, period, events, n, baseline, "p_chart")
     if not size[base].sum() > 0:
         raise ParameterError("p_chart: the baseline periods have no cases (n = 0 throughout)")
     p_bar = x[base].sum() / size[base].sum()
@@ -790,12 +796,7 @@ def laney_p_chart(frame: pd.DataFrame, *, period: str = "period", events: str = 
     (2.415, ['common cause'])
     """
     _check_improvement(improvement)
-    data = _period_frame(frame, period, [events, n], "laney_p_chart")
-    x = _numeric(data, events, "laney_p_chart")
-    size = _numeric(data, n, "laney_p_chart")
-    if np.any(x > size):
-        raise ParameterError(f"laney_p_chart: {events} exceeds {n} in {int((x > size).sum())} period(s)")
-    base = _baseline_mask(len(data), baseline, "laney_p_chart")
+    data, x, size, base = _proportion_periods(frame, period, events, n, baseline, "laney_p_chart")
     p_bar = x[base].sum() / size[base].sum() if size[base].sum() > 0 else np.nan
     if not 0 < p_bar < 1:  # also catches a baseline without cases (NaN)
         raise ParameterError(f"laney_p_chart: the baseline proportion is {p_bar}; with no variation (0 or 1) there "
