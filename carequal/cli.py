@@ -6,6 +6,7 @@ check     validate a data directory against the contract and print a summary of 
 synth     generate synthetic partnership data (the bundled sample is ``carequal synth --out data/sample``)
 ingest    validate input tables and write a market-partitioned Parquet dataset
 desynpuf  convert CMS DE-SynPUF inpatient claims and beneficiary files into contract tables
+report    the main job: the market report for every market, rendered to HTML, with an index and a manifest
 
 Errors in the data or the arguments print one clear message and exit with status 2 (no traceback).
 """
@@ -54,7 +55,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from carequal.synth import SynthConfig, config_for_stays, write_synthetic
 
-    config = config_for_stays(args.stays, seed=args.seed) if args.stays else SynthConfig(seed=args.seed)
+    if args.stays:
+        config = config_for_stays(args.stays, seed=args.seed)
+    else:
+        sizes = {k: v for k, v in (("n_markets", args.markets), ("patients_per_market", args.patients_per_market))
+                 if v}
+        config = SynthConfig(seed=args.seed, **sizes)
     started = time.perf_counter()
     counts = write_synthetic(args.out, config, fmt=args.format)
     print(f"carequal synth: wrote {args.out} in {time.perf_counter() - started:.1f} s")
@@ -92,6 +98,25 @@ def _cmd_desynpuf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from carequal.batch import run_batch
+
+    started = time.perf_counter()
+    result = run_batch(args.data, args.out, markets=args.markets, workers=args.workers, period=args.period,
+                       measures=args.measures, conditions=args.conditions, min_cell=args.min_cell, work=args.work,
+                       force=args.force, progress=not args.quiet, scheduler=args.scheduler,
+                       **({"notebook": args.notebook} if args.notebook else {}))
+    reused = sum(1 for r in result.markets.values() if r.get("reused"))
+    print(f"carequal report: {len(result.markets) - len(result.failed)} of {len(result.markets)} market reports "
+          f"ready in {result.out} ({reused} unchanged since the last run), "
+          f"{time.perf_counter() - started:.1f} s; open {result.out / 'index.html'}")
+    for market in result.failed:
+        record = result.markets[market]
+        print(f"  FAILED {market}: {record.get('error')}\n    executed notebook: {record.get('notebook')}\n"
+              f"    details: {record.get('error_file')}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carequal", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=20240601)
     p.add_argument("--stays", type=int, default=0, help="approximate number of stays (default: the sample size)")
+    p.add_argument("--markets", type=int, default=0, help="number of markets (with --patients-per-market)")
+    p.add_argument("--patients-per-market", type=int, default=0)
     p.add_argument("--format", choices=["csv", "parquet"], default="csv")
     p.set_defaults(func=_cmd_synth)
 
@@ -118,6 +145,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--claims", required=True, help="folder with the DE-SynPUF inpatient and beneficiary CSVs")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_desynpuf)
+
+    p = sub.add_parser("report", help="run the market report for every market (the main job)",
+                       description="Execute notebooks/market_report.ipynb once per market, render each to HTML "
+                                   "without code, and write index.html and manifest.json to --out.")
+    p.add_argument("--data", required=True, help="contract tables (CSV/Parquet) or an ingested market dataset")
+    p.add_argument("--out", required=True, help="folder for the shareable reports (e.g. reports/)")
+    p.add_argument("--markets", default="all", help="'all' (default) or a comma-separated list")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes, one kernel each")
+    p.add_argument("--period", default=None,
+                   help="YYYY, YYYY-Qn, YYYY-MM or START:END (default: the calendar year of the last discharge)")
+    p.add_argument("--measures", default="all", help="'all' or a comma-separated list of measures")
+    p.add_argument("--conditions", default="all", help="'all' or a comma-separated list of condition cohorts")
+    p.add_argument("--min-cell", type=int, default=11, help="smallest count shown (11: 1-10 are suppressed)")
+    p.add_argument("--work", default=None, help="work folder for patient-level data (default: <out>.work)")
+    p.add_argument("--force", action="store_true", help="redo every market even if its report is current")
+    p.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786) to run on")
+    p.add_argument("--notebook", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

@@ -25,6 +25,10 @@ import numpy as np
 import pandas as pd
 
 from carequal.errors import ParameterError
+from carequal.risk import RISK_COVARIATES, risk_covariates
+
+__all__ = ["RISK_COVARIATES", "partnership_exposure", "difference_in_differences", "event_study",
+           "interrupted_time_series", "pac_attributed_stays"]
 
 
 def partnership_exposure(frame: pd.DataFrame, facilities: pd.DataFrame, *, facility: str, date: str) -> pd.DataFrame:
@@ -165,13 +169,6 @@ def interrupted_time_series(monthly: pd.DataFrame, *, start: str | pd.Timestamp,
             "n_periods": len(data), "method": "segmented regression, WLS, Newey-West (3 lags)"}
 
 
-RISK_COVARIATES = ("age10", "male", "dual", "employees", "n_secondary", "chemotherapy",
-                   "c_heart_failure", "c_ami", "c_pneumonia", "c_copd", "c_sepsis", "c_stroke",
-                   "c_hip_knee_replacement")
-"""Stay-level risk covariates built by :func:`pac_attributed_stays` (age in decades from 75, sex, dual
-eligibility, employee population, number of secondary diagnoses, chemotherapy, condition cohort)."""
-
-
 def pac_attributed_stays(tables: dict[str, pd.DataFrame], *, rules=None) -> pd.DataFrame:
     """Index hospital discharges that went to post-acute care, attributed to the receiving PAC provider, with
     the 30-day readmission outcome, the partnership exposure and :data:`RISK_COVARIATES`.
@@ -189,14 +186,5 @@ def pac_attributed_stays(tables: dict[str, pd.DataFrame], *, rules=None) -> pd.D
     data = cohort.index.merge(flags, on="stay_id").merge(
         episodes[["stay_id", "pac_facility_id", "pac_setting", "pac_admit_date"]], on="stay_id")
     data = data[data["pac_setting"] != "none"].reset_index(drop=True)
-    group = data["population_group"] if "population_group" in data else pd.Series("", index=data.index)
-    data["age10"] = (data["age"] - 75) / 10
-    data["male"] = (data["sex"] == "M").astype(float)
-    data["dual"] = data["dual_eligible"].astype(float)
-    data["employees"] = (group == "employees").astype(float)
-    secondary = stays.set_index("stay_id")["secondary_dx"].reindex(data["stay_id"])
-    data["n_secondary"] = secondary.str.count(";").add(1).fillna(0).to_numpy()
-    data["chemotherapy"] = data["principal_dx"].str.startswith("Z511").astype(float)
-    for name in ("heart_failure", "ami", "pneumonia", "copd", "sepsis", "stroke", "hip_knee_replacement"):
-        data[f"c_{name}"] = (data["condition"] == name).astype(float)
+    data = risk_covariates(data, stays)
     return partnership_exposure(data, fac, facility="pac_facility_id", date="pac_admit_date")

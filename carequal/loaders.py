@@ -128,7 +128,32 @@ def write_market_dataset(validated: ValidatedTables, out_dir: str | Path) -> dic
             basename_template="part-{i}.parquet",
         )
         written[table] = len(frame)
+    write_validation_summary(validated, out_dir)
     return written
+
+
+VALIDATION_FILES = {"counts": "validation_counts.csv", "failures": "validation_failures.csv"}
+
+
+def write_validation_summary(validated: ValidatedTables, out_dir: str | Path) -> None:
+    """Write the validation counts per table and per broken rule beside a dataset, **without** example keys
+    (the summary is shown in shared reports; the examples are patient identifiers)."""
+    out_dir = Path(out_dir)
+    validated.counts.to_csv(out_dir / VALIDATION_FILES["counts"], index=False)
+    keep = [c for c in ("table", "column", "rule", "n_rows") if c in validated.failures.columns]
+    failures = validated.failures[keep]
+    failures.to_csv(out_dir / VALIDATION_FILES["failures"], index=False)
+
+
+def read_validation_summary(dataset_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``(counts, failures)`` tables written by :func:`write_validation_summary` (empty when absent)."""
+    dataset_dir = Path(dataset_dir)
+    out = []
+    for name in ("counts", "failures"):
+        path = dataset_dir / VALIDATION_FILES[name]
+        out.append(pd.read_csv(path, dtype={"table": "str"}) if path.is_file() and path.stat().st_size
+                   else pd.DataFrame())
+    return out[0], out[1]
 
 
 def markets_in_dataset(dataset_dir: str | Path) -> list[str]:

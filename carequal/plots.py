@@ -191,8 +191,11 @@ def funnel_plot(funnel, *, x: str | None = None, label_col: str | None = None, p
     use = limits["adjusted"] == (adjusted and has_adjusted)
     levels = sorted(limits.loc[use, "level"].unique())
     styles = ["--", "-", ":", "-."]
+    xs_all = units[x].to_numpy(dtype=float)
+    # draw the limits from half the smallest unit's size: near zero they fan out to ratios no unit can have
+    x_from = 0.5 * np.nanmin(xs_all[xs_all > 0]) if np.any(xs_all > 0) else -np.inf
     for i, level in enumerate(levels):
-        curve = limits[use & (limits["level"] == level)]
+        curve = limits[use & (limits["level"] == level) & (limits["x"] >= x_from)]
         style = styles[i % len(styles)]
         ax.plot(curve["x"], curve["upper"], linestyle=style, color=PALETTE["limit"], linewidth=1.2,
                 label=f"{_pct_label(level)} limits")
@@ -455,7 +458,8 @@ def flow_heatmap(counts: pd.DataFrame, *, source: str = "hospital_id", target: s
     counts : DataFrame
         Pre-aggregated, one row per hospital × PAC facility: ``source``, ``target``, ``n`` and optionally a
         boolean ``partner`` flag of the PAC facility — e.g. ``post_acute_episodes(...)`` counted by
-        ``["hospital_id", "pac_facility_id", "pac_is_partner"]``. Pairs not in the table are drawn as 0.
+        ``["hospital_id", "pac_facility_id", "pac_is_partner"]``. Pairs not in the table are drawn as 0; a
+        pair whose ``n`` is missing (suppressed, :func:`carequal.report.flow_table`) is hatched, not drawn.
     source, target, n : str
         Columns of the hospital, the PAC facility and the count.
     partner : str, optional
@@ -487,11 +491,19 @@ def flow_heatmap(counts: pd.DataFrame, *, source: str = "hospital_id", target: s
     if dup.any():
         raise ParameterError(f"flow_heatmap: {int(dup.sum())} repeated ({source}, {target}) pair(s); give one "
                              f"row per pair (count the episodes by [{source!r}, {target!r}] first)")
-    # a reshape, not an aggregation: one cell per given row, absent pairs are zero flows
-    matrix = counts.pivot(index=source, columns=target, values=n).fillna(0)
+    # a reshape, not an aggregation: one cell per given row, absent pairs are zero flows, and a pair whose
+    # count is missing (suppressed) is hatched, never drawn as 0
+    values = pd.to_numeric(counts[n], errors="coerce").astype("float64")
+    matrix = counts.assign(_value=values.to_numpy()).pivot(index=source, columns=target, values="_value")
+    present = counts.assign(_present=1.0).pivot(index=source, columns=target, values="_present").notna()
+    hidden = (present & matrix.isna()).to_numpy()
+    matrix = matrix.where(present, 0.0)
     ax = _ax(ax, figsize=(max(6.0, 0.6 * matrix.shape[1] + 3), max(4.0, 0.45 * matrix.shape[0] + 2)))
     sns.heatmap(matrix, ax=ax, cmap="Blues", annot=annotate, fmt=".0f", linewidths=0.5, linecolor="white",
-                cbar_kws={"label": "Discharges"})
+                mask=hidden, cbar_kws={"label": "Discharges"})
+    for i, j in zip(*np.nonzero(hidden), strict=True):
+        ax.add_patch(Rectangle((j, i), 1, 1, fill=False, hatch="///", edgecolor=PALETTE["limit"], linewidth=0,
+                               label="_suppressed"))
     is_partner_col = np.zeros(matrix.shape[1], dtype=bool)
     if partner is not None:
         flags = counts.groupby(target)[partner].agg(lambda s: bool(s.fillna(False).astype(bool).any()))
@@ -506,7 +518,9 @@ def flow_heatmap(counts: pd.DataFrame, *, source: str = "hospital_id", target: s
                 tick.set_fontweight("bold")
                 tick.set_color(PALETTE["partner"])
     ax.tick_params(axis="y", labelrotation=0)
-    ax.set_xlabel("Post-acute facility" + (" (★ outlined = partner)" if partner is not None else ""))
+    notes = (["★ outlined = partner"] if partner is not None else []) + (
+        ["hatched = small number, not shown"] if hidden.any() else [])
+    ax.set_xlabel("Post-acute facility" + (f" ({'; '.join(notes)})" if notes else ""))
     ax.set_ylabel("Discharging hospital")
     ax.set_title(title or "Where patients go after hospital")
     return ax

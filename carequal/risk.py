@@ -603,3 +603,56 @@ class HierarchicalLogit:
         out["observed_to_expected"] = out["observed"] / out["expected"]
         out["risk_standardised_rate"] = out["ratio"] * overall
         return out
+
+
+# ------------------------------------------------------------------------------------ risk covariates
+
+RISK_CONDITIONS = ("heart_failure", "ami", "pneumonia", "copd", "sepsis", "stroke", "hip_knee_replacement")
+"""Condition cohorts entered as indicators; index stays in no cohort ("other") are the reference level."""
+
+RISK_COVARIATES = ("age10", "male", "dual", "employees", "n_secondary", "chemotherapy",
+                   *(f"c_{name}" for name in RISK_CONDITIONS))
+"""Stay-level risk covariates built by :func:`risk_covariates`: age in decades from 75, male sex, dual
+eligibility, employee population, number of secondary diagnoses, chemotherapy admission (Z51.1x) and the
+condition cohort. They describe the patient on admission only: discharge destination and length of stay are
+choices of the provider being judged and are deliberately left out (CMS convention)."""
+
+
+def risk_covariates(index: pd.DataFrame, stays: pd.DataFrame) -> pd.DataFrame:
+    """The :data:`RISK_COVARIATES` of index stays, as float columns added to a copy of ``index``.
+
+    Parameters
+    ----------
+    index : DataFrame
+        Index stays with ``stay_id``, ``age``, ``sex``, ``dual_eligible``, ``principal_dx``, ``condition`` and
+        optional ``population_group`` (``Cohort.index`` has them all).
+    stays : DataFrame
+        Contract stays: ``secondary_dx`` of each index stay is counted there.
+
+    Examples
+    --------
+    >>> idx = pd.DataFrame({"stay_id": ["s1", "s2"], "age": [85, 65], "sex": ["M", "F"],
+    ...                     "dual_eligible": [True, False], "principal_dx": ["I5020", "Z5111"],
+    ...                     "condition": ["heart_failure", "other"]})
+    >>> st = pd.DataFrame({"stay_id": ["s1", "s2"], "secondary_dx": ["E119;N183", None]})
+    >>> risk_covariates(idx, st)[["age10", "male", "dual", "n_secondary", "chemotherapy", "c_heart_failure"]]
+       age10  male  dual  n_secondary  chemotherapy  c_heart_failure
+    0    1.0   1.0   1.0          2.0           0.0              1.0
+    1   -1.0   0.0   0.0          0.0           1.0              0.0
+    """
+    missing = [c for c in ("stay_id", "age", "sex", "dual_eligible", "principal_dx", "condition")
+               if c not in index.columns]
+    if missing:
+        raise ParameterError(f"risk_covariates: index has no column(s) {', '.join(missing)}")
+    out = index.copy()
+    group = out["population_group"] if "population_group" in out else pd.Series("", index=out.index)
+    out["age10"] = (out["age"].astype(float) - 75) / 10
+    out["male"] = (out["sex"] == "M").astype(float)
+    out["dual"] = out["dual_eligible"].fillna(False).astype(float)
+    out["employees"] = (group == "employees").astype(float)
+    secondary = stays.set_index("stay_id")["secondary_dx"].reindex(out["stay_id"])
+    out["n_secondary"] = secondary.str.count(";").add(1).fillna(0).to_numpy(dtype=float)
+    out["chemotherapy"] = out["principal_dx"].str.startswith("Z511").fillna(False).astype(float)
+    for name in RISK_CONDITIONS:
+        out[f"c_{name}"] = (out["condition"] == name).astype(float)
+    return out

@@ -294,6 +294,20 @@ def test_flow_heatmap_partner_columns():
         plots.flow_heatmap(pd.concat([counts, counts]))
 
 
+def test_flow_heatmap_suppressed_cells_are_hatched_not_zero():
+    counts = pd.DataFrame({"hospital_id": ["H1", "H1", "H2"], "pac_facility_id": ["S1", "S2", "S1"],
+                           "n": pd.array([40, pd.NA, 25], dtype="Int64")})
+    ax = plots.flow_heatmap(counts)
+    mesh = [c for c in ax.collections if isinstance(c, QuadMesh)][0]
+    cells = np.ma.asarray(mesh.get_array()).reshape(2, 2)
+    assert cells.mask[0, 1] and not cells.mask[0, 0] and not cells.mask[1, 1]  # hidden, not drawn
+    assert cells[0, 0] == 40 and cells[1, 1] == 0 and cells[1, 0] == 25  # H2 → S2 is absent: a true 0
+    hatched = [p for p in ax.patches if isinstance(p, Rectangle) and p.get_hatch()]
+    assert [(p.get_x(), p.get_y()) for p in hatched] == [(1, 0)]
+    assert sorted(t.get_text() for t in ax.texts) == ["0", "25", "40"]  # no number in the hidden cell
+    assert "not shown" in ax.get_xlabel()
+
+
 # ---------------------------------------------------------------------------------------------- calibration
 
 

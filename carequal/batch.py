@@ -1,0 +1,613 @@
+"""The monthly batch: the market report notebook run once per market, rendered for leaders, indexed.
+
+``run_batch`` (and ``carequal report``) does, in order:
+
+1. **check** every parameter against the notebook's declared, typed parameters
+   (``papermill.inspect_notebook``: papermill itself only warns about an unknown name and runs on with the
+   default) and against the data: the markets present, the period's dates, the measures and conditions —
+   before anything is computed or any kernel starts;
+2. **prepare** the inputs every market shares (:func:`carequal.national.prepare`): the market-partitioned
+   dataset and the national reference, in the work folder, reused while the input is unchanged;
+3. **run** each market that is not already current — ``papermill`` executes ``market_report.ipynb`` with the
+   market's parameters in a worker process with its own kernel (a start that collides on a ZMQ port is
+   retried), then ``nbconvert`` renders the executed notebook to one self-contained HTML file with all code
+   hidden (``exclude_input``; papermill's ``--report-mode`` alone does not hide it in HTML);
+4. **index**: ``index.html`` (one row per market: headline KPIs, status, link) and ``manifest.json``
+   (parameters, input fingerprint, package versions, per-market timings and outcome).
+
+Folders: ``out/`` holds only what may be shared — the reports, the index and the manifest. The work folder
+(``<out>.work/`` by default) holds patient-level data (ingested dataset, quarantined rows, national
+reference rows) and, per market, the executed notebook, the KPI record and, after a failure, the error.
+
+Guarantees: a failed market does not stop the others; it keeps its executed notebook (up to the failing
+cell) and error in the work folder, its row in the index says failed, and the run's exit status is non-zero.
+Every file is written under a temporary name and moved into place, so no half-written report or index is
+ever visible. A re-run redoes only markets that failed or whose inputs changed (input fingerprint,
+parameters, notebook, carequal version) unless ``force``.
+
+Why hand-written: papermill and nbconvert execute and render one notebook; running many in parallel with
+retry, resume and an index is the part no maintained tool covers (papermill's own docs leave it to the
+caller), and it is small.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from html import escape
+from pathlib import Path
+
+import pandas as pd
+
+from carequal.errors import ParameterError
+
+__all__ = ["BatchResult", "DEFAULT_NOTEBOOK", "MarketJob", "check_parameters", "default_period", "parse_period",
+           "render_html", "run_batch", "run_market", "write_index"]
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_NOTEBOOK = ROOT / "notebooks" / "market_report.ipynb"
+"""The report notebook of a source checkout (``notebooks/market_report.ipynb``)."""
+
+_PYTYPES = {"str": str, "int": int, "float": (int, float), "bool": bool}
+
+
+# ------------------------------------------------------------------------------------------------ parameters
+
+
+def parse_period(text: str) -> tuple[str, str]:
+    """A reporting period from the command line: ``2024`` (a calendar year), ``2024-Q3`` (a quarter),
+    ``2024-07`` (a month) or ``START:END`` (ISO dates, inclusive).
+
+    Examples
+    --------
+    >>> parse_period("2024"), parse_period("2024-Q3"), parse_period("2024-02")
+    (('2024-01-01', '2024-12-31'), ('2024-07-01', '2024-09-30'), ('2024-02-01', '2024-02-29'))
+    >>> parse_period("2024-01-01:2024-06-30")
+    ('2024-01-01', '2024-06-30')
+    >>> parse_period("last year")
+    Traceback (most recent call last):
+    ...
+    carequal.errors.ParameterError: --period 'last year': use YYYY, YYYY-Qn, YYYY-MM or START:END (YYYY-MM-DD)
+    """
+    import re
+
+    from carequal.national import reporting_period
+
+    text = text.strip()
+    bad = ParameterError(f"--period {text!r}: use YYYY, YYYY-Qn, YYYY-MM or START:END (YYYY-MM-DD)")
+    if re.fullmatch(r"\d{4}", text):
+        start, end = pd.Timestamp(f"{text}-01-01"), pd.Timestamp(f"{text}-12-31")
+    elif m := re.fullmatch(r"(\d{4})-?Q([1-4])", text, flags=re.IGNORECASE):
+        start = pd.Timestamp(f"{m[1]}-{3 * int(m[2]) - 2:02d}-01")
+        end = start + pd.offsets.QuarterEnd(0)
+    elif re.fullmatch(r"\d{4}-\d{2}", text):
+        try:
+            start = pd.Timestamp(f"{text}-01")
+        except ValueError:
+            raise bad from None
+        end = start + pd.offsets.MonthEnd(0)
+    elif ":" in text:
+        lo, hi = text.split(":", 1)
+        if not (re.fullmatch(r"\d{4}-\d{2}-\d{2}", lo.strip()) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", hi.strip())):
+            raise bad
+        start, end = reporting_period(lo.strip(), hi.strip())
+    else:
+        raise bad
+    return start.date().isoformat(), end.date().isoformat()
+
+
+def default_period(data: str | Path) -> tuple[str, str]:
+    """The calendar year of the data's last discharge (the default reporting period)."""
+    from carequal.loaders import read_table, table_path
+
+    path = table_path(data, "stays")
+    if path is None:
+        raise ParameterError(f"{data}: no stays table; cannot choose a default period (give --period)")
+    dates = pd.to_datetime(read_table(path, columns=["discharge_date"])["discharge_date"], errors="coerce")
+    if dates.notna().sum() == 0:
+        raise ParameterError(f"{data}: stays have no valid discharge_date; give --period")
+    year = int(dates.max().year)
+    return f"{year}-01-01", f"{year}-12-31"
+
+
+def available_markets(data: str | Path) -> list[str]:
+    """Markets in the input: partition names of an ingested dataset, or the distinct ``patients.market``."""
+    from carequal.loaders import markets_in_dataset, read_table, table_path
+    from carequal.national import is_market_dataset
+
+    if is_market_dataset(data):
+        return markets_in_dataset(data)
+    path = table_path(data, "patients")
+    if path is None:
+        raise ParameterError(f"{data}: no patients table (patients.csv or patients.parquet); see data/README.md")
+    markets = read_table(path, columns=["market"])["market"].dropna().astype("str").str.strip()
+    return sorted(m for m in markets.unique() if m)
+
+
+def check_parameters(notebook: str | Path, parameters: dict) -> None:
+    """Check parameter names and types against the notebook's typed ``parameters`` cell.
+
+    Raises
+    ------
+    ParameterError
+        Naming every unknown parameter (with the declared ones) and every value of the wrong type.
+    """
+    import papermill
+
+    declared = papermill.inspect_notebook(str(notebook))
+    problems = []
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        problems.append(f"unknown parameter(s) {', '.join(unknown)}; {Path(notebook).name} declares "
+                        f"{', '.join(declared)}")
+    for name, value in parameters.items():
+        spec = declared.get(name)
+        if spec is None:
+            continue
+        typename = spec.get("inferred_type_name")
+        if typename in (None, "None"):
+            problems.append(f"parameter {name} has no type annotation in {Path(notebook).name}; annotate it "
+                            "(e.g. `min_cell: int = 11`) so values can be checked")
+            continue
+        want = _PYTYPES.get(typename)
+        if want is not None and (not isinstance(value, want) or (want is int and isinstance(value, bool))):
+            problems.append(f"parameter {name} must be {typename}, not {type(value).__name__} ({value!r})")
+    if problems:
+        raise ParameterError("report parameters: " + "; ".join(problems))
+
+
+def _select_markets(requested, available: list[str]) -> list[str]:
+    if requested in (None, "", "all") or requested == ["all"]:
+        if not available:
+            raise ParameterError("the data has no markets (patients.market is empty)")
+        return list(available)
+    items = [m.strip() for m in requested.split(",")] if isinstance(requested, str) else list(requested)
+    unknown = [m for m in items if m not in available]
+    if unknown:
+        raise ParameterError(f"unknown market(s) {', '.join(map(repr, unknown))}; the data has "
+                             f"{', '.join(available)} (or use 'all')")
+    return list(dict.fromkeys(items))
+
+
+# -------------------------------------------------------------------------------------------------- one market
+
+
+@dataclass
+class MarketJob:
+    """Everything a worker needs to run one market (picklable, paths absolute)."""
+
+    market: str
+    notebook: str
+    parameters: dict
+    html: str
+    executed: str
+    kpis: str
+    error: str
+    retries: int = 3
+
+
+def _safe_name(market: str) -> str:
+    """A file name for a market: letters, digits, ``-`` and ``_`` kept, anything else ``_``.
+
+    Examples
+    --------
+    >>> _safe_name("St. Louis / East")
+    'St__Louis___East'
+    """
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in market)
+
+
+def _is_port_collision(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}"
+    return "Address already in use" in text or "Kernel died before replying" in text or "ZMQError" in text
+
+
+def render_html(executed: str | Path, html: str | Path, *, title: str) -> float:
+    """Render an executed notebook to one self-contained HTML file with code, prompts and stderr hidden;
+    returns the seconds taken. Written to a temporary name first, then moved into place."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    started = time.perf_counter()
+    nb = nbformat.read(str(executed), as_version=4)
+    for cell in nb.cells:  # stderr streams (warnings, progress bars) are not for leaders
+        if cell.get("cell_type") == "code":
+            cell["outputs"] = [o for o in cell.get("outputs", [])
+                               if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+    nb.metadata["title"] = title
+    # carequal's template: the lab page without CDN scripts (reports are read offline and hold no LaTeX)
+    exporter = HTMLExporter(extra_template_basedirs=[str(Path(__file__).parent / "templates")],
+                            template_name="carequal_report", exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nb)
+    _write_atomic(Path(html), body)
+    return time.perf_counter() - started
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _cell_times(executed: Path) -> tuple[datetime | None, float]:
+    import nbformat
+
+    nb = nbformat.read(str(executed), as_version=4)
+    starts, total = [], 0.0
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("papermill", {})
+        if meta.get("start_time"):
+            starts.append(datetime.fromisoformat(meta["start_time"].replace("Z", "+00:00")))
+        total += float(meta.get("duration") or 0.0)
+    return (min(starts) if starts else None), total
+
+
+def _ipc_kernel_manager(folder: str):
+    """A kernel manager class whose kernels talk over IPC sockets in ``folder``: no TCP ports, so parallel
+    kernels cannot collide on a port, and nothing listens on the network (ipykernel warns about
+    unencrypted TCP otherwise)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.transport = "ipc"
+            self.ip = str(Path(folder) / "kernel")
+
+    return IPCKernelManager
+
+
+def run_market(job: MarketJob) -> dict:
+    """Execute and render one market's report (runs in a worker process). Never raises: the outcome, the
+    timings and, on failure, the error are returned (and the error is written beside the executed notebook).
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="carequal-kernel-") as folder:
+        return _run_market(job, _ipc_kernel_manager(folder))
+
+
+def _run_market(job: MarketJob, kernel_manager) -> dict:
+    import papermill
+
+    started = time.perf_counter()
+    began = datetime.now(UTC)
+    executed, html, error_path = Path(job.executed), Path(job.html), Path(job.error)
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    error_path.unlink(missing_ok=True)
+    tmp_nb = executed.with_name(f".tmp-{os.getpid()}-{executed.name}")
+    result = {"market": job.market, "status": "failed", "attempts": 0, "started": began.isoformat()}
+    for attempt in range(1, job.retries + 1):
+        result["attempts"] = attempt
+        began = datetime.now(UTC)
+        t0 = time.perf_counter()
+        try:
+            papermill.execute_notebook(job.notebook, str(tmp_nb), parameters=job.parameters,
+                                       cwd=str(Path(job.notebook).parent), progress_bar=False, log_output=False,
+                                       report_mode=True, kernel_manager_class=kernel_manager)
+        except Exception as exc:  # noqa: BLE001 - any failure of one market is recorded, not raised
+            if _is_port_collision(exc) and attempt < job.retries:
+                time.sleep(0.5 * attempt)
+                continue
+            if tmp_nb.exists():
+                tmp_nb.replace(executed)
+            result["error"] = _error_summary(exc)
+            error_path.write_text(f"market {job.market}: report failed\n\n{result['error']}\n\n"
+                                  + "".join(traceback.format_exception(exc)))
+            html.unlink(missing_ok=True)  # an older report of this market must not pass for the current one
+            result["seconds"] = {"total": time.perf_counter() - started}
+            return result
+        execute_seconds = time.perf_counter() - t0
+        tmp_nb.replace(executed)
+        first_cell, compute = _cell_times(executed)
+        kernel = (first_cell - began).total_seconds() if first_cell is not None else float("nan")
+        render = render_html(executed, html, title=f"{job.market}: partnership quality report")
+        result.update(status="ok", seconds={"kernel_start": max(kernel, 0.0), "compute": compute,
+                                            "execute": execute_seconds, "render": render,
+                                            "total": time.perf_counter() - started})
+        return result
+    return result
+
+
+def _error_summary(exc: BaseException) -> str:
+    name = getattr(exc, "ename", None) or type(exc).__name__
+    value = getattr(exc, "evalue", None) or str(exc)
+    first = str(value).strip().splitlines()[0] if str(value).strip() else ""
+    return f"{name}: {first}"[:500]
+
+
+# ------------------------------------------------------------------------------------------------ the batch
+
+
+@dataclass
+class BatchResult:
+    """Outcome of :func:`run_batch`."""
+
+    out: Path
+    work: Path
+    markets: dict[str, dict]
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[str]:
+        return [m for m, r in self.markets.items() if r.get("status") == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _package_versions() -> dict:
+    from importlib import metadata
+
+    names = ["carequal", "numpy", "pandas", "scipy", "statsmodels", "pyarrow", "pandera", "matplotlib", "seaborn",
+             "papermill", "nbconvert", "nbclient", "ipykernel", "jupyter_client"]
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int = 1, period: str | None = None,
+              measures: str = "all", conditions: str = "all", min_cell: int = 11, work: str | Path | None = None,
+              force: bool = False, notebook: str | Path = DEFAULT_NOTEBOOK, progress: bool = True,
+              scheduler: str | None = None) -> BatchResult:
+    """Run the market report for each market (see the module docstring).
+
+    Parameters
+    ----------
+    data : path
+        Contract tables (CSV/Parquet) or a market-partitioned dataset (``carequal ingest``).
+    out : path
+        Folder for the shareable outputs (reports, ``index.html``, ``manifest.json``).
+    markets : "all", comma-separated str or list
+    workers : int
+        Worker processes, one kernel each (size by memory too: a report kernel holds about 250 MB).
+    period : str, optional
+        :func:`parse_period` text; default :func:`default_period`.
+    measures, conditions : str
+        Passed to the notebook ("all" or comma-separated keys).
+    min_cell : int
+        Smallest count shown (11: counts 1–10 are suppressed).
+    work : path, optional
+        Work folder (default ``<out>.work`` beside ``out``).
+    force : bool
+        Redo every market (and the shared inputs) even if current.
+    notebook : path
+        The report notebook (default ``notebooks/market_report.ipynb``).
+    scheduler : str, optional
+        Address of a Dask distributed scheduler (``tcp://host:8786``) to run the markets on its workers
+        instead of local processes; the data, work and output paths must be visible to every worker.
+
+    Returns
+    -------
+    BatchResult
+    """
+    from carequal.national import MEASURES, prepare
+
+    t_run = time.perf_counter()
+    started = datetime.now(UTC)
+    data, out = Path(data).resolve(), Path(out).resolve()
+    work = Path(work).resolve() if work is not None else out.with_name(out.name + ".work")
+    notebook = Path(notebook).resolve()
+    if not data.exists():
+        raise ParameterError(f"data {data} does not exist")
+    if not notebook.is_file():
+        raise ParameterError(f"report notebook {notebook} does not exist")
+    if int(workers) != workers or workers < 1:
+        raise ParameterError(f"--workers must be a whole number ≥ 1, not {workers!r}")
+    if out == work or work.is_relative_to(out):
+        raise ParameterError(f"the work folder {work} must not be inside the shared output folder {out}: it "
+                             "holds patient-level data")
+    start, end = parse_period(period) if period else default_period(data)
+    available = available_markets(data)
+    chosen = _select_markets(markets, available)
+    base = {"period_start": start, "period_end": end, "measures": measures, "conditions": conditions,
+            "min_cell": int(min_cell) if isinstance(min_cell, int | float) and int(min_cell) == min_cell
+            else min_cell}
+    check_parameters(notebook, {**base, "market": chosen[0], "data": str(data), "work": str(work), "kpi_path": ""})
+    # values the notebook would only reject after its kernel started: checked here, with the valid choices
+    from carequal.cohorts import CONDITIONS
+    from carequal.report import _as_tuple, _threshold
+
+    measure_list = _as_tuple(measures, tuple(MEASURES), "measure(s)")
+    _as_tuple(conditions, (*CONDITIONS, "other"), "condition(s)")
+    _threshold(base["min_cell"])
+
+    t0 = time.perf_counter()
+    prepared = prepare(data, work, period_start=start, period_end=end, measures=tuple(MEASURES), force=force)
+    prepare_seconds = {**prepared.seconds, "total": time.perf_counter() - t0, "reused": prepared.reused}
+    missing = [m for m in chosen if m not in prepared.markets]
+    if missing:
+        raise ParameterError(f"market(s) {', '.join(missing)} have no accepted patients after validation; "
+                             f"markets with data: {', '.join(prepared.markets)}")
+
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / "manifest.json"
+    previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    nb_hash = _file_hash(notebook)
+    from carequal import __version__
+
+    jobs, results = [], {}
+    for market in chosen:
+        name = _safe_name(market)
+        params = {**base, "market": market, "data": str(data), "work": str(work),
+                  "kpi_path": str(work / "kpis" / f"{name}.json")}
+        key = hashlib.sha256(json.dumps({"fingerprint": prepared.fingerprint, "parameters": params,
+                                         "notebook": nb_hash, "carequal": __version__}, sort_keys=True)
+                             .encode()).hexdigest()
+        html = out / f"{name}.html"
+        before = previous.get("markets", {}).get(market, {})
+        if not force and before.get("status") == "ok" and before.get("key") == key and html.is_file():
+            results[market] = {**before, "status": "ok", "reused": True}
+            continue
+        (work / "kpis").mkdir(parents=True, exist_ok=True)
+        job = MarketJob(market=market, notebook=str(notebook), parameters=params, html=str(html),
+                        executed=str(work / "notebooks" / f"{name}.ipynb"), kpis=params["kpi_path"],
+                        error=str(work / "notebooks" / f"{name}.error.txt"))
+        jobs.append((job, key))
+
+    t0 = time.perf_counter()
+    for job_result, key in _execute(jobs, workers=workers, progress=progress, scheduler=scheduler):
+        market = job_result["market"]
+        name = _safe_name(market)
+        record = {**job_result, "key": key, "reused": False, "html": f"{name}.html" if job_result["status"] == "ok"
+                  else None, "notebook": str(work / "notebooks" / f"{name}.ipynb")}
+        kpi_file = work / "kpis" / f"{name}.json"
+        if job_result["status"] == "ok" and kpi_file.is_file():
+            record["kpis"] = json.loads(kpi_file.read_text())
+        if job_result["status"] != "ok":
+            record["error_file"] = str(work / "notebooks" / f"{name}.error.txt")
+        results[market] = record
+    markets_seconds = time.perf_counter() - t0
+
+    ordered = {m: results[m] for m in chosen}
+    # markets of earlier runs not in this one stay listed (their reports are still in out/)
+    for market, record in previous.get("markets", {}).items():
+        if market not in ordered and record.get("html") and (out / record["html"]).is_file():
+            ordered[market] = {**record, "reused": True}
+    manifest = {
+        "carequal_version": __version__, "started": started.isoformat(),
+        "finished": datetime.now(UTC).isoformat(),
+        "parameters": {**base, "markets": chosen, "workers": workers, "force": force,
+                       "notebook": str(notebook), "scheduler": scheduler},
+        "data": {"path": str(data), "fingerprint": prepared.fingerprint, "markets": prepared.markets},
+        "work": str(work), "packages": _package_versions(), "host": platform.node(),
+        "seconds": {"prepare": prepare_seconds, "markets": markets_seconds,
+                    "total": time.perf_counter() - t_run},
+        "markets": ordered,
+        "measures": list(measure_list),
+    }
+    write_index(out, manifest)
+    _write_atomic(manifest_path, json.dumps(manifest, indent=2, default=str))
+    return BatchResult(out=out, work=work, markets=ordered, manifest=manifest)
+
+
+def _execute(jobs: list, *, workers: int, progress: bool, scheduler: str | None):
+    """Yield ``(result, key)`` as markets finish: local worker processes, or a Dask cluster's workers."""
+    if not jobs:
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(jobs), desc="markets", unit="market", disable=not progress)
+    try:
+        if scheduler:
+            from distributed import Client, as_completed
+
+            with Client(scheduler) as client:
+                futures = {client.submit(run_market, job, pure=False, key=f"carequal-report-{job.market}-{key[:8]}"):
+                           key for job, key in jobs}
+                for future in as_completed(futures):
+                    bar.update()
+                    yield future.result(), futures[future]
+            return
+        if workers == 1:
+            for job, key in jobs:
+                result = run_market(job)
+                bar.update()
+                yield result, key
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        context = multiprocessing.get_context("spawn")  # no forked copies of a parent's threads or kernels
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+            futures = {pool.submit(run_market, job): key for job, key in jobs}
+            for future in as_completed(futures):
+                bar.update()
+                yield future.result(), futures[future]
+    finally:
+        bar.close()
+
+
+# ------------------------------------------------------------------------------------------------- the index
+
+
+_INDEX_CSS = """
+body { font-family: -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; margin: 2.5em;
+       color: #222; max-width: 1200px; }
+h1 { font-weight: 600; margin-bottom: 0.2em; } p.sub { color: #555; margin-top: 0; }
+table { border-collapse: collapse; margin-top: 1.5em; width: 100%; font-size: 0.95em; }
+th { text-align: right; border-bottom: 2px solid #444; padding: 6px 10px; vertical-align: bottom; }
+td { text-align: right; padding: 6px 10px; border-bottom: 1px solid #ddd; font-variant-numeric: tabular-nums; }
+th:first-child, td:first-child, td.status, th.status { text-align: left; }
+td.failed { color: #b00020; font-weight: 600; } td.ok { color: #1b7f3b; }
+td.note { text-align: left; color: #555; font-size: 0.9em; white-space: nowrap; }
+a { color: #0b5cad; } p.foot { color: #666; font-size: 0.85em; margin-top: 2em; }
+"""
+
+
+def _fmt_rate(kpis: dict, measure: str) -> str:
+    value = (kpis or {}).get(measure, {}).get("rate")
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def _fmt_ratio(kpis: dict, measure: str) -> str:
+    value = (kpis or {}).get(measure, {}).get("ratio")
+    return "–" if value is None else f"{value:.2f}"
+
+
+def write_index(out: Path, manifest: dict) -> Path:
+    """Write ``index.html``: one row per market with its headline KPIs, status and link (atomically)."""
+    from carequal.national import MEASURES
+
+    measures = manifest.get("measures", list(MEASURES))
+    params = manifest["parameters"]
+    head = ["Market", "Status"]
+    for m in measures:
+        head += [f"{MEASURES[m].label}", "O/E"]
+    head += ["Facilities flagged (higher / lower than expected)", "Report"]
+    rows = []
+    for market, record in manifest["markets"].items():
+        ok = record.get("status") == "ok"
+        kpis = record.get("kpis", {})
+        cells = [f"<td>{escape(market)}</td>",
+                 f'<td class="status {"ok" if ok else "failed"}">{"ready" if ok else "failed"}</td>']
+        for m in measures:
+            cells += [f"<td>{_fmt_rate(kpis, m)}</td>", f"<td>{_fmt_ratio(kpis, m)}</td>"]
+        flagged = kpis.get("flagged") if ok else None
+        cells.append(f"<td>{flagged['higher']} / {flagged['lower']}</td>" if flagged else "<td>–</td>")
+        if ok and record.get("html"):
+            cells.append(f'<td class="note"><a href="{escape(record["html"])}">open report</a></td>')
+        else:
+            cells.append(f'<td class="note">report not produced: {escape(record.get("error", "unknown error"))}'
+                         "</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    n_failed = sum(1 for r in manifest["markets"].values() if r.get("status") != "ok")
+    status = (f"{len(manifest['markets']) - n_failed} of {len(manifest['markets'])} market reports ready"
+              + (f"; <b>{n_failed} failed</b> (details for the analytics team in the run manifest)" if n_failed
+                 else ""))
+    finished = manifest["finished"][:16].replace("T", " ")
+    html = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Partnership quality reports</title>
+<style>{_INDEX_CSS}</style></head>
+<body>
+<h1>Partnership quality reports</h1>
+<p class="sub">Reporting period {escape(params['period_start'])} to {escape(params['period_end'])} · {status}</p>
+<p>Each market's rates are for index hospital stays at its facilities. O/E compares them with the national
+average for the same patients: above 1 means more events than expected. Facilities are flagged only when the
+95% interval of their O/E lies wholly above or below 1. Small numbers are suppressed to protect privacy.</p>
+<table><thead><tr>{''.join(f'<th>{escape(h)}</th>' for h in head)}</tr></thead>
+<tbody>{''.join(rows)}</tbody></table>
+<p class="foot">Produced {escape(finished)} UTC by carequal {escape(manifest['carequal_version'])}
+from input {escape(manifest['data']['fingerprint'][:12])}.</p>
+</body></html>
+"""
+    path = Path(out) / "index.html"
+    _write_atomic(path, html)
+    return path

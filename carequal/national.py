@@ -1,0 +1,394 @@
+"""The national reference: risk models fitted on every market, and each index stay's expected outcome.
+
+A market report compares its facilities with the nation (every market in the data), not with the market
+itself: four hospitals cannot carry a risk model of their own, and "as expected" must mean the same in every
+report. The batch therefore builds the reference once, before any market's report starts, and writes it
+partitioned by the market of the facility being judged, so that a report reads only its own facilities'
+rows (:func:`read_reference`).
+
+The reference, per measure of :data:`MEASURES`:
+
+1. index stays (:func:`carequal.cohorts.index_stays`) and all their outcomes
+   (:func:`carequal.measures.index_measures`), with :data:`carequal.risk.RISK_COVARIATES`;
+2. a random-intercept logistic model (:class:`carequal.risk.HierarchicalLogit`, facility intercepts) fitted
+   on the stays discharged in the reporting period;
+3. for every index stay of every period: ``expected`` = expit(x'β) (the average facility, CMS's "expected")
+   and ``predicted`` = expit(x'β + û_j) (its own facility); the facility's O/E is then the indirectly
+   standardised ratio of :func:`carequal.compare.scorecard`, and P/E the CMS excess-readmission-style ratio;
+4. model diagnostics: c-statistic (DeLong interval), Brier score, Hosmer–Lemeshow, calibration by decile,
+   facility-intercept SD and the odds ratio of every covariate.
+
+Stays outside the reporting period are scored with the same model (trend charts and the previous-period
+comparison use them), never used to fit it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from carequal.errors import ParameterError
+
+__all__ = ["MEASURES", "MeasureSpec", "Prepared", "Reference", "build_reference", "data_fingerprint",
+           "is_market_dataset", "measure_rows", "prepare", "read_reference",
+           "reporting_period", "write_reference"]
+
+
+@dataclass(frozen=True)
+class MeasureSpec:
+    """One facility comparison measure: which outcome, whose stays, and which facility is judged."""
+
+    name: str
+    label: str
+    outcome: str
+    unit: str
+    unit_kind: str
+    post_acute_only: bool = False
+    improvement: str = "down"
+
+
+MEASURES: dict[str, MeasureSpec] = {
+    "readmission": MeasureSpec("readmission", "30-day unplanned readmission", "unplanned_readmit_30d",
+                               "facility_id", "hospital"),
+    "mortality": MeasureSpec("mortality", "30-day mortality", "died_30d", "facility_id", "hospital"),
+    "pac_readmission": MeasureSpec("pac_readmission", "30-day readmission after post-acute referral",
+                                   "unplanned_readmit_30d", "pac_facility_id", "post-acute provider",
+                                   post_acute_only=True),
+}
+"""The comparison measures. ``pac_readmission`` follows hospital discharges that went on to a skilled nursing,
+rehabilitation, long-term care hospital or home health provider within a day, and judges that provider
+(SNFRM-style attribution: the 30 days run from the hospital discharge)."""
+
+ROW_COLUMNS = ("measure", "stay_id", "unit_id", "unit_market", "unit_setting", "unit_is_partner", "discharge_date",
+               "condition", "in_period", "observed", "expected", "predicted")
+
+
+@dataclass
+class Reference:
+    """The national reference (see the module docstring).
+
+    Attributes
+    ----------
+    rows : DataFrame
+        One row per measure × index stay: ``measure``, ``stay_id``, ``unit_id`` (the facility judged),
+        ``unit_market``, ``unit_setting``, ``unit_is_partner``, ``discharge_date``, ``condition``,
+        ``in_period`` (used to fit the model), ``observed`` (0/1), ``expected``, ``predicted``.
+    models : DataFrame
+        One row per measure: period, ``n``, ``events``, ``rate``, ``facilities``, ``sigma``, ``c``,
+        ``c_lower``, ``c_upper``, ``brier``, ``hl_statistic``, ``hl_p_value``, ``converged``.
+    coefficients : DataFrame
+        ``measure``, ``term``, ``estimate``, ``se``, ``odds_ratio``, ``lower``, ``upper``.
+    calibration : DataFrame
+        ``measure`` and :func:`carequal.risk.calibration_table` over the fitting stays.
+    """
+
+    rows: pd.DataFrame
+    models: pd.DataFrame
+    coefficients: pd.DataFrame
+    calibration: pd.DataFrame
+    meta: dict = field(default_factory=dict)
+
+
+def reporting_period(start: str | pd.Timestamp, end: str | pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """Parse and check a reporting period (inclusive dates).
+
+    Examples
+    --------
+    >>> reporting_period("2024-01-01", "2024-12-31")
+    (Timestamp('2024-01-01 00:00:00'), Timestamp('2024-12-31 00:00:00'))
+    >>> reporting_period("2024-12-31", "2024-01-01")
+    Traceback (most recent call last):
+    ...
+    carequal.errors.ParameterError: period: start 2024-12-31 is after end 2024-01-01
+    """
+    try:
+        lo, hi = pd.Timestamp(start), pd.Timestamp(end)
+    except (ValueError, TypeError) as exc:
+        raise ParameterError(f"period: {start!r} to {end!r} are not dates (use YYYY-MM-DD): {exc}") from None
+    if pd.isna(lo) or pd.isna(hi):
+        raise ParameterError(f"period: give both a start and an end date, not {start!r} to {end!r}")
+    if lo > hi:
+        raise ParameterError(f"period: start {lo.date()} is after end {hi.date()}")
+    return lo, hi
+
+
+def measure_rows(measured: pd.DataFrame, facilities: pd.DataFrame, spec: MeasureSpec) -> pd.DataFrame:
+    """The index stays a measure counts, with the facility judged (``unit_id``) and the outcome (``observed``).
+
+    Parameters
+    ----------
+    measured : DataFrame
+        :func:`carequal.measures.index_measures` output (with risk covariates if a model is to be fitted).
+    facilities : DataFrame
+        Contract facilities (market, setting and partner flag of the judged facility).
+    spec : MeasureSpec
+
+    Examples
+    --------
+    >>> fac = pd.DataFrame({"facility_id": ["H1", "S1"], "market": ["A", "A"], "setting": ["acute", "snf"],
+    ...                     "is_partner": [True, False]})
+    >>> m = pd.DataFrame({"stay_id": ["s1", "s2"], "facility_id": ["H1", "H1"], "pac_facility_id": ["S1", None],
+    ...                   "pac_setting": ["snf", "none"], "unplanned_readmit_30d": [True, False]})
+    >>> measure_rows(m, fac, MEASURES["pac_readmission"])[["stay_id", "unit_id", "unit_setting", "observed"]]
+      stay_id unit_id unit_setting  observed
+    0      s1      S1          snf       1.0
+    """
+    data = measured
+    if spec.post_acute_only:
+        data = data[(data["pac_setting"] != "none") & data[spec.unit].notna()]
+    data = data.reset_index(drop=True)
+    fac = facilities.set_index("facility_id")
+    unit = data[spec.unit].astype("str")
+    out = data.assign(
+        measure=spec.name, unit_id=unit.to_numpy(),
+        unit_market=unit.map(fac["market"]).to_numpy(), unit_setting=unit.map(fac["setting"]).to_numpy(),
+        unit_is_partner=unit.map(fac["is_partner"]).fillna(False).astype(bool).to_numpy(),
+        observed=data[spec.outcome].fillna(False).astype(float).to_numpy())
+    return out
+
+
+def _fit_measure(rows: pd.DataFrame, spec: MeasureSpec, covariates: list[str], in_period: np.ndarray):
+    from carequal.risk import HierarchicalLogit, brier_score, c_statistic, calibration_table, hosmer_lemeshow
+
+    fit_rows = rows[in_period]
+    if len(fit_rows) == 0 or fit_rows["observed"].nunique() < 2:
+        raise ParameterError(f"{spec.name}: the reporting period has {len(fit_rows)} index stays and "
+                             f"{int(fit_rows['observed'].sum()) if len(fit_rows) else 0} events; a risk model "
+                             "needs both outcomes (choose a longer period)")
+    # drop covariates that do not vary in the fitting stays (e.g. no employees in a Medicare-only extract)
+    usable = [c for c in covariates if fit_rows[c].nunique() > 1]
+    model = HierarchicalLogit(usable).fit(fit_rows, outcome="observed", group="unit_id")
+    lp = model.linear_predictor(rows)
+    effect = rows["unit_id"].map(pd.Series(model.effects_["effect"].to_numpy(), index=model.groups_)).fillna(0.0)
+    expected = 1 / (1 + np.exp(-lp))
+    predicted = 1 / (1 + np.exp(-(lp + effect.to_numpy())))
+    y, p = fit_rows["observed"].to_numpy(), expected[in_period]
+    c = c_statistic(y, p)
+    hl = hosmer_lemeshow(y, p)
+    summary = {"measure": spec.name, "label": spec.label, "unit_kind": spec.unit_kind, "n": len(fit_rows),
+               "events": int(y.sum()), "rate": float(y.mean()), "facilities": len(model.groups_),
+               "sigma": model.sigma_, "c": c["c"], "c_lower": c["lower"], "c_upper": c["upper"],
+               "brier": brier_score(y, p), "hl_statistic": hl["statistic"], "hl_p_value": hl["p_value"],
+               "converged": model.converged_, "covariates": len(usable)}
+    from scipy import stats
+
+    z = stats.norm.ppf(0.975)
+    coef = pd.DataFrame({"measure": spec.name, "term": model.params_.index, "estimate": model.params_.to_numpy(),
+                         "se": model.bse_.to_numpy()})
+    coef["odds_ratio"] = np.exp(coef["estimate"])
+    coef["lower"] = np.exp(coef["estimate"] - z * coef["se"])
+    coef["upper"] = np.exp(coef["estimate"] + z * coef["se"])
+    calib = calibration_table(y, p).assign(measure=spec.name)
+    return expected, predicted, summary, coef, calib
+
+
+def build_reference(tables: dict[str, pd.DataFrame], *, period_start, period_end,
+                    measures: tuple[str, ...] | list[str] = tuple(MEASURES), rules=None) -> Reference:
+    """Fit the national models and score every index stay (see the module docstring).
+
+    Parameters
+    ----------
+    tables : dict of DataFrame
+        Validated contract tables of **every** market.
+    period_start, period_end : date-like
+        Reporting period (inclusive, by discharge date): the stays the models are fitted on.
+    measures : sequence of str
+        Keys of :data:`MEASURES`.
+    rules : IndexRules, optional
+        Index-stay rules (CMS defaults).
+
+    Returns
+    -------
+    Reference
+    """
+    from carequal.cohorts import index_stays
+    from carequal.measures import index_measures
+    from carequal.risk import RISK_COVARIATES, risk_covariates
+
+    unknown = [m for m in measures if m not in MEASURES]
+    if unknown:
+        raise ParameterError(f"unknown measure(s) {', '.join(unknown)}; choose from {', '.join(MEASURES)}")
+    start, end = reporting_period(period_start, period_end)
+    fac = tables["facilities"]
+    cohort = index_stays(tables["stays"], fac, tables["patients"], tables.get("enrollment"), rules=rules)
+    measured = risk_covariates(index_measures(cohort.index, tables), tables["stays"])
+    rows, models, coefs, calibs = [], [], [], []
+    for name in measures:
+        spec = MEASURES[name]
+        data = measure_rows(measured, fac, spec)
+        when = pd.to_datetime(data["discharge_date"])
+        in_period = ((when >= start) & (when <= end)).to_numpy()
+        expected, predicted, summary, coef, calib = _fit_measure(data, spec, list(RISK_COVARIATES), in_period)
+        data = data.assign(in_period=in_period, expected=expected, predicted=predicted)
+        rows.append(data[list(ROW_COLUMNS)])
+        models.append({**summary, "period_start": start.date().isoformat(), "period_end": end.date().isoformat()})
+        coefs.append(coef)
+        calibs.append(calib)
+    out = pd.concat(rows, ignore_index=True)
+    out["discharge_date"] = pd.to_datetime(out["discharge_date"])
+    return Reference(rows=out, models=pd.DataFrame(models), coefficients=pd.concat(coefs, ignore_index=True),
+                     calibration=pd.concat(calibs, ignore_index=True),
+                     meta={"period_start": start.date().isoformat(), "period_end": end.date().isoformat(),
+                           "measures": list(measures), "index_stays": len(cohort.index)})
+
+
+def write_reference(reference: Reference, out_dir: str | Path) -> None:
+    """Write a reference: ``rows/unit_market=<m>/`` (Parquet, by the judged facility's market), model tables
+    as CSV and ``reference.json``. An existing reference in ``out_dir`` is replaced."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = reference.rows.copy()
+    rows["unit_market"] = rows["unit_market"].fillna("(unknown)").astype("str")
+    ds.write_dataset(pa.Table.from_pandas(rows, preserve_index=False), out_dir / "rows", format="parquet",
+                     partitioning=["unit_market"], partitioning_flavor="hive",
+                     existing_data_behavior="delete_matching", basename_template="part-{i}.parquet")
+    reference.models.to_csv(out_dir / "models.csv", index=False)
+    reference.coefficients.to_csv(out_dir / "coefficients.csv", index=False)
+    reference.calibration.to_csv(out_dir / "calibration.csv", index=False)
+    (out_dir / "reference.json").write_text(json.dumps(reference.meta, indent=2))
+
+
+def read_reference(directory: str | Path, *, market: str | None = None) -> Reference:
+    """Read a reference written by :func:`write_reference`; with ``market``, only the rows of that market's
+    facilities are read (partition pruning: the other markets' files are not opened)."""
+    directory = Path(directory)
+    if not (directory / "reference.json").is_file():
+        raise ParameterError(f"{directory} holds no national reference (reference.json is missing); "
+                             "build one with carequal.national.build_reference or `carequal report`")
+    folder = directory / "rows"
+    if market is not None:
+        part = folder / f"unit_market={market}"
+        if part.is_dir():
+            rows = ds.dataset(part, format="parquet").to_table().to_pandas(date_as_object=False)
+            rows["unit_market"] = market
+        else:
+            rows = pd.DataFrame({c: pd.Series(dtype="float64") for c in ROW_COLUMNS})
+    else:
+        rows = ds.dataset(folder, format="parquet", partitioning="hive").to_table().to_pandas(date_as_object=False)
+    rows = rows[list(ROW_COLUMNS)]
+    return Reference(rows=rows, models=pd.read_csv(directory / "models.csv"),
+                     coefficients=pd.read_csv(directory / "coefficients.csv"),
+                     calibration=pd.read_csv(directory / "calibration.csv"),
+                     meta=json.loads((directory / "reference.json").read_text()))
+
+
+# ------------------------------------------------------------------------------------ preparing a batch run
+
+
+def data_fingerprint(path: str | Path) -> str:
+    """SHA-256 over the relative names and bytes of every file under ``path`` (or of one file), in name order:
+    the identity of a run's input, recorded in the manifest and used to tell when prepared inputs are stale.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = (Path(d) / "stays.csv").write_text("stay_id\\nS1\\n")
+    ...     a = data_fingerprint(d)
+    ...     _ = (Path(d) / "stays.csv").write_text("stay_id\\nS2\\n")
+    ...     a != data_fingerprint(d)
+    True
+    """
+    import hashlib
+
+    path = Path(path)
+    if not path.exists():
+        raise ParameterError(f"data {path} does not exist")
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def is_market_dataset(path: str | Path) -> bool:
+    """Whether ``path`` is a market-partitioned dataset written by ``carequal ingest``."""
+    return any((Path(path) / "patients").glob("market=*"))
+
+
+@dataclass
+class Prepared:
+    """The inputs every market report reads: a market-partitioned dataset and the national reference."""
+
+    dataset: Path
+    reference: Path
+    fingerprint: str
+    markets: list[str]
+    reused: bool
+    seconds: dict
+
+
+def prepare(data: str | Path, work: str | Path, *, period_start, period_end,
+            measures: tuple[str, ...] | list[str] = tuple(MEASURES), mode: str = "quarantine",
+            force: bool = False) -> Prepared:
+    """Ingest ``data`` (unless it already is a market dataset) and build the national reference, in ``work``.
+
+    Both are reused when ``work/prepared.json`` records the same input fingerprint, period and measures (and
+    ``force`` is false). Rejected rows (``mode="quarantine"``) are written to ``work/quarantine/`` — they
+    hold patient rows and stay out of the shared reports; their counts go into the dataset's validation
+    summary. Everything is built in a temporary folder and moved into place, so an interrupted run leaves the
+    previous inputs or none, never half of new ones.
+    """
+    import shutil
+    import time
+
+    from carequal import __version__
+    from carequal.loaders import load_tables, markets_in_dataset, write_market_dataset
+
+    start, end = reporting_period(period_start, period_end)
+    unknown = [m for m in measures if m not in MEASURES]
+    if unknown:
+        raise ParameterError(f"unknown measure(s) {', '.join(unknown)}; choose from {', '.join(MEASURES)}")
+    data, work = Path(data), Path(work)
+    t0 = time.perf_counter()
+    fingerprint = data_fingerprint(data)
+    t_fp = time.perf_counter() - t0
+    key = {"fingerprint": fingerprint, "period_start": start.date().isoformat(),
+           "period_end": end.date().isoformat(), "measures": list(measures), "mode": mode, "carequal": __version__,
+           "data": str(data.resolve())}
+    stamp = work / "prepared.json"
+    dataset = data if is_market_dataset(data) else work / "dataset"
+    reference = work / "reference"
+    if not force and stamp.is_file() and json.loads(stamp.read_text()) == key and reference.is_dir() \
+            and dataset.is_dir():
+        return Prepared(dataset, reference, fingerprint, markets_in_dataset(dataset), True,
+                        {"fingerprint": t_fp})
+    work.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)
+    seconds = {"fingerprint": t_fp}
+    t0 = time.perf_counter()
+    validated = load_tables(data, mode=mode)
+    seconds["validate"] = time.perf_counter() - t0
+    if dataset != data:
+        t0 = time.perf_counter()
+        tmp = work / "dataset.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        write_market_dataset(validated, tmp)
+        quarantine = work / "quarantine"
+        shutil.rmtree(quarantine, ignore_errors=True)
+        for table, rows in validated.quarantine.items():
+            if len(rows):
+                quarantine.mkdir(parents=True, exist_ok=True)
+                rows.to_csv(quarantine / f"{table}.csv", index=False)
+        shutil.rmtree(dataset, ignore_errors=True)
+        tmp.rename(dataset)
+        seconds["ingest"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    built = build_reference(validated.tables, period_start=start, period_end=end, measures=measures)
+    tmp = work / "reference.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_reference(built, tmp)
+    shutil.rmtree(reference, ignore_errors=True)
+    tmp.rename(reference)
+    seconds["reference"] = time.perf_counter() - t0
+    stamp.write_text(json.dumps(key, indent=2))
+    return Prepared(dataset, reference, fingerprint, markets_in_dataset(dataset), False, seconds)

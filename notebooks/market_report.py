@@ -1,0 +1,226 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (carequal)
+#     language: python
+#     name: python3
+# ---
+
+# %% tags=["parameters"]
+# Parameters (papermill injects the batch's values after this cell; every one is typed for validation)
+market: str = "Northvale"
+period_start: str = "2024-01-01"
+period_end: str = "2024-12-31"
+conditions: str = "all"
+measures: str = "all"
+data: str = "../data/sample"
+work: str = "../reports.work"
+min_cell: int = 11
+kpi_path: str = ""
+
+# %% tags=["setup"]
+import warnings
+
+import matplotlib.pyplot as plt
+from IPython.display import HTML, Markdown, display
+
+from carequal import plots
+from carequal import report as rpt
+from carequal.national import MEASURES, prepare
+
+# third-party deprecation chatter is not for leaders; carequal's own warnings are turned into findings
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+warnings.filterwarnings("ignore", category=FutureWarning)
+plots.set_theme()
+plt.rcParams["figure.dpi"] = 96
+
+inputs = prepare(data, work, period_start=period_start, period_end=period_end)
+mr = rpt.load_market_report(inputs.dataset, inputs.reference, market, period_start=period_start,
+                            period_end=period_end, measures=measures, conditions=conditions, min_cell=min_cell)
+kpis = rpt.headline_kpis(mr.rows, period=mr.period, previous=mr.previous, measures=mr.measures,
+                         min_cell=mr.min_cell)
+card = rpt.facility_scorecard(mr.rows, mr.facilities[mr.facilities["market"] == market], period=mr.period,
+                              measures=mr.measures, min_cell=mr.min_cell)
+if kpi_path:
+    rpt.write_kpis(rpt.kpi_record(kpis, card), kpi_path)
+
+
+def bullets(sentences):
+    display(Markdown("\n".join(f"- {s}" for s in sentences)))
+
+
+def table(frame):
+    display(HTML(rpt.table_html(frame)))
+
+
+display(HTML(rpt.REPORT_CSS))
+
+
+# %%
+display(Markdown(rpt.report_title(mr)))
+
+# %% [markdown]
+# ## Headline findings
+#
+# Rates are for index hospital stays of the market's facilities; "expected" is what the national risk model
+# predicts for these same patients at an average facility, so O/E above 1 means more events than expected.
+
+# %%
+bullets(rpt.headline_findings(kpis, market=market, period=mr.period, previous=mr.previous))
+table(rpt.presentable(kpis, columns={"label": "Measure", "n": None, "events": None, "rate": "Rate",
+                                     "expected_rate": "Expected rate", "ratio": "O/E", "prev_rate": "Last period",
+                                     "change": "Change"},
+                      counts=("n", "events"), percent=("rate", "expected_rate", "prev_rate"), points=("change",),
+                      ratio=("ratio",)))
+
+# %% [markdown]
+# ## Partner scorecard
+#
+# Each facility against the national expectation for its own patients. A facility is called higher or lower
+# than expected only when the 95% interval of its O/E lies wholly above or below 1; facilities with fewer than
+# 25 cases are not judged.
+
+# %%
+bullets(rpt.partner_findings(card))
+shown_card = rpt.scorecard_display(card)
+for name in mr.measures:
+    part = shown_card[shown_card["measure"] == name]
+    display(Markdown(f"**{MEASURES[name].label}** (judging each {MEASURES[name].unit_kind})"))
+    table(rpt.presentable(part, columns={"name": "Facility", "setting": "Setting", "partner": "Partner", "n": None,
+                                         "observed": None, "rate": "Rate", "ratio": "O/E", "interval": "95% CI",
+                                         "judgement": "Judgement"},
+                          counts=("n", "observed"), percent=("rate",), ratio=("ratio",)))
+
+# %% [markdown]
+# ## Which facilities stand out?
+#
+# Funnel plots: each dot is a facility, placed by its size (expected events) and its O/E. Dots outside the
+# funnel differ from expectation by more than chance explains. The caterpillar plots rank the same facilities
+# with their 95% intervals; partners are highlighted.
+
+# %%
+for name in mr.measures:
+    funnel, left_off, _notes = rpt.funnel_for(mr.rows, card, name, period=mr.period)
+    if funnel is None:
+        display(Markdown(f"*{MEASURES[name].label}: no facility has enough cases to chart.*"))
+        continue
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 5.5))
+    plots.funnel_plot(funnel, label_col="name", partner="is_partner", ax=ax1,
+                      title=f"{MEASURES[name].label}: funnel")
+    shown, _ = rpt.shown_for_chart(card, name)
+    plots.caterpillar_plot(shown, label="name", partner="is_partner", ax=ax2,
+                           title=f"{MEASURES[name].label}: O/E with 95% intervals", xlabel="Observed / expected")
+    fig.tight_layout()
+    plt.show()
+    if left_off:
+        display(Markdown(f"*{left_off} facilit{'y' if left_off == 1 else 'ies'} with too few cases or small "
+                         "numbers not shown.*"))
+
+# %% [markdown]
+# ## Trends and signals
+#
+# Monthly rates for the market's facilities on a statistical process control chart: the centre line is the
+# average, the dashed and solid lines the 2σ and 3σ limits. Marked points are special-cause signals worth
+# investigating; movement inside the limits is ordinary month-to-month variation. Months with small numbers
+# are left blank.
+
+# %%
+for name in mr.measures:
+    chart = rpt.trend_chart(mr.rows, name, min_cell=mr.min_cell, end=mr.period[1])
+    bullets(rpt.trend_findings(chart, MEASURES[name].label, since=mr.period[0]))
+    if len(chart) >= 3:
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 4.8))
+        plots.spc_plot(chart, ax=ax1, title=f"{MEASURES[name].label}: {chart.attrs['freq']}ly control chart")
+        by_partner = rpt.trend_chart(mr.rows, name, freq="quarter", by_partner=True, min_cell=mr.min_cell,
+                                     end=mr.period[1])
+        plots.trend_plot(by_partner, hue="partner", ax=ax2,
+                         title=f"{MEASURES[name].label}: partners and others, by quarter")
+        fig.tight_layout()
+        plt.show()
+
+# %% [markdown]
+# ## Where patients go after the hospital
+#
+# Discharges from the market's hospitals in the reporting period, by the post-acute setting that followed
+# within a day, and hospital by hospital to each post-acute provider.
+
+# %%
+dest = rpt.destination_table(mr.rows, period=mr.period, min_cell=mr.min_cell)
+bullets(rpt.destination_findings(dest))
+table(rpt.presentable(dest, columns={"destination": "Next setting", "discharges": None, "share": "Share"},
+                      counts=("discharges",), percent=("share",)))
+flows = rpt.flow_table(mr.tables, mr.rows, market=market, period=mr.period, min_cell=mr.min_cell)
+chart_flows, left_off = rpt.flow_for_chart(flows)
+if len(chart_flows):
+    ax = plots.flow_heatmap(chart_flows, source="hospital", target="pac_facility", partner="pac_is_partner",
+                            title="Discharges from each hospital to each post-acute provider")
+    plt.setp(ax.get_xticklabels(), rotation=40, ha="right")
+    plt.show()
+if left_off:
+    display(Markdown(f"*{left_off} post-acute provider(s) with only small numbers of discharges not shown.*"))
+
+# %% [markdown]
+# ## Population health
+#
+# Use of care by the market's residents, per 1,000 person-years of enrollment, directly standardised to the
+# 2000 U.S. population by age and sex so that markets with older populations can be compared fairly.
+
+# %%
+pop = rpt.population_table(mr.tables, market=market, period=mr.period, min_cell=mr.min_cell)
+table(rpt.presentable(rpt.with_interval_text(pop), columns={
+    "measure": "Measure", "events": None, "person_years": None, "rate": "Standardised rate per 1,000",
+    "interval": "95% CI"}, counts=("events", "person_years"), number=("rate",)))
+display(Markdown("**Chronic conditions** among residents with a hospital or post-acute stay in the period:"))
+chronic = rpt.chronic_table(mr.tables, market=market, period=mr.period, min_cell=mr.min_cell)
+table(rpt.presentable(chronic, columns={"condition": "Condition", "patients": None, "per_1000": "Per 1,000"},
+                      counts=("patients",), number=("per_1000",)))
+
+# %% [markdown]
+# ## Partnership impact
+#
+# Did readmissions of patients sent to partner post-acute providers change once each partnership began,
+# relative to other providers over the same quarters? (Difference-in-differences, adjusted for patient risk.)
+
+# %%
+bullets([rpt.impact_finding(rpt.impact_summary(mr.tables, market=market), min_cell=mr.min_cell)])
+
+# %% [markdown]
+# ## Appendix: methods and data quality
+#
+# **Cohort.** Index stays follow the CMS hospital-wide readmission conventions: acute stays of patients 65 and
+# over, transfers chained into one episode, in-hospital deaths and discharges against medical advice
+# excluded, 12 months of enrollment before and 30 days after required. **Outcomes.** Unplanned readmission to
+# any acute hospital within 30 days of discharge (CMS Planned Readmission Algorithm); death within 30 days of
+# admission; post-acute readmission attributed to the provider that received the patient. **Expected
+# rates.** A national random-intercept logistic model per measure (age, sex, dual eligibility, population,
+# secondary diagnoses, chemotherapy and condition), fitted on the reporting period across all markets; O/E
+# intervals are exact Poisson below 10 events and Byar's approximation above. **Privacy.** Counts from 1 to 10,
+# and any value that would reveal one, are suppressed.
+
+# %%
+display(Markdown("**Data quality at ingest** (all markets):"))
+validation = rpt.validation_table(mr.validation, min_cell=mr.min_cell)
+if len(validation):
+    table(rpt.presentable(validation, columns={"table": "Table", "loaded": None, "accepted": None,
+                                               "quarantined": None},
+                          counts=("loaded", "accepted", "quarantined")))
+display(Markdown("**Cohort attrition** (acute stays of the market's residents):"))
+table(rpt.presentable(rpt.attrition_table(mr.tables, min_cell=mr.min_cell),
+                      columns={"description": "Step", "removed": None, "remaining": "Stays remaining"},
+                      counts=("removed",)))
+display(Markdown("**National risk models:**"))
+table(rpt.model_table(mr.reference.models))
+
+# %%
+fig, axes = plt.subplots(1, len(mr.measures), figsize=(5.5 * len(mr.measures), 4.8), squeeze=False)
+for ax, name in zip(axes[0], mr.measures, strict=True):
+    calib = mr.reference.calibration[mr.reference.calibration["measure"] == name]
+    plots.calibration_plot(calib, ax=ax, title=f"{MEASURES[name].label}: calibration")
+fig.tight_layout()
+plt.show()
+bullets(rpt.report_notes(card, mr))
