@@ -1,8 +1,10 @@
 # Convenience wrappers: every target goes through tasks.py, which needs only Python 3.11+.
 PYTHON ?= python3
 
-.PHONY: report test
+.PHONY: report test lab
 report:
 	$(PYTHON) tasks.py report
 test:
 	$(PYTHON) tasks.py test
+lab:
+	$(PYTHON) tasks.py lab

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Set up carequal's environment and run its jobs, needing nothing but Python 3.11+.
 
-    python3 tasks.py report   # create .venv if needed, install carequal, run the main job on data/sample
+    python3 tasks.py report   # create .venv if needed, install carequal, run the report batch on data/sample
     python3 tasks.py test     # create .venv if needed, install carequal with test extras, lint and test
+    python3 tasks.py lab      # install JupyterLab too, register the "carequal" kernel, open the notebooks
 
 The virtual environment is reinstalled only when pyproject.toml changes (a hash is kept in .venv).
 """
@@ -29,19 +30,19 @@ def run(*cmd: str | Path) -> None:
         sys.exit(result.returncode)
 
 
-def setup() -> None:
-    """Create .venv and install carequal (editable, with test extras) unless already current."""
+def setup(extras: str = "test") -> None:
+    """Create .venv and install carequal (editable, with ``extras``) unless already current."""
     if sys.version_info < (3, 11):  # noqa: UP036 - tasks.py may be started by an older python3
         sys.exit(f"carequal needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     stamp = VENV / ".carequal-installed"
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
     if stamp.is_file() and stamp.read_text() == want and PY.exists():
         return
     if not PY.exists():
         print(f"+ creating {VENV}", flush=True)
         venv.create(VENV, with_pip=True)
     run(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-    run(PY, "-m", "pip", "install", "--quiet", "-e", ".[test]")
+    run(PY, "-m", "pip", "install", "--quiet", "-e", f".[{extras}]")
     stamp.write_text(want)
 
 
@@ -49,10 +50,18 @@ def main(argv: list[str]) -> None:
     task = argv[0] if argv else "help"
     if task == "report":
         setup()
-        run(BIN / "carequal", "check", "--data", "data/sample")
+        # the main job: every sample market's report, the index and the manifest in reports/
+        run(BIN / "carequal", "report", "--data", "data/sample", "--out", "reports", "--workers", "2", *argv[1:])
+    elif task == "lab":
+        setup("test,lab")
+        # a named kernel, so JupyterLab started from anywhere runs the notebooks in this environment
+        run(PY, "-m", "ipykernel", "install", "--user", "--name", "carequal",
+            "--display-name", "Python 3 (carequal)")
+        run(BIN / "jupyter", "lab", "--notebook-dir", "notebooks", *argv[1:])
     elif task == "test":
         setup()
-        run(PY, "-m", "ruff", "check", "--no-cache", "carequal", "tests", "benchmarks", "tasks.py", "conftest.py")
+        run(PY, "-m", "ruff", "check", "--no-cache", "carequal", "tests", "benchmarks", "notebooks", "scripts",
+            "tasks.py", "conftest.py")
         run(PY, "-m", "pytest", *argv[1:])
     else:
         print(__doc__)

@@ -48,11 +48,14 @@ import pandas as pd
 from carequal.errors import ParameterError
 
 __all__ = ["BatchResult", "DEFAULT_NOTEBOOK", "MarketJob", "check_parameters", "default_period", "parse_period",
-           "render_html", "run_batch", "run_market", "write_index"]
+           "ipc_kernel_manager", "render_html", "run_batch", "run_market", "write_index"]
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_NOTEBOOK = ROOT / "notebooks" / "market_report.ipynb"
 """The report notebook of a source checkout (``notebooks/market_report.ipynb``)."""
+
+EXECUTION_TIMEOUT = 3600
+"""Seconds one notebook cell may run before the market is failed (a hung kernel must not hang the batch)."""
 
 _PYTYPES = {"str": str, "int": int, "float": (int, float), "bool": bool}
 
@@ -250,7 +253,7 @@ def _cell_times(executed: Path) -> tuple[datetime | None, float]:
     return (min(starts) if starts else None), total
 
 
-def _ipc_kernel_manager(folder: str):
+def ipc_kernel_manager(folder: str):
     """A kernel manager class whose kernels talk over IPC sockets in ``folder``: no TCP ports, so parallel
     kernels cannot collide on a port, and nothing listens on the network (ipykernel warns about
     unencrypted TCP otherwise)."""
@@ -272,7 +275,7 @@ def run_market(job: MarketJob) -> dict:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="carequal-kernel-") as folder:
-        return _run_market(job, _ipc_kernel_manager(folder))
+        return _run_market(job, ipc_kernel_manager(folder))
 
 
 def _run_market(job: MarketJob, kernel_manager) -> dict:
@@ -292,7 +295,8 @@ def _run_market(job: MarketJob, kernel_manager) -> dict:
         try:
             papermill.execute_notebook(job.notebook, str(tmp_nb), parameters=job.parameters,
                                        cwd=str(Path(job.notebook).parent), progress_bar=False, log_output=False,
-                                       report_mode=True, kernel_manager_class=kernel_manager)
+                                       report_mode=True, kernel_manager_class=kernel_manager,
+                                       execution_timeout=EXECUTION_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - any failure of one market is recorded, not raised
             if _is_port_collision(exc) and attempt < job.retries:
                 time.sleep(0.5 * attempt)
@@ -423,11 +427,11 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
     check_parameters(notebook, {**base, "market": chosen[0], "data": str(data), "work": str(work), "kpi_path": ""})
     # values the notebook would only reject after its kernel started: checked here, with the valid choices
     from carequal.cohorts import CONDITIONS
-    from carequal.report import _as_tuple, _threshold
+    from carequal.report import cell_threshold, parse_choices
 
-    measure_list = _as_tuple(measures, tuple(MEASURES), "measure(s)")
-    _as_tuple(conditions, (*CONDITIONS, "other"), "condition(s)")
-    _threshold(base["min_cell"])
+    measure_list = parse_choices(measures, tuple(MEASURES), "measure(s)")
+    parse_choices(conditions, (*CONDITIONS, "other"), "condition(s)")
+    cell_threshold(base["min_cell"])
 
     t0 = time.perf_counter()
     prepared = prepare(data, work, period_start=start, period_end=end, measures=tuple(MEASURES), force=force)

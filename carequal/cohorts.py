@@ -326,8 +326,15 @@ def link_transfers(acute: pd.DataFrame, *, gap_days: int = 1) -> pd.DataFrame:
     return out
 
 
-def _age_years(birth: np.ndarray, on: np.ndarray) -> np.ndarray:
-    """Whole years of age on a date (birthdays counted on the day; 29 February on 1 March in other years)."""
+def age_in_years(birth: np.ndarray, on: np.ndarray) -> np.ndarray:
+    """Whole years of age on a date (birthdays counted on the day; 29 February on 1 March in other years).
+
+    Examples
+    --------
+    >>> age_in_years(np.array(["1950-07-01", "1952-02-29"], dtype="datetime64[D]"),
+    ...              np.array(["2024-06-30", "2024-02-28"], dtype="datetime64[D]")).tolist()
+    [73, 71]
+    """
     b = pd.DatetimeIndex(birth)
     d = pd.DatetimeIndex(on)
     years = d.year - b.year
@@ -503,7 +510,7 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
         merged[:-1] = (patient[1:] == patient[:-1]) & (fac[1:] == fac[:-1]) & (admit[1:] == discharge[:-1]) \
             & same_cond
     masks["merged_same_day"] = merged
-    age = _age_years(birth, episode_admit)
+    age = age_in_years(birth, episode_admit)
     masks["under_min_age"] = (age < rules.min_age) if rules.min_age is not None else np.zeros(n, dtype=bool)
     death_days = _days(death)
     died_by_discharge = (death_days != _NAT_DAYS) & (death_days <= discharge)
@@ -701,18 +708,30 @@ def post_acute_episodes(stays: pd.DataFrame, facilities: pd.DataFrame, *, max_ga
 
 
 @cache
-def standard_population() -> pd.DataFrame:
+def standard_population(*, min_age: int | None = None) -> pd.DataFrame:
     """The 2000 U.S. standard population in 11 age bands (NCHS; ``age_band``, ``age_lo``, ``age_hi``,
     ``population``). Its bands are carequal's default age bands.
+
+    ``min_age`` keeps the bands from that age on (it must start a band): ``min_age=65`` is the standard for a
+    Medicare population, so that rates of markets with some younger residents (disability, employees) are
+    not weighted towards the under-65 bands, which hold 89% of the all-ages standard.
 
     Examples
     --------
     >>> int(standard_population()["population"].sum())
     274633642
+    >>> standard_population(min_age=65)["age_band"].tolist()
+    ['65-74', '75-84', '85+']
     """
     path = resources.files("carequal") / "data" / "standard_population_us2000.csv"
     with path.open(encoding="utf-8") as fh:
-        return pd.read_csv(fh, dtype={"age_band": str})
+        bands = pd.read_csv(fh, dtype={"age_band": str})
+    if min_age is None:
+        return bands
+    if min_age not in set(bands["age_lo"]):
+        raise ParameterError(f"min_age {min_age} does not start an age band; choose one of "
+                             f"{', '.join(map(str, bands['age_lo']))}")
+    return bands[bands["age_lo"] >= min_age].reset_index(drop=True)
 
 
 def person_time(enrollment: pd.DataFrame, patients: pd.DataFrame, *, start: str | pd.Timestamp,

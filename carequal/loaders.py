@@ -156,10 +156,26 @@ def read_validation_summary(dataset_dir: str | Path) -> tuple[pd.DataFrame, pd.D
     return out[0], out[1]
 
 
+def partition_folder(key: str, value: str) -> str:
+    """The folder name pyarrow's hive partitioning gives a value: ``key=<value, URL-encoded>``.
+
+    Examples
+    --------
+    >>> partition_folder("market", "Cedar Falls")
+    'market=Cedar%20Falls'
+    """
+    from urllib.parse import quote
+
+    return f"{key}={quote(str(value), safe='')}"
+
+
 def markets_in_dataset(dataset_dir: str | Path) -> list[str]:
-    """Markets present in a market-partitioned dataset (from its ``patients`` folder names; no data read)."""
+    """Markets present in a market-partitioned dataset (from its ``patients`` folder names, decoded; no data
+    read)."""
+    from urllib.parse import unquote
+
     folder = Path(dataset_dir) / "patients"
-    return sorted(p.name.split("=", 1)[1] for p in folder.glob("market=*") if p.is_dir())
+    return sorted(unquote(p.name.split("=", 1)[1]) for p in folder.glob("market=*") if p.is_dir())
 
 
 def read_market(dataset_dir: str | Path, market: str, *, mode: str = "strict",
@@ -189,7 +205,7 @@ def read_market(dataset_dir: str | Path, market: str, *, mode: str = "strict",
         if table == "facilities":
             raw[table] = read_table(folder, columns=cols)
             continue
-        part = folder / f"market={market}"
+        part = folder / partition_folder("market", market)
         if not part.is_dir():
             continue
         frame = ds.dataset(part, format="parquet").to_table(columns=cols).to_pandas(date_as_object=False)

@@ -181,9 +181,10 @@ def _fit_measure(rows: pd.DataFrame, spec: MeasureSpec, covariates: list[str], i
     z = stats.norm.ppf(0.975)
     coef = pd.DataFrame({"measure": spec.name, "term": model.params_.index, "estimate": model.params_.to_numpy(),
                          "se": model.bse_.to_numpy()})
-    coef["odds_ratio"] = np.exp(coef["estimate"])
-    coef["lower"] = np.exp(coef["estimate"] - z * coef["se"])
-    coef["upper"] = np.exp(coef["estimate"] + z * coef["se"])
+    with np.errstate(over="ignore"):  # a covariate with almost no events has a huge SE: its upper limit is inf
+        coef["odds_ratio"] = np.exp(coef["estimate"])
+        coef["lower"] = np.exp(coef["estimate"] - z * coef["se"])
+        coef["upper"] = np.exp(coef["estimate"] + z * coef["se"])
     calib = calibration_table(y, p).assign(measure=spec.name)
     return expected, predicted, summary, coef, calib
 
@@ -257,13 +258,15 @@ def write_reference(reference: Reference, out_dir: str | Path) -> None:
 def read_reference(directory: str | Path, *, market: str | None = None) -> Reference:
     """Read a reference written by :func:`write_reference`; with ``market``, only the rows of that market's
     facilities are read (partition pruning: the other markets' files are not opened)."""
+    from carequal.loaders import partition_folder
+
     directory = Path(directory)
     if not (directory / "reference.json").is_file():
         raise ParameterError(f"{directory} holds no national reference (reference.json is missing); "
                              "build one with carequal.national.build_reference or `carequal report`")
     folder = directory / "rows"
     if market is not None:
-        part = folder / f"unit_market={market}"
+        part = folder / partition_folder("unit_market", market)
         if part.is_dir():
             rows = ds.dataset(part, format="parquet").to_table().to_pandas(date_as_object=False)
             rows["unit_market"] = market

@@ -36,11 +36,11 @@ import pandas as pd
 from carequal.errors import CarequalWarning, ParameterError
 from carequal.national import MEASURES
 
-__all__ = ["COUNT_LABELS", "MarketReport", "REPORT_CSS", "attrition_table", "change_interval",
+__all__ = ["COUNT_LABELS", "MarketReport", "REPORT_CSS", "attrition_table", "cell_threshold", "change_interval",
            "chronic_table", "destination_findings", "destination_table", "facility_scorecard",
            "flow_for_chart", "flow_table", "fmt_ci", "fmt_pct", "funnel_for", "headline_findings",
            "headline_kpis", "impact_finding", "impact_summary", "kpi_record", "load_market_report",
-           "model_table", "partner_findings", "population_table", "presentable", "previous_period",
+           "model_table", "parse_choices", "partner_findings", "population_table", "presentable", "previous_period",
            "report_notes", "report_title", "scorecard_display", "shown_for_chart", "table_html",
            "trend_chart", "trend_findings", "validation_table", "with_interval_text", "write_kpis"]
 
@@ -82,10 +82,25 @@ def fmt_ci(lo: float, hi: float, *, percent: bool = True, digits: int | None = N
     return f"{lo:.{d}f}–{hi:.{d}f}"
 
 
-def _threshold(min_cell: int) -> tuple[int, int]:
-    if int(min_cell) != min_cell or min_cell < 1:
+def cell_threshold(min_cell: int) -> tuple[float, float]:
+    """The :func:`carequal.disclosure.suppress_counts` threshold for "show counts of at least ``min_cell``":
+    ``(1, min_cell - 1)``; ``min_cell=1`` shows every count (an empty threshold, for internal use only).
+
+    Examples
+    --------
+    >>> cell_threshold(11), cell_threshold(1)
+    ((1, 10), (0.5, 0.9))
+    >>> cell_threshold(0)
+    Traceback (most recent call last):
+    ...
+    carequal.errors.ParameterError: min_cell must be a whole number ≥ 1, not 0
+    """
+    if isinstance(min_cell, bool) or not isinstance(min_cell, int | float) or int(min_cell) != min_cell \
+            or min_cell < 1:
         raise ParameterError(f"min_cell must be a whole number ≥ 1, not {min_cell!r}")
-    return (1, max(int(min_cell) - 1, 0))
+    if min_cell == 1:
+        return (0.5, 0.9)  # counts are whole numbers: nothing lies in this range
+    return (1, int(min_cell) - 1)
 
 
 def previous_period(start: pd.Timestamp, end: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -157,7 +172,18 @@ class MarketReport:
         return self.facilities[self.facilities["market"] == self.market]
 
 
-def _as_tuple(value, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+def parse_choices(value, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """``"all"`` (or empty) → every allowed value; a comma-separated string or list → those values, checked.
+
+    Examples
+    --------
+    >>> parse_choices("readmission, mortality", ("readmission", "mortality", "pac_readmission"), "measure(s)")
+    ('readmission', 'mortality')
+    >>> parse_choices("los", ("readmission", "mortality"), "measure(s)")
+    Traceback (most recent call last):
+    ...
+    carequal.errors.ParameterError: unknown measure(s) 'los'; choose from readmission, mortality or 'all'
+    """
     if value in (None, "", "all") or value == ["all"]:
         return allowed
     items = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v) for v in value]
@@ -191,10 +217,10 @@ def load_market_report(data: str | Path, reference: str | Path, market: str, *, 
     from carequal.loaders import read_market, read_validation_summary
     from carequal.national import read_reference, reporting_period
 
-    _threshold(min_cell)
+    cell_threshold(min_cell)
     start, end = reporting_period(period_start, period_end)
-    measure_list = _as_tuple(measures, tuple(MEASURES), "measure(s)")
-    condition_list = _as_tuple(conditions, (*CONDITIONS, "other"), "condition(s)")
+    measure_list = parse_choices(measures, tuple(MEASURES), "measure(s)")
+    condition_list = parse_choices(conditions, (*CONDITIONS, "other"), "condition(s)")
     validated = read_market(data, market)
     ref = read_reference(reference, market=market)
     fitted = tuple(ref.meta.get("measures", ()))
@@ -275,7 +301,7 @@ def headline_kpis(rows: pd.DataFrame, *, period, previous, measures: tuple[str, 
     table["change"] = table["rate"] - table["prev_rate"]
     cl, cu = change_interval(table["events"], table["n"], table["prev_events"], table["prev_n"], level=level)
     table["change_lower"], table["change_upper"] = cl, cu
-    threshold = _threshold(min_cell)
+    threshold = cell_threshold(min_cell)
     # current and previous counts are suppressed separately; what is derived from both is hidden with either
     current = suppress_counts(table[["measure", "n", "events", "rate", "lower", "upper", "expected_rate", "ratio",
                                      "ratio_lower", "ratio_upper"]],
@@ -401,7 +427,7 @@ def facility_scorecard(rows: pd.DataFrame, facilities: pd.DataFrame, *, period, 
     card["observed"] = card["observed"].round().astype("int64")
     card = card[["measure", "label", "facility_id", "name", "setting", "is_partner", "n", "observed", "expected",
                  "rate", "ratio", "lower", "upper", "pe_ratio", "funnel_class", "judgement"]]
-    card = suppress_counts(card, count_cols=["n", "observed"], group_cols="measure", threshold=_threshold(min_cell),
+    card = suppress_counts(card, count_cols=["n", "observed"], group_cols="measure", threshold=cell_threshold(min_cell),
                            derived_cols=["expected", "ratio", "pe_ratio"], denominator="n")
     hidden = card["suppressed"].to_numpy()
     card["funnel_class"] = card["funnel_class"].where(~hidden)
@@ -523,11 +549,17 @@ def _safe_trend(rows: pd.DataFrame, measure: str, *, freq: str, by_partner: bool
     r = rows[rows["measure"] == measure]
     if end is not None:
         r = r[pd.to_datetime(r["discharge_date"]) <= end]
+    if r.empty:  # no stays of this measure at the market's facilities: an empty, fully shaped table
+        return pd.DataFrame({"partner": pd.Series(dtype="str"), "period": pd.Series(dtype="datetime64[ns]"),
+                             "n": pd.Series(dtype="Int64"), "events": pd.Series(dtype="Int64"),
+                             "rate": pd.Series(dtype="float64"), "lower": pd.Series(dtype="float64"),
+                             "upper": pd.Series(dtype="float64"), "suppressed": pd.Series(dtype="bool"),
+                             "suppression_reason": pd.Series(dtype="str")})
     r = r.assign(event=r["observed"] > 0.5,
                  partner=np.where(r["unit_is_partner"].astype(bool), "Partner facilities", "Other facilities"))
     trend = trend_table(r, freq=freq, events="event", by=["partner"] if by_partner else None)
     safe = suppress_counts(trend[[c for c in trend.columns if c not in ("level", "method")]],
-                           count_cols=["n", "events"], threshold=_threshold(min_cell),
+                           count_cols=["n", "events"], threshold=cell_threshold(min_cell),
                            group_cols=["partner"] if by_partner else None)
     return safe
 
@@ -596,7 +628,7 @@ def flow_table(tables: dict[str, pd.DataFrame], rows: pd.DataFrame, *, market: s
     counts["pac_facility"] = counts["pac_facility_id"].map(fac["name"])
     counts["pac_setting"] = counts["pac_facility_id"].map(fac["setting"]).str.upper()
     counts["pac_is_partner"] = counts["pac_facility_id"].map(fac["is_partner"]).fillna(False).astype(bool)
-    safe = suppress_counts(counts, count_cols="n", group_cols="hospital_id", threshold=_threshold(min_cell))
+    safe = suppress_counts(counts, count_cols="n", group_cols="hospital_id", threshold=cell_threshold(min_cell))
     return safe[["hospital_id", "hospital", "pac_facility_id", "pac_facility", "pac_setting", "pac_is_partner", "n",
                  "suppressed"]]
 
@@ -631,7 +663,7 @@ def destination_table(rows: pd.DataFrame, *, period, min_cell: int = 11) -> pd.D
     table = pd.concat([table, total], ignore_index=True)
     table["share"] = table["discharges"] / max(len(base), 1)
     is_total = table["destination"] == "All discharges"
-    safe = suppress_counts(table, count_cols="discharges", total_rows=is_total, threshold=_threshold(min_cell),
+    safe = suppress_counts(table, count_cols="discharges", total_rows=is_total, threshold=cell_threshold(min_cell),
                            derived_cols="share")
     return safe
 
@@ -639,11 +671,14 @@ def destination_table(rows: pd.DataFrame, *, period, min_cell: int = 11) -> pd.D
 # --------------------------------------------------------------------------------------- population health
 
 
-def population_table(tables: dict[str, pd.DataFrame], *, market: str, period, min_cell: int = 11) -> pd.DataFrame:
+def population_table(tables: dict[str, pd.DataFrame], *, market: str, period, min_cell: int = 11,
+                     min_age: int | None = 65) -> pd.DataFrame:
     """Age–sex standardised rates per 1,000 person-years for the market's residents in the period: acute
-    admissions, post-acute admissions and ED visits (2000 U.S. standard, Dobson intervals), suppressed.
+    admissions, post-acute admissions and ED visits (2000 U.S. standard from ``min_age``, Dobson intervals),
+    suppressed. Person-time and events of residents younger than ``min_age`` are left out (65: the Medicare
+    population; None: all ages).
     """
-    from carequal.cohorts import age_band, person_time
+    from carequal.cohorts import age_band, person_time, standard_population
     from carequal.disclosure import suppress_counts
     from carequal.measures import standardised_rates
 
@@ -651,7 +686,8 @@ def population_table(tables: dict[str, pd.DataFrame], *, market: str, period, mi
     if tables.get("enrollment") is None or pats.empty:
         return pd.DataFrame()
     pt = person_time(tables["enrollment"], pats, start=period[0], end=period[1], by=("market", "age_band", "sex"))
-    pt = pt[pt["market"] == market]
+    bands = standard_population(min_age=min_age)
+    pt = pt[(pt["market"] == market) & pt["age_band"].isin(bands["age_band"])]
     fac = tables["facilities"].set_index("facility_id")
     pat = pats.set_index("patient_id")
     events = []
@@ -664,7 +700,7 @@ def population_table(tables: dict[str, pd.DataFrame], *, market: str, period, mi
         ev = pd.DataFrame({"market": frame["patient_id"].map(pat["market"]).to_numpy(),
                            "age_band": age_band(age).to_numpy(),
                            "sex": frame["patient_id"].map(pat["sex"]).to_numpy()})
-        ev = ev[ev["market"] == market]
+        ev = ev[(ev["market"] == market) & ev["age_band"].isin(bands["age_band"])]
         counts = ev.groupby(["market", "age_band", "sex"], observed=True).size().rename("events").reset_index()
         events.append(counts.assign(measure=name))
 
@@ -678,11 +714,11 @@ def population_table(tables: dict[str, pd.DataFrame], *, market: str, period, mi
     ev = pd.concat(events, ignore_index=True)
     rates = standardised_rates(ev, pt.assign(key=1).merge(pd.DataFrame({"measure": ev["measure"].unique(),
                                                                         "key": 1}), on="key"),
-                               by=["market", "measure"])
+                               by=["market", "measure"], standard=bands)
     rates["events"] = rates["events"].round().astype("int64")
     rates = rates.rename(columns={"person_time": "person_years"})
     safe = suppress_counts(rates[["measure", "events", "person_years", "crude_rate", "rate", "lower", "upper"]],
-                           count_cols="events", threshold=_threshold(min_cell), derived_cols="crude_rate",
+                           count_cols="events", threshold=cell_threshold(min_cell), derived_cols="crude_rate",
                            denominator=None)
     return safe
 
@@ -701,7 +737,7 @@ def chronic_table(tables: dict[str, pd.DataFrame], *, market: str, period, min_c
     table["per_1000"] = 1000 * table["patients"] / max(len(cc), 1)
     table = pd.concat([table, pd.DataFrame({"condition": ["residents with a stay"], "patients": [len(cc)],
                                             "per_1000": [1000.0]})], ignore_index=True)
-    return suppress_counts(table, count_cols="patients", threshold=_threshold(min_cell), derived_cols="per_1000",
+    return suppress_counts(table, count_cols="patients", threshold=cell_threshold(min_cell), derived_cols="per_1000",
                            denominator=None).sort_values("patients", ascending=False, ignore_index=True)
 
 
@@ -777,7 +813,7 @@ def attrition_table(tables: dict[str, pd.DataFrame], *, min_cell: int = 11) -> p
     first = int(att["remaining"].iloc[0])
     steps = att.iloc[1:][["step", "description", "excluded"]].rename(columns={"excluded": "removed"})
     steps = steps.reset_index(drop=True)
-    safe = suppress_counts(steps, count_cols="removed", threshold=_threshold(min_cell), denominator=None)
+    safe = suppress_counts(steps, count_cols="removed", threshold=cell_threshold(min_cell), denominator=None)
     head = pd.DataFrame({"step": ["acute_stays"], "description": ["acute hospital stays of residents"],
                          "removed": pd.array([pd.NA], dtype="Int64"), "suppressed": [False],
                          "suppression_reason": [""]})
@@ -786,7 +822,7 @@ def attrition_table(tables: dict[str, pd.DataFrame], *, min_cell: int = 11) -> p
                          "suppression_reason": [""]})
     out = pd.concat([head, safe, tail], ignore_index=True)
     ends = [first, int(att["remaining"].iloc[-1])]
-    lo, hi = _threshold(min_cell)
+    lo, hi = cell_threshold(min_cell)
     ends = [pd.NA if lo <= v <= hi else v for v in ends]
     out["remaining"] = pd.array([ends[0]] + [pd.NA] * len(safe) + [ends[1]], dtype="Int64")
     out.loc[[0, len(out) - 1], "suppressed"] = [pd.isna(ends[0]), pd.isna(ends[1])]
@@ -801,7 +837,7 @@ def validation_table(validation: tuple[pd.DataFrame, pd.DataFrame], *, min_cell:
     if counts.empty:
         return counts
     return suppress_counts(counts, count_cols=["loaded", "accepted", "quarantined"], denominator="loaded",
-                           threshold=_threshold(min_cell))
+                           threshold=cell_threshold(min_cell))
 
 
 def model_table(models: pd.DataFrame) -> pd.DataFrame:

@@ -60,3 +60,16 @@ def valid_raw_tables() -> dict[str, pd.DataFrame]:
 @pytest.fixture
 def raw_tables() -> dict[str, pd.DataFrame]:
     return valid_raw_tables()
+
+
+@pytest.fixture(scope="session")
+def sample_work(tmp_path_factory):
+    """A work folder with the sample's inputs prepared once (dataset + national reference for 2024)."""
+    from pathlib import Path
+
+    from carequal.national import prepare
+
+    work = tmp_path_factory.mktemp("sample_work")
+    prepare(Path(__file__).resolve().parents[1] / "data" / "sample", work, period_start="2024-01-01",
+            period_end="2024-12-31")
+    return work

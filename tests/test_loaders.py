@@ -125,3 +125,15 @@ def test_cli_ingest_writes_partitions(tmp_path):
     folder = write_csvs(valid_raw_tables(), tmp_path / "in")
     assert main(["ingest", "--data", str(folder), "--out", str(tmp_path / "out")]) == 0
     assert markets_in_dataset(tmp_path / "out") == ["North", "South"]
+
+
+def test_market_names_with_spaces_and_slashes_round_trip(tmp_path):
+    raw = valid_raw_tables()
+    for table in ("facilities", "patients"):
+        raw[table]["market"] = raw[table]["market"].replace({"North": "Cedar Falls / East"})
+    dataset = tmp_path / "d"
+    write_market_dataset(validate_tables(raw), dataset)
+    assert markets_in_dataset(dataset) == ["Cedar Falls / East", "South"]
+    cedar = read_market(dataset, "Cedar Falls / East")
+    assert sorted(cedar.tables["patients"]["patient_id"]) == ["P1", "P3"]
+    assert (cedar.tables["patients"]["market"] == "Cedar Falls / East").all()

@@ -1,0 +1,118 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (carequal)
+#     language: python
+#     name: python3
+# ---
+
+# %% tags=["parameters"]
+# Parameters (papermill injects values after this cell; every one is typed for validation)
+market: str = "Northvale"
+data: str = "../data/sample"
+work: str = "../reports.work"
+period_start: str = "2024-01-01"
+period_end: str = "2024-12-31"
+
+# %% [markdown]
+# # Cohort explorer
+#
+# Index stays of one market's residents (CMS hospital-wide rules), described with a Table 1 and three outcome
+# rates, by the partner status of the discharging hospital. Choose the market, condition, partner status, age
+# bands and discharge months below; the tables follow. Counts from 1 to 10, and the cells that would give
+# them back, are hidden ("<11" or "suppressed"), so the tables can be shown as they are.
+# Everything here is computed by `carequal.explore`; this notebook only wires it to the controls.
+
+# %% tags=["setup"]
+from functools import lru_cache
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import HTML, Markdown, display
+
+from carequal import explore as ex
+from carequal import plots
+from carequal import report as rpt
+from carequal.cohorts import index_stays
+from carequal.loaders import markets_in_dataset, read_market
+from carequal.national import prepare
+
+plots.set_theme()
+plt.rcParams["figure.dpi"] = 96
+display(HTML(rpt.REPORT_CSS))
+
+inputs = prepare(data, work, period_start=period_start, period_end=period_end)
+
+
+@lru_cache(maxsize=3)
+def load(name: str):
+    """The market's index-stay cohort and explorer frame (read once per market)."""
+    tables = read_market(inputs.dataset, name).tables
+    cohort = index_stays(tables["stays"], tables["facilities"], tables["patients"], tables.get("enrollment"))
+    return cohort, ex.explorer_frame(tables, cohort=cohort)
+
+
+cohort, frame = load(market)
+choices = ex.explorer_choices(frame)
+
+# %% [markdown]
+# ## Controls
+
+# %%
+controls = {
+    "market": widgets.Dropdown(options=markets_in_dataset(inputs.dataset), value=market, description="Market"),
+    "condition": widgets.Dropdown(options=choices["condition"], value="all", description="Condition"),
+    "partner": widgets.Dropdown(options=choices["partner"], value="all", description="Hospital"),
+    "age_bands": widgets.SelectMultiple(options=choices["age_bands"], value=tuple(choices["age_bands"]),
+                                        description="Age bands"),
+    "start": widgets.DatePicker(value=pd.Timestamp(period_start).date(), description="From month"),
+    "end": widgets.DatePicker(value=pd.Timestamp(period_end).date(), description="To month"),
+}
+
+
+def show_tables(market, condition, partner, age_bands, start, end):
+    chosen = ex.filter_explorer(load(market)[1], condition=condition, partner=partner, age_bands=age_bands,
+                                start=start, end=end)
+    display(Markdown(f"### {market}: index stays by the discharging hospital's partner status"))
+    display(ex.table_one(chosen, groupby="partner"))
+    rates = rpt.with_interval_text(ex.explorer_rates(chosen, by="partner"), percent=True)
+    display(HTML(rpt.table_html(rpt.presentable(
+        rates, columns={"label": "Measure", "partner": "Hospital", "n": None, "events": None, "rate": "Rate",
+                        "interval": "95% CI"}, counts=("n", "events"), percent=("rate",)))))
+
+
+def show_attrition(market):
+    plots.attrition_plot(ex.attrition_for_chart(load(market)[0].attrition),
+                         title=f"{market}: acute stays to index stays")
+    plt.show()
+
+
+tables_out = widgets.interactive_output(show_tables, controls)
+attrition_out = widgets.interactive_output(show_attrition, {"market": controls["market"]})
+display(widgets.VBox([widgets.HBox([controls["market"], controls["condition"], controls["partner"]]),
+                      widgets.HBox([controls["age_bands"], widgets.VBox([controls["start"], controls["end"]])])]))
+
+# %% [markdown]
+# ## Table 1 and outcome rates
+#
+# Table 1: means (SD) and counts (% of the column). Rates: 30-day unplanned readmission (CMS Planned Readmission
+# Algorithm), death within 30 days of admission, and discharge to a partner post-acute provider within a day,
+# with 95% Wilson intervals. Months are discharge months.
+
+# %%
+display(tables_out)
+
+# %% [markdown]
+# ## How the cohort was built
+#
+# Acute stays of the market's residents and the stays each rule removed (steps that removed fewer than 11 are
+# merged with the next).
+
+# %%
+display(attrition_out)

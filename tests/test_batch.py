@@ -1,0 +1,265 @@
+"""The report batch end to end on the sample: parameters checked before any kernel, one market forced to
+fail, a resume that redoes only that market, and the rendered HTML scanned for identifiers and small counts."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from carequal import batch
+from carequal.cli import main as cli_main
+from carequal.errors import ParameterError
+from carequal.report import COUNT_LABELS
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+FAIL_ENV = "CAREQUAL_TEST_FAIL_MARKET"
+
+
+def _failing_copy(folder: Path) -> Path:
+    """The real report notebook plus one cell (after the injected parameters) that fails for the market named
+    in an environment variable: the forced failure of one market."""
+    nb = nbformat.read(str(batch.DEFAULT_NOTEBOOK), as_version=4)
+    at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])) + 1
+    nb.cells.insert(at, nbformat.v4.new_code_cell(
+        "import os\n"
+        f"if os.environ.get({FAIL_ENV!r}) == market:\n"
+        "    raise RuntimeError(f'forced failure for the test in {market}')"))
+    path = folder / "market_report.ipynb"
+    nbformat.write(nb, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("batch")
+    notebook = _failing_copy(folder)
+    out, work = folder / "reports", folder / "reports.work"
+    mp = pytest.MonkeyPatch()
+    mp.setenv(FAIL_ENV, "Riverton")
+    code = cli_main(["report", "--data", str(SAMPLE), "--out", str(out), "--workers", "2", "--period", "2024",
+                     "--notebook", str(notebook), "--quiet"])
+    first = json.loads((out / "manifest.json").read_text())
+    index_first = (out / "index.html").read_text()
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.html")}
+    failed_nb = nbformat.read(first["markets"]["Riverton"]["notebook"], as_version=4)
+    failed_error = Path(first["markets"]["Riverton"]["error_file"]).read_text()
+    mp.delenv(FAIL_ENV)
+    second = batch.run_batch(SAMPLE, out, workers=2, period="2024", notebook=notebook, progress=False)
+    mp.undo()
+    return {"code": code, "first": first, "index_first": index_first, "mtimes": mtimes, "second": second,
+            "out": out, "work": work, "failed_nb": failed_nb, "failed_error": failed_error}
+
+
+def test_a_failed_market_does_not_stop_the_others(runs):
+    first = runs["first"]
+    assert runs["code"] == 1  # non-zero exit status
+    status = {m: r["status"] for m, r in first["markets"].items()}
+    assert status == {"Lakeshore": "ok", "Northvale": "ok", "Riverton": "failed"}
+    riverton = first["markets"]["Riverton"]
+    assert "RuntimeError: forced failure for the test in Riverton" in riverton["error"]
+    executed = runs["failed_nb"]  # kept, up to the failing cell
+    assert any(o.get("output_type") == "error" for c in executed.cells for o in c.get("outputs", []))
+    assert "forced failure" in runs["failed_error"] and "Traceback" in runs["failed_error"]
+    assert "Riverton.html" not in runs["mtimes"]
+    assert re.search(r"Riverton</td><td class=\"status failed\">failed", runs["index_first"])
+    assert "2 of 3 market reports ready" in runs["index_first"]
+    for market in ("Lakeshore", "Northvale"):
+        record = first["markets"][market]
+        assert record["html"] == f"{market}.html" and record["kpis"]["readmission"]["rate"] > 0
+        assert set(record["seconds"]) == {"kernel_start", "compute", "execute", "render", "total"}
+
+
+def test_resume_redoes_only_the_failed_market(runs):
+    second, out = runs["second"], runs["out"]
+    assert second.ok
+    assert {m: r["reused"] for m, r in second.markets.items()} == {
+        "Lakeshore": True, "Northvale": True, "Riverton": False}
+    for name, mtime in runs["mtimes"].items():
+        if name != "index.html":
+            assert (out / name).stat().st_mtime_ns == mtime, name  # untouched
+    assert (out / "Riverton.html").is_file()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["data"]["fingerprint"] == runs["first"]["data"]["fingerprint"]
+    assert manifest["parameters"]["period_start"] == "2024-01-01"
+    assert manifest["packages"]["papermill"] and manifest["packages"]["pandas"]
+    assert manifest["seconds"]["prepare"]["reused"] is True
+    assert "3 of 3 market reports ready" in (out / "index.html").read_text()
+
+
+def test_outputs_are_complete_files_only(runs):
+    out = runs["out"]
+    assert sorted(p.name for p in out.iterdir()) == ["Lakeshore.html", "Northvale.html", "Riverton.html",
+                                                     "index.html", "manifest.json"]
+    assert not list(runs["work"].rglob(".tmp-*"))
+
+
+# ------------------------------------------------------------------------------------------------ safe to share
+
+
+class _Tables(HTMLParser):
+    """Every <table> of a page as header + rows of cell text."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self._row, self._cell, self._in_table = [], None, None, 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+            self._in_table += 1
+        elif tag == "tr" and self._in_table:
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.tables[-1].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._in_table -= 1
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def test_rendered_reports_are_safe_to_share(runs):
+    ids = set(pd.read_csv(SAMPLE / "patients.csv", usecols=["patient_id"], dtype=str)["patient_id"])
+    ids |= set(pd.read_csv(SAMPLE / "stays.csv", usecols=["stay_id"], dtype=str)["stay_id"])
+    ids |= set(pd.read_csv(SAMPLE / "ed_visits.csv", usecols=["visit_id"], dtype=str)["visit_id"])
+    pages = sorted(runs["out"].glob("*.html"))
+    assert len(pages) == 4
+    count_headers = set(COUNT_LABELS.values())
+    checked_cells = 0
+    for page in pages:
+        html = page.read_text()
+        tokens = set(re.findall(r"[A-Za-z]?\d{5,}", html)) | set(re.findall(r"[A-Z]\w*\d{4,}", html))
+        assert not tokens & ids, f"{page.name}: identifiers {sorted(tokens & ids)[:5]}"
+        for marker in ("Traceback", 'data-mime-type="application/vnd.jupyter.stderr"', "Warning:",
+                       "import carequal", "rpt.", 'class="highlight hl-ipython3"'):
+            assert marker not in html, f"{page.name}: {marker!r} in the rendered report"
+        assert "cdnjs" not in html and "<script src=" not in html
+        parser = _Tables()
+        parser.feed(html)
+        for table in parser.tables:
+            header = table[0]
+            for j, name in enumerate(header):
+                if name not in count_headers:
+                    continue
+                for row in table[1:]:
+                    text = row[j].replace(",", "")
+                    if text.isdigit():
+                        checked_cells += 1
+                        assert not 1 <= int(text) <= 10, f"{page.name}: {name} = {text}"
+                    else:
+                        assert text in ("suppressed", ""), f"{page.name}: {name} = {row[j]!r}"
+        # counts quoted in sentences
+        for number in re.findall(r"\bof ([\d,]+) (?:cases|discharges|referrals)", html):
+            assert int(number.replace(",", "")) > 10
+    assert checked_cells > 100  # the scan did read the report tables
+    report = (runs["out"] / "Northvale.html").read_text()
+    for section in ("Headline findings", "Partner scorecard", "Which facilities stand out?", "Trends and signals",
+                    "Where patients go after the hospital", "Population health", "Partnership impact",
+                    "Appendix: methods and data quality"):
+        assert section in report
+    assert report.count("data:image/png;base64") >= 8  # the charts are embedded: one self-contained file
+
+
+# ------------------------------------------------------------------------------------------------ parameters
+
+
+def test_parameters_are_checked_before_anything_runs(tmp_path):
+    out, work = tmp_path / "reports", tmp_path / "reports.work"
+    with pytest.raises(ParameterError, match=r"unknown market\(s\) 'Atlantis'.*Lakeshore, Northvale, Riverton"):
+        batch.run_batch(SAMPLE, out, markets="Northvale,Atlantis")
+    with pytest.raises(ParameterError, match="--period"):
+        batch.run_batch(SAMPLE, out, period="2024-13")
+    with pytest.raises(ParameterError, match="unknown measure"):
+        batch.run_batch(SAMPLE, out, period="2024", measures="readmission,los")
+    with pytest.raises(ParameterError, match="unknown condition"):
+        batch.run_batch(SAMPLE, out, period="2024", conditions="gout")
+    with pytest.raises(ParameterError, match="min_cell"):
+        batch.run_batch(SAMPLE, out, period="2024", min_cell=0)
+    with pytest.raises(ParameterError, match="workers"):
+        batch.run_batch(SAMPLE, out, period="2024", workers=0)
+    with pytest.raises(ParameterError, match="must not be inside"):
+        batch.run_batch(SAMPLE, out, period="2024", work=out / "work")
+    assert not out.exists() and not work.exists()  # nothing was prepared or run
+
+
+def test_check_parameters_against_the_notebook(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("market: str = 'A'\nmin_cell: int = 11\nuntyped = 3",
+                                          metadata={"tags": ["parameters"]})]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, str(path))
+    batch.check_parameters(path, {"market": "B", "min_cell": 5})
+    with pytest.raises(ParameterError, match=r"unknown parameter\(s\) markt; nb.ipynb declares market, min_cell"):
+        batch.check_parameters(path, {"markt": "B"})
+    with pytest.raises(ParameterError, match="min_cell must be int, not str"):
+        batch.check_parameters(path, {"min_cell": "11"})
+    with pytest.raises(ParameterError, match="untyped has no type annotation"):
+        batch.check_parameters(path, {"untyped": 4})
+
+
+def test_the_report_notebook_declares_what_the_batch_passes():
+    declared = __import__("papermill").inspect_notebook(str(batch.DEFAULT_NOTEBOOK))
+    assert set(declared) == {"market", "period_start", "period_end", "conditions", "measures", "data", "work",
+                             "min_cell", "kpi_path"}
+    assert all(p["inferred_type_name"] not in (None, "None") for p in declared.values())
+
+
+def test_a_port_collision_is_retried(tmp_path, monkeypatch):
+    import papermill
+
+    calls = []
+
+    def flaky(input_path, output_path, **kwargs):
+        calls.append(kwargs["kernel_manager_class"].__name__)
+        if len(calls) == 1:
+            raise RuntimeError("ZMQError: Address already in use (addr='tcp://127.0.0.1:50123')")
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_markdown_cell("# done")]
+        nbformat.write(nb, output_path)
+
+    monkeypatch.setattr(papermill, "execute_notebook", flaky)
+    job = batch.MarketJob(market="M", notebook=str(batch.DEFAULT_NOTEBOOK), parameters={},
+                          html=str(tmp_path / "M.html"), executed=str(tmp_path / "M.ipynb"),
+                          kpis=str(tmp_path / "M.json"), error=str(tmp_path / "M.error.txt"))
+    result = batch.run_market(job)
+    assert result["status"] == "ok" and result["attempts"] == 2
+    assert calls == ["IPCKernelManager", "IPCKernelManager"]  # IPC sockets: no TCP port to collide on
+    assert "done" in (tmp_path / "M.html").read_text()
+
+
+def test_write_is_atomic(tmp_path, monkeypatch):
+    target = tmp_path / "index.html"
+    target.write_text("old complete page")
+
+    def broken_replace(self, other):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "replace", broken_replace)
+    with pytest.raises(OSError):
+        batch._write_atomic(target, "new page")
+    assert target.read_text() == "old complete page"
+
+
+def test_parse_period_forms():
+    assert batch.parse_period("2023-Q4") == ("2023-10-01", "2023-12-31")
+    assert batch.parse_period("2024-01-01:2024-03-31") == ("2024-01-01", "2024-03-31")
+    with pytest.raises(ParameterError, match="after end"):
+        batch.parse_period("2024-03-31:2024-01-01")
+    assert batch.default_period(SAMPLE) == ("2024-01-01", "2024-12-31")

@@ -1,0 +1,136 @@
+"""The national reference: models recover the generator's truth, rows partition by market, inputs are reused
+only while the data are unchanged."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from carequal.cohorts import index_stays
+from carequal.errors import ParameterError
+from carequal.loaders import load_tables
+from carequal.national import (
+    MEASURES,
+    build_reference,
+    data_fingerprint,
+    prepare,
+    read_reference,
+    reporting_period,
+    write_reference,
+)
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+PERIOD = ("2024-01-01", "2024-12-31")
+
+
+@pytest.fixture(scope="module")
+def sample_tables():
+    return load_tables(SAMPLE, mode="quarantine").tables
+
+
+@pytest.fixture(scope="module")
+def reference(sample_tables):
+    return build_reference(sample_tables, period_start=PERIOD[0], period_end=PERIOD[1])
+
+
+def test_rows_cover_every_index_stay_once_per_measure(sample_tables, reference):
+    cohort = index_stays(sample_tables["stays"], sample_tables["facilities"], sample_tables["patients"],
+                         sample_tables["enrollment"])
+    rows = reference.rows
+    for name in ("readmission", "mortality"):
+        part = rows[rows["measure"] == name]
+        assert sorted(part["stay_id"]) == sorted(cohort.index["stay_id"])
+        assert (part["unit_id"].to_numpy() == part["stay_id"].map(
+            cohort.index.set_index("stay_id")["facility_id"]).to_numpy()).all()
+    pac = rows[rows["measure"] == "pac_readmission"]
+    assert set(pac["stay_id"]) < set(cohort.index["stay_id"])
+    assert set(pac["unit_setting"]) <= {"snf", "irf", "ltch", "hha"}
+    fac = sample_tables["facilities"].set_index("facility_id")
+    assert (pac["unit_market"].to_numpy() == pac["unit_id"].map(fac["market"]).to_numpy()).all()
+    assert rows["in_period"].sum() == (
+        (rows["discharge_date"] >= PERIOD[0]) & (rows["discharge_date"] <= PERIOD[1])).sum()
+
+
+def test_models_recover_the_generator_truth(reference):
+    truth = json.loads((SAMPLE / "truth.json").read_text())
+    coef = reference.coefficients.set_index(["measure", "term"])
+    checks = [("readmission", "dual", truth["readmission"]["coefficients"]["dual_eligible"]),
+              ("readmission", "c_heart_failure", truth["readmission"]["coefficients"]["condition_hf"]),
+              ("readmission", "c_hip_knee_replacement", truth["readmission"]["coefficients"]["condition_hip_knee"]),
+              ("mortality", "age10", truth["post_discharge_death"]["coefficients"]["age10"])]
+    for measure, term, true in checks:
+        est, se = coef.loc[(measure, term), ["estimate", "se"]]
+        assert abs(est - true) < 3 * se, (measure, term, est, se, true)
+
+
+def test_expected_events_match_observed_in_the_fitting_period(reference):
+    fit = reference.rows[reference.rows["in_period"]]
+    for name, part in fit.groupby("measure"):
+        # with each facility's own intercept the model reproduces the events it was fitted on (score equations);
+        # at the average facility (u = 0) it expects a little fewer: E[expit(x'b + u)] > expit(x'b) (Jensen),
+        # the CMS convention for "expected"
+        assert part["predicted"].sum() == pytest.approx(part["observed"].sum(), rel=0.02), name
+        assert 0.85 * part["observed"].sum() < part["expected"].sum() <= 1.01 * part["observed"].sum(), name
+    models = reference.models.set_index("measure")
+    assert set(models.index) == set(MEASURES)
+    assert (models["c"] > 0.55).all() and models["converged"].all()
+    assert (models["n"] == fit.groupby("measure").size().reindex(models.index)).all()
+
+
+def test_read_reference_opens_only_the_market_partition(tmp_path, reference):
+    write_reference(reference, tmp_path / "ref")
+    whole = read_reference(tmp_path / "ref")
+    assert len(whole.rows) == len(reference.rows)
+    for market in ("Lakeshore", "Riverton"):  # corrupt the other markets' files
+        for part in (tmp_path / "ref" / "rows" / f"unit_market={market}").glob("*.parquet"):
+            part.write_bytes(b"not parquet")
+    north = read_reference(tmp_path / "ref", market="Northvale")
+    expected = reference.rows[reference.rows["unit_market"] == "Northvale"]
+    assert len(north.rows) == len(expected) and (north.rows["unit_market"] == "Northvale").all()
+    assert sorted(north.rows["stay_id"]) == sorted(expected["stay_id"])
+    assert read_reference(tmp_path / "ref", market="Nowhere").rows.empty
+    with pytest.raises(ParameterError, match="no national reference"):
+        read_reference(tmp_path)
+
+
+def test_reporting_period_and_unknown_measures(sample_tables):
+    with pytest.raises(ParameterError, match="not dates"):
+        reporting_period("2024-13-01", "2024-12-31")
+    with pytest.raises(ParameterError, match="unknown measure"):
+        build_reference(sample_tables, period_start="2024-01-01", period_end="2024-12-31", measures=["los"])
+    with pytest.raises(ParameterError, match="needs both outcomes"):
+        build_reference(sample_tables, period_start="2030-01-01", period_end="2030-12-31")
+
+
+def test_prepare_reuses_inputs_only_while_data_and_period_are_unchanged(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE, data)
+    first = prepare(data, tmp_path / "work", period_start=PERIOD[0], period_end=PERIOD[1])
+    assert not first.reused and first.markets == ["Lakeshore", "Northvale", "Riverton"]
+    assert (tmp_path / "work" / "dataset" / "validation_counts.csv").is_file()
+    assert not list((tmp_path / "work").glob("*.tmp"))  # built aside, moved into place
+    again = prepare(data, tmp_path / "work", period_start=PERIOD[0], period_end=PERIOD[1])
+    assert again.reused and again.fingerprint == first.fingerprint
+    other_period = prepare(data, tmp_path / "work", period_start="2023-01-01", period_end="2023-12-31")
+    assert not other_period.reused
+    # one changed byte of input: new fingerprint, inputs rebuilt
+    stays = data / "stays.csv"
+    stays.write_text(stays.read_text().replace("2024-12-31", "2024-12-30", 1))
+    assert data_fingerprint(data) != first.fingerprint
+    changed = prepare(data, tmp_path / "work", period_start="2023-01-01", period_end="2023-12-31")
+    assert not changed.reused and changed.fingerprint != first.fingerprint
+
+
+def test_prepare_accepts_an_ingested_dataset(tmp_path):
+    first = prepare(SAMPLE, tmp_path / "work", period_start=PERIOD[0], period_end=PERIOD[1])
+    second = prepare(first.dataset, tmp_path / "work2", period_start=PERIOD[0], period_end=PERIOD[1])
+    assert second.dataset == first.dataset and not (tmp_path / "work2" / "dataset").exists()
+    a = read_reference(first.reference).rows.sort_values(["measure", "stay_id"], ignore_index=True)
+    b = read_reference(second.reference).rows.sort_values(["measure", "stay_id"], ignore_index=True)
+    np.testing.assert_allclose(a["expected"], b["expected"], rtol=1e-6)
+    pd.testing.assert_series_equal(a["stay_id"], b["stay_id"])
