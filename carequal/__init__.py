@@ -1,8 +1,10 @@
 """carequal: cohorts, measures, risk adjustment and fair comparison for hospital / post-acute partnerships.
 
-The modules follow the data flow: ``schema`` (the data contract and its loaders) → ``cohorts`` →
-``measures`` → ``risk`` → ``compare`` → ``plots`` → ``batch``; ``synth`` generates synthetic partnership
-data with a known truth, and ``adapters`` turn other layouts (CMS claims) into the contract.
+The modules follow the data flow: ``schema`` and ``loaders`` (the data contract) → ``cohorts`` →
+``measures`` → ``risk`` → ``compare`` and ``impact`` → ``disclosure`` → ``national`` (the reference every
+market is compared with) → ``report``, ``population``, ``explore`` (what the notebooks show) → ``plots`` →
+``batch`` (the notebooks, per market) → ``cli``; ``synth`` generates synthetic partnership data with a known
+truth, and ``adapters`` turn other layouts (CMS claims) into the contract.
 Importing the package reads no files and starts nothing.
 """
 
