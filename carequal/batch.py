@@ -402,7 +402,7 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
     -------
     BatchResult
     """
-    from carequal.national import MEASURES, prepare
+    from carequal.national import MEASURES
 
     t_run = time.perf_counter()
     started = datetime.now(UTC)
@@ -424,7 +424,8 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
     base = {"period_start": start, "period_end": end, "measures": measures, "conditions": conditions,
             "min_cell": int(min_cell) if isinstance(min_cell, int | float) and int(min_cell) == min_cell
             else min_cell}
-    check_parameters(notebook, {**base, "market": chosen[0], "data": str(data), "work": str(work), "kpi_path": ""})
+    check_parameters(notebook, {**base, "market": chosen[0], "data": str(data), "work": str(work), "reference": "",
+                                "kpi_path": ""})
     # values the notebook would only reject after its kernel started: checked here, with the valid choices
     from carequal.cohorts import CONDITIONS
     from carequal.report import cell_threshold, parse_choices
@@ -433,8 +434,30 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
     parse_choices(conditions, (*CONDITIONS, "other"), "condition(s)")
     cell_threshold(base["min_cell"])
 
+    client = None
+    if scheduler:
+        from distributed import Client
+
+        try:
+            client = Client(scheduler, timeout=30)
+        except (OSError, TimeoutError) as exc:
+            raise ParameterError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler there ({exc})") from None
+    try:
+        return _run(data, out, work, notebook, chosen, base, measure_list, workers, force, progress, scheduler,
+                    client, started, t_run)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _run(data: Path, out: Path, work: Path, notebook: Path, chosen: list[str], base: dict, measure_list,
+         workers: int, force: bool, progress: bool, scheduler: str | None, client, started, t_run) -> BatchResult:
+    from carequal import __version__
+    from carequal.national import MEASURES, prepare
+
     t0 = time.perf_counter()
-    prepared = prepare(data, work, period_start=start, period_end=end, measures=tuple(MEASURES), force=force)
+    prepared = prepare(data, work, period_start=base["period_start"], period_end=base["period_end"],
+                       measures=tuple(MEASURES), force=force, client=client)
     prepare_seconds = {**prepared.seconds, "total": time.perf_counter() - t0, "reused": prepared.reused}
     missing = [m for m in chosen if m not in prepared.markets]
     if missing:
@@ -445,12 +468,12 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
     manifest_path = out / "manifest.json"
     previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     nb_hash = _file_hash(notebook)
-    from carequal import __version__
-
     jobs, results = [], {}
     for market in chosen:
         name = _safe_name(market)
-        params = {**base, "market": market, "data": str(data), "work": str(work),
+        # the kernel reads the prepared dataset and reference directly: only its market's partitions
+        params = {**base, "market": market, "data": str(prepared.dataset), "work": str(work),
+                  "reference": str(prepared.reference),
                   "kpi_path": str(work / "kpis" / f"{name}.json")}
         key = hashlib.sha256(json.dumps({"fingerprint": prepared.fingerprint, "parameters": params,
                                          "notebook": nb_hash, "carequal": __version__}, sort_keys=True)
@@ -467,7 +490,7 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
         jobs.append((job, key))
 
     t0 = time.perf_counter()
-    for job_result, key in _execute(jobs, workers=workers, progress=progress, scheduler=scheduler):
+    for job_result, key in _execute(jobs, workers=workers, progress=progress, client=client):
         market = job_result["market"]
         name = _safe_name(market)
         record = {**job_result, "key": key, "reused": False, "html": f"{name}.html" if job_result["status"] == "ok"
@@ -502,7 +525,7 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
     return BatchResult(out=out, work=work, markets=ordered, manifest=manifest)
 
 
-def _execute(jobs: list, *, workers: int, progress: bool, scheduler: str | None):
+def _execute(jobs: list, *, workers: int, progress: bool, client=None):
     """Yield ``(result, key)`` as markets finish: local worker processes, or a Dask cluster's workers."""
     if not jobs:
         return
@@ -510,15 +533,14 @@ def _execute(jobs: list, *, workers: int, progress: bool, scheduler: str | None)
 
     bar = tqdm(total=len(jobs), desc="markets", unit="market", disable=not progress)
     try:
-        if scheduler:
-            from distributed import Client, as_completed
+        if client is not None:
+            from distributed import as_completed
 
-            with Client(scheduler) as client:
-                futures = {client.submit(run_market, job, pure=False, key=f"carequal-report-{job.market}-{key[:8]}"):
-                           key for job, key in jobs}
-                for future in as_completed(futures):
-                    bar.update()
-                    yield future.result(), futures[future]
+            futures = {client.submit(run_market, job, pure=False, key=f"carequal-report-{_safe_name(job.market)}-"
+                                                                      f"{key[:8]}"): key for job, key in jobs}
+            for future in as_completed(futures):
+                bar.update()
+                yield future.result(), futures[future]
             return
         if workers == 1:
             for job, key in jobs:

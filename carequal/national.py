@@ -36,7 +36,8 @@ import pyarrow.dataset as ds
 from carequal.errors import ParameterError
 
 __all__ = ["MEASURES", "MeasureSpec", "Prepared", "Reference", "build_reference", "data_fingerprint",
-           "is_market_dataset", "measure_rows", "prepare", "read_reference",
+           "is_market_dataset", "market_inputs", "measure_rows", "measured_index_stays", "prepare", "read_reference",
+           "reference_from_measured",
            "reporting_period", "write_reference"]
 
 
@@ -64,6 +65,12 @@ MEASURES: dict[str, MeasureSpec] = {
 """The comparison measures. ``pac_readmission`` follows hospital discharges that went on to a skilled nursing,
 rehabilitation, long-term care hospital or home health provider within a day, and judges that provider
 (SNFRM-style attribution: the 30 days run from the hospital discharge)."""
+
+MEASURED_COLUMNS = ("stay_id", "patient_id", "facility_id", "discharge_date", "condition", "unplanned_readmit_30d",
+                    "died_30d", "pac_setting", "pac_facility_id", "age10", "male", "dual", "employees", "n_secondary",
+                    "chemotherapy", "c_heart_failure", "c_ami", "c_pneumonia", "c_copd", "c_sepsis", "c_stroke",
+                    "c_hip_knee_replacement")
+"""The columns of an index stay the reference needs: keys, outcomes, the post-acute provider, risk covariates."""
 
 ROW_COLUMNS = ("measure", "stay_id", "unit_id", "unit_market", "unit_setting", "unit_is_partner", "discharge_date",
                "condition", "in_period", "observed", "expected", "predicted")
@@ -189,6 +196,24 @@ def _fit_measure(rows: pd.DataFrame, spec: MeasureSpec, covariates: list[str], i
     return expected, predicted, summary, coef, calib
 
 
+def measured_index_stays(tables: dict[str, pd.DataFrame], *, rules=None) -> pd.DataFrame:
+    """Index stays with every outcome and risk covariate the reference needs (:data:`MEASURED_COLUMNS`).
+
+    The computation is per patient (a patient's index stays, readmissions, deaths and post-acute stays are
+    all among that patient's rows), so it can run on any partition of the data that keeps each patient's
+    rows together — the residence-market partitions of an ingested dataset — and the results concatenated
+    (:func:`carequal.scale.measured_index_stays_partitioned`).
+    """
+    from carequal.cohorts import index_stays
+    from carequal.measures import index_measures
+    from carequal.risk import risk_covariates
+
+    cohort = index_stays(tables["stays"], tables["facilities"], tables["patients"], tables.get("enrollment"),
+                         rules=rules)
+    measured = risk_covariates(index_measures(cohort.index, tables), tables["stays"])
+    return measured[[c for c in MEASURED_COLUMNS if c in measured.columns]].reset_index(drop=True)
+
+
 def build_reference(tables: dict[str, pd.DataFrame], *, period_start, period_end,
                     measures: tuple[str, ...] | list[str] = tuple(MEASURES), rules=None) -> Reference:
     """Fit the national models and score every index stay (see the module docstring).
@@ -208,21 +233,31 @@ def build_reference(tables: dict[str, pd.DataFrame], *, period_start, period_end
     -------
     Reference
     """
-    from carequal.cohorts import index_stays
-    from carequal.measures import index_measures
-    from carequal.risk import RISK_COVARIATES, risk_covariates
+    _check_measures(measures)
+    reporting_period(period_start, period_end)
+    return reference_from_measured(measured_index_stays(tables, rules=rules), tables["facilities"],
+                                   period_start=period_start, period_end=period_end, measures=measures)
 
+
+def _check_measures(measures) -> None:
     unknown = [m for m in measures if m not in MEASURES]
     if unknown:
         raise ParameterError(f"unknown measure(s) {', '.join(unknown)}; choose from {', '.join(MEASURES)}")
+
+
+def reference_from_measured(measured: pd.DataFrame, facilities: pd.DataFrame, *, period_start, period_end,
+                            measures: tuple[str, ...] | list[str] = tuple(MEASURES)) -> Reference:
+    """The reference from :func:`measured_index_stays` output (computed in one piece or by partition)."""
+    from carequal.risk import RISK_COVARIATES
+
+    _check_measures(measures)
     start, end = reporting_period(period_start, period_end)
-    fac = tables["facilities"]
-    cohort = index_stays(tables["stays"], fac, tables["patients"], tables.get("enrollment"), rules=rules)
-    measured = risk_covariates(index_measures(cohort.index, tables), tables["stays"])
+    # one order whatever the partitioning: the fits and every row of the result are then identical
+    measured = measured.sort_values("stay_id", kind="stable", ignore_index=True)
     rows, models, coefs, calibs = [], [], [], []
     for name in measures:
         spec = MEASURES[name]
-        data = measure_rows(measured, fac, spec)
+        data = measure_rows(measured, facilities, spec)
         when = pd.to_datetime(data["discharge_date"])
         in_period = ((when >= start) & (when <= end)).to_numpy()
         expected, predicted, summary, coef, calib = _fit_measure(data, spec, list(RISK_COVARIATES), in_period)
@@ -236,7 +271,7 @@ def build_reference(tables: dict[str, pd.DataFrame], *, period_start, period_end
     return Reference(rows=out, models=pd.DataFrame(models), coefficients=pd.concat(coefs, ignore_index=True),
                      calibration=pd.concat(calibs, ignore_index=True),
                      meta={"period_start": start.date().isoformat(), "period_end": end.date().isoformat(),
-                           "measures": list(measures), "index_stays": len(cohort.index)})
+                           "measures": list(measures), "index_stays": len(measured)})
 
 
 def write_reference(reference: Reference, out_dir: str | Path) -> None:
@@ -332,14 +367,15 @@ class Prepared:
 
 def prepare(data: str | Path, work: str | Path, *, period_start, period_end,
             measures: tuple[str, ...] | list[str] = tuple(MEASURES), mode: str = "quarantine",
-            force: bool = False) -> Prepared:
+            force: bool = False, client=None) -> Prepared:
     """Ingest ``data`` (unless it already is a market dataset) and build the national reference, in ``work``.
 
     Both are reused when ``work/prepared.json`` records the same input fingerprint, period and measures (and
     ``force`` is false). Rejected rows (``mode="quarantine"``) are written to ``work/quarantine/`` — they
     hold patient rows and stay out of the shared reports; their counts go into the dataset's validation
     summary. Everything is built in a temporary folder and moved into place, so an interrupted run leaves the
-    previous inputs or none, never half of new ones.
+    previous inputs or none, never half of new ones. With a Dask ``client`` the stay-level measures of the
+    reference run on the cluster, partition by partition (:mod:`carequal.scale`); the result is the same.
     """
     import shutil
     import time
@@ -386,7 +422,14 @@ def prepare(data: str | Path, work: str | Path, *, period_start, period_end,
         tmp.rename(dataset)
         seconds["ingest"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    built = build_reference(validated.tables, period_start=start, period_end=end, measures=measures)
+    if client is None:
+        built = build_reference(validated.tables, period_start=start, period_end=end, measures=measures)
+    else:  # the stay-level measures on the cluster, partition by partition; the models here
+        from carequal.scale import reference_partitioned
+
+        del validated
+        built = reference_partitioned(dataset, period_start=start, period_end=end, measures=measures,
+                                      client=client)
     tmp = work / "reference.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     write_reference(built, tmp)
@@ -395,3 +438,20 @@ def prepare(data: str | Path, work: str | Path, *, period_start, period_end,
     seconds["reference"] = time.perf_counter() - t0
     stamp.write_text(json.dumps(key, indent=2))
     return Prepared(dataset, reference, fingerprint, markets_in_dataset(dataset), False, seconds)
+
+
+def market_inputs(data: str | Path, work: str | Path, *, reference: str | Path = "", period_start,
+                  period_end) -> tuple[Path, Path]:
+    """The ``(dataset, reference)`` a market report reads.
+
+    With ``reference`` (the batch passes the inputs it prepared), ``data`` must be the market dataset and
+    nothing else is opened: no fingerprint of the whole input is computed in each market's kernel. Without it
+    (a notebook run by hand), :func:`prepare` makes or reuses them in ``work``.
+    """
+    if reference:
+        if not is_market_dataset(data):
+            raise ParameterError(f"with reference={reference!r}, data must be a market dataset (carequal ingest), "
+                                 f"not {data}")
+        return Path(data), Path(reference)
+    prepared = prepare(data, work, period_start=period_start, period_end=period_end)
+    return prepared.dataset, prepared.reference

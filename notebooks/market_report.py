@@ -20,6 +20,7 @@ conditions: str = "all"
 measures: str = "all"
 data: str = "../data/sample"
 work: str = "../reports.work"
+reference: str = ""
 min_cell: int = 11
 kpi_path: str = ""
 
@@ -31,7 +32,7 @@ from IPython.display import HTML, Markdown, display
 
 from carequal import plots
 from carequal import report as rpt
-from carequal.national import MEASURES, prepare
+from carequal.national import MEASURES, market_inputs
 
 # third-party deprecation chatter is not for leaders; carequal's own warnings are turned into findings
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -39,8 +40,9 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 plots.set_theme()
 plt.rcParams["figure.dpi"] = 96
 
-inputs = prepare(data, work, period_start=period_start, period_end=period_end)
-mr = rpt.load_market_report(inputs.dataset, inputs.reference, market, period_start=period_start,
+dataset, reference_dir = market_inputs(data, work, reference=reference, period_start=period_start,
+                                       period_end=period_end)
+mr = rpt.load_market_report(dataset, reference_dir, market, period_start=period_start,
                             period_end=period_end, measures=measures, conditions=conditions, min_cell=min_cell)
 kpis = rpt.headline_kpis(mr.rows, period=mr.period, previous=mr.previous, measures=mr.measures,
                          min_cell=mr.min_cell)
@@ -167,8 +169,9 @@ if left_off:
 # %% [markdown]
 # ## Population health
 #
-# Use of care by the market's residents, per 1,000 person-years of enrollment, directly standardised to the
-# 2000 U.S. population by age and sex so that markets with older populations can be compared fairly.
+# Use of care by the market's residents aged 65 and over, per 1,000 person-years of enrollment, directly
+# standardised by age and sex to the 2000 U.S. population of those ages, so that markets with older
+# populations can be compared fairly.
 
 # %%
 pop = rpt.population_table(mr.tables, market=market, period=mr.period, min_cell=mr.min_cell)

@@ -75,11 +75,12 @@ display(Markdown(f"# All markets: population health\n\n**Markets:** {', '.join(i
 # %% [markdown]
 # ## How much care do residents use?
 #
-# Admissions and emergency department visits per 1,000 person-years of enrollment (one person enrolled for a
-# whole year is one person-year). Rates are **age- and sex-standardised**: each market's rates are reweighted
-# to the same standard population, so a market is not made to look busier just because its residents are
-# older. Residents are counted in their home market, wherever they were treated. The charts show each year
-# with its 95% interval (shaded); markets whose intervals overlap cannot be told apart with confidence.
+# Admissions and emergency department visits per 1,000 person-years of enrollment of residents aged 65 and
+# over (one person enrolled for a whole year is one person-year). Rates are **age- and sex-standardised**: each
+# market's rates are reweighted to the same standard population, so a market is not made to look busier just
+# because its residents are older. Residents are counted in their home market, wherever they were treated.
+# The charts show each year with its 95% interval (shaded); markets whose intervals overlap cannot be told
+# apart with confidence.
 
 # %%
 display(Markdown(f"**Standardised rates per 1,000 person-years, {latest}**"))
@@ -131,10 +132,11 @@ for name in outcomes:
 #
 # **Use of care.** Acute hospital admissions, admissions to post-acute providers (skilled nursing,
 # inpatient rehabilitation, long-term care hospitals, home health) and emergency department visits of each
-# market's residents in each calendar year, divided by their person-years of enrollment that year. Rates are
-# directly standardised by age band and sex to the 2000 U.S. standard population (its weights rescaled to the
-# age bands present); the intervals are Dobson's. The standard population includes younger ages, so
-# standardised rates are for comparing markets and years, not a count of admissions per 1,000 beneficiaries.
+# market's residents aged 65 and over in each calendar year, divided by their person-years of enrollment at
+# those ages that year. Rates are directly standardised by age band (65–74, 75–84, 85 and over) and sex to the
+# 2000 U.S. standard population of those ages; the intervals are Dobson's. Younger residents (disability,
+# employee plans) are left out, so that their small numbers do not carry the weight of the standard's under-65
+# bands.
 #
 # **Outcomes.** Index hospital stays as in the market reports (CMS hospital-wide readmission conventions),
 # counted for the market of the hospital. Rates carry Wilson 95% intervals; expected rates come from the

@@ -217,7 +217,7 @@ def test_check_parameters_against_the_notebook(tmp_path):
 def test_the_report_notebook_declares_what_the_batch_passes():
     declared = __import__("papermill").inspect_notebook(str(batch.DEFAULT_NOTEBOOK))
     assert set(declared) == {"market", "period_start", "period_end", "conditions", "measures", "data", "work",
-                             "min_cell", "kpi_path"}
+                             "reference", "min_cell", "kpi_path"}
     assert all(p["inferred_type_name"] not in (None, "None") for p in declared.values())
 
 
