@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (carequal)
 #     language: python
@@ -214,8 +216,8 @@ if len(validation):
                           counts=("loaded", "accepted", "quarantined")))
 display(Markdown("**Cohort attrition** (acute stays of the market's residents):"))
 table(rpt.presentable(rpt.attrition_table(mr.tables, min_cell=mr.min_cell),
-                      columns={"description": "Step", "removed": None, "remaining": "Stays remaining"},
-                      counts=("removed",)))
+                      columns={"description": "Step", "removed": None, "remaining": None},
+                      counts=("removed", "remaining")))
 display(Markdown("**National risk models:**"))
 table(rpt.model_table(mr.reference.models))
 
