@@ -108,7 +108,8 @@ def _peer_market(market: str, spec: dict) -> dict:
 
     from carequal import plots
     from carequal import report as rpt
-    from carequal.national import MEASURES, prepare
+    from carequal.inputs import prepare
+    from carequal.national import MEASURES
 
     t: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -239,7 +240,7 @@ def peer_main(spec_json: str) -> None:
 
     from carequal import plots
     from carequal import report as rpt  # noqa: F401 - imported here so the import time is counted apart
-    from carequal.national import prepare  # noqa: F401
+    from carequal.inputs import prepare  # noqa: F401
 
     plots.set_theme()
     plt.rcParams["figure.dpi"] = 96

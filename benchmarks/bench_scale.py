@@ -19,7 +19,7 @@ One run measures, prints and writes ``benchmarks/results/scale.md`` (with the ma
    generation, says so). Not part of any time below. The reporting period is the last calendar year of the
    data (the year of the last discharge: 2024 for the generator's default 2022-2024).
 2. **The single-machine pipeline, end to end before the notebooks**, in one fresh child process:
-   ``carequal.national.prepare(data, work, period_start, period_end)`` from the generated Parquet folder into a
+   ``carequal.inputs.prepare(data, work, period_start, period_end)`` from the generated Parquet folder into a
    fresh work folder — fingerprint the input, read + validate (``load_tables``, quarantine mode), write the
    market-partitioned dataset, then the national reference (index cohort, every measure, one hierarchical
    model per measure, every index stay scored, the reference written) — then the comparison tables:
@@ -199,7 +199,8 @@ def task_pipeline(spec: dict) -> dict:
     import pyarrow.dataset as ds
 
     from carequal.compare import scorecard
-    from carequal.national import prepare, read_reference
+    from carequal.inputs import prepare
+    from carequal.national import read_reference
 
     ph = Phases()
     start, end = spec["period"]

@@ -2,7 +2,8 @@
 
 The modules follow the data flow: ``schema`` and ``loaders`` (the data contract) → ``cohorts`` →
 ``measures`` → ``risk`` → ``compare`` and ``impact`` → ``disclosure`` → ``national`` (the reference every
-market is compared with) → ``report``, ``population``, ``explore`` (what the notebooks show) → ``plots`` →
+market is compared with) → ``scale`` (its measures partition by partition, on Dask) → ``inputs`` (prepared once
+per run) → ``report``, ``population``, ``explore`` (what the notebooks show) → ``plots`` →
 ``batch`` (the notebooks, per market) → ``cli``; ``synth`` generates synthetic partnership data with a known
 truth, and ``adapters`` turn other layouts (CMS claims) into the contract.
 Importing the package reads no files and starts nothing.

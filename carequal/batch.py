@@ -6,7 +6,7 @@
    (``papermill.inspect_notebook``: papermill itself only warns about an unknown name and runs on with the
    default) and against the data: the markets present, the period's dates, the measures and conditions —
    before anything is computed or any kernel starts;
-2. **prepare** the inputs every market shares (:func:`carequal.national.prepare`): the market-partitioned
+2. **prepare** the inputs every market shares (:func:`carequal.inputs.prepare`): the market-partitioned
    dataset and the national reference, in the work folder, reused while the input is unchanged;
 3. **run** each market that is not already current — ``papermill`` executes ``market_report.ipynb`` with the
    market's parameters in a worker process with its own kernel (a start that collides on a ZMQ port is
@@ -121,8 +121,8 @@ def default_period(data: str | Path) -> tuple[str, str]:
 
 def available_markets(data: str | Path) -> list[str]:
     """Markets in the input: partition names of an ingested dataset, or the distinct ``patients.market``."""
+    from carequal.inputs import is_market_dataset
     from carequal.loaders import markets_in_dataset, read_table, table_path
-    from carequal.national import is_market_dataset
 
     if is_market_dataset(data):
         return markets_in_dataset(data)
@@ -453,7 +453,8 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
 def _run(data: Path, out: Path, work: Path, notebook: Path, chosen: list[str], base: dict, measure_list,
          workers: int, force: bool, progress: bool, scheduler: str | None, client, started, t_run) -> BatchResult:
     from carequal import __version__
-    from carequal.national import MEASURES, prepare
+    from carequal.inputs import prepare
+    from carequal.national import MEASURES
 
     t0 = time.perf_counter()
     prepared = prepare(data, work, period_start=base["period_start"], period_end=base["period_end"],

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (carequal)
 #     language: python
@@ -40,8 +42,8 @@ from carequal import explore as ex
 from carequal import plots
 from carequal import report as rpt
 from carequal.cohorts import index_stays
+from carequal.inputs import prepare
 from carequal.loaders import markets_in_dataset, read_market
-from carequal.national import prepare
 
 plots.set_theme()
 plt.rcParams["figure.dpi"] = 96

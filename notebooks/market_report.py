@@ -34,7 +34,8 @@ from IPython.display import HTML, Markdown, display
 
 from carequal import plots
 from carequal import report as rpt
-from carequal.national import MEASURES, market_inputs
+from carequal.inputs import market_inputs
+from carequal.national import MEASURES
 
 # third-party deprecation chatter is not for leaders; carequal's own warnings are turned into findings
 warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (carequal)
 #     language: python
@@ -30,8 +32,9 @@ from IPython.display import HTML, Markdown, display
 from carequal import plots
 from carequal import population as pop
 from carequal import report as rpt
+from carequal.inputs import prepare
 from carequal.loaders import load_tables
-from carequal.national import MEASURES, prepare, read_reference
+from carequal.national import MEASURES, read_reference
 
 # third-party deprecation chatter is not for leaders; carequal's own warnings stay visible
 warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -67,7 +67,7 @@ def sample_work(tmp_path_factory):
     """A work folder with the sample's inputs prepared once (dataset + national reference for 2024)."""
     from pathlib import Path
 
-    from carequal.national import prepare
+    from carequal.inputs import prepare
 
     work = tmp_path_factory.mktemp("sample_work")
     prepare(Path(__file__).resolve().parents[1] / "data" / "sample", work, period_start="2024-01-01",

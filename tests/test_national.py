@@ -13,12 +13,11 @@ import pytest
 
 from carequal.cohorts import index_stays
 from carequal.errors import ParameterError
+from carequal.inputs import data_fingerprint, prepare
 from carequal.loaders import load_tables
 from carequal.national import (
     MEASURES,
     build_reference,
-    data_fingerprint,
-    prepare,
     read_reference,
     reporting_period,
     write_reference,
