@@ -105,8 +105,16 @@ def prepare(data: str | Path, work: str | Path, *, period_start, period_end,
     stamp.unlink(missing_ok=True)
     seconds = {"fingerprint": t_fp}
     t0 = time.perf_counter()
-    validated = load_tables(data, mode=mode)
-    seconds["validate"] = time.perf_counter() - t0
+    if dataset == data:  # already ingested (validated then): read only the columns the reference needs
+        from carequal.loaders import read_dataset_tables
+        from carequal.national import INPUT_COLUMNS
+
+        tables = read_dataset_tables(data, columns=INPUT_COLUMNS)
+        seconds["read"] = time.perf_counter() - t0
+    else:
+        validated = load_tables(data, mode=mode)
+        tables = validated.tables
+        seconds["validate"] = time.perf_counter() - t0
     if dataset != data:
         t0 = time.perf_counter()
         tmp = work / "dataset.tmp"
@@ -123,11 +131,11 @@ def prepare(data: str | Path, work: str | Path, *, period_start, period_end,
         seconds["ingest"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if client is None:
-        built = build_reference(validated.tables, period_start=start, period_end=end, measures=measures)
+        built = build_reference(tables, period_start=start, period_end=end, measures=measures)
     else:  # the stay-level measures on the cluster, partition by partition; the models here
         from carequal.scale import reference_partitioned
 
-        del validated
+        del tables
         built = reference_partitioned(dataset, period_start=start, period_end=end, measures=measures,
                                       client=client)
     tmp = work / "reference.tmp"

@@ -178,6 +178,26 @@ def markets_in_dataset(dataset_dir: str | Path) -> list[str]:
     return sorted(unquote(p.name.split("=", 1)[1]) for p in folder.glob("market=*") if p.is_dir())
 
 
+def read_dataset_tables(dataset_dir: str | Path, *, columns: dict[str, list[str]] | None = None
+                        ) -> dict[str, pd.DataFrame]:
+    """Every market's rows of an ingested dataset with only the ``columns`` asked for (per table; a table not
+    named is read whole), **without** validating again: the dataset holds rows that passed validation at
+    ingest, stored typed. For computations over all markets that need a few columns (the national models).
+    """
+    dataset_dir = Path(dataset_dir)
+    if not (dataset_dir / "patients").is_dir():
+        raise ParameterError(f"{dataset_dir} is not a market dataset (no patients/ folder); run carequal ingest")
+    out = {}
+    for table in TABLES:
+        folder = dataset_dir / table
+        if not folder.is_dir():
+            if table in OPTIONAL_TABLES:
+                continue
+            raise SchemaError(f"{dataset_dir}: no folder for required table {table}")
+        out[table] = read_table(folder, columns=(columns or {}).get(table))
+    return out
+
+
 def read_market(dataset_dir: str | Path, market: str, *, mode: str = "strict",
                 columns: dict[str, list[str]] | None = None) -> ValidatedTables:
     """Read one market from a market-partitioned dataset without opening the other markets' files.

@@ -71,6 +71,15 @@ MEASURED_COLUMNS = ("stay_id", "patient_id", "facility_id", "discharge_date", "c
                     "c_hip_knee_replacement")
 """The columns of an index stay the reference needs: keys, outcomes, the post-acute provider, risk covariates."""
 
+INPUT_COLUMNS: dict[str, list[str]] = {
+    "patients": ["patient_id", "birth_date", "sex", "dual_eligible", "death_date", "market", "population_group"],
+    "stays": ["stay_id", "patient_id", "facility_id", "admit_date", "discharge_date", "discharge_status",
+              "admission_type", "principal_dx", "secondary_dx", "procedures"],
+    "enrollment": ["patient_id", "start_date", "end_date", "coverage"],
+    "ed_visits": ["visit_id", "patient_id", "visit_date"],
+}
+"""The columns of each contract table the national reference reads (facilities: all; a small table)."""
+
 ROW_COLUMNS = ("measure", "stay_id", "unit_id", "unit_market", "unit_setting", "unit_is_partner", "discharge_date",
                "condition", "in_period", "observed", "expected", "predicted")
 

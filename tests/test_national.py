@@ -133,3 +133,23 @@ def test_prepare_accepts_an_ingested_dataset(tmp_path):
     b = read_reference(second.reference).rows.sort_values(["measure", "stay_id"], ignore_index=True)
     np.testing.assert_allclose(a["expected"], b["expected"], rtol=1e-6)
     pd.testing.assert_series_equal(a["stay_id"], b["stay_id"])
+
+
+def test_prepare_on_a_dataset_reads_only_the_columns_it_needs(tmp_path, sample_work):
+    import pyarrow.parquet as pq
+
+    from carequal.national import INPUT_COLUMNS
+
+    dataset = tmp_path / "dataset"
+    shutil.copytree(sample_work / "dataset", dataset)
+    # drop every stays column the reference does not need from the files: prepare must not miss them
+    for part in (dataset / "stays").rglob("*.parquet"):
+        table = pq.read_table(part)
+        keep = [c for c in table.column_names if c in INPUT_COLUMNS["stays"] or c == "market"]
+        pq.write_table(table.select(keep), part)
+    assert "payment" not in pq.read_table(next((dataset / "stays").rglob("*.parquet"))).column_names
+    prepared = prepare(dataset, tmp_path / "work", period_start=PERIOD[0], period_end=PERIOD[1])
+    a = read_reference(prepared.reference).rows.sort_values(["measure", "stay_id"], ignore_index=True)
+    b = read_reference(sample_work / "reference").rows.sort_values(["measure", "stay_id"], ignore_index=True)
+    np.testing.assert_allclose(a["expected"], b["expected"], rtol=1e-9)
+    assert "read" in prepared.seconds and "validate" not in prepared.seconds  # no second validation
