@@ -75,25 +75,26 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import report
-from report import markdown_table  # benchmarks/report.py: shared report helpers
+from report import (  # benchmarks/report.py: shared report helpers and the measured-child runner
+    LOAD_MARGIN,
+    OTHER_CORES_LIMIT,
+    ChildFailed,
+    busy_cpu_seconds,
+    markdown_table,
+    measure,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "batch.md"
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
 PERIOD = "2024"
 PERIOD_DATES = ("2024-01-01", "2024-12-31")
-OTHER_CORES_LIMIT = 0.25
-"""Cores kept busy by other processes above which a measurement is flagged as contended."""
-LOAD_MARGIN = 1.0
-"""A measurement is flagged when its highest 1-minute load average exceeds what it runs itself by this."""
 PACKAGES = ("papermill", "nbconvert", "nbclient", "ipykernel", "jupyter_client", "matplotlib", "pandas", "numpy")
 
 
@@ -263,68 +264,6 @@ PEER_CODE = ("import sys; sys.path.insert(0, {bench!r}); import bench_batch; ben
 
 
 # --------------------------------------------------------------------------------------------- parent side
-
-
-def _busy_cpu_seconds() -> float:
-    """CPU time spent by the whole machine since boot, all cores (user, nice, system, irq, softirq, steal)."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-class ChildFailed(RuntimeError):
-    """A measured child process exited with an error or ran out of time."""
-
-
-def measure(label: str, cmd: list[str], logs: Path, *, timeout: float, own_load: float,
-            ok_codes: tuple[int, ...] = (0,)) -> dict:
-    """Run ``cmd``; its wall time, exit code, output, the load average around it and the other processes' CPU.
-
-    The child runs in the scratch folder (the parent of ``logs``), not the repository: ``python -c`` puts its
-    working folder first on ``sys.path``, which would import the work tree's carequal ahead of a snapshot
-    given on PYTHONPATH."""
-    logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"{label}.log"
-    print(f"  {label} ...", end="", file=sys.stderr, flush=True)
-    load_before = os.getloadavg()[0]
-    loads: list[float] = []
-    done = threading.Event()
-
-    def sample_load() -> None:
-        while not done.wait(5.0):
-            loads.append(os.getloadavg()[0])
-
-    sampler = threading.Thread(target=sample_load, daemon=True)
-    sampler.start()
-    t0, busy0 = time.perf_counter(), _busy_cpu_seconds()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=logs.parent)
-        timer = threading.Timer(timeout, proc.kill)
-        timer.start()
-        try:
-            # wait4: this child's own rusage, descendants it waited for (workers, kernels) included
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-            done.set()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t0
-    child_cpu = usage.ru_utime + usage.ru_stime
-    others = max(0.0, _busy_cpu_seconds() - busy0 - child_cpu) / wall
-    output = log_path.read_text(errors="replace")
-    if proc.returncode not in ok_codes:
-        tail = "".join(output.splitlines(keepends=True)[-30:])
-        print(f" failed (exit {proc.returncode}, {wall:.0f} s)", file=sys.stderr)
-        raise ChildFailed(f"{label}: exit {proc.returncode} after {wall:.0f} s (timeout {timeout:.0f} s); "
-                          f"log {log_path}:\n{tail}")
-    result = {"label": label, "wall_seconds": wall, "returncode": proc.returncode, "child_cpu_seconds": child_cpu,
-              "other_cores": others, "load_before": load_before, "load_max": max(loads, default=load_before),
-              "load_after": os.getloadavg()[0], "own_load": own_load, "output": output}
-    result["contended"] = others > OTHER_CORES_LIMIT or result["load_max"] > own_load + LOAD_MARGIN
-    print(f" {wall:.1f} s (other processes {others:.2f} cores, load {load_before:.2f} / "
-          f"{result['load_max']:.2f} / {result['load_after']:.2f})"
-          + ("  ** CONTENDED **" if result["contended"] else ""), file=sys.stderr)
-    return result
 
 
 def carequal_command() -> list[str]:
@@ -662,9 +601,9 @@ def main(argv: list[str] | None = None) -> int:
     logs = args.workdir / "logs"
     start = time.perf_counter()
     initial_load = os.getloadavg()[0]
-    busy0 = _busy_cpu_seconds()
+    busy0 = busy_cpu_seconds()
     time.sleep(5.0)
-    initial_others = (_busy_cpu_seconds() - busy0) / 5.0
+    initial_others = (busy_cpu_seconds() - busy0) / 5.0
     if initial_others > OTHER_CORES_LIMIT:
         print(f"warning: other processes keep {initial_others:.2f} cores busy before starting (load average "
               f"{initial_load:.2f}): times will be inflated", file=sys.stderr)

@@ -74,8 +74,6 @@ import math
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -83,7 +81,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import report
-from report import gib, markdown_table  # benchmarks/report.py: shared report helpers
+from report import (  # benchmarks/report.py: shared report helpers
+    OTHER_CORES_LIMIT,
+    ChildFailed,
+    busy_cpu_seconds,
+    gib,
+    markdown_table,
+    measure,
+)
 
 FULL_STAYS = 5_000_000
 """The issue's size; smaller runs never write ``benchmarks/results/scale.md``."""
@@ -94,10 +99,6 @@ MEMORY_TARGET_BYTES = 8e9
 """Target: its peak resident memory under 8 GB (decimal GB, the stricter reading)."""
 RESULTS = Path(__file__).resolve().parent / "results" / "scale.md"
 REPO = Path(__file__).resolve().parent.parent
-OTHER_CORES_LIMIT = 0.25
-"""Cores kept busy by other processes above which a measurement is flagged as contended."""
-LOAD_MARGIN = 1.0
-"""A measurement is flagged when its highest 1-minute load average exceeds what it runs itself by this."""
 SAMPLE_EVERY_S = 0.2
 PACKAGES = ("pandas", "numpy", "pyarrow", "scipy", "dask", "distributed")
 CLUSTER = {"n_workers": 2, "threads_per_worker": 1, "processes": True}
@@ -371,72 +372,6 @@ def child_main(task: str, spec_json: str, result_path: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------- parent side
-
-
-def _busy_cpu_seconds() -> float:
-    """CPU time spent by the whole machine since boot, all cores (user, nice, system, irq, softirq, steal)."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-class ChildFailed(RuntimeError):
-    """A measured child process exited with an error or ran out of time."""
-
-
-def measure(label: str, cmd: list[str], logs: Path, *, timeout: float, own_load: float) -> dict:
-    """Run ``cmd`` in its own process group; its wall time, rusage, output, load and the other processes' CPU."""
-    logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"{label}.log"
-    print(f"  {label} ...", end="", file=sys.stderr, flush=True)
-    load_before = os.getloadavg()[0]
-    loads: list[float] = []
-    done = threading.Event()
-
-    def sample_load() -> None:  # the 1-minute load average every 5 s
-        while not done.wait(5.0):
-            loads.append(os.getloadavg()[0])
-
-    sampler = threading.Thread(target=sample_load, daemon=True)
-    sampler.start()
-    t0, busy0 = time.perf_counter(), _busy_cpu_seconds()
-    with open(log_path, "w") as log:
-        # a new session: on a timeout the child and whatever it started (cluster workers) are ended together
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=logs.parent, start_new_session=True)
-
-        def kill() -> None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-        timer = threading.Timer(timeout, kill)
-        timer.start()
-        try:
-            # wait4: this child's own rusage, descendants it waited for (nannies, workers) included
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-            done.set()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t0
-    child_cpu = usage.ru_utime + usage.ru_stime
-    others = max(0.0, _busy_cpu_seconds() - busy0 - child_cpu) / wall
-    output = log_path.read_text(errors="replace")
-    if proc.returncode != 0:
-        tail = "".join(output.splitlines(keepends=True)[-30:])
-        print(f" failed (exit {proc.returncode}, {wall:.0f} s)", file=sys.stderr)
-        raise ChildFailed(f"{label}: exit {proc.returncode} after {wall:.0f} s (timeout {timeout:.0f} s); "
-                          f"log {log_path}:\n{tail}")
-    result = {"label": label, "wall_seconds": wall, "child_cpu_seconds": child_cpu,
-              "maxrss_mib": usage.ru_maxrss / 1024, "other_cores": others, "load_before": load_before,
-              "load_max": max(loads, default=load_before), "load_after": os.getloadavg()[0],
-              "own_load": own_load, "output": output}
-    result["contended"] = others > OTHER_CORES_LIMIT or result["load_max"] > own_load + LOAD_MARGIN
-    print(f" {wall:.1f} s (other processes {others:.2f} cores, load {load_before:.2f} / "
-          f"{result['load_max']:.2f} / {result['load_after']:.2f})"
-          + ("  ** CONTENDED **" if result["contended"] else ""), file=sys.stderr)
-    return result
 
 
 def run_child(task: str, spec: dict, args: argparse.Namespace, *, own_load: float) -> dict:
@@ -731,9 +666,9 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     initial_load = os.getloadavg()[0]
-    busy0 = _busy_cpu_seconds()
+    busy0 = busy_cpu_seconds()
     time.sleep(5.0)
-    initial_others = (_busy_cpu_seconds() - busy0) / 5.0
+    initial_others = (busy_cpu_seconds() - busy0) / 5.0
     if initial_others > OTHER_CORES_LIMIT:
         print(f"warning: other processes keep {initial_others:.2f} cores busy before starting (load average "
               f"{initial_load:.2f}): times will be inflated", file=sys.stderr)

@@ -72,3 +72,89 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return lines + [""]
+
+
+# ------------------------------------------------------------------------- measured child processes
+
+OTHER_CORES_LIMIT = 0.25
+"""Cores other processes may keep busy during a measurement before it is flagged as contended."""
+
+LOAD_MARGIN = 1.0
+"""How far the 1-minute load average may rise above the measurement's own load before it is flagged."""
+
+
+def busy_cpu_seconds() -> float:
+    """CPU time spent by the whole machine since boot, all cores (user, nice, system, irq, softirq, steal)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class ChildFailed(RuntimeError):
+    """A measured child process exited with an error or ran out of time."""
+
+
+def measure(label: str, cmd: list[str], logs: Path, *, timeout: float, own_load: float,
+            ok_codes: tuple[int, ...] = (0,)) -> dict:
+    """Run ``cmd`` in its own process group; its wall time, rusage, exit code, output, the load average around
+    it and the CPU other processes used meanwhile (flagged ``contended`` past the limits above).
+
+    The child runs in the scratch folder (the parent of ``logs``), not the repository: ``python -c`` puts its
+    working folder first on ``sys.path``, which would import the work tree's carequal ahead of a snapshot
+    given on PYTHONPATH."""
+    import signal
+    import sys
+    import threading
+    import time
+
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{label}.log"
+    print(f"  {label} ...", end="", file=sys.stderr, flush=True)
+    load_before = os.getloadavg()[0]
+    loads: list[float] = []
+    done = threading.Event()
+
+    def sample_load() -> None:  # the 1-minute load average every 5 s
+        while not done.wait(5.0):
+            loads.append(os.getloadavg()[0])
+
+    sampler = threading.Thread(target=sample_load, daemon=True)
+    sampler.start()
+    t0, busy0 = time.perf_counter(), busy_cpu_seconds()
+    with open(log_path, "w") as log:
+        # a new session: on a timeout the child and whatever it started (workers, kernels) are ended together
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=logs.parent, start_new_session=True)
+
+        def kill() -> None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            # wait4: this child's own rusage, descendants it waited for (workers, kernels) included
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+            done.set()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t0
+    child_cpu = usage.ru_utime + usage.ru_stime
+    others = max(0.0, busy_cpu_seconds() - busy0 - child_cpu) / wall
+    output = log_path.read_text(errors="replace")
+    if proc.returncode not in ok_codes:
+        tail = "".join(output.splitlines(keepends=True)[-30:])
+        print(f" failed (exit {proc.returncode}, {wall:.0f} s)", file=sys.stderr)
+        raise ChildFailed(f"{label}: exit {proc.returncode} after {wall:.0f} s (timeout {timeout:.0f} s); "
+                          f"log {log_path}:\n{tail}")
+    result = {"label": label, "wall_seconds": wall, "returncode": proc.returncode, "child_cpu_seconds": child_cpu,
+              "maxrss_mib": usage.ru_maxrss / 1024, "other_cores": others, "load_before": load_before,
+              "load_max": max(loads, default=load_before), "load_after": os.getloadavg()[0],
+              "own_load": own_load, "output": output}
+    result["contended"] = others > OTHER_CORES_LIMIT or result["load_max"] > own_load + LOAD_MARGIN
+    print(f" {wall:.1f} s (other processes {others:.2f} cores, load {load_before:.2f} / "
+          f"{result['load_max']:.2f} / {result['load_after']:.2f})"
+          + ("  ** CONTENDED **" if result["contended"] else ""), file=sys.stderr)
+    return result

@@ -187,15 +187,18 @@ def read_dataset_tables(dataset_dir: str | Path, *, columns: dict[str, list[str]
     dataset_dir = Path(dataset_dir)
     if not (dataset_dir / "patients").is_dir():
         raise ParameterError(f"{dataset_dir} is not a market dataset (no patients/ folder); run carequal ingest")
-    out = {}
+    return {table: read_table(folder, columns=(columns or {}).get(table))
+            for table, folder in _table_folders(dataset_dir)}
+
+
+def _table_folders(dataset_dir: Path):
+    """``(table, folder)`` of every contract table present in a dataset; a missing required table is an error."""
     for table in TABLES:
         folder = dataset_dir / table
-        if not folder.is_dir():
-            if table in OPTIONAL_TABLES:
-                continue
+        if folder.is_dir():
+            yield table, folder
+        elif table not in OPTIONAL_TABLES:
             raise SchemaError(f"{dataset_dir}: no folder for required table {table}")
-        out[table] = read_table(folder, columns=(columns or {}).get(table))
-    return out
 
 
 def read_market(dataset_dir: str | Path, market: str, *, mode: str = "strict",
@@ -215,12 +218,7 @@ def read_market(dataset_dir: str | Path, market: str, *, mode: str = "strict",
     if market not in known:
         raise ParameterError(f"market {market!r} is not in {dataset_dir}; markets: {', '.join(known) or 'none'}")
     raw = {}
-    for table in TABLES:
-        folder = dataset_dir / table
-        if not folder.is_dir():
-            if table in OPTIONAL_TABLES:
-                continue
-            raise SchemaError(f"{dataset_dir}: no folder for required table {table}")
+    for table, folder in _table_folders(dataset_dir):
         cols = (columns or {}).get(table)
         if table == "facilities":
             raw[table] = read_table(folder, columns=cols)

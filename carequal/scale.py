@@ -102,8 +102,7 @@ def reference_partitioned(dataset: str | Path, *, period_start, period_end, meas
 
 
 def _facilities(dataset: str | Path) -> pd.DataFrame:
-    """The validated facilities table of a dataset (the facilities of any one market's read)."""
-    from carequal.loaders import markets_in_dataset, read_market
+    """The facilities table of a dataset (validated at ingest, stored typed; one small table, read whole)."""
+    from carequal.loaders import read_table
 
-    first = markets_in_dataset(dataset)[0]
-    return read_market(dataset, first, columns=None).tables["facilities"]
+    return read_table(Path(dataset) / "facilities")
