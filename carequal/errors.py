@@ -26,6 +26,10 @@ class ParameterError(CarequalError):
     """A function or command was given an argument outside its allowed values."""
 
 
+class AgreementError(CarequalError):
+    """A partnership agreement file is malformed or does not fit the data (every problem is listed)."""
+
+
 class DisclosureError(CarequalError):
     """A table meant for sharing displays a value the cell-size rule forbids (counts 1–10, or values from
     which such a count can be derived)."""

@@ -236,11 +236,12 @@ class LogisticRiskModel:
         self.design_info_ = X.design_info
         self.result_ = sm.GLM(y, X, family=sm.families.Binomial()).fit()
         ci = self.result_.conf_int()
-        self.odds_ratios_ = pd.DataFrame({
-            "term": X.columns, "odds_ratio": np.exp(self.result_.params.to_numpy()),
-            "lower": np.exp(ci[0].to_numpy()), "upper": np.exp(ci[1].to_numpy()),
-            "p_value": self.result_.pvalues.to_numpy(),
-        })
+        with np.errstate(over="ignore"):  # a covariate with (almost) no events has an infinite upper limit
+            self.odds_ratios_ = pd.DataFrame({
+                "term": X.columns, "odds_ratio": np.exp(self.result_.params.to_numpy()),
+                "lower": np.exp(ci[0].to_numpy()), "upper": np.exp(ci[1].to_numpy()),
+                "p_value": self.result_.pvalues.to_numpy(),
+            })
         return self
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:

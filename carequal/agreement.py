@@ -1,0 +1,646 @@
+"""Partnership agreements: the metrics partners agreed on, their targets, and whether each partner meets them.
+
+A partnership is described in one small file that lives with the data (TOML or YAML): who the partners
+are, which of the library's measures they agreed to be judged on, a target for each, which direction is
+better and how often they review. :func:`read_agreement` validates it with pydantic (types, allowed values,
+unknown keys) and :func:`check_agreement` against the data (facilities that exist, metrics that apply to the
+partner's setting); both raise :class:`carequal.errors.AgreementError` naming the key, the value given and
+the valid choices. :func:`evaluate_agreement` then gives, per partner × metric × review period, the value
+with its interval, the target, the status and the change since the previous period.
+
+The metrics (:data:`AGREEMENT_MEASURES`) are counted on index hospital stays (:func:`carequal.cohorts.index_stays`)
+and attributed by the partner's setting: a hospital answers for the index stays it discharged; a skilled
+nursing, rehabilitation, long-term care or home health provider for the index stays whose first post-acute
+stay (within a day of the hospital discharge) was with it — the SNFRM / DTC-PAC attribution. Review periods
+are calendar months or quarters of the index discharge date.
+
+Statuses (:func:`judge`):
+
+* "not yet judgeable" when the period has fewer than ``min_cases`` cases, when there is no target (a
+  market benchmark with no non-partner cases), or when the interval of the value contains the target;
+* otherwise "met" when the whole interval is on the better side of the target, "not met" when it is on the
+  worse side. A volume (a count of cases, not an estimate) has no interval: it meets its target or not.
+
+Choices where the methods leave room (see ``../shared/docs/methodology.md`` for the measures themselves):
+
+* A risk-adjusted rate is indirectly standardised: ``O / E × national rate``, where E sums the predicted
+  probabilities of a logistic model (:class:`carequal.risk.LogisticRiskModel`, covariates
+  :data:`carequal.risk.RISK_COVARIATES`) fitted on every market's cases of that metric and role in the
+  evaluation span, and the national rate is those cases' crude rate; the interval is the O/E interval (exact
+  Poisson below 10 events, Byar from 10) times the national rate. The hierarchical facility effects of
+  :mod:`carequal.national` are not used: a partner's own period is judged on its own cases.
+* A market benchmark pools the non-partner facilities of the partner's market and setting (acute hospitals
+  for a hospital; providers of the same post-acute setting otherwise) — "non-partner" meaning not a partner
+  in this agreement. It is treated as a fixed value: its own uncertainty is not added to the partner's.
+* Length of stay: the mean (Medicare day count, minimum 1) with a t interval.
+* Stays are counted in the period of their index discharge; a partner's periods before its start are
+  evaluated too (the baseline) and marked ``phase = "before"``.
+
+Why hand-written: the agreement file's structure is carequal's own; validation is pydantic's, the models are
+statsmodels', the intervals are :mod:`carequal.intervals`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from carequal.errors import AgreementError, ParameterError
+
+__all__ = ["AGREEMENT_MEASURES", "Agreement", "AgreementMeasure", "Metric", "Partner", "agreement_cases",
+           "check_agreement", "evaluate_agreement", "judge", "load_agreement", "read_agreement", "review_periods"]
+
+POST_ACUTE = ("snf", "irf", "ltch", "hha")
+STATUSES = ("met", "not met", "not yet judgeable")
+
+
+@dataclass(frozen=True)
+class AgreementMeasure:
+    """One measure a partnership can agree on."""
+
+    name: str
+    label: str
+    kind: str  # "rate", "mean" or "count"
+    settings: tuple[str, ...]
+    better: str  # "lower" or "higher"
+    risk_adjustable: bool
+    unit: str  # how its values read: "proportion", "days", "cases"
+
+
+AGREEMENT_MEASURES: dict[str, AgreementMeasure] = {
+    "readmission": AgreementMeasure("readmission", "readmission", "rate", ("acute", *POST_ACUTE), "lower", True,
+                                    "proportion"),
+    "mortality": AgreementMeasure("mortality", "mortality", "rate", ("acute", *POST_ACUTE), "lower", True,
+                                  "proportion"),
+    "discharge_to_community": AgreementMeasure("discharge_to_community", "discharge to community", "rate",
+                                               POST_ACUTE, "higher", True, "proportion"),
+    "length_of_stay": AgreementMeasure("length_of_stay", "length of stay", "mean", ("acute", *POST_ACUTE),
+                                       "lower", False, "days"),
+    "volume": AgreementMeasure("volume", "patients", "count", ("acute", *POST_ACUTE), "higher", False, "cases"),
+}
+"""The measures an agreement may name. ``readmission``: the first acute admission within ``window_days`` of
+the index discharge (unplanned only, by the CMS Planned Readmission Algorithm, unless ``planned = "include"``);
+``mortality``: death within ``window_days`` of the index admission; ``discharge_to_community``: the first
+post-acute stay ends home or with home health and the patient is alive with no unplanned hospital or LTCH
+admission for ``window_days`` (DTC-PAC, window 31 by default); ``length_of_stay``: days in the hospital stay
+(hospitals) or in the post-acute stay (providers); ``volume``: the number of index stays (hospitals: discharged;
+providers: received)."""
+
+
+# ----------------------------------------------------------------------------------------- the file format
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Partner(_Strict):
+    """A partner facility. ``start`` defaults to the facilities table's ``partner_since``."""
+
+    facility_id: str = Field(min_length=1)
+    start: date | None = None
+
+
+class AbsoluteTarget(_Strict):
+    """A fixed value: a proportion for rates (0.15 is 15%), days for length of stay, cases for volume."""
+
+    kind: Literal["absolute"]
+    value: float = Field(ge=0)
+
+
+class MarketTarget(_Strict):
+    """The market's non-partner facilities of the same setting, in the same period, changed by
+    ``relative_change`` (−0.1: 10% below the benchmark)."""
+
+    kind: Literal["market"]
+    relative_change: float = Field(default=0.0, gt=-1, le=10)
+
+
+class NationalTarget(_Strict):
+    """A national value written in the file (e.g. a published CMS national rate), changed by ``relative_change``."""
+
+    kind: Literal["national"]
+    value: float = Field(ge=0)
+    relative_change: float = Field(default=0.0, gt=-1, le=10)
+    source: str = ""
+
+
+Target = Annotated[AbsoluteTarget | MarketTarget | NationalTarget, Field(discriminator="kind")]
+
+
+class Metric(_Strict):
+    """One agreed metric: a measure of :data:`AGREEMENT_MEASURES` with its parameters and target."""
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
+    measure: Literal["readmission", "mortality", "discharge_to_community", "length_of_stay", "volume"]
+    label: str = ""
+    window_days: int | None = Field(default=None, ge=1, le=365)
+    condition: str = "all"
+    planned: Literal["exclude", "include"] = "exclude"
+    risk_adjusted: bool = False
+    direction: Literal["lower", "higher"] | None = None
+    min_cases: int = Field(default=25, ge=1)
+    target: Target
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Metric:
+        spec = AGREEMENT_MEASURES[self.measure]
+        if self.risk_adjusted and not spec.risk_adjustable:
+            raise ValueError(f"risk_adjusted = true is not available for {self.measure}; risk-adjustable measures: "
+                             + ", ".join(m for m, s in AGREEMENT_MEASURES.items() if s.risk_adjustable))
+        if self.planned == "include" and self.measure != "readmission":
+            raise ValueError(f"planned applies to readmission only, not {self.measure}")
+        if self.window_days is not None and self.measure in ("length_of_stay", "volume"):
+            raise ValueError(f"window_days does not apply to {self.measure}")
+        value = getattr(self.target, "value", None)
+        if spec.unit == "proportion" and value is not None and value > 1:
+            raise ValueError(f"target value {value:g} for {self.measure} is not a proportion between 0 and 1 "
+                             f"(write {value / 100:g} for {value:g}%)")
+        if spec.kind == "count" and self.target.kind != "absolute":
+            raise ValueError(f"a volume target must be kind = \"absolute\" (a number of cases), not "
+                             f"{self.target.kind!r}")
+        if spec.kind == "count" and value is not None and value != int(value):
+            raise ValueError(f"a volume target is a whole number of cases, not {value:g}")
+        return self
+
+    @property
+    def spec(self) -> AgreementMeasure:
+        return AGREEMENT_MEASURES[self.measure]
+
+    @property
+    def better(self) -> str:
+        return self.direction or self.spec.better
+
+    @property
+    def window(self) -> int | None:
+        if self.measure in ("length_of_stay", "volume"):
+            return None
+        return self.window_days or (31 if self.measure == "discharge_to_community" else 30)
+
+    @property
+    def title(self) -> str:
+        if self.label:
+            return self.label
+        parts = [f"{self.window}-day" if self.window else "", "unplanned" if self.measure == "readmission"
+                 and self.planned == "exclude" else "", self.spec.label,
+                 "(risk-adjusted)" if self.risk_adjusted else ""]
+        text = " ".join(p for p in parts if p)
+        return text[0].upper() + text[1:]
+
+
+class Agreement(_Strict):
+    """A partnership agreement (see the module docstring and ``data/sample/agreement.toml``)."""
+
+    name: str = Field(min_length=1)
+    review_period: Literal["month", "quarter"] = "quarter"
+    show_facility_names: bool = False
+    partners: list[Partner] = Field(min_length=1)
+    metrics: list[Metric] = Field(min_length=1)
+
+    @field_validator("partners")
+    @classmethod
+    def _unique_partners(cls, partners: list[Partner]) -> list[Partner]:
+        ids = [p.facility_id for p in partners]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise ValueError(f"facility_id listed twice: {', '.join(twice)}")
+        return partners
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_metrics(cls, metrics: list[Metric]) -> list[Metric]:
+        ids = [m.id for m in metrics]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise ValueError(f"metric id used twice: {', '.join(twice)}")
+        return metrics
+
+    def metric(self, metric_id: str) -> Metric:
+        for m in self.metrics:
+            if m.id == metric_id:
+                return m
+        raise ParameterError(f"agreement {self.name!r} has no metric {metric_id!r}; it has "
+                             + ", ".join(m.id for m in self.metrics))
+
+
+def _where(loc: tuple, raw: dict) -> str:
+    """``metrics[1] (readmit_30d).target.value`` from a pydantic error location."""
+    out, node = "", raw
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            key = node.get("id") or node.get("facility_id") if isinstance(node, dict) else None
+            if key:
+                out += f" ({key})"
+        elif part in ("absolute", "market", "national") and out.endswith("target"):
+            continue  # the union member pydantic tried: not a key of the file
+        else:
+            out += ("." if out else "") + str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return out or "(top level)"
+
+
+def _parse(text: str, source: str) -> dict:
+    suffix = Path(source).suffix.lower()
+    try:
+        if suffix in (".yaml", ".yml"):
+            import yaml
+
+            raw = yaml.safe_load(text)
+        else:
+            raw = tomllib.loads(text)
+    except Exception as exc:  # noqa: BLE001 - any syntax error of the file is reported the same way
+        raise AgreementError(f"{source}: not valid {'YAML' if suffix in ('.yaml', '.yml') else 'TOML'}: {exc}") \
+            from None
+    if not isinstance(raw, dict):
+        raise AgreementError(f"{source}: an agreement is a table of keys (name, review_period, partners, metrics), "
+                             f"not {type(raw).__name__}")
+    return raw
+
+
+def read_agreement(path: str | Path | None = None, *, text: str | None = None, source: str = "agreement.toml"
+                   ) -> Agreement:
+    """Read and validate an agreement file (``.toml``, ``.yaml`` or ``.yml``).
+
+    Every problem is reported at once, each line naming the key, what is wrong and the valid choices.
+
+    Examples
+    --------
+    >>> ag = read_agreement(text='''
+    ... name = "Northvale network"
+    ... [[partners]]
+    ... facility_id = "S001003"
+    ... [[metrics]]
+    ... id = "readmit"
+    ... measure = "readmission"
+    ... target = { kind = "absolute", value = 0.18 }
+    ... ''')
+    >>> ag.metrics[0].title, ag.metrics[0].better, ag.review_period
+    ('30-day unplanned readmission', 'lower', 'quarter')
+    >>> read_agreement(text='name = "x"\\n[[partners]]\\nfacility_id = "S1"\\n[[metrics]]\\nid = "r"\\n'
+    ...                     'measure = "readmit"\\ntarget = { kind = "absolute", value = 0.2 }')
+    Traceback (most recent call last):
+    ...
+    carequal.errors.AgreementError: agreement.toml is not a valid agreement (1 problem):
+      metrics[0] (r).measure: Input should be 'readmission', 'mortality', 'discharge_to_community', 'length_of_stay' or 'volume' (given 'readmit')
+    """
+    if text is None:
+        if path is None:
+            raise ParameterError("read_agreement: give a path or text")
+        path = Path(path)
+        if not path.is_file():
+            raise AgreementError(f"agreement file {path} does not exist")
+        source, text = str(path), path.read_text(encoding="utf-8")
+    raw = _parse(text, source)
+    try:
+        return Agreement.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            given = err.get("input")
+            shown = "" if err["type"] in ("missing", "model_type") or isinstance(given, dict | list) \
+                else f" (given {given!r})"
+            lines.append(f"  {_where(err['loc'], raw)}: {msg}{shown}")
+        raise AgreementError(f"{source} is not a valid agreement ({len(lines)} problem"
+                             f"{'s' if len(lines) > 1 else ''}):\n" + "\n".join(lines)) from None
+
+
+def check_agreement(agreement: Agreement, facilities: pd.DataFrame, *, source: str = "agreement") -> None:
+    """Check an agreement against the data: partners exist, metrics apply to each partner's setting,
+    conditions exist, and every partner has a start date. Raises :class:`AgreementError` listing every problem.
+    """
+    from carequal.cohorts import CONDITIONS
+
+    fac = facilities.set_index("facility_id")
+    problems = []
+    for i, p in enumerate(agreement.partners):
+        where = f"partners[{i}] ({p.facility_id}).facility_id"
+        if p.facility_id not in fac.index:
+            near = [f for f in fac.index if f[:3] == p.facility_id[:3]][:8] or list(fac.index[:8])
+            problems.append(f"{where}: facility {p.facility_id!r} is not in the facilities table; "
+                            f"facilities include {', '.join(near)}")
+            continue
+        since = fac.at[p.facility_id, "partner_since"] if "partner_since" in fac.columns else pd.NaT
+        if p.start is None and pd.isna(since):
+            problems.append(f"partners[{i}] ({p.facility_id}).start: no start date in the file and no partner_since "
+                            "in the facilities table; write start = YYYY-MM-DD")
+    for j, m in enumerate(agreement.metrics):
+        if m.condition != "all" and m.condition not in (*CONDITIONS, "other"):
+            problems.append(f"metrics[{j}] ({m.id}).condition: unknown condition {m.condition!r}; choose from all, "
+                            + ", ".join((*CONDITIONS, "other")))
+        settings = {fac.at[p.facility_id, "setting"] for p in agreement.partners if p.facility_id in fac.index}
+        if settings and not settings & set(m.spec.settings):
+            problems.append(f"metrics[{j}] ({m.id}).measure: {m.measure} applies to {', '.join(m.spec.settings)} "
+                            f"facilities; the partners are {', '.join(sorted(settings))}")
+    if problems:
+        raise AgreementError(f"{source} does not fit the data ({len(problems)} problem"
+                             f"{'s' if len(problems) > 1 else ''}):\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def load_agreement(path: str | Path, facilities: pd.DataFrame) -> Agreement:
+    """:func:`read_agreement` then :func:`check_agreement`."""
+    agreement = read_agreement(path)
+    check_agreement(agreement, facilities, source=str(path))
+    return agreement
+
+
+def partner_table(agreement: Agreement, facilities: pd.DataFrame) -> pd.DataFrame:
+    """One row per partner: ``facility_id``, ``name``, ``setting``, ``market``, ``start`` (the file's, else the
+    facilities table's ``partner_since``)."""
+    fac = facilities.set_index("facility_id")
+    rows = []
+    for p in agreement.partners:
+        since = fac.at[p.facility_id, "partner_since"] if "partner_since" in fac.columns else pd.NaT
+        rows.append({"facility_id": p.facility_id, "name": fac.at[p.facility_id, "name"],
+                     "setting": fac.at[p.facility_id, "setting"], "market": fac.at[p.facility_id, "market"],
+                     "start": pd.Timestamp(p.start) if p.start is not None else pd.Timestamp(since)})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------- the cases
+
+
+def agreement_cases(tables: dict[str, pd.DataFrame], agreement: Agreement, *, rules=None) -> pd.DataFrame:
+    """Every case of every agreed metric, for every facility (partners and the rest, all markets).
+
+    Returns
+    -------
+    DataFrame
+        One row per metric × role × index stay: ``metric``, ``role`` ("hospital" or "post_acute"), ``unit_id``
+        (the facility that answers for the case), ``stay_id``, ``patient_id``, ``discharge_date``,
+        ``condition``, ``value`` (0/1 for rates, days for length of stay, 1 for volume), and the risk
+        covariates. Post-acute cases whose stay ended in a way DTC-PAC excludes (AMA, hospice, …) are left out
+        of ``discharge_to_community`` only.
+    """
+    from carequal.cohorts import index_stays, post_acute_episodes
+    from carequal.measures import discharge_to_community, length_of_stay, mortality, readmissions
+    from carequal.risk import RISK_COVARIATES, risk_covariates
+
+    stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
+    cohort = index_stays(stays, fac, pats, tables.get("enrollment"), rules=rules)
+    index = risk_covariates(cohort.index, stays).reset_index(drop=True)
+    episodes = post_acute_episodes(stays, fac, hospital_stays=index)
+    episodes = episodes.set_index("stay_id").reindex(index["stay_id"]).reset_index()
+    base = pd.DataFrame({"stay_id": index["stay_id"].to_numpy(), "patient_id": index["patient_id"].to_numpy(),
+                         "discharge_date": pd.to_datetime(index["discharge_date"]).to_numpy(),
+                         "condition": index["condition"].to_numpy()})
+    for c in RISK_COVARIATES:
+        base[c] = index[c].to_numpy(dtype=float)
+    hospital_unit = index["facility_id"].astype("str").to_numpy()
+    pac = (episodes["pac_setting"].isin(POST_ACUTE)).to_numpy()
+    pac_unit = episodes["pac_facility_id"].astype("str").to_numpy()
+    dtc = None
+    parts = []
+    for m in agreement.metrics:
+        if m.measure == "readmission":
+            flags = readmissions(index, stays, fac, window_days=m.window)
+            value = flags["readmitted_30d" if m.planned == "include" else "unplanned_readmit_30d"].to_numpy(float)
+            roles = {"hospital": (np.ones(len(index), bool), value), "post_acute": (pac, value)}
+        elif m.measure == "mortality":
+            died = mortality(index, pats, days=m.window, anchor="admission")[f"died_{m.window}d"].to_numpy(float)
+            roles = {"hospital": (np.ones(len(index), bool), died), "post_acute": (pac, died)}
+        elif m.measure == "discharge_to_community":
+            if dtc is None or dtc[0] != m.window:
+                table = discharge_to_community(stays, fac, pats, window_days=m.window).set_index("stay_id")
+                dtc = (m.window, table.reindex(episodes["pac_stay_id"].astype("str")))
+            table = dtc[1]
+            keep = pac & table["dtc_excluded"].isna().to_numpy() & table["dtc"].notna().to_numpy()
+            roles = {"post_acute": (keep, table["dtc"].fillna(False).to_numpy(float))}
+        elif m.measure == "length_of_stay":
+            roles = {"hospital": (np.ones(len(index), bool), length_of_stay(index).to_numpy(float)),
+                     "post_acute": (pac, episodes["pac_los_days"].to_numpy(float))}
+        else:  # volume
+            roles = {"hospital": (np.ones(len(index), bool), np.ones(len(index))),
+                     "post_acute": (pac, np.ones(len(index)))}
+        for role, (mask, value) in roles.items():
+            if m.condition != "all":
+                mask = mask & (base["condition"] == m.condition).to_numpy()
+            unit = hospital_unit if role == "hospital" else pac_unit
+            part = base[mask].assign(metric=m.id, role=role, unit_id=unit[mask], value=value[mask])
+            parts.append(part)
+    cols = ["metric", "role", "unit_id", "stay_id", "patient_id", "discharge_date", "condition", "value",
+            *RISK_COVARIATES]
+    return pd.concat(parts, ignore_index=True)[cols]
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+
+
+def review_periods(dates: pd.Series, freq: str) -> pd.Series:
+    """The first day of the calendar month or quarter of each date.
+
+    Examples
+    --------
+    >>> review_periods(pd.Series(pd.to_datetime(["2024-05-17", "2024-12-31"])), "quarter").dt.date.tolist()
+    [datetime.date(2024, 4, 1), datetime.date(2024, 10, 1)]
+    """
+    if freq not in ("month", "quarter"):
+        raise ParameterError(f"review period must be 'month' or 'quarter', not {freq!r}")
+    return pd.to_datetime(dates).dt.to_period({"month": "M", "quarter": "Q"}[freq]).dt.start_time
+
+
+def judge(value, lower, upper, target, *, better, n, min_cases: int) -> tuple[np.ndarray, np.ndarray]:
+    """Status and its reason, element-wise (see the module docstring).
+
+    Examples
+    --------
+    >>> status, reason = judge([0.12, 0.20, 0.15, 0.10], [0.10, 0.18, 0.12, 0.05], [0.14, 0.22, 0.18, 0.20],
+    ...                        [0.16, 0.16, 0.16, 0.16], better="lower", n=[400, 400, 400, 10], min_cases=25)
+    >>> status.tolist()
+    ['met', 'not met', 'not yet judgeable', 'not yet judgeable']
+    >>> reason.tolist()[2:]
+    ['the interval includes the target', 'too few cases (10, fewer than 25)']
+    """
+    value, lower, upper, target = (np.asarray(a, dtype=float) for a in (value, lower, upper, target))
+    n = np.asarray(n, dtype=float)
+    if better not in ("lower", "higher"):
+        raise ParameterError(f"better must be 'lower' or 'higher', not {better!r}")
+    below, above = upper < target, lower > target
+    good, bad = (below, above) if better == "lower" else (above, below)
+    # a value exactly on its target (no interval: volume) meets it
+    exact = (lower == upper) & (value == target)
+    good = good | exact
+    status = np.where(good, "met", np.where(bad, "not met", "not yet judgeable")).astype(object)
+    reason = np.where(good | bad, "", "the interval includes the target").astype(object)
+    no_target = np.isnan(target)
+    status[no_target] = "not yet judgeable"
+    reason[no_target] = "no target (no benchmark cases)"
+    few = n < min_cases
+    status[few] = "not yet judgeable"
+    reason[few] = [f"too few cases ({int(k)}, fewer than {min_cases})" for k in n[few]]
+    return status, reason
+
+
+def _summaries(cases: pd.DataFrame, keys: list[str], kind: str, level: float) -> pd.DataFrame:
+    """n, events/mean, value and interval per group of cases (``expected`` used when present)."""
+    from scipy import stats
+
+    from carequal.intervals import count_interval, wilson
+
+    g = cases.groupby(keys, observed=True, sort=True)
+    out = g.agg(n=("value", "size"), total=("value", "sum"), sq=("value", lambda v: float(np.sum(v * v))))
+    if "expected" in cases.columns:
+        out["expected"] = g["expected"].sum()
+    out = out.reset_index()
+    n, total = out["n"].to_numpy(float), out["total"].to_numpy(float)
+    if kind == "rate" and "expected" in out.columns:
+        lo, hi, method = count_interval(total, level=level)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = total / out["expected"].to_numpy(float)
+            out["ratio"] = ratio
+            out["value"] = ratio * out["national_rate"] if "national_rate" in out.columns else ratio
+            scale = out["value"].to_numpy(float) / np.where(total > 0, total, np.nan)
+            out["lower"] = np.where(total > 0, lo * scale, 0.0)
+            # with no events the upper limit is the exact one: O_upper / E × rate
+            out["upper"] = np.where(total > 0, hi * scale, hi / out["expected"].to_numpy(float)
+                                    * (out["national_rate"].to_numpy(float) if "national_rate" in out.columns else 1))
+        out["method"] = [f"O/E × national rate ({m})" for m in method]
+        out["events"] = total
+    elif kind == "rate":
+        lo, hi = wilson(total, n, level=level)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["value"] = total / n
+        out["lower"], out["upper"], out["method"], out["events"] = lo, hi, "Wilson", total
+    elif kind == "mean":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = total / n
+            var = (out["sq"].to_numpy(float) - n * mean ** 2) / (n - 1)
+            half = stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1)) * np.sqrt(np.maximum(var, 0) / n)
+        out["value"], out["lower"], out["upper"] = mean, np.where(n > 1, mean - half, np.nan), \
+            np.where(n > 1, mean + half, np.nan)
+        out["method"], out["events"] = "mean, t interval", np.nan
+    else:
+        out["value"] = out["lower"] = out["upper"] = n
+        out["method"], out["events"] = "count", np.nan
+    return out.drop(columns=["total", "sq"])
+
+
+def _expected(cases: pd.DataFrame) -> tuple[np.ndarray, float]:
+    """Expected probability per case from a logistic model fitted on all of them, and their crude rate."""
+    from carequal.risk import RISK_COVARIATES, LogisticRiskModel
+
+    usable = [c for c in RISK_COVARIATES if cases[c].nunique() > 1]
+    y = cases["value"].to_numpy(float)
+    if y.min() == y.max():
+        return np.full(len(cases), y.mean()), float(y.mean())
+    model = LogisticRiskModel(covariates=usable).fit(cases.assign(outcome=y), outcome="outcome")
+    return model.predict(cases), float(y.mean())
+
+
+def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *, start=None, end=None,
+                       level: float = 0.95, cases: pd.DataFrame | None = None, rules=None) -> pd.DataFrame:
+    """Each partner's agreed metrics against their targets, per review period.
+
+    Parameters
+    ----------
+    agreement : Agreement
+    tables : dict of DataFrame
+        Validated contract tables of **every** market (risk models and national rates use them all).
+    start, end : date-like, optional
+        Evaluation span by index discharge date (default: all index stays); whole review periods are formed
+        from it.
+    level : float
+        Level of the intervals.
+    cases : DataFrame, optional
+        :func:`agreement_cases` output, if already computed.
+
+    Returns
+    -------
+    DataFrame
+        One row per metric × partner × review period (every period of the span, ``n = 0`` kept):
+        ``metric``, ``metric_label``, ``measure``, ``facility_id``, ``name``, ``setting``, ``market``,
+        ``start`` (partnership), ``period``, ``period_end``, ``phase`` (before / starting / after),
+        ``n``, ``events``, ``expected``, ``ratio``, ``value``, ``lower``, ``upper``, ``level``, ``method``,
+        ``benchmark``, ``benchmark_n``, ``target``, ``target_basis``, ``better``, ``status``,
+        ``status_reason``, ``previous_value``, ``change``.
+    """
+    fac = tables["facilities"]
+    check_agreement(agreement, fac)
+    partners = partner_table(agreement, fac)
+    if cases is None:
+        cases = agreement_cases(tables, agreement, rules=rules)
+    cases = cases.copy()
+    when = pd.to_datetime(cases["discharge_date"])
+    lo = pd.Timestamp(start) if start is not None else when.min()
+    hi = pd.Timestamp(end) if end is not None else when.max()
+    cases = cases[(when >= lo) & (when <= hi)]
+    cases["period"] = review_periods(cases["discharge_date"], agreement.review_period).to_numpy()
+    code = {"month": "M", "quarter": "Q"}[agreement.review_period]
+    periods = pd.period_range(lo, hi, freq=code)
+    grid_periods = pd.DataFrame({"period": periods.start_time, "period_end": periods.end_time.normalize()})
+    setting = fac.set_index("facility_id")["setting"]
+    market = fac.set_index("facility_id")["market"]
+    partner_ids = set(partners["facility_id"])
+    out = []
+    for m in agreement.metrics:
+        spec = m.spec
+        for _, p in partners.iterrows():
+            if p["setting"] not in spec.settings:
+                continue
+            role = "hospital" if p["setting"] == "acute" else "post_acute"
+            data = cases[(cases["metric"] == m.id) & (cases["role"] == role)]
+            national = np.nan
+            if m.risk_adjusted:
+                data = data.assign(unit_setting=data["unit_id"].map(setting).to_numpy())
+                data = data[data["unit_setting"] == p["setting"]] if role == "post_acute" else data
+                expected, national = _expected(data)
+                data = data.assign(expected=expected, national_rate=national)
+            mine = data[data["unit_id"] == p["facility_id"]]
+            peers = data[(data["unit_id"].map(market) == p["market"]) & (data["unit_id"].map(setting) == p["setting"])
+                         & ~data["unit_id"].isin(partner_ids)]
+            keys = ["period", "national_rate"] if m.risk_adjusted else ["period"]
+            own = _summaries(mine, keys, spec.kind, level).drop(columns="national_rate", errors="ignore")
+            bench = _summaries(peers, keys, spec.kind, level)[["period", "n", "value"]].rename(
+                columns={"n": "benchmark_n", "value": "benchmark"})
+            rows = grid_periods.merge(own, on="period", how="left").merge(bench, on="period", how="left")
+            rows["n"] = rows["n"].fillna(0).astype(int)
+            rows["benchmark_n"] = rows["benchmark_n"].fillna(0).astype(int)
+            if spec.kind == "count":  # a volume has no interval and no pooled benchmark
+                rows["value"] = rows["lower"] = rows["upper"] = rows["n"].astype(float)
+                rows["method"], rows["benchmark"] = "count", np.nan
+            elif spec.kind == "rate":  # a standardised rate's interval can pass 1: a rate cannot
+                rows["upper"] = np.minimum(rows["upper"], 1.0)
+            target, basis = _targets(m, rows["benchmark"].to_numpy(float))
+            rows["target"], rows["target_basis"] = target, basis
+            status, reason = judge(rows["value"], rows["lower"], rows["upper"], target, better=m.better,
+                                   n=rows["n"], min_cases=0 if spec.kind == "count" else m.min_cases)
+            rows["status"], rows["status_reason"] = status, reason
+            rows["previous_value"] = rows["value"].shift(1)
+            rows["change"] = rows["value"] - rows["previous_value"]
+            begins = p["start"]
+            rows["phase"] = np.where(rows["period_end"] < begins, "before",
+                                     np.where(rows["period"] >= begins, "after", "starting"))
+            rows = rows.assign(metric=m.id, metric_label=m.title, measure=m.measure, facility_id=p["facility_id"],
+                               name=p["name"], setting=p["setting"], market=p["market"], start=begins,
+                               better=m.better, level=level, national_rate=national)
+            out.append(rows)
+    cols = ["metric", "metric_label", "measure", "facility_id", "name", "setting", "market", "start", "period",
+            "period_end", "phase", "n", "events", "expected", "ratio", "value", "lower", "upper", "level",
+            "method", "national_rate", "benchmark", "benchmark_n", "target", "target_basis", "better", "status",
+            "status_reason", "previous_value", "change"]
+    result = pd.concat(out, ignore_index=True)
+    for c in cols:
+        if c not in result.columns:
+            result[c] = np.nan
+    return result[cols]
+
+
+def _targets(metric: Metric, benchmark: np.ndarray) -> tuple[np.ndarray, str]:
+    t = metric.target
+    if t.kind == "absolute":
+        return np.full(len(benchmark), float(t.value)), "agreed value"
+    change = f" {'+' if t.relative_change >= 0 else '−'}{abs(100 * t.relative_change):g}%" \
+        if t.relative_change else ""
+    if t.kind == "market":
+        return benchmark * (1 + t.relative_change), f"market non-partners{change}"
+    source = f" ({t.source})" if t.source else ""
+    return np.full(len(benchmark), float(t.value) * (1 + t.relative_change)), f"national value{source}{change}"
