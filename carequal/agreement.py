@@ -290,7 +290,7 @@ def read_agreement(path: str | Path | None = None, *, text: str | None = None, s
     Traceback (most recent call last):
     ...
     carequal.errors.AgreementError: agreement.toml is not a valid agreement (1 problem):
-      metrics[0] (r).measure: Input should be 'readmission', 'mortality', 'discharge_to_community', 'length_of_stay' or 'volume' (given 'readmit')
+      metrics[0] (r).measure: Input should be 'readmission', ... or 'volume' (given 'readmit')
     """
     if text is None:
         if path is None:

@@ -46,6 +46,12 @@ which a readmission postpones, and the stays that follow a chemotherapy stay; so
 exactly the observable one: the first acute admission 1–30 days after discharge exists and is not planned
 chemotherapy (as in the CMS rule that only the first readmission counts).
 
+*Payments.* ``stays.payment``: acute stays by condition (lognormal noise, longer stays and PCI cost more,
+employees 1.7 times); SNF 530 a day; IRF and LTCH lognormal per stay; home health per started 30-day period.
+Every post-acute stay at a partner provider admitted on or after its ``partner_since`` is paid
+``exp(payment_partnership_effect)`` times as much (default ``exp(-0.15)`` = 0.86): a fixed multiplier, not a
+random draw, so the rest of the data does not depend on it. Amounts and the effect are in ``truth.json``.
+
 *Post-acute outcomes.* A post-acute stay that is not ended by a readmission ends in the community
 (01 home, 06 home health) with a logistic probability (``discharge_to_community`` in :func:`truth`);
 otherwise in death, hospice, a nursing facility (64) or, from IRF/LTCH, a SNF.
@@ -59,7 +65,8 @@ Outputs and truth files
     ``coefficients``, ``covariates`` (definitions), ``facility_effect_sd``, ``partnership_effect``,
     ``partnership_definition``, ``seasonality``, ``day_offsets``), ``in_hospital_death``,
     ``post_discharge_death``, ``discharge_to_community``, ``partnership_choice``, ``admissions``,
-    ``acute_discharge_status_weights``, ``length_of_stay``, ``comorbidities`` and ``files``.
+    ``acute_discharge_status_weights``, ``length_of_stay``, ``payment`` (amounts per setting and
+    ``partnership_effect``), ``comorbidities`` and ``files``.
 ``truth_facility_effects.csv``
     ``facility_id``, ``setting``, ``effect`` (readmission log-odds effect; a post-acute provider's effect
     lowers its discharge-to-community log-odds by the same amount).
@@ -181,6 +188,10 @@ class SynthConfig:
         SD of the facility random effects (log-odds of readmission).
     partnership_effect : float
         Log-odds effect on readmission of discharge to a partner post-acute provider after it joined.
+    payment_partnership_effect : float
+        Log multiplier of the payment of every post-acute stay (SNF, IRF, LTCH, HHA) at a partner provider
+        admitted on or after its ``partner_since``: the payment is multiplied by ``exp(effect)`` (no random draw,
+        so every other value is the same as with 0).
     truth_stays : bool
         Also produce the per-stay truth table ``truth_stays``.
 
@@ -210,6 +221,7 @@ class SynthConfig:
     partner_share: float = 0.4
     facility_effect_sd: float = 0.25
     partnership_effect: float = -0.3
+    payment_partnership_effect: float = -0.15
     truth_stays: bool = True
 
     def __post_init__(self) -> None:
@@ -233,6 +245,10 @@ class SynthConfig:
                 raise ParameterError(f"SynthConfig.{name} must be between 0 and 1, not {getattr(self, name)!r}")
         if self.facility_effect_sd < 0:
             raise ParameterError(f"SynthConfig.facility_effect_sd must be >= 0, not {self.facility_effect_sd!r}")
+        for name in ("partnership_effect", "payment_partnership_effect"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float | np.integer | np.floating) or not np.isfinite(value):
+                raise ParameterError(f"SynthConfig.{name} must be a finite number, not {value!r}")
 
 
 # ------------------------------------------------------------------------------------------ the known model
@@ -405,6 +421,8 @@ _CONDITION_PROCEDURE = {"sepsis": ("5A1945Z", .10), "pneumonia": ("5A1945Z", .04
 
 _ACUTE_PAYMENT = {"hf": 11000, "ami": 15000, "pneumonia": 10000, "copd": 9000, "sepsis": 17000,
                   "stroke": 12000, "hip_knee": 14000, "chemo": 9000, "other": 9500}
+PAC_PAYMENT = {"snf_per_day": 530.0, "irf": 21000.0, "ltch": 45000.0, "hha_per_period": 2000.0}
+"""Post-acute payment amounts: SNF per day, IRF and LTCH median per stay, home health per started 30-day period."""
 
 
 def truth(config: SynthConfig) -> dict:
@@ -419,7 +437,7 @@ def truth(config: SynthConfig) -> dict:
     dict
         JSON-serialisable; keys ``seed``, ``config``, ``period``, ``readmission``, ``in_hospital_death``,
         ``post_discharge_death``, ``discharge_to_community``, ``partnership_choice``, ``admissions``,
-        ``acute_discharge_status_weights``, ``length_of_stay``, ``comorbidities``, ``files``.
+        ``acute_discharge_status_weights``, ``length_of_stay``, ``payment``, ``comorbidities``, ``files``.
 
     Examples
     --------
@@ -495,6 +513,26 @@ def truth(config: SynthConfig) -> dict:
                                            **{k: list(v) for k, v in ACUTE_DISCHARGE_WEIGHTS.items()}},
         "length_of_stay": {"acute_median_and_log_sd": ACUTE_LOS, "post_acute": PAC_LOS,
                            "hha": "30-day periods: 1 (50%), 2 (40%) or 3 (10%), minus 0-5 days"},
+        "payment": {
+            "description": "stays.payment, rounded to cents after every multiplier",
+            "acute": {
+                "base_by_condition": dict(_ACUTE_PAYMENT),
+                "formula": "max(base[condition] * exp(0.25 z) * (1 + 0.05 (los - median_los[condition])) "
+                           "+ 8000 if the first procedure is PCI (027034Z), 1500) * 1.7 for employees; "
+                           "z standard normal, los = discharge_date - admit_date",
+            },
+            "snf": f"{PAC_PAYMENT['snf_per_day']:g} per day, days = max(discharge_date - admit_date, 1)",
+            "irf": f"{PAC_PAYMENT['irf']:g} * exp(0.25 z) per stay",
+            "ltch": f"{PAC_PAYMENT['ltch']:g} * exp(0.3 z) per stay",
+            "hha": f"{PAC_PAYMENT['hha_per_period']:g} * ceil(days / 30) * exp(0.15 z), days = "
+                   "max(discharge_date - admit_date, 1) (per started 30-day period)",
+            "partnership_effect": config.payment_partnership_effect,
+            "partnership_definition": "every post-acute stay (snf, irf, ltch, hha) at a partner provider whose "
+                                      "admit_date is on or after the provider's partner_since has its payment "
+                                      "multiplied by exp(partnership_effect); acute stays, stays at non-partner "
+                                      "providers and stays admitted before partner_since are unchanged (a "
+                                      "deterministic multiplier: no random draw depends on it)",
+        },
         "comorbidities": {
             "counted": counted,
             "codes": {c[0]: list(c[5]) for c in _CHRONIC},
@@ -1175,8 +1213,11 @@ def _simulate_block(config: SynthConfig, cal: _Calendar, fac: _Facilities, block
         days = np.maximum(end - start, 1)
         noise = rng.standard_normal(m)
         payment = np.select([setting == _SNF, setting == _IRF, setting == _LTCH],
-                            [530.0 * days, 21000 * np.exp(0.25 * noise), 45000 * np.exp(0.3 * noise)],
-                            2000.0 * np.ceil(days / 30) * np.exp(0.15 * noise))
+                            [PAC_PAYMENT["snf_per_day"] * days, PAC_PAYMENT["irf"] * np.exp(0.25 * noise),
+                             PAC_PAYMENT["ltch"] * np.exp(0.3 * noise)],
+                            PAC_PAYMENT["hha_per_period"] * np.ceil(days / 30) * np.exp(0.15 * noise))
+        # the partnership's payment effect: a deterministic multiplier (no draw), exp(0) = 1 exactly elsewhere
+        payment = payment * np.exp(config.payment_partnership_effect * partner_post)
         rec.add_stays(pat=pats, fac=facility, admit=start, disch=end, status=status, adm_type=np.full(m, -1),
                       principal=principal, principal_poa=np.full(m, -1), sec=sec, sec_poa=np.full(sec.shape, -1),
                       procs=np.full((m, 1), -1), payment=payment, p_readmit=np.full(m, np.nan),

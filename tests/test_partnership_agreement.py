@@ -8,8 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from carequal.agreement import (agreement_cases, check_agreement, evaluate_agreement, judge, load_agreement,
-                                read_agreement, review_periods)
+from carequal.agreement import (
+    agreement_cases,
+    check_agreement,
+    evaluate_agreement,
+    judge,
+    load_agreement,
+    read_agreement,
+    review_periods,
+)
 from carequal.errors import AgreementError
 from carequal.loaders import load_tables
 

@@ -428,6 +428,34 @@ def test_discharge_to_community_rates_by_setting(sample):
     assert not st.loc[st["community"].eq(False), "discharge_status"].isin(["01", "06"]).any()
 
 
+def test_payment_partnership_effect_multiplies_exactly_the_partner_post_acute_stays(small):
+    # The effect is a deterministic multiplier: regenerating with effect 0 must give the same data except the
+    # payment of post-acute stays at a partner provider admitted on or after its partner_since, whose ratio is
+    # exp(effect) (up to the rounding of both payments to cents).
+    effect = SMALL.payment_partnership_effect
+    assert effect == -0.15
+    base = generate(replace(SMALL, payment_partnership_effect=0.0))
+    for name in small:
+        if name != "stays":
+            pd.testing.assert_frame_equal(small[name], base[name])
+    with_effect, without = small["stays"], base["stays"]
+    pd.testing.assert_frame_equal(with_effect.drop(columns="payment"), without.drop(columns="payment"))
+    fac = small["facilities"].set_index("facility_id")
+    setting = with_effect["facility_id"].map(fac["setting"])
+    since = with_effect["facility_id"].map(fac["partner_since"])
+    partner_after = ((setting != "acute") & with_effect["facility_id"].map(fac["is_partner"])
+                     & (with_effect["admit_date"] >= since)).to_numpy()
+    assert partner_after.sum() > 100 and (~partner_after & (setting != "acute")).sum() > 100
+    paid, unpaid = with_effect["payment"].to_numpy(), without["payment"].to_numpy()
+    np.testing.assert_array_equal(paid[~partner_after], unpaid[~partner_after])
+    np.testing.assert_allclose(paid[partner_after], unpaid[partner_after] * np.exp(effect), rtol=0, atol=0.01)
+    ratio = paid[partner_after] / unpaid[partner_after]
+    assert np.abs(ratio - np.exp(effect)).max() < 2e-5  # cents on payments of 530 or more
+    payment_truth = truth(SMALL)["payment"]
+    assert payment_truth["partnership_effect"] == effect
+    assert "partner_since" in payment_truth["partnership_definition"]
+
+
 # ------------------------------------------------------------------------------------------ configuration
 
 
@@ -447,7 +475,7 @@ def test_config_for_stays_gives_roughly_the_requested_number_of_stays():
 
 @pytest.mark.parametrize("change", [{"n_markets": 0}, {"hospitals_per_market": 0}, {"end": "2022-03-01"},
                                     {"partner_share": 1.5}, {"facility_effect_sd": -1.0},
-                                    {"start": "not a date"}])
+                                    {"start": "not a date"}, {"payment_partnership_effect": float("nan")}])
 def test_bad_configurations_are_refused(change):
     with pytest.raises(ParameterError):
         replace(SMALL, **change)
