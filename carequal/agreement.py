@@ -25,9 +25,10 @@ Choices where the methods leave room (see ``../shared/docs/methodology.md`` for 
 
 * A risk-adjusted rate is indirectly standardised: ``O / E × national rate``, where E sums the predicted
   probabilities of a logistic model (:class:`carequal.risk.LogisticRiskModel`, covariates
-  :data:`carequal.risk.RISK_COVARIATES`) fitted on every market's cases of that metric and role in the
-  evaluation span, and the national rate is those cases' crude rate; the interval is the O/E interval (exact
-  Poisson below 10 events, Byar from 10) times the national rate. The hierarchical facility effects of
+  :data:`carequal.risk.RISK_COVARIATES`) fitted on every market's cases of that metric and role (and, for
+  providers, setting) up to the end of the evaluation, and the national rate is those cases' crude rate;
+  the interval is the O/E interval (exact Poisson below 10 events, Byar from 10) times the national rate,
+  its upper end capped at 1. The hierarchical facility effects of
   :mod:`carequal.national` are not used: a partner's own period is judged on its own cases.
 * A market benchmark pools the non-partner facilities of the partner's market and setting (acute hospitals
   for a hospital; providers of the same post-acute setting otherwise) — "non-partner" meaning not a partner
@@ -537,7 +538,8 @@ def _expected(cases: pd.DataFrame) -> tuple[np.ndarray, float]:
 
 
 def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *, start=None, end=None,
-                       level: float = 0.95, cases: pd.DataFrame | None = None, rules=None) -> pd.DataFrame:
+                       level: float = 0.95, cases: pd.DataFrame | None = None, rules=None,
+                       review_period: str | None = None, periods: list[tuple] | None = None) -> pd.DataFrame:
     """Each partner's agreed metrics against their targets, per review period.
 
     Parameters
@@ -552,6 +554,11 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
         Level of the intervals.
     cases : DataFrame, optional
         :func:`agreement_cases` output, if already computed.
+    review_period : {"month", "quarter", "year"}, optional
+        Another cadence than the agreement's (e.g. years, for a partner too small to show by quarter).
+    periods : list of (start, end), optional
+        Explicit, non-overlapping periods instead of calendar ones (e.g. the reporting period and the one
+        before it); cases outside them are left out.
 
     Returns
     -------
@@ -560,7 +567,7 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
         ``metric``, ``metric_label``, ``measure``, ``facility_id``, ``name``, ``setting``, ``market``,
         ``start`` (partnership), ``period``, ``period_end``, ``phase`` (before / starting / after),
         ``n``, ``events``, ``expected``, ``ratio``, ``value``, ``lower``, ``upper``, ``level``, ``method``,
-        ``benchmark``, ``benchmark_n``, ``target``, ``target_basis``, ``better``, ``status``,
+        ``benchmark``, ``benchmark_n``, ``benchmark_events``, ``target``, ``target_basis``, ``better``, ``status``,
         ``status_reason``, ``previous_value``, ``change``.
     """
     fac = tables["facilities"]
@@ -572,11 +579,24 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
     when = pd.to_datetime(cases["discharge_date"])
     lo = pd.Timestamp(start) if start is not None else when.min()
     hi = pd.Timestamp(end) if end is not None else when.max()
-    cases = cases[(when >= lo) & (when <= hi)]
-    cases["period"] = review_periods(cases["discharge_date"], agreement.review_period).to_numpy()
-    code = {"month": "M", "quarter": "Q"}[agreement.review_period]
-    periods = pd.period_range(lo, hi, freq=code)
-    grid_periods = pd.DataFrame({"period": periods.start_time, "period_end": periods.end_time.normalize()})
+    cases = cases[(when <= hi)]  # risk models: every case up to the end, whatever the periods shown
+    freq = review_period or agreement.review_period
+    if periods is not None:
+        bounds = sorted((pd.Timestamp(a), pd.Timestamp(b)) for a, b in periods)
+        grid_periods = pd.DataFrame({"period": [a for a, _ in bounds], "period_end": [b for _, b in bounds]})
+        day = pd.to_datetime(cases["discharge_date"])
+        assigned = pd.Series(pd.NaT, index=cases.index, dtype="datetime64[ns]")
+        for a, b in bounds:
+            assigned[(day >= a) & (day <= b)] = a
+        cases["period"] = assigned.to_numpy()
+    else:
+        if freq not in ("month", "quarter", "year"):
+            raise ParameterError(f"review_period must be 'month', 'quarter' or 'year', not {freq!r}")
+        code = {"month": "M", "quarter": "Q", "year": "Y"}[freq]
+        cases["period"] = pd.to_datetime(cases["discharge_date"]).dt.to_period(code).dt.start_time.to_numpy()
+        cases.loc[pd.to_datetime(cases["discharge_date"]) < lo, "period"] = pd.NaT
+        grid = pd.period_range(lo, hi, freq=code)
+        grid_periods = pd.DataFrame({"period": grid.start_time, "period_end": grid.end_time.normalize()})
     setting = fac.set_index("facility_id")["setting"]
     market = fac.set_index("facility_id")["market"]
     partner_ids = set(partners["facility_id"])
@@ -594,16 +614,18 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
                 data = data[data["unit_setting"] == p["setting"]] if role == "post_acute" else data
                 expected, national = _expected(data)
                 data = data.assign(expected=expected, national_rate=national)
+            data = data[data["period"].notna()]
             mine = data[data["unit_id"] == p["facility_id"]]
             peers = data[(data["unit_id"].map(market) == p["market"]) & (data["unit_id"].map(setting) == p["setting"])
                          & ~data["unit_id"].isin(partner_ids)]
             keys = ["period", "national_rate"] if m.risk_adjusted else ["period"]
             own = _summaries(mine, keys, spec.kind, level).drop(columns="national_rate", errors="ignore")
-            bench = _summaries(peers, keys, spec.kind, level)[["period", "n", "value"]].rename(
-                columns={"n": "benchmark_n", "value": "benchmark"})
+            bench = _summaries(peers, keys, spec.kind, level)[["period", "n", "events", "value"]].rename(
+                columns={"n": "benchmark_n", "events": "benchmark_events", "value": "benchmark"})
             rows = grid_periods.merge(own, on="period", how="left").merge(bench, on="period", how="left")
             rows["n"] = rows["n"].fillna(0).astype(int)
             rows["benchmark_n"] = rows["benchmark_n"].fillna(0).astype(int)
+            rows["events"] = np.where(rows["n"] == 0, 0.0, rows["events"]) if spec.kind == "rate" else np.nan
             if spec.kind == "count":  # a volume has no interval and no pooled benchmark
                 rows["value"] = rows["lower"] = rows["upper"] = rows["n"].astype(float)
                 rows["method"], rows["benchmark"] = "count", np.nan
@@ -625,8 +647,8 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
             out.append(rows)
     cols = ["metric", "metric_label", "measure", "facility_id", "name", "setting", "market", "start", "period",
             "period_end", "phase", "n", "events", "expected", "ratio", "value", "lower", "upper", "level",
-            "method", "national_rate", "benchmark", "benchmark_n", "target", "target_basis", "better", "status",
-            "status_reason", "previous_value", "change"]
+            "method", "national_rate", "benchmark", "benchmark_n", "benchmark_events", "target", "target_basis",
+            "better", "status", "status_reason", "previous_value", "change"]
     result = pd.concat(out, ignore_index=True)
     for c in cols:
         if c not in result.columns:

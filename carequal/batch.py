@@ -47,12 +47,19 @@ import pandas as pd
 
 from carequal.errors import ParameterError
 
-__all__ = ["BatchResult", "DEFAULT_NOTEBOOK", "MarketJob", "check_parameters", "default_period", "parse_period",
-           "ipc_kernel_manager", "render_html", "run_batch", "run_market", "write_index"]
+__all__ = ["BatchResult", "DEFAULT_NOTEBOOK", "MarketJob", "PACKET_NOTEBOOK", "check_parameters", "default_period",
+           "find_agreement", "ipc_kernel_manager", "parse_period", "render_html", "run_batch", "run_market",
+           "write_index", "write_partner_index"]
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_NOTEBOOK = ROOT / "notebooks" / "market_report.ipynb"
 """The report notebook of a source checkout (``notebooks/market_report.ipynb``)."""
+
+PACKET_NOTEBOOK = ROOT / "notebooks" / "partner_packet.ipynb"
+"""The partner packet notebook (``carequal report --by partner``)."""
+
+AGREEMENT_NAMES = ("agreement.toml", "agreement.yaml", "agreement.yml")
+"""Agreement files looked for in the data folder when ``--agreement`` is not given."""
 
 EXECUTION_TIMEOUT = 3600
 """Seconds one notebook cell may run before the market is failed (a hung kernel must not hang the batch)."""
@@ -193,6 +200,7 @@ class MarketJob:
     kpis: str
     error: str
     retries: int = 3
+    title: str = ""
 
 
 def _safe_name(market: str) -> str:
@@ -313,7 +321,7 @@ def _run_market(job: MarketJob, kernel_manager) -> dict:
         tmp_nb.replace(executed)
         first_cell, compute = _cell_times(executed)
         kernel = (first_cell - began).total_seconds() if first_cell is not None else float("nan")
-        render = render_html(executed, html, title=f"{job.market}: partnership quality report")
+        render = render_html(executed, html, title=job.title or f"{job.market}: partnership quality report")
         result.update(status="ok", seconds={"kernel_start": max(kernel, 0.0), "compute": compute,
                                             "execute": execute_seconds, "render": render,
                                             "total": time.perf_counter() - started})
@@ -369,8 +377,9 @@ def _package_versions() -> dict:
 
 def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int = 1, period: str | None = None,
               measures: str = "all", conditions: str = "all", min_cell: int = 11, work: str | Path | None = None,
-              force: bool = False, notebook: str | Path = DEFAULT_NOTEBOOK, progress: bool = True,
-              scheduler: str | None = None) -> BatchResult:
+              force: bool = False, notebook: str | Path | None = None, progress: bool = True,
+              scheduler: str | None = None, by: str = "market", agreement: str | Path | None = None,
+              patient_lists: str | Path | None = None) -> BatchResult:
     """Run the market report for each market (see the module docstring).
 
     Parameters
@@ -392,11 +401,22 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
         Work folder (default ``<out>.work`` beside ``out``).
     force : bool
         Redo every market (and the shared inputs) even if current.
-    notebook : path
-        The report notebook (default ``notebooks/market_report.ipynb``).
+    notebook : path, optional
+        The report notebook (default ``notebooks/market_report.ipynb``; with ``by="partner"``
+        ``notebooks/partner_packet.ipynb``).
     scheduler : str, optional
         Address of a Dask distributed scheduler (``tcp://host:8786``) to run the markets on its workers
         instead of local processes; the data, work and output paths must be visible to every worker.
+    by : {"market", "partner"}
+        One report per market, or one packet per partner of the agreement (with an aggregate extract, CSV and
+        Excel, in ``<out>/<partner>_extract/``); ``markets`` then selects the partners' markets.
+    agreement : path, optional
+        The partnership agreement (:mod:`carequal.agreement`) for ``by="partner"``; default: the
+        ``agreement.toml`` / ``.yaml`` in the data folder.
+    patient_lists : path, optional
+        With ``by="partner"`` only: also write each partner's own readmitted patients (care coordination,
+        :func:`carequal.packet.readmitted_patients`) as ``<patient_lists>/<partner>_readmitted.csv``. These are
+        patient-level files: the folder must be outside ``out``; they are never part of a packet.
 
     Returns
     -------
@@ -406,8 +426,12 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
 
     t_run = time.perf_counter()
     started = datetime.now(UTC)
+    if by not in ("market", "partner"):
+        raise ParameterError(f"--by must be 'market' or 'partner', not {by!r}")
     data, out = Path(data).resolve(), Path(out).resolve()
     work = Path(work).resolve() if work is not None else out.with_name(out.name + ".work")
+    if notebook is None:
+        notebook = PACKET_NOTEBOOK if by == "partner" else DEFAULT_NOTEBOOK
     notebook = Path(notebook).resolve()
     if not data.exists():
         raise ParameterError(f"data {data} does not exist")
@@ -418,9 +442,14 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
     if out == work or work.is_relative_to(out):
         raise ParameterError(f"the work folder {work} must not be inside the shared output folder {out}: it "
                              "holds patient-level data")
+    if patient_lists is not None and by != "partner":
+        raise ParameterError("--patient-lists goes with --by partner only")
     start, end = parse_period(period) if period else default_period(data)
     available = available_markets(data)
     chosen = _select_markets(markets, available)
+    if by == "partner":
+        return _run_partners(data, out, work, notebook, chosen, start, end, min_cell, workers, force, progress,
+                             agreement, patient_lists, started, t_run)
     base = {"period_start": start, "period_end": end, "measures": measures, "conditions": conditions,
             "min_cell": int(min_cell) if isinstance(min_cell, int | float) and int(min_cell) == min_cell
             else min_cell}
@@ -468,40 +497,17 @@ def _run(data: Path, out: Path, work: Path, notebook: Path, chosen: list[str], b
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / "manifest.json"
     previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    nb_hash = _file_hash(notebook)
-    jobs, results = [], {}
+    units = []
     for market in chosen:
-        name = _safe_name(market)
         # the kernel reads the prepared dataset and reference directly: only its market's partitions
-        params = {**base, "market": market, "data": str(prepared.dataset), "work": str(work),
-                  "reference": str(prepared.reference),
-                  "kpi_path": str(work / "kpis" / f"{name}.json")}
-        key = hashlib.sha256(json.dumps({"fingerprint": prepared.fingerprint, "parameters": params,
-                                         "notebook": nb_hash, "carequal": __version__}, sort_keys=True)
-                             .encode()).hexdigest()
-        html = out / f"{name}.html"
-        before = previous.get("markets", {}).get(market, {})
-        if not force and before.get("status") == "ok" and before.get("key") == key and html.is_file():
-            results[market] = {**before, "status": "ok", "reused": True}
-            continue
-        (work / "kpis").mkdir(parents=True, exist_ok=True)
-        job = MarketJob(market=market, notebook=str(notebook), parameters=params, html=str(html),
-                        executed=str(work / "notebooks" / f"{name}.ipynb"), kpis=params["kpi_path"],
-                        error=str(work / "notebooks" / f"{name}.error.txt"))
-        jobs.append((job, key))
-
+        units.append((market, {**base, "market": market, "data": str(prepared.dataset), "work": str(work),
+                               "reference": str(prepared.reference),
+                               "kpi_path": str(work / "kpis" / f"{_safe_name(market)}.json")},
+                      f"{market}: partnership quality report"))
+    jobs, results = _plan(units, out=out, work=work, notebook=notebook, previous=previous.get("markets", {}),
+                          force=force, fingerprint=prepared.fingerprint, record_key="kpi_path")
     t0 = time.perf_counter()
-    for job_result, key in _execute(jobs, workers=workers, progress=progress, client=client):
-        market = job_result["market"]
-        name = _safe_name(market)
-        record = {**job_result, "key": key, "reused": False, "html": f"{name}.html" if job_result["status"] == "ok"
-                  else None, "notebook": str(work / "notebooks" / f"{name}.ipynb")}
-        kpi_file = work / "kpis" / f"{name}.json"
-        if job_result["status"] == "ok" and kpi_file.is_file():
-            record["kpis"] = json.loads(kpi_file.read_text())
-        if job_result["status"] != "ok":
-            record["error_file"] = str(work / "notebooks" / f"{name}.error.txt")
-        results[market] = record
+    results.update(_collect(jobs, workers=workers, progress=progress, client=client, work=work))
     markets_seconds = time.perf_counter() - t0
 
     ordered = {m: results[m] for m in chosen}
@@ -526,13 +532,169 @@ def _run(data: Path, out: Path, work: Path, notebook: Path, chosen: list[str], b
     return BatchResult(out=out, work=work, markets=ordered, manifest=manifest)
 
 
+def _plan(units: list[tuple[str, dict, str]], *, out: Path, work: Path, notebook: Path, previous: dict,
+          force: bool, fingerprint: str, record_key: str) -> tuple[list, dict]:
+    """Jobs for the units (market or partner, parameters, title) not already current; current ones reused.
+
+    A unit is current when its last run succeeded with the same key (input fingerprint, parameters, notebook,
+    carequal version) and its HTML is still there."""
+    from carequal import __version__
+
+    nb_hash = _file_hash(notebook)
+    jobs, results = [], {}
+    for unit, params, title in units:
+        name = _safe_name(unit)
+        key = hashlib.sha256(json.dumps({"fingerprint": fingerprint, "parameters": params,
+                                         "notebook": nb_hash, "carequal": __version__}, sort_keys=True)
+                             .encode()).hexdigest()
+        html = out / f"{name}.html"
+        before = previous.get(unit, {})
+        if not force and before.get("status") == "ok" and before.get("key") == key and html.is_file():
+            results[unit] = {**before, "status": "ok", "reused": True}
+            continue
+        Path(params[record_key]).parent.mkdir(parents=True, exist_ok=True)
+        job = MarketJob(market=unit, notebook=str(notebook), parameters=params, html=str(html),
+                        executed=str(work / "notebooks" / f"{name}.ipynb"), kpis=params[record_key],
+                        error=str(work / "notebooks" / f"{name}.error.txt"), title=title)
+        jobs.append((job, key))
+    return jobs, results
+
+
+def _collect(jobs: list, *, workers: int, progress: bool, client, work: Path) -> dict:
+    """Run the jobs; one manifest record per unit (with its KPI record when it succeeded)."""
+    kpi_files = {job.market: Path(job.kpis) for job, _ in jobs}
+    results = {}
+    for job_result, key in _execute(jobs, workers=workers, progress=progress, client=client):
+        unit = job_result["market"]
+        name = _safe_name(unit)
+        record = {**job_result, "key": key, "reused": False, "html": f"{name}.html" if job_result["status"] == "ok"
+                  else None, "notebook": str(work / "notebooks" / f"{name}.ipynb")}
+        if job_result["status"] == "ok" and kpi_files[unit].is_file():
+            record["kpis"] = json.loads(kpi_files[unit].read_text())
+        if job_result["status"] != "ok":
+            record["error_file"] = str(work / "notebooks" / f"{name}.error.txt")
+        results[unit] = record
+    return results
+
+
+def find_agreement(data: Path, agreement: str | Path | None) -> Path:
+    """The agreement file: the one given, else ``agreement.toml`` / ``.yaml`` / ``.yml`` in the data folder."""
+    if agreement is not None:
+        path = Path(agreement).resolve()
+        if not path.is_file():
+            raise ParameterError(f"--agreement {path} does not exist")
+        return path
+    folder = data if data.is_dir() else data.parent
+    for name in AGREEMENT_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    raise ParameterError(f"--by partner needs a partnership agreement: give --agreement FILE or put one of "
+                         f"{', '.join(AGREEMENT_NAMES)} in {folder} (example: data/sample/agreement.toml)")
+
+
+def _run_partners(data: Path, out: Path, work: Path, notebook: Path, chosen: list[str], start: str, end: str,
+                  min_cell, workers: int, force: bool, progress: bool, agreement_path, patient_lists,
+                  started, t_run) -> BatchResult:
+    """``by="partner"``: one packet (and extract) per partner of the agreement in the chosen markets."""
+    import shutil
+
+    from carequal import __version__
+    from carequal.agreement import load_agreement
+    from carequal.inputs import prepare
+    from carequal.loaders import read_dataset_tables
+    from carequal.packet import packet_inputs, readmitted_patients, write_packet_inputs
+    from carequal.report import cell_threshold
+
+    agreement_path = find_agreement(data, agreement_path)
+    cell_threshold(min_cell)
+    if patient_lists is not None:
+        patient_lists = Path(patient_lists).resolve()
+        if patient_lists == out or patient_lists.is_relative_to(out):
+            raise ParameterError(f"--patient-lists {patient_lists} must not be inside the shared output folder "
+                                 f"{out}: the lists are patient-level")
+    check_parameters(notebook, {"partner": "x", "period_start": start, "period_end": end, "inputs": "",
+                                "min_cell": int(min_cell), "extract_dir": "", "record_path": ""})
+    t0 = time.perf_counter()
+    prepared = prepare(data, work, period_start=start, period_end=end, force=force)
+    tables = read_dataset_tables(prepared.dataset)
+    agreement = load_agreement(agreement_path, tables["facilities"])
+    inputs = packet_inputs(tables, agreement, period_start=start, period_end=end)
+    folder = write_packet_inputs(inputs, work / "agreement", agreement, tables["facilities"])
+    partners = inputs["partners"][inputs["partners"]["market"].isin(chosen)]
+    if partners.empty:
+        raise ParameterError(f"no partner of {agreement.name!r} is in market(s) {', '.join(chosen)}; its partners "
+                             f"are in {', '.join(sorted(inputs['partners']['market'].unique()))}")
+    lists = {}
+    if patient_lists is not None:
+        readmission = [m.id for m in agreement.metrics if m.measure == "readmission"]
+        if not readmission:
+            raise ParameterError("--patient-lists: the agreement has no readmission metric to list patients for")
+        patient_lists.mkdir(parents=True, exist_ok=True)
+        for fid in partners["facility_id"]:
+            frame = readmitted_patients(inputs["cases"], tables, partner=fid, metric=readmission[0],
+                                        period=(start, end))
+            path = patient_lists / f"{_safe_name(fid)}_readmitted.csv"
+            frame.to_csv(path, index=False, date_format="%Y-%m-%d")
+            lists[fid] = {"path": str(path), "patients": int(len(frame))}
+    prepare_seconds = {**prepared.seconds, "total": time.perf_counter() - t0, "reused": prepared.reused}
+    del tables, inputs
+
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / "manifest.json"
+    previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    ag_hash = _file_hash(agreement_path)
+    units = []
+    for p in partners.itertuples(index=False):
+        name = _safe_name(p.facility_id)
+        units.append((p.facility_id, {"partner": p.facility_id, "period_start": start, "period_end": end,
+                                      "inputs": str(folder), "min_cell": int(min_cell),
+                                      "extract_dir": str(out / f"{name}_extract"),
+                                      "record_path": str(work / "records" / f"{name}.json"),
+                                      "agreement_sha256": ag_hash},
+                      f"{p.name}: partner packet"))
+    # the agreement's hash is part of the key, not a notebook parameter
+    jobs, results = _plan(units, out=out, work=work, notebook=notebook, previous=previous.get("partners", {}),
+                          force=force, fingerprint=prepared.fingerprint, record_key="record_path")
+    for job, _ in jobs:
+        job.parameters = {k: v for k, v in job.parameters.items() if k != "agreement_sha256"}
+    t0 = time.perf_counter()
+    results.update(_collect(jobs, workers=workers, progress=progress, client=None, work=work))
+    for unit, record in results.items():
+        if record.get("status") != "ok":  # an older extract must not pass for the current one
+            shutil.rmtree(out / f"{_safe_name(unit)}_extract", ignore_errors=True)
+        else:
+            record["extract"] = f"{_safe_name(unit)}_extract/extract.xlsx"
+    names = partners.set_index("facility_id")
+    ordered = {}
+    for fid in partners["facility_id"]:
+        ordered[fid] = {**results[fid], "name": names.at[fid, "name"], "setting": names.at[fid, "setting"],
+                        "market": names.at[fid, "market"]}
+    manifest = {
+        "carequal_version": __version__, "by": "partner", "started": started.isoformat(),
+        "finished": datetime.now(UTC).isoformat(),
+        "parameters": {"period_start": start, "period_end": end, "min_cell": min_cell, "markets": chosen,
+                       "workers": workers, "force": force, "notebook": str(notebook)},
+        "agreement": {"path": str(agreement_path), "name": agreement.name, "sha256": ag_hash},
+        "data": {"path": str(data), "fingerprint": prepared.fingerprint, "markets": prepared.markets},
+        "work": str(work), "packages": _package_versions(), "host": platform.node(),
+        "seconds": {"prepare": prepare_seconds, "packets": time.perf_counter() - t0,
+                    "total": time.perf_counter() - t_run},
+        "partners": ordered,
+        "patient_lists": {"folder": str(patient_lists), "files": lists} if patient_lists is not None else None,
+    }
+    write_partner_index(out, manifest)
+    _write_atomic(manifest_path, json.dumps(manifest, indent=2, default=str))
+    return BatchResult(out=out, work=work, markets=ordered, manifest=manifest)
+
+
 def _execute(jobs: list, *, workers: int, progress: bool, client=None):
     """Yield ``(result, key)`` as markets finish: local worker processes, or a Dask cluster's workers."""
     if not jobs:
         return
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(jobs), desc="markets", unit="market", disable=not progress)
+    kind = "partner" if jobs[0][0].parameters.get("partner") else "market"
+    bar = tqdm(total=len(jobs), desc=f"{kind}s", unit=kind, disable=not progress)
     try:
         if client is not None:
             from distributed import as_completed
@@ -633,6 +795,52 @@ average for the same patients: above 1 means more events than expected. Faciliti
 <tbody>{''.join(rows)}</tbody></table>
 <p class="foot">Produced {escape(finished)} UTC by carequal {escape(manifest['carequal_version'])}
 from input {escape(manifest['data']['fingerprint'][:12])}.</p>
+</body></html>
+"""
+    path = Path(out) / "index.html"
+    _write_atomic(path, html)
+    return path
+
+
+def write_partner_index(out: Path, manifest: dict) -> Path:
+    """Write ``index.html`` of a partner run: one row per partner with the latest period's statuses and links
+    to its packet and extract (atomically)."""
+    params = manifest["parameters"]
+    rows = []
+    for fid, record in manifest["partners"].items():
+        ok = record.get("status") == "ok"
+        k = record.get("kpis", {}) if ok else {}
+        cells = [f"<td>{escape(str(record.get('name', fid)))}</td>",
+                 f"<td>{escape(str(record.get('setting', '')).upper().replace('ACUTE', 'Hospital'))}</td>",
+                 f"<td>{escape(str(record.get('market', '')))}</td>",
+                 f'<td class="status {"ok" if ok else "failed"}">{"ready" if ok else "failed"}</td>']
+        cells += [f"<td>{k.get(c, '–')}</td>" for c in ("met", "not_met", "not_judgeable")]
+        if ok:
+            cells.append(f'<td class="note"><a href="{escape(record["html"])}">packet</a> · '
+                         f'<a href="{escape(record["extract"])}">extract (Excel)</a></td>')
+        else:
+            cells.append(f'<td class="note">packet not produced: {escape(record.get("error", "unknown error"))}'
+                         "</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    head = ["Partner", "Setting", "Market", "Status", "Targets met", "Not met", "Not yet judgeable", "Packet"]
+    n_failed = sum(1 for r in manifest["partners"].values() if r.get("status") != "ok")
+    status = (f"{len(manifest['partners']) - n_failed} of {len(manifest['partners'])} partner packets ready"
+              + (f"; <b>{n_failed} failed</b> (details in the run manifest)" if n_failed else ""))
+    finished = manifest["finished"][:16].replace("T", " ")
+    html = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(manifest['agreement']['name'])}: partner packets</title>
+<style>{_INDEX_CSS}</style></head>
+<body>
+<h1>{escape(manifest['agreement']['name'])}: partner packets</h1>
+<p class="sub">Reporting period {escape(params['period_start'])} to {escape(params['period_end'])} · {status}</p>
+<p>Each packet shows one partner its agreed metrics against their targets in the latest review period, with
+trends and where its patients came from and went next. The counts here are of agreed targets. Small numbers
+are suppressed in every packet and extract.</p>
+<table><thead><tr>{''.join(f'<th>{escape(h)}</th>' for h in head)}</tr></thead>
+<tbody>{''.join(rows)}</tbody></table>
+<p class="foot">Produced {escape(finished)} UTC by carequal {escape(manifest['carequal_version'])}
+from input {escape(manifest['data']['fingerprint'][:12])} and agreement
+{escape(manifest['agreement']['sha256'][:12])}.</p>
 </body></html>
 """
     path = Path(out) / "index.html"

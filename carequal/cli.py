@@ -6,7 +6,8 @@ check     validate a data directory against the contract and print a summary of 
 synth     generate synthetic partnership data (the bundled sample is ``carequal synth --out data/sample``)
 ingest    validate input tables and write a market-partitioned Parquet dataset
 desynpuf  convert CMS DE-SynPUF inpatient claims and beneficiary files into contract tables
-report    the main job: the market report for every market, rendered to HTML, with an index and a manifest
+report    the main job: the market report for every market, rendered to HTML, with an index and a manifest;
+          with --by partner, one packet and aggregate extract per partner of the partnership agreement
 
 Errors in the data or the arguments print one clear message and exit with status 2 (no traceback).
 """
@@ -104,10 +105,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     result = run_batch(args.data, args.out, markets=args.markets, workers=args.workers, period=args.period,
                        measures=args.measures, conditions=args.conditions, min_cell=args.min_cell, work=args.work,
-                       force=args.force, progress=not args.quiet, scheduler=args.scheduler,
+                       force=args.force, progress=not args.quiet, scheduler=args.scheduler, by=args.by,
+                       agreement=args.agreement, patient_lists=args.patient_lists,
                        **({"notebook": args.notebook} if args.notebook else {}))
     reused = sum(1 for r in result.markets.values() if r.get("reused"))
-    print(f"carequal report: {len(result.markets) - len(result.failed)} of {len(result.markets)} market reports "
+    what = "partner packets" if args.by == "partner" else "market reports"
+    print(f"carequal report: {len(result.markets) - len(result.failed)} of {len(result.markets)} {what} "
           f"ready in {result.out} ({reused} unchanged since the last run), "
           f"{time.perf_counter() - started:.1f} s; open {result.out / 'index.html'}")
     for market in result.failed:
@@ -161,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", default=None, help="work folder for patient-level data (default: <out>.work)")
     p.add_argument("--force", action="store_true", help="redo every market even if its report is current")
     p.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786) to run on")
+    p.add_argument("--by", choices=("market", "partner"), default="market",
+                   help="one report per market (default), or one packet and extract per partner of the agreement")
+    p.add_argument("--agreement", default=None,
+                   help="partnership agreement for --by partner (default: agreement.toml/.yaml in the data folder)")
+    p.add_argument("--patient-lists", default=None, metavar="DIR",
+                   help="--by partner only: also write each partner's own readmitted patients (patient-level "
+                        "CSV, for care coordination) to DIR, which must be outside --out")
     p.add_argument("--notebook", default=None, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_report)

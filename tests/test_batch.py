@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import json
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
-import pandas as pd
 import pytest
 
 from carequal import batch
 from carequal.cli import main as cli_main
 from carequal.errors import ParameterError
-from carequal.report import COUNT_LABELS
+from safe_to_share import identifiers_in, sample_identifiers, small_counts_in_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -103,67 +101,20 @@ def test_outputs_are_complete_files_only(runs):
 # ------------------------------------------------------------------------------------------------ safe to share
 
 
-class _Tables(HTMLParser):
-    """Every <table> of a page as header + rows of cell text."""
-
-    def __init__(self):
-        super().__init__()
-        self.tables, self._row, self._cell, self._in_table = [], None, None, 0
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "table":
-            self.tables.append([])
-            self._in_table += 1
-        elif tag == "tr" and self._in_table:
-            self._row = []
-        elif tag in ("td", "th") and self._row is not None:
-            self._cell = []
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None:
-            self._row.append("".join(self._cell).strip())
-            self._cell = None
-        elif tag == "tr" and self._row is not None:
-            self.tables[-1].append(self._row)
-            self._row = None
-        elif tag == "table":
-            self._in_table -= 1
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
-
-
 def test_rendered_reports_are_safe_to_share(runs):
-    ids = set(pd.read_csv(SAMPLE / "patients.csv", usecols=["patient_id"], dtype=str)["patient_id"])
-    ids |= set(pd.read_csv(SAMPLE / "stays.csv", usecols=["stay_id"], dtype=str)["stay_id"])
-    ids |= set(pd.read_csv(SAMPLE / "ed_visits.csv", usecols=["visit_id"], dtype=str)["visit_id"])
+    ids = sample_identifiers(SAMPLE)
     pages = sorted(runs["out"].glob("*.html"))
     assert len(pages) == 4
-    count_headers = set(COUNT_LABELS.values())
     checked_cells = 0
     for page in pages:
         html = page.read_text()
-        tokens = set(re.findall(r"[A-Za-z]?\d{5,}", html)) | set(re.findall(r"[A-Z]\w*\d{4,}", html))
+        tokens = identifiers_in(html)
         assert not tokens & ids, f"{page.name}: identifiers {sorted(tokens & ids)[:5]}"
         for marker in ("Traceback", 'data-mime-type="application/vnd.jupyter.stderr"', "Warning:",
                        "import carequal", "rpt.", 'class="highlight hl-ipython3"'):
             assert marker not in html, f"{page.name}: {marker!r} in the rendered report"
         assert "cdnjs" not in html and "<script src=" not in html
-        parser = _Tables()
-        parser.feed(html)
-        for table in parser.tables:
-            header = table[0]
-            for j, name in enumerate(header):
-                if name not in count_headers:
-                    continue
-                for row in table[1:]:
-                    text = row[j].replace(",", "")
-                    if text.isdigit():
-                        checked_cells += 1
-                        assert not 1 <= int(text) <= 10, f"{page.name}: {name} = {text}"
-                    else:
-                        assert text in ("suppressed", ""), f"{page.name}: {name} = {row[j]!r}"
+        checked_cells += small_counts_in_tables(html, where=page.name)
         # counts quoted in sentences
         for number in re.findall(r"\bof ([\d,]+) (?:cases|discharges|referrals)", html):
             assert int(number.replace(",", "")) > 10

@@ -1,0 +1,543 @@
+"""Partner packets: what one partner facility is shown of its agreed metrics, safe to share with it.
+
+A packet (``notebooks/partner_packet.ipynb``, rendered by ``carequal report --by partner``) holds, for one
+partner of an agreement (:mod:`carequal.agreement`):
+
+* its agreed metrics against their targets and the market benchmark, with status, per review period
+  (:func:`status_table`, :func:`status_grid`, :func:`status_findings`);
+* trends of each metric with the target, the benchmark and SPC signals (:func:`metric_trend`);
+* where its patients came from and went next (:func:`patient_flows`, :func:`flow_display`);
+* an aggregate extract, CSV and Excel with one sheet per table (:func:`write_extract`).
+
+Sharing rules, all enforced here and tested:
+
+* counts of 1 to ``min_cell - 1`` are hidden, with every value that would reveal them (a rate, its interval,
+  a change) and complementary cells (:func:`carequal.disclosure.suppress_counts`); every table is checked with
+  :func:`carequal.disclosure.check_suppressed` before it is written to an extract;
+* other facilities appear only as benchmark aggregates or under anonymous labels ("Hospital A", "SNF B"),
+  unless the agreement sets ``show_facility_names = true``;
+* no patient-level row reaches a packet. The care-coordination list of a partner's own readmitted patients
+  (:func:`readmitted_patients`) is a separate file, written only on request, never inside an HTML report.
+
+The patient-level inputs (:func:`packet_inputs`) are computed once for all partners, before the packets run,
+and kept in the batch's work folder; each packet reads only its own partner's rows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from carequal.agreement import POST_ACUTE, Agreement, partner_table
+from carequal.errors import ParameterError
+
+__all__ = ["PartnerPacket", "flow_display", "load_partner_packet", "metric_trend", "packet_inputs", "packet_title",
+           "patient_flows", "readmitted_patients", "status_findings", "status_grid", "status_table",
+           "trend_findings", "write_extract", "write_packet_inputs"]
+
+SETTING_LABELS = {"acute": "Hospital", "snf": "SNF", "irf": "IRF", "ltch": "LTCH", "hha": "Home health"}
+
+_WENT_NEXT = [("01", "Home"), ("81", "Home"), ("06", "Home with home health"), ("86", "Home with home health"),
+              ("03", "Skilled nursing facility"), ("83", "Skilled nursing facility"), ("62", "Rehabilitation facility"),
+              ("90", "Rehabilitation facility"), ("63", "Long-term care hospital"), ("91", "Long-term care hospital"),
+              ("02", "Hospital"), ("82", "Hospital"), ("20", "Died"), ("40", "Died"), ("41", "Died"), ("42", "Died"),
+              ("50", "Hospice"), ("51", "Hospice"), ("07", "Left against medical advice")]
+"""UB-04 discharge status → where the patient went next (other and missing codes: "Other or unknown")."""
+
+
+# ----------------------------------------------------------------------------------- inputs (once, all)
+
+
+def patient_flows(tables: dict[str, pd.DataFrame], agreement: Agreement, *, period) -> pd.DataFrame:
+    """Where each partner's patients came from and went next, in the period (by index discharge date).
+
+    Hospitals: where their index discharges went (post-acute setting and provider, or none). Post-acute
+    providers: the hospitals that referred the patients (index discharges followed within a day by a stay
+    with the provider) and how the provider's stay ended (its discharge status).
+
+    Returns
+    -------
+    DataFrame
+        ``facility_id`` (partner), ``direction`` ("came from" / "went next"), ``other_id`` (a facility, or
+        missing for a destination that is not one), ``category`` (setting or destination), ``n``. Not
+        suppressed, not anonymised: patient-derived counts for :func:`flow_display`.
+    """
+    from carequal.cohorts import index_stays, post_acute_episodes
+
+    lo, hi = (pd.Timestamp(x) for x in period)
+    stays, fac = tables["stays"], tables["facilities"]
+    cohort = index_stays(stays, fac, tables["patients"], tables.get("enrollment"))
+    index = cohort.index[(pd.to_datetime(cohort.index["discharge_date"]) >= lo)
+                         & (pd.to_datetime(cohort.index["discharge_date"]) <= hi)]
+    ep = post_acute_episodes(stays, fac, hospital_stays=index)
+    ep = ep.set_index("stay_id").reindex(index["stay_id"]).reset_index()
+    ep["hospital_id"] = index["facility_id"].astype("str").to_numpy()
+    setting = fac.set_index("facility_id")["setting"]
+    status = dict(_WENT_NEXT)
+    parts = []
+    for p in agreement.partners:
+        if setting.get(p.facility_id) == "acute":
+            mine = ep[ep["hospital_id"] == p.facility_id]
+            pac = mine["pac_setting"].isin(POST_ACUTE)
+            cat = np.where(pac, mine["pac_setting"].map(SETTING_LABELS).fillna("Other"), "No post-acute care")
+            parts.append(pd.DataFrame({"facility_id": p.facility_id, "direction": "went next",
+                                       "other_id": np.where(pac, mine["pac_facility_id"].astype("str"), None),
+                                       "category": cat}))
+        else:
+            mine = ep[ep["pac_facility_id"].astype("str") == p.facility_id]
+            parts.append(pd.DataFrame({"facility_id": p.facility_id, "direction": "came from",
+                                       "other_id": mine["hospital_id"].to_numpy(), "category": "Hospital"}))
+            nxt = mine["pac_discharge_status"].astype("string").map(status).fillna("Other or unknown")
+            parts.append(pd.DataFrame({"facility_id": p.facility_id, "direction": "went next", "other_id": None,
+                                       "category": nxt.to_numpy()}))
+    flows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["facility_id", "direction", "other_id", "category"])
+    flows["other_id"] = flows["other_id"].astype("string")
+    keys = ["facility_id", "direction", "category", "other_id"]
+    return flows.groupby(keys, dropna=False, sort=True).size().rename("n").reset_index()
+
+
+def readmitted_patients(cases: pd.DataFrame, tables: dict[str, pd.DataFrame], *, partner: str, metric: str,
+                        period) -> pd.DataFrame:
+    """The care-coordination list: the partner's **own** patients who were readmitted, minimum columns.
+
+    Only for explicit requests (``carequal report --by partner --patient-lists DIR``); never shown in a report.
+
+    Parameters
+    ----------
+    cases : DataFrame
+        :func:`carequal.agreement.agreement_cases` output.
+    partner : str
+        The partner's facility id: only cases it answers for are listed.
+    metric : str
+        A readmission metric of the agreement (its window and planned-readmission rule decide who is listed).
+
+    Returns
+    -------
+    DataFrame
+        ``patient_id``, ``index_stay_id``, ``hospital_id``, ``admit_date``, ``discharge_date`` (the hospital
+        stay), ``post_acute_facility_id``, ``post_acute_admit_date``, ``post_acute_discharge_date`` (when the
+        partner is a post-acute provider), ``readmission_date``, ``readmission_facility_id``.
+    """
+    from carequal.cohorts import post_acute_episodes
+
+    lo, hi = (pd.Timestamp(x) for x in period)
+    mine = cases[(cases["metric"] == metric) & (cases["unit_id"] == partner) & (cases["value"] > 0.5)]
+    mine = mine[(pd.to_datetime(mine["discharge_date"]) >= lo) & (pd.to_datetime(mine["discharge_date"]) <= hi)]
+    stays = tables["stays"].set_index("stay_id")
+    index = stays.loc[mine["stay_id"]].reset_index()
+    acute = set(tables["facilities"].loc[tables["facilities"]["setting"] == "acute", "facility_id"])
+    after = tables["stays"][tables["stays"]["facility_id"].isin(acute)
+                            & tables["stays"]["patient_id"].isin(mine["patient_id"])]
+    pairs = index[["stay_id", "patient_id", "discharge_date"]].merge(
+        after[["patient_id", "admit_date", "facility_id"]].rename(columns={"facility_id": "readmit_facility"}),
+        on="patient_id")
+    pairs = pairs[pairs["admit_date"] >= pairs["discharge_date"]].sort_values(["stay_id", "admit_date"])
+    first = pairs.drop_duplicates("stay_id").set_index("stay_id")
+    ep = post_acute_episodes(tables["stays"], tables["facilities"], hospital_stays=index).set_index("stay_id")
+    out = pd.DataFrame({"patient_id": index["patient_id"].to_numpy(), "index_stay_id": index["stay_id"].to_numpy(),
+                        "hospital_id": index["facility_id"].to_numpy(), "admit_date": index["admit_date"].to_numpy(),
+                        "discharge_date": index["discharge_date"].to_numpy()})
+    if (mine["role"] == "post_acute").any():
+        out["post_acute_facility_id"] = ep["pac_facility_id"].reindex(out["index_stay_id"]).to_numpy()
+        out["post_acute_admit_date"] = ep["pac_admit_date"].reindex(out["index_stay_id"]).to_numpy()
+        out["post_acute_discharge_date"] = ep["pac_discharge_date"].reindex(out["index_stay_id"]).to_numpy()
+    out["readmission_date"] = first["admit_date"].reindex(out["index_stay_id"]).to_numpy()
+    out["readmission_facility_id"] = first["readmit_facility"].reindex(out["index_stay_id"]).to_numpy()
+    return out.sort_values(["discharge_date", "patient_id"], ignore_index=True)
+
+
+def packet_inputs(tables: dict[str, pd.DataFrame], agreement: Agreement, *, period_start, period_end
+                  ) -> dict[str, pd.DataFrame]:
+    """Everything the packets need, computed once from every market's tables: ``results``
+    (:func:`carequal.agreement.evaluate_agreement` over the data up to ``period_end``, in three views,
+    column ``view``:
+    ``review`` — the agreement's review periods; ``year`` — calendar years, for trends of partners too small
+    to show by review period; ``reporting`` — the reporting period and the one of the same length before it),
+    ``flows``
+    (:func:`patient_flows` in the reporting period), ``partners`` and ``cases`` (patient level: for
+    :func:`readmitted_patients`; never passed to a packet)."""
+    from carequal.agreement import agreement_cases, evaluate_agreement
+    from carequal.report import previous_period
+
+    cases = agreement_cases(tables, agreement)
+    lo, hi = pd.Timestamp(period_start), pd.Timestamp(period_end)
+    views = {"review": evaluate_agreement(agreement, tables, cases=cases, end=hi),
+             "year": evaluate_agreement(agreement, tables, cases=cases, end=hi, review_period="year"),
+             "reporting": evaluate_agreement(agreement, tables, cases=cases, end=hi,
+                                             periods=[previous_period(lo, hi), (lo, hi)])}
+    results = pd.concat([v.assign(view=k) for k, v in views.items()], ignore_index=True)
+    flows = patient_flows(tables, agreement, period=(period_start, period_end))
+    return {"results": results, "flows": flows, "partners": partner_table(agreement, tables["facilities"]),
+            "cases": cases}
+
+
+def write_packet_inputs(inputs: dict[str, pd.DataFrame], folder: str | Path, agreement: Agreement,
+                        facilities: pd.DataFrame) -> Path:
+    """Write :func:`packet_inputs` (without ``cases``) to ``folder``: ``results.parquet``, ``flows.parquet``,
+    ``partners.parquet``, ``labels.parquet`` (facility names or anonymous labels) and ``agreement.json``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("results", "flows", "partners"):
+        inputs[name].to_parquet(folder / f"{name}.parquet", index=False)
+    facilities[["facility_id", "name", "setting", "market"]].to_parquet(folder / "facilities.parquet", index=False)
+    (folder / "agreement.json").write_text(agreement.model_dump_json(indent=2))
+    return folder
+
+
+# ------------------------------------------------------------------------------------------- one packet
+
+
+@dataclass
+class PartnerPacket:
+    """One partner's packet inputs (aggregates only) and settings."""
+
+    agreement: Agreement
+    partner: pd.Series
+    results: pd.DataFrame
+    flows: pd.DataFrame
+    facilities: pd.DataFrame
+    period: tuple[pd.Timestamp, pd.Timestamp]
+    min_cell: int
+
+
+def load_partner_packet(inputs: str | Path, partner: str, *, period_start: str, period_end: str,
+                        min_cell: int = 11) -> PartnerPacket:
+    """Read one partner's rows of the packet inputs written by :func:`write_packet_inputs`."""
+    from carequal.agreement import Agreement
+    from carequal.report import cell_threshold
+
+    cell_threshold(min_cell)
+    folder = Path(inputs)
+    if not (folder / "agreement.json").is_file():
+        raise ParameterError(f"{folder} holds no packet inputs (agreement.json is missing); run "
+                             "`carequal report --by partner` or carequal.packet.write_packet_inputs first")
+    agreement = Agreement.model_validate_json((folder / "agreement.json").read_text())
+    partners = pd.read_parquet(folder / "partners.parquet")
+    if partner not in set(partners["facility_id"]):
+        raise ParameterError(f"{partner!r} is not a partner of {agreement.name!r}; partners: "
+                             + ", ".join(partners["facility_id"]))
+    filt = [("facility_id", "==", partner)]
+    results = pd.read_parquet(folder / "results.parquet", filters=filt)
+    flows = pd.read_parquet(folder / "flows.parquet", filters=filt)
+    return PartnerPacket(agreement=agreement, partner=partners.set_index("facility_id").loc[partner].rename(partner),
+                         results=results, flows=flows, facilities=pd.read_parquet(folder / "facilities.parquet"),
+                         period=(pd.Timestamp(period_start), pd.Timestamp(period_end)), min_cell=int(min_cell))
+
+
+def packet_title(packet: PartnerPacket) -> str:
+    """The packet's heading (Markdown)."""
+    p = packet.partner
+    lo, hi = packet.period
+    start = "" if pd.isna(p["start"]) else f" · partner since {pd.Timestamp(p['start']):%d %B %Y}"
+    return (f"# {p['name']}\n\n**{packet.agreement.name}: partner packet** · {SETTING_LABELS[p['setting']]} in "
+            f"{p['market']}{start} · {lo:%d %B %Y} to {hi:%d %B %Y}, reviewed by {packet.agreement.review_period}")
+
+
+def _view(packet: PartnerPacket, view: str) -> pd.DataFrame:
+    r = packet.results
+    return r[r["view"] == view] if "view" in r.columns else r
+
+
+def _in_period(packet: PartnerPacket, view: str = "review") -> pd.DataFrame:
+    """The review periods (or years) that overlap the reporting period."""
+    lo, hi = packet.period
+    freq = packet.agreement.review_period if view == "review" else "year"
+    first = pd.Timestamp(lo).to_period({"month": "M", "quarter": "Q", "year": "Y"}[freq]).start_time
+    r = _view(packet, view)
+    return r[(r["period"] >= first) & (r["period"] <= hi)]
+
+
+def _suppressed(results: pd.DataFrame, min_cell: int) -> pd.DataFrame:
+    """Results with small counts hidden: the partner's n/events (and its value, interval, change) and the
+    benchmark's (and the target derived from it). A previous period's hidden value hides the change too."""
+    from carequal.disclosure import suppress_counts
+    from carequal.report import cell_threshold
+
+    lo, hi = cell_threshold(min_cell)
+    r = results.copy()
+    r["events"] = r["events"].astype(float)
+    counts = r[["n"]].assign(events=r["events"].fillna(0)).astype(float)
+    safe = suppress_counts(counts.assign(key=np.arange(len(r))), count_cols=["n", "events"], group_cols="key",
+                           threshold=(lo, hi))
+    hidden = safe["suppressed"].to_numpy(bool)
+    out = r.assign(n=safe["n"].astype("Float64"), events=np.where(r["events"].isna(), np.nan, safe["events"]))
+    for c in ("value", "lower", "upper", "ratio", "expected"):
+        out.loc[hidden, c] = np.nan
+    b_n = r["benchmark_n"].to_numpy(float)
+    b_e = r["benchmark_events"].fillna(0).to_numpy(float)
+    b_hidden = ((b_n >= lo) & (b_n <= hi)) | ((b_e >= lo) & (b_e <= hi)) | ((b_n - b_e >= lo) & (b_n - b_e <= hi)
+                                                                             & r["benchmark_events"].notna())
+    out.loc[b_hidden, "benchmark"] = np.nan
+    out.loc[b_hidden & r["target_basis"].str.startswith("market"), "target"] = np.nan
+    out["suppressed"] = hidden
+    out["benchmark_suppressed"] = b_hidden
+    # the change needs this and the previous period's value, both shown
+    out = out.sort_values(["metric", "period"])
+    prev_hidden = out.groupby("metric")["suppressed"].shift(1).fillna(False).astype(bool)
+    out.loc[out["suppressed"] | prev_hidden, ["change", "previous_value"]] = np.nan
+    return out.drop(columns=["benchmark_n", "benchmark_events"]).sort_index()
+
+
+def status_table(packet: PartnerPacket, *, period: pd.Timestamp | None = None) -> pd.DataFrame:
+    """The agreed metrics over the reporting period as a whole (the change is from the period of the same
+    length before it), or in one review period starting at ``period``; suppressed.
+
+    Returns
+    -------
+    DataFrame
+        ``metric_label``, ``n``, ``events``, ``value``, ``lower``, ``upper``, ``target``, ``target_basis``,
+        ``benchmark``, ``status``, ``status_reason``, ``change``, ``better``, ``measure``, ``suppressed``.
+    """
+    if period is None:  # the reporting period as a whole, with the change from the one before it
+        r = _suppressed(_view(packet, "reporting"), packet.min_cell)
+        r = r[r["period"] == packet.period[0]]
+    else:
+        r = _suppressed(_in_period(packet), packet.min_cell)
+        r = r[r["period"] == pd.Timestamp(period)]
+    if r.empty:
+        return r
+    order = {m.id: i for i, m in enumerate(packet.agreement.metrics)}
+    r = r.assign(order=r["metric"].map(order)).sort_values("order").drop(columns="order")
+    # a hidden count is "too few cases to share", whatever the status computed on it
+    return r.reset_index(drop=True)
+
+
+def _fmt_value(value: float, measure: str) -> str:
+    if pd.isna(value):
+        return ""
+    if measure == "volume":
+        return f"{int(round(value)):,d}"
+    if measure == "length_of_stay":
+        return f"{value:.1f} days"
+    return f"{100 * value:.1f}%"
+
+
+def status_display(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`status_table` as text for the packet."""
+    rows = []
+    for r in table.itertuples(index=False):
+        hidden = bool(r.suppressed)
+        value = "suppressed" if hidden else _fmt_value(r.value, r.measure)
+        interval = "" if hidden or r.measure == "volume" or pd.isna(r.lower) else \
+            f"{_fmt_value(r.lower, r.measure)}–{_fmt_value(r.upper, r.measure)}"
+        if pd.isna(r.target):
+            target = "suppressed" if r.target_basis.startswith("market") and r.benchmark_suppressed else "–"
+        else:
+            target = f"{'≤' if r.better == 'lower' else '≥'} {_fmt_value(r.target, r.measure)}"
+        bench = "–" if r.measure == "volume" else ("suppressed" if r.benchmark_suppressed
+                                                   else _fmt_value(r.benchmark, r.measure) or "–")
+        change = "" if pd.isna(r.change) else (f"{r.change:+,.0f}" if r.measure == "volume" else
+                                               f"{r.change:+.1f} days" if r.measure == "length_of_stay"
+                                               else f"{100 * r.change:+.1f} pts")
+        n = "suppressed" if pd.isna(r.n) else f"{int(r.n):,d}"
+        rows.append({"Metric": r.metric_label, "Cases": n, "Value": value, "95% interval": interval,
+                     "Target": target, "Target basis": r.target_basis, "Market non-partners": bench,
+                     "Status": r.status, "Why": r.status_reason, "Change since last period": change})
+    return pd.DataFrame(rows)
+
+
+def status_grid(packet: PartnerPacket) -> pd.DataFrame:
+    """Status of every agreed metric in every review period of the reporting period (rows: metrics;
+    columns: periods), for a quick read of how the partnership is going."""
+    r = _in_period(packet)
+    if r.empty:
+        return pd.DataFrame()
+    fmt = "%Y-%m" if packet.agreement.review_period == "month" else None
+    label = r["period"].dt.strftime(fmt) if fmt else (r["period"].dt.year.astype(str) + " Q"
+                                                      + r["period"].dt.quarter.astype(str))
+    short = r["status"].map({"met": "met", "not met": "not met", "not yet judgeable": "–"})
+    grid = pd.DataFrame({"Metric": r["metric_label"], "period": label, "status": short}).pivot(
+        index="Metric", columns="period", values="status")
+    order = [m.title for m in packet.agreement.metrics if m.title in grid.index]
+    return grid.loc[order].reset_index().rename_axis(columns=None)
+
+
+def status_findings(table: pd.DataFrame, packet: PartnerPacket) -> list[str]:
+    """Plain-language sentences on the latest period's statuses (never quoting a hidden value)."""
+    if table.empty:
+        return ["No agreed metric applies to this partner in the reporting period."]
+    p = packet.partner
+    lo, hi = packet.period
+    when = f"the reporting period ({lo:%d %b %Y} to {hi:%d %b %Y})"
+    counts = table["status"].value_counts()
+    out = [f"In {when}, {p['name']} met {counts.get('met', 0)} of its {len(table)} agreed targets and missed "
+           f"{counts.get('not met', 0)}; {counts.get('not yet judgeable', 0)} cannot be judged yet (too few cases, "
+           "or the interval includes the target)."]
+    for r in table.itertuples(index=False):
+        if r.status == "not met" and not r.suppressed:
+            out.append(f"{r.metric_label}: {_fmt_value(r.value, r.measure)} against a target of "
+                       f"{'at most' if r.better == 'lower' else 'at least'} {_fmt_value(r.target, r.measure)} "
+                       f"({r.target_basis}).")
+        if r.status == "met" and not r.suppressed and r.measure != "volume":
+            out.append(f"{r.metric_label}: {_fmt_value(r.value, r.measure)}, better than the target of "
+                       f"{_fmt_value(r.target, r.measure)} beyond statistical doubt.")
+    return out
+
+
+def metric_trend(packet: PartnerPacket, metric: str) -> pd.DataFrame:
+    """One metric over every review period up to the end of the reporting period, suppressed, with an SPC
+    signal for crude rates (p-chart over the shown periods: :func:`carequal.compare.p_chart`). When more than
+    a third of the review periods would be hidden or empty (a small partner), calendar years are shown
+    instead; ``attrs["freq"]`` says which.
+
+    Returns ``period``, ``value``, ``lower``, ``upper``, ``target``, ``benchmark``, ``phase``, ``signal``,
+    and for crude rates the p-chart columns (``centre``, limits).
+    """
+    from carequal.compare import p_chart
+
+    m = packet.agreement.metric(metric)
+    freq = packet.agreement.review_period
+    for view in ("review", "year"):
+        r = _view(packet, view)
+        r = r[(r["metric"] == metric) & (r["period"] <= packet.period[1])]
+        safe = _suppressed(r, packet.min_cell).sort_values("period", ignore_index=True)
+        hidden = safe["suppressed"] | (safe["n"].fillna(0) == 0)
+        if not len(safe) or hidden.mean() <= 1 / 3:
+            break
+        freq = "year"
+    safe["signal"] = ""
+    crude_rate = m.spec.kind == "rate" and not m.risk_adjusted
+    shown = safe[~safe["suppressed"] & (safe["n"].fillna(0) > 0)]
+    if crude_rate and len(shown) >= 3:
+        chart = p_chart(shown.assign(n=shown["n"].astype(int), events=shown["events"].astype(int)),
+                        improvement=m.better)
+        cols = ["centre", "lower_3sigma", "upper_3sigma", "signal"]
+        safe = safe.drop(columns="signal").merge(chart[["period", *cols]], on="period", how="left")
+        safe["signal"] = safe["signal"].fillna("")
+    safe.attrs.update(label=m.title, measure=m.measure, better=m.better, start=packet.partner["start"], freq=freq)
+    return safe
+
+
+def trend_findings(trend: pd.DataFrame) -> list[str]:
+    """Sentences on SPC signals in a :func:`metric_trend`."""
+    label = trend.attrs.get("label", "the metric")
+    out = []
+    for kind, words in (("improvement", "improvement"), ("concern", "concern")):
+        hit = trend[trend["signal"] == kind]
+        if len(hit):
+            freq = trend.attrs.get("freq", "quarter")
+            periods = ", ".join(str(p.year) if freq == "year" else f"{p.year} Q{p.quarter}" if freq == "quarter"
+                                else f"{p:%b %Y}" for p in hit["period"])
+            out.append(f"{label}: a special-cause signal of {words} in {periods}.")
+    return out
+
+
+def flow_display(packet: PartnerPacket) -> dict[str, pd.DataFrame]:
+    """"Came from" and "went next" tables of the partner, other facilities anonymised unless the agreement
+    allows names, counts suppressed (complementary within each table, whose total is shown)."""
+    from carequal.disclosure import suppress_counts
+    from carequal.report import cell_threshold
+
+    names = packet.facilities.set_index("facility_id")
+    out = {}
+    for direction in ("came from", "went next"):
+        f = packet.flows[packet.flows["direction"] == direction]
+        if f.empty:
+            continue
+        has_other = f["other_id"].notna()
+        if has_other.any():
+            totals = f[has_other].groupby("other_id")["n"].sum().sort_values(ascending=False, kind="stable")
+            labels = {}
+            per_setting: dict[str, int] = {}
+            for fid in totals.index:
+                setting = names.at[fid, "setting"] if fid in names.index else "acute"
+                k = per_setting.get(setting, 0)
+                per_setting[setting] = k + 1
+                labels[fid] = names.at[fid, "name"] if packet.agreement.show_facility_names and fid in names.index \
+                    else f"{SETTING_LABELS.get(setting, setting)} {_letters(k)}"
+            who = f["other_id"].map(labels)
+            label = np.where(has_other, who, f["category"])
+            if direction == "went next":
+                label = np.where(has_other, f["category"] + ": " + who.fillna(""), f["category"])
+        else:
+            label = f["category"].to_numpy()
+        table = pd.DataFrame({"label": label, "n": f["n"].to_numpy()}).groupby("label", sort=False)["n"].sum()
+        table = table.sort_values(ascending=False, kind="stable").reset_index()
+        total = pd.DataFrame({"label": ["All"], "n": [int(table["n"].sum())]})
+        table = pd.concat([table, total], ignore_index=True)
+        table["share"] = table["n"] / max(int(total["n"].iloc[0]), 1)
+        safe = suppress_counts(table, count_cols="n", total_rows=table["label"] == "All",
+                               threshold=cell_threshold(packet.min_cell), derived_cols="share", denominator=None)
+        out[direction] = safe
+    return out
+
+
+def _letters(k: int) -> str:
+    """0 → A, 25 → Z, 26 → AA."""
+    s = ""
+    k += 1
+    while k:
+        k, r = divmod(k - 1, 26)
+        s = chr(65 + r) + s
+    return s
+
+
+def extract_tables(packet: PartnerPacket) -> dict[str, pd.DataFrame]:
+    """The packet's aggregate extract: the status of every metric in every period, and the flows; every count
+    already suppressed."""
+    r = pd.concat([_suppressed(_in_period(packet, "reporting" if v == "reporting" else "review"), packet.min_cell)
+                   .assign(view=v) for v in ("reporting", "review")], ignore_index=True)
+    r = r[(r["view"] == "review") | (r["period"] == packet.period[0])]
+    r["view"] = r["view"].map({"reporting": "reporting period", "review": "review period"})
+    metrics = r[["view", "metric", "metric_label", "period", "period_end", "phase", "n", "events", "value", "lower",
+                 "upper", "target", "target_basis", "benchmark", "status", "status_reason", "change"]].copy()
+    for c in ("n", "events"):  # whole numbers in the files (hidden ones empty)
+        metrics[c] = metrics[c].astype("Float64").round().astype("Int64")
+    metrics["period"] = metrics["period"].dt.date
+    metrics["period_end"] = metrics["period_end"].dt.date
+    out = {"metrics": metrics}
+    for direction, table in flow_display(packet).items():
+        out[direction.replace(" ", "_")] = table[["label", "n", "share", "suppressed"]]
+    return out
+
+
+def write_extract(packet: PartnerPacket, folder: str | Path) -> list[Path]:
+    """Write the extract: one CSV per table and one Excel workbook with a sheet per table, each checked by
+    :func:`carequal.disclosure.check_suppressed` first (a failing table raises and nothing is written)."""
+    from carequal.disclosure import check_suppressed
+    from carequal.report import cell_threshold
+
+    tables = extract_tables(packet)
+    threshold = cell_threshold(packet.min_cell)
+    for table in tables.values():
+        counts = [c for c in ("n", "events") if c in table.columns]
+        check_suppressed(table.assign(**{c: table[c].astype("Float64") for c in counts}), count_cols=counts,
+                         threshold=threshold, denominator="n" if "events" in counts else None)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, table in tables.items():
+        path = folder / f"{name}.csv"
+        tmp = path.with_name(f".{path.name}.tmp")
+        table.to_csv(tmp, index=False)
+        tmp.replace(path)
+        written.append(path)
+    book = folder / "extract.xlsx"
+    tmp = book.with_name(".extract.xlsx.tmp")
+    with pd.ExcelWriter(tmp, engine="openpyxl") as xl:
+        for name, table in tables.items():
+            table.to_excel(xl, sheet_name=name[:31], index=False)
+    tmp.replace(book)
+    written.append(book)
+    return written
+
+
+def packet_record(table: pd.DataFrame) -> dict:
+    """The index's summary of a packet: counts of each status in the latest period."""
+    counts = table["status"].value_counts() if len(table) else pd.Series(dtype=int)
+    return {"period": None if table.empty else str(table["period"].iloc[0].date()),
+            "met": int(counts.get("met", 0)), "not_met": int(counts.get("not met", 0)),
+            "not_judgeable": int(counts.get("not yet judgeable", 0))}
+
+
+def write_record(record: dict, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(path)
