@@ -4,6 +4,7 @@
     python3 tasks.py report   # create .venv if needed, install carequal, run the report batch on data/sample
     python3 tasks.py test     # create .venv if needed, install carequal with test extras, lint and test
     python3 tasks.py lab      # install JupyterLab too, register the "carequal" kernel, open the notebooks
+    python3 tasks.py packets  # one packet and extract per partner of data/sample/agreement.toml in packets/
 
 The virtual environment is reinstalled only when pyproject.toml changes (a hash is kept in .venv).
 """
@@ -52,6 +53,11 @@ def main(argv: list[str]) -> None:
         setup()
         # the main job: every sample market's report, the index and the manifest in reports/
         run(BIN / "carequal", "report", "--data", "data/sample", "--out", "reports", "--workers", "2", *argv[1:])
+    elif task == "packets":
+        setup()
+        # the partnership's packets: one per partner of the sample agreement, with CSV/Excel extracts
+        run(BIN / "carequal", "report", "--data", "data/sample", "--out", "packets", "--by", "partner",
+            "--workers", "2", *argv[1:])
     elif task == "lab":
         setup("test,lab")
         # a named kernel, so JupyterLab started from anywhere runs the notebooks in this environment
