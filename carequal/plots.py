@@ -21,6 +21,8 @@ Why these charts
 * :func:`flow_heatmap` — where each hospital's patients go after discharge, partners marked.
 * :func:`calibration_plot` — whether the risk model's expected rates match the observed ones.
 * :func:`attrition_plot` — how the cohort was built: stays remaining after each exclusion.
+* :func:`candidate_plot` — which non-partner post-acute providers look like good partners: each criterion's
+  verdict against its benchmark (:mod:`carequal.screening`), with the volume and the score.
 
 No data wrangling here: inputs are the library's tidy tables (``funnel_data``, ``scorecard``,
 ``bootstrap_pe``, ``p_chart``, ``trend_table``, ``calibration_table``, ``Cohort.attrition``, a hospital × PAC
@@ -42,7 +44,7 @@ from matplotlib.ticker import PercentFormatter
 from carequal.errors import ParameterError
 
 __all__ = ["OKABE_ITO", "PALETTE", "set_theme", "funnel_plot", "caterpillar_plot", "spc_plot", "trend_plot",
-           "flow_heatmap", "calibration_plot", "attrition_plot"]
+           "flow_heatmap", "calibration_plot", "attrition_plot", "candidate_plot"]
 
 #: The Okabe–Ito colour-blind-safe palette (black first, as published).
 OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
@@ -629,4 +631,127 @@ def attrition_plot(attrition: pd.DataFrame, *, label: str = "description", remai
     ax.grid(axis="y", visible=False)
     ax.set_xlabel("Stays remaining")
     ax.set_title(title or "How the cohort was built")
+    return ax
+
+
+# ------------------------------------------------------------------------------------------------ candidates
+
+
+#: How each screening verdict (:mod:`carequal.screening`) is drawn: colour, filled or hollow, short word.
+#: Better and worse use the Making Data Count improvement and concern colours; "shorter"/"longer" (length of
+#: stay: different, neither better nor worse) the no-direction colour; verdicts that judge nothing are hollow.
+_VERDICT_STYLE = {
+    "better than benchmark": ("improvement", True, "better"),
+    "worse than benchmark": ("concern", True, "worse"),
+    "no different": ("common_cause", True, "no different"),
+    "shorter than benchmark": ("neither", True, "shorter"),
+    "longer than benchmark": ("neither", True, "longer"),
+    "too few cases to judge": ("common_cause", False, "too few cases"),
+    "not shown (small numbers)": ("common_cause", False, "not shown"),
+    "not reported": ("common_cause", False, "not reported"),
+    "no benchmark": ("common_cause", False, "no benchmark"),
+}
+
+
+def candidate_plot(table: pd.DataFrame, *, criteria: dict[str, str] | None = None, label: str = "name",
+                   setting: str | None = "setting", rank: str | None = "rank", volume: str | None = "discharges",
+                   score: str | None = "score", judged: str | None = "judged", title: str | None = None,
+                   ax: Axes | None = None) -> Axes:
+    """Candidate partners at a glance: one row per provider (in the table's order, the first at the top), one
+    column per criterion with its verdict as a coloured dot and a word, then the volume and the score.
+
+    Parameters
+    ----------
+    table : DataFrame
+        :func:`carequal.screening.candidate_shortlist` output (already suppressed), in rank order.
+    criteria : dict, optional
+        Verdict column → column heading; default readmission, discharge to community, nurse staffing and
+        length of stay.
+    label, setting, rank : str
+        Columns of the provider's name, setting (added to the name in capitals) and rank (before the name);
+        ``setting`` or ``rank`` None leaves it out.
+    volume, score : str, optional
+        Columns written as text in the last columns (a hidden volume reads "–"); None leaves them out.
+    judged : str, optional
+        Boolean column: a dashed line separates the providers judged on an outcome from those that are not.
+    title : str, optional
+    ax : Axes, optional
+
+    Returns
+    -------
+    Axes
+        One scatter collection per verdict present (labelled with its short word, e.g. ``"better"``), with one
+        point per provider and criterion; y tick labels are the providers, top to bottom in table order.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"rank": [1, 2], "name": ["Oak", "Elm"], "setting": "snf", "judged": [True, False],
+    ...     "discharges": pd.array([40, None], "Int64"), "score": [1, 0],
+    ...     "readmit_label": ["better than benchmark", "too few cases to judge"],
+    ...     "dtc_label": ["no different", "too few cases to judge"], "staffing_label": ["no different"] * 2,
+    ...     "los_label": ["longer than benchmark", "too few cases to judge"]})
+    >>> ax = candidate_plot(t)
+    >>> [tick.get_text() for tick in ax.get_yticklabels()]
+    ['1. Oak (SNF)', '2. Elm (SNF)']
+    >>> sorted(c.get_label() for c in ax.collections)
+    ['better', 'longer', 'no different', 'too few cases']
+    >>> plt.close("all")
+    """
+    criteria = criteria or {"readmit_label": "Readmission\nvs national", "dtc_label": "Discharge to\ncommunity",
+                            "staffing_label": "Nurse\nstaffing", "los_label": "Length\nof stay"}
+    _require(table, [label, setting, rank, volume, score, judged, *criteria], "candidate_plot")
+    unknown = sorted({str(v) for c in criteria for v in table[c].unique()} - set(_VERDICT_STYLE))
+    if unknown:
+        raise ParameterError(f"candidate_plot: unknown verdict(s) {unknown}; the verdicts are those of "
+                             "carequal.screening.VERDICTS")
+    names = table[label].astype(str).to_numpy()
+    if setting is not None:
+        names = np.array([f"{n} ({str(s).upper()})" for n, s in zip(names, table[setting], strict=True)])
+    if rank is not None:
+        names = np.array([f"{r}. {n}" for r, n in zip(table[rank], names, strict=True)])
+    k = len(criteria)
+    extra = [(volume, "Discharges"), (score, "Score")]
+    extra = [(col, head) for col, head in extra if col is not None]
+    ax = _ax(ax, figsize=(2.0 * (k + len(extra)) + 3.5, max(2.5, 0.48 * len(table) + 1.6)))
+    y = -np.arange(len(table), dtype=float)
+
+    verdicts = np.column_stack([table[c].astype(str).to_numpy() for c in criteria]) if len(table) else \
+        np.empty((0, k), dtype=object)
+    for verdict, (colour_key, filled, word) in _VERDICT_STYLE.items():
+        rows, cols = np.nonzero(verdicts == verdict)
+        if not len(rows):
+            continue
+        colour = PALETTE[colour_key]
+        ax.scatter(cols, y[rows], s=140, marker="o", facecolors=colour if filled else "white", edgecolors=colour,
+                   linewidths=1.5, zorder=3, label=word)
+        for r, c in zip(rows, cols, strict=True):
+            ax.annotate(word, (c, y[r]), xytext=(10, 0), textcoords="offset points", va="center", fontsize="small",
+                        color=PALETTE["line"] if filled else PALETTE["common_cause"])
+    for j, (col, _) in enumerate(extra):
+        values = table[col].to_numpy()
+        for r, v in enumerate(values):
+            text = "–" if pd.isna(v) else (f"{int(v):+d}".replace("-", "−") if col == score and v else f"{int(v):,d}")
+            ax.text(k + j, y[r], text, ha="center", va="center", fontsize="medium")
+
+    ax.set_yticks(y, labels=names)
+    ax.set_xticks(np.arange(k + len(extra)), labels=[*criteria.values(), *[h for _, h in extra]])
+    ax.xaxis.tick_top()
+    ax.tick_params(axis="both", length=0)
+    ax.set_xlim(-0.4, k + len(extra) - 0.3)
+    ax.set_ylim(y.min() - 0.6 if len(y) else -1, 0.6)
+    ax.grid(False)
+    for side in ("top", "right", "bottom", "left"):
+        ax.spines[side].set_visible(False)
+    for i in range(len(y)):  # light bands: rows are easy to follow across
+        if i % 2 == 0:
+            ax.axhspan(y[i] - 0.5, y[i] + 0.5, color="#f2f2f2", zorder=0, linewidth=0)
+    if judged is not None and len(table):
+        flags = table[judged].fillna(False).astype(bool).to_numpy()
+        for i in np.flatnonzero(flags[:-1] & ~flags[1:]):
+            ax.axhline(y[i] - 0.5, color=PALETTE["limit"], linestyle="--", linewidth=1)
+    ax.set_title(title or "Candidate partners: each criterion against its benchmark", pad=34)
+    notes = ["filled dot: judged against its benchmark", "hollow: not judged"]
+    if volume is not None and table[volume].isna().any():
+        notes.append("–: small number, not shown")
+    ax.set_xlabel("; ".join(notes), fontsize="small", color=PALETTE["line"])
     return ax

@@ -36,8 +36,9 @@ import pandas as pd
 from carequal.errors import CarequalWarning, ParameterError
 from carequal.national import MEASURES
 
-__all__ = ["COUNT_LABELS", "MarketReport", "REPORT_CSS", "attrition_table", "cell_threshold", "change_interval",
-           "chronic_table", "destination_findings", "destination_table", "facility_scorecard",
+__all__ = ["COUNT_LABELS", "MarketReport", "REPORT_CSS", "attrition_table", "candidate_display",
+           "candidate_findings", "candidate_table", "cell_threshold", "change_interval", "chronic_table",
+           "destination_findings", "destination_table", "facility_scorecard",
            "flow_for_chart", "flow_table", "fmt_ci", "fmt_pct", "funnel_for", "headline_findings",
            "headline_kpis", "impact_finding", "impact_summary", "kpi_record", "load_market_report",
            "model_table", "parse_choices", "partner_findings", "population_table", "presentable", "previous_period",
@@ -49,6 +50,7 @@ COUNT_LABELS: dict[str, str] = {
     "prev_events": "Events (last period)", "discharges": "Discharges", "removed": "Stays removed",
     "loaded": "Rows loaded", "accepted": "Rows accepted", "quarantined": "Rows quarantined",
     "patients": "Patients", "person_years": "Person-years", "remaining": "Stays remaining",
+    "dtc_n": "Post-acute stays",
 }
 """Display names of the count columns of the report's tables. Every column shown under one of these names has
 passed small-cell suppression; the safe-to-share test reads the rendered tables by these names."""
@@ -1024,3 +1026,106 @@ def report_notes(card: pd.DataFrame, mr: MarketReport) -> list[str]:
              "would reveal them (complementary suppression)."]
     notes += [f"Technical note (funnel limits): {n}" for n in card.attrs.get("notes", [])]
     return notes
+
+
+# ---------------------------------------------------------------------------------------- candidate partners
+
+
+def candidate_table(mr: MarketReport, card: pd.DataFrame, flows: pd.DataFrame, *, hospital: str | None = None,
+                    min_cases: int = 25) -> pd.DataFrame:
+    """The market's post-acute providers that are not partners, screened and ranked as candidates
+    (:mod:`carequal.screening`), suppressed for sharing.
+
+    Readmission is judged against the national model (its rate from ``mr.reference.models`` gives the
+    risk-standardised rate); discharge to community and length of stay cover the stays of the market's
+    residents, the benchmark being the residents' stays of the same setting. A readmission result is shown only
+    where the scorecard (``card``, :func:`facility_scorecard`) shows the provider's ``pac_readmission`` row,
+    and a volume only where every hospital's flow to the provider is shown in ``flows`` (:func:`flow_table`):
+    what the section shows of them can then be read from those tables already, so it reveals nothing they hide.
+
+    Returns
+    -------
+    DataFrame
+        :func:`carequal.screening.candidate_shortlist` output, in rank order.
+    """
+    from carequal.screening import candidate_partners, candidate_shortlist
+
+    models = mr.reference.models
+    rate = models.loc[models["measure"] == "pac_readmission", "rate"] if len(models) else pd.Series(dtype=float)
+    screen = candidate_partners(mr.rows, mr.tables, market=mr.market, period=mr.period, hospital=hospital,
+                                min_cases=min_cases, national_rate=float(rate.iloc[0]) if len(rate) else None)
+    pac_card = card[card["measure"] == "pac_readmission"] if len(card) else card
+    shown_flows = flows if hospital is None else flows[flows["hospital_id"] == hospital]
+    hide = {"readmission": pac_card.loc[pac_card["suppressed"].astype(bool), "facility_id"] if len(pac_card) else [],
+            "discharges": shown_flows.loc[shown_flows["n"].isna(), "pac_facility_id"]}
+    return candidate_shortlist(screen, min_cell=mr.min_cell, hide=hide)
+
+
+def candidate_findings(short: pd.DataFrame, mr: MarketReport) -> list[str]:
+    """Sentences for leaders on :func:`candidate_table` (:func:`carequal.screening.candidate_findings`), and a
+    technical note for any group that small-cell suppression could not protect inside the table."""
+    from carequal.screening import candidate_findings as findings
+
+    sentences = findings(short, market=mr.market)
+    hidden = int(short["discharges"].isna().sum()) if len(short) else 0
+    if hidden:
+        sentences.append(f"Discharges to {hidden} of these providers are not shown: at some hospital they are small "
+                         "numbers (see where patients go, above), and a total would give them away.")
+    return sentences + [f"Technical note (small numbers): {n}" for n in short.attrs.get("notes", [])]
+
+
+def _shown(values, hidden, fmt) -> list[str]:
+    """Text of values: "suppressed" where hidden, "–" where missing for another reason (no cases, not reported)."""
+    return ["suppressed" if hide else ("–" if pd.isna(v) else fmt(v)) for v, hide in zip(values, hidden, strict=True)]
+
+
+def candidate_display(short: pd.DataFrame) -> pd.DataFrame:
+    """The evidence behind :func:`candidate_table`'s verdicts as text for the report: volume, readmission O/E,
+    discharge to community (rate and adjusted O/E), median stay and nurse staffing against their benchmarks.
+
+    Examples
+    --------
+    >>> short = pd.DataFrame({"rank": [1], "name": ["Oak SNF"], "setting": ["snf"],
+    ...     "discharges": pd.array([40], dtype="Int64"), "readmit_n": pd.array([52], dtype="Int64"),
+    ...     "readmit_events": pd.array([None], dtype="Int64"), "readmit_ratio": [None], "readmit_lower": [None],
+    ...     "readmit_upper": [None], "dtc_n": pd.array([61], dtype="Int64"),
+    ...     "dtc_events": pd.array([30], dtype="Int64"), "dtc_rate": [0.492], "dtc_lower": [0.37],
+    ...     "dtc_upper": [0.61], "dtc_ratio": [1.1], "dtc_ratio_lower": [0.74], "dtc_ratio_upper": [1.57],
+    ...     "los_median": [21.0], "los_benchmark": [22.0], "nurse_hours_ppd": [None],
+    ...     "staffing_benchmark": [None]})
+    >>> print(" | ".join(candidate_display(short).iloc[0]).replace("\\xa0", " "))  # no-break spaces as spaces
+    1 | Oak SNF | SNF | 40 | suppressed | 61 | 49.2% (37.0–61.0%) | 1.10 (0.74–1.57) | 21 (22) | –
+    """
+    readmit_hidden = short[["readmit_n", "readmit_events"]].isna().any(axis=1).to_numpy()
+    dtc_hidden = short[["dtc_n", "dtc_events"]].isna().any(axis=1).to_numpy()
+    stays_hidden = short["dtc_n"].isna().to_numpy()
+
+    def estimate(est, lo, hi, *, percent: bool):
+        values = [np.nan if pd.isna(e) or pd.isna(a) or pd.isna(b) else (e, a, b)
+                  for e, a, b in zip(short[est], short[lo], short[hi], strict=True)]
+        # a no-break space keeps an estimate and its interval on one line in a narrow column
+        fmt = ((lambda v: f"{fmt_pct(v[0])}\u00a0({fmt_ci(v[1], v[2])})") if percent
+               else (lambda v: f"{v[0]:.2f}\u00a0({fmt_ci(v[1], v[2], percent=False)})"))
+        return values, fmt
+
+    readmit, readmit_fmt = estimate("readmit_ratio", "readmit_lower", "readmit_upper", percent=False)
+    dtc_rate, dtc_rate_fmt = estimate("dtc_rate", "dtc_lower", "dtc_upper", percent=True)
+    dtc_ratio, dtc_ratio_fmt = estimate("dtc_ratio", "dtc_ratio_lower", "dtc_ratio_upper", percent=False)
+    los = [np.nan if pd.isna(m) else (m, b) for m, b in zip(short["los_median"], short["los_benchmark"], strict=True)]
+    staff = [np.nan if pd.isna(h) else (h, b) for h, b in zip(short["nurse_hours_ppd"], short["staffing_benchmark"],
+                                                               strict=True)]
+    never = np.zeros(len(short), dtype=bool)
+    return pd.DataFrame({
+        "Rank": short["rank"].astype("str").to_numpy(),
+        "Provider": short["name"].astype("str").to_numpy(),
+        "Setting": short["setting"].astype("str").str.upper().to_numpy(),
+        COUNT_LABELS["discharges"]: _shown(short["discharges"], short["discharges"].isna().to_numpy(),
+                                           lambda v: f"{int(v):,d}"),
+        "Readmission O/E (95% CI)": _shown(readmit, readmit_hidden, readmit_fmt),
+        COUNT_LABELS["dtc_n"]: _shown(short["dtc_n"], stays_hidden, lambda v: f"{int(v):,d}"),
+        "Discharged to community (95% CI)": _shown(dtc_rate, dtc_hidden, dtc_rate_fmt),
+        "Adjusted O/E (95% CI)": _shown(dtc_ratio, dtc_hidden, dtc_ratio_fmt),
+        "Median stay, days (setting)": _shown(los, stays_hidden, lambda v: f"{v[0]:.0f}\u00a0({v[1]:.0f})"),
+        "Nurse hours per patient day (market median)": _shown(
+            staff, never, lambda v: f"{v[0]:.2f}" + ("" if pd.isna(v[1]) else f"\u00a0({v[1]:.2f})")),
+    })

@@ -170,6 +170,31 @@ if left_off:
     display(Markdown(f"*{left_off} post-acute provider(s) with only small numbers of discharges not shown.*"))
 
 # %% [markdown]
+# ## Candidate partners
+#
+# The market's skilled nursing, rehabilitation, long-term care and home health providers that are not yet
+# partners, screened as candidates. Each is judged against a benchmark: **readmission** within 30 days of
+# every patient referred to it (from any hospital) against the national expectation for the same patients;
+# **discharge to community** (home, alive and not readmitted for 31 days) against the rate expected for
+# residents of the same age, sex and dual eligibility in its setting; **nurse staffing** hours per patient day
+# against the median of the market's providers of its setting (more than 10% away). Length of stay is shown
+# against the setting's median but not scored. A result is "better" or "worse" only when its 95% interval
+# excludes the benchmark; with fewer than 25 cases it is not judged.
+#
+# **Ranking.** Score: +1 for each of readmission, discharge to community and staffing better than its
+# benchmark, −1 for each worse. Providers judged on readmission or discharge to community come first (above the
+# dashed line), by score, then by discharges from the market's hospitals; the others follow in the same order.
+# A screen, not a verdict: it points to providers worth a closer look.
+
+# %%
+candidates = rpt.candidate_table(mr, card, flows)
+bullets(rpt.candidate_findings(candidates, mr))
+if len(candidates):
+    plots.candidate_plot(candidates, title=f"{market}: candidate partners against their benchmarks")
+    plt.show()
+    table(rpt.candidate_display(candidates))
+
+# %% [markdown]
 # ## Population health
 #
 # Use of care by the market's residents aged 65 and over, per 1,000 person-years of enrollment, directly
