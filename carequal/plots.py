@@ -44,7 +44,7 @@ from matplotlib.ticker import PercentFormatter
 from carequal.errors import ParameterError
 
 __all__ = ["OKABE_ITO", "PALETTE", "set_theme", "funnel_plot", "caterpillar_plot", "spc_plot", "trend_plot",
-           "flow_heatmap", "calibration_plot", "attrition_plot", "candidate_plot"]
+           "target_trend_plot", "flow_heatmap", "calibration_plot", "attrition_plot", "candidate_plot"]
 
 #: The Okabe–Ito colour-blind-safe palette (black first, as published).
 OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
@@ -444,6 +444,73 @@ def trend_plot(trend: pd.DataFrame, *, period: str = "period", rate: str = "rate
     ax.set_title(title or "Rate over time")
     if hue is not None:
         ax.legend(title=None, loc="best")
+    return ax
+
+
+def target_trend_plot(trend: pd.DataFrame, *, period: str = "period", value: str = "value", lower: str = "lower",
+                      upper: str = "upper", target: str = "target", benchmark: str | None = "benchmark",
+                      signal: str | None = "signal", start=None, percent: bool = True, title: str | None = None,
+                      ylabel: str | None = None, ax: Axes | None = None) -> Axes:
+    """An agreed metric over review periods: the value with its interval, the target, the market benchmark,
+    the partnership's start, and SPC signals.
+
+    Parameters
+    ----------
+    trend : DataFrame
+        One row per period (:func:`carequal.packet.metric_trend`); missing values (hidden or no cases) leave gaps.
+    start : date-like, optional
+        Partnership start, drawn as a vertical line.
+    percent : bool
+        Format the vertical axis as %.
+
+    Returns
+    -------
+    Axes
+        Lines labelled ``"Partner"``, ``"Target"`` and (when present) ``"Market non-partners"``; one scatter
+        collection per signal present.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"period": pd.to_datetime(["2024-01-01", "2024-04-01", "2024-07-01"]),
+    ...                   "value": [0.2, None, 0.15], "lower": [0.15, None, 0.1], "upper": [0.25, None, 0.2],
+    ...                   "target": 0.18, "benchmark": [0.2, 0.21, 0.19], "signal": ["", "", "improvement"]})
+    >>> ax = target_trend_plot(t, start="2024-03-01")
+    >>> [line.get_label() for line in ax.get_lines()][:3]
+    ['Partner', 'Target', 'Market non-partners']
+    >>> plt.close("all")
+    """
+    _require(trend, [period, value, lower, upper, target], "target_trend_plot")
+    ax = _ax(ax, figsize=(9, 4.2))
+    x = pd.to_datetime(trend[period])
+    ax.plot(x, trend[value], color=PALETTE["partner"], linewidth=2, marker="o", markersize=5, label="Partner")
+    ax.fill_between(x, trend[lower].astype(float), trend[upper].astype(float), color=PALETTE["partner"], alpha=0.18,
+                    linewidth=0, label="_interval")
+    ax.plot(x, trend[target].astype(float), color=PALETTE["target"], linewidth=1.5, linestyle="--", label="Target")
+    if benchmark is not None and benchmark in trend.columns and trend[benchmark].notna().any():
+        ax.plot(x, trend[benchmark].astype(float), color=PALETTE["non_partner"], linewidth=1.5,
+                label="Market non-partners")
+    if signal is not None and signal in trend.columns:
+        for kind in ("concern", "improvement", "neither"):
+            hit = trend[signal] == kind
+            if hit.any():
+                ax.scatter(x[hit], trend.loc[hit, value], s=90, facecolors="none", edgecolors=PALETTE[kind],
+                           linewidths=2, zorder=5, label=f"{_SIGNAL_LABELS[kind]} (SPC)")
+    if start is not None and not pd.isna(start):
+        ax.axvline(pd.Timestamp(start), color=PALETTE["line"], linewidth=1, linestyle=":")
+        ax.annotate("partnership starts", (pd.Timestamp(start), 1), xycoords=("data", "axes fraction"),
+                    xytext=(3, -12), textcoords="offset points", fontsize=9, color=PALETTE["line"])
+    if percent:
+        _percent(ax.yaxis)
+    _period_axis(ax, x)
+    if len(x):  # every period on the axis, including hidden ones at either end
+        pad = pd.Timedelta(days=20)
+        ax.set_xlim(x.min() - pad, max(x.max(), pd.Timestamp(start) if start is not None and not pd.isna(start)
+                                       else x.max()) + pad)
+    ax.set_xlabel({"year": "Year", "month": "Month", "quarter": "Quarter"}.get(trend.attrs.get("freq"),
+                                                                             "Review period"))
+    ax.set_ylabel(ylabel or "Value (shaded: 95% interval)")
+    ax.set_title(title or "Agreed metric over time")
+    ax.legend(loc="best", fontsize=9)
     return ax
 
 
