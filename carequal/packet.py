@@ -45,7 +45,10 @@ _WENT_NEXT = [("01", "Home"), ("81", "Home"), ("06", "Home with home health"), (
               ("03", "Skilled nursing facility"), ("83", "Skilled nursing facility"), ("62", "Rehabilitation facility"),
               ("90", "Rehabilitation facility"), ("63", "Long-term care hospital"), ("91", "Long-term care hospital"),
               ("02", "Hospital"), ("82", "Hospital"), ("20", "Died"), ("40", "Died"), ("41", "Died"), ("42", "Died"),
-              ("50", "Hospice"), ("51", "Hospice"), ("07", "Left against medical advice")]
+              ("50", "Hospice"), ("51", "Hospice"), ("07", "Left against medical advice"),
+              ("64", "Nursing facility (Medicaid only)"), ("84", "Nursing facility (Medicaid only)"),
+              ("65", "Psychiatric hospital"), ("93", "Psychiatric hospital"), ("66", "Critical access hospital"),
+              ("94", "Critical access hospital"), ("70", "Another institution"), ("95", "Another institution")]
 """UB-04 discharge status → where the patient went next (other and missing codes: "Other or unknown")."""
 
 
