@@ -47,8 +47,9 @@ import pandas as pd
 
 from carequal.errors import ParameterError
 
-__all__ = ["BatchResult", "DEFAULT_NOTEBOOK", "MarketJob", "PACKET_NOTEBOOK", "check_parameters", "default_period",
-           "find_agreement", "ipc_kernel_manager", "parse_period", "render_html", "run_batch", "run_market",
+__all__ = ["BatchResult", "DEFAULT_NOTEBOOK", "KernelSession", "MarketJob", "PACKET_NOTEBOOK", "check_parameters",
+           "close_sessions", "default_period", "find_agreement",
+           "ipc_kernel_manager", "parse_period", "render_html", "run_batch", "run_market",
            "write_index", "write_partner_index"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,6 +202,8 @@ class MarketJob:
     error: str
     retries: int = 3
     title: str = ""
+    reuse_kernel: bool = True
+    markets_per_kernel: int = 25
 
 
 def _safe_name(market: str) -> str:
@@ -255,9 +258,15 @@ def _cell_times(executed: Path) -> tuple[datetime | None, float]:
     starts, total = [], 0.0
     for cell in nb.cells:
         meta = cell.get("metadata", {}).get("papermill", {})
+        timing = cell.get("metadata", {}).get("execution", {})  # nbclient's record_timing
         if meta.get("start_time"):
             starts.append(datetime.fromisoformat(meta["start_time"].replace("Z", "+00:00")))
-        total += float(meta.get("duration") or 0.0)
+            total += float(meta.get("duration") or 0.0)
+        elif timing.get("iopub.execute_input") and timing.get("shell.execute_reply"):
+            began = datetime.fromisoformat(timing["iopub.execute_input"].replace("Z", "+00:00"))
+            ended = datetime.fromisoformat(timing["shell.execute_reply"].replace("Z", "+00:00"))
+            starts.append(began)
+            total += (ended - began).total_seconds()
     return (min(starts) if starts else None), total
 
 
@@ -276,14 +285,134 @@ def ipc_kernel_manager(folder: str):
     return IPCKernelManager
 
 
+class KernelSession:
+    """One kernel that executes several report notebooks in turn (``MarketJob.reuse_kernel``).
+
+    A market report's imports and first-call caches cost more than its computation for a small market, and a
+    fresh kernel pays them every time. A session keeps the kernel: between notebooks it clears the user
+    namespace (``%reset -f``) and closes every figure, so no variable, figure or data frame of one market
+    reaches the next; imported modules and their caches (code lists, value sets) stay, which is the point.
+    After ``max_runs`` notebooks, after any failure, or if the kernel died, the kernel is replaced.
+
+    Why hand-written: papermill starts a kernel per notebook; nbclient can run a notebook on a kernel that is
+    already running, and this class is the few lines of glue around it (parameters are injected with
+    papermill's own ``parameterize_notebook``, so the notebook sees exactly what papermill would give it).
+    """
+
+    def __init__(self, cwd: str, *, max_runs: int = 25):
+        self.cwd, self.max_runs = cwd, max_runs
+        self.km = self.kc = self._folder = None
+        self.runs = 0
+
+    def _alive(self) -> bool:
+        from nbclient.util import run_sync
+
+        return bool(run_sync(self.km.is_alive)())
+
+    def _reset(self) -> None:
+        import nbformat
+        from nbclient import NotebookClient
+
+        code = "%reset -f\nimport matplotlib.pyplot\nmatplotlib.pyplot.close('all')\ndel matplotlib"
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+        client = NotebookClient(nb, km=self.km, timeout=120, kernel_name="python3")
+        client.kc = self.kc
+        client.execute()
+
+    def execute(self, nb, *, timeout: int) -> None:
+        """Execute ``nb`` (parameters already injected) in place; raises what nbclient raises."""
+        import tempfile
+
+        from nbclient import NotebookClient
+
+        if self.km is not None and (self.runs >= self.max_runs or not self._alive()):
+            self.close()
+        if self.km is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="carequal-kernel-")
+            self.km = ipc_kernel_manager(self._folder.name)(kernel_name="python3")
+        else:
+            self._reset()
+        client = NotebookClient(nb, km=self.km, timeout=timeout, kernel_name="python3",
+                                resources={"metadata": {"path": self.cwd}})
+        client.kc = self.kc
+        try:
+            client.execute()
+        finally:
+            self.kc = client.kc
+            self.runs += 1
+
+    def close(self) -> None:
+        """Stop the kernel (if any) and remove its socket folder."""
+        from nbclient.util import run_sync
+
+        try:
+            if self.kc is not None:
+                self.kc.stop_channels()
+            if self.km is not None and self.km.has_kernel:
+                run_sync(self.km.shutdown_kernel)(now=True)
+        except Exception:  # noqa: BLE001 - a kernel that is already gone is closed
+            pass
+        finally:
+            if self._folder is not None:
+                self._folder.cleanup()
+            self.km = self.kc = self._folder = None
+            self.runs = 0
+
+
+_SESSIONS: dict[tuple[int, str], KernelSession] = {}
+
+
+def _session(cwd: str, max_runs: int) -> KernelSession:
+    """This thread's kernel session (a Dask worker may run tasks in several threads, one kernel each)."""
+    import threading
+
+    key = (threading.get_ident(), cwd)
+    if key not in _SESSIONS:
+        if not _SESSIONS:
+            import atexit
+
+            atexit.register(close_sessions)
+        _SESSIONS[key] = KernelSession(cwd, max_runs=max_runs)
+    return _SESSIONS[key]
+
+
+def close_sessions() -> None:
+    """Stop every kernel session of this process."""
+    while _SESSIONS:
+        _, session = _SESSIONS.popitem()
+        session.close()
+
+
 def run_market(job: MarketJob) -> dict:
     """Execute and render one market's report (runs in a worker process). Never raises: the outcome, the
     timings and, on failure, the error are returned (and the error is written beside the executed notebook).
     """
     import tempfile
 
+    if job.reuse_kernel:
+        return _run_market(job, None)
     with tempfile.TemporaryDirectory(prefix="carequal-kernel-") as folder:
         return _run_market(job, ipc_kernel_manager(folder))
+
+
+def _execute_in_session(job: MarketJob, output: Path) -> None:
+    import nbformat
+    from papermill.execute import prepare_notebook_metadata
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    # as papermill.execute_notebook prepares a notebook, up to the point where it would start a kernel
+    nb = load_notebook_node(job.notebook)
+    nb = parameterize_notebook(nb, job.parameters, report_mode=True, kernel_name="python3", language="python")
+    nb = prepare_notebook_metadata(nb, job.notebook, str(output), report_mode=True)
+    session = _session(str(Path(job.notebook).parent), job.markets_per_kernel)
+    try:
+        session.execute(nb, timeout=EXECUTION_TIMEOUT)
+    except BaseException:
+        session.close()  # whatever state the failure left must not reach the next market
+        raise
+    finally:
+        nbformat.write(nb, str(output))
 
 
 def _run_market(job: MarketJob, kernel_manager) -> dict:
@@ -301,10 +430,13 @@ def _run_market(job: MarketJob, kernel_manager) -> dict:
         began = datetime.now(UTC)
         t0 = time.perf_counter()
         try:
-            papermill.execute_notebook(job.notebook, str(tmp_nb), parameters=job.parameters,
-                                       cwd=str(Path(job.notebook).parent), progress_bar=False, log_output=False,
-                                       report_mode=True, kernel_manager_class=kernel_manager,
-                                       execution_timeout=EXECUTION_TIMEOUT)
+            if kernel_manager is None:
+                _execute_in_session(job, tmp_nb)
+            else:
+                papermill.execute_notebook(job.notebook, str(tmp_nb), parameters=job.parameters,
+                                           cwd=str(Path(job.notebook).parent), progress_bar=False,
+                                           log_output=False, report_mode=True, kernel_manager_class=kernel_manager,
+                                           execution_timeout=EXECUTION_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - any failure of one market is recorded, not raised
             if _is_port_collision(exc) and attempt < job.retries:
                 time.sleep(0.5 * attempt)
@@ -379,7 +511,7 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
               measures: str = "all", conditions: str = "all", min_cell: int = 11, work: str | Path | None = None,
               force: bool = False, notebook: str | Path | None = None, progress: bool = True,
               scheduler: str | None = None, by: str = "market", agreement: str | Path | None = None,
-              patient_lists: str | Path | None = None) -> BatchResult:
+              patient_lists: str | Path | None = None, fresh_kernels: bool = False) -> BatchResult:
     """Run the market report for each market (see the module docstring).
 
     Parameters
@@ -413,6 +545,10 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
     agreement : path, optional
         The partnership agreement (:mod:`carequal.agreement`) for ``by="partner"``; default: the
         ``agreement.toml`` / ``.yaml`` in the data folder.
+    fresh_kernels : bool
+        Start a new kernel for every report (papermill's way). By default each worker keeps one kernel for
+        up to 25 reports, clearing its namespace between them (:class:`KernelSession`): the same reports,
+        without paying the imports and caches again for every market.
     patient_lists : path, optional
         With ``by="partner"`` only: also write each partner's own readmitted patients (care coordination,
         :func:`carequal.packet.readmitted_patients`) as ``<patient_lists>/<partner>_readmitted.csv``. These are
@@ -449,7 +585,7 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
     chosen = _select_markets(markets, available)
     if by == "partner":
         return _run_partners(data, out, work, notebook, chosen, start, end, min_cell, workers, force, progress,
-                             agreement, patient_lists, started, t_run)
+                             agreement, patient_lists, started, t_run, not fresh_kernels)
     base = {"period_start": start, "period_end": end, "measures": measures, "conditions": conditions,
             "min_cell": int(min_cell) if isinstance(min_cell, int | float) and int(min_cell) == min_cell
             else min_cell}
@@ -473,14 +609,15 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
             raise ParameterError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler there ({exc})") from None
     try:
         return _run(data, out, work, notebook, chosen, base, measure_list, workers, force, progress, scheduler,
-                    client, started, t_run)
+                    client, started, t_run, not fresh_kernels)
     finally:
         if client is not None:
             client.close()
 
 
 def _run(data: Path, out: Path, work: Path, notebook: Path, chosen: list[str], base: dict, measure_list,
-         workers: int, force: bool, progress: bool, scheduler: str | None, client, started, t_run) -> BatchResult:
+         workers: int, force: bool, progress: bool, scheduler: str | None, client, started, t_run,
+         reuse_kernel: bool = True) -> BatchResult:
     from carequal import __version__
     from carequal.inputs import prepare
     from carequal.national import MEASURES
@@ -505,7 +642,8 @@ def _run(data: Path, out: Path, work: Path, notebook: Path, chosen: list[str], b
                                "kpi_path": str(work / "kpis" / f"{_safe_name(market)}.json")},
                       f"{market}: partnership quality report"))
     jobs, results = _plan(units, out=out, work=work, notebook=notebook, previous=previous.get("markets", {}),
-                          force=force, fingerprint=prepared.fingerprint, record_key="kpi_path")
+                          force=force, fingerprint=prepared.fingerprint, record_key="kpi_path",
+                          reuse_kernel=reuse_kernel)
     t0 = time.perf_counter()
     results.update(_collect(jobs, workers=workers, progress=progress, client=client, work=work))
     markets_seconds = time.perf_counter() - t0
@@ -519,7 +657,7 @@ def _run(data: Path, out: Path, work: Path, notebook: Path, chosen: list[str], b
         "carequal_version": __version__, "started": started.isoformat(),
         "finished": datetime.now(UTC).isoformat(),
         "parameters": {**base, "markets": chosen, "workers": workers, "force": force,
-                       "notebook": str(notebook), "scheduler": scheduler},
+                       "notebook": str(notebook), "scheduler": scheduler, "reuse_kernel": reuse_kernel},
         "data": {"path": str(data), "fingerprint": prepared.fingerprint, "markets": prepared.markets},
         "work": str(work), "packages": _package_versions(), "host": platform.node(),
         "seconds": {"prepare": prepare_seconds, "markets": markets_seconds,
@@ -533,7 +671,7 @@ def _run(data: Path, out: Path, work: Path, notebook: Path, chosen: list[str], b
 
 
 def _plan(units: list[tuple[str, dict, str]], *, out: Path, work: Path, notebook: Path, previous: dict,
-          force: bool, fingerprint: str, record_key: str) -> tuple[list, dict]:
+          force: bool, fingerprint: str, record_key: str, reuse_kernel: bool = True) -> tuple[list, dict]:
     """Jobs for the units (market or partner, parameters, title) not already current; current ones reused.
 
     A unit is current when its last run succeeded with the same key (input fingerprint, parameters, notebook,
@@ -555,7 +693,8 @@ def _plan(units: list[tuple[str, dict, str]], *, out: Path, work: Path, notebook
         Path(params[record_key]).parent.mkdir(parents=True, exist_ok=True)
         job = MarketJob(market=unit, notebook=str(notebook), parameters=params, html=str(html),
                         executed=str(work / "notebooks" / f"{name}.ipynb"), kpis=params[record_key],
-                        error=str(work / "notebooks" / f"{name}.error.txt"), title=title)
+                        error=str(work / "notebooks" / f"{name}.error.txt"), title=title,
+                        reuse_kernel=reuse_kernel)
         jobs.append((job, key))
     return jobs, results
 
@@ -594,7 +733,7 @@ def find_agreement(data: Path, agreement: str | Path | None) -> Path:
 
 def _run_partners(data: Path, out: Path, work: Path, notebook: Path, chosen: list[str], start: str, end: str,
                   min_cell, workers: int, force: bool, progress: bool, agreement_path, patient_lists,
-                  started, t_run) -> BatchResult:
+                  started, t_run, reuse_kernel: bool = True) -> BatchResult:
     """``by="partner"``: one packet (and extract) per partner of the agreement in the chosen markets."""
     import shutil
 
@@ -654,7 +793,8 @@ def _run_partners(data: Path, out: Path, work: Path, notebook: Path, chosen: lis
                       f"{p.name}: partner packet"))
     # the agreement's hash is part of the key, not a notebook parameter
     jobs, results = _plan(units, out=out, work=work, notebook=notebook, previous=previous.get("partners", {}),
-                          force=force, fingerprint=prepared.fingerprint, record_key="record_path")
+                          force=force, fingerprint=prepared.fingerprint, record_key="record_path",
+                          reuse_kernel=reuse_kernel)
     for job, _ in jobs:
         job.parameters = {k: v for k, v in job.parameters.items() if k != "agreement_sha256"}
     t0 = time.perf_counter()
@@ -706,10 +846,13 @@ def _execute(jobs: list, *, workers: int, progress: bool, client=None):
                 yield future.result(), futures[future]
             return
         if workers == 1:
-            for job, key in jobs:
-                result = run_market(job)
-                bar.update()
-                yield result, key
+            try:
+                for job, key in jobs:
+                    result = run_market(job)
+                    bar.update()
+                    yield result, key
+            finally:
+                close_sessions()
             return
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed

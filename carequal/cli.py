@@ -107,6 +107,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
                        measures=args.measures, conditions=args.conditions, min_cell=args.min_cell, work=args.work,
                        force=args.force, progress=not args.quiet, scheduler=args.scheduler, by=args.by,
                        agreement=args.agreement, patient_lists=args.patient_lists,
+                       fresh_kernels=args.fresh_kernels,
                        **({"notebook": args.notebook} if args.notebook else {}))
     reused = sum(1 for r in result.markets.values() if r.get("reused"))
     what = "partner packets" if args.by == "partner" else "market reports"
@@ -171,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patient-lists", default=None, metavar="DIR",
                    help="--by partner only: also write each partner's own readmitted patients (patient-level "
                         "CSV, for care coordination) to DIR, which must be outside --out")
+    p.add_argument("--fresh-kernels", action="store_true",
+                   help="a new kernel for every report (default: each worker reuses one kernel for up to 25)")
     p.add_argument("--notebook", default=None, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_report)

@@ -1,0 +1,88 @@
+"""One kernel for several reports (batch.KernelSession): nothing of one notebook reaches the next, failures and
+the run limit replace the kernel, and a market's report is the same as from a fresh kernel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient.exceptions import CellExecutionError
+
+from carequal import batch
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+
+
+def _nb(*sources: str):
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources],
+                                    metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                             "display_name": "Python 3"}})
+
+
+def _text(nb) -> str:
+    return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+
+
+@pytest.fixture
+def session(tmp_path):
+    s = batch.KernelSession(str(tmp_path), max_runs=3)
+    yield s
+    s.close()
+
+
+def test_namespace_and_figures_do_not_leak_between_notebooks(session):
+    first = _nb("import os\nsecret = 42\nimport matplotlib.pyplot as plt\nplt.figure()\nprint(os.getpid())")
+    session.execute(first, timeout=60)
+    pid = _text(first).strip()
+    second = _nb("import os, sys, matplotlib.pyplot as plt\n"
+                 "print(os.getpid(), 'secret' in globals(), 'plt' in dir(), len(plt.get_fignums()),\n"
+                 "      'matplotlib.pyplot' in sys.modules)")
+    session.execute(second, timeout=60)
+    # same kernel process, no variable or figure of the first notebook, modules still imported
+    assert _text(second).split() == [pid, "False", "True", "0", "True"]
+
+
+def test_a_failure_replaces_the_kernel(session):
+    first = _nb("import os\nprint(os.getpid())")
+    session.execute(first, timeout=60)
+    with pytest.raises(CellExecutionError):
+        try:
+            session.execute(_nb("raise ValueError('boom')"), timeout=60)
+        except CellExecutionError:
+            session.close()  # as batch._execute_in_session does
+            raise
+    again = _nb("import os\nprint(os.getpid())")
+    session.execute(again, timeout=60)
+    assert _text(again).strip() != _text(first).strip()
+
+
+def test_the_kernel_is_replaced_after_max_runs(session):
+    pids = []
+    for _ in range(4):
+        nb = _nb("import os\nprint(os.getpid())")
+        session.execute(nb, timeout=60)
+        pids.append(_text(nb).strip())
+    assert pids[0] == pids[1] == pids[2] != pids[3]  # max_runs = 3
+
+
+def test_reused_kernel_reports_equal_fresh_kernel_reports(tmp_path):
+    """Two markets in one kernel: the second market's executed notebook has the same outputs, cell for cell,
+    as from a kernel of its own (papermill)."""
+    executed = {}
+    for mode, fresh in (("reused", False), ("fresh", True)):
+        # one work folder: the second run reuses the prepared inputs
+        result = batch.run_batch(SAMPLE, tmp_path / mode, markets="Lakeshore,Northvale", workers=1, period="2024",
+                                 progress=False, fresh_kernels=fresh, work=tmp_path / "work")
+        assert result.ok and result.manifest["parameters"]["reuse_kernel"] is (not fresh)
+        executed[mode] = json.loads((result.work / "notebooks" / "Northvale.ipynb").read_text())
+    a, b = executed["reused"], executed["fresh"]
+
+    def outputs(nb):
+        return [[{k: v for k, v in o.items() if k != "execution_count"} for o in c.get("outputs", [])]
+                for c in nb["cells"] if c["cell_type"] == "code"]
+
+    assert sum(len(o) for o in outputs(a)) > 20
+    assert outputs(a) == outputs(b)
