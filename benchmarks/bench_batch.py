@@ -3,7 +3,7 @@
 Run from the repository root (on a quiet machine: nothing else running)::
 
     python benchmarks/bench_batch.py [--patients-per-market 2000] [--markets 3 20] [--workers 1 2]
-                                     [--workdir /tmp/carequal-bench-batch] [--keep]
+                                     [--kernels reuse fresh] [--workdir /tmp/carequal-bench-batch] [--keep]
     python benchmarks/bench_batch.py --quick     # smoke test: 600 patients per market, report in --workdir only
 
 To measure a clean commit while others edit the work tree, snapshot the notebook with the package (``carequal
@@ -17,7 +17,9 @@ writes ``<workdir>/batch-quick.md`` instead and never touches ``benchmarks/resul
 
 1. **Data.** ``carequal synth --format csv`` writes one dataset per ``--markets`` count (default 3 and 20),
    all with the same ``--patients-per-market`` and seed, in a temporary folder under ``--workdir``.
-2. **Batch.** For each dataset and each ``--workers`` count (default 1 and 2), ``carequal report --force
+2. **Batch.** For each dataset, each ``--workers`` count (default 1 and 2) and each ``--kernels`` mode
+   (default both: ``reuse``, one kernel per worker for up to 25 markets, carequal's default; ``fresh``, a new
+   kernel per market with ``--fresh-kernels``), ``carequal report --force
    --quiet --period 2024`` runs as a child process of this interpreter's environment, each run into fresh
    ``out`` and ``--work`` folders, so every run pays the *prepare* step (ingest + national reference) as a
    first monthly run does. The run's ``manifest.json`` gives ``seconds.prepare.total``, ``seconds.markets``
@@ -56,8 +58,8 @@ flagged in the report: its times may be inflated. Before the first measurement t
 read over 5 s with nothing of this benchmark running (others' cores at the start), and the script imports
 the batch's libraries once in a throwaway child (bytecode and file caches warm, not timed).
 
-Nothing here asserts a time: it is a script, not a test. Defaults take about 6 minutes on the reference
-machine (2 cores, 24 GB); ``--quick`` about 4.
+Nothing here asserts a time: it is a script, not a test. Defaults take about 10 minutes on the reference
+machine (2 cores, 24 GB); ``--quick`` about 6.
 
 OPENBLAS_CORETYPE (and OPENBLAS_L2_SIZE) may be set on this machine; they only matter to BLAS-backed numpy
 linear algebra. The reference fit in the prepare step uses some, the market reports (pandas, plotting,
@@ -284,19 +286,20 @@ def synth(n_markets: int, args: argparse.Namespace, folder: Path, logs: Path) ->
 
 
 def run_report(n_markets: int, workers: int, data: Path, folder: Path, args: argparse.Namespace,
-               logs: Path) -> dict:
-    run = folder / f"run-{n_markets}m-w{workers}"
+               logs: Path, kernels: str = "reuse") -> dict:
+    run = folder / f"run-{n_markets}m-w{workers}-{kernels}"
     out, work = run / "out", run / "work"
     shutil.rmtree(run, ignore_errors=True)
     cmd = [*carequal_command(), "report", "--data", str(data), "--out", str(out), "--work", str(work),
-           "--workers", str(workers), "--force", "--quiet", "--period", PERIOD]
+           "--workers", str(workers), "--force", "--quiet", "--period", PERIOD,
+           *(["--fresh-kernels"] if kernels == "fresh" else [])]
     # exit 1: some market failed (its row says so); the run is still measured and the failure reported
-    res = measure(f"report-{n_markets}m-w{workers}", cmd, logs, timeout=args.timeout, own_load=float(workers),
-                  ok_codes=(0, 1))
+    res = measure(f"report-{n_markets}m-w{workers}-{kernels}", cmd, logs, timeout=args.timeout,
+                  own_load=float(workers), ok_codes=(0, 1))
     manifest = json.loads((out / "manifest.json").read_text())
     markets = {m: {"status": r.get("status"), "error": r.get("error"), "seconds": r.get("seconds", {})}
                for m, r in manifest["markets"].items()}
-    return {**_strip(res), "n_markets": n_markets, "workers": workers, "work": str(work),
+    return {**_strip(res), "n_markets": n_markets, "workers": workers, "kernels": kernels, "work": str(work),
             "order": manifest["parameters"]["markets"], "seconds": manifest["seconds"], "markets": markets}
 
 
@@ -417,7 +420,7 @@ def ratio(a: float, b: float) -> str:
 def render(info: dict, args: argparse.Namespace, r: dict) -> str:
     command = ("python benchmarks/bench_batch.py" + (" --quick" if args.quick else "")
                + f" --patients-per-market {args.patients_per_market} --markets {' '.join(map(str, args.markets))}"
-               f" --workers {' '.join(map(str, args.workers))}")
+               f" --workers {' '.join(map(str, args.workers))} --kernels {' '.join(args.kernels)}")
     lines = ["# Batch benchmark: one notebook per market against the same calls in-process", "",
              f"Command: `{command}` (seed {args.seed}, period {PERIOD}). Produced by the script; do not edit by "
              "hand." + (" **Quick smoke run: small data, not the reference numbers.**" if args.quick else ""), "",
@@ -471,11 +474,14 @@ def render(info: dict, args: argparse.Namespace, r: dict) -> str:
     for run in runs:
         o = overhead_rows(run)
         failed = sum(1 for m in run["markets"].values() if m["status"] != "ok")
-        rows.append([run["n_markets"], run["workers"], f2(o["kernel_start"]), f2(o["compute"]), f2(o["other"]),
-                     f2(o["render"]), f2(o["total"]), f2(o["overhead"]), f2(o["ratio"]),
-                     f"{failed} failed" if failed else "all ok"])
-    lines += markdown_table(["markets", "workers", "kernel start", "compute", "other papermill", "render",
-                             "market total", "overhead", "overhead / compute", "markets"], rows)
+        rows.append([run["n_markets"], run["workers"], run.get("kernels", "fresh"), f2(o["kernel_start"]),
+                     f2(o["compute"]), f2(o["other"]), f2(o["render"]), f2(o["total"]), f2(o["overhead"]),
+                     f2(o["ratio"]), f"{failed} failed" if failed else "all ok"])
+    lines += markdown_table(["markets", "workers", "kernels", "kernel start", "compute", "other papermill",
+                             "render", "market total", "overhead", "overhead / compute", "markets"], rows)
+    lines += ["With reused kernels, *kernel start* is the namespace reset before each market (and, for a "
+              "worker's first market, the kernel's start), and *other papermill* is the same glue done by "
+              "nbclient.", ""]
 
     lines += ["## 2. Batch wall time", "",
               "Seconds from each run's manifest: *prepare* (`seconds.prepare.total`: ingest + national reference, "
@@ -486,21 +492,39 @@ def render(info: dict, args: argparse.Namespace, r: dict) -> str:
     rows = []
     for run in runs:
         s = run["seconds"]
-        base = next((x for x in runs if x["n_markets"] == run["n_markets"] and x["workers"] == min(args.workers)),
-                    run)
+        base = next((x for x in runs if x["n_markets"] == run["n_markets"] and x["workers"] == min(args.workers)
+                     and x.get("kernels") == run.get("kernels")), run)
         ideal = run["n_markets"] / math.ceil(run["n_markets"] / run["workers"])
-        rows.append([run["n_markets"], run["workers"], f1(s["prepare"]["total"]), f1(s["markets"]), f1(s["total"]),
+        rows.append([run["n_markets"], run["workers"], run.get("kernels", "fresh"), f1(s["prepare"]["total"]),
+                     f1(s["markets"]), f1(s["total"]),
                      f1(run["wall_seconds"]), f2(s["markets"] / run["n_markets"]),
                      ratio(base["seconds"]["markets"], s["markets"]), ratio(base["seconds"]["total"], s["total"]),
                      f"{ideal:.2f}x"])
-    lines += markdown_table(["markets", "workers", "prepare s", "markets phase s", "total s", "command s",
-                             "per market s", f"speed-up markets phase ({min(args.workers)} / n workers)",
-                             "speed-up total", "ideal"], rows)
-    prep = [[run["n_markets"], run["workers"],
+    lines += markdown_table(["markets", "workers", "kernels", "prepare s", "markets phase s", "total s",
+                             "command s", "per market s",
+                             f"speed-up markets phase ({min(args.workers)} / n workers)", "speed-up total",
+                             "ideal"], rows)
+    pairs = []
+    for run in runs:
+        if run.get("kernels") != "reuse":
+            continue
+        fresh = next((x for x in runs if x["n_markets"] == run["n_markets"] and x["workers"] == run["workers"]
+                      and x.get("kernels") == "fresh"), None)
+        if fresh is not None:
+            pairs.append([run["n_markets"], run["workers"], f1(fresh["seconds"]["markets"]),
+                          f1(run["seconds"]["markets"]), ratio(fresh["seconds"]["markets"], run["seconds"]["markets"]),
+                          f2(overhead_rows(fresh)["total"]), f2(overhead_rows(run)["total"])])
+    if pairs:
+        lines += ["Kernel reuse, same data and workers in the same run: markets phase with a fresh kernel per market "
+                  "(`--fresh-kernels`, papermill) against one kernel per worker reused for up to 25 markets (the "
+                  "default).", ""]
+        lines += markdown_table(["markets", "workers", "fresh kernels s", "reused kernels s",
+                                 "fresh / reused", "median market s (fresh)", "median market s (reused)"], pairs)
+    prep = [[run["n_markets"], run["workers"], run.get("kernels", "fresh"),
              ", ".join(f"{k} {v:.1f}" for k, v in run["seconds"]["prepare"].items() if isinstance(v, float)
                        and k != "total")] for run in runs]
     lines += ["Prepare step by part (s):", ""]
-    lines += markdown_table(["markets", "workers", "parts"], prep)
+    lines += markdown_table(["markets", "workers", "kernels", "parts"], prep)
 
     lines += ["## 3. Peer: the same computations in-process, no notebook", "",
               "One `python -c` child per dataset imports carequal and matplotlib (Agg) once, then for each market "
@@ -520,11 +544,12 @@ def render(info: dict, args: argparse.Namespace, r: dict) -> str:
                      f2(p["html"]), f2(p["charts"]), f2(p["total"]), f1(peer["wall_seconds"])])
     lines += markdown_table(["markets", "imports (once)", "cold market", "warm: prepare (reused)", "load",
                              "data calls", "HTML tables", "charts", "warm market total", "process s"], rows)
-    lines += ["Ratios, batch / peer, on the same data in the same run (the batch's 1-worker run, medians over its "
-              "markets; above 1 means the notebook path is slower):", ""]
+    lines += [f"Ratios, batch / peer, on the same data in the same run (the batch's 1-worker run with "
+              f"{args.kernels[0]} kernels, medians over its markets; above 1 means the notebook path is slower):", ""]
     rows = []
     for n, peer in peers.items():
-        run = next((x for x in runs if x["n_markets"] == n and x["workers"] == 1), None)
+        run = next((x for x in runs if x["n_markets"] == n and x["workers"] == 1
+                    and x.get("kernels", "reuse") == args.kernels[0]), None)
         if run is None:
             continue
         o, p, c = overhead_rows(run), peer_medians(peer), peer_first(peer)
@@ -573,6 +598,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="patients per market in every dataset (default 2000; 600 with --quick)")
     p.add_argument("--markets", type=int, nargs="+", default=[3, 20], help="market counts, one dataset each")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts, one run each")
+    p.add_argument("--kernels", nargs="+", choices=("reuse", "fresh"), default=["reuse", "fresh"],
+                   help="kernel modes, one run each: one kernel per worker for many markets (the default of "
+                        "carequal report) and/or a fresh kernel per market (--fresh-kernels)")
     p.add_argument("--seed", type=int, default=20240601)
     p.add_argument("--quick", action="store_true",
                    help="smoke test: 600 patients per market; the report goes to <workdir>/batch-quick.md only")
@@ -622,9 +650,10 @@ def main(argv: list[str] | None = None) -> int:
             results["data"][n] = data
             last = None
             for w in args.workers:
-                last = run_report(n, w, Path(data["dir"]), folder, args, logs)
-                measurements.append(last)
-                results["runs"].append(last)
+                for mode in args.kernels:
+                    last = run_report(n, w, Path(data["dir"]), folder, args, logs, kernels=mode)
+                    measurements.append(last)
+                    results["runs"].append(last)
             peer = run_peer(n, last, Path(data["dir"]), folder, args, logs)
             measurements.append(peer)
             results["peers"][n] = peer
