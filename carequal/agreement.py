@@ -34,6 +34,22 @@ Choices where the methods leave room (see ``../shared/docs/methodology.md`` for 
   for a hospital; providers of the same post-acute setting otherwise) — "non-partner" meaning not a partner
   in this agreement. It is treated as a fixed value: its own uncertainty is not added to the partner's.
 * Length of stay: the mean (Medicare day count, minimum 1) with a t interval.
+* Episode spending (:func:`carequal.cost.episode_spending`): the payments of the index hospitalisation (its
+  transfer chain) and of the ``window_days`` after its discharge (readmissions in full, post-acute stays
+  prorated by their days in the window), attributed like the other metrics. Crude: the mean per episode with
+  a t interval. Risk-adjusted: ``O / E × national mean``, E from a gamma GLM with a log link
+  (:func:`carequal.cost.expected_spending`, covariates :data:`carequal.risk.RISK_COVARIATES`) fitted on every
+  market's episodes of that role (and, for providers, setting), as the rates' logistic model is; the interval
+  is :func:`carequal.cost.spending_ratio`'s (log-scale delta method, ratio-estimator variance plus the
+  model's variance of E, conservative here since the partner's episodes are in the fit) times the national
+  mean, which is those episodes' crude mean (column ``national_rate``).
+* Episodes left out of spending are counted, never silently dropped: an episode is counted only once its
+  window and :data:`SPENDING_ROOM_DAYS` more lie inside the data (an extract by discharge date lacks the
+  post-acute stays still running at its end, which would understate the last episodes), and only when
+  every stay of the index hospitalisation and of the window has a payment (a
+  :class:`carequal.errors.DataQualityWarning` names those). :func:`agreement_cases` keeps such episodes as
+  rows with ``value`` missing and the reason in ``excluded``; :func:`evaluate_agreement` counts them per
+  partner and period in ``excluded`` and judges on the rest.
 * Stays are counted in the period of their index discharge; a partner's periods before its start are
   evaluated too (the baseline) and marked ``phase = "before"``.
 
@@ -55,8 +71,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from carequal.errors import AgreementError, ParameterError
 
-__all__ = ["AGREEMENT_MEASURES", "Agreement", "AgreementMeasure", "Metric", "Partner", "agreement_cases",
-           "check_agreement", "evaluate_agreement", "judge", "load_agreement", "read_agreement", "review_periods"]
+__all__ = ["AGREEMENT_MEASURES", "SPENDING_ROOM_DAYS", "Agreement", "AgreementMeasure", "Metric", "Partner",
+           "agreement_cases", "check_agreement", "evaluate_agreement", "judge", "load_agreement", "read_agreement",
+           "review_periods"]
 
 POST_ACUTE = ("snf", "irf", "ltch", "hha")
 STATUSES = ("met", "not met", "not yet judgeable")
@@ -72,7 +89,7 @@ class AgreementMeasure:
     settings: tuple[str, ...]
     better: str  # "lower" or "higher"
     risk_adjustable: bool
-    unit: str  # how its values read: "proportion", "days", "cases"
+    unit: str  # how its values read: "proportion", "days", "cases", "dollars"
 
 
 AGREEMENT_MEASURES: dict[str, AgreementMeasure] = {
@@ -84,6 +101,8 @@ AGREEMENT_MEASURES: dict[str, AgreementMeasure] = {
                                                POST_ACUTE, "higher", True, "proportion"),
     "length_of_stay": AgreementMeasure("length_of_stay", "length of stay", "mean", ("acute", *POST_ACUTE),
                                        "lower", False, "days"),
+    "episode_spending": AgreementMeasure("episode_spending", "episode spending", "mean", ("acute", *POST_ACUTE),
+                                         "lower", True, "dollars"),
     "volume": AgreementMeasure("volume", "patients", "count", ("acute", *POST_ACUTE), "higher", False, "cases"),
 }
 """The measures an agreement may name. ``readmission``: the first acute admission within ``window_days`` of
@@ -91,8 +110,18 @@ the index discharge (unplanned only, by the CMS Planned Readmission Algorithm, u
 ``mortality``: death within ``window_days`` of the index admission; ``discharge_to_community``: the first
 post-acute stay ends home or with home health and the patient is alive with no unplanned hospital or LTCH
 admission for ``window_days`` (DTC-PAC, window 31 by default); ``length_of_stay``: days in the hospital stay
-(hospitals) or in the post-acute stay (providers); ``volume``: the number of index stays (hospitals: discharged;
-providers: received)."""
+(hospitals) or in the post-acute stay (providers); ``episode_spending``: payments of the index hospitalisation
+and of the ``window_days`` after its discharge (30 by default), in the data's currency; ``volume``: the number
+of index stays (hospitals: discharged; providers: received)."""
+
+SPENDING_ROOM_DAYS = 60
+"""Days an episode's spending window must end before the end of the data. The stays of an extract by discharge
+date end within it, so a post-acute stay still running at its end is missing: on the sample, episodes counted
+right up to the end were understated by 4% in their last 60 days, by 0.04% with 60 days of room (99% of SNF
+stays are shorter than 85 days, of home health stays 89)."""
+
+_MIN_DOLLAR_TARGET = 100
+"""A spending target of this many dollars per episode or less reads as a proportion, a ratio or a percentage."""
 
 
 # ----------------------------------------------------------------------------------------- the file format
@@ -110,7 +139,8 @@ class Partner(_Strict):
 
 
 class AbsoluteTarget(_Strict):
-    """A fixed value: a proportion for rates (0.15 is 15%), days for length of stay, cases for volume."""
+    """A fixed value: a proportion for rates (0.15 is 15%), days for length of stay, dollars per episode for
+    spending, cases for volume."""
 
     kind: Literal["absolute"]
     value: float = Field(ge=0)
@@ -140,7 +170,8 @@ class Metric(_Strict):
     """One agreed metric: a measure of :data:`AGREEMENT_MEASURES` with its parameters and target."""
 
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
-    measure: Literal["readmission", "mortality", "discharge_to_community", "length_of_stay", "volume"]
+    measure: Literal["readmission", "mortality", "discharge_to_community", "length_of_stay", "episode_spending",
+                     "volume"]
     label: str = ""
     window_days: int | None = Field(default=None, ge=1, le=365)
     condition: str = "all"
@@ -164,6 +195,10 @@ class Metric(_Strict):
         if spec.unit == "proportion" and value is not None and value > 1:
             raise ValueError(f"target value {value:g} for {self.measure} is not a proportion between 0 and 1 "
                              f"(write {value / 100:g} for {value:g}%)")
+        if spec.unit == "dollars" and value is not None and value <= _MIN_DOLLAR_TARGET:
+            raise ValueError(f"target value {value:g} for {self.measure} is in dollars per episode (e.g. 25000), "
+                             "not a proportion, a ratio or a percentage; for a target relative to the market "
+                             "write kind = \"market\" with relative_change (-0.05: 5% below the market)")
         if spec.kind == "count" and self.target.kind != "absolute":
             raise ValueError(f"a volume target must be kind = \"absolute\" (a number of cases), not "
                              f"{self.target.kind!r}")
@@ -370,23 +405,41 @@ def partner_table(agreement: Agreement, facilities: pd.DataFrame) -> pd.DataFram
 # --------------------------------------------------------------------------------------------- the cases
 
 
-def agreement_cases(tables: dict[str, pd.DataFrame], agreement: Agreement, *, rules=None) -> pd.DataFrame:
+def agreement_cases(tables: dict[str, pd.DataFrame], agreement: Agreement, *, rules=None,
+                    room_days: int = SPENDING_ROOM_DAYS) -> pd.DataFrame:
     """Every case of every agreed metric, for every facility (partners and the rest, all markets).
+
+    Parameters
+    ----------
+    tables : dict of DataFrame
+        Validated contract tables; ``stays`` needs its optional ``payment`` column for ``episode_spending``.
+    agreement : Agreement
+    rules : carequal.cohorts.IndexRules, optional
+        Index-stay rules (the CMS-style defaults otherwise).
+    room_days : int
+        Episode spending: days its window must end before the end of the data (:data:`SPENDING_ROOM_DAYS`).
 
     Returns
     -------
     DataFrame
         One row per metric × role × index stay: ``metric``, ``role`` ("hospital" or "post_acute"), ``unit_id``
         (the facility that answers for the case), ``stay_id``, ``patient_id``, ``discharge_date``,
-        ``condition``, ``value`` (0/1 for rates, days for length of stay, 1 for volume), and the risk
-        covariates. Post-acute cases whose stay ended in a way DTC-PAC excludes (AMA, hospice, …) are left out
-        of ``discharge_to_community`` only.
+        ``condition``, ``value`` (0/1 for rates, days for length of stay, dollars for spending, 1 for volume),
+        ``excluded`` (missing for a case of the metric; for an episode left out of spending the reason,
+        ``"incomplete_followup"`` or ``"missing_payment"``, with ``value`` missing), and the risk covariates.
+        Post-acute cases whose stay ended in a way DTC-PAC excludes (AMA, hospice, …) are left out of
+        ``discharge_to_community`` only.
     """
     from carequal.cohorts import index_stays, post_acute_episodes
     from carequal.measures import discharge_to_community, length_of_stay, mortality, readmissions
     from carequal.risk import RISK_COVARIATES, risk_covariates
 
     stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
+    for j, m in enumerate(agreement.metrics):
+        if m.measure == "episode_spending" and "payment" not in stays.columns:
+            raise AgreementError(f"metrics[{j}] ({m.id}).measure: episode_spending needs the payment of every stay, "
+                                 "and the stays table has no payment column (optional in the data contract); load "
+                                 "a source with payments or remove the metric")
     cohort = index_stays(stays, fac, pats, tables.get("enrollment"), rules=rules)
     index = risk_covariates(cohort.index, stays).reset_index(drop=True)
     episodes = post_acute_episodes(stays, fac, hospital_stays=index)
@@ -400,8 +453,10 @@ def agreement_cases(tables: dict[str, pd.DataFrame], agreement: Agreement, *, ru
     pac = (episodes["pac_setting"].isin(POST_ACUTE)).to_numpy()
     pac_unit = episodes["pac_facility_id"].astype("str").to_numpy()
     dtc = None
+    spend: dict[int, pd.DataFrame] = {}
     parts = []
     for m in agreement.metrics:
+        excluded = None
         if m.measure == "readmission":
             flags = readmissions(index, stays, fac, window_days=m.window)
             value = flags["readmitted_30d" if m.planned == "include" else "unplanned_readmit_30d"].to_numpy(float)
@@ -419,6 +474,14 @@ def agreement_cases(tables: dict[str, pd.DataFrame], agreement: Agreement, *, ru
         elif m.measure == "length_of_stay":
             roles = {"hospital": (np.ones(len(index), bool), length_of_stay(index).to_numpy(float)),
                      "post_acute": (pac, episodes["pac_los_days"].to_numpy(float))}
+        elif m.measure == "episode_spending":
+            if m.window not in spend:
+                spend[m.window] = _episode_costs(index, stays, fac, window=m.window, rules=rules,
+                                                 room_days=room_days)
+            table = spend[m.window]
+            value = table[f"spend_total_{m.window}d"].to_numpy(float)
+            excluded = table[f"exclusion_reason_{m.window}d"].to_numpy(object)
+            roles = {"hospital": (np.ones(len(index), bool), value), "post_acute": (pac, value)}
         else:  # volume
             roles = {"hospital": (np.ones(len(index), bool), np.ones(len(index))),
                      "post_acute": (pac, np.ones(len(index)))}
@@ -426,11 +489,30 @@ def agreement_cases(tables: dict[str, pd.DataFrame], agreement: Agreement, *, ru
             if m.condition != "all":
                 mask = mask & (base["condition"] == m.condition).to_numpy()
             unit = hospital_unit if role == "hospital" else pac_unit
-            part = base[mask].assign(metric=m.id, role=role, unit_id=unit[mask], value=value[mask])
+            part = base[mask].assign(metric=m.id, role=role, unit_id=unit[mask], value=value[mask],
+                                     excluded=None if excluded is None else excluded[mask])
             parts.append(part)
     cols = ["metric", "role", "unit_id", "stay_id", "patient_id", "discharge_date", "condition", "value",
-            *RISK_COVARIATES]
-    return pd.concat(parts, ignore_index=True)[cols]
+            "excluded", *RISK_COVARIATES]
+    out = pd.concat(parts, ignore_index=True)[cols]
+    out["excluded"] = out["excluded"].astype("string")
+    return out
+
+
+def _episode_costs(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFrame, *, window: int, rules,
+                   room_days: int) -> pd.DataFrame:
+    """:func:`carequal.cost.episode_spending` of the index stays, with the cohort's transfer rule and the data's
+    end moved ``room_days`` earlier."""
+    from carequal.cohorts import IndexRules
+    from carequal.cost import episode_spending
+
+    if room_days < 0:
+        raise ParameterError(f"room_days must be 0 or more days, not {room_days}")
+    rules = rules or IndexRules()
+    end = pd.Timestamp(rules.data_end) if rules.data_end is not None else pd.to_datetime(stays["discharge_date"]).max()
+    return episode_spending(index, stays, facilities, windows=(window,),
+                            transfer_gap_days=rules.transfer_gap_days if rules.chain_transfers else None,
+                            data_end=end - pd.Timedelta(days=room_days))
 
 
 # ------------------------------------------------------------------------------------------- evaluation
@@ -525,16 +607,48 @@ def _summaries(cases: pd.DataFrame, keys: list[str], kind: str, level: float) ->
     return out.drop(columns=["total", "sq"])
 
 
-def _expected(cases: pd.DataFrame) -> tuple[np.ndarray, float]:
+def _expected(cases: pd.DataFrame) -> tuple[np.ndarray, float, None]:
     """Expected probability per case from a logistic model fitted on all of them, and their crude rate."""
     from carequal.risk import RISK_COVARIATES, LogisticRiskModel
 
     usable = [c for c in RISK_COVARIATES if cases[c].nunique() > 1]
     y = cases["value"].to_numpy(float)
     if y.min() == y.max():
-        return np.full(len(cases), y.mean()), float(y.mean())
+        return np.full(len(cases), y.mean()), float(y.mean()), None
     model = LogisticRiskModel(covariates=usable).fit(cases.assign(outcome=y), outcome="outcome")
-    return model.predict(cases), float(y.mean())
+    return model.predict(cases), float(y.mean()), None
+
+
+def _expected_spending(cases: pd.DataFrame):
+    """Expected spending per episode from a gamma GLM (log link) fitted on all of them, their crude mean, and
+    the model (its variance goes into the interval). Episodes with no spending at all (payments of 0) are
+    predicted but not fitted: a gamma model needs spending above 0."""
+    from carequal.cost import expected_spending
+    from carequal.risk import RISK_COVARIATES
+
+    y = cases["value"].to_numpy(float)
+    positive = y > 0
+    usable = [c for c in RISK_COVARIATES if cases.loc[positive, c].nunique() > 1]
+    if not usable or positive.sum() <= len(usable) + 1:
+        return np.full(len(cases), y.mean()), float(y.mean()), None
+    model = expected_spending(cases, outcome="value", covariates=usable, fit_mask=positive)
+    return model.expected.to_numpy(float), float(y.mean()), model
+
+
+def _spending_summaries(cases: pd.DataFrame, keys: list[str], level: float, model) -> pd.DataFrame:
+    """Risk-adjusted spending per group: :func:`carequal.cost.spending_ratio` times the national mean."""
+    from carequal.cost import spending_ratio
+
+    cols = [*keys, "n", "expected", "ratio", "value", "lower", "upper", "method", "events"]
+    if cases.empty:
+        return pd.DataFrame(columns=cols)
+    out = spending_ratio(cases, by=keys, observed="value", expected="expected", level=level, model=model)
+    national = out["national_rate"].to_numpy(float)
+    out["value"] = out["ratio"] * national
+    out["lower"], out["upper"] = out["lower"] * national, out["upper"] * national
+    out["method"] = "O/E × national mean (" + out["method"].str.removeprefix("O/E; ") + ")"
+    out["events"] = np.nan
+    return out[cols]
 
 
 def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *, start=None, end=None,
@@ -566,9 +680,11 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
         One row per metric × partner × review period (every period of the span, ``n = 0`` kept):
         ``metric``, ``metric_label``, ``measure``, ``facility_id``, ``name``, ``setting``, ``market``,
         ``start`` (partnership), ``period``, ``period_end``, ``phase`` (before / starting / after),
-        ``n``, ``events``, ``expected``, ``ratio``, ``value``, ``lower``, ``upper``, ``level``, ``method``,
-        ``benchmark``, ``benchmark_n``, ``benchmark_events``, ``target``, ``target_basis``, ``better``, ``status``,
-        ``status_reason``, ``previous_value``, ``change``.
+        ``n``, ``excluded`` (the partner's episodes left out of the metric: see ``agreement_cases``; 0 for
+        measures that leave none out), ``events``, ``expected``, ``ratio``, ``value``, ``lower``, ``upper``,
+        ``level``, ``method``, ``national_rate`` (risk-adjusted metrics: the national rate, or for spending the
+        national mean per episode), ``benchmark``, ``benchmark_n``, ``benchmark_events``, ``target``,
+        ``target_basis``, ``better``, ``status``, ``status_reason``, ``previous_value``, ``change``.
     """
     fac = tables["facilities"]
     check_agreement(agreement, fac)
@@ -576,6 +692,8 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
     if cases is None:
         cases = agreement_cases(tables, agreement, rules=rules)
     cases = cases.copy()
+    if "excluded" not in cases.columns:  # cases made before the column existed: every row is a case
+        cases["excluded"] = pd.array([pd.NA] * len(cases), dtype="string")
     when = pd.to_datetime(cases["discharge_date"])
     lo = pd.Timestamp(start) if start is not None else when.min()
     hi = pd.Timestamp(end) if end is not None else when.max()
@@ -600,6 +718,7 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
     setting = fac.set_index("facility_id")["setting"]
     market = fac.set_index("facility_id")["market"]
     partner_ids = set(partners["facility_id"])
+    fits: dict[tuple, tuple] = {}  # one risk model per metric × role × setting, shared by the partners
     out = []
     for m in agreement.metrics:
         spec = m.spec
@@ -608,22 +727,37 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
                 continue
             role = "hospital" if p["setting"] == "acute" else "post_acute"
             data = cases[(cases["metric"] == m.id) & (cases["role"] == role)]
-            national = np.nan
+            # episodes left out (spending: incomplete follow-up, missing payment) are counted, not judged
+            left_out = data["excluded"].notna().to_numpy()
+            mine_out = data[left_out & (data["unit_id"] == p["facility_id"]).to_numpy() & data["period"].notna()]
+            excluded = mine_out.groupby("period").size()
+            data = data[~left_out]
+            national, model = np.nan, None
             if m.risk_adjusted:
                 data = data.assign(unit_setting=data["unit_id"].map(setting).to_numpy())
                 data = data[data["unit_setting"] == p["setting"]] if role == "post_acute" else data
-                expected, national = _expected(data)
+                key = (m.id, role, p["setting"] if role == "post_acute" else "acute")
+                if key not in fits:
+                    fits[key] = _expected_spending(data) if spec.unit == "dollars" else _expected(data)
+                expected, national, model = fits[key]
                 data = data.assign(expected=expected, national_rate=national)
             data = data[data["period"].notna()]
             mine = data[data["unit_id"] == p["facility_id"]]
             peers = data[(data["unit_id"].map(market) == p["market"]) & (data["unit_id"].map(setting) == p["setting"])
                          & ~data["unit_id"].isin(partner_ids)]
             keys = ["period", "national_rate"] if m.risk_adjusted else ["period"]
-            own = _summaries(mine, keys, spec.kind, level).drop(columns="national_rate", errors="ignore")
-            bench = _summaries(peers, keys, spec.kind, level)[["period", "n", "events", "value"]].rename(
+            if m.risk_adjusted and spec.unit == "dollars":
+                own = _spending_summaries(mine, keys, level, model)
+                bench = _spending_summaries(peers, keys, level, model)
+            else:
+                own = _summaries(mine, keys, spec.kind, level)
+                bench = _summaries(peers, keys, spec.kind, level)
+            own = own.drop(columns="national_rate", errors="ignore")
+            bench = bench[["period", "n", "events", "value"]].rename(
                 columns={"n": "benchmark_n", "events": "benchmark_events", "value": "benchmark"})
             rows = grid_periods.merge(own, on="period", how="left").merge(bench, on="period", how="left")
             rows["n"] = rows["n"].fillna(0).astype(int)
+            rows["excluded"] = rows["period"].map(excluded).fillna(0).astype(int)
             rows["benchmark_n"] = rows["benchmark_n"].fillna(0).astype(int)
             rows["events"] = np.where(rows["n"] == 0, 0.0, rows["events"]) if spec.kind == "rate" else np.nan
             if spec.kind == "count":  # a volume has no interval and no pooled benchmark
@@ -646,9 +780,9 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
                                better=m.better, level=level, national_rate=national)
             out.append(rows)
     cols = ["metric", "metric_label", "measure", "facility_id", "name", "setting", "market", "start", "period",
-            "period_end", "phase", "n", "events", "expected", "ratio", "value", "lower", "upper", "level",
-            "method", "national_rate", "benchmark", "benchmark_n", "benchmark_events", "target", "target_basis",
-            "better", "status", "status_reason", "previous_value", "change"]
+            "period_end", "phase", "n", "excluded", "events", "expected", "ratio", "value", "lower", "upper",
+            "level", "method", "national_rate", "benchmark", "benchmark_n", "benchmark_events", "target",
+            "target_basis", "better", "status", "status_reason", "previous_value", "change"]
     result = pd.concat(out, ignore_index=True)
     for c in cols:
         if c not in result.columns:

@@ -7,6 +7,9 @@ partner of an agreement (:mod:`carequal.agreement`):
   (:func:`status_table`, :func:`status_grid`, :func:`status_findings`);
 * trends of each metric with the target, the benchmark and SPC signals (:func:`metric_trend`);
 * where its patients came from and went next (:func:`patient_flows`, :func:`flow_display`);
+* for a hospital, network leakage: the share of its discharges to post-acute care that went to providers
+  outside the partnership, per review period, with a control chart (:func:`partner_leakage`,
+  :func:`leakage_table`, :func:`leakage_trend`, :func:`leakage_findings`);
 * an aggregate extract, CSV and Excel with one sheet per table (:func:`write_extract`).
 
 Sharing rules, all enforced here and tested:
@@ -35,9 +38,10 @@ import pandas as pd
 from carequal.agreement import POST_ACUTE, Agreement, partner_table
 from carequal.errors import ParameterError
 
-__all__ = ["PartnerPacket", "flow_display", "load_partner_packet", "metric_trend", "packet_inputs", "packet_title",
-           "patient_flows", "readmitted_patients", "status_findings", "status_grid", "status_table",
-           "trend_findings", "write_extract", "write_packet_inputs"]
+__all__ = ["PartnerPacket", "flow_display", "leakage_display", "leakage_findings", "leakage_plot", "leakage_table",
+           "leakage_trend", "load_partner_packet", "metric_trend", "packet_inputs", "packet_title", "partner_leakage",
+           "patient_flows", "readmitted_patients", "spending_notes", "status_findings", "status_grid", "status_table",
+           "trend_findings", "value_axis", "write_extract", "write_packet_inputs"]
 
 SETTING_LABELS = {"acute": "Hospital", "snf": "SNF", "irf": "IRF", "ltch": "LTCH", "hha": "Home health"}
 
@@ -104,6 +108,64 @@ def patient_flows(tables: dict[str, pd.DataFrame], agreement: Agreement, *, peri
     return flows.groupby(keys, dropna=False, sort=True).size().rename("n").reset_index()
 
 
+def partner_leakage(tables: dict[str, pd.DataFrame], agreement: Agreement, *, end=None) -> pd.DataFrame:
+    """Network leakage of each hospital partner, per review period of the agreement, up to ``end``.
+
+    The hospital's index discharges (:func:`carequal.cohorts.index_stays`, as in :func:`patient_flows`) whose
+    first post-acute stay started within a day (:func:`carequal.cohorts.post_acute_episodes`) are counted by
+    :func:`carequal.cost.network_leakage`: ``n`` discharges to post-acute care, ``events`` of them to a
+    provider outside the network.
+
+    Notes
+    -----
+    The network is the agreement's post-acute partners, whatever the facilities table's ``is_partner`` says
+    (``post_acute_episodes`` reads that column; another agreement over the same data has another network),
+    and it is the same in every period: a discharge to a provider that joined later counts as in network
+    before it joined too. Before the partnership the series thus shows how much of the hospital's post-acute
+    care already went to the providers that joined, and the change at the start is a change of referrals,
+    not of definition (with partner status on the admission date, every discharge before the start would
+    leak by construction).
+
+    Returns
+    -------
+    DataFrame
+        One row per hospital partner × review period from the first period with an index discharge of any
+        hospital partner to the period of ``end`` (``n = 0`` kept): ``facility_id``, ``period``,
+        ``period_end``, ``n``, ``events``. Patient-derived counts, not suppressed: for :func:`leakage_table`.
+    """
+    from carequal.cohorts import index_stays, post_acute_episodes
+    from carequal.cost import network_leakage
+
+    stays, fac = tables["stays"], tables["facilities"]
+    partners = partner_table(agreement, fac)
+    hospitals = partners.loc[partners["setting"] == "acute", "facility_id"].tolist()
+    network = set(partners.loc[partners["setting"].isin(POST_ACUTE), "facility_id"])
+    columns = ["facility_id", "period", "period_end", "n", "events"]
+    empty = pd.DataFrame({c: pd.Series(dtype="datetime64[ns]" if c.startswith("period") else
+                                       "int64" if c in ("n", "events") else "str") for c in columns})
+    if not hospitals:
+        return empty
+    cohort = index_stays(stays, fac, tables["patients"], tables.get("enrollment"))
+    index = cohort.index[cohort.index["facility_id"].astype("str").isin(hospitals)]
+    if end is not None:
+        index = index[pd.to_datetime(index["discharge_date"]) <= pd.Timestamp(end)]
+    if index.empty:
+        return empty
+    episodes = post_acute_episodes(stays, fac, hospital_stays=index)
+    episodes["hospital_id"] = episodes["hospital_id"].astype("str")
+    episodes["pac_is_partner"] = episodes["pac_facility_id"].astype("string").isin(network).fillna(False)
+    leak = network_leakage(episodes, by=["hospital_id"], freq=agreement.review_period, chart=False)
+    code = {"month": "M", "quarter": "Q"}[agreement.review_period]
+    last = pd.Timestamp(end).to_period(code).start_time if end is not None else leak["period"].max()
+    grid = pd.DataFrame({"period": pd.period_range(leak["period"].min(), last, freq=code).start_time})
+    grid = pd.DataFrame({"facility_id": hospitals}).merge(grid, how="cross")
+    out = grid.merge(leak.rename(columns={"hospital_id": "facility_id"})[["facility_id", "period", "n", "events"]],
+                     on=["facility_id", "period"], how="left")
+    out[["n", "events"]] = out[["n", "events"]].fillna(0).astype("int64")
+    out["period_end"] = (out["period"].dt.to_period(code).dt.end_time.dt.normalize()).to_numpy()
+    return out[columns]
+
+
 def readmitted_patients(cases: pd.DataFrame, tables: dict[str, pd.DataFrame], *, partner: str, metric: str,
                         period) -> pd.DataFrame:
     """The care-coordination list: the partner's **own** patients who were readmitted, minimum columns.
@@ -162,8 +224,13 @@ def packet_inputs(tables: dict[str, pd.DataFrame], agreement: Agreement, *, peri
     ``review`` — the agreement's review periods; ``year`` — calendar years, for trends of partners too small
     to show by review period; ``reporting`` — the reporting period and the one of the same length before it),
     ``flows``
-    (:func:`patient_flows` in the reporting period), ``partners`` and ``cases`` (patient level: for
-    :func:`readmitted_patients`; never passed to a packet)."""
+    (:func:`patient_flows` in the reporting period), ``leakage`` (:func:`partner_leakage` up to the end of the
+    reporting period), ``partners`` and ``cases`` (patient level: for
+    :func:`readmitted_patients`; never passed to a packet).
+
+    Spending metrics' rows carry ``counted_through``: the last index discharge date whose episode is counted
+    (later ones await complete follow-up, :data:`carequal.agreement.SPENDING_ROOM_DAYS`), for the packet's
+    notes."""
     from carequal.agreement import agreement_cases, evaluate_agreement
     from carequal.report import previous_period
 
@@ -174,19 +241,26 @@ def packet_inputs(tables: dict[str, pd.DataFrame], agreement: Agreement, *, peri
              "reporting": evaluate_agreement(agreement, tables, cases=cases, end=hi,
                                              periods=[previous_period(lo, hi), (lo, hi)])}
     results = pd.concat([v.assign(view=k) for k, v in views.items()], ignore_index=True)
+    counted = cases[cases["excluded"].isna() & (pd.to_datetime(cases["discharge_date"]) <= hi)]
+    through = pd.to_datetime(counted["discharge_date"]).groupby(counted["metric"]).max()
+    spending = [m.id for m in agreement.metrics if m.measure == "episode_spending"]
+    results["counted_through"] = results["metric"].map(through.reindex(spending)).astype("datetime64[ns]")
     flows = patient_flows(tables, agreement, period=(period_start, period_end))
-    return {"results": results, "flows": flows, "partners": partner_table(agreement, tables["facilities"]),
-            "cases": cases}
+    leakage = partner_leakage(tables, agreement, end=hi)
+    return {"results": results, "flows": flows, "leakage": leakage,
+            "partners": partner_table(agreement, tables["facilities"]), "cases": cases}
 
 
 def write_packet_inputs(inputs: dict[str, pd.DataFrame], folder: str | Path, agreement: Agreement,
                         facilities: pd.DataFrame) -> Path:
     """Write :func:`packet_inputs` (without ``cases``) to ``folder``: ``results.parquet``, ``flows.parquet``,
-    ``partners.parquet``, ``labels.parquet`` (facility names or anonymous labels) and ``agreement.json``."""
+    ``leakage.parquet``, ``partners.parquet``, ``facilities.parquet`` (names, for the labels) and
+    ``agreement.json``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("results", "flows", "partners"):
-        inputs[name].to_parquet(folder / f"{name}.parquet", index=False)
+    for name in ("results", "flows", "leakage", "partners"):
+        if name in inputs:
+            inputs[name].to_parquet(folder / f"{name}.parquet", index=False)
     facilities[["facility_id", "name", "setting", "market"]].to_parquet(folder / "facilities.parquet", index=False)
     (folder / "agreement.json").write_text(agreement.model_dump_json(indent=2))
     return folder
@@ -206,6 +280,7 @@ class PartnerPacket:
     facilities: pd.DataFrame
     period: tuple[pd.Timestamp, pd.Timestamp]
     min_cell: int
+    leakage: pd.DataFrame | None = None  # hospital partners: :func:`partner_leakage` rows
 
 
 def load_partner_packet(inputs: str | Path, partner: str, *, period_start: str, period_end: str,
@@ -227,9 +302,12 @@ def load_partner_packet(inputs: str | Path, partner: str, *, period_start: str, 
     filt = [("facility_id", "==", partner)]
     results = pd.read_parquet(folder / "results.parquet", filters=filt)
     flows = pd.read_parquet(folder / "flows.parquet", filters=filt)
+    leakage = pd.read_parquet(folder / "leakage.parquet", filters=filt) if (folder / "leakage.parquet").is_file() \
+        else None
     return PartnerPacket(agreement=agreement, partner=partners.set_index("facility_id").loc[partner].rename(partner),
                          results=results, flows=flows, facilities=pd.read_parquet(folder / "facilities.parquet"),
-                         period=(pd.Timestamp(period_start), pd.Timestamp(period_end)), min_cell=int(min_cell))
+                         period=(pd.Timestamp(period_start), pd.Timestamp(period_end)), min_cell=int(min_cell),
+                         leakage=leakage)
 
 
 def packet_title(packet: PartnerPacket) -> str:
@@ -279,6 +357,10 @@ def _suppressed(results: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     out.loc[b_hidden & r["target_basis"].str.startswith("market"), "target"] = np.nan
     out["suppressed"] = hidden
     out["benchmark_suppressed"] = b_hidden
+    # "too few cases (7, fewer than 25)" would quote a hidden count
+    few = out["n"].isna().to_numpy() & out["status_reason"].astype("string").str.startswith(
+        "too few cases").fillna(False).to_numpy()
+    out.loc[few, "status_reason"] = "too few cases to share"
     # the change needs this and the previous period's value, both shown
     out = out.sort_values(["metric", "period"])
     prev_hidden = out.groupby("metric")["suppressed"].shift(1).fillna(False).astype(bool)
@@ -317,7 +399,21 @@ def _fmt_value(value: float, measure: str) -> str:
         return f"{int(round(value)):,d}"
     if measure == "length_of_stay":
         return f"{value:.1f} days"
+    if measure == "episode_spending":
+        return f"${value:,.0f}"
     return f"{100 * value:.1f}%"
+
+
+def _fmt_change(change: float, measure: str) -> str:
+    if pd.isna(change):
+        return ""
+    if measure == "volume":
+        return f"{change:+,.0f}"
+    if measure == "length_of_stay":
+        return f"{change:+.1f} days"
+    if measure == "episode_spending":
+        return f"{'+' if change >= 0 else '-'}${abs(change):,.0f}"
+    return f"{100 * change:+.1f} pts"
 
 
 def status_display(table: pd.DataFrame) -> pd.DataFrame:
@@ -334,9 +430,7 @@ def status_display(table: pd.DataFrame) -> pd.DataFrame:
             target = f"{'≤' if r.better == 'lower' else '≥'} {_fmt_value(r.target, r.measure)}"
         bench = "–" if r.measure == "volume" else ("suppressed" if r.benchmark_suppressed
                                                    else _fmt_value(r.benchmark, r.measure) or "–")
-        change = "" if pd.isna(r.change) else (f"{r.change:+,.0f}" if r.measure == "volume" else
-                                               f"{r.change:+.1f} days" if r.measure == "length_of_stay"
-                                               else f"{100 * r.change:+.1f} pts")
+        change = _fmt_change(r.change, r.measure)
         n = "suppressed" if pd.isna(r.n) else f"{int(r.n):,d}"
         rows.append({"Metric": r.metric_label, "Cases": n, "Value": value, "95% interval": interval,
                      "Target": target, "Target basis": r.target_basis, "Market non-partners": bench,
@@ -430,6 +524,233 @@ def trend_findings(trend: pd.DataFrame) -> list[str]:
     return out
 
 
+def value_axis(ax, metric) -> None:
+    """Label the vertical axis of a metric's trend by its unit; dollars with a "$" and thousands separators."""
+    from matplotlib.ticker import StrMethodFormatter
+
+    if metric.spec.unit == "dollars":
+        ax.yaxis.set_major_formatter(StrMethodFormatter("${x:,.0f}"))
+        ax.set_ylabel("Dollars per episode")
+    else:
+        ax.set_ylabel(metric.spec.unit.capitalize())
+
+
+def spending_notes(packet: PartnerPacket) -> list[str]:
+    """What the spending metrics count in the reporting period: the last discharge whose episode is complete
+    (later ones wait for their window and :data:`carequal.agreement.SPENDING_ROOM_DAYS` more), and the
+    episodes left out for a missing payment. No count is quoted."""
+    from carequal.agreement import SPENDING_ROOM_DAYS
+
+    r = _view(packet, "reporting")
+    out = []
+    for m in packet.agreement.metrics:
+        if m.measure != "episode_spending" or packet.partner["setting"] not in m.spec.settings:
+            continue
+        rows = r[r["metric"] == m.id]
+        through = rows["counted_through"].max() if "counted_through" in rows.columns and len(rows) else pd.NaT
+        if pd.notna(through) and pd.Timestamp(through) < packet.period[1]:
+            day = pd.Timestamp(through)
+            out.append(f"{m.title} counts episodes discharged up to {day.day} {day:%B %Y}: an episode "
+                       f"is counted once its {m.window} days and {SPENDING_ROOM_DAYS} more (for post-acute stays "
+                       "still running) are in the data. Episodes with a stay that has no payment are left out.")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ network leakage
+
+_LEAK_COLUMNS = ["label", "group", "row_type", "period", "period_end", "phase", "n", "events", "rate", "lower",
+                 "upper", "level", "method", "suppressed", "suppression_reason"]
+
+
+def _period_label(period: pd.Timestamp, freq: str) -> str:
+    return f"{period:%b %Y}" if freq == "month" else f"{period.year} Q{period.quarter}"
+
+
+def leakage_table(packet: PartnerPacket, *, level: float = 0.95) -> pd.DataFrame:
+    """A hospital partner's network leakage per review period up to the end of the reporting period, with two
+    totals, suppressed: before the partnership (the periods that ended before its start) and the reporting
+    period (the review periods that overlap it).
+
+    Returns
+    -------
+    DataFrame
+        ``label`` ("2024 Q1", or the total's name), ``group`` ("before the partnership", "reporting period",
+        or the period itself for the periods between, which no displayed total adds up), ``row_type``
+        ("period" or "total"), ``period``, ``period_end`` (first and last day; of the total's first and last
+        period), ``phase`` (before / starting / after the partner's start), ``n`` (discharges to post-acute
+        care), ``events`` (of them, to providers outside the network), ``rate`` (the leakage), Wilson
+        ``lower``/``upper``, ``level``, ``method``, ``suppressed``, ``suppression_reason``. Counts 1 to
+        ``min_cell − 1`` are hidden with complementary cells within each total's periods
+        (:func:`carequal.disclosure.suppress_counts`), and the rate and interval with them. Empty for a
+        post-acute partner.
+
+    Examples
+    --------
+    >>> from carequal.agreement import read_agreement
+    >>> ag = read_agreement(text='name = "x"\\n[[partners]]\\nfacility_id = "H"\\n[[metrics]]\\nid = "v"\\n'
+    ...                          'measure = "volume"\\ntarget = { kind = "absolute", value = 1 }')
+    >>> q = pd.to_datetime(["2023-10-01", "2024-01-01", "2024-04-01"])
+    >>> leak = pd.DataFrame({"facility_id": "H", "period": q, "period_end": q + pd.offsets.QuarterEnd(0),
+    ...                      "n": [40, 30, 25], "events": [20, 5, 12]})
+    >>> pp = PartnerPacket(ag, pd.Series({"name": "H", "setting": "acute", "market": "M",
+    ...     "start": pd.Timestamp("2024-01-01")}), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(),
+    ...     (pd.Timestamp("2024-01-01"), pd.Timestamp("2024-06-30")), 11, leak)
+    >>> leakage_table(pp)[["label", "n", "events", "rate"]].round(3)
+                                       label   n  events   rate
+    0                                2023 Q4  40      20  0.500
+    1       Before the partnership (2023 Q4)  40      20  0.500
+    2                                2024 Q1  30    <NA>    NaN
+    3                                2024 Q2  25    <NA>    NaN
+    4  Reporting period (2024 Q1 to 2024 Q2)  55      17  0.309
+
+    5 discharges to non-partners in 2024 Q1 are hidden, and 12 in Q2 with them: the total of 17 would give
+    the 5 away.
+    """
+    from carequal.disclosure import suppress_counts
+    from carequal.intervals import wilson
+    from carequal.report import cell_threshold
+
+    lk = packet.leakage
+    if lk is None or lk.empty or packet.partner["setting"] != "acute":
+        return pd.DataFrame(columns=_LEAK_COLUMNS)
+    lo, hi = packet.period
+    freq = packet.agreement.review_period
+    rows = lk[lk["period"] <= hi].sort_values("period", ignore_index=True)
+    start = pd.Timestamp(packet.partner["start"])
+    first = pd.Timestamp(lo).to_period({"month": "M", "quarter": "Q"}[freq]).start_time
+    rows["phase"] = np.where(rows["period_end"] < start, "before", np.where(rows["period"] >= start, "after",
+                                                                            "starting"))
+    rows["group"] = np.where(rows["period"] >= first, "reporting period",
+                             np.where(rows["phase"] == "before", "before the partnership",
+                                      rows["period"].dt.strftime("%Y-%m-%d")))
+    rows["label"] = [_period_label(p, freq) for p in rows["period"]]
+    rows["row_type"] = "period"
+    rows["order"] = np.arange(len(rows), dtype=float)
+    parts = [rows]
+    for name, title in (("before the partnership", "Before the partnership"), ("reporting period", "Reporting period")):
+        g = rows[rows["group"] == name]
+        if g.empty:
+            continue
+        span = g["label"].iloc[0] if len(g) == 1 else f"{g['label'].iloc[0]} to {g['label'].iloc[-1]}"
+        parts.append(pd.DataFrame({"label": [f"{title} ({span})"], "group": name, "row_type": "total",
+                                   "period": g["period"].min(), "period_end": g["period_end"].max(),
+                                   "phase": g["phase"].iloc[0] if g["phase"].nunique() == 1 else "",
+                                   "n": g["n"].sum(), "events": g["events"].sum(),
+                                   "order": g["order"].max() + 0.5}))  # right after its last period
+    table = pd.concat(parts, ignore_index=True).sort_values("order", ignore_index=True)
+    table = table[["label", "group", "row_type", "period", "period_end", "phase", "n", "events"]]
+    n, events = table["n"].to_numpy(float), table["events"].to_numpy(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        table["rate"] = np.where(n > 0, events / n, np.nan)
+    table["lower"], table["upper"] = wilson(events, n, level=level)
+    table["level"], table["method"] = level, "Wilson"
+    safe = suppress_counts(table, count_cols=["n", "events"], group_cols="group",
+                           total_rows=table["row_type"] == "total", threshold=cell_threshold(packet.min_cell))
+    return safe[_LEAK_COLUMNS]
+
+
+def leakage_trend(table: pd.DataFrame, *, baseline_min: int = 4) -> pd.DataFrame:
+    """The periods of a :func:`leakage_table` with a p-chart (:func:`carequal.compare.p_chart`, lower leakage
+    is the improvement) over the shown periods: the centre line and limits come from the periods before the
+    partnership when at least ``baseline_min`` of them are shown, else from every shown period
+    (``attrs["baseline"]`` says which). Hidden periods stay, with no rate, limits or signal."""
+    from carequal.compare import p_chart
+
+    rows = table[table["row_type"] == "period"].reset_index(drop=True)
+    chart_cols = ["centre", "lower_2sigma", "upper_2sigma", "lower_3sigma", "upper_3sigma", "signal"]
+    shown = rows[~rows["suppressed"].astype(bool) & (rows["n"].fillna(0) > 0)]
+    before = int((shown["phase"] == "before").sum())
+    baseline = before if before >= baseline_min else None
+    if len(shown) >= 3:
+        chart = p_chart(shown.assign(n=shown["n"].astype(int), events=shown["events"].astype(int)),
+                        baseline=baseline, improvement="lower")
+        rows = rows.merge(chart[["period", *chart_cols, "chart"]], on="period", how="left")
+    else:
+        rows = rows.assign(**{c: np.nan for c in chart_cols}, chart="p-chart")
+        baseline = None
+    rows["signal"] = rows["signal"].fillna("")
+    rows.attrs["baseline"] = "before the partnership" if baseline else "all periods shown"
+    return rows
+
+
+def leakage_findings(table: pd.DataFrame, trend: pd.DataFrame, packet: PartnerPacket) -> list[str]:
+    """One sentence on the reporting period's leakage against the share before the partnership, and one on
+    the control chart's signals in the reporting period; never quoting a hidden value."""
+    from carequal.report import fmt_ci, fmt_pct
+
+    name = packet.partner["name"]
+    totals = table[table["row_type"] == "total"].set_index("group")
+    if "reporting period" not in totals.index:
+        return [f"{name} had no index discharges in the reporting period."]
+    now = totals.loc["reporting period"]
+    if now["suppressed"] or pd.isna(now["rate"]):
+        if pd.notna(now["n"]) and now["n"] == 0:
+            return [f"{name} discharged no patients to post-acute care in the reporting period."]
+        return [f"Too few of {name}'s discharges to post-acute care in the reporting period to share its "
+                "network leakage."]
+    text = (f"In the reporting period, {fmt_pct(now['rate'])} (95% interval {fmt_ci(now['lower'], now['upper'])}) "
+            f"of {name}'s {int(now['n']):,d} discharges to post-acute care went to providers outside the "
+            "partnership")
+    if "before the partnership" in totals.index and not totals.loc["before the partnership", "suppressed"] \
+            and pd.notna(totals.loc["before the partnership", "rate"]):
+        before = totals.loc["before the partnership"]
+        span = before["label"][before["label"].index("("):]
+        text += f", against {fmt_pct(before['rate'])} before the partnership started {span}."
+    else:
+        text += "."
+    out = [text]
+    freq = packet.agreement.review_period
+    recent = trend[(trend["group"] == "reporting period")]
+    for kind in ("improvement", "concern"):
+        hit = recent[recent["signal"] == kind]
+        if len(hit):
+            against = "the share before the partnership" if trend.attrs.get("baseline") == "before the partnership" \
+                else "its own average"
+            out.append(f"The control chart signals {kind} against {against} in "
+                       + ", ".join(_period_label(p, freq) for p in hit["period"]) + ".")
+    return out
+
+
+def leakage_display(table: pd.DataFrame, trend: pd.DataFrame) -> pd.DataFrame:
+    """The packet's leakage table: the total before the partnership, each review period of the reporting
+    period and its total, as text (counts under :data:`carequal.report.COUNT_LABELS` names)."""
+    from carequal.report import presentable, with_interval_text
+
+    keep = table[(table["group"] == "before the partnership") & (table["row_type"] == "total")
+                 | (table["group"] == "reporting period")]
+    signal = trend.set_index("period")["signal"]
+    keep = keep.assign(signal=[signal.get(p, "") if t == "period" else "" for p, t in
+                               zip(keep["period"], keep["row_type"], strict=True)],
+                       discharges=keep["n"])
+    keep = with_interval_text(keep, percent=True)
+    return presentable(keep, columns={"label": "Period", "discharges": None, "events": None,
+                                      "rate": "Share to non-partners", "interval": "95% interval",
+                                      "signal": "SPC signal"}, counts=("discharges", "events"), percent=("rate",))
+
+
+def leakage_plot(trend: pd.DataFrame, packet: PartnerPacket, ax=None):
+    """:func:`carequal.plots.spc_plot` of the leakage per period, with the partnership's start."""
+    import matplotlib.pyplot as plt
+
+    from carequal.plots import spc_plot
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(9, 4.2))
+    spc_plot(trend, value="rate", percent=True, ax=ax,
+             title="Discharges to post-acute care going to non-partner providers",
+             ylabel="Share to non-partners")
+    start = packet.partner["start"]
+    if pd.notna(start):
+        ax.axvline(pd.Timestamp(start), color="#555555", linewidth=1, linestyle=":")
+        ax.annotate("partnership starts", (pd.Timestamp(start), 1), xycoords=("data", "axes fraction"),
+                    xytext=(3, -12), textcoords="offset points", fontsize=9, color="#555555")
+    if len(trend):  # every period on the axis, hidden ones at the end included
+        pad = pd.Timedelta(days=20)
+        ax.set_xlim(pd.Timestamp(trend["period"].min()) - pad, pd.Timestamp(trend["period"].max()) + pad)
+    ax.set_xlabel({"month": "Month", "quarter": "Quarter"}[packet.agreement.review_period])
+    return ax
+
+
 def flow_display(packet: PartnerPacket) -> dict[str, pd.DataFrame]:
     """"Came from" and "went next" tables of the partner, other facilities anonymised unless the agreement
     allows names, counts suppressed (complementary within each table, whose total is shown)."""
@@ -496,6 +817,15 @@ def extract_tables(packet: PartnerPacket) -> dict[str, pd.DataFrame]:
     out = {"metrics": metrics}
     for direction, table in flow_display(packet).items():
         out[direction.replace(" ", "_")] = table[["label", "n", "share", "suppressed"]]
+    leak = leakage_table(packet)
+    if len(leak):
+        trend = leakage_trend(leak).set_index("period")["signal"]
+        leak = leak.assign(signal=[trend.get(p, "") if t == "period" else "" for p, t in
+                                   zip(leak["period"], leak["row_type"], strict=True)])
+        leak = leak.rename(columns={"rate": "share"})
+        leak["period"], leak["period_end"] = leak["period"].dt.date, leak["period_end"].dt.date
+        out["leakage"] = leak[["label", "group", "row_type", "period", "period_end", "phase", "n", "events", "share",
+                               "lower", "upper", "signal", "suppressed"]]
     return out
 
 
@@ -509,8 +839,10 @@ def write_extract(packet: PartnerPacket, folder: str | Path) -> list[Path]:
     threshold = cell_threshold(packet.min_cell)
     for table in tables.values():
         counts = [c for c in ("n", "events") if c in table.columns]
+        # a table with totals (leakage) is checked against them too
+        totals = {"group_cols": "group", "total_rows": table["row_type"] == "total"} if "row_type" in table else {}
         check_suppressed(table.assign(**{c: table[c].astype("Float64") for c in counts}), count_cols=counts,
-                         threshold=threshold, denominator="n" if "events" in counts else None)
+                         threshold=threshold, denominator="n" if "events" in counts else None, **totals)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []

@@ -68,7 +68,7 @@ display(Markdown(pk.packet_title(pp)))
 # from the period of the same length just before.
 
 # %%
-bullets(pk.status_findings(latest, pp))
+bullets(pk.status_findings(latest, pp) + pk.spending_notes(pp))
 table(pk.status_display(latest))
 
 # %% [markdown]
@@ -92,7 +92,8 @@ for metric in pp.agreement.metrics:
         continue
     fig, ax = plt.subplots(figsize=(9, 4.2))
     plots.target_trend_plot(trend, start=pp.partner["start"], percent=metric.spec.unit == "proportion",
-                            title=metric.title, ylabel=metric.spec.unit.capitalize(), ax=ax)
+                            title=metric.title, ax=ax)
+    pk.value_axis(ax, metric)
     plt.show()
     bullets(pk.trend_findings(trend)) if pk.trend_findings(trend) else None
 
@@ -108,6 +109,23 @@ for direction, flows in pk.flow_display(pp).items():
     table(rpt.presentable(flows, columns={"label": "", "n": None, "share": "Share"}, counts=("n",),
                           percent=("share",)))
 
+# %%
+leakage = pk.leakage_table(pp)  # hospital partners only
+if len(leakage):
+    leakage_trend = pk.leakage_trend(leakage)
+    display(Markdown(
+        "## Network leakage\n\nOf the hospital's index discharges that went on to post-acute care (a skilled "
+        "nursing, rehabilitation, long-term care or home health stay starting within a day), the share that went "
+        "to providers outside the partnership. The partnership's providers are counted as in network in every "
+        "period, so the periods before its start show where these patients went before. The control chart's "
+        "centre line and limits come from the periods before the partnership (when at least four can be shown); "
+        "coloured points are special-cause signals."))
+    bullets(pk.leakage_findings(leakage, leakage_trend, pp))
+    pk.leakage_plot(leakage_trend, pp)
+    plt.show()
+    display(Markdown("Discharges: to post-acute care; Events: of them, to providers outside the partnership."))
+    table(pk.leakage_display(leakage, leakage_trend))
+
 # %% [markdown]
 # ## Notes
 #
@@ -118,5 +136,9 @@ for direction, flows in pk.flow_display(pp).items():
 #   (logistic model on age, sex, dual eligibility, population, secondary diagnoses and condition), times the
 #   national rate.
 # - A market target pools the market's non-partner facilities of the same setting in the same period.
+# - Episode spending adds up the payments of the index hospital stay (with any transfers before it) and of
+#   every stay in the 30 days after discharge: readmissions in full, post-acute stays by their share of days
+#   in the window. Risk-adjusted spending is observed over expected spending (a gamma model on the same
+#   patient characteristics, fitted on every market) times the national mean per episode.
 # - An aggregate extract of these tables (CSV and Excel) comes with this packet; it follows the same
 #   small-cell rule.

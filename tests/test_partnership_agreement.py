@@ -54,7 +54,9 @@ def test_sample_agreement_validates(sample):
     ag = load_agreement(SAMPLE / "agreement.toml", sample["facilities"])
     assert ag.name and len(ag.partners) == 7
     assert {m.measure for m in ag.metrics} == {"readmission", "discharge_to_community", "mortality",
-                                               "length_of_stay", "volume"}
+                                               "length_of_stay", "episode_spending", "volume"}
+    spending = ag.metric("episode_spending_30d")
+    assert spending.risk_adjusted and spending.target.kind == "market" and spending.window == 30
 
 
 def test_yaml_and_toml_give_the_same_agreement(tmp_path):
@@ -70,7 +72,8 @@ def test_yaml_and_toml_give_the_same_agreement(tmp_path):
 def test_unknown_measure_names_key_and_choices():
     msg = _bad(GOOD.replace('measure = "readmission"', 'measure = "readmissions"'))
     assert "metrics[0] (readmit).measure" in msg
-    assert "'readmission', 'mortality', 'discharge_to_community', 'length_of_stay' or 'volume'" in msg
+    assert ("'readmission', 'mortality', 'discharge_to_community', 'length_of_stay', 'episode_spending' or "
+            "'volume'") in msg
     assert "given 'readmissions'" in msg
 
 
@@ -99,6 +102,35 @@ def test_volume_target_must_be_an_absolute_whole_number():
     assert "a volume target is a whole number of cases, not 12.5" in _bad(vol.replace("0.18", "12.5"))
     assert "a volume target must be kind = \"absolute\"" in _bad(
         vol.replace('{ kind = "absolute", value = 0.18 }', '{ kind = "market" }'))
+
+
+def test_spending_targets_are_dollars_not_proportions():
+    spend = GOOD.replace('measure = "readmission"', 'measure = "episode_spending"\nrisk_adjusted = true')
+    # the proportion rule does not apply: 24,000 dollars per episode is a valid absolute or national target
+    ag = read_agreement(text=spend.replace("value = 0.18", "value = 24000"))
+    assert ag.metrics[0].target.value == 24000 and ag.metrics[0].better == "lower"
+    assert ag.metrics[0].title == "30-day episode spending (risk-adjusted)"
+    national = read_agreement(text=spend.replace('{ kind = "absolute", value = 0.18 }',
+                                                  '{ kind = "national", value = 21500, source = "CMS" }'))
+    assert national.metrics[0].target.value == 21500
+    assert read_agreement(text=spend.replace('{ kind = "absolute", value = 0.18 }',
+                                             '{ kind = "market", relative_change = -0.05 }')).metrics[0]
+    assert read_agreement(text=spend.replace("value = 0.18", "value = 24000").replace(
+        'risk_adjusted = true', 'risk_adjusted = true\nwindow_days = 90')).metrics[0].window == 90
+    # a rate-style value (0.18 of what?), a ratio or a percentage for dollars is refused, with the way out
+    for bad in ("0.18", "0.95", "100"):
+        msg = _bad(spend.replace("value = 0.18", f"value = {bad}"))
+        assert f"target value {float(bad):g} for episode_spending is in dollars per episode" in msg
+        assert "relative_change" in msg and "not a proportion between 0 and 1" not in msg
+
+
+def test_spending_without_payments_is_a_clear_error(sample):
+    ag = read_agreement(text=GOOD.replace('measure = "readmission"', 'measure = "episode_spending"')
+                        .replace("value = 0.18", "value = 24000"))
+    tables = {**sample, "stays": sample["stays"].drop(columns="payment")}
+    with pytest.raises(AgreementError, match=r"metrics\[0\] \(readmit\).measure: episode_spending needs the "
+                                             r"payment of every stay, and the stays table has no payment column"):
+        agreement_cases(tables, ag)
 
 
 def test_risk_adjustment_only_where_available():
@@ -254,6 +286,116 @@ target = { kind = "market", relative_change = -0.10 }
     assert res.iloc[1]["events"] == 0 and res.iloc[1]["lower"] == 0
 
 
+def _spending_tables() -> dict:
+    """Hand-made contract tables for episode spending: one market, hospitals H1 (partner) and H2, SNFs S1
+    (partner) and S2; every patient aged 84 with heart failure and one secondary diagnosis, so that the risk
+    covariates are constant."""
+    from carequal.schema import validate_tables
+
+    # (stay, patient, facility, admit, discharge, discharge status, payment)
+    rows = [
+        ("h1", "p1", "H1", "2024-03-01", "2024-03-05", "03", "10000"),  # SNF S1 from day 0, 10 days: 16,000
+        ("s1", "p1", "S1", "2024-03-05", "2024-03-15", "01", "6000"),
+        ("h2", "p2", "H1", "2024-03-10", "2024-03-12", "01", "8000"),   # readmitted to H2 on day 8: 17,000
+        ("r2", "p2", "H2", "2024-03-20", "2024-03-25", "01", "9000"),   # itself an index stay of H2: 9,000
+        ("h3", "p3", "H2", "2024-04-01", "2024-04-04", "03", "12000"),  # S1 for 40 days, 31 in the window:
+        ("s3", "p3", "S1", "2024-04-04", "2024-05-14", "01", "20000"),  # 12,000 + 20,000 × 31/40 = 27,500
+        ("h4", "p4", "H2", "2024-04-10", "2024-04-13", "03", "11000"),  # S2 from day 1: 16,000
+        ("s4", "p4", "S2", "2024-04-14", "2024-04-24", "01", "5000"),
+        ("h5", "p5", "H1", "2024-05-01", "2024-05-03", "03", "9000"),   # S2: 16,000
+        ("s5", "p5", "S2", "2024-05-03", "2024-05-13", "01", "7000"),
+        ("h6", "p6", "H1", "2024-09-10", "2024-09-15", "01", "9500"),   # window ends 15 Oct: past 2 Oct
+        ("h7", "p7", "H2", "2024-11-28", "2024-12-01", "01", "5000"),   # the data's last day; not an index
+        ("h8", "p8", "H1", "2024-06-01", "2024-06-03", "01", ""),       # no payment
+    ]
+    stays = pd.DataFrame(rows, columns=["stay_id", "patient_id", "facility_id", "admit_date", "discharge_date",
+                                        "discharge_status", "payment"]).assign(
+        admission_type="1", principal_dx="I50.9", secondary_dx="I10")
+    patients = pd.DataFrame({"patient_id": [f"p{i}" for i in range(1, 9)], "birth_date": "1940-01-01",
+                             "sex": "F", "dual_eligible": "false", "death_date": "", "market": "M"})
+    enrollment = pd.DataFrame({"patient_id": patients["patient_id"], "start_date": "2010-01-01",
+                               "end_date": "2025-12-31", "coverage": "ffs"})
+    facilities = pd.DataFrame({"facility_id": ["H1", "H2", "S1", "S2"], "name": ["H one", "H two", "S one", "S two"],
+                               "setting": ["acute", "acute", "snf", "snf"], "market": "M",
+                               "is_partner": ["true", "false", "true", "false"],
+                               "partner_since": ["2023-01-01", "", "2023-01-01", ""]})
+    return validate_tables({"facilities": facilities, "patients": patients, "stays": stays,
+                            "enrollment": enrollment}).tables
+
+
+SPENDING = """
+name = "t"
+[[partners]]
+facility_id = "H1"
+[[partners]]
+facility_id = "S1"
+[[metrics]]
+id = "spend"
+measure = "episode_spending"
+min_cases = 1
+target = { kind = "market" }
+"""
+
+
+def test_spending_by_hand_mean_market_benchmark_and_excluded_episodes():
+    from carequal.errors import DataQualityWarning
+
+    tables = _spending_tables()
+    ag = read_agreement(text=SPENDING)
+    with pytest.warns(DataQualityWarning, match="1 episode"):  # h8's missing payment is reported
+        cases = agreement_cases(tables, ag)
+    by_stay = cases[cases["role"] == "hospital"].set_index("stay_id")
+    # the data end on 1 December; with 60 days of room an episode's 30-day window must end by 2 October
+    assert by_stay.loc["h6", "excluded"] == "incomplete_followup" and by_stay.loc["h8", "excluded"] == "missing_payment"
+    assert by_stay.loc[["h6", "h8"], "value"].isna().all() and "h7" not in by_stay.index  # h7: cohort runout
+    assert by_stay.loc[["h1", "h2", "r2", "h3", "h4", "h5"], "value"].tolist() == [16000, 17000, 9000, 27500, 16000,
+                                                                                   16000]
+    pac = cases[cases["role"] == "post_acute"].set_index("stay_id")
+    assert pac["unit_id"].to_dict() == {"h1": "S1", "h3": "S1", "h4": "S2", "h5": "S2"}
+
+    res = evaluate_agreement(ag, tables, cases=cases, periods=[("2024-01-01", "2024-12-31")]).set_index("facility_id")
+    h1, s1 = res.loc["H1"], res.loc["S1"]
+    # H1 discharged h1, h2, h5 (16,000, 17,000, 16,000) and h6, h8, which are counted as left out
+    assert (h1["n"], h1["excluded"]) == (3, 2) and h1["value"] == pytest.approx(49000 / 3)
+    # t interval: sd 577.35, se 333.33, t(2) 4.3027
+    assert h1["upper"] - h1["value"] == pytest.approx(4.302653 * 1000 / 3, rel=1e-6)
+    # benchmark: H2's episodes r2, h3, h4 (9,000 + 27,500 + 16,000) / 3; the market target is that value
+    assert (h1["benchmark_n"], h1["benchmark"], h1["target"]) == (3, 17500, 17500)
+    assert h1["status"] == "not yet judgeable" and h1["method"] == "mean, t interval"
+    # S1 answers for the episodes whose first post-acute stay it gave: h1 and h3; S2 for h4 and h5
+    assert (s1["n"], s1["excluded"], s1["value"]) == (2, 0, 21750)
+    assert (s1["benchmark_n"], s1["benchmark"]) == (2, 16000)
+
+
+def test_spending_by_hand_risk_adjusted():
+    import warnings
+
+    from carequal.cost import spending_ratio
+
+    tables = _spending_tables()
+    ag = read_agreement(text=SPENDING.replace('measure = "episode_spending"',
+                                              'measure = "episode_spending"\nrisk_adjusted = true'))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = agreement_cases(tables, ag)
+    res = evaluate_agreement(ag, tables, cases=cases, periods=[("2024-01-01", "2024-12-31")]).set_index("facility_id")
+    h1 = res.loc["H1"]
+    # constant covariates: every episode's expected spending is the mean of the six hospital episodes
+    # (101,500 / 6), the national mean; O/E × national mean is then H1's own mean
+    national = 101500 / 6
+    assert h1["national_rate"] == pytest.approx(national) and h1["expected"] == pytest.approx(3 * national)
+    assert h1["ratio"] == pytest.approx(49000 / (3 * national)) and h1["value"] == pytest.approx(49000 / 3)
+    # the interval is spending_ratio's, times the national mean: residuals y − R μ are −333.33, 666.67, −333.33,
+    # V = 3/2 × 666,666.67 = 10⁶, se(log R) = 1,000 / 49,000
+    assert h1["lower"] == pytest.approx(49000 / 3 * np.exp(-1.959964 / 49), rel=1e-6)
+    mine = cases[(cases["unit_id"] == "H1") & cases["excluded"].isna()].assign(mu=national)
+    direct = spending_ratio(mine, by=[], observed="value", expected="mu").iloc[0]
+    assert h1["upper"] == pytest.approx(direct["upper"] * national)
+    assert h1["method"].startswith("O/E × national mean (log-scale delta method")
+    # the benchmark: H2's O/E × national mean is H2's mean, 17,500
+    assert h1["benchmark"] == pytest.approx(17500) and h1["target"] == pytest.approx(17500)
+
+
 def test_risk_adjusted_expected_equals_a_direct_statsmodels_fit(sample):
     import statsmodels.api as sm
 
@@ -328,3 +470,129 @@ def test_status_agrees_with_the_generators_truth(sample):
     clear = ~few & ((res["truth"] - res["target"]).abs() > 4 * se)
     assert clear.sum() > 20
     assert (res.loc[clear, "status"] == true_status[clear.to_numpy()]).all()
+
+
+# ----------------------------------------------------------------------------- spending: the generator's truth
+
+
+def _spending_agreement(partners) -> object:
+    """Every given partner, one risk-adjusted 30-day spending metric against the market."""
+    return read_agreement(text='name = "all partners"\n' + "".join(f'[[partners]]\nfacility_id = "{f}"\n'
+                                                                    for f in partners)
+                          + '[[metrics]]\nid = "spend"\nmeasure = "episode_spending"\nrisk_adjusted = true\n'
+                            'min_cases = 1\ntarget = { kind = "market" }\n')
+
+
+def _pooled(res: pd.DataFrame) -> float:
+    """Pooled O/E of evaluated rows: Σ O / Σ E, with O = ratio × E."""
+    return float((res["ratio"] * res["expected"]).sum() / res["expected"].sum())
+
+
+@pytest.fixture(scope="module")
+def spending_2024(sample):
+    """The sample's post-acute partners (all started in 2023), evaluated over 2024 as one period."""
+    fac = sample["facilities"]
+    partners = fac.loc[fac["is_partner"] & (fac["setting"] != "acute"), "facility_id"].tolist()
+    assert (fac.loc[fac["is_partner"], "partner_since"] < "2024-01-01").all()
+    ag = _spending_agreement(partners)
+    cases = agreement_cases(sample, ag)
+    res = evaluate_agreement(ag, sample, cases=cases, periods=[("2024-01-01", "2024-12-31")])
+    return cases, res
+
+
+def test_risk_adjusted_spending_equals_a_direct_gamma_fit(sample, spending_2024):
+    import statsmodels.api as sm
+
+    from carequal.risk import RISK_COVARIATES
+
+    cases, res = spending_2024
+    setting = sample["facilities"].set_index("facility_id")["setting"]
+    snf = cases[(cases["role"] == "post_acute") & cases["excluded"].isna()
+                & (cases["unit_id"].map(setting) == "snf")].reset_index(drop=True)
+    usable = [c for c in RISK_COVARIATES if snf[c].nunique() > 1]
+    X = sm.add_constant(snf[usable])
+    fit = sm.GLM(snf["value"], X, family=sm.families.Gamma(sm.families.links.Log())).fit()
+    snf["mu"] = fit.predict(X)
+    mine = snf[pd.to_datetime(snf["discharge_date"]).dt.year == 2024].groupby("unit_id")["mu"].sum()
+    got = res[res["setting"] == "snf"].set_index("facility_id")
+    np.testing.assert_allclose(got["expected"], mine.reindex(got.index), rtol=1e-6)
+    np.testing.assert_allclose(got["national_rate"], snf["value"].mean(), rtol=1e-9)
+
+
+def test_partner_post_acute_spending_is_below_expected_as_the_generator_says(sample, spending_2024):
+    """The sample's generator multiplies every post-acute payment at a partner after its start by exp(−0.15)
+    (truth.json, "payment"), and lowers its patients' readmission risk: the episodes of the partner post-acute
+    providers in 2024 must cost less than expected for their patients. The effect on the whole 30-day episode
+    is smaller than −0.15 (the hospital stay is not affected) and the model, fitted on every episode
+    including the partners', absorbs part of it."""
+    import json
+
+    from carequal.cost import spending_ratio
+
+    truth = json.loads((SAMPLE / "truth.json").read_text())["payment"]
+    assert truth["partnership_effect"] == pytest.approx(-0.15)
+    cases, res = spending_2024
+    pooled = _pooled(res)
+    assert np.exp(-0.15) < pooled < 0.98
+    # the pooled interval needs each episode's expected spending: refit each setting's model as the
+    # agreement does (checked against the partners' rows), then cost.spending_ratio over the pooled episodes
+    from carequal.cost import expected_spending
+    from carequal.risk import RISK_COVARIATES
+
+    setting = sample["facilities"].set_index("facility_id")["setting"]
+    kept = cases[(cases["role"] == "post_acute") & cases["excluded"].isna()]
+    parts = []
+    for _, group in kept.groupby(kept["unit_id"].map(setting)):
+        usable = [c for c in RISK_COVARIATES if group[c].nunique() > 1]
+        model = expected_spending(group, outcome="value", covariates=usable)
+        parts.append(group.assign(mu=model.expected))
+    episodes = pd.concat(parts)
+    episodes = episodes[episodes["unit_id"].isin(res["facility_id"])
+                        & (pd.to_datetime(episodes["discharge_date"]).dt.year == 2024)]
+    by_partner = episodes.groupby("unit_id")["mu"].sum()
+    np.testing.assert_allclose(by_partner.reindex(res["facility_id"]), res["expected"], rtol=1e-9)
+    ratio = spending_ratio(episodes, by=[], observed="value", expected="mu").iloc[0]
+    assert ratio["ratio"] == pytest.approx(pooled)
+    assert ratio["upper"] < 1, ratio
+    # against the market target: most partners spend less than their market's non-partners of the same setting
+    # (12 of the 15 with a benchmark; home health, whose payments are a small part of an episode, least often).
+    # Without an effect, 11 or more of 15 would happen with probability 0.06.
+    judged = res[res["benchmark"].notna()]
+    assert len(judged) == 15 and (judged["value"] < judged["target"]).sum() >= 11
+
+
+def test_spending_metric_follows_the_generators_payment_effect_in_twin_data():
+    """Two datasets from one seed, with the payment effect of partner post-acute care at −0.15 and at 0: the
+    generator draws nothing for it, so the datasets differ only in those payments, and the spending the
+    partners' episodes would have had without the effect is known exactly. The truth T = Σ spending with the
+    effect / Σ spending without it, over the partners' 2024 episodes. The metric's pooled O/E must move by a
+    factor between T and 1: towards 1 because the model is fitted on every episode, the partners' too
+    (about 1 − s on the log scale, s the affected share of the fitted episodes)."""
+    from carequal.synth import SynthConfig, generate
+
+    runs = {}
+    for effect in (-0.15, 0.0):
+        tab = generate(SynthConfig(n_markets=2, patients_per_market=4000, payment_partnership_effect=effect,
+                                   seed=3, truth_stays=False))
+        fac = tab["facilities"]
+        partners = fac.loc[fac["is_partner"] & (fac["setting"] != "acute"), "facility_id"].tolist()
+        assert (fac.loc[fac["is_partner"], "partner_since"] < "2024-01-01").all()
+        ag = _spending_agreement(partners)
+        cases = agreement_cases(tab, ag)
+        res = evaluate_agreement(ag, tab, cases=cases, periods=[("2024-01-01", "2024-12-31")])
+        runs[effect] = (tab, cases, res)
+    (tab1, c1, r1), (tab0, c0, r0) = runs[-0.15], runs[0.0]
+    assert tab1["stays"].drop(columns="payment").equals(tab0["stays"].drop(columns="payment"))
+    assert c1.drop(columns="value").equals(c0.drop(columns="value"))
+    mine = (c1["role"] == "post_acute") & c1["excluded"].isna() & c1["unit_id"].isin(r1["facility_id"]) \
+        & (pd.to_datetime(c1["discharge_date"]).dt.year == 2024)
+    truth = c1.loc[mine, "value"].sum() / c0.loc[mine, "value"].sum()
+    assert np.exp(-0.15) < truth < 0.97  # the hospital stay and readmissions are not affected
+    with_effect, without = _pooled(r1), _pooled(r0)
+    assert with_effect < 1 and truth < with_effect / without < 1
+    fitted = (c1["role"] == "post_acute") & c1["excluded"].isna()
+    since = tab1["facilities"].set_index("facility_id")["partner_since"]
+    affected = (c1.loc[fitted, "unit_id"].isin(r1["facility_id"])
+                & (c1.loc[fitted, "discharge_date"] >= c1.loc[fitted, "unit_id"].map(since))).mean()
+    attenuation = np.log(with_effect / without) / np.log(truth)
+    assert abs(attenuation - (1 - affected)) < 0.15, (attenuation, affected)
