@@ -173,6 +173,7 @@ def test_the_report_notebook_declares_what_the_batch_passes():
 
 
 def test_a_port_collision_is_retried(tmp_path, monkeypatch):
+    """With a fresh kernel per market (papermill's way): a kernel start that collides is retried."""
     import papermill
 
     calls = []
@@ -188,7 +189,7 @@ def test_a_port_collision_is_retried(tmp_path, monkeypatch):
     monkeypatch.setattr(papermill, "execute_notebook", flaky)
     job = batch.MarketJob(market="M", notebook=str(batch.DEFAULT_NOTEBOOK), parameters={},
                           html=str(tmp_path / "M.html"), executed=str(tmp_path / "M.ipynb"),
-                          kpis=str(tmp_path / "M.json"), error=str(tmp_path / "M.error.txt"))
+                          kpis=str(tmp_path / "M.json"), error=str(tmp_path / "M.error.txt"), reuse_kernel=False)
     result = batch.run_market(job)
     assert result["status"] == "ok" and result["attempts"] == 2
     assert calls == ["IPCKernelManager", "IPCKernelManager"]  # IPC sockets: no TCP port to collide on
