@@ -73,7 +73,7 @@ from carequal.errors import AgreementError, ParameterError
 
 __all__ = ["AGREEMENT_MEASURES", "SPENDING_ROOM_DAYS", "Agreement", "AgreementMeasure", "Metric", "Partner",
            "agreement_cases", "check_agreement", "evaluate_agreement", "judge", "load_agreement", "read_agreement",
-           "review_periods"]
+           "review_periods", "review_periods_in"]
 
 POST_ACUTE = ("snf", "irf", "ltch", "hha")
 STATUSES = ("met", "not met", "not yet judgeable")
@@ -531,6 +531,25 @@ def review_periods(dates: pd.Series, freq: str) -> pd.Series:
     return pd.to_datetime(dates).dt.to_period({"month": "M", "quarter": "Q"}[freq]).dt.start_time
 
 
+def review_periods_in(start: pd.Series, end: pd.Series, freq: str) -> np.ndarray:
+    """How many review periods (months or quarters) each period ``[start, end]`` spans: whole calendar months
+    are counted as months, other spans by days (a month being 365.25 / 12 days).
+
+    Examples
+    --------
+    >>> start = pd.Series(pd.to_datetime(["2024-01-01", "2024-04-01", "2024-01-01"]))
+    >>> end = pd.Series(pd.to_datetime(["2024-12-31", "2024-06-30", "2024-01-16"]))
+    >>> review_periods_in(start, end, "quarter").round(3).tolist()
+    [4.0, 1.0, 0.175]
+    """
+    start, end = pd.to_datetime(start).reset_index(drop=True), pd.to_datetime(end).reset_index(drop=True)
+    months = ((end.dt.year - start.dt.year) * 12 + end.dt.month - start.dt.month + 1).to_numpy(float)
+    whole = ((start.dt.day == 1) & ((end + pd.Timedelta(days=1)).dt.day == 1)).to_numpy()
+    days = ((end - start).dt.days + 1).to_numpy(float)
+    months = np.where(whole, months, days / (365.25 / 12))
+    return months / {"month": 1.0, "quarter": 3.0}[freq]
+
+
 def judge(value, lower, upper, target, *, better, n, min_cases: int) -> tuple[np.ndarray, np.ndarray]:
     """Status and its reason, element-wise (see the module docstring).
 
@@ -766,6 +785,11 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
             elif spec.kind == "rate":  # a standardised rate's interval can pass 1: a rate cannot
                 rows["upper"] = np.minimum(rows["upper"], 1.0)
             target, basis = _targets(m, rows["benchmark"].to_numpy(float))
+            if spec.kind == "count":  # a volume is agreed per review period: longer periods need more cases
+                scale = review_periods_in(rows["period"], rows["period_end"], agreement.review_period)
+                target = target * scale
+                if not np.allclose(scale, 1.0):
+                    basis = f"{basis}, {m.target.value:g} per {agreement.review_period} × the period's length"
             rows["target"], rows["target_basis"] = target, basis
             status, reason = judge(rows["value"], rows["lower"], rows["upper"], target, better=m.better,
                                    n=rows["n"], min_cases=0 if spec.kind == "count" else m.min_cases)

@@ -596,3 +596,26 @@ def test_spending_metric_follows_the_generators_payment_effect_in_twin_data():
                 & (c1.loc[fitted, "discharge_date"] >= c1.loc[fitted, "unit_id"].map(since))).mean()
     attenuation = np.log(with_effect / without) / np.log(truth)
     assert abs(attenuation - (1 - affected)) < 0.15, (attenuation, affected)
+
+
+def test_a_volume_target_is_per_review_period():
+    """60 cases a quarter: a year needs 240 and a month 20 (the packet's headline is the whole year)."""
+    ag = read_agreement(text="""
+name = "t"
+review_period = "quarter"
+[[partners]]
+facility_id = "P"
+[[metrics]]
+id = "v"
+measure = "volume"
+target = { kind = "absolute", value = 60 }
+""")
+    cases = _tiny_cases("v").assign(value=1.0)
+    by_year = evaluate_agreement(ag, _tiny_tables(), cases=cases, review_period="year")
+    assert by_year["target"].tolist() == [240.0]
+    assert by_year["n"].tolist() == [6] and by_year["status"].tolist() == ["not met"]
+    assert "60 per quarter × the period's length" in by_year["target_basis"].iloc[0]
+    by_quarter = evaluate_agreement(ag, _tiny_tables(), cases=cases)
+    assert by_quarter["target"].tolist() == [60.0, 60.0] and by_quarter["target_basis"].iloc[0] == "agreed value"
+    spans = evaluate_agreement(ag, _tiny_tables(), cases=cases, periods=[("2024-01-01", "2024-01-31")])
+    assert spans["target"].tolist() == [20.0]
