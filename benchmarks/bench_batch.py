@@ -87,7 +87,7 @@ from report import (  # benchmarks/report.py: shared report helpers and the meas
     LOAD_MARGIN,
     OTHER_CORES_LIMIT,
     ChildFailed,
-    busy_cpu_seconds,
+    idle_check,
     markdown_table,
     measure,
 )
@@ -628,13 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     logs = args.workdir / "logs"
     start = time.perf_counter()
-    initial_load = os.getloadavg()[0]
-    busy0 = busy_cpu_seconds()
-    time.sleep(5.0)
-    initial_others = (busy_cpu_seconds() - busy0) / 5.0
-    if initial_others > OTHER_CORES_LIMIT:
-        print(f"warning: other processes keep {initial_others:.2f} cores busy before starting (load average "
-              f"{initial_load:.2f}): times will be inflated", file=sys.stderr)
+    initial_load, initial_others = idle_check()
     info = machine_info()
     digest = source_digest()
     folder = Path(tempfile.mkdtemp(prefix="run-", dir=args.workdir))

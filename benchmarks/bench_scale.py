@@ -84,8 +84,8 @@ import report
 from report import (  # benchmarks/report.py: shared report helpers
     OTHER_CORES_LIMIT,
     ChildFailed,
-    busy_cpu_seconds,
     gib,
+    idle_check,
     markdown_table,
     measure,
 )
@@ -665,13 +665,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    initial_load = os.getloadavg()[0]
-    busy0 = busy_cpu_seconds()
-    time.sleep(5.0)
-    initial_others = (busy_cpu_seconds() - busy0) / 5.0
-    if initial_others > OTHER_CORES_LIMIT:
-        print(f"warning: other processes keep {initial_others:.2f} cores busy before starting (load average "
-              f"{initial_load:.2f}): times will be inflated", file=sys.stderr)
+    initial_load, initial_others = idle_check()
     info = machine_info()
     digest = source_digest()
     print(f"carequal scale benchmark, {args.stays:,} stays; scratch {args.workdir}", file=sys.stderr)

@@ -94,6 +94,23 @@ class ChildFailed(RuntimeError):
     """A measured child process exited with an error or ran out of time."""
 
 
+def idle_check(seconds: float = 5.0) -> tuple[float, float]:
+    """Before the first measurement: the 1-minute load average and the cores other processes keep busy over
+    ``seconds`` (nothing of the benchmark running); warns on stderr when that is above
+    :data:`OTHER_CORES_LIMIT`."""
+    import sys
+    import time
+
+    load = os.getloadavg()[0]
+    busy0 = busy_cpu_seconds()
+    time.sleep(seconds)
+    others = (busy_cpu_seconds() - busy0) / seconds
+    if others > OTHER_CORES_LIMIT:
+        print(f"warning: other processes keep {others:.2f} cores busy before starting (load average "
+              f"{load:.2f}): times will be inflated", file=sys.stderr)
+    return load, others
+
+
 def measure(label: str, cmd: list[str], logs: Path, *, timeout: float, own_load: float,
             ok_codes: tuple[int, ...] = (0,)) -> dict:
     """Run ``cmd`` in its own process group; its wall time, rusage, exit code, output, the load average around

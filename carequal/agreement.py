@@ -240,23 +240,16 @@ class Agreement(_Strict):
     partners: list[Partner] = Field(min_length=1)
     metrics: list[Metric] = Field(min_length=1)
 
-    @field_validator("partners")
+    @field_validator("partners", "metrics")
     @classmethod
-    def _unique_partners(cls, partners: list[Partner]) -> list[Partner]:
-        ids = [p.facility_id for p in partners]
+    def _unique_keys(cls, items: list, info):
+        """No partner listed twice, no metric id used twice."""
+        ids = [p.facility_id for p in items] if info.field_name == "partners" else [m.id for m in items]
         twice = sorted({i for i in ids if ids.count(i) > 1})
         if twice:
-            raise ValueError(f"facility_id listed twice: {', '.join(twice)}")
-        return partners
-
-    @field_validator("metrics")
-    @classmethod
-    def _unique_metrics(cls, metrics: list[Metric]) -> list[Metric]:
-        ids = [m.id for m in metrics]
-        twice = sorted({i for i in ids if ids.count(i) > 1})
-        if twice:
-            raise ValueError(f"metric id used twice: {', '.join(twice)}")
-        return metrics
+            what = "facility_id listed twice" if info.field_name == "partners" else "metric id used twice"
+            raise ValueError(f"{what}: {', '.join(twice)}")
+        return items
 
     def metric(self, metric_id: str) -> Metric:
         for m in self.metrics:

@@ -388,32 +388,21 @@ def status_table(packet: PartnerPacket, *, period: pd.Timestamp | None = None) -
         return r
     order = {m.id: i for i, m in enumerate(packet.agreement.metrics)}
     r = r.assign(order=r["metric"].map(order)).sort_values("order").drop(columns="order")
-    # a hidden count is "too few cases to share", whatever the status computed on it
     return r.reset_index(drop=True)
 
 
-def _fmt_value(value: float, measure: str) -> str:
+def _fmt_value(value: float, measure: str, *, change: bool = False) -> str:
+    """A metric's value in its unit (``change``: signed, rates in percentage points)."""
     if pd.isna(value):
         return ""
+    sign = "+" if change else ""
     if measure == "volume":
-        return f"{int(round(value)):,d}"
+        return f"{value:{sign},.0f}"
     if measure == "length_of_stay":
-        return f"{value:.1f} days"
+        return f"{value:{sign}.1f} days"
     if measure == "episode_spending":
-        return f"${value:,.0f}"
-    return f"{100 * value:.1f}%"
-
-
-def _fmt_change(change: float, measure: str) -> str:
-    if pd.isna(change):
-        return ""
-    if measure == "volume":
-        return f"{change:+,.0f}"
-    if measure == "length_of_stay":
-        return f"{change:+.1f} days"
-    if measure == "episode_spending":
-        return f"{'+' if change >= 0 else '-'}${abs(change):,.0f}"
-    return f"{100 * change:+.1f} pts"
+        return f"{('+' if value >= 0 else '-') if change else ''}${abs(value) if change else value:,.0f}"
+    return f"{100 * value:{sign}.1f} pts" if change else f"{100 * value:.1f}%"
 
 
 def status_display(table: pd.DataFrame) -> pd.DataFrame:
@@ -430,7 +419,7 @@ def status_display(table: pd.DataFrame) -> pd.DataFrame:
             target = f"{'≤' if r.better == 'lower' else '≥'} {_fmt_value(r.target, r.measure)}"
         bench = "–" if r.measure == "volume" else ("suppressed" if r.benchmark_suppressed
                                                    else _fmt_value(r.benchmark, r.measure) or "–")
-        change = _fmt_change(r.change, r.measure)
+        change = _fmt_value(r.change, r.measure, change=True)
         n = "suppressed" if pd.isna(r.n) else f"{int(r.n):,d}"
         rows.append({"Metric": r.metric_label, "Cases": n, "Value": value, "95% interval": interval,
                      "Target": target, "Target basis": r.target_basis, "Market non-partners": bench,

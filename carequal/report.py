@@ -42,8 +42,8 @@ __all__ = ["COUNT_LABELS", "MarketReport", "REPORT_CSS", "attrition_table", "can
            "flow_for_chart", "flow_table", "fmt_ci", "fmt_pct", "funnel_for", "headline_findings",
            "headline_kpis", "impact_finding", "impact_summary", "kpi_record", "load_market_report",
            "model_table", "parse_choices", "partner_findings", "population_table", "presentable", "previous_period",
-           "report_notes", "report_title", "scorecard_display", "shown_for_chart", "table_html",
-           "trend_chart", "trend_findings", "validation_table", "with_interval_text", "write_kpis"]
+           "report_notes", "report_title", "scorecard_display", "show_findings", "show_table", "shown_for_chart",
+           "table_html", "trend_chart", "trend_findings", "validation_table", "with_interval_text", "write_kpis"]
 
 COUNT_LABELS: dict[str, str] = {
     "n": "Cases", "events": "Events", "observed": "Observed", "prev_n": "Cases (last period)",
@@ -959,6 +959,20 @@ def table_html(frame: pd.DataFrame) -> str:
     body = "".join(rows)
     return f'<table class="carequal-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
+
+
+def show_findings(sentences: list[str]) -> None:
+    """Display plain-language findings as a bullet list in a notebook (the reports' one way to do it)."""
+    from IPython.display import Markdown, display
+
+    display(Markdown("\n".join(f"- {s}" for s in sentences)))
+
+
+def show_table(frame: pd.DataFrame) -> None:
+    """Display a presentable table in a notebook as :func:`table_html`."""
+    from IPython.display import HTML, display
+
+    display(HTML(table_html(frame)))
 
 
 def with_interval_text(frame: pd.DataFrame, *, lower: str = "lower", upper: str = "upper", percent: bool = False,

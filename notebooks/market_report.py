@@ -55,12 +55,6 @@ if kpi_path:
     rpt.write_kpis(rpt.kpi_record(kpis, card), kpi_path)
 
 
-def bullets(sentences):
-    display(Markdown("\n".join(f"- {s}" for s in sentences)))
-
-
-def table(frame):
-    display(HTML(rpt.table_html(frame)))
 
 
 display(HTML(rpt.REPORT_CSS))
@@ -76,12 +70,11 @@ display(Markdown(rpt.report_title(mr)))
 # predicts for these same patients at an average facility, so O/E above 1 means more events than expected.
 
 # %%
-bullets(rpt.headline_findings(kpis, market=market, period=mr.period, previous=mr.previous))
-table(rpt.presentable(kpis, columns={"label": "Measure", "n": None, "events": None, "rate": "Rate",
-                                     "expected_rate": "Expected rate", "ratio": "O/E", "prev_rate": "Last period",
-                                     "change": "Change"},
-                      counts=("n", "events"), percent=("rate", "expected_rate", "prev_rate"), points=("change",),
-                      ratio=("ratio",)))
+rpt.show_findings(rpt.headline_findings(kpis, market=market, period=mr.period, previous=mr.previous))
+rpt.show_table(rpt.presentable(
+    kpis, columns={"label": "Measure", "n": None, "events": None, "rate": "Rate", "expected_rate": "Expected rate",
+                   "ratio": "O/E", "prev_rate": "Last period", "change": "Change"},
+    counts=("n", "events"), percent=("rate", "expected_rate", "prev_rate"), points=("change",), ratio=("ratio",)))
 
 # %% [markdown]
 # ## Partner scorecard
@@ -91,15 +84,15 @@ table(rpt.presentable(kpis, columns={"label": "Measure", "n": None, "events": No
 # 25 cases are not judged.
 
 # %%
-bullets(rpt.partner_findings(card))
+rpt.show_findings(rpt.partner_findings(card))
 shown_card = rpt.scorecard_display(card)
 for name in mr.measures:
     part = shown_card[shown_card["measure"] == name]
     display(Markdown(f"**{MEASURES[name].label}** (judging each {MEASURES[name].unit_kind})"))
-    table(rpt.presentable(part, columns={"name": "Facility", "setting": "Setting", "partner": "Partner", "n": None,
-                                         "observed": None, "rate": "Rate", "ratio": "O/E", "interval": "95% CI",
-                                         "judgement": "Judgement"},
-                          counts=("n", "observed"), percent=("rate",), ratio=("ratio",)))
+    rpt.show_table(rpt.presentable(
+        part, columns={"name": "Facility", "setting": "Setting", "partner": "Partner", "n": None, "observed": None,
+                       "rate": "Rate", "ratio": "O/E", "interval": "95% CI", "judgement": "Judgement"},
+        counts=("n", "observed"), percent=("rate",), ratio=("ratio",)))
 
 # %% [markdown]
 # ## Which facilities stand out?
@@ -137,7 +130,7 @@ for name in mr.measures:
 # %%
 for name in mr.measures:
     chart = rpt.trend_chart(mr.rows, name, min_cell=mr.min_cell, end=mr.period[1])
-    bullets(rpt.trend_findings(chart, MEASURES[name].label, since=mr.period[0]))
+    rpt.show_findings(rpt.trend_findings(chart, MEASURES[name].label, since=mr.period[0]))
     if len(chart) >= 3:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 4.8))
         plots.spc_plot(chart, ax=ax1, title=f"{MEASURES[name].label}: {chart.attrs['freq']}ly control chart")
@@ -156,9 +149,9 @@ for name in mr.measures:
 
 # %%
 dest = rpt.destination_table(mr.rows, period=mr.period, min_cell=mr.min_cell)
-bullets(rpt.destination_findings(dest))
-table(rpt.presentable(dest, columns={"destination": "Next setting", "discharges": None, "share": "Share"},
-                      counts=("discharges",), percent=("share",)))
+rpt.show_findings(rpt.destination_findings(dest))
+rpt.show_table(rpt.presentable(dest, columns={"destination": "Next setting", "discharges": None, "share": "Share"},
+                               counts=("discharges",), percent=("share",)))
 flows = rpt.flow_table(mr.tables, mr.rows, market=market, period=mr.period, min_cell=mr.min_cell)
 chart_flows, left_off = rpt.flow_for_chart(flows)
 if len(chart_flows):
@@ -188,11 +181,11 @@ if left_off:
 
 # %%
 candidates = rpt.candidate_table(mr, card, flows)
-bullets(rpt.candidate_findings(candidates, mr))
+rpt.show_findings(rpt.candidate_findings(candidates, mr))
 if len(candidates):
     plots.candidate_plot(candidates, title=f"{market}: candidate partners against their benchmarks")
     plt.show()
-    table(rpt.candidate_display(candidates))
+    rpt.show_table(rpt.candidate_display(candidates))
 
 # %% [markdown]
 # ## Population health
@@ -203,13 +196,13 @@ if len(candidates):
 
 # %%
 pop = rpt.population_table(mr.tables, market=market, period=mr.period, min_cell=mr.min_cell)
-table(rpt.presentable(rpt.with_interval_text(pop), columns={
-    "measure": "Measure", "events": None, "person_years": None, "rate": "Standardised rate per 1,000",
-    "interval": "95% CI"}, counts=("events", "person_years"), number=("rate",)))
+rpt.show_table(rpt.presentable(rpt.with_interval_text(pop), columns={
+             "measure": "Measure", "events": None, "person_years": None, "rate": "Standardised rate per 1,000",
+             "interval": "95% CI"}, counts=("events", "person_years"), number=("rate",)))
 display(Markdown("**Chronic conditions** among residents with a hospital or post-acute stay in the period:"))
 chronic = rpt.chronic_table(mr.tables, market=market, period=mr.period, min_cell=mr.min_cell)
-table(rpt.presentable(chronic, columns={"condition": "Condition", "patients": None, "per_1000": "Per 1,000"},
-                      counts=("patients",), number=("per_1000",)))
+rpt.show_table(rpt.presentable(chronic, columns={"condition": "Condition", "patients": None, "per_1000": "Per 1,000"},
+                               counts=("patients",), number=("per_1000",)))
 
 # %% [markdown]
 # ## Partnership impact
@@ -218,7 +211,7 @@ table(rpt.presentable(chronic, columns={"condition": "Condition", "patients": No
 # relative to other providers over the same quarters? (Difference-in-differences, adjusted for patient risk.)
 
 # %%
-bullets([rpt.impact_finding(rpt.impact_summary(mr.tables, market=market), min_cell=mr.min_cell)])
+rpt.show_findings([rpt.impact_finding(rpt.impact_summary(mr.tables, market=market), min_cell=mr.min_cell)])
 
 # %% [markdown]
 # ## Appendix: methods and data quality
@@ -237,15 +230,15 @@ bullets([rpt.impact_finding(rpt.impact_summary(mr.tables, market=market), min_ce
 display(Markdown("**Data quality at ingest** (all markets):"))
 validation = rpt.validation_table(mr.validation, min_cell=mr.min_cell)
 if len(validation):
-    table(rpt.presentable(validation, columns={"table": "Table", "loaded": None, "accepted": None,
-                                               "quarantined": None},
-                          counts=("loaded", "accepted", "quarantined")))
+    rpt.show_table(rpt.presentable(validation, columns={"table": "Table", "loaded": None, "accepted": None,
+                                                        "quarantined": None},
+                                   counts=("loaded", "accepted", "quarantined")))
 display(Markdown("**Cohort attrition** (acute stays of the market's residents):"))
-table(rpt.presentable(rpt.attrition_table(mr.tables, min_cell=mr.min_cell),
-                      columns={"description": "Step", "removed": None, "remaining": None},
-                      counts=("removed", "remaining")))
+rpt.show_table(rpt.presentable(rpt.attrition_table(mr.tables, min_cell=mr.min_cell),
+                               columns={"description": "Step", "removed": None, "remaining": None},
+                               counts=("removed", "remaining")))
 display(Markdown("**National risk models:**"))
-table(rpt.model_table(mr.reference.models))
+rpt.show_table(rpt.model_table(mr.reference.models))
 
 # %%
 fig, axes = plt.subplots(1, len(mr.measures), figsize=(5.5 * len(mr.measures), 4.8), squeeze=False)
@@ -254,4 +247,4 @@ for ax, name in zip(axes[0], mr.measures, strict=True):
     plots.calibration_plot(calib, ax=ax, title=f"{MEASURES[name].label}: calibration")
 fig.tight_layout()
 plt.show()
-bullets(rpt.report_notes(card, mr))
+rpt.show_findings(rpt.report_notes(card, mr))

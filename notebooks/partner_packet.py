@@ -46,12 +46,6 @@ if record_path:
     pk.write_record(pk.packet_record(latest), record_path)
 
 
-def bullets(sentences):
-    display(Markdown("\n".join(f"- {s}" for s in sentences)))
-
-
-def table(frame):
-    display(HTML(rpt.table_html(frame)))
 
 
 display(HTML(rpt.REPORT_CSS))
@@ -68,14 +62,14 @@ display(Markdown(pk.packet_title(pp)))
 # from the period of the same length just before.
 
 # %%
-bullets(pk.status_findings(latest, pp) + pk.spending_notes(pp))
-table(pk.status_display(latest))
+rpt.show_findings(pk.status_findings(latest, pp) + pk.spending_notes(pp))
+rpt.show_table(pk.status_display(latest))
 
 # %% [markdown]
 # ### Status in each review period of the reporting period
 
 # %%
-table(pk.status_grid(pp))
+rpt.show_table(pk.status_grid(pp))
 
 # %% [markdown]
 # ## Trends
@@ -95,7 +89,7 @@ for metric in pp.agreement.metrics:
                             title=metric.title, ax=ax)
     pk.value_axis(ax, metric)
     plt.show()
-    bullets(pk.trend_findings(trend)) if pk.trend_findings(trend) else None
+    rpt.show_findings(pk.trend_findings(trend)) if pk.trend_findings(trend) else None
 
 # %% [markdown]
 # ## Where patients came from and went next
@@ -106,8 +100,8 @@ for metric in pp.agreement.metrics:
 # %%
 for direction, flows in pk.flow_display(pp).items():
     display(Markdown(f"**{direction.capitalize()}** (index hospital stays in the reporting period)"))
-    table(rpt.presentable(flows, columns={"label": "", "n": None, "share": "Share"}, counts=("n",),
-                          percent=("share",)))
+    rpt.show_table(rpt.presentable(flows, columns={"label": "", "n": None, "share": "Share"}, counts=("n",),
+                                   percent=("share",)))
 
 # %%
 leakage = pk.leakage_table(pp)  # hospital partners only
@@ -120,11 +114,11 @@ if len(leakage):
         "period, so the periods before its start show where these patients went before. The control chart's "
         "centre line and limits come from the periods before the partnership (when at least four can be shown); "
         "coloured points are special-cause signals."))
-    bullets(pk.leakage_findings(leakage, leakage_trend, pp))
+    rpt.show_findings(pk.leakage_findings(leakage, leakage_trend, pp))
     pk.leakage_plot(leakage_trend, pp)
     plt.show()
     display(Markdown("Discharges: to post-acute care; Events: of them, to providers outside the partnership."))
-    table(pk.leakage_display(leakage, leakage_trend))
+    rpt.show_table(pk.leakage_display(leakage, leakage_trend))
 
 # %% [markdown]
 # ## Notes

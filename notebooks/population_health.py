@@ -53,9 +53,6 @@ by_market = pop.outcome_by_market(reference.rows, period_start=period_start, per
                                   min_cell=min_cell, measures=outcomes)
 
 
-def table(frame):
-    display(HTML(rpt.table_html(frame)))
-
 
 def shared_legend(fig, axes):
     """One legend for a row of charts (the markets have the same colour in every panel), below them."""
@@ -87,7 +84,7 @@ display(Markdown(f"# All markets: population health\n\n**Markets:** {', '.join(i
 
 # %%
 display(Markdown(f"**Standardised rates per 1,000 person-years, {latest}**"))
-table(pop.market_comparison(utilisation, latest))
+rpt.show_table(pop.market_comparison(utilisation, latest))
 
 # %%
 markets_only = utilisation[utilisation["market"] != pop.TOTAL_LABEL]
@@ -125,10 +122,10 @@ display(Markdown("\n".join(f"- {s}" for s in pop.outcome_findings(by_market))))
 shown = rpt.with_interval_text(by_market, lower="ratio_lower", upper="ratio_upper", percent=False, digits=2)
 for name in outcomes:
     display(Markdown(f"**{MEASURES[name].label}**, {start:%-d %B %Y} to {end:%-d %B %Y}"))
-    table(rpt.presentable(shown[shown["measure"] == name],
-                          columns={"unit_market": "Market", "n": None, "events": None, "rate": "Rate",
-                                   "expected_rate": "Expected rate", "ratio": "O/E", "interval": "95% CI"},
-                          counts=("n", "events"), percent=("rate", "expected_rate"), ratio=("ratio",)))
+    rpt.show_table(rpt.presentable(shown[shown["measure"] == name],
+                                   columns={"unit_market": "Market", "n": None, "events": None, "rate": "Rate",
+                                            "expected_rate": "Expected rate", "ratio": "O/E", "interval": "95% CI"},
+                                   counts=("n", "events"), percent=("rate", "expected_rate"), ratio=("ratio",)))
 
 # %% [markdown]
 # ## Methods

@@ -333,8 +333,8 @@ def test_spending_values_read_as_dollars_and_hidden_counts_are_not_quoted():
     shown = packet.status_display(table).iloc[0]
     assert (shown["Value"], shown["95% interval"], shown["Target"]) == ("$17,390", "$16,400–$18,400", "≤ $18,000")
     assert shown["Market non-partners"] == "$18,000" and shown["Change since last period"] == ""  # Q1 hidden
-    assert packet._fmt_change(-29.4, "episode_spending") == "-$29" and packet._fmt_change(1234, "episode_spending") \
-        == "+$1,234"
+    assert packet._fmt_value(-29.4, "episode_spending", change=True) == "-$29"
+    assert packet._fmt_value(1234, "episode_spending", change=True) == "+$1,234"
     # the note on follow-up: the last discharge counted, when it falls before the end of the reporting period
     pp.agreement = read_agreement(text='name = "t"\n[[partners]]\nfacility_id = "S1"\n[[metrics]]\nid = "r"\n'
                                        'measure = "episode_spending"\ntarget = { kind = "market" }')
