@@ -54,8 +54,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, special, stats
+from scipy import special, stats
 
+from carequal.convergence import minimise, warn_unless_converged
 from carequal.errors import CarequalWarning, ParameterError
 from carequal.intervals import count_interval, poisson_byar, poisson_exact
 
@@ -914,7 +915,8 @@ def beta_binomial_shrinkage(frame: pd.DataFrame, *, by, events: str = "events", 
     DataFrame
         The ``by`` columns, ``events``, ``n``, ``rate`` (x/n; missing when n = 0), ``reliability``
         (``n/(a+b+n)``), ``shrunken_rate`` (posterior mean), ``lower``, ``upper`` (posterior interval), ``level``,
-        ``prior_mean`` (``a/(a+b)``), ``a``, ``b``, ``method``.
+        ``prior_mean`` (``a/(a+b)``), ``a``, ``b``, ``method``, and how the fit ended (:mod:`carequal.convergence`):
+        ``converged``, ``gradient_norm``, ``objective_change``.
 
     Notes
     -----
@@ -962,8 +964,7 @@ def beta_binomial_shrinkage(frame: pd.DataFrame, *, by, events: str = "events", 
         raise ParameterError(f"beta_binomial_shrinkage: the overall rate is {mu}; with no events (or no "
                              "non-events) at all a beta prior cannot be fitted")
     bounds = [(np.log(1e-6), np.log(1e9))] * 2
-    result = optimize.minimize(_bb_negloglik, _bb_start(x, m), args=(x, m), jac=True, method="L-BFGS-B",
-                               bounds=bounds, options={"maxiter": 2000, "ftol": 1e-14, "gtol": 1e-9})
+    result, convergence = minimise(_bb_negloglik, _bb_start(x, m), args=(x, m), bounds=bounds, max_iter=2000)
     a, b = (float(v) for v in np.exp(result.x))
     # the likelihood of one common rate is the beta-binomial's limit as a + b → ∞ with a/(a+b) = mu
     ll_common = float(np.sum(special.xlogy(x, mu) + special.xlogy(m - x, 1 - mu)))
@@ -971,9 +972,8 @@ def beta_binomial_shrinkage(frame: pd.DataFrame, *, by, events: str = "events", 
         warnings.warn(f"beta_binomial_shrinkage: no between-unit variance (a + b = {a + b:.3g}; the units vary no "
                       "more than chance): reliabilities are ~0 and every unit is shrunk to the overall rate",
                       NoBetweenUnitVarianceWarning, stacklevel=2)
-    elif not result.success:
-        warnings.warn(f"beta_binomial_shrinkage: the fit did not converge ({result.message})", CarequalWarning,
-                      stacklevel=2)
+    else:
+        warn_unless_converged(convergence, "beta_binomial_shrinkage")
     out["rate"] = np.where(m > 0, x / np.where(m > 0, m, 1), np.nan)
     out["reliability"] = m / (a + b + m)
     out["shrunken_rate"] = (x + a) / (m + a + b)
@@ -984,6 +984,8 @@ def beta_binomial_shrinkage(frame: pd.DataFrame, *, by, events: str = "events", 
     out["prior_mean"] = a / (a + b)
     out["a"], out["b"] = a, b
     out["method"] = "beta-binomial empirical Bayes"
+    out["converged"] = convergence.converged
+    out["gradient_norm"], out["objective_change"] = convergence.gradient_norm, convergence.objective_change
     return out
 
 

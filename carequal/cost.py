@@ -43,6 +43,7 @@ import pandas as pd
 from scipy import stats
 
 from carequal.cohorts import _days, acute_stays, link_transfers, post_acute_episodes
+from carequal.convergence import Convergence, glm_convergence, warn_unless_converged
 from carequal.errors import CarequalWarning, DataQualityWarning, ParameterError
 from carequal.schema import POST_ACUTE_SETTINGS, key_positions, take
 
@@ -298,6 +299,8 @@ class SpendingModel:
     dropped : tuple of str
         Design columns left out because they were constant on the fitted rows (e.g. ``employees`` in a cohort
         of people aged 65 or more).
+    convergence : Convergence
+        How the fit ended, judged by the score and the last deviance change (:mod:`carequal.convergence`).
     """
 
     expected: pd.Series
@@ -310,6 +313,7 @@ class SpendingModel:
     dropped: tuple[str, ...] = ()
     design_info: object = field(default=None, repr=False)
     columns: tuple[str, ...] = field(default=(), repr=False)
+    convergence: Convergence | None = None
 
     def design(self, frame: pd.DataFrame) -> np.ndarray:
         """The model's design matrix for the rows of ``frame`` (which must hold the covariates)."""
@@ -422,6 +426,8 @@ def expected_spending(frame: pd.DataFrame, *, outcome: str, covariates: list[str
                       "left out of the model", CarequalWarning, stacklevel=2)
         X = X.drop(columns=constant)
     result = sm.GLM(y[mask], X, family=sm.families.Gamma(sm.families.links.Log())).fit(cov_type="HC0")
+    convergence = glm_convergence(result)
+    warn_unless_converged(convergence, f"expected_spending ({outcome})")
     ci = result.conf_int(alpha=1 - level)
     coefficients = pd.DataFrame({
         "term": X.columns, "estimate": result.params.to_numpy(), "se": result.bse.to_numpy(),
@@ -430,7 +436,7 @@ def expected_spending(frame: pd.DataFrame, *, outcome: str, covariates: list[str
     model = SpendingModel(expected=pd.Series(dtype=float), coefficients=coefficients, result=result,
                           n_fit=int(mask.sum()), dispersion=float(result.scale), outcome=outcome,
                           covariates=covariates, dropped=tuple(constant), design_info=design_info,
-                          columns=tuple(X.columns))
+                          columns=tuple(X.columns), convergence=convergence)
     model.expected = pd.Series(model.predict(frame), index=frame.index, name=f"expected_{outcome}")
     return model
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from carequal.convergence import glm_convergence, warn_unless_converged
 from carequal.errors import ParameterError
 from carequal.risk import RISK_COVARIATES, risk_covariates
 
@@ -83,7 +84,8 @@ def difference_in_differences(frame: pd.DataFrame, *, outcome: str, facility: st
     -------
     dict
         ``effect``, ``se``, ``lower``, ``upper``, ``p_value``, ``odds_ratio`` (logit), ``n``,
-        ``n_facilities``, ``n_exposed``, ``n_left_out`` (rows without a usable exposure), ``method``.
+        ``n_facilities``, ``n_exposed``, ``n_left_out`` (rows without a usable exposure), ``method``, and
+        ``converged``, ``gradient_norm``, ``objective_change`` (:mod:`carequal.convergence`).
     """
     import statsmodels.api as sm
     from scipy import stats
@@ -105,12 +107,15 @@ def difference_in_differences(frame: pd.DataFrame, *, outcome: str, facility: st
     y = data[outcome].astype(float).to_numpy()
     family = sm.families.Binomial() if link == "logit" else sm.families.Gaussian()
     result = sm.GLM(y, X, family=family).fit(cov_type="cluster", cov_kwds={"groups": fac_codes})
+    convergence = glm_convergence(result)
+    warn_unless_converged(convergence, f"difference_in_differences ({outcome})")
     effect, se = float(result.params["exposed"]), float(result.bse["exposed"])
     z = stats.norm.ppf(1 - (1 - level) / 2)
     out = {"effect": effect, "se": se, "lower": effect - z * se, "upper": effect + z * se,
            "p_value": float(result.pvalues["exposed"]), "level": level, "n": len(data),
            "n_facilities": int(fac_codes.max() + 1), "n_exposed": int(data[exposed].astype(bool).sum()),
-           "n_left_out": int((~usable).sum()),
+           "n_left_out": int((~usable).sum()), "converged": convergence.converged,
+           "gradient_norm": convergence.gradient_norm, "objective_change": convergence.objective_change,
            "method": f"two-way fixed effects {'logistic' if link == 'logit' else 'linear probability'} "
                      "model, facility and period effects, facility-clustered standard errors"}
     if link == "logit":

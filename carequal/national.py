@@ -96,7 +96,8 @@ class Reference:
         ``in_period`` (used to fit the model), ``observed`` (0/1), ``expected``, ``predicted``.
     models : DataFrame
         One row per measure: period, ``n``, ``events``, ``rate``, ``facilities``, ``sigma``, ``c``,
-        ``c_lower``, ``c_upper``, ``brier``, ``hl_statistic``, ``hl_p_value``, ``converged``.
+        ``c_lower``, ``c_upper``, ``brier``, ``hl_statistic``, ``hl_p_value``, ``converged`` (judged from the
+        relative projected gradient ``gradient_norm`` and the last ``objective_change``, :mod:`carequal.convergence`).
     coefficients : DataFrame
         ``measure``, ``term``, ``estimate``, ``se``, ``odds_ratio``, ``lower``, ``upper``.
     calibration : DataFrame
@@ -190,7 +191,8 @@ def _fit_measure(rows: pd.DataFrame, spec: MeasureSpec, covariates: list[str], i
                "events": int(y.sum()), "rate": float(y.mean()), "facilities": len(model.groups_),
                "sigma": model.sigma_, "c": c["c"], "c_lower": c["lower"], "c_upper": c["upper"],
                "brier": brier_score(y, p), "hl_statistic": hl["statistic"], "hl_p_value": hl["p_value"],
-               "converged": model.converged_, "covariates": len(usable)}
+               "converged": model.converged_, "gradient_norm": model.convergence_.gradient_norm,
+               "objective_change": model.convergence_.objective_change, "covariates": len(usable)}
     from scipy import stats
 
     z = stats.norm.ppf(0.975)

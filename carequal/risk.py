@@ -12,12 +12,14 @@ independent check.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 from importlib import resources
 
 import numpy as np
 import pandas as pd
 
+from carequal.convergence import GRADIENT_TOL, glm_convergence, minimise, warn_unless_converged
 from carequal.errors import ParameterError
 from carequal.schema import diagnoses_long
 
@@ -211,6 +213,8 @@ class LogisticRiskModel:
     Attributes
     ----------
     result_ : statsmodels GLMResults
+    convergence_ : Convergence
+        The fit judged by its score and last deviance change (:mod:`carequal.convergence`), not statsmodels' flag.
     odds_ratios_ : DataFrame
         ``term``, ``odds_ratio``, ``lower``, ``upper``, ``p_value``.
 
@@ -235,6 +239,8 @@ class LogisticRiskModel:
         y = frame[outcome].astype(float).to_numpy()
         self.design_info_ = X.design_info
         self.result_ = sm.GLM(y, X, family=sm.families.Binomial()).fit()
+        self.convergence_ = glm_convergence(self.result_)
+        warn_unless_converged(self.convergence_, "LogisticRiskModel")
         ci = self.result_.conf_int()
         with np.errstate(over="ignore"):  # a covariate with (almost) no events has an infinite upper limit
             self.odds_ratios_ = pd.DataFrame({
@@ -358,6 +364,9 @@ class HierarchicalLogit:
         ``group``, ``n``, ``effect`` (conditional mode ``û_j``), ``effect_se`` (``1/sqrt(H_j)``).
     loglik_ : float
         Laplace-approximated log-likelihood (``-deviance / 2`` in lme4's terms).
+    convergence_ : Convergence
+        How the fit ended, judged from the projected gradient and the last change of the objective
+        (:mod:`carequal.convergence`); ``converged_`` is its verdict. A fit away from an optimum warns.
 
     Examples
     --------
@@ -372,8 +381,8 @@ class HierarchicalLogit:
     (0.5, 0.4)
     """
 
-    def __init__(self, covariates: list[str] | None = None, *, formula: str | None = None, tol: float = 1e-9,
-                 max_iter: int = 500):
+    def __init__(self, covariates: list[str] | None = None, *, formula: str | None = None,
+                 tol: float = GRADIENT_TOL, max_iter: int = 500):
         self.covariates = covariates
         self.formula = formula
         self.tol = tol
@@ -395,6 +404,7 @@ class HierarchicalLogit:
             u = u + step
             if np.max(np.abs(step)) < 1e-10:
                 break
+        self._modes_step = float(np.max(np.abs(step)))  # the last Newton step: judged with the fit
         return u
 
     def _objective(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -442,17 +452,17 @@ class HierarchicalLogit:
             raise ParameterError(f"{group}: {int((codes < 0).sum())} rows have no facility")
         self.groups_ = pd.Index(groups)
         self._setup(design.to_numpy(dtype=float), frame[outcome].astype(float).to_numpy(), codes)
-        result = self._optimise(np.concatenate([self._glm_start(), [np.log(0.3)]]))
+        result, convergence = self._optimise(np.concatenate([self._glm_start(), [np.log(0.3)]]))
         theta = result.x
-        self.converged_ = bool(result.success)
-        self.n_evaluations_ = int(result.nfev)
-        if not self.converged_:
-            import warnings
-
-            from carequal.errors import CarequalWarning
-
-            warnings.warn(f"HierarchicalLogit did not converge: {result.message}", CarequalWarning, stacklevel=2)
         nll, _ = self._objective(theta)
+        if self._modes_step >= 1e-8:  # the facility modes themselves did not settle: the gradient is not exact
+            convergence = replace(convergence, converged=False,
+                                  optimiser_message=f"{convergence.optimiser_message}; facility modes still moving "
+                                                    f"by {self._modes_step:.2g}")
+        self.convergence_ = convergence
+        self.converged_ = convergence.converged
+        self.n_evaluations_ = convergence.evaluations
+        warn_unless_converged(convergence, "HierarchicalLogit")
         self.loglik_ = -float(nll)
         self.params_ = pd.Series(theta[:-1], index=self.columns_)
         self.sigma_ = float(np.exp(theta[-1]))
@@ -478,10 +488,7 @@ class HierarchicalLogit:
         self._u = np.zeros(self._G)
 
     def _optimise(self, start: np.ndarray):
-        from scipy import optimize
-
-        return optimize.minimize(self._objective, start, jac=True, method="L-BFGS-B",
-                                 options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 1e-15})
+        return minimise(self._objective, start, max_iter=self.max_iter, gradient_tol=self.tol)
 
     def bootstrap_pe(self, frame: pd.DataFrame, *, outcome: str, group: str, n_boot: int = 200,
                      level: float = 0.95, seed: int = 0) -> pd.DataFrame:
@@ -520,7 +527,7 @@ class HierarchicalLogit:
                 rows = np.concatenate([rows_of[j] for j in drawn])
                 new_codes = np.repeat(np.arange(self._G), [len(rows_of[j]) for j in drawn])
                 helper._setup(X[rows], y[rows], new_codes)
-                theta = helper._optimise(self._theta).x
+                theta = helper._optimise(self._theta)[0].x
                 beta, s2 = theta[:-1], np.exp(2 * theta[-1])
                 # empirical-Bayes effects of every original facility under the replicate's parameters
                 helper._setup(X, y, codes)
