@@ -9,7 +9,8 @@ desynpuf  convert CMS DE-SynPUF inpatient claims and beneficiary files into cont
 report    the main job: the market report for every market, rendered to HTML, with an index and a manifest;
           with --by partner, one packet and aggregate extract per partner of the partnership agreement
 
-Errors in the data or the arguments print one clear message and exit with status 2 (no traceback).
+Errors in the data or the arguments print one clear message and exit with status 2 (no traceback); see
+:func:`main` for every exit status.
 """
 
 from __future__ import annotations
@@ -104,20 +105,23 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     result = run_batch(args.data, args.out, markets=args.markets, workers=args.workers, period=args.period,
-                       measures=args.measures, conditions=args.conditions, min_cell=args.min_cell, work=args.work,
-                       force=args.force, progress=not args.quiet, scheduler=args.scheduler, by=args.by,
-                       agreement=args.agreement, patient_lists=args.patient_lists,
-                       fresh_kernels=args.fresh_kernels,
-                       **({"notebook": args.notebook} if args.notebook else {}))
+                       measures=args.measures, conditions=args.conditions, min_cell=args.min_cell,
+                       allow_small_cells=args.allow_small_cells, work=args.work, force=args.force,
+                       strict=args.strict, wait=args.wait, progress=not args.quiet, scheduler=args.scheduler,
+                       by=args.by, agreement=args.agreement, patient_lists=args.patient_lists,
+                       fresh_kernels=args.fresh_kernels, **({"notebook": args.notebook} if args.notebook else {}))
+    for line in result.quarantine:
+        print(f"carequal report: quarantined {line}", file=sys.stderr)
     reused = sum(1 for r in result.markets.values() if r.get("reused"))
     what = "partner packets" if args.by == "partner" else "market reports"
+    params = result.manifest["parameters"]
     print(f"carequal report: {len(result.markets) - len(result.failed)} of {len(result.markets)} {what} "
-          f"ready in {result.out} ({reused} unchanged since the last run), "
-          f"{time.perf_counter() - started:.1f} s; open {result.out / 'index.html'}")
+          f"for {params['period_start']} to {params['period_end']} ready in {result.out} ({reused} unchanged since "
+          f"the last run), {time.perf_counter() - started:.1f} s; open {result.out / 'index.html'}")
     for market in result.failed:
         record = result.markets[market]
-        print(f"  FAILED {market}: {record.get('error')}\n    executed notebook: {record.get('notebook')}\n"
-              f"    details: {record.get('error_file')}", file=sys.stderr)
+        print(f"  FAILED {market}: {record.get('error_kind')} (executed notebook: {record.get('notebook')}; "
+              f"details: {record.get('error_file')})", file=sys.stderr)
     return 1 if result.failed else 0
 
 
@@ -161,7 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="YYYY, YYYY-Qn, YYYY-MM or START:END (default: the calendar year of the last discharge)")
     p.add_argument("--measures", default="all", help="'all' or a comma-separated list of measures")
     p.add_argument("--conditions", default="all", help="'all' or a comma-separated list of condition cohorts")
-    p.add_argument("--min-cell", type=int, default=11, help="smallest count shown (11: 1-10 are suppressed)")
+    p.add_argument("--min-cell", type=int, default=11, help="smallest count shown (11: 1-10 are suppressed); "
+                   "below 11 only with --allow-small-cells")
+    p.add_argument("--allow-small-cells", action="store_true",
+                   help="allow --min-cell below 11 (every report then states the threshold on its first screen)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse to run when validation quarantines any input row (default: report on the accepted "
+                        "rows and print a summary of the quarantined ones)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for another run that holds --out (default: fail at once, exit 3)")
     p.add_argument("--work", default=None, help="work folder for patient-level data (default: <out>.work)")
     p.add_argument("--force", action="store_true", help="redo every market even if its report is current")
     p.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786) to run on")
@@ -181,13 +193,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``carequal`` console script."""
+    """Entry point of the ``carequal`` console script.
+
+    Exit statuses: 0 done; 1 done, but some reports failed (``report``); 2 refused or stopped with a message (bad
+    arguments or input, a full disk, no permission); 3 another run holds the output folder; 130 interrupted.
+    """
+    from carequal.batch.state import describe_os_error
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except CarequalError as exc:
         print(f"carequal {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
+    except OSError as exc:  # the machine's faults, not carequal's: one line, no traceback
+        print(f"carequal {args.command}: {describe_os_error(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"carequal {args.command}: interrupted; a report run can be resumed by running it again",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

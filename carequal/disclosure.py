@@ -86,6 +86,9 @@ import pandas as pd
 
 from carequal.errors import DisclosureError, DisclosureWarning, ParameterError
 
+DISCLOSURE_FLOOR = 11
+"""The smallest count a shared table may show under the CMS policy (counts 1 to 10 are suppressed)."""
+
 RATE_COLUMNS = ("rate", "lower", "upper")
 """Columns hidden with the counts of their row whenever present."""
 
@@ -98,6 +101,78 @@ class _Group:
     key: str
     cells: np.ndarray
     total: int | None
+
+
+# ---------------------------------------------------------------------------------------- the threshold
+
+
+def cell_threshold(min_cell: int) -> tuple[float, float]:
+    """The :func:`suppress_counts` threshold for "show counts of at least ``min_cell``": ``(1, min_cell - 1)``;
+    ``min_cell=1`` shows every count (an empty threshold, for internal use only).
+
+    Examples
+    --------
+    >>> cell_threshold(11), cell_threshold(1)
+    ((1, 10), (0.5, 0.9))
+    >>> cell_threshold(0)
+    Traceback (most recent call last):
+    ...
+    carequal.errors.ParameterError: min_cell must be a whole number ≥ 1, not 0
+    """
+    if isinstance(min_cell, bool) or not isinstance(min_cell, int | float) or int(min_cell) != min_cell \
+            or min_cell < 1:
+        raise ParameterError(f"min_cell must be a whole number ≥ 1, not {min_cell!r}")
+    if min_cell == 1:
+        return (0.5, 0.9)  # counts are whole numbers: nothing lies in this range
+    return (1, int(min_cell) - 1)
+
+
+def check_min_cell(min_cell: int, *, allow_small_cells: bool = False) -> int:
+    """``min_cell`` for output meant for sharing: refused below :data:`DISCLOSURE_FLOOR` unless asked for.
+
+    Examples
+    --------
+    >>> check_min_cell(11), check_min_cell(20), check_min_cell(5, allow_small_cells=True)
+    (11, 20, 5)
+    >>> check_min_cell(5)
+    Traceback (most recent call last):
+    ...
+    carequal.errors.ParameterError: --min-cell 5 would show counts of 5 to 10, below the disclosure floor of 11 (CMS cell-size suppression policy); give --allow-small-cells to do so knowingly (every report then states the threshold on its first screen)
+    """
+    cell_threshold(min_cell)
+    min_cell = int(min_cell)
+    if min_cell < DISCLOSURE_FLOOR and not allow_small_cells:
+        shown = f"counts of {min_cell} to {DISCLOSURE_FLOOR - 1}"
+        raise ParameterError(
+            f"--min-cell {min_cell} would show {shown}, below the disclosure floor of {DISCLOSURE_FLOOR} (CMS "
+            "cell-size suppression policy); give --allow-small-cells to do so knowingly (every report then "
+            "states the threshold on its first screen)")
+    return min_cell
+
+
+def suppression_statement(min_cell: int) -> str:
+    """The sentence that tells a reader which counts are hidden, right for any threshold.
+
+    Examples
+    --------
+    >>> suppression_statement(11)
+    'Counts from 1 to 10 are suppressed, with any other value that would reveal one, to protect privacy.'
+    >>> suppression_statement(2)
+    'Counts of 1 are suppressed, with any other value that would reveal one, to protect privacy. This is below the standard threshold (counts 1 to 10).'
+    >>> suppression_statement(1)
+    'No counts are suppressed: this output shows small counts and is for internal use only (the standard hides counts 1 to 10).'
+    """
+    cell_threshold(min_cell)
+    min_cell = int(min_cell)
+    standard = f"counts 1 to {DISCLOSURE_FLOOR - 1}"
+    if min_cell == 1:
+        return f"No counts are suppressed: this output shows small counts and is for internal use only (the " \
+               f"standard hides {standard})."
+    hidden = "Counts of 1" if min_cell == 2 else f"Counts from 1 to {min_cell - 1}"
+    text = f"{hidden} are suppressed, with any other value that would reveal one, to protect privacy."
+    if min_cell < DISCLOSURE_FLOOR:
+        text += f" This is below the standard threshold ({standard})."
+    return text
 
 
 # ------------------------------------------------------------------------------------------- arguments

@@ -350,7 +350,7 @@ def table_one(frame: pd.DataFrame, *, groupby: str | None = "partner", min_cell:
     """
     from tableone import TableOne
 
-    from carequal.report import cell_threshold
+    from carequal.disclosure import cell_threshold
 
     cell_threshold(min_cell)
     _grouping(groupby, "groupby")
@@ -514,7 +514,7 @@ def explorer_rates(frame: pd.DataFrame, *, by: str = "partner", min_cell: int | 
     if min_cell is None:
         return table
     from carequal.disclosure import suppress_counts
-    from carequal.report import cell_threshold
+    from carequal.disclosure import cell_threshold
 
     return suppress_counts(table, count_cols=["n", "events"], group_cols="measure",
                            total_rows=(table[by] == "all").to_numpy(), threshold=cell_threshold(min_cell))
@@ -556,7 +556,7 @@ def attrition_for_chart(attrition: pd.DataFrame, *, min_cell: int = 11) -> pd.Da
     1       young            under 65        30        170
     2  died+enrol  died; not enrolled        13        157
     """
-    from carequal.report import cell_threshold
+    from carequal.disclosure import cell_threshold
 
     _, hi = cell_threshold(min_cell)
     first, steps = attrition.iloc[:1], attrition.iloc[1:]

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from carequal.errors import ParameterError
 from carequal.national import MEASURES, build_reference, reporting_period, write_reference
 
@@ -55,7 +57,13 @@ def is_market_dataset(path: str | Path) -> bool:
 
 @dataclass
 class Prepared:
-    """The inputs every market report reads: a market-partitioned dataset and the national reference."""
+    """The inputs every market report reads: a market-partitioned dataset and the national reference.
+
+    ``period`` is the reporting period the reference was fitted for (the one asked for, or the calendar year of
+    the last accepted discharge); ``counts`` and ``failures`` summarise validation (rows loaded, accepted and
+    quarantined per table; rows per broken rule, without example keys); ``quarantine`` is the folder of the
+    quarantined rows (patient-level: work folder only).
+    """
 
     dataset: Path
     reference: Path
@@ -63,89 +71,167 @@ class Prepared:
     markets: list[str]
     reused: bool
     seconds: dict
+    period: tuple[str, str] = ("", "")
+    counts: pd.DataFrame | None = None
+    failures: pd.DataFrame | None = None
+    quarantine: Path | None = None
+
+    def quarantine_summary(self) -> list[str]:
+        """One line per table with quarantined rows: how many of how many, and the rules they broke."""
+        lines = []
+        if self.counts is None or not len(self.counts):
+            return lines
+        for row in self.counts.itertuples(index=False):
+            if int(row.quarantined) == 0:
+                continue
+            rules = self.failures[self.failures["table"] == row.table] if self.failures is not None else None
+            broken = ", ".join(f"{r.rule} {int(r.n_rows):,d}" for r in rules.itertuples(index=False)) \
+                if rules is not None and len(rules) else "see the quarantine file"
+            where = f" → {self.quarantine / (row.table + '.csv')}" if self.quarantine is not None else ""
+            lines.append(f"{row.table}: {int(row.quarantined):,d} of {int(row.loaded):,d} rows quarantined "
+                         f"({broken}){where}")
+        return lines
 
 
-def prepare(data: str | Path, work: str | Path, *, period_start, period_end,
+_KEEP_PREPARED = 3
+"""Prepared datasets (and references) kept in a work folder: the current one and the most recent others."""
+
+
+def _key(parts: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _prune(folder: Path, prefix: str, keep: Path) -> None:
+    """Remove all but the most recent prepared folders of one kind (never ``keep``)."""
+    import shutil
+
+    others = sorted((p for p in folder.glob(f"{prefix}-*") if p.is_dir() and p != keep),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in others[_KEEP_PREPARED - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
+        key = old.name.split("-", 1)[1]
+        old.with_name(f"{old.name}.json").unlink(missing_ok=True)  # a dataset's summary and quarantined rows
+        shutil.rmtree(folder / f"quarantine-{key}", ignore_errors=True)
+
+
+def _last_discharge(tables_or_dataset) -> str | None:
+    """The last accepted discharge date (ISO), from validated tables or an ingested dataset."""
+    from carequal.loaders import read_table
+
+    if isinstance(tables_or_dataset, dict):
+        dates = tables_or_dataset["stays"]["discharge_date"]
+    else:
+        dates = read_table(Path(tables_or_dataset) / "stays", columns=["discharge_date"])["discharge_date"]
+    last = pd.to_datetime(dates, errors="coerce").max()
+    return None if pd.isna(last) else last.date().isoformat()
+
+
+def prepare(data: str | Path, work: str | Path, *, period_start=None, period_end=None,
             measures: tuple[str, ...] | list[str] = tuple(MEASURES), mode: str = "quarantine",
             force: bool = False, client=None) -> Prepared:
     """Ingest ``data`` (unless it already is a market dataset) and build the national reference, in ``work``.
 
-    Both are reused when ``work/prepared.json`` records the same input fingerprint, period and measures (and
-    ``force`` is false). Rejected rows (``mode="quarantine"``) are written to ``work/quarantine/`` — they
-    hold patient rows and stay out of the shared reports; their counts go into the dataset's validation
-    summary. Everything is built in a temporary folder and moved into place, so an interrupted run leaves the
-    previous inputs or none, never half of new ones. With a Dask ``client`` the stay-level measures of the
-    reference run on the cluster, partition by partition (:mod:`carequal.scale`); the result is the same.
+    Each is kept in a folder of ``work/prepared/`` named for a key of everything that changes it — the ingested
+    dataset for (input fingerprint, validation mode, carequal version), the reference for (dataset key, period,
+    measures) — and reused while the key is the same (unless ``force``): runs with other parameters never share a
+    model, and switching back and forth rebuilds nothing (the three most recent of each are kept). Without a
+    period, the calendar year of the last *accepted* discharge is used (a quarantined date cannot move it).
+    Rejected rows (``mode="quarantine"``) are written beside the dataset as ``quarantine/<table>.csv`` — patient
+    rows that stay out of the shared reports; their counts go into the dataset's validation summary. Everything
+    is built in a temporary folder and moved into place, so an interrupted run leaves complete inputs or none.
+    With a Dask ``client`` the stay-level measures of the reference run on the cluster, partition by partition
+    (:mod:`carequal.scale`); the result is the same.
     """
     import shutil
     import time
 
     from carequal import __version__
-    from carequal.loaders import load_tables, markets_in_dataset, write_market_dataset
+    from carequal.loaders import load_tables, markets_in_dataset, read_validation_summary, write_market_dataset
 
-    start, end = reporting_period(period_start, period_end)
     unknown = [m for m in measures if m not in MEASURES]
     if unknown:
         raise ParameterError(f"unknown measure(s) {', '.join(unknown)}; choose from {', '.join(MEASURES)}")
+    if (period_start is None) != (period_end is None):
+        raise ParameterError("give both period_start and period_end, or neither (the last discharge's year)")
     data, work = Path(data), Path(work)
+    prepared_dir = work / "prepared"
     t0 = time.perf_counter()
     fingerprint = data_fingerprint(data)
-    t_fp = time.perf_counter() - t0
-    key = {"fingerprint": fingerprint, "period_start": start.date().isoformat(),
-           "period_end": end.date().isoformat(), "measures": list(measures), "mode": mode, "carequal": __version__,
-           "data": str(data.resolve())}
-    stamp = work / "prepared.json"
-    dataset = data if is_market_dataset(data) else work / "dataset"
-    reference = work / "reference"
-    if not force and stamp.is_file() and json.loads(stamp.read_text()) == key and reference.is_dir() \
-            and dataset.is_dir():
-        return Prepared(dataset, reference, fingerprint, markets_in_dataset(dataset), True,
-                        {"fingerprint": t_fp})
-    work.mkdir(parents=True, exist_ok=True)
-    stamp.unlink(missing_ok=True)
-    seconds = {"fingerprint": t_fp}
-    t0 = time.perf_counter()
-    if dataset == data:  # already ingested (validated then): read only the columns the reference needs
-        from carequal.loaders import read_dataset_tables
-        from carequal.national import INPUT_COLUMNS
-
-        tables = read_dataset_tables(data, columns=INPUT_COLUMNS)
-        seconds["read"] = time.perf_counter() - t0
-    else:
-        validated = load_tables(data, mode=mode)
-        tables = validated.tables
-        seconds["validate"] = time.perf_counter() - t0
-    if dataset != data:
+    seconds = {"fingerprint": time.perf_counter() - t0}
+    ingested = is_market_dataset(data)
+    dataset_key = _key({"fingerprint": fingerprint, "mode": mode, "carequal": __version__, "ingested": ingested})
+    dataset = data if ingested else prepared_dir / f"dataset-{dataset_key}"
+    quarantine = None if ingested else prepared_dir / f"quarantine-{dataset_key}"
+    about_path = prepared_dir / f"dataset-{dataset_key}.json"
+    tables = None
+    reused = True
+    if force or not about_path.is_file() or not dataset.is_dir():
+        reused = False
+        prepared_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        tmp = work / "dataset.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        write_market_dataset(validated, tmp)
-        quarantine = work / "quarantine"
-        shutil.rmtree(quarantine, ignore_errors=True)
-        for table, rows in validated.quarantine.items():
-            if len(rows):
-                quarantine.mkdir(parents=True, exist_ok=True)
-                rows.to_csv(quarantine / f"{table}.csv", index=False)
-        shutil.rmtree(dataset, ignore_errors=True)
-        tmp.rename(dataset)
-        seconds["ingest"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    if client is None:
-        built = build_reference(tables, period_start=start, period_end=end, measures=measures)
-    else:  # the stay-level measures on the cluster, partition by partition; the models here
-        from carequal.scale import reference_partitioned
+        if ingested:  # already validated at ingest: read only the columns the reference needs
+            from carequal.loaders import read_dataset_tables
+            from carequal.national import INPUT_COLUMNS
 
-        del tables
-        built = reference_partitioned(dataset, period_start=start, period_end=end, measures=measures,
-                                      client=client)
-    tmp = work / "reference.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    write_reference(built, tmp)
-    shutil.rmtree(reference, ignore_errors=True)
-    tmp.rename(reference)
-    seconds["reference"] = time.perf_counter() - t0
-    stamp.write_text(json.dumps(key, indent=2))
-    return Prepared(dataset, reference, fingerprint, markets_in_dataset(dataset), False, seconds)
+            tables = read_dataset_tables(data, columns=INPUT_COLUMNS)
+            seconds["read"] = time.perf_counter() - t0
+        else:
+            validated = load_tables(data, mode=mode)
+            tables = validated.tables
+            seconds["validate"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            tmp = prepared_dir / f"dataset-{dataset_key}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            write_market_dataset(validated, tmp)
+            shutil.rmtree(quarantine, ignore_errors=True)
+            for table, rows in validated.quarantine.items():
+                if len(rows):
+                    quarantine.mkdir(parents=True, exist_ok=True)
+                    rows.to_csv(quarantine / f"{table}.csv", index=False)
+            shutil.rmtree(dataset, ignore_errors=True)
+            tmp.rename(dataset)
+            seconds["ingest"] = time.perf_counter() - t0
+        about_path.write_text(json.dumps({"fingerprint": fingerprint, "last_discharge": _last_discharge(tables)}))
+    about = json.loads(about_path.read_text())
+    if period_start is None:
+        if about["last_discharge"] is None:
+            raise ParameterError(f"{data}: no stay was accepted, so there is no default period (and nothing to "
+                                 "report); see the validation summary")
+        year = about["last_discharge"][:4]
+        period_start, period_end = f"{year}-01-01", f"{year}-12-31"
+    start, end = reporting_period(period_start, period_end)
+    period = (start.date().isoformat(), end.date().isoformat())
+    reference_key = _key({"dataset": dataset_key, "period": period, "measures": list(measures)})
+    reference = prepared_dir / f"reference-{reference_key}"
+    if force or not (reference / "models.csv").is_file():
+        reused = False
+        t0 = time.perf_counter()
+        if tables is None and client is None:
+            from carequal.loaders import read_dataset_tables
+            from carequal.national import INPUT_COLUMNS
+
+            tables = read_dataset_tables(dataset, columns=INPUT_COLUMNS)
+        if client is None:
+            built = build_reference(tables, period_start=start, period_end=end, measures=measures)
+        else:  # the stay-level measures on the cluster, partition by partition; the models here
+            from carequal.scale import reference_partitioned
+
+            built = reference_partitioned(dataset, period_start=start, period_end=end, measures=measures,
+                                          client=client)
+        tmp = reference.with_name(reference.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        write_reference(built, tmp)
+        shutil.rmtree(reference, ignore_errors=True)
+        tmp.rename(reference)
+        seconds["reference"] = time.perf_counter() - t0
+    if not ingested:
+        _prune(prepared_dir, "dataset", dataset)
+    _prune(prepared_dir, "reference", reference)
+    counts, failures = read_validation_summary(dataset)
+    return Prepared(dataset, reference, fingerprint, markets_in_dataset(dataset), reused, seconds, period,
+                    counts, failures, quarantine if quarantine is not None and quarantine.is_dir() else None)
 
 
 def market_inputs(data: str | Path, work: str | Path, *, reference: str | Path = "", period_start,

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from carequal.agreement import POST_ACUTE, Agreement, partner_table
+from carequal.disclosure import suppression_statement
 from carequal.errors import ParameterError
 
 __all__ = ["PartnerPacket", "flow_display", "leakage_display", "leakage_findings", "leakage_plot", "leakage_table",
@@ -287,7 +288,7 @@ def load_partner_packet(inputs: str | Path, partner: str, *, period_start: str, 
                         min_cell: int = 11) -> PartnerPacket:
     """Read one partner's rows of the packet inputs written by :func:`write_packet_inputs`."""
     from carequal.agreement import Agreement
-    from carequal.report import cell_threshold
+    from carequal.disclosure import cell_threshold
 
     cell_threshold(min_cell)
     folder = Path(inputs)
@@ -316,7 +317,8 @@ def packet_title(packet: PartnerPacket) -> str:
     lo, hi = packet.period
     start = "" if pd.isna(p["start"]) else f" · partner since {pd.Timestamp(p['start']):%d %B %Y}"
     return (f"# {p['name']}\n\n**{packet.agreement.name}: partner packet** · {SETTING_LABELS[p['setting']]} in "
-            f"{p['market']}{start} · {lo:%d %B %Y} to {hi:%d %B %Y}, reviewed by {packet.agreement.review_period}")
+            f"{p['market']}{start} · {lo:%d %B %Y} to {hi:%d %B %Y}, reviewed by {packet.agreement.review_period}"
+            f"\n\n**Privacy:** {suppression_statement(packet.min_cell)}")
 
 
 def _view(packet: PartnerPacket, view: str) -> pd.DataFrame:
@@ -337,7 +339,7 @@ def _suppressed(results: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     """Results with small counts hidden: the partner's n/events (and its value, interval, change) and the
     benchmark's (and the target derived from it). A previous period's hidden value hides the change too."""
     from carequal.disclosure import suppress_counts
-    from carequal.report import cell_threshold
+    from carequal.disclosure import cell_threshold
 
     lo, hi = cell_threshold(min_cell)
     r = results.copy()
@@ -597,7 +599,7 @@ def leakage_table(packet: PartnerPacket, *, level: float = 0.95) -> pd.DataFrame
     """
     from carequal.disclosure import suppress_counts
     from carequal.intervals import wilson
-    from carequal.report import cell_threshold
+    from carequal.disclosure import cell_threshold
 
     lk = packet.leakage
     if lk is None or lk.empty or packet.partner["setting"] != "acute":
@@ -744,7 +746,7 @@ def flow_display(packet: PartnerPacket) -> dict[str, pd.DataFrame]:
     """"Came from" and "went next" tables of the partner, other facilities anonymised unless the agreement
     allows names, counts suppressed (complementary within each table, whose total is shown)."""
     from carequal.disclosure import suppress_counts
-    from carequal.report import cell_threshold
+    from carequal.disclosure import cell_threshold
 
     names = packet.facilities.set_index("facility_id")
     out = {}
@@ -803,7 +805,11 @@ def extract_tables(packet: PartnerPacket) -> dict[str, pd.DataFrame]:
         metrics[c] = metrics[c].astype("Float64").round().astype("Int64")
     metrics["period"] = metrics["period"].dt.date
     metrics["period_end"] = metrics["period_end"].dt.date
-    out = {"metrics": metrics}
+    lo, hi = packet.period
+    about = pd.DataFrame({"item": ["Partner", "Agreement", "Reporting period", "Privacy"],
+                          "value": [str(packet.partner["name"]), packet.agreement.name,
+                                    f"{lo:%Y-%m-%d} to {hi:%Y-%m-%d}", suppression_statement(packet.min_cell)]})
+    out = {"about": about, "metrics": metrics}
     for direction, table in flow_display(packet).items():
         out[direction.replace(" ", "_")] = table[["label", "n", "share", "suppressed"]]
     leak = leakage_table(packet)
@@ -821,13 +827,14 @@ def extract_tables(packet: PartnerPacket) -> dict[str, pd.DataFrame]:
 def write_extract(packet: PartnerPacket, folder: str | Path) -> list[Path]:
     """Write the extract: one CSV per table and one Excel workbook with a sheet per table, each checked by
     :func:`carequal.disclosure.check_suppressed` first (a failing table raises and nothing is written)."""
-    from carequal.disclosure import check_suppressed
-    from carequal.report import cell_threshold
+    from carequal.disclosure import cell_threshold, check_suppressed
 
     tables = extract_tables(packet)
     threshold = cell_threshold(packet.min_cell)
     for table in tables.values():
         counts = [c for c in ("n", "events") if c in table.columns]
+        if not counts:  # the "about" sheet: no counts
+            continue
         # a table with totals (leakage) is checked against them too
         totals = {"group_cols": "group", "total_rows": table["row_type"] == "total"} if "row_type" in table else {}
         check_suppressed(table.assign(**{c: table[c].astype("Float64") for c in counts}), count_cols=counts,

@@ -33,11 +33,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from carequal.disclosure import cell_threshold, suppression_statement
 from carequal.errors import CarequalWarning, ParameterError
 from carequal.national import MEASURES
 
 __all__ = ["COUNT_LABELS", "MarketReport", "REPORT_CSS", "attrition_table", "candidate_display",
-           "candidate_findings", "candidate_table", "cell_threshold", "change_interval", "chronic_table",
+           "candidate_findings", "candidate_table", "change_interval", "chronic_table",
            "destination_findings", "destination_table", "facility_scorecard",
            "flow_for_chart", "flow_table", "fmt_ci", "fmt_pct", "funnel_for", "headline_findings",
            "headline_kpis", "impact_finding", "impact_summary", "kpi_record", "load_market_report",
@@ -82,27 +83,6 @@ def fmt_ci(lo: float, hi: float, *, percent: bool = True, digits: int | None = N
         return f"{100 * lo:.{d}f}–{100 * hi:.{d}f}%"
     d = 2 if digits is None else digits
     return f"{lo:.{d}f}–{hi:.{d}f}"
-
-
-def cell_threshold(min_cell: int) -> tuple[float, float]:
-    """The :func:`carequal.disclosure.suppress_counts` threshold for "show counts of at least ``min_cell``":
-    ``(1, min_cell - 1)``; ``min_cell=1`` shows every count (an empty threshold, for internal use only).
-
-    Examples
-    --------
-    >>> cell_threshold(11), cell_threshold(1)
-    ((1, 10), (0.5, 0.9))
-    >>> cell_threshold(0)
-    Traceback (most recent call last):
-    ...
-    carequal.errors.ParameterError: min_cell must be a whole number ≥ 1, not 0
-    """
-    if isinstance(min_cell, bool) or not isinstance(min_cell, int | float) or int(min_cell) != min_cell \
-            or min_cell < 1:
-        raise ParameterError(f"min_cell must be a whole number ≥ 1, not {min_cell!r}")
-    if min_cell == 1:
-        return (0.5, 0.9)  # counts are whole numbers: nothing lies in this range
-    return (1, int(min_cell) - 1)
 
 
 def previous_period(start: pd.Timestamp, end: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -1031,13 +1011,13 @@ def report_title(mr: MarketReport) -> str:
     start, end = (d.strftime("%-d %B %Y") for d in mr.period)
     return (f"# {mr.market}: partnership quality report\n\n**Reporting period:** {start} to {end}. "
             f"**Compared with:** the national average for the same patients (all markets in the data). "
-            f"**Conditions:** {', '.join(c.replace('_', ' ') for c in mr.conditions)}.")
+            f"**Conditions:** {', '.join(c.replace('_', ' ') for c in mr.conditions)}.\n\n"
+            f"**Privacy:** {suppression_statement(mr.min_cell)}")
 
 
 def report_notes(card: pd.DataFrame, mr: MarketReport) -> list[str]:
     """Notes for the appendix: suppression rule, warnings raised while computing the scorecard."""
-    notes = [f"Counts from 1 to {mr.min_cell - 1} are shown as \"suppressed\", with the other values that "
-             "would reveal them (complementary suppression)."]
+    notes = [suppression_statement(mr.min_cell) + " Hidden values are shown as \"suppressed\"."]
     notes += [f"Technical note (funnel limits): {n}" for n in card.attrs.get("notes", [])]
     return notes
 

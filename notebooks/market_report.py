@@ -223,8 +223,7 @@ rpt.show_findings([rpt.impact_finding(rpt.impact_summary(mr.tables, market=marke
 # admission; post-acute readmission attributed to the provider that received the patient. **Expected
 # rates.** A national random-intercept logistic model per measure (age, sex, dual eligibility, population,
 # secondary diagnoses, chemotherapy and condition), fitted on the reporting period across all markets; O/E
-# intervals are exact Poisson below 10 events and Byar's approximation above. **Privacy.** Counts from 1 to 10,
-# and any value that would reveal one, are suppressed.
+# intervals are exact Poisson below 10 events and Byar's approximation above.
 
 # %%
 display(Markdown("**Data quality at ingest** (all markets):"))

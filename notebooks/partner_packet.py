@@ -94,8 +94,9 @@ for metric in pp.agreement.metrics:
 # %% [markdown]
 # ## Where patients came from and went next
 #
-# Other facilities are shown under anonymous labels unless the agreement allows names. Counts from 1 to 10
-# are suppressed, with further cells where needed so that none can be worked out from the total.
+# Other facilities are shown under anonymous labels unless the agreement allows names. Small counts are
+# suppressed as the packet's first page states, with further cells where needed so that none can be worked out
+# from the total.
 
 # %%
 for direction, flows in pk.flow_display(pp).items():

@@ -64,12 +64,11 @@ def raw_tables() -> dict[str, pd.DataFrame]:
 
 @pytest.fixture(scope="session")
 def sample_work(tmp_path_factory):
-    """A work folder with the sample's inputs prepared once (dataset + national reference for 2024)."""
+    """The sample's inputs prepared once (``.dataset``, ``.reference`` for 2024: a :class:`~carequal.inputs.Prepared`)."""
     from pathlib import Path
 
     from carequal.inputs import prepare
 
     work = tmp_path_factory.mktemp("sample_work")
-    prepare(Path(__file__).resolve().parents[1] / "data" / "sample", work, period_start="2024-01-01",
-            period_end="2024-12-31")
-    return work
+    return prepare(Path(__file__).resolve().parents[1] / "data" / "sample", work, period_start="2024-01-01",
+                   period_end="2024-12-31")

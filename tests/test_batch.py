@@ -61,7 +61,8 @@ def test_a_failed_market_does_not_stop_the_others(runs):
     status = {m: r["status"] for m, r in first["markets"].items()}
     assert status == {"Lakeshore": "ok", "Northvale": "ok", "Riverton": "failed"}
     riverton = first["markets"]["Riverton"]
-    assert "RuntimeError: forced failure for the test in Riverton" in riverton["error"]
+    assert riverton["error_kind"] == "RuntimeError" and "error" not in riverton  # the text stays in the work folder
+    assert "RuntimeError: forced failure for the test in Riverton" in runs["failed_error"]
     executed = runs["failed_nb"]  # kept, up to the failing cell
     assert any(o.get("output_type") == "error" for c in executed.cells for o in c.get("outputs", []))
     assert "forced failure" in runs["failed_error"] and "Traceback" in runs["failed_error"]
@@ -93,9 +94,14 @@ def test_resume_redoes_only_the_failed_market(runs):
 
 def test_outputs_are_complete_files_only(runs):
     out = runs["out"]
-    assert sorted(p.name for p in out.iterdir()) == ["Lakeshore.html", "Northvale.html", "Riverton.html",
-                                                     "index.html", "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".carequal", "Lakeshore.html", "Northvale.html",
+                                                     "Riverton.html", "index.html", "manifest.json"]
+    # the lock and its holder's description; the staging folder is emptied at the end of a run
+    assert sorted(p.name for p in (out / ".carequal").iterdir()) in (["holder.json", "lock"],
+                                                                     ["holder.json", "lock", "staging"])
+    assert not [p for p in (out / ".carequal").rglob("*") if p.is_file() and p.parent.name != ".carequal"]
     assert not list(runs["work"].rglob(".tmp-*"))
+    assert batch.verify_folder(out) == []
 
 
 # ------------------------------------------------------------------------------------------------ safe to share
@@ -142,6 +148,8 @@ def test_parameters_are_checked_before_anything_runs(tmp_path):
         batch.run_batch(SAMPLE, out, period="2024", conditions="gout")
     with pytest.raises(ParameterError, match="min_cell"):
         batch.run_batch(SAMPLE, out, period="2024", min_cell=0)
+    with pytest.raises(ParameterError, match="below the disclosure floor of 11.*--allow-small-cells"):
+        batch.run_batch(SAMPLE, out, period="2024", min_cell=5)
     with pytest.raises(ParameterError, match="workers"):
         batch.run_batch(SAMPLE, out, period="2024", workers=0)
     with pytest.raises(ParameterError, match="must not be inside"):
@@ -204,9 +212,11 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(Path, "replace", broken_replace)
+    monkeypatch.setattr("os.replace", lambda a, b: broken_replace(a, b))
     with pytest.raises(OSError):
-        batch._write_atomic(target, "new page")
+        batch.write_atomic(target, "new page")
     assert target.read_text() == "old complete page"
+    assert [p.name for p in tmp_path.iterdir()] == ["index.html"]  # no temporary file left behind
 
 
 def test_parse_period_forms():
@@ -214,4 +224,3 @@ def test_parse_period_forms():
     assert batch.parse_period("2024-01-01:2024-03-31") == ("2024-01-01", "2024-03-31")
     with pytest.raises(ParameterError, match="after end"):
         batch.parse_period("2024-03-31:2024-01-01")
-    assert batch.default_period(SAMPLE) == ("2024-01-01", "2024-12-31")

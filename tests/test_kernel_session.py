@@ -46,17 +46,16 @@ def test_namespace_and_figures_do_not_leak_between_notebooks(session):
 
 
 def test_a_failure_replaces_the_kernel(session):
+    """The session itself replaces its kernel after a failed notebook (nothing the caller does)."""
     first = _nb("import os\nprint(os.getpid())")
     session.execute(first, timeout=60)
     with pytest.raises(CellExecutionError):
-        try:
-            session.execute(_nb("raise ValueError('boom')"), timeout=60)
-        except CellExecutionError:
-            session.close()  # as batch._execute_in_session does
-            raise
-    again = _nb("import os\nprint(os.getpid())")
+        session.execute(_nb("leftover = 'from the failed notebook'", "raise ValueError('boom')"), timeout=60)
+    assert session.km is None  # the failed kernel is gone at once, not at the next start
+    again = _nb("import os\nprint(os.getpid(), 'leftover' in globals())")
     session.execute(again, timeout=60)
-    assert _text(again).strip() != _text(first).strip()
+    pid, leaked = _text(again).split()
+    assert pid != _text(first).strip() and leaked == "False"
 
 
 def test_the_kernel_is_replaced_after_max_runs(session):

@@ -111,12 +111,15 @@ def test_prepare_reuses_inputs_only_while_data_and_period_are_unchanged(tmp_path
     shutil.copytree(SAMPLE, data)
     first = prepare(data, tmp_path / "work", period_start=PERIOD[0], period_end=PERIOD[1])
     assert not first.reused and first.markets == ["Lakeshore", "Northvale", "Riverton"]
-    assert (tmp_path / "work" / "dataset" / "validation_counts.csv").is_file()
-    assert not list((tmp_path / "work").glob("*.tmp"))  # built aside, moved into place
+    assert (first.dataset / "validation_counts.csv").is_file() and first.period == PERIOD
+    assert not list((tmp_path / "work").rglob("*.tmp"))  # built aside, moved into place
     again = prepare(data, tmp_path / "work", period_start=PERIOD[0], period_end=PERIOD[1])
     assert again.reused and again.fingerprint == first.fingerprint
     other_period = prepare(data, tmp_path / "work", period_start="2023-01-01", period_end="2023-12-31")
-    assert not other_period.reused
+    assert not other_period.reused and other_period.dataset == first.dataset  # same data: one dataset
+    assert other_period.reference != first.reference  # another period: its own reference, never shared
+    back = prepare(data, tmp_path / "work", period_start=PERIOD[0], period_end=PERIOD[1])
+    assert back.reused and back.reference == first.reference  # switching back rebuilds nothing
     # one changed byte of input: new fingerprint, inputs rebuilt
     stays = data / "stays.csv"
     stays.write_text(stays.read_text().replace("2024-12-31", "2024-12-30", 1))
@@ -125,10 +128,26 @@ def test_prepare_reuses_inputs_only_while_data_and_period_are_unchanged(tmp_path
     assert not changed.reused and changed.fingerprint != first.fingerprint
 
 
+def test_prepare_default_period_is_the_last_accepted_discharge_year(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE, data)
+    stays = data / "stays.csv"
+    lines = stays.read_text().splitlines()
+    header = lines[0].split(",")
+    row = lines[1].split(",")
+    row[header.index("stay_id")] = "S_FAR_FUTURE"
+    row[header.index("discharge_date")] = "9999-12-31"
+    stays.write_text("\n".join([*lines, ",".join(row)]) + "\n")
+    prepared = prepare(data, tmp_path / "work")
+    assert prepared.period == PERIOD  # 9999-12-31 is quarantined (implausible), so it cannot move the period
+    assert any("stays" in line for line in prepared.quarantine_summary())
+
+
 def test_prepare_accepts_an_ingested_dataset(tmp_path):
     first = prepare(SAMPLE, tmp_path / "work", period_start=PERIOD[0], period_end=PERIOD[1])
     second = prepare(first.dataset, tmp_path / "work2", period_start=PERIOD[0], period_end=PERIOD[1])
-    assert second.dataset == first.dataset and not (tmp_path / "work2" / "dataset").exists()
+    assert second.dataset == first.dataset
+    assert not [p for p in (tmp_path / "work2").rglob("dataset-*") if p.is_dir()]  # the dataset is not copied
     a = read_reference(first.reference).rows.sort_values(["measure", "stay_id"], ignore_index=True)
     b = read_reference(second.reference).rows.sort_values(["measure", "stay_id"], ignore_index=True)
     np.testing.assert_allclose(a["expected"], b["expected"], rtol=1e-6)
@@ -141,7 +160,7 @@ def test_prepare_on_a_dataset_reads_only_the_columns_it_needs(tmp_path, sample_w
     from carequal.national import INPUT_COLUMNS
 
     dataset = tmp_path / "dataset"
-    shutil.copytree(sample_work / "dataset", dataset)
+    shutil.copytree(sample_work.dataset, dataset)
     # drop every stays column the reference does not need from the files: prepare must not miss them
     for part in (dataset / "stays").rglob("*.parquet"):
         table = pq.read_table(part)
@@ -150,6 +169,6 @@ def test_prepare_on_a_dataset_reads_only_the_columns_it_needs(tmp_path, sample_w
     assert "payment" not in pq.read_table(next((dataset / "stays").rglob("*.parquet"))).column_names
     prepared = prepare(dataset, tmp_path / "work", period_start=PERIOD[0], period_end=PERIOD[1])
     a = read_reference(prepared.reference).rows.sort_values(["measure", "stay_id"], ignore_index=True)
-    b = read_reference(sample_work / "reference").rows.sort_values(["measure", "stay_id"], ignore_index=True)
+    b = read_reference(sample_work.reference).rows.sort_values(["measure", "stay_id"], ignore_index=True)
     np.testing.assert_allclose(a["expected"], b["expected"], rtol=1e-9)
     assert "read" in prepared.seconds and "validate" not in prepared.seconds  # no second validation

@@ -30,7 +30,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def whole(sample_work):
-    tables = load_tables(sample_work / "dataset").tables
+    tables = load_tables(sample_work.dataset).tables
     return tables, measured_index_stays(tables).sort_values("stay_id", ignore_index=True)
 
 
@@ -47,14 +47,14 @@ def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
 
 def test_partition_by_partition_equals_the_whole(sample_work, whole):
     _, expected = whole
-    parts = measured_index_stays_partitioned(sample_work / "dataset")
+    parts = measured_index_stays_partitioned(sample_work.dataset)
     assert parts["stay_id"].is_unique and len(parts) > 10_000
     _same(parts, expected)
 
 
 def test_a_local_cluster_gives_the_same_stays(sample_work, whole, cluster):
     _, expected = whole
-    on_cluster = measured_index_stays_partitioned(sample_work / "dataset", client=cluster)
+    on_cluster = measured_index_stays_partitioned(sample_work.dataset, client=cluster)
     _same(on_cluster, expected)
     assert len(cluster.scheduler_info()["workers"]) == 2  # real worker processes did the work
 
@@ -62,7 +62,7 @@ def test_a_local_cluster_gives_the_same_stays(sample_work, whole, cluster):
 def test_the_reference_is_the_same_facility_for_facility(sample_work, whole, cluster):
     tables, _ = whole
     single = build_reference(tables, **PERIOD)
-    distributed = reference_partitioned(sample_work / "dataset", client=cluster, **PERIOD)
+    distributed = reference_partitioned(sample_work.dataset, client=cluster, **PERIOD)
     a = single.rows.sort_values(["measure", "stay_id"], ignore_index=True)
     b = distributed.rows.sort_values(["measure", "stay_id"], ignore_index=True)
     _same(a, b)

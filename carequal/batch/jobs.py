@@ -1,0 +1,217 @@
+"""One report: execute its notebook with papermill's parameters, render it without code, never raise.
+
+:func:`run_market` runs in a worker process (or on a Dask worker): it executes the notebook on a reused kernel
+(:class:`carequal.batch.kernels.KernelSession`) or on a fresh one per report (papermill's way), retries a kernel
+start that collides, renders the executed notebook to one self-contained HTML file with all code hidden
+(``exclude_input``; papermill's ``--report-mode`` alone does not hide it) and returns the outcome with its
+timings. The HTML goes to the run's staging folder; the batch moves it into place and records it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from carequal.batch.kernels import close_sessions, execute_in_session, ipc_kernel_manager
+from carequal.batch.state import write_atomic
+
+__all__ = ["EXECUTION_TIMEOUT", "MarketJob", "execute_jobs", "render_html", "run_market", "safe_name"]
+
+EXECUTION_TIMEOUT = 3600
+"""Seconds one notebook cell may run before the market is failed (a hung kernel must not hang the batch)."""
+
+
+@dataclass
+class MarketJob:
+    """Everything a worker needs to run one market (picklable, paths absolute)."""
+
+    market: str
+    notebook: str
+    parameters: dict
+    html: str
+    executed: str
+    kpis: str
+    error: str
+    retries: int = 3
+    title: str = ""
+    reuse_kernel: bool = True
+    markets_per_kernel: int = 25
+
+
+def safe_name(market: str) -> str:
+    """A file name for a market: letters, digits, ``-`` and ``_`` kept, anything else ``_``.
+
+    Examples
+    --------
+    >>> safe_name("St. Louis / East")
+    'St__Louis___East'
+    """
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in market)
+
+
+def _is_port_collision(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}"
+    return "Address already in use" in text or "Kernel died before replying" in text or "ZMQError" in text
+
+
+def render_html(executed: str | Path, html: str | Path, *, title: str) -> float:
+    """Render an executed notebook to one self-contained HTML file with code, prompts and stderr hidden;
+    returns the seconds taken. Written to a temporary name first, then moved into place."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    started = time.perf_counter()
+    nb = nbformat.read(str(executed), as_version=4)
+    for cell in nb.cells:  # stderr streams (warnings, progress bars) are not for leaders
+        if cell.get("cell_type") == "code":
+            cell["outputs"] = [o for o in cell.get("outputs", [])
+                               if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+    nb.metadata["title"] = title
+    # carequal's template: the lab page without CDN scripts (reports are read offline and hold no LaTeX)
+    exporter = HTMLExporter(extra_template_basedirs=[str(Path(__file__).resolve().parent.parent / "templates")],
+                            template_name="carequal_report", exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nb)
+    write_atomic(Path(html), body)
+    return time.perf_counter() - started
+
+
+def _cell_times(executed: Path) -> tuple[datetime | None, float]:
+    import nbformat
+
+    nb = nbformat.read(str(executed), as_version=4)
+    starts, total = [], 0.0
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("papermill", {})
+        timing = cell.get("metadata", {}).get("execution", {})  # nbclient's record_timing
+        if meta.get("start_time"):
+            starts.append(datetime.fromisoformat(meta["start_time"].replace("Z", "+00:00")))
+            total += float(meta.get("duration") or 0.0)
+        elif timing.get("iopub.execute_input") and timing.get("shell.execute_reply"):
+            began = datetime.fromisoformat(timing["iopub.execute_input"].replace("Z", "+00:00"))
+            ended = datetime.fromisoformat(timing["shell.execute_reply"].replace("Z", "+00:00"))
+            starts.append(began)
+            total += (ended - began).total_seconds()
+    return (min(starts) if starts else None), total
+
+
+def run_market(job: MarketJob) -> dict:
+    """Execute and render one market's report (runs in a worker process). Never raises: the outcome, the
+    timings and, on failure, the error are returned (and the error is written beside the executed notebook).
+    """
+    import tempfile
+
+    if job.reuse_kernel:
+        return _run_market(job, None)
+    with tempfile.TemporaryDirectory(prefix="carequal-kernel-") as folder:
+        return _run_market(job, ipc_kernel_manager(folder))
+
+
+def _run_market(job: MarketJob, kernel_manager) -> dict:
+    import papermill
+
+    started = time.perf_counter()
+    began = datetime.now(UTC)
+    executed, html, error_path = Path(job.executed), Path(job.html), Path(job.error)
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    error_path.unlink(missing_ok=True)
+    tmp_nb = executed.with_name(f".tmp-{os.getpid()}-{executed.name}")
+    result = {"market": job.market, "status": "failed", "attempts": 0, "started": began.isoformat()}
+
+    def failed(exc: BaseException, what: str) -> dict:
+        result["error"] = _error_summary(exc)
+        try:
+            error_path.write_text(f"market {job.market}: {what} failed\n\n{result['error']}\n\n"
+                                  + "".join(traceback.format_exception(exc)))
+        except OSError:  # a full disk must not hide the market's own error
+            pass
+        html.unlink(missing_ok=True)  # an older report of this market must not pass for the current one
+        result["seconds"] = {"total": time.perf_counter() - started}
+        return result
+
+    for attempt in range(1, job.retries + 1):
+        result["attempts"] = attempt
+        began = datetime.now(UTC)
+        t0 = time.perf_counter()
+        try:
+            if kernel_manager is None:
+                execute_in_session(job.notebook, job.parameters, tmp_nb, timeout=EXECUTION_TIMEOUT,
+                                   markets_per_kernel=job.markets_per_kernel)
+            else:
+                papermill.execute_notebook(job.notebook, str(tmp_nb), parameters=job.parameters,
+                                           cwd=str(Path(job.notebook).parent), progress_bar=False,
+                                           log_output=False, report_mode=True, kernel_manager_class=kernel_manager,
+                                           execution_timeout=EXECUTION_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - any failure of one market is recorded, not raised
+            if _is_port_collision(exc) and attempt < job.retries:
+                time.sleep(0.5 * attempt)
+                continue
+            if tmp_nb.exists():
+                tmp_nb.replace(executed)
+            return failed(exc, "report")
+        execute_seconds = time.perf_counter() - t0
+        try:
+            tmp_nb.replace(executed)
+            first_cell, compute = _cell_times(executed)
+            kernel = (first_cell - began).total_seconds() if first_cell is not None else float("nan")
+            render = render_html(executed, html, title=job.title or f"{job.market}: partnership quality report")
+        except Exception as exc:  # noqa: BLE001 - rendering (or a full disk) fails this market only
+            return failed(exc, "rendering the report")
+        result.update(status="ok", seconds={"kernel_start": max(kernel, 0.0), "compute": compute,
+                                            "execute": execute_seconds, "render": render,
+                                            "total": time.perf_counter() - started})
+        return result
+    return result
+
+
+def _error_summary(exc: BaseException) -> str:
+    name = getattr(exc, "ename", None) or type(exc).__name__
+    value = getattr(exc, "evalue", None) or str(exc)
+    first = str(value).strip().splitlines()[0] if str(value).strip() else ""
+    return f"{name}: {first}"[:500]
+
+
+def execute_jobs(jobs: list, *, workers: int, progress: bool, client=None):
+    """Yield ``(result, key)`` as markets finish: local worker processes, or a Dask cluster's workers."""
+    if not jobs:
+        return
+    from tqdm.auto import tqdm
+
+    kind = "partner" if jobs[0][0].parameters.get("partner") else "market"
+    bar = tqdm(total=len(jobs), desc=f"{kind}s", unit=kind, disable=not progress)
+    try:
+        if client is not None:
+            from distributed import as_completed
+
+            futures = {client.submit(run_market, job, pure=False, key=f"carequal-report-{safe_name(job.market)}-"
+                                                                      f"{key[:8]}"): key for job, key in jobs}
+            for future in as_completed(futures):
+                bar.update()
+                yield future.result(), futures[future]
+            return
+        if workers == 1:
+            try:
+                for job, key in jobs:
+                    result = run_market(job)
+                    bar.update()
+                    yield result, key
+            finally:
+                close_sessions()
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        context = multiprocessing.get_context("spawn")  # no forked copies of a parent's threads or kernels
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+            futures = {pool.submit(run_market, job): key for job, key in jobs}
+            for future in as_completed(futures):
+                bar.update()
+                yield future.result(), futures[future]
+    finally:
+        bar.close()
+
+

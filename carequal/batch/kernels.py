@@ -1,0 +1,144 @@
+"""Kernels for the report notebooks: IPC transport (no TCP ports to collide on) and kernels reused across reports.
+
+Why hand-written: papermill starts a kernel per notebook; nbclient can run a notebook on a kernel that is already
+running, and :class:`KernelSession` is the few lines of glue around it (parameters are injected with papermill's
+own ``parameterize_notebook``, so a notebook sees exactly what papermill would give it).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+__all__ = ["KernelSession", "close_sessions", "execute_in_session", "ipc_kernel_manager", "session"]
+
+
+def ipc_kernel_manager(folder: str):
+    """A kernel manager class whose kernels talk over IPC sockets in ``folder``: no TCP ports, so parallel
+    kernels cannot collide on a port, and nothing listens on the network (ipykernel warns about
+    unencrypted TCP otherwise)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.transport = "ipc"
+            self.ip = str(Path(folder) / "kernel")
+
+    return IPCKernelManager
+
+
+class KernelSession:
+    """One kernel that executes several report notebooks in turn (``MarketJob.reuse_kernel``).
+
+    A market report's imports and first-call caches cost more than its computation for a small market, and a
+    fresh kernel pays them every time. A session keeps the kernel: between notebooks it clears the user
+    namespace (``%reset -f``) and closes every figure, so no variable, figure or data frame of one market
+    reaches the next; imported modules and their caches (code lists, value sets) stay, which is the point.
+    After ``max_runs`` notebooks, after any failure, or if the kernel died, the kernel is replaced.
+    """
+
+    def __init__(self, cwd: str, *, max_runs: int = 25):
+        self.cwd, self.max_runs = cwd, max_runs
+        self.km = self.kc = self._folder = None
+        self.runs = 0
+
+    def _alive(self) -> bool:
+        from nbclient.util import run_sync
+
+        return bool(run_sync(self.km.is_alive)())
+
+    def _reset(self) -> None:
+        import nbformat
+        from nbclient import NotebookClient
+
+        code = "%reset -f\nimport matplotlib.pyplot\nmatplotlib.pyplot.close('all')\ndel matplotlib"
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+        client = NotebookClient(nb, km=self.km, timeout=120, kernel_name="python3")
+        client.kc = self.kc
+        client.execute()
+
+    def execute(self, nb, *, timeout: int) -> None:
+        """Execute ``nb`` (parameters already injected) in place; raises what nbclient raises."""
+        import tempfile
+
+        from nbclient import NotebookClient
+
+        if self.km is not None and (self.runs >= self.max_runs or not self._alive()):
+            self.close()
+        if self.km is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="carequal-kernel-")
+            self.km = ipc_kernel_manager(self._folder.name)(kernel_name="python3")
+        else:
+            self._reset()
+        client = NotebookClient(nb, km=self.km, timeout=timeout, kernel_name="python3",
+                                resources={"metadata": {"path": self.cwd}})
+        client.kc = self.kc
+        try:
+            client.execute()
+        except BaseException:
+            # whatever state the failure left (a half-run cell, a dead or hung kernel) must not reach the next
+            # notebook: the kernel is replaced before the next one
+            self.kc = client.kc
+            self.close()
+            raise
+        self.kc = client.kc
+        self.runs += 1
+
+    def close(self) -> None:
+        """Stop the kernel (if any) and remove its socket folder."""
+        from nbclient.util import run_sync
+
+        try:
+            if self.kc is not None:
+                self.kc.stop_channels()
+            if self.km is not None and self.km.has_kernel:
+                run_sync(self.km.shutdown_kernel)(now=True)
+        except Exception:  # noqa: BLE001 - a kernel that is already gone is closed
+            pass
+        finally:
+            if self._folder is not None:
+                self._folder.cleanup()
+            self.km = self.kc = self._folder = None
+            self.runs = 0
+
+
+_SESSIONS: dict[tuple[int, str], KernelSession] = {}
+
+
+def session(cwd: str, max_runs: int) -> KernelSession:
+    """This thread's kernel session (a Dask worker may run tasks in several threads, one kernel each)."""
+    key = (threading.get_ident(), cwd)
+    if key not in _SESSIONS:
+        if not _SESSIONS:
+            import atexit
+
+            atexit.register(close_sessions)
+        _SESSIONS[key] = KernelSession(cwd, max_runs=max_runs)
+    return _SESSIONS[key]
+
+
+def close_sessions() -> None:
+    """Stop every kernel session of this process."""
+    while _SESSIONS:
+        _, session = _SESSIONS.popitem()
+        session.close()
+
+
+
+def execute_in_session(notebook: str, parameters: dict, output: Path, *, timeout: int, markets_per_kernel: int) -> None:
+    """Execute ``notebook`` with ``parameters`` on this thread's kernel session, writing the executed notebook
+    (complete, or up to the failing cell) to ``output``."""
+    import nbformat
+    from papermill.execute import prepare_notebook_metadata
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    # as papermill.execute_notebook prepares a notebook, up to the point where it would start a kernel
+    nb = load_notebook_node(notebook)
+    nb = parameterize_notebook(nb, parameters, report_mode=True, kernel_name="python3", language="python")
+    nb = prepare_notebook_metadata(nb, notebook, str(output), report_mode=True)
+    try:
+        session(str(Path(notebook).parent), markets_per_kernel).execute(nb, timeout=timeout)
+    finally:
+        nbformat.write(nb, str(output))

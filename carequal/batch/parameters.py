@@ -1,0 +1,254 @@
+"""What a run is asked to do, checked before anything is computed: paths, period, markets, notebook parameters.
+
+Every check here runs before a lock is taken or a kernel starts, and fails with one message naming the argument,
+what was given and what is allowed: papermill itself only warns about an unknown parameter and runs on with the
+default, and a path mistake found after ten minutes of work is an operator's worst case.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from carequal.errors import ParameterError
+
+__all__ = ["AGREEMENT_NAMES", "DEFAULT_NOTEBOOK", "PACKET_NOTEBOOK", "RunConfig", "available_markets",
+           "check_parameters", "configure", "find_agreement", "parse_period", "select_markets"]
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+DEFAULT_NOTEBOOK = ROOT / "notebooks" / "market_report.ipynb"
+"""The report notebook of a source checkout (``notebooks/market_report.ipynb``)."""
+
+PACKET_NOTEBOOK = ROOT / "notebooks" / "partner_packet.ipynb"
+"""The partner packet notebook (``carequal report --by partner``)."""
+
+AGREEMENT_NAMES = ("agreement.toml", "agreement.yaml", "agreement.yml")
+"""Agreement files looked for in the data folder when ``--agreement`` is not given."""
+
+_PYTYPES = {"str": str, "int": int, "float": (int, float), "bool": bool}
+
+
+def parse_period(text: str) -> tuple[str, str]:
+    """A reporting period from the command line: ``2024`` (a calendar year), ``2024-Q3`` (a quarter),
+    ``2024-07`` (a month) or ``START:END`` (ISO dates, inclusive).
+
+    Examples
+    --------
+    >>> parse_period("2024"), parse_period("2024-Q3"), parse_period("2024-02")
+    (('2024-01-01', '2024-12-31'), ('2024-07-01', '2024-09-30'), ('2024-02-01', '2024-02-29'))
+    >>> parse_period("2024-01-01:2024-06-30")
+    ('2024-01-01', '2024-06-30')
+    >>> parse_period("last year")
+    Traceback (most recent call last):
+    ...
+    carequal.errors.ParameterError: --period 'last year': use YYYY, YYYY-Qn, YYYY-MM or START:END (YYYY-MM-DD)
+    """
+    from carequal.national import reporting_period
+
+    text = text.strip()
+    bad = ParameterError(f"--period {text!r}: use YYYY, YYYY-Qn, YYYY-MM or START:END (YYYY-MM-DD)")
+    if re.fullmatch(r"\d{4}", text):
+        start, end = pd.Timestamp(f"{text}-01-01"), pd.Timestamp(f"{text}-12-31")
+    elif m := re.fullmatch(r"(\d{4})-?Q([1-4])", text, flags=re.IGNORECASE):
+        start = pd.Timestamp(f"{m[1]}-{3 * int(m[2]) - 2:02d}-01")
+        end = start + pd.offsets.QuarterEnd(0)
+    elif re.fullmatch(r"\d{4}-\d{2}", text):
+        try:
+            start = pd.Timestamp(f"{text}-01")
+        except ValueError:
+            raise bad from None
+        end = start + pd.offsets.MonthEnd(0)
+    elif ":" in text:
+        lo, hi = text.split(":", 1)
+        if not (re.fullmatch(r"\d{4}-\d{2}-\d{2}", lo.strip()) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", hi.strip())):
+            raise bad
+        start, end = reporting_period(lo.strip(), hi.strip())
+    else:
+        raise bad
+    return start.date().isoformat(), end.date().isoformat()
+
+
+def available_markets(data: str | Path) -> list[str]:
+    """Markets in the input: partition names of an ingested dataset, or the distinct ``patients.market``."""
+    from carequal.inputs import is_market_dataset
+    from carequal.loaders import markets_in_dataset, read_table, table_path
+
+    if is_market_dataset(data):
+        return markets_in_dataset(data)
+    path = table_path(data, "patients")
+    if path is None:
+        raise ParameterError(f"{data}: no patients table (patients.csv or patients.parquet); see data/README.md")
+    markets = read_table(path, columns=["market"])["market"].dropna().astype("str").str.strip()
+    return sorted(m for m in markets.unique() if m)
+
+
+def check_parameters(notebook: str | Path, parameters: dict) -> None:
+    """Check parameter names and types against the notebook's typed ``parameters`` cell.
+
+    Raises
+    ------
+    ParameterError
+        Naming every unknown parameter (with the declared ones) and every value of the wrong type.
+    """
+    import papermill
+
+    declared = papermill.inspect_notebook(str(notebook))
+    problems = []
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        problems.append(f"unknown parameter(s) {', '.join(unknown)}; {Path(notebook).name} declares "
+                        f"{', '.join(declared)}")
+    for name, value in parameters.items():
+        spec = declared.get(name)
+        if spec is None:
+            continue
+        typename = spec.get("inferred_type_name")
+        if typename in (None, "None"):
+            problems.append(f"parameter {name} has no type annotation in {Path(notebook).name}; annotate it "
+                            "(e.g. `min_cell: int = 11`) so values can be checked")
+            continue
+        want = _PYTYPES.get(typename)
+        if want is not None and (not isinstance(value, want) or (want is int and isinstance(value, bool))):
+            problems.append(f"parameter {name} must be {typename}, not {type(value).__name__} ({value!r})")
+    if problems:
+        raise ParameterError("report parameters: " + "; ".join(problems))
+
+
+def select_markets(requested, available: list[str]) -> list[str]:
+    if requested in (None, "", "all") or requested == ["all"]:
+        if not available:
+            raise ParameterError("the data has no markets (patients.market is empty)")
+        return list(available)
+    items = [m.strip() for m in requested.split(",")] if isinstance(requested, str) else list(requested)
+    unknown = [m for m in items if m not in available]
+    if unknown:
+        raise ParameterError(f"unknown market(s) {', '.join(map(repr, unknown))}; the data has "
+                             f"{', '.join(available)} (or use 'all')")
+    return list(dict.fromkeys(items))
+
+
+def find_agreement(data: Path, agreement: str | Path | None) -> Path:
+    """The agreement file: the one given, else ``agreement.toml`` / ``.yaml`` / ``.yml`` in the data folder."""
+    if agreement is not None:
+        path = Path(agreement).resolve()
+        if not path.is_file():
+            raise ParameterError(f"--agreement {path} does not exist")
+        return path
+    folder = data if data.is_dir() else data.parent
+    for name in AGREEMENT_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    raise ParameterError(f"--by partner needs a partnership agreement: give --agreement FILE or put one of "
+                         f"{', '.join(AGREEMENT_NAMES)} in {folder} (example: data/sample/agreement.toml)")
+
+
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run of the batch, every argument checked (see :func:`carequal.batch.run_batch`)."""
+
+    data: Path
+    out: Path
+    work: Path
+    notebook: Path
+    by: str = "market"
+    markets: str | tuple[str, ...] = "all"
+    period: tuple[str, str] | None = None
+    measures: str = "all"
+    conditions: str = "all"
+    min_cell: int = 11
+    workers: int = 1
+    force: bool = False
+    strict: bool = False
+    wait: float = 0.0
+    scheduler: str | None = None
+    agreement: Path | None = None
+    patient_lists: Path | None = None
+    reuse_kernels: bool = True
+    progress: bool = True
+
+
+def _inside(a: Path, b: Path) -> bool:
+    """Whether ``a`` is ``b`` or lies inside it."""
+    return a == b or a.is_relative_to(b)
+
+
+def _check_folder(path: Path, what: str) -> None:
+    """``path`` must be a folder or not exist yet (its parent then must be a folder)."""
+    if path.exists() and not path.is_dir():
+        raise ParameterError(f"{what} {path} is a file; give a folder")
+    parent = next((q for q in path.parents if q.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ParameterError(f"{what} {path}: {parent} is a file, not a folder")
+
+
+def configure(data, out, *, work=None, notebook=None, by: str = "market", markets="all", period: str | None = None,
+              measures: str = "all", conditions: str = "all", min_cell: int = 11, allow_small_cells: bool = False,
+              workers: int = 1, force: bool = False, strict: bool = False, wait: float = 0.0,
+              scheduler: str | None = None, agreement=None, patient_lists=None, fresh_kernels: bool = False,
+              progress: bool = True) -> RunConfig:
+    """Check a run's arguments (no data read beyond what the paths need) and resolve its folders.
+
+    Refused: a missing ``data``; an ``out`` (or ``work``) that is a file, lies inside ``data`` (patient-level
+    work files would land in the data folder, and the input's fingerprint would include the outputs) or holds
+    ``data``; a work folder inside ``out`` (it holds patient-level data); ``min_cell`` below the disclosure
+    floor without ``allow_small_cells``; a malformed period; workers < 1; ``patient_lists`` inside ``out``.
+    """
+    from carequal.disclosure import check_min_cell
+
+    if by not in ("market", "partner"):
+        raise ParameterError(f"--by must be 'market' or 'partner', not {by!r}")
+    data, out = Path(data).resolve(), Path(out).resolve()
+    work = Path(work).resolve() if work is not None else out.with_name(out.name + ".work")
+    if not data.exists():
+        raise ParameterError(f"data {data} does not exist")
+    _check_folder(out, "--out")
+    _check_folder(work, "--work")
+    data_folder = data if data.is_dir() else data.parent
+    for path, what in ((out, "--out"), (work, "the work folder")):
+        if _inside(path, data_folder):
+            raise ParameterError(f"{what} {path} is inside the data folder {data_folder}: outputs and patient-level "
+                                 "work files must not be written among the inputs; choose a folder outside it")
+        if _inside(data_folder, path):
+            raise ParameterError(f"{what} {path} contains the data folder {data_folder}; choose a folder outside it")
+    if _inside(work, out):
+        raise ParameterError(f"the work folder {work} must not be inside the shared output folder {out}: it "
+                             "holds patient-level data")
+    if notebook is None:
+        notebook = PACKET_NOTEBOOK if by == "partner" else DEFAULT_NOTEBOOK
+    notebook = Path(notebook).resolve()
+    if not notebook.is_file():
+        raise ParameterError(f"report notebook {notebook} does not exist")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ParameterError(f"--workers must be a whole number ≥ 1, not {workers!r}")
+    if not isinstance(wait, int | float) or wait < 0:
+        raise ParameterError(f"--wait must be a number of seconds ≥ 0, not {wait!r}")
+    min_cell = check_min_cell(min_cell, allow_small_cells=allow_small_cells)
+    if patient_lists is not None:
+        if by != "partner":
+            raise ParameterError("--patient-lists goes with --by partner only")
+        patient_lists = Path(patient_lists).resolve()
+        if _inside(patient_lists, out):
+            raise ParameterError(f"--patient-lists {patient_lists} must not be inside the shared output folder "
+                                 f"{out}: the lists are patient-level")
+        _check_folder(patient_lists, "--patient-lists")
+    if by == "partner":
+        agreement = find_agreement(data, agreement)
+    elif agreement is not None:
+        raise ParameterError("--agreement goes with --by partner only")
+    if by == "market":
+        from carequal.cohorts import CONDITIONS
+        from carequal.national import MEASURES
+        from carequal.report import parse_choices
+
+        parse_choices(measures, tuple(MEASURES), "measure(s)")
+        parse_choices(conditions, (*CONDITIONS, "other"), "condition(s)")
+    return RunConfig(data=data, out=out, work=work, notebook=notebook, by=by, markets=markets,
+                     period=parse_period(period) if period else None, measures=measures, conditions=conditions,
+                     min_cell=min_cell, workers=workers, force=force, strict=strict, wait=float(wait),
+                     scheduler=scheduler, agreement=agreement, patient_lists=patient_lists,
+                     reuse_kernels=not fresh_kernels, progress=progress)
