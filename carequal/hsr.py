@@ -36,20 +36,45 @@ the exclusion criteria the stay met, e.g. ``1,4,6``, codes defined in CMS's HSR 
 Readmission within 30 Days (Yes/No)`` (``Yes`` = an event), ``HOSP_EFFECT`` and ``AVG_EFFECT``; optionally
 ``Index Stay (Yes/No)`` and ``Planned Readmission within 30 Days (Yes/No)``. The risk variables are the headed
 columns whose cell in the coefficient row holds a number. Eligible discharges = stays with indicator ``0``;
-readmissions = those of them flagged ``Yes``.
+readmissions = those of them flagged ``Yes``. A layout without the indicator but with a Yes/No column saying
+whether the stay is in the cohort (``Index Stay (Yes/No)``, ``Included in Measure Cohort``) is read with that
+column instead (``Yes`` = eligible); when both are present the indicator decides (:func:`eligible_stays`).
 
 How the layout is found
 -----------------------
-Layouts differ between years (rows and columns move, footnote letters change, and the workbook's own note
-"row 8 contains risk factor coefficients beginning in column S" is not a contract), so nothing is read by cell
-position. Header text is normalised (case folded, runs of whitespace and line breaks collapsed, spaces around
-``/`` dropped, footnote markers such as ``[a]`` removed) and matched against the known wording. The header row
-of a table is the row holding all its required headers, searched over the whole sheet; Table 2 is the sheet
-with the results header row; a discharge table is any sheet with a ``HOSP_EFFECT``, ``AVG_EFFECT`` or cohort
-indicator header, and its measure is read from the sheet name, else from its title rows. The coefficient row
-is the row, other than the header, that is not a stay (no whole-number ID) and holds the most numbers; blank
-rows, title rows and footnotes are skipped wherever they are. A required header that cannot be found raises
-:class:`~carequal.errors.SchemaError` naming the sheet and the header.
+Layouts differ between years (rows and columns move, footnote letters change, wording changes, and the
+workbook's own note "row 8 contains risk factor coefficients beginning in column S" is not a contract), so
+nothing is read by cell position. Header text is reduced to a key (:func:`normalise_header`: footnote markers
+``[a]``, ``*``, ``†``, ``‡``, ``§`` and superscripts removed, case folded, punctuation and runs of whitespace
+and line breaks turned into single spaces) and matched in full against the known wordings and their synonyms
+(:data:`DISCHARGE_HEADERS`, :data:`TABLE2_HEADERS`; a footnote number after the wording, as in ``Excess
+Readmission Ratio (ERR) 3``, is accepted too). The header row of a table is the row holding all its required
+headers, searched over the whole sheet; Table 2 is the sheet with the results header row; a discharge table is
+any sheet with a ``HOSP_EFFECT``, ``AVG_EFFECT``, cohort indicator or index-stay header, and its measure is read
+from the sheet name, else from its title rows. Measures are recognised abbreviated or spelt out (``PN`` or
+``Pneumonia``, ``HK`` or ``THA/TKA``, ``HF`` or ``Heart Failure``, ``AMI``, ``COPD``, ``CABG`` or their full
+names). The coefficient row is the row, other than the header, that is not a stay (no whole-number ID) and
+holds the most numbers; blank rows, title rows and footnotes are skipped wherever they are. A required header
+that cannot be found raises :class:`~carequal.errors.SchemaError` naming the sheet, the header with the
+wordings accepted for it, and the headers the closest row does have.
+
+Numbers stored as text
+----------------------
+Any cell read as a number (Table 2 values, coefficients, ``HOSP_EFFECT``, ``AVG_EFFECT``, risk variables,
+ID numbers) may also be text holding a number (:func:`cell_number`): surrounding spaces, thousands
+separators and a trailing ``%`` (divided by 100) are accepted, so ``" 1,234 "`` is 1234 and ``"12.5%"`` is
+0.125. A Table 2 value stored as text shows exactly its own digits, so it is compared at those.
+
+Blank risk-variable cells
+-------------------------
+CMS's discharge tables hold "a 1 if the patient was identified as having that risk factor ...; 0 otherwise"
+(the note above each table): a risk factor is present only when flagged, so a **blank** 0/1 risk-factor cell of
+an eligible stay is read as 0, the factor absent, and the number of such cells per column is kept
+(:attr:`HSRMeasure.blank_risk_cells`) and reported by :func:`reproduce_table2`. This applies to flags only: a
+blank continuous variable (``Years Over 65 (continuous)``, any column whose values are not all 0/1) has no
+"absent" value and raises :class:`~carequal.errors.SchemaError`. ``N/A`` ("not applicable for this
+discharge") is not read as 0: it is missing, and an eligible stay with N/A in a risk variable cannot be
+re-computed. Blank cells of excluded stays stay missing (they are not used).
 
 How CMS rounds
 --------------
@@ -57,7 +82,7 @@ Table 2 cells hold full-precision values; Excel displays them through the cell's
 ``0.0000%`` (four decimals of a percentage, i.e. six of the fraction; footnote 4 "per 100 discharges"), ERR as
 ``0.0000``, counts as whole numbers. Footnote [f] warns that the shown ERR need not equal the ratio of the
 shown rates: compare each quantity at the digits shown for it (:attr:`HospitalSpecificReport.table2_decimals`,
-read from the number formats), never a ratio of rounded numbers.
+read from the number formats, or from the text of a value stored as text), never a ratio of rounded numbers.
 
 References
 ----------
@@ -71,7 +96,7 @@ import datetime as dt
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
@@ -91,62 +116,97 @@ MEASURES: dict[str, str] = {
 }
 """The HRRP measures (codes as in CMS's HSR sheet names) and what they cover (methodology digest §1.1)."""
 
-_MEASURE_IN_TITLE: dict[str, str] = {
-    "AMI": r"\bami\b|acute myocardial infarction",
-    "COPD": r"\bcopd\b|chronic obstructive pulmonary",
-    "HF": r"\bhf\b|heart failure",
-    "PN": r"\bpn\b|pneumonia",
-    "CABG": r"\bcabg\b|coronary artery bypass",
-    "HK": r"\bhk\b|\btha\b|\btka\b|hip arthroplasty",
+# Measure names on the header key (normalise_header: lower case, punctuation as spaces): the code as CMS
+# abbreviates it, and the name spelt out.
+_MEASURE_CODE: dict[str, str] = {"AMI": r"ami", "COPD": r"copd", "HF": r"hf", "PN": r"pn", "CABG": r"cabg",
+                                 "HK": r"hk|tha tka"}
+_MEASURE_NAME: dict[str, str] = {
+    "AMI": r"acute myocardial infarction",
+    "COPD": r"chronic obstructive pulmonary disease",
+    "HF": r"heart failure",
+    "PN": r"pneumonia",
+    "CABG": r"coronary artery bypass( graft)?",
+    "HK": r"(elective )?(primary )?(total hip arthroplasty and or total knee arthroplasty|total hip and or (total )?"
+          r"knee arthroplasty|hip and or knee arthroplasty|hip knee( arthroplasty)?)",
 }
+# a Table 2 label is the whole cell: "HF", "Heart Failure", "Heart Failure (HF)", "CABG Surgery", "THA/TKA"
 _MEASURE_LABEL: dict[str, str] = {
-    "AMI": r"ami|acute myocardial infarction( \(ami\))?",
-    "COPD": r"copd|chronic obstructive pulmonary disease( \(copd\))?",
-    "HF": r"hf|heart failure( \(hf\))?",
-    "PN": r"pn|pneumonia( \(pn\))?",
-    "CABG": r"cabg|coronary artery bypass graft( surgery)?( \(cabg\))?",
-    "HK": r"hk|tha/tka|total hip arthroplasty and/or total knee arthroplasty( \(tha/tka\))?",
+    code: rf"(({_MEASURE_CODE[code]})|({_MEASURE_NAME[code]})( ({_MEASURE_CODE[code]}))?)( surgery)?"
+          r"( 30 day)?( readmissions?)?( measure)?"
+    for code in MEASURES
 }
+# a sheet name or title mentions the measure somewhere: "Table 5 Discharges HF Readm", "... for the THA/TKA ..."
+_MEASURE_IN_TITLE: dict[str, str] = {
+    code: rf"\b({_MEASURE_CODE[code]}|{_MEASURE_NAME[code]})\b" for code in MEASURES
+}
+_MEASURE_IN_TITLE["HK"] += r"|\btha\b|\btka\b|\b(hip|knee) arthroplasty\b"
 
 _INTERCEPT_NAMES = frozenset({"hosp_effect", "avg_effect", "intercept", "(intercept)", "const"})
 _NOT_GIVEN = frozenset({"", "n/a", "na", "--", "-", "nq", "."})
 """Cell texts that mean "no value" in an HSR (Notes: "N/A = ... not applicable", "NQ = no qualifying cases")."""
 
 _FOOTNOTE = re.compile(r"\[\s*([a-z0-9]{1,3})\s*\]", re.IGNORECASE)
+# footnote markers that are not bracketed: *, daggers, section and pilcrow signs, superscript digits and letters
+_MARKS = re.compile("[*\u2020\u2021\u00a7\u00b6\u00b9\u00b2\u00b3\u2070-\u209f\u1d2c-\u1d6a]+")
+_YES_NO = r"( yes no| y n)?"
 
 
 @dataclass(frozen=True)
 class _Header:
     role: str
     text: str  # CMS's wording, used in messages
-    pattern: str  # matched in full against the normalised header
+    pattern: str  # matched in full against the header key (normalise_header), a footnote number may follow
     required: bool = True
+    also: tuple[str, ...] = ()  # other wordings accepted (documentation and messages; each must match pattern)
+    group: str = ""  # required headers sharing a group are alternatives: one of them is enough
+
+    def matches(self, key: str) -> bool:
+        # a footnote number may follow the wording: "... (ERR) 3" and "... Days2" have the keys "... err 3", "... days2"
+        return bool(key) and re.fullmatch(rf"(?:{self.pattern})(?: ?\d{{1,2}})?", key) is not None
 
 
 DISCHARGE_HEADERS: tuple[_Header, ...] = (
-    _Header("id", "ID Number", r"id number"),
-    _Header("inclusion", "Cohort Inclusion/Exclusion Indicator", r"cohort inclusion/exclusion indicator"),
+    _Header("id", "ID Number", r"id( number| no)?", also=("ID", "ID No.")),
+    _Header("inclusion", "Cohort Inclusion/Exclusion Indicator",
+            r"(cohort )?inclusion( and| or)? exclusion (indicator|criteria|code|flag)s?|(cohort )?exclusion "
+            r"(indicator|criteria|code)s?",
+            also=("Inclusion/Exclusion Indicator", "Cohort Inclusion/Exclusion Criteria", "Exclusion Indicator"),
+            group="eligibility"),
     _Header("unplanned", "Unplanned Readmission within 30 Days (Yes/No)",
-            r"unplanned readmission within 30 days( \(yes/no\))?"),
-    _Header("hospital_effect", "HOSP_EFFECT", r"hosp_effect"),
-    _Header("average_effect", "AVG_EFFECT", r"avg_effect"),
-    _Header("index_stay", "Index Stay (Yes/No)", r"index stay( \(yes/no\))?", required=False),
+            rf"(unplanned readmission within 30 days|unplanned 30 day readmission|30 day unplanned readmission|"
+            rf"unplanned readmission){_YES_NO}",
+            also=("Unplanned 30-Day Readmission (Y/N)", "Unplanned Readmission")),
+    _Header("hospital_effect", "HOSP_EFFECT", r"hosp effect|hospital( specific)? effect",
+            also=("Hospital Effect", "Hospital-Specific Effect")),
+    _Header("average_effect", "AVG_EFFECT", r"avg effect|average( hospital)? effect",
+            also=("Average Effect", "Average Hospital Effect")),
+    _Header("index_stay", "Index Stay (Yes/No)",
+            rf"(index stay|included in (the )?(measure )?cohort|(eligible|included) (for|in) (the )?measure"
+            rf"( cohort)?){_YES_NO}",
+            also=("Included in Measure Cohort", "Included in Measure Cohort (Y/N)", "Eligible for Measure"),
+            group="eligibility"),
     _Header("planned", "Planned Readmission within 30 Days (Yes/No)",
-            r"planned readmission within 30 days( \(yes/no\))?", required=False),
+            rf"(planned readmission within 30 days|planned 30 day readmission){_YES_NO}", required=False,
+            also=("Planned 30-Day Readmission (Y/N)",)),
 )
-"""Headers of a discharge-level table: role, CMS's wording, and the pattern matched on the normalised text."""
+"""Headers of a discharge-level table: role, CMS's wording, the pattern matched on the header key and the other
+wordings accepted. The stays CMS counts are told by the cohort indicator or, failing it, the index-stay column
+(group ``eligibility``: one of the two is required)."""
 
 TABLE2_HEADERS: tuple[_Header, ...] = (
-    _Header("measure", "Measure", r"measures?"),
-    _Header("n", "Number of Eligible Discharges", r"number of eligible discharges"),
+    _Header("measure", "Measure", r"measures?( name)?|(measure )?cohort", also=("Measure Name", "Cohort")),
+    _Header("n", "Number of Eligible Discharges", r"((number|no|count) of )?eligible discharges",
+            also=("Eligible Discharges", "No. of Eligible Discharges")),
     _Header("events", "Number of Readmissions Among Eligible Discharges",
-            r"number of readmissions among eligible discharges"),
-    _Header("predicted", "Predicted Readmission Rate", r"predicted readmission rate"),
-    _Header("expected", "Expected Readmission Rate", r"expected readmission rate"),
-    _Header("ratio", "Excess Readmission Ratio (ERR)", r"excess readmission ratio( \(err\))?"),
-    _Header("peer_median_ratio", "Peer Group Median ERR", r"peer group median (err|excess readmission ratio)",
-            required=False),
-    _Header("penalty", "Penalty Indicator (Yes/No)", r"penalty indicator( \(yes/no\))?", required=False),
+            r"((number|no|count) of )?readmissions among eligible discharges|(number|no|count) of readmissions",
+            also=("Readmissions Among Eligible Discharges", "Number of Readmissions")),
+    _Header("predicted", "Predicted Readmission Rate", r"predicted (readmission )?rate", also=("Predicted Rate",)),
+    _Header("expected", "Expected Readmission Rate", r"expected (readmission )?rate", also=("Expected Rate",)),
+    _Header("ratio", "Excess Readmission Ratio (ERR)", r"excess readmission ratio( err)?|err",
+            also=("Excess Readmission Ratio", "ERR")),
+    _Header("peer_median_ratio", "Peer Group Median ERR", r"peer group median (err|excess readmission ratio( err)?)",
+            required=False, also=("Peer Group Median Excess Readmission Ratio",)),
+    _Header("penalty", "Penalty Indicator (Yes/No)", rf"penalty indicator{_YES_NO}", required=False),
     _Header("payment_weight", "Ratio of DRG Payments Per Measure to Total Payments",
             r"ratio of drg payments per measure to total payments", required=False),
     _Header("national_rate", "National Observed Readmission Rate", r"national observed readmission rate",
@@ -171,16 +231,22 @@ class HSRMeasure:
     discharges : DataFrame
         One row per stay listed by CMS, every headed column in CMS's order, named by its header text (footnote
         markers removed, whitespace collapsed). Risk variables, ``HOSP_EFFECT`` and ``AVG_EFFECT`` are floats
-        (``N/A`` becomes NaN); ``ID Number`` is an integer; every other column is text as CMS gives it.
+        (numbers stored as text are converted; ``N/A`` becomes NaN; a blank risk-factor flag of an eligible stay
+        becomes 0, see ``blank_risk_cells``); ``ID Number`` is an integer; every other column is text as CMS
+        gives it.
     coefficients : Series
         The national model's coefficients, indexed by risk-variable column name (no intercept).
     hospital_effect, average_effect : float
         ``HOSP_EFFECT`` (NaN when CMS gives none, e.g. no qualifying cases) and ``AVG_EFFECT``.
     columns : dict
-        Role → column name in ``discharges``: ``id``, ``inclusion``, ``unplanned``, ``hospital_effect``,
-        ``average_effect`` and, when present, ``index_stay``, ``planned``.
+        Role → column name in ``discharges``: ``id``, ``unplanned``, ``hospital_effect``, ``average_effect``,
+        at least one of ``inclusion`` (the cohort indicator) and ``index_stay`` (the Yes/No column), and
+        ``planned`` when present.
     header_row, coefficient_row : int
         Sheet rows (1-based) where the header and the coefficients were found.
+    blank_risk_cells : dict
+        Risk-factor column → number of eligible stays whose cell was blank and was read as 0 (the factor
+        absent; module docstring, "Blank risk-variable cells"). Columns without blanks are left out.
     """
 
     measure: str
@@ -192,6 +258,7 @@ class HSRMeasure:
     columns: dict[str, str]
     header_row: int
     coefficient_row: int
+    blank_risk_cells: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
@@ -216,7 +283,8 @@ class HospitalSpecificReport:
         The worksheet Table 2 was read from.
     table2_decimals : dict
         Column → number of decimals of the stored value that the workbook displays (from the cells' number
-        formats: ``0.0000%`` → 6, ``0.0000`` → 4, ``#,##0`` → 0); None when the format does not fix it.
+        formats: ``0.0000%`` → 6, ``0.0000`` → 4, ``#,##0`` → 0; for a value stored as text, the digits the text
+        shows: ``"19.8479%"`` → 6); the fewest over the column's cells; None when no format or text fixes it.
     table2_footnotes : dict
         Footnote marker → its text, from the rows below Table 2.
     """
@@ -403,29 +471,40 @@ def excess_readmission_ratio(covariates: pd.DataFrame, coefficients: pd.Series |
 def clean_header(value) -> str:
     """Header text as shown, tidied: footnote markers removed, whitespace collapsed, no spaces around ``/``.
 
+    Markers are bracketed footnotes (``[a]``, ``[12]``), ``*`` (CMS's mark on publicly reported columns), the
+    daggers ``†`` ``‡``, ``§``, ``¶`` and superscript digits and letters. A plain number is kept (``History of
+    COVID-19`` ends in digits); header matching accepts a footnote number after a known wording instead
+    (:data:`DISCHARGE_HEADERS`).
+
     Examples
     --------
     >>> clean_header("Unplanned \\nReadmission within \\n30 Days (Yes/No) [b]")
     'Unplanned Readmission within 30 Days (Yes/No)'
     >>> clean_header("Drug/\\nAlcohol Abuse/ \\nDependence")
     'Drug/Alcohol Abuse/Dependence'
+    >>> clean_header("Excess Readmission Ratio (ERR)*\\u2020 "), clean_header("History of COVID-19")
+    ('Excess Readmission Ratio (ERR)', 'History of COVID-19')
     """
     if value is None:
         return ""
     text = _FOOTNOTE.sub(" ", str(value).replace("\u00a0", " "))
-    text = re.sub(r"\s+", " ", text)
+    text = re.sub(r"\s+", " ", _MARKS.sub(" ", text))
     return re.sub(r"\s*/\s*", "/", text).strip()
 
 
 def normalise_header(value) -> str:
-    """The key header text is matched on: :func:`clean_header`, case folded.
+    """The key a header is matched on: :func:`clean_header`, case folded, ``&`` as ``and``, and every run of
+    punctuation, underscores and whitespace as one space.
 
     Examples
     --------
     >>> normalise_header(" Excess Readmission Ratio (ERR) [f]")
-    'excess readmission ratio (err)'
+    'excess readmission ratio err'
+    >>> normalise_header("HOSP_EFFECT*"), normalise_header("Cohort Inclusion / Exclusion\\nIndicator\\u2020")
+    ('hosp effect', 'cohort inclusion exclusion indicator')
     """
-    return clean_header(value).casefold()
+    text = clean_header(value).casefold().replace("&", " and ")
+    return re.sub(r"[\W_]+", " ", text).strip()
 
 
 def shown_decimals(number_format: str | None) -> int | None:
@@ -449,6 +528,59 @@ def shown_decimals(number_format: str | None) -> int | None:
     return (len(frac.group(1)) if frac else 0) + 2 * section.count("%")
 
 
+_NUMBER_TEXT = re.compile(r"([+-]?)(\d{1,3}(?:,\d{3})+|\d+)?(?:\.(\d+))?(e[+-]?\d+)?\s*(%?)", re.IGNORECASE)
+
+
+def _number_text(text: str) -> tuple[float, int | None] | None:
+    """A number written as text and how many decimals of its value the text shows; None if it is no number."""
+    found = _NUMBER_TEXT.fullmatch(text.strip().replace("\u2212", "-"))
+    if not found or (found.group(2) is None and found.group(3) is None):
+        return None
+    sign, whole, frac, exponent, percent = found.groups()
+    value = Decimal(f"{sign}{(whole or '0').replace(',', '')}.{frac or '0'}{exponent or ''}")
+    if percent:
+        value = value.scaleb(-2)  # exact: "19.8479%" is 0.198479, not 19.8479 / 100 in binary
+    decimals = None if exponent else len(frac or "") + (2 if percent else 0)
+    return float(value), decimals
+
+
+def _is_number(value) -> bool:
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+            and math.isfinite(float(value)))
+
+
+def cell_number(value) -> float:
+    """A worksheet cell as a number: numbers as they are, text holding a number converted, anything else NaN.
+
+    Text may carry surrounding spaces, a sign, thousands separators (``1,234``), an exponent and a trailing
+    ``%`` (the value is then divided by 100, as Excel displays a fraction as a percentage). Booleans, dates,
+    ``N/A``, ``NQ``, ``--``, lists such as ``1,4`` (exclusion codes) and blanks are not numbers.
+
+    Examples
+    --------
+    >>> [cell_number(v) for v in [0.1234, "0.1234", " 1,234 ", "12.5%", "-2.86518808993795", 7]]
+    [0.1234, 0.1234, 1234.0, 0.125, -2.86518808993795, 7.0]
+    >>> [cell_number(v) for v in ["N/A", "1,4", "", None, True]]
+    [nan, nan, nan, nan, nan]
+    """
+    if _is_number(value):
+        return float(value)
+    parsed = _number_text(value) if isinstance(value, str) else None
+    return parsed[0] if parsed else math.nan
+
+
+def _numeric(value) -> bool:
+    return not math.isnan(cell_number(value))
+
+
+def _cell_decimals(value, number_format: str | None) -> int | None:
+    """Decimals of the stored value a cell displays: by its number format, or a text's own digits."""
+    if _is_number(value):
+        return shown_decimals(number_format)
+    parsed = _number_text(value) if isinstance(value, str) else None
+    return parsed[1] if parsed else None
+
+
 def _sheet_grid(ws) -> tuple[list[list], list[list[str]]]:
     values, formats = [], []
     for row in ws.iter_rows():
@@ -465,47 +597,70 @@ def _blank(value) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def _is_number(value) -> bool:
-    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-            and math.isfinite(float(value)))
-
-
 def _stay_id(value) -> int | None:
-    if _is_number(value) and float(value).is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
+    number = cell_number(value)
+    if math.isnan(number) or not number.is_integer() or (isinstance(value, str) and "%" in value):
+        return None
+    return int(number)
 
 
 def _roles_in_row(row: list, headers: tuple[_Header, ...]) -> dict[str, list[int]]:
     keys = [normalise_header(v) if isinstance(v, str) else "" for v in row]
-    return {h.role: [j for j, k in enumerate(keys) if k and re.fullmatch(h.pattern, k)] for h in headers}
+    return {h.role: [j for j, k in enumerate(keys) if h.matches(k)] for h in headers}
+
+
+def _requirements(headers: tuple[_Header, ...]) -> list[tuple[_Header, ...]]:
+    """The required headers, alternatives (same group) together: each entry needs one of its headers."""
+    units: dict[str, list[_Header]] = {}
+    for h in headers:
+        if h.required:
+            units.setdefault(h.group or h.role, []).append(h)
+    return [tuple(unit) for unit in units.values()]
+
+
+def _missing_headers(values: list[list], row: int | None, found: int, missing: list[tuple[_Header, ...]],
+                     sheet: str, table: str) -> SchemaError:
+    if row is None:  # no row has a required header: show the row with the most text, the likeliest header
+        row = max(range(len(values)), default=None,
+                  key=lambda i: sum(1 for v in values[i] if isinstance(v, str) and v.strip()))
+        where = "no row has any of the required headers; the row with the most text"
+    else:
+        where = f"the closest row, with {found} of the {found + len(missing)} required"
+    present = [clean_header(v) for v in values[row] if isinstance(v, str) and clean_header(v)] if row is not None \
+        else []
+    shown = ", ".join(map(repr, present[:8])) + (f", … ({len(present)} in all)" if len(present) > 8 else "")
+    names = [" or ".join(repr(h.text) for h in unit) for unit in missing]
+    also = [(f"for {unit[0].text!r}: " if len(missing) > 1 else "") + ", ".join(repr(w) for h in unit for w in h.also)
+            for unit in missing if any(h.also for h in unit)]
+    message = (f"sheet {sheet!r}: {table} header{'s' if len(missing) > 1 else ''} {', '.join(names)} not found"
+               + (f" (also accepted{', ' if len(missing) > 1 else ': '}{'; '.join(also)})" if also else "")
+               + (f". Headers present in row {row + 1} ({where}): {shown or 'none'}" if row is not None else "")
+               + ". Headers are matched ignoring case, spacing, punctuation and footnote markers. Is this a CMS HRRP "
+               "Hospital-Specific Report? If CMS changed the wording, extend carequal.hsr's header patterns.")
+    failures = pd.DataFrame({"table": sheet, "column": names, "rule": "header not found",
+                             "n_rows": 0, "examples": shown})
+    return SchemaError(message, failures=failures)
 
 
 def _find_header_row(values: list[list], headers: tuple[_Header, ...], sheet: str,
                      table: str) -> tuple[int, dict[str, int]]:
-    required = [h for h in headers if h.required]
+    units = _requirements(headers)
     best_row, best_hits, best_roles = -1, -1, {}
     for i, row in enumerate(values):
         roles = _roles_in_row(row, headers)
-        hits = sum(1 for h in required if roles[h.role])
+        hits = sum(1 for unit in units if any(roles[h.role] for h in unit))
         if hits > best_hits:
             best_row, best_hits, best_roles = i, hits, roles
-    missing = [h.text for h in required if not best_roles.get(h.role)]
+    missing = [unit for unit in units if not any(best_roles.get(h.role) for h in unit)]
     if missing:
-        where = (f"the closest row, {best_row + 1}, has the others" if best_hits > 0
-                 else "no row has any of them")
-        raise SchemaError(
-            f"sheet {sheet!r}: {table} header {', '.join(map(repr, missing))} not found ({where}; headers are "
-            f"matched ignoring case, whitespace and footnote markers). Is this a CMS HRRP Hospital-Specific Report? "
-            "If CMS changed the wording, extend carequal.hsr's header patterns.")
+        raise _missing_headers(values, best_row if best_hits > 0 else None, best_hits, missing, sheet, table)
     found = {}
     for h in headers:
         cols = best_roles[h.role]
         if len(cols) > 1:
+            shown = ", ".join(repr(clean_header(values[best_row][j])) for j in cols[:5])
             raise SchemaError(f"sheet {sheet!r}, row {best_row + 1}: header {h.text!r} appears in "
-                              f"{len(cols)} columns; cannot tell which holds the {table} values.")
+                              f"{len(cols)} columns ({shown}); cannot tell which holds the {table} values.")
         if cols:
             found[h.role] = cols[0]
     return best_row, found
@@ -513,8 +668,9 @@ def _find_header_row(values: list[list], headers: tuple[_Header, ...], sheet: st
 
 def _measures_matching(text: str, patterns: Mapping[str, str], *, full: bool) -> list[str]:
     key = normalise_header(text)
-    match = re.fullmatch if full else re.search
-    return [code for code, pattern in patterns.items() if match(pattern, key)]
+    if full:  # a whole label, perhaps with a footnote number after it
+        return [code for code, pattern in patterns.items() if re.fullmatch(rf"(?:{pattern})(?: ?\d{{1,2}})?", key)]
+    return [code for code, pattern in patterns.items() if re.search(pattern, key)]
 
 
 def _sheet_measure(sheet: str, title_rows: list[list]) -> str:
@@ -526,7 +682,8 @@ def _sheet_measure(sheet: str, title_rows: list[list]) -> str:
     if len(hits) == 1:
         return hits[0]
     raise SchemaError(f"sheet {sheet!r}: a discharge-level table, but neither its name nor its title names exactly "
-                      f"one HRRP measure (found {hits or 'none'}; known: {', '.join(MEASURES)}).")
+                      f"one HRRP measure (found {hits or 'none'}; known: {', '.join(MEASURES)}, or their names "
+                      "spelt out).")
 
 
 def _as_text(value) -> str | None:
@@ -541,12 +698,6 @@ def _as_text(value) -> str | None:
     if _is_number(value) and float(value).is_integer():
         return str(int(value))
     return str(value)
-
-
-def _as_float(value) -> float:
-    if _is_number(value):
-        return float(value)
-    return math.nan
 
 
 def _not_given(value) -> bool:
@@ -568,10 +719,57 @@ def _coefficient_row(values: list[list], header: int, id_col: int, headed: list[
     for i, row in enumerate(values):
         if i == header or _stay_id(row[id_col]) is not None:
             continue
-        count = sum(1 for j in headed if j != id_col and _is_number(row[j]))
+        count = sum(1 for j in headed if j != id_col and _numeric(row[j]))
         if count:
             candidates.append((-count, abs(i - header), i))
     return min(candidates)[2] if candidates else None
+
+
+_YES = frozenset({"yes", "y"})
+_NO = frozenset({"no", "n"})
+_CONTINUOUS = re.compile(r"\bcontinuous\b|\byears (over|above) 65\b|^age( minus 65)?( years)?$")
+"""Header keys of risk variables that are not 0/1 flags (FY2023 "Years Over 65 (continuous)", FY2019 "Age
+Minus 65"), so a blank cell of theirs cannot mean "absent"."""
+
+
+def _eligibility(discharges: pd.DataFrame, columns: Mapping[str, str]) -> pd.Series:
+    """Per stay: True (CMS counts it), False, or NA (the column that decides is blank or unreadable)."""
+    if "inclusion" in columns:
+        codes = discharges[columns["inclusion"]].str.replace(r"\s+", "", regex=True)
+        decided = pd.Series(codes.eq("0").to_numpy(dtype=bool), index=discharges.index, dtype="boolean")
+        return decided.mask(codes.isna().to_numpy(dtype=bool))
+    flag = discharges[columns["index_stay"]].str.strip().str.casefold()
+    out = pd.Series(pd.NA, index=discharges.index, dtype="boolean")
+    out[flag.isin(_YES).to_numpy(dtype=bool)] = True
+    out[flag.isin(_NO).to_numpy(dtype=bool)] = False
+    return out
+
+
+def _fill_blank_flags(sheet: str, discharges: pd.DataFrame, blank: dict[str, np.ndarray], id_column: str,
+                      eligible: np.ndarray) -> dict[str, int]:
+    """Blank risk-factor flags of eligible stays become 0 (the factor absent); a blank continuous variable of an
+    eligible stay is a SchemaError. Returns column → number of cells filled."""
+    filled, problems = {}, []
+    for name, is_blank in blank.items():
+        rows = is_blank & eligible
+        if not rows.any():
+            continue
+        known = discharges[name].to_numpy()[~is_blank]
+        known = known[~np.isnan(known)]
+        if _CONTINUOUS.search(normalise_header(name)) or not np.isin(known, (0.0, 1.0)).all():
+            ids = discharges[id_column].to_numpy()[rows][:5]
+            problems.append({"table": sheet, "column": name, "rule": "continuous risk variable blank",
+                             "n_rows": int(rows.sum()), "examples": ", ".join(f"ID {k}" for k in ids)})
+            continue
+        discharges.loc[rows, name] = 0.0
+        filled[name] = int(rows.sum())
+    if problems:
+        detail = "; ".join(f"{p['column']!r}: {p['n_rows']} eligible stay(s) ({p['examples']})" for p in problems)
+        raise SchemaError(f"sheet {sheet!r}: continuous risk variable(s) blank for eligible stays: {detail}. A blank "
+                          "0/1 risk factor means the factor is absent (0), but a continuous variable such as years "
+                          "over 65 has no such reading; fill the cells from the source or exclude the stays.",
+                          failures=pd.DataFrame(problems))
+    return filled
 
 
 def _read_discharge_table(sheet: str, values: list[list]) -> HSRMeasure:
@@ -586,46 +784,53 @@ def _read_discharge_table(sheet: str, values: list[list]) -> HSRMeasure:
                           "numbers under the risk-variable headers) was found.")
     coefs = values[coef_row]
     role_cols = set(roles.values())
-    risk = [j for j in headed if j not in role_cols and _is_number(coefs[j])]
+    risk = [j for j in headed if j not in role_cols and _numeric(coefs[j])]
     if not risk:
         raise SchemaError(f"sheet {sheet!r}: the coefficient row (row {coef_row + 1}) has no number under any "
                           "risk-variable header.")
-    average_effect = _as_float(coefs[roles["average_effect"]])
+    average_effect = cell_number(coefs[roles["average_effect"]])
     if math.isnan(average_effect):
         raise SchemaError(f"sheet {sheet!r}: no AVG_EFFECT value in the coefficient row (row {coef_row + 1}); "
                           f"found {coefs[roles['average_effect']]!r}.")
     stays = [row for i, row in enumerate(values) if i > header and i != coef_row and _stay_id(row[roles["id"]])
              is not None]
     numeric = set(risk) | {roles["hospital_effect"], roles["average_effect"]}
-    data, failures = {}, []
+    data, failures, blank = {}, [], {}
     for j in headed:
         column = [row[j] for row in stays]
         if j == roles["id"]:
             data[names[j]] = pd.array([_stay_id(v) for v in column], dtype="Int64")
         elif j in numeric:
-            odd = [(stays[i][roles["id"]], v) for i, v in enumerate(column) if not _is_number(v) and not _not_given(v)]
+            odd = [(stays[i][roles["id"]], v) for i, v in enumerate(column) if not _numeric(v) and not _not_given(v)]
             if odd:
                 failures.append({"table": sheet, "column": names[j], "rule": "number or N/A", "n_rows": len(odd),
                                  "examples": ", ".join(f"ID {k}: {v!r}" for k, v in odd[:5])})
-            data[names[j]] = np.array([_as_float(v) for v in column], dtype=float)
+            data[names[j]] = np.array([cell_number(v) for v in column], dtype=float)
+            if j in risk:
+                blank[names[j]] = np.array([_blank(v) for v in column], dtype=bool)
         else:
             data[names[j]] = pd.array([_as_text(v) for v in column], dtype="str")
     if failures:
         detail = "; ".join(f"{f['column']!r}: {f['n_rows']} cell(s) ({f['examples']})" for f in failures)
         raise SchemaError(f"sheet {sheet!r}: risk-variable cells that are neither numbers nor N/A: {detail}.",
                           failures=pd.DataFrame(failures))
+    discharges = pd.DataFrame(data, columns=[names[j] for j in headed])
+    columns = {role: names[j] for role, j in roles.items()}
+    eligible = _eligibility(discharges, columns).fillna(False).to_numpy(dtype=bool)
+    filled = _fill_blank_flags(sheet, discharges, blank, columns["id"], eligible)
     return HSRMeasure(
-        measure=measure, sheet=sheet, discharges=pd.DataFrame(data, columns=[names[j] for j in headed]),
-        coefficients=pd.Series([float(coefs[j]) for j in risk], index=[names[j] for j in risk], dtype=float,
+        measure=measure, sheet=sheet, discharges=discharges,
+        coefficients=pd.Series([cell_number(coefs[j]) for j in risk], index=[names[j] for j in risk], dtype=float,
                                name="coefficient"),
-        hospital_effect=_as_float(coefs[roles["hospital_effect"]]), average_effect=average_effect,
-        columns={role: names[j] for role, j in roles.items()}, header_row=header + 1, coefficient_row=coef_row + 1)
+        hospital_effect=cell_number(coefs[roles["hospital_effect"]]), average_effect=average_effect,
+        columns=columns, header_row=header + 1, coefficient_row=coef_row + 1, blank_risk_cells=filled)
 
 
 def _read_table2(sheet: str, values: list[list], formats: list[list[str]]) -> tuple[pd.DataFrame, dict, dict]:
     header, roles = _find_header_row(values, TABLE2_HEADERS, sheet, "Table 2")
     label_col = roles["measure"]
-    records, decimals, seen = [], {}, {}
+    records, seen = [], {}
+    decimals: dict[str, list[int]] = {}
     for i in range(header + 1, len(values)):
         row = values[i]
         label = row[label_col]
@@ -644,9 +849,11 @@ def _read_table2(sheet: str, values: list[list], formats: list[list[str]]) -> tu
             if role not in roles:
                 continue
             cell = row[roles[role]]
-            record[role] = _as_float(cell)
-            if _is_number(cell):
-                decimals.setdefault(role, shown_decimals(formats[i][roles[role]]))
+            record[role] = cell_number(cell)
+            if _numeric(cell):
+                shown = _cell_decimals(cell, formats[i][roles[role]])
+                if shown is not None:
+                    decimals.setdefault(role, []).append(shown)
             elif role in ("n", "events", "predicted", "expected", "ratio") and not _blank(cell):
                 status.append(str(cell).strip())
         if "penalty" in roles:
@@ -656,8 +863,8 @@ def _read_table2(sheet: str, values: list[list], formats: list[list[str]]) -> tu
         records.append(record)
     if not records:
         raise SchemaError(f"sheet {sheet!r}: Table 2 header found in row {header + 1} but no measure rows below "
-                          f"it (measures are recognised by their label: {', '.join(MEASURES)}, Pneumonia, "
-                          "THA/TKA).")
+                          f"it (measures are recognised by their label: {', '.join(MEASURES)}, THA/TKA, or their "
+                          "names spelt out, e.g. Heart Failure, Pneumonia).")
     table = pd.DataFrame.from_records(records)
     for role in ("n", "events"):
         # counts are whole numbers in every HSR; NQ/N/A stay missing
@@ -671,12 +878,15 @@ def _read_table2(sheet: str, values: list[list], formats: list[list[str]]) -> tu
             first, str) else None
         if found:
             footnotes.setdefault(found.group(1).lower(), found.group(2).strip())
-    return table, {k: decimals.get(k) for k in columns if k in _TABLE2_VALUES}, footnotes
+    # a column is compared at the fewest decimals any of its cells shows (cells of one column normally agree)
+    return table, {k: min(decimals[k]) if k in decimals else None for k in columns if k in _TABLE2_VALUES}, \
+        footnotes
 
 
 def _is_discharge_sheet(values: list[list]) -> bool:
-    markers = [h for h in DISCHARGE_HEADERS if h.role in ("hospital_effect", "average_effect", "inclusion")]
-    return any(_roles_in_row(row, tuple(markers))[h.role] for row in values for h in markers)
+    markers = tuple(h for h in DISCHARGE_HEADERS
+                    if h.role in ("hospital_effect", "average_effect", "inclusion", "index_stay"))
+    return any(any(found for found in _roles_in_row(row, markers).values()) for row in values)
 
 
 def _is_table2_sheet(values: list[list]) -> bool:
@@ -711,9 +921,10 @@ def read_hsr(path: str | Path) -> HospitalSpecificReport:
     Raises
     ------
     SchemaError
-        No Table 2 or no discharge-level table; a required header is missing (names the sheet and header); a
-        header is ambiguous; a discharge sheet has no coefficient row or no ``AVG_EFFECT``; a risk-variable cell
-        holds text other than N/A; two sheets hold the same measure.
+        No Table 2 or no discharge-level table; a required header is missing (names the sheet, the header and
+        the headers present); a header is ambiguous; a discharge sheet has no coefficient row or no
+        ``AVG_EFFECT``; a risk-variable cell holds text other than a number or N/A; a continuous risk variable
+        is blank for an eligible stay; two sheets hold the same measure.
 
     Notes
     -----
@@ -795,8 +1006,8 @@ def read_hsr(path: str | Path) -> HospitalSpecificReport:
         measures[table.measure] = table
     if not measures:
         raise SchemaError(f"{path.name}: no discharge-level table (a sheet with the headers 'HOSP_EFFECT', "
-                          f"'AVG_EFFECT' and 'Cohort Inclusion/Exclusion Indicator'); sheets: "
-                          f"{', '.join(map(repr, values))}.")
+                          f"'AVG_EFFECT' and 'Cohort Inclusion/Exclusion Indicator' or 'Index Stay (Yes/No)'); "
+                          f"sheets: {', '.join(map(repr, values))}.")
     sheet2, frame2, decimals, footnotes = table2
     return HospitalSpecificReport(path=path, fiscal_year=_fiscal_year(values), measures=measures, table2=frame2,
                                   table2_sheet=sheet2, table2_decimals=decimals, table2_footnotes=footnotes)
@@ -809,22 +1020,25 @@ def read_hsr(path: str | Path) -> HospitalSpecificReport:
 def eligible_stays(table: HSRMeasure) -> pd.Series:
     """Which listed stays CMS counts in the measure: Cohort Inclusion/Exclusion Indicator is ``0``.
 
-    Any other indicator lists the exclusion criteria the stay met (``1``, ``1,4,6``, …). A missing indicator
-    raises :class:`SchemaError` rather than being guessed.
+    Any other indicator lists the exclusion criteria the stay met (``1``, ``1,4,6``, …). A table without the
+    indicator is read by its Yes/No column instead (``Index Stay (Yes/No)``, ``Included in Measure Cohort``):
+    ``Yes``/``Y`` counts, ``No``/``N`` does not. When both are present the indicator decides. A missing or
+    unreadable value raises :class:`SchemaError` rather than being guessed.
 
     Returns
     -------
     Series of bool, indexed like ``table.discharges``.
     """
-    column = table.columns["inclusion"]
-    indicator = table.discharges[column]
-    missing = indicator.isna().to_numpy()
-    if missing.any():
-        ids = table.discharges.loc[missing, table.columns["id"]].head(5).tolist()
-        raise SchemaError(f"sheet {table.sheet!r}: {int(missing.sum())} stay(s) have no {column!r} (ID Number "
-                          f"{', '.join(map(str, ids))}); cannot tell whether CMS counts them.")
-    codes = indicator.str.replace(r"\s+", "", regex=True)
-    return (codes == "0").astype(bool).rename("eligible")
+    decided = _eligibility(table.discharges, table.columns)
+    column = table.columns["inclusion" if "inclusion" in table.columns else "index_stay"]
+    unknown = decided.isna().to_numpy(dtype=bool)
+    if unknown.any():
+        rows = table.discharges.loc[unknown, [table.columns["id"], column]].head(5)
+        shown = ", ".join(f"ID {k}: {v!r}" for k, v in rows.itertuples(index=False, name=None))
+        rule = ("blank" if "inclusion" in table.columns else "neither Yes nor No")
+        raise SchemaError(f"sheet {table.sheet!r}: {int(unknown.sum())} stay(s) have a {column!r} that is {rule} "
+                          f"({shown}); cannot tell whether CMS counts them.")
+    return decided.astype(bool).rename("eligible")
 
 
 def _readmitted(table: HSRMeasure, eligible: pd.Series) -> pd.Series:
@@ -864,7 +1078,9 @@ def _recompute(table: HSRMeasure | None) -> tuple[dict, str]:
     summary = excess_readmission_ratio(table.discharges.loc[eligible.to_numpy()], table.coefficients,
                                        hospital_effect=table.hospital_effect, average_effect=table.average_effect)
     out.update(summary.iloc[0][["predicted", "expected", "ratio"]].to_dict())
-    return out, ""
+    filled = sum(table.blank_risk_cells.values())
+    return out, (f"{filled} blank risk-factor cell(s) of eligible stays read as 0 (factor absent) in "
+                 f"{len(table.blank_risk_cells)} column(s)" if filled else "")
 
 
 def reproduce_table2(report: HospitalSpecificReport) -> pd.DataFrame:
@@ -883,14 +1099,17 @@ def reproduce_table2(report: HospitalSpecificReport) -> pd.DataFrame:
         among them), ``predicted``, ``expected``, ``ratio`` (ERR): ``q`` (carequal), ``q_cms`` (Table 2) and
         ``q_diff`` = ``q - q_cms``; ``agrees`` (every value CMS shows equals carequal's at the decimals CMS
         displays, and where CMS shows NQ carequal finds no eligible stay; NA when nothing can be compared);
-        ``note`` (why a value is missing, CMS's status text and footnotes).
+        ``note`` (why a value is missing, how many blank risk-factor cells were read as 0, CMS's status text
+        and footnotes).
 
     Notes
     -----
-    Eligible stays are those whose Cohort Inclusion/Exclusion Indicator is ``0`` (:func:`eligible_stays`);
-    events are those of them with ``Yes`` in the unplanned-readmission column. The rates are the means of
-    :func:`apply_published_model`'s ``predicted`` and ``expected`` over the eligible stays, ``ratio`` their
-    quotient; all are compared unrounded in ``*_diff`` and rounded as displayed in ``agrees``.
+    Eligible stays are those whose Cohort Inclusion/Exclusion Indicator is ``0``, or, without an indicator,
+    whose index-stay column says ``Yes`` (:func:`eligible_stays`); events are those of them with ``Yes`` in the
+    unplanned-readmission column. A blank risk-factor flag of an eligible stay counts as 0 (module docstring).
+    The rates are the means of :func:`apply_published_model`'s ``predicted`` and ``expected`` over the eligible
+    stays, ``ratio`` their quotient; all are compared unrounded in ``*_diff`` and rounded as displayed in
+    ``agrees``.
 
     Examples
     --------

@@ -4,8 +4,8 @@ Two parts:
 
 1. Hand-built claims (no files needed): four claims of three beneficiaries in the DE-SynPUF layout, with the
    contract rows each should give worked out in the comments.
-2. The CMS reference sample (``../shared/data/desynpuf`` beside the repository, as on the team's machines):
-   tests named ``test_reference_*`` load it end to end; they skip when the folder is absent (a fresh clone).
+2. The CMS reference sample (an extract of DE-SynPUF sample 1, copied into ``tests/data/cms/desynpuf``; see the
+   README there): tests named ``test_reference_*`` load it end to end, in every clone.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from carequal.adapters import DesynpufTables, from_desynpuf, read_desynpuf
 from carequal.adapters import desynpuf as ds
 from carequal.schema import TABLES, validate_tables
 
-REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "desynpuf"
+REFERENCE_DIR = Path(__file__).resolve().parent / "data" / "cms" / "desynpuf"
 
 DX = [f"ICD9_DGNS_CD_{i}" for i in range(1, 11)]
 PX = [f"ICD9_PRCDR_CD_{i}" for i in range(1, 7)]
@@ -260,13 +260,11 @@ def test_read_desynpuf_finds_files_by_pattern(tiny, tmp_path):
         read_desynpuf(tmp_path / "nowhere")
 
 
-# ---------------------------------------------- CMS DE-SynPUF sample 1 (reference data outside the repo)
+# ---------------------------------------------- CMS DE-SynPUF sample 1 (reference data in tests/data/cms)
 
 
 @pytest.fixture(scope="module")
 def reference():
-    if not REFERENCE_DIR.is_dir():
-        pytest.skip(f"reference data not found at {REFERENCE_DIR} (not part of the repository)")
     with pytest.warns(DataQualityWarning):
         out = read_desynpuf(REFERENCE_DIR)
     return out, validate_tables(out, mode="quarantine")
