@@ -137,7 +137,7 @@ def check_min_cell(min_cell: int, *, allow_small_cells: bool = False) -> int:
     >>> check_min_cell(5)
     Traceback (most recent call last):
     ...
-    carequal.errors.ParameterError: --min-cell 5 would show counts of 5 to 10, below the disclosure floor of 11 (CMS cell-size suppression policy); give --allow-small-cells to do so knowingly (every report then states the threshold on its first screen)
+    carequal.errors.ParameterError: --min-cell 5 would show counts of 5 to 10, below the disclosure floor of 11 ...
     """
     cell_threshold(min_cell)
     min_cell = int(min_cell)
@@ -158,9 +158,9 @@ def suppression_statement(min_cell: int) -> str:
     >>> suppression_statement(11)
     'Counts from 1 to 10 are suppressed, with any other value that would reveal one, to protect privacy.'
     >>> suppression_statement(2)
-    'Counts of 1 are suppressed, with any other value that would reveal one, to protect privacy. This is below the standard threshold (counts 1 to 10).'
+    'Counts of 1 are suppressed, ... This is below the standard threshold (counts 1 to 10).'
     >>> suppression_statement(1)
-    'No counts are suppressed: this output shows small counts and is for internal use only (the standard hides counts 1 to 10).'
+    'No counts are suppressed: this output shows small counts and is for internal use only ...'
     """
     cell_threshold(min_cell)
     min_cell = int(min_cell)

@@ -513,8 +513,7 @@ def explorer_rates(frame: pd.DataFrame, *, by: str = "partner", min_cell: int | 
     table = pd.concat(parts, ignore_index=True)
     if min_cell is None:
         return table
-    from carequal.disclosure import suppress_counts
-    from carequal.disclosure import cell_threshold
+    from carequal.disclosure import cell_threshold, suppress_counts
 
     return suppress_counts(table, count_cols=["n", "events"], group_cols="measure",
                            total_rows=(table[by] == "all").to_numpy(), threshold=cell_threshold(min_cell))

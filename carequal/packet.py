@@ -338,8 +338,7 @@ def _in_period(packet: PartnerPacket, view: str = "review") -> pd.DataFrame:
 def _suppressed(results: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     """Results with small counts hidden: the partner's n/events (and its value, interval, change) and the
     benchmark's (and the target derived from it). A previous period's hidden value hides the change too."""
-    from carequal.disclosure import suppress_counts
-    from carequal.disclosure import cell_threshold
+    from carequal.disclosure import cell_threshold, suppress_counts
 
     lo, hi = cell_threshold(min_cell)
     r = results.copy()
@@ -597,9 +596,8 @@ def leakage_table(packet: PartnerPacket, *, level: float = 0.95) -> pd.DataFrame
     5 discharges to non-partners in 2024 Q1 are hidden, and 12 in Q2 with them: the total of 17 would give
     the 5 away.
     """
-    from carequal.disclosure import suppress_counts
+    from carequal.disclosure import cell_threshold, suppress_counts
     from carequal.intervals import wilson
-    from carequal.disclosure import cell_threshold
 
     lk = packet.leakage
     if lk is None or lk.empty or packet.partner["setting"] != "acute":
@@ -745,8 +743,7 @@ def leakage_plot(trend: pd.DataFrame, packet: PartnerPacket, ax=None):
 def flow_display(packet: PartnerPacket) -> dict[str, pd.DataFrame]:
     """"Came from" and "went next" tables of the partner, other facilities anonymised unless the agreement
     allows names, counts suppressed (complementary within each table, whose total is shown)."""
-    from carequal.disclosure import suppress_counts
-    from carequal.disclosure import cell_threshold
+    from carequal.disclosure import cell_threshold, suppress_counts
 
     names = packet.facilities.set_index("facility_id")
     out = {}

@@ -26,9 +26,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from carequal.disclosure import cell_threshold
 from carequal.errors import ParameterError
 from carequal.national import MEASURES
-from carequal.disclosure import cell_threshold
 from carequal.report import COUNT_LABELS, fmt_ci
 
 __all__ = ["POST_ACUTE_SETTINGS", "TOTAL_LABEL", "UTILISATION_MEASURES", "market_comparison", "outcome_by_market",

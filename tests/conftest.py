@@ -64,7 +64,7 @@ def raw_tables() -> dict[str, pd.DataFrame]:
 
 @pytest.fixture(scope="session")
 def sample_work(tmp_path_factory):
-    """The sample's inputs prepared once (``.dataset``, ``.reference`` for 2024: a :class:`~carequal.inputs.Prepared`)."""
+    """The sample's inputs prepared once: a :class:`~carequal.inputs.Prepared` (``.dataset``, ``.reference`` 2024)."""
     from pathlib import Path
 
     from carequal.inputs import prepare
