@@ -10,11 +10,13 @@ Its state lives in three places, kept in step:
 * ``index.html`` — rendered from the manifest at every commit, stamped with the same revision;
 * the reports themselves, moved into place (an atomic rename) before the commit that records them.
 
-A commit writes the manifest, then the index, each to a temporary file that is flushed to disk and renamed over
-the old one. So whenever a run stops — finished, failed, killed at any instant — every report the manifest
-records as ready is complete and carries the recorded hash; a report not yet recorded is not linked from the
-index and is redone by the next run; and the index is the manifest's rendering (at most one commit behind it,
-for the instant between the two renames, which the next run repairs first).
+A commit writes the new manifest and index in full to temporary files flushed to disk, then renames both into
+place back to back, manifest first. So whenever a run stops — finished, failed, killed at any instant — every
+report the manifest records as ready is complete and carries the recorded hash; a report not yet recorded is not
+linked from the index and is redone by the next run; and the index is the manifest's rendering. (Two files
+cannot be replaced in one step: a stop that falls in the microseconds between the two renames leaves the index
+one commit behind the manifest — showing one report fewer, never one more — and the next run re-renders it
+first.)
 
 One run at a time: :func:`hold` takes an exclusive lock (``.carequal/lock`` in the folder, an OS file lock via
 the ``filelock`` package) for the whole run. The operating system releases it when the holder exits or dies, so
@@ -39,7 +41,8 @@ from pathlib import Path
 
 from carequal.errors import CarequalError, ParameterError
 
-__all__ = ["FolderBusyError", "STATE_DIR", "MANIFEST_FORMAT", "hold", "write_atomic", "file_sha256",
+__all__ = ["FolderBusyError", "STATE_DIR", "MANIFEST_FORMAT", "hold", "write_atomic", "write_atomic_together",
+           "file_sha256",
            "load_manifest", "commit", "set_key", "staging_dir", "verify_folder", "describe_os_error"]
 
 STATE_DIR = ".carequal"
@@ -136,20 +139,32 @@ def write_atomic(path: str | Path, text: str | bytes) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder, flushed to disk, then renamed
     over ``path``: readers see the old file or the new one, never part of one. On failure (a full disk) the
     temporary file is removed and the old file is untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    data = text.encode("utf-8") if isinstance(text, str) else text
+    write_atomic_together({Path(path): text})
+
+
+def write_atomic_together(files: dict[Path, str | bytes]) -> None:
+    """Write several files each as :func:`write_atomic` does, with every temporary file complete on disk before
+    the first rename, and the renames back to back in the given order: a stop can fall between two renames only
+    (microseconds), never inside a file. On failure nothing is renamed and the temporary files are removed."""
+    staged = []
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        for path, text in files.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            staged.append((tmp, path))
+            with open(tmp, "wb") as handle:
+                handle.write(text.encode("utf-8") if isinstance(text, str) else text)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for tmp, path in staged:
+            os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
         raise
-    _fsync_folder(path.parent)
+    for folder in {path.parent for _, path in staged}:
+        _fsync_folder(folder)
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -201,11 +216,12 @@ def load_manifest(out: Path) -> dict | None:
 
 
 def commit(out: Path, manifest: dict, render_index) -> dict:
-    """Record ``manifest`` as the folder's state: revision + 1, manifest written, then the index rendered."""
+    """Record ``manifest`` as the folder's state: revision + 1; the manifest and its index written in full, then
+    renamed into place back to back (manifest first: the index is never ahead of the record)."""
     manifest["revision"] = int(manifest.get("revision", 0)) + 1
     manifest["committed"] = datetime.now(UTC).isoformat()
-    write_atomic(out / "manifest.json", json.dumps(manifest, indent=2, default=str))
-    write_atomic(out / "index.html", render_index(manifest))
+    write_atomic_together({out / "manifest.json": json.dumps(manifest, indent=2, default=str),
+                           out / "index.html": render_index(manifest)})
     return manifest
 
 
