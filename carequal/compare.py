@@ -255,17 +255,33 @@ def _back_transform(method: str, t: np.ndarray) -> np.ndarray:
     return np.sin(np.clip(t, 0, np.pi / 2)) ** 2
 
 
-def _limits_one(x: np.ndarray, level: float, *, method: str, target: float, tau2: float, phi: float,
-                mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """Lower and upper funnel limits at each x for one level; mode "none", "additive" or "multiplicative"."""
-    x = np.asarray(x, dtype=float)
-    if mode == "none" and method in ("SHMI", "CQC"):
-        # exact Poisson limits for a count whose mean is E, divided by E (FunnelPlotR's unadjusted SR limits)
-        a = 1 - level
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lower = stats.chi2.ppf(a / 2, 2 * x) / 2 / x
-            upper = stats.chi2.ppf(1 - a / 2, 2 * x + 2) / 2 / x
-        return target * lower, target * upper
+def _exact_limits(x: np.ndarray, level: float, *, data_type: str, target: float) -> tuple[np.ndarray, np.ndarray]:
+    """Exact limits of the ratio (SR) or proportion (PR) at denominators ``x`` when there is no over-dispersion.
+
+    The exact interval of a count equal to its expectation ``m = x · target``, divided by ``x``: Garwood's
+    (chi-square / gamma) interval for a Poisson count (SR), Clopper–Pearson's (beta) interval for a binomial
+    count out of ``x`` (PR). ``m`` need not be whole: the quantiles are those of the continuous gamma and beta
+    distributions, which gives smooth limits (no steps from the discreteness of the counts).
+    """
+    a = 1 - level
+    m = x * target
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if data_type == "SR":
+            # χ²_{α/2}(2m)/2 and χ²_{1−α/2}(2m + 2)/2: as FunnelPlotR's unadjusted limits (target 1)
+            lower = stats.chi2.ppf(a / 2, 2 * m) / 2 / x
+            upper = stats.chi2.ppf(1 - a / 2, 2 * m + 2) / 2 / x
+        else:
+            # Beta_{α/2}(m, x − m + 1) and Beta_{1−α/2}(m + 1, x − m); 0 and 1 at the ends (m = 0, m = x)
+            has_low, has_high = m > 0, m < x
+            lower = np.where(has_low, stats.beta.ppf(a / 2, np.where(has_low, m, 1), x - m + 1), 0.0)
+            upper = np.where(has_high, stats.beta.ppf(1 - a / 2, m + 1, np.where(has_high, x - m, 1)), 1.0)
+    return lower, upper
+
+
+def _transformed_limits(x: np.ndarray, level: float, *, method: str, target: float, tau2: float, phi: float,
+                        mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Limits built on the transformed scale (log, square root or arcsine), back-transformed; mode "additive"
+    (variance ``s² + τ²``), "multiplicative" (``s² · max(φ, 1)``) or "none" (``s²``: the normal approximation)."""
     s2 = _within_sd(x, method) ** 2
     if mode == "additive":
         var = s2 + tau2
@@ -278,10 +294,34 @@ def _limits_one(x: np.ndarray, level: float, *, method: str, target: float, tau2
     return _back_transform(method, t0 - half), _back_transform(method, t0 + half)
 
 
+def _limits_one(x: np.ndarray, level: float, *, method: str, target: float, tau2: float, phi: float,
+                mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper funnel limits at each x for one level: exact (mode "none") or over-dispersion-adjusted
+    (mode "additive" or "multiplicative")."""
+    x = np.asarray(x, dtype=float)
+    if mode == "none":
+        return _exact_limits(x, level, data_type="PR" if method == "arcsine" else "SR", target=target)
+    return _transformed_limits(x, level, method=method, target=target, tau2=tau2, phi=phi, mode=mode)
+
+
+def _classifying_mode(overdispersion: str, *, tau2: float, phi: float, judge_phi: bool) -> str:
+    """The limits that classify: ``overdispersion`` when there is over-dispersion to adjust for, else "none".
+
+    Additive: τ² > 0 and, when ``judge_phi`` (τ² estimated from the units), φ > 1. Multiplicative: φ > 1.
+    A missing φ counts as no over-dispersion.
+    """
+    if overdispersion == "multiplicative":
+        return overdispersion if phi > 1 else "none"
+    if overdispersion == "additive":
+        return overdispersion if tau2 > 0 and (phi > 1 or not judge_phi) else "none"
+    return "none"
+
+
 def funnel_limits(x, *, data_type: str = "SR", method: str | None = None, target: float | None = None,
                   tau2: float = 0.0, phi: float = 1.0, overdispersion: str = "additive",
                   levels=FUNNEL_LEVELS) -> pd.DataFrame:
-    """Funnel-plot control limits at the given denominators, with and without over-dispersion adjustment.
+    """Funnel-plot control limits at the given denominators: exact, and over-dispersion-adjusted when there is
+    over-dispersion to adjust for.
 
     Parameters
     ----------
@@ -291,30 +331,51 @@ def funnel_limits(x, *, data_type: str = "SR", method: str | None = None, target
         Indirectly standardised ratio O/E, or proportion events/n.
     method : str, optional
         For SR, ``"SHMI"`` (log scale, the default) or ``"CQC"`` (square-root scale); for PR, ``"arcsine"``.
+        The scale of the adjusted limits (the exact ones need none).
     target : float, optional
-        Centre line: 1 for SR (the default and the only sensible value), the overall proportion for PR
-        (required).
+        Centre line: 1 for SR (the default and the only sensible value; must be > 0), the overall proportion
+        for PR (required).
     tau2 : float
         Between-unit variance on the transformed scale (additive adjustment).
     phi : float
         Dispersion ratio (multiplicative adjustment; used only when above 1).
     overdispersion : {"additive", "multiplicative", "none"}
-        The adjustment of the ``adjusted`` rows; ``"none"`` returns the unadjusted rows only.
+        The adjustment of the ``adjusted`` rows; ``"none"`` returns the exact (unadjusted) rows only.
     levels : sequence of float
         Confidence levels of the limits (95 % and 99.8 % by default; any levels may be given).
 
     Returns
     -------
     DataFrame
-        Tidy: ``x``, ``level``, ``lower``, ``upper``, ``adjusted`` (False for the unadjusted limits, True for
-        the over-dispersion-adjusted ones), ``method``.
+        Tidy: ``x``, ``level``, ``lower``, ``upper``, ``adjusted`` (False for the exact, unadjusted limits, True
+        for the over-dispersion-adjusted ones), ``method``. With nothing to adjust for — additive with τ² = 0,
+        multiplicative with φ ≤ 1 — only the exact rows are returned: they are then the limits that classify
+        (as FunnelPlotR, which draws its unadjusted limits when τ² = 0).
 
     Notes
     -----
-    With ``z`` the normal quantile of the level and ``s`` the unit's standard error on the transformed scale:
+    Exact limits (``adjusted`` False), with ``m = x · target`` the count expected at the denominator:
 
-    * SR, unadjusted: exact Poisson limits of a count with mean E, divided by E —
-      ``χ²_{α/2}(2E)/2/E`` and ``χ²_{1−α/2}(2E+2)/2/E`` (as FunnelPlotR).
+    * SR, exact Poisson: Garwood's exact interval of a count equal to ``m = E · target``, divided by E —
+      ``χ²_{α/2}(2m)/2/E`` and ``χ²_{1−α/2}(2m+2)/2/E``. With target 1 these are FunnelPlotR's unadjusted
+      limits (``calculate_limits.R``: ``qchisq(0.975, 2E, lower.tail = FALSE)/2/E`` and
+      ``qchisq(0.025, 2(E+1), lower.tail = FALSE)/2/E``), reproduced to the digits it publishes (tests). E is
+      not rounded to a whole count: the chi-square (gamma) quantiles are smooth in E, which is the continuity
+      convention — no step function and no interpolation between Poisson quantiles (Spiegelhalter 2005's
+      alternative, Stat Med 24, appendix, interpolates between the quantiles of Poisson(E)). For a whole E
+      the lower limit L solves ``P(X ≥ E | mean L·E) = α/2`` and the upper U ``P(X ≤ E | mean U·E) = α/2``.
+      Being a confidence interval at O = E rather than the quantiles of Poisson(E), the limits are not the
+      exact test of a unit's own count: an in-control unit falls below the lower limit with probability above
+      α/2 and above the upper one with less (at 95 % and E ≤ 50, medians 0.033 and 0.012: Seaton & Manktelow
+      2012), and O = 0 is always below the lower limit.
+    * PR, exact binomial (not in FunnelPlotR, whose unadjusted proportion limits are the arcsine ones with
+      τ² = 0): the same construction with the binomial — the Clopper–Pearson interval of ``m = n · target``
+      events out of n, ``Beta_{α/2}(m, n − m + 1)`` and ``Beta_{1−α/2}(m + 1, n − m)`` (0 and 1 when m is 0
+      or n).
+
+    Adjusted limits (``adjusted`` True), with ``z`` the normal quantile of the level and ``s`` the unit's
+    standard error on the transformed scale:
+
     * SR, SHMI (``s = 1/√E``): ``exp(± z √(s² + τ²))``.
     * SR, CQC (``s = 1/(2√E)``): ``(1 ± z √(s² + τ²))²``. The square back-transforms the square-root scale on
       which the limits are built; FunnelPlotR (2021–2025 versions) draws ``1 ± z √(s² + τ²)`` without
@@ -325,27 +386,41 @@ def funnel_limits(x, *, data_type: str = "SR", method: str | None = None, target
       limits stay in [0, 1] and never turn back at small n (FunnelPlotR truncates such segments).
     * Multiplicative (Spiegelhalter 2005): ``s`` replaced by ``√φ · s`` on the transformed scale when φ > 1.
 
+    References
+    ----------
+    Garwood F (1936) Fiducial limits for the Poisson distribution. Biometrika 28:437-42.
+    Clopper CJ, Pearson ES (1934) The use of confidence or fiducial limits illustrated in the case of the
+    binomial. Biometrika 26:404-13.
+    Seaton SE, Manktelow BN (2012) The probability of being identified as an outlier with commonly used funnel
+    plot control limits for the standardised mortality ratio. BMC Med Res Methodol 12:98.
+
     Examples
     --------
-    >>> lim = funnel_limits([25, 100], levels=[0.95])
-    >>> lim.round(4)
+    >>> funnel_limits([25, 100], levels=[0.95]).round(4)  # τ² = 0: nothing to adjust for, the exact limits
+           x  level   lower   upper  adjusted             method
+    0   25.0   0.95  0.6471  1.4762     False  SR, exact Poisson
+    1  100.0   0.95  0.8136  1.2163     False  SR, exact Poisson
+    >>> funnel_limits([25, 100], tau2=0.02, levels=[0.95]).round(4)
            x  level   lower   upper  adjusted                method
     0   25.0   0.95  0.6471  1.4762     False     SR, exact Poisson
     1  100.0   0.95  0.8136  1.2163     False     SR, exact Poisson
-    2   25.0   0.95  0.6757  1.4799      True  SR SHMI, additive τ²
-    3  100.0   0.95  0.8220  1.2165      True  SR SHMI, additive τ²
+    2   25.0   0.95  0.6187  1.6162      True  SR SHMI, additive τ²
+    3  100.0   0.95  0.7121  1.4042      True  SR SHMI, additive τ²
     """
     method = _funnel_method(data_type, method)
     _check_overdispersion(overdispersion)
     levels = _check_levels(levels)
     if data_type == "SR":
         target = 1.0 if target is None else float(target)
+        if not target > 0:
+            raise ParameterError(f"target: a standardised ratio's target must be above 0 (it is 1), not {target}")
     elif target is None or not 0 <= target <= 1:
         raise ParameterError(f"target: proportions need the overall proportion in [0, 1] as target, not {target}")
     x = np.asarray(x, dtype=float)
     if np.any(~np.isfinite(x) | (x <= 0)):
         raise ParameterError("x: funnel limits need positive, finite denominators")
-    modes = ["none"] if overdispersion == "none" else ["none", overdispersion]
+    used = _classifying_mode(overdispersion, tau2=tau2, phi=phi, judge_phi=False)
+    modes = ["none"] if used == "none" else ["none", used]
     parts = []
     for mode in modes:
         for level in levels:
@@ -357,7 +432,7 @@ def funnel_limits(x, *, data_type: str = "SR", method: str | None = None, target
 
 def _limits_label(data_type: str, method: str, mode: str) -> str:
     if mode == "none":
-        return "SR, exact Poisson" if data_type == "SR" else "PR arcsine, unadjusted"
+        return "SR, exact Poisson" if data_type == "SR" else "PR, exact binomial"
     name = f"SR {method}" if data_type == "SR" else "PR arcsine"
     return f"{name}, {'additive τ²' if mode == 'additive' else 'multiplicative φ'}"
 
@@ -406,9 +481,16 @@ class Funnel:
     phi : float
         Dispersion ratio φ (mean squared robust z-score).
     tau2 : float
-        Between-unit variance τ² on the transformed scale (0 when φ shows no over-dispersion).
+        Between-unit variance τ² on the transformed scale (DerSimonian–Laird; 0 when ``kφ ≤ k − 1``).
     n_used : int
         Number of units whose z-scores entered φ and τ².
+    adjusted : bool
+        Whether the over-dispersion-adjusted limits classified the units (and are in ``limits``); False with
+        ``overdispersion="none"`` or when there was no over-dispersion to adjust for, and the exact limits
+        classified them.
+    limits_method : str
+        The limits that classified the units, e.g. ``"SR SHMI, additive τ²"``, ``"SR, exact Poisson"`` or
+        ``"SR, exact Poisson (no over-dispersion: φ ≤ 1)"``.
     """
 
     units: pd.DataFrame
@@ -420,6 +502,8 @@ class Funnel:
     phi: float
     tau2: float
     n_used: int
+    adjusted: bool
+    limits_method: str
 
 
 def funnel_data(frame: pd.DataFrame, *, data_type: str = "SR", observed: str = "observed",
@@ -443,8 +527,10 @@ def funnel_data(frame: pd.DataFrame, *, data_type: str = "SR", observed: str = "
         SR: ``"SHMI"`` (default; log scale, 10 % of z truncated in each tail) or ``"CQC"`` (square-root scale,
         z winsorised at the 10th/90th percentiles). PR: ``"arcsine"`` (winsorised).
     overdispersion : {"additive", "multiplicative", "none"}
-        Which limits classify the units: additive random-effects τ² (DerSimonian–Laird, as FunnelPlotR; the
-        default), multiplicative √φ (Spiegelhalter 2005, applied when φ > 1), or none (unadjusted limits).
+        The over-dispersion adjustment of the limits that classify the units when there is over-dispersion:
+        additive random-effects τ² (DerSimonian–Laird, as FunnelPlotR; the default) or multiplicative √φ
+        (Spiegelhalter 2005); ``"none"`` for the exact limits whatever φ. With no over-dispersion (see Notes)
+        the exact limits classify the units whichever is asked for.
     trim : float
         Fraction truncated (SHMI) or winsorised (other methods) in each tail before estimating φ.
     levels : sequence of float
@@ -461,12 +547,14 @@ def funnel_data(frame: pd.DataFrame, *, data_type: str = "SR", observed: str = "
     Funnel
         ``units`` has the input columns plus ``ratio`` (SR) or ``rate`` (PR), ``z`` (unadjusted z-score on the
         transformed scale), ``z_robust`` (after truncation/winsorisation; missing for truncated units),
-        ``z_adjusted`` (z with the over-dispersion adjustment), ``lower_<L>`` / ``upper_<L>`` (the classifying
-        limits at the unit's denominator for each level, e.g. ``lower_95``, ``upper_99.8``), ``funnel_class``
-        (``"high 99.8%"``, ``"high 95%"``, ``"within"``, ``"low 95%"``, ``"low 99.8%"``; missing for units with a
-        zero denominator), ``phi``, ``tau2``, ``target`` and ``funnel_method`` (named so that it does not overwrite
-        the ``method`` of an interval in the input). ``limits`` has the curves (both
-        adjusted and unadjusted) for plotting.
+        ``z_adjusted`` (z with the over-dispersion adjustment in use; z itself when the exact limits classify),
+        ``lower_<L>`` / ``upper_<L>`` (the classifying limits at the unit's denominator for each level, e.g.
+        ``lower_95``, ``upper_99.8``), ``funnel_class`` (``"high 99.8%"``, ``"high 95%"``, ``"within"``,
+        ``"low 95%"``, ``"low 99.8%"``; missing for units with a zero denominator), ``phi``, ``tau2``, ``target``
+        and ``funnel_method`` (the classifying limits, as :attr:`Funnel.limits_method`, and the robust
+        estimation; named so that it does not overwrite the ``method`` of an interval in the input). ``limits``
+        has the curves for plotting: the exact ones, and the adjusted ones when they classified the units.
+        :attr:`Funnel.adjusted` and :attr:`Funnel.limits_method` say which limits classified the units.
 
     Notes
     -----
@@ -475,7 +563,18 @@ def funnel_data(frame: pd.DataFrame, *, data_type: str = "SR", observed: str = "
     ``y = asin √(x/n)``, ``s = 1/(2√n)``, target ``asin √(Σx/Σn)``; ``z = (y − target)/s``.
     ``φ = (1/k) Σ z_r²`` over the k retained robust z-scores. τ² = 0 if ``kφ < k − 1``, otherwise
     ``(kφ − (k − 1)) / (Σw − Σw²/Σw)`` with ``w = 1/s²``. A unit is classed by the outermost level whose
-    (adjusted, unless ``overdispersion="none"``) limits it lies strictly outside.
+    classifying limits it lies strictly outside.
+
+    Which limits classify. With over-dispersion — additive: τ² > 0 and φ > 1; multiplicative: φ > 1 — the
+    adjusted limits of :func:`funnel_limits`. Without it (τ² = 0 or φ ≤ 1; φ missing), and always with
+    ``overdispersion="none"``, the exact limits: Poisson for SR, binomial for PR (:func:`funnel_limits`,
+    Notes), not the transformed-scale limits with τ² = 0, whose normal approximation misjudges small units
+    (O = 10 at E = 16.54 lies below ``exp(−1.96/√E)`` = 0.618 though ``P(X ≤ 10 | 16.54)`` = 0.061). This is
+    FunnelPlotR's rule (``funnel_plot.R``: "No overdispersion detected … plotting using unadjusted limits" when
+    τ² = 0), widened to φ ≤ 1: for ``(k − 1)/k < φ ≤ 1`` the DerSimonian–Laird τ² is a small positive number and
+    FunnelPlotR would still draw adjusted limits. A τ² given by the caller is used as given (adjusted limits when
+    it is above 0, whatever φ). FunnelPlotR has no exact binomial limits: its unadjusted proportion limits are the
+    arcsine ones with τ² = 0.
 
     Units with O = 0 have ``z = −∞`` on the SHMI log scale: they rank lowest and are normally truncated; if
     truncation keeps them (fewer than ~9 units) they are left out of φ and τ² with a :class:`FunnelWarning`.
@@ -493,6 +592,19 @@ def funnel_data(frame: pd.DataFrame, *, data_type: str = "SR", observed: str = "
     ['within', 'within', 'within', 'within', 'within', 'within', 'within', 'within']
     >>> funnel_data(df, overdispersion="none").units["funnel_class"].tolist()  # Poisson limits alone
     ['within', 'within', 'within', 'within', 'high 95%', 'within', 'high 99.8%', 'within']
+
+    Units that vary no more than chance (τ² = 0): the exact Poisson limits classify them.
+
+    >>> calm = pd.DataFrame({"observed": [10, 21, 29, 41, 50, 62],
+    ...                      "expected": [16.54, 20.0, 30.0, 40.0, 52.0, 60.0]})
+    >>> g = funnel_data(calm)
+    >>> round(g.phi, 2), g.tau2, g.adjusted, g.limits_method
+    (0.74, 0.0, False, 'SR, exact Poisson (no over-dispersion: τ² = 0)')
+    >>> g.units.loc[0, ["ratio", "lower_95", "funnel_class"]]  # 10/16.54 is inside the exact limits
+    ratio           0.604595
+    lower_95        0.577609
+    funnel_class      within
+    Name: 0, dtype: object
     """
     method = _funnel_method(data_type, method)
     _check_overdispersion(overdispersion)
@@ -533,13 +645,19 @@ def funnel_data(frame: pd.DataFrame, *, data_type: str = "SR", observed: str = "
     if estimating and n_used < 2:
         warnings.warn(f"funnel_data: only {n_used} unit(s) to estimate the dispersion; τ² set to 0",
                       FunnelWarning, stacklevel=2)
+    tau2_estimated = tau2 is None
     phi = est_phi if phi is None else float(phi)
     tau2 = est_tau2 if tau2 is None else float(tau2)
 
-    if overdispersion == "additive":
+    # the limits that classify: adjusted only when there is over-dispersion to adjust for
+    used = _classifying_mode(overdispersion, tau2=tau2, phi=phi, judge_phi=tau2_estimated)
+    limits_method = _limits_label(data_type, method, used)
+    if used == "none" and overdispersion != "none":
+        limits_method += f" (no over-dispersion: {'τ² = 0' if overdispersion == 'additive' and tau2 <= 0 else 'φ ≤ 1'})"
+    if used == "additive":
         z_adj = (y - t0) / np.sqrt(s**2 + tau2)
-    elif overdispersion == "multiplicative":
-        z_adj = z / np.sqrt(max(phi, 1.0))
+    elif used == "multiplicative":
+        z_adj = z / np.sqrt(phi)
     else:
         z_adj = z
 
@@ -549,8 +667,7 @@ def funnel_data(frame: pd.DataFrame, *, data_type: str = "SR", observed: str = "
     cls = np.full(len(units), "within", dtype=object)
     x_safe = np.where(ok, den, 1.0)
     for level in levels:  # ascending: a wider limit overrides a narrower one
-        lower, upper = _limits_one(x_safe, level, method=method, target=target, tau2=tau2, phi=phi,
-                                   mode=overdispersion)
+        lower, upper = _limits_one(x_safe, level, method=method, target=target, tau2=tau2, phi=phi, mode=used)
         lower, upper = np.where(ok, lower, np.nan), np.where(ok, upper, np.nan)
         units[f"lower_{_pct(level)}"], units[f"upper_{_pct(level)}"] = lower, upper
         cls[value > upper] = f"high {_pct(level)}%"
@@ -560,15 +677,16 @@ def funnel_data(frame: pd.DataFrame, *, data_type: str = "SR", observed: str = "
     units["phi"], units["tau2"], units["target"] = phi, tau2, target
     robust = "10% truncation" if method == "SHMI" else "winsorised"
     robust = robust.replace("10%", f"{_pct(trim)}%")
-    units["funnel_method"] = f"{_limits_label(data_type, method, overdispersion)} ({robust})"
+    units["funnel_method"] = f"{limits_method} ({robust})"
 
     if grid is None:
         lo, hi = den[ok].min() / 2, den[ok].max() * 1.1
         grid = np.geomspace(lo, hi, grid_points)
     limits = funnel_limits(grid, data_type=data_type, method=method, target=target, tau2=tau2, phi=phi,
-                           overdispersion=overdispersion, levels=levels)
+                           overdispersion=used, levels=levels)
     return Funnel(units=units, limits=limits, data_type=data_type, method=method, overdispersion=overdispersion,
-                  target=target, phi=phi, tau2=tau2, n_used=n_used)
+                  target=target, phi=phi, tau2=tau2, n_used=n_used, adjusted=used != "none",
+                  limits_method=limits_method)
 
 
 # ---------------------------------------------------------------------------------------- statistical process control

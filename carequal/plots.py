@@ -160,7 +160,8 @@ def funnel_plot(funnel, *, x: str | None = None, label_col: str | None = None, p
         Boolean column of ``funnel.units``; partners are drawn in the partner colour.
     adjusted : bool
         Draw the over-dispersion-adjusted limits (the ones that classified the units) when the funnel has them;
-        otherwise the unadjusted ones.
+        otherwise the exact (unadjusted) ones. A funnel with no over-dispersion to adjust for has only the exact
+        limits (``funnel.adjusted`` is False), which then classified the units and are drawn.
     title : str, optional
     ax : Axes, optional
 

@@ -16,6 +16,7 @@ from carequal.compare import (
     LABELS,
     FunnelWarning,
     NoBetweenUnitVarianceWarning,
+    _transformed_limits,
     beta_binomial_shrinkage,
     funnel_data,
     funnel_limits,
@@ -200,11 +201,14 @@ def test_unadjusted_sr_limits_are_exact_poisson_at_o_equals_e():
 
 @pytest.mark.parametrize("method", ["SHMI", "CQC"])
 def test_transformed_limits_approach_poisson_for_large_expected(method):
-    # with τ² = 0 the log and square-root scale limits (back-transformed) agree with the exact ones for large E
-    lim = funnel_limits([2000.0], method=method, tau2=0.0, levels=[0.95])
-    exact, approx = lim[~lim["adjusted"]].iloc[0], lim[lim["adjusted"]].iloc[0]
-    assert approx["lower"] == pytest.approx(exact["lower"], abs=2e-3)
-    assert approx["upper"] == pytest.approx(exact["upper"], abs=2e-3)
+    # with τ² = 0 the log and square-root scale limits (back-transformed) agree with the exact ones for large E;
+    # funnel_limits itself returns only the exact ones then, so the transformed ones come from their helper
+    exact = funnel_limits([2000.0], method=method, tau2=0.0, levels=[0.95])
+    assert len(exact) == 1 and not exact["adjusted"].any()
+    lower, upper = _transformed_limits(np.array([2000.0]), 0.95, method=method, target=1.0, tau2=0.0, phi=1.0,
+                                       mode="additive")
+    assert lower[0] == pytest.approx(exact["lower"].iloc[0], abs=2e-3)
+    assert upper[0] == pytest.approx(exact["upper"].iloc[0], abs=2e-3)
 
 
 def test_multiplicative_overdispersion_scales_by_root_phi_only_when_above_one():
@@ -212,9 +216,10 @@ def test_multiplicative_overdispersion_scales_by_root_phi_only_when_above_one():
     inflated = funnel_limits(e, overdispersion="multiplicative", phi=2.5, levels=[0.95])
     inflated = inflated[inflated["adjusted"]]
     np.testing.assert_allclose(inflated["upper"], np.exp(Z95 * np.sqrt(2.5) / np.sqrt(e)), rtol=1e-6)
+    # φ ≤ 1: nothing to inflate, and the limits are the exact Poisson ones alone
     underdispersed = funnel_limits(e, overdispersion="multiplicative", phi=0.4, levels=[0.95])
-    np.testing.assert_allclose(underdispersed[underdispersed["adjusted"]]["upper"], np.exp(Z95 / np.sqrt(e)),
-                               rtol=1e-6)
+    assert not underdispersed["adjusted"].any()
+    np.testing.assert_allclose(underdispersed["upper"], stats.chi2.ppf(0.975, 2 * e + 2) / (2 * e))
     f = funnel_data(SR_UNITS, overdispersion="multiplicative")
     assert f.phi > 1
     np.testing.assert_allclose(f.units["z_adjusted"], f.units["z"] / math.sqrt(f.phi))
@@ -245,7 +250,16 @@ def test_supplied_phi_and_tau2_are_used():
     f = funnel_data(SR_UNITS, tau2=0.0)
     g = funnel_data(SR_UNITS, overdispersion="none")
     assert f.tau2 == 0 and f.phi == pytest.approx(g.phi)
-    np.testing.assert_allclose(f.units["upper_95"], np.exp(Z95 / np.sqrt(SR_UNITS["expected"])), rtol=1e-6)
+    # τ² = 0 given: no over-dispersion to adjust for, so the exact Poisson limits classify (φ > 1 notwithstanding)
+    e = SR_UNITS["expected"].to_numpy()
+    np.testing.assert_allclose(f.units["upper_95"], stats.chi2.ppf(0.975, 2 * e + 2) / (2 * e))
+    assert not f.adjusted and f.limits_method == "SR, exact Poisson (no over-dispersion: τ² = 0)"
+    assert f.units["funnel_class"].tolist() == g.units["funnel_class"].tolist()
+    # a τ² given above 0 is used as given, even where the units' own φ would show no over-dispersion
+    calm = pd.DataFrame({"observed": [20, 40, 60], "expected": [20.0, 40.0, 60.0]})
+    h = funnel_data(calm, tau2=0.05)
+    assert h.phi == 0 and h.adjusted
+    np.testing.assert_allclose(h.units["upper_95"], np.exp(Z95 * np.sqrt(1 / calm["expected"] + 0.05)), rtol=1e-6)
 
 
 def test_funnel_zero_events_and_zero_expected():
@@ -575,3 +589,203 @@ def test_reproduces_funnelplotr_published_poisson_limits():
     assert np.round(up95, 6).tolist() == [1.649348, 1.544419, 1.427562]
     assert np.round(low998, 7).tolist() == [0.3862650, 0.4479107, 0.5289724]
     assert np.round(up998, 6).tolist() == [2.082907, 1.902094, 1.702771]
+
+
+# ------------------------------------------------------------------ funnel: exact limits without over-dispersion
+
+
+def _poisson_cdf(k: int, mean: float) -> float:
+    """P(X ≤ k) for X ~ Poisson(mean), summed term by term (independent of scipy)."""
+    term, total = math.exp(-mean), 0.0
+    for i in range(k + 1):
+        total += term
+        term *= mean / (i + 1)
+    return total
+
+
+def _binom_cdf(k: int, n: int, p: float) -> float:
+    """P(X ≤ k) for X ~ Binomial(n, p), summed term by term."""
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
+
+
+# Units that vary no more than chance, with O = 10 at E = 16.54 among them.
+CALM = pd.DataFrame({"facility_id": list("ABCDEF"), "observed": [10, 21, 29, 41, 50, 62],
+                     "expected": [16.54, 20.0, 30.0, 40.0, 52.0, 60.0]})
+
+
+def test_o10_at_e16_54_is_inside_the_exact_limits_when_there_is_no_overdispersion():
+    # The exact test: P(X ≤ 10 | mean 16.54) = 0.0608, more than 0.025, so 10/16.54 = 0.6046 is not low at 95 %.
+    p_low = _poisson_cdf(10, 16.54)
+    assert p_low == pytest.approx(0.0608, abs=5e-4) and p_low > 0.025
+    # The log-normal limit with τ² = 0, exp(−1.96/√16.54) = 0.6176, would have flagged it (the old behaviour).
+    assert 10 / 16.54 < math.exp(-Z95 / math.sqrt(16.54))
+
+    f = funnel_data(CALM)
+    # φ by hand: with N = 6 truncation keeps every rank (floor(10 r / 7) is 1, 2, 4, 5, 7, 8, all in 1..8);
+    # 6φ < 5, so τ² = 0 and there is no over-dispersion to adjust for
+    z = [math.sqrt(e) * math.log(o / e) for o, e in zip(CALM["observed"], CALM["expected"], strict=True)]
+    assert f.n_used == 6 and f.phi == pytest.approx(sum(v * v for v in z) / 6)
+    assert 6 * f.phi < 5 and f.tau2 == 0
+    assert not f.adjusted and f.limits_method == "SR, exact Poisson (no over-dispersion: τ² = 0)"
+    a = f.units.iloc[0]
+    assert a["funnel_class"] == "within"
+    # the classifying limit is Garwood's at O = E: the gamma(16.54) quantile at 0.025, divided by E (0.5776)
+    assert a["lower_95"] == pytest.approx(stats.gamma.ppf(0.025, 16.54) / 16.54, rel=1e-9)
+    assert a["lower_95"] == pytest.approx(0.5776, abs=1e-4)
+    assert a["upper_99.8"] == pytest.approx(stats.gamma.ppf(0.999, 17.54) / 16.54, rel=1e-9)
+    assert (f.units["funnel_method"] == "SR, exact Poisson (no over-dispersion: τ² = 0) (10% truncation)").all()
+    # the curves for plotting are the exact ones only
+    assert not f.limits["adjusted"].any() and set(f.limits["method"]) == {"SR, exact Poisson"}
+    # the same with the multiplicative adjustment (φ ≤ 1) and on the CQC scale
+    g = funnel_data(CALM, overdispersion="multiplicative")
+    assert g.limits_method == "SR, exact Poisson (no over-dispersion: φ ≤ 1)"
+    assert g.units.iloc[0]["funnel_class"] == "within"
+    np.testing.assert_allclose(g.units["lower_95"], f.units["lower_95"])
+    h = funnel_data(CALM, method="CQC")
+    assert h.tau2 == 0 and not h.adjusted
+    np.testing.assert_allclose(h.units["upper_95"], f.units["upper_95"])
+
+
+def test_phi_at_most_one_uses_exact_limits_even_with_a_small_positive_tau2():
+    # k φ ≥ k − 1 but φ ≤ 1: DerSimonian–Laird gives a small τ² > 0 (FunnelPlotR would draw adjusted limits);
+    # with no over-dispersion (φ ≤ 1) the exact limits classify
+    units = pd.DataFrame({"observed": [22, 30, 46, 35, 69, 78, 76, 77, 102, 107],
+                          "expected": [20.0, 25.0, 35.0, 45.0, 60.0, 70.0, 80.0, 90.0, 100.0, 120.0]})
+    f = funnel_data(units)
+    k = f.n_used
+    assert (k - 1) / k <= f.phi <= 1 and f.tau2 > 0
+    assert not f.adjusted and f.limits_method == "SR, exact Poisson (no over-dispersion: φ ≤ 1)"
+    e = units["expected"].to_numpy()
+    np.testing.assert_allclose(f.units["lower_95"], stats.chi2.ppf(0.025, 2 * e) / (2 * e))
+    np.testing.assert_allclose(f.units["z_adjusted"], f.units["z"])
+
+
+@pytest.mark.parametrize("e", [1, 5, 12, 40])
+@pytest.mark.parametrize("level", [0.95, 0.998])
+def test_exact_poisson_limits_are_garwood_at_o_equals_e(e, level):
+    # For whole E the lower limit L makes E the α/2 upper-tail count of Poisson(L·E), the upper limit U the
+    # α/2 lower-tail count of Poisson(U·E): the exact (Garwood) interval of a count O = E
+    lim = funnel_limits([float(e)], overdispersion="none", levels=[level]).iloc[0]
+    a = (1 - level) / 2
+    assert 1 - _poisson_cdf(e - 1, lim["lower"] * e) == pytest.approx(a, rel=1e-6)
+    assert _poisson_cdf(e, lim["upper"] * e) == pytest.approx(a, rel=1e-6)
+    # a target other than 1 is the mean of the count: Poisson(E · target)
+    lim2 = funnel_limits([float(e)], target=2.0, overdispersion="none", levels=[level]).iloc[0]
+    assert 1 - _poisson_cdf(2 * e - 1, lim2["lower"] * e) == pytest.approx(a, rel=1e-6)
+    assert _poisson_cdf(2 * e, lim2["upper"] * e) == pytest.approx(a, rel=1e-6)
+
+
+@pytest.mark.parametrize(("n", "p"), [(20, 0.2), (50, 0.1), (10, 0.5), (8, 0.0), (8, 1.0)])
+def test_exact_binomial_limits_are_clopper_pearson_at_the_expected_count(n, p):
+    lim = funnel_limits([float(n)], data_type="PR", target=p, overdispersion="none", levels=[0.95]).iloc[0]
+    assert lim["method"] == "PR, exact binomial" and not lim["adjusted"]
+    m = round(n * p)
+    # lower L: P(X ≥ m | n, L) = 0.025 (0 when m = 0); upper U: P(X ≤ m | n, U) = 0.025 (1 when m = n)
+    if m == 0:
+        assert lim["lower"] == 0
+    else:
+        assert 1 - _binom_cdf(m - 1, n, lim["lower"]) == pytest.approx(0.025, rel=1e-6)
+    if m == n:
+        assert lim["upper"] == 1
+    else:
+        assert _binom_cdf(m, n, lim["upper"]) == pytest.approx(0.025, rel=1e-6)
+
+
+def test_proportions_without_overdispersion_use_exact_binomial_limits():
+    # overall rate 156/780 = 0.2; unit A has 8 of 20 (expected 4)
+    units = pd.DataFrame({"facility_id": list("ABCDEFG"), "events": [8, 20, 40, 30, 10, 12, 36],
+                          "n": [20, 100, 200, 150, 50, 60, 200]})
+    f = funnel_data(units, data_type="PR")
+    assert f.target == pytest.approx(0.2) and f.tau2 == 0 and not f.adjusted
+    assert f.limits_method == "PR, exact binomial (no over-dispersion: τ² = 0)"
+    # The exact test: P(X ≥ 8 | 20, 0.2) = 0.0321 > 0.025, so A is not high at 95 %; the arcsine limit with
+    # τ² = 0, sin²(asin √0.2 + 1.96/(2√20)) = 0.3981, would have flagged its 0.4.
+    assert 1 - _binom_cdf(7, 20, 0.2) == pytest.approx(0.0321, abs=1e-4)
+    arcsine_upper = math.sin(math.asin(math.sqrt(0.2)) + Z95 / (2 * math.sqrt(20))) ** 2
+    assert arcsine_upper == pytest.approx(0.3981, abs=1e-4) and 0.4 > arcsine_upper
+    a = f.units.iloc[0]
+    assert a["funnel_class"] == "within"
+    # its classifying upper limit: P(X ≤ 4 | 20, U) = 0.025
+    assert _binom_cdf(4, 20, a["upper_95"]) == pytest.approx(0.025, rel=1e-6) and a["upper_95"] > 0.4
+    assert not f.limits["adjusted"].any()
+
+
+def test_no_overdispersion_simulation_with_known_truth():
+    """Counts drawn as Poisson(E), no between-unit variation: the exact branch is taken and the 95 % limits flag
+    about 5 % of units; with between-unit variation (log-normal, sd 0.3) the adjusted branch is taken."""
+    rng = np.random.default_rng(2024)
+    exact_branch, flagged, flagged_lognormal, units = 0, 0, 0, 0
+    for _ in range(150):
+        e = rng.uniform(3, 60, 30)
+        o = rng.poisson(e)
+        f = funnel_data(pd.DataFrame({"observed": o, "expected": e}), grid=[1.0], levels=[0.95])
+        exact_branch += not f.adjusted
+        flagged += int((f.units["funnel_class"] != "within").sum())
+        flagged_lognormal += int((np.abs(np.log(np.maximum(o, 1e-300) / e)) * np.sqrt(e) > Z95).sum())
+        units += 30
+    assert exact_branch >= 0.95 * 150
+    assert 0.035 < flagged / units < 0.06  # nominal 5 %
+    assert flagged / units < flagged_lognormal / units  # the log-normal limits flag more chance variation
+    adjusted = 0
+    for _ in range(50):
+        e = rng.uniform(20, 300, 40)
+        o = rng.poisson(e * np.exp(rng.normal(0, 0.3, 40)))
+        adjusted += funnel_data(pd.DataFrame({"observed": o, "expected": e}), grid=[1.0]).adjusted
+    assert adjusted == 50
+
+
+# FunnelPlotR's medpar length-of-stay example, as published on its reference page for funnel_plot()
+# (pkgdown, version 0.4.2; nhs-r-community/FunnelPlotR reference/funnel_plot.html, `source_data(fp)`): group,
+# observed length of stay and expected (rounded to 2 decimals, FunnelPlotR's SHMI rounding) for 54 hospitals.
+MEDPAR = pd.DataFrame([row.split() for row in """
+030001 406 523.70  030002 642 612.98  030003 46 53.79  030006 764 763.72  030007 82 120.94  030008 201 250.19
+030009 193 155.49  030010 569 484.71  030011 404 362.22  030012 134 188.93  030013 614 554.38  030014 491 616.74
+030016 501 360.15  030017 131 245.61  030018 274 263.56  030019 124 154.66  030022 456 475.02  030023 48 38.93
+030024 429 445.10  030025 14 28.80  030030 369 347.54  030033 8 7.56  030035 37 73.21  030036 128 118.11
+030037 145 273.34  030038 493 449.79  030043 104 172.38  030044 6 19.20  030055 308 321.86  030059 34 36.56
+030060 7 19.96  030061 935 851.72  030062 134 198.94  030064 339 302.39  030065 458 410.16  030067 22 45.87
+030068 2 9.67  030069 160 212.34  030073 87 38.92  030078 55 31.74  030080 252 285.64  030083 174 186.66
+030084 43 33.98  030085 228 255.65  030086 210 242.03  030087 321 279.48  030088 631 619.26  030089 543 626.13
+030092 105 145.67  030093 389 413.86  030094 92 111.26  032000 1012 685.59  032002 283 181.11  032003 95 24.81
+""".replace("  ", "\n").split("\n") if row.strip()], columns=["group", "observed", "expected"]).astype(
+    {"observed": int, "expected": float})
+
+
+def test_reproduces_funnelplotr_medpar_example_both_branches():
+    # Over-dispersed branch: published φ = 8.532851, τ² = 0.02841023, 16 of 54 outliers at the 95 % OD limits
+    # (reference page, summary(fp) with limit = 95) and 9 at the 99.8 % ones (README, limit = 99).
+    assert len(MEDPAR) == 54
+    f = funnel_data(MEDPAR)
+    assert round(f.phi, 6) == 8.532851 and round(f.tau2, 8) == 0.02841023
+    assert f.n_used == 44 and f.adjusted and f.limits_method == "SR SHMI, additive τ²"
+    u = f.units.set_index("group")
+    outliers95 = set(u.index[u["funnel_class"] != "within"])
+    assert outliers95 == {"030007", "030017", "030025", "030035", "030037", "030043", "030044", "030060", "030062",
+                          "030067", "030068", "030073", "030078", "032000", "032002", "032003"}
+    assert u["funnel_class"].str.endswith("99.8%").sum() == 9
+    # published per-unit limits, OD95LCL, OD95UCL, OD99LCL, OD99UCL | LCL95, UCL95, LCL99, UCL99
+    published = {
+        "030033": (0.4558174, 2.193861, 0.2897498, 3.451253, 0.4192450, 2.007393, 0.2339215, 2.709899),
+        "030068": (0.4908522, 2.037273, 0.3256333, 3.070939, 0.4725050, 1.857410, 0.2885378, 2.445625),
+        "032003": (0.5982289, 1.671601, 0.4448276, 2.248062, 0.6459532, 1.478364, 0.4919575, 1.789136),
+        "030023": (0.6338995, 1.577537, 0.4873600, 2.051871, 0.7108611, 1.367413, 0.5767359, 1.601144),
+        "030006": (0.7132769, 1.401980, 0.5869963, 1.703588, 0.9303262, 1.073510, 0.8918993, 1.116945),
+        "030061": (0.7138263, 1.400901, 0.5877093, 1.701521, 0.9339606, 1.069477, 0.8974496, 1.110477),
+    }
+    e = MEDPAR.set_index("group")["expected"]
+    exact = funnel_limits(e[list(published)].to_numpy(), overdispersion="none").set_index(["x", "level"])
+    for group, values in published.items():
+        row = u.loc[group]
+        got = [row["lower_95"], row["upper_95"], row["lower_99.8"], row["upper_99.8"]]
+        got += [exact.loc[(e[group], lv), side] for lv in (0.95, 0.998) for side in ("lower", "upper")]
+        # the exact limits to the 7 significant digits printed; the adjusted ones to within 1 in the 7th digit, as
+        # FunnelPlotR writes z = 3.090232 for 99.8 % (here 3.0902323...: its OD99UCL of 030033 prints 3.451253,
+        # this 3.4512536)
+        assert [float(f"{v:.7g}") for v in got[4:]] == list(values[4:]), group
+        for g, v in zip(got[:4], values[:4], strict=True):
+            assert abs(g - v) <= 10 ** (math.floor(math.log10(v)) - 6), group
+    # Exact branch: FunnelPlotR's README prints 25 of 54 outliers at its unadjusted (exact Poisson) 99.8 % limits;
+    # the same limits classify here with overdispersion="none", or when τ² = 0 (no over-dispersion)
+    for g in (funnel_data(MEDPAR, overdispersion="none"), funnel_data(MEDPAR, tau2=0.0)):
+        assert not g.adjusted
+        assert g.units["funnel_class"].str.endswith("99.8%").sum() == 25

@@ -19,6 +19,7 @@ from matplotlib.collections import PolyCollection, QuadMesh  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import PercentFormatter  # noqa: E402
+from scipy import stats  # noqa: E402
 
 from carequal import plots  # noqa: E402
 from carequal.cohorts import index_stays, post_acute_episodes  # noqa: E402
@@ -146,6 +147,24 @@ def test_funnel_plot_adjusted_limits_and_proportions(stay_outcomes):
     np.testing.assert_allclose(drawn.get_ydata(), upper95)
     assert isinstance(ax.yaxis.get_major_formatter(), PercentFormatter)
     assert "cases" in ax.get_xlabel()
+
+
+def test_funnel_plot_without_overdispersion_draws_the_exact_limits_that_classified():
+    # six units that vary no more than chance (τ² = 0), O = 10 at E = 16.54 among them
+    calm = pd.DataFrame({"facility_id": list("ABCDEF"), "observed": [10, 21, 29, 41, 50, 62],
+                         "expected": [16.54, 20.0, 30.0, 40.0, 52.0, 60.0]})
+    funnel = funnel_data(calm)
+    assert not funnel.adjusted
+    ax = plots.funnel_plot(funnel, label_col="facility_id")
+    assert "between-facility" not in ax.get_title()
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    for level, name in ((0.95, "95% limits"), (0.998, "99.8% limits")):
+        drawn = lines[name]
+        x = np.asarray(drawn.get_xdata(), dtype=float)
+        # Garwood's exact upper limit at O = E, written out: χ²_{1−α/2}(2E + 2) / (2E)
+        expect = stats.chi2.ppf(1 - (1 - level) / 2, 2 * x + 2) / (2 * x)
+        np.testing.assert_allclose(drawn.get_ydata(), expect)
+    assert not ax.texts  # no unit outside the exact limits, so none labelled (A at 10/16.54 included)
 
 
 # ---------------------------------------------------------------------------------------------- caterpillar
