@@ -44,7 +44,7 @@ def test_notebook_runs_on_the_sample(name, tmp_path, sample_work):
     out = tmp_path / f"{name}.ipynb"
     # IPC kernels, as the batch uses: TCP kernels started at the same moment by another process can collide
     papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out),
-                               parameters={"data": str(SAMPLE), "work": str(sample_work)},
+                               parameters={"data": str(SAMPLE), "work": str(sample_work.dataset.parent.parent)},
                                cwd=str(ROOT / "notebooks"), progress_bar=False, execution_timeout=600,
                                kernel_manager_class=ipc_kernel_manager(str(tmp_path)))
     executed = nbformat.read(str(out), as_version=4)

@@ -297,7 +297,7 @@ def test_extract_writes_leakage_and_refuses_it_unsuppressed(tmp_path, monkeypatc
     pp = _hospital_packet([50, 40, 60, 45, 55, 50, 40, 42, 60, 50, 48, 30], [25, 20, 30, 22, 28, 20, 12, 9, 12, 8, 20,
                                                                               15])
     written = packet.write_extract(pp, tmp_path / "ok")
-    assert {p.name for p in written} == {"metrics.csv", "leakage.csv", "extract.xlsx"}
+    assert {p.name for p in written} == {"about.csv", "metrics.csv", "leakage.csv", "extract.xlsx"}
     leak = pd.read_csv(tmp_path / "ok" / "leakage.csv")
     assert leak["events"].isna().sum() == 3 and leak.loc[leak["events"].isna(), "share"].isna().all()
     import carequal.disclosure
@@ -407,7 +407,7 @@ def test_extract_refuses_an_unsafe_table(tmp_path, monkeypatch):
     pp = _packet(_results([100, 60, 95], [8, 15, 85]), pd.DataFrame(columns=["facility_id", "direction",
                                                                              "other_id", "category", "n"]))
     written = packet.write_extract(pp, tmp_path / "ok")
-    assert {p.name for p in written} == {"metrics.csv", "extract.xlsx"}
+    assert {p.name for p in written} == {"about.csv", "metrics.csv", "extract.xlsx"}
     monkeypatch.setattr(packet, "_suppressed", lambda results, min_cell: results.assign(
         suppressed=False, benchmark_suppressed=False))
     with pytest.raises(DisclosureError):

@@ -96,7 +96,7 @@ def hold(folder: str | Path, *, wait: float = 0.0, what: str = "output") -> Iter
         state.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ParameterError(f"{what} folder {folder}: {describe_os_error(exc)}") from None
-    lock = FileLock(str(state / "lock"), timeout=max(float(wait), 0.0), fallback_to_soft=False)
+    lock = FileLock(str(state / "lock"), timeout=max(float(wait), 0.0))
     try:
         lock.acquire()
     except Timeout:
