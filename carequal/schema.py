@@ -8,14 +8,14 @@ up to five example keys:
 
 1. *Parsing* (our code): text is turned into dates, booleans and numbers; a value that cannot be parsed is a
    failure of the rule ``type`` (its reason names what the column expects, e.g. a date in the form YYYY-MM-DD),
-   an infinite number or a whole number of ±2^53 or more (:data:`EXACT_INTEGER_LIMIT`) fails ``out_of_range``, and
-   a date outside the plausibility window of :func:`date_window` (1900-01-01 to one year after the run date;
-   no upper limit for ``enrollment.end_date``, whose open end may be 9999-12-31) fails ``date_implausible``.
-   Diagnosis and procedure codes are normalised (dots and spaces removed, upper case) and code lists are split
-   on ``;`` (``|`` and ``,`` are accepted too). A table without a required column (``missing_column``), and a
-   ``facilities``, ``patients`` or ``stays`` table without rows (``table_empty``), is refused whole in both
-   modes. (Faults of the file itself — empty, not UTF-8, not comma-separated, a repeated header name — are
-   refused by :func:`carequal.loaders.read_table` before any of this.)
+   an infinite number, or a whole number of 2^53 or more in magnitude (:data:`EXACT_INTEGER_LIMIT`), fails
+   ``out_of_range``, and a date outside the plausibility window of :func:`date_window` (1900-01-01 to one year
+   after the run date; no upper limit for ``enrollment.end_date``, whose open end may be 9999-12-31) fails
+   ``date_implausible``. Diagnosis and procedure codes are normalised (dots and spaces removed, upper case) and
+   code lists are split on ``;`` (``|`` and ``,`` are accepted too). A table without a required column
+   (``missing_column``), and a ``facilities``, ``patients`` or ``stays`` table without rows (``table_empty``), is
+   refused whole in both modes. (Faults of the file itself — empty, not UTF-8, not comma-separated, a repeated
+   header name — are refused by :func:`carequal.loaders.read_table` before any of this.)
 2. *Per-table rules* (pandera): required values, unique keys, allowed values, code patterns, ranges and the
    row-level rules between columns of one table (``discharge_date >= admit_date``...).
 3. *Cross-table rules* (our code; pandera validates one frame at a time): foreign keys from stays,

@@ -90,8 +90,8 @@ def available_markets(data: str | Path) -> list[str]:
         raise ParameterError(f"{data}: no patients table (patients.csv or patients.parquet); see data/README.md")
     frame = read_table(path, columns=["market"])
     if not len(frame):
-        raise SchemaError(f"{path}: patients: the table has no rows, only its header (rule table_empty); facilities, "
-                          "patients and stays need at least one row each: there is nothing to report on")
+        raise SchemaError(f"{path}: the table has no rows, only its header (table patients, rule table_empty); "
+                          "facilities, patients and stays need at least one row each: there is nothing to report on")
     markets = frame["market"].dropna().astype("str").str.strip()
     return sorted(m for m in markets.unique() if m)
 
