@@ -88,15 +88,32 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _cmd_desynpuf(args: argparse.Namespace) -> int:
-    from carequal.adapters.desynpuf import read_desynpuf
+    import warnings
 
-    tables = read_desynpuf(args.claims)
+    from carequal.adapters.desynpuf import read_desynpuf
+    from carequal.errors import DataQualityWarning
+
+    with warnings.catch_warnings(record=True) as caught:  # the notes below say it all, without source lines
+        warnings.simplefilter("always")
+        tables = read_desynpuf(args.claims)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    print(f"carequal desynpuf: wrote contract tables to {out}")
     for table, frame in tables.items():
         if isinstance(frame, pd.DataFrame):
             frame.to_csv(out / f"{table}.csv", index=False, date_format="%Y-%m-%d")
             print(f"  {table:<12} {len(frame):>10,d} rows → {out / (table + '.csv')}")
+    notes = tables.notes[tables.notes["n"] > 0]
+    if len(notes):
+        print("Adapter notes (values inferred, assumed, blanked or dropped on the way to the contract):")
+        for note in notes.itertuples(index=False):
+            print(f"  {note.table}.{note.rule}: {note.action}, {int(note.n):,d} {note.unit} ({note.detail})")
+    seen = set()
+    for warning in caught:  # a DataQualityWarning repeats the notes; anything else in one line, once
+        text = f"{warning.category.__name__}: {warning.message}"
+        if not issubclass(warning.category, DataQualityWarning) and text not in seen:
+            seen.add(text)
+            print(f"carequal desynpuf: warning: {text}", file=sys.stderr)
     return 0
 
 

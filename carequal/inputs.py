@@ -44,9 +44,13 @@ def data_fingerprint(path: str | Path) -> str:
     digest = hashlib.sha256()
     for file in files:
         digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        try:
+            with open(file, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        except PermissionError as exc:  # an input, not an output: say "read", not "write"
+            raise ParameterError(f"{file}: cannot read the file ({(exc.strerror or 'permission denied').lower()}); "
+                                 "give the user running carequal read access to it") from None
     return digest.hexdigest()
 
 

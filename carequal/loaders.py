@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from carequal.errors import ParameterError, SchemaError
-from carequal.schema import OPTIONAL_TABLES, TABLES, ValidatedTables, validate_tables
+from carequal.schema import CONTRACT, OPTIONAL_TABLES, TABLES, ValidatedTables, column_list, validate_tables
 
 PATIENT_TABLES: tuple[str, ...] = ("patients", "stays", "enrollment", "ed_visits")
 _SUFFIXES = (".parquet", ".csv", ".csv.gz")
@@ -46,6 +46,165 @@ def table_path(directory: str | Path, table: str) -> Path | None:
     return None
 
 
+def _table_name(path: Path) -> str:
+    """The contract table a file or dataset folder holds, from its name (``stays.csv.gz`` → ``stays``)."""
+    return path.name.split(".", 1)[0]
+
+
+def _label(path: Path, rule: str) -> str:
+    """``(table stays, rule x)`` for a contract table's file, ``(rule x)`` for another file (e.g. DE-SynPUF)."""
+    table = _table_name(path)
+    return f"(table {table}, rule {rule})" if table in TABLES else f"(rule {rule})"
+
+
+def _unreadable(path: Path, exc: OSError) -> ParameterError:
+    reason = exc.strerror.lower() if exc.strerror else type(exc).__name__
+    return ParameterError(f"{path}: cannot read the file ({reason}); give the user running carequal read access "
+                          "to it")
+
+
+def _open_binary(path: Path):
+    import gzip
+
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")  # noqa: SIM115
+
+
+def _first_bad_byte(path: Path) -> tuple[int, int, int, int] | None:
+    """``(line, column, offset, byte)`` of the first byte that is not UTF-8: 1-based line and byte-in-line,
+    0-based offset in the (decompressed) file; None if every byte decodes."""
+    offset = 0
+    with _open_binary(path) as handle:
+        for number, line in enumerate(handle, 1):  # no UTF-8 character contains the byte of a newline
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return number, exc.start + 1, offset + exc.start, line[exc.start]
+            offset += len(line)
+    return None
+
+
+def _not_utf8(path: Path) -> SchemaError:
+    where = _first_bad_byte(path)
+    at = (f": byte 0x{where[3]:02X} on line {where[0]} (byte {where[1]} of the line, offset {where[2]} in the "
+          "file) is not UTF-8" if where is not None else "")
+    return SchemaError(f"{path}: the file is not UTF-8 text{at} {_label(path, 'not_utf8')}. "
+                       "Save it as UTF-8 (e.g. 'CSV UTF-8' in Excel, or iconv -f latin1 -t utf-8) and run again")
+
+
+def csv_header(path: str | Path) -> list[str]:
+    """The column names in a CSV file's header row (a UTF-8 byte order mark removed), checked.
+
+    Raises
+    ------
+    SchemaError
+        If the file is empty or only blank lines (rule ``empty_file``), its header is not UTF-8 (``not_utf8``),
+        it looks separated by semicolons or tabs instead of commas (``delimiter``), or a name repeats
+        (``duplicate_column``: a CSV reader would silently rename the second ``beds`` to ``beds.1``).
+    ParameterError
+        If the file cannot be opened (permissions).
+    """
+    import csv
+    import gzip
+    import zlib
+
+    path = Path(path)
+    line = b""
+    try:
+        with _open_binary(path) as handle:
+            for line in handle:  # the header is the first line that is not blank (as pandas reads it)
+                if line.strip():
+                    break
+    except (gzip.BadGzipFile, EOFError, zlib.error):
+        raise SchemaError(f"{path}: not a readable gzip file {_label(path, 'csv_format')}; compress it again or "
+                          "give the plain .csv") from None
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    if not line.strip():
+        raise SchemaError(f"{path.name} is empty (no header row): {path} {_label(path, 'empty_file')}. Export it "
+                          "again with its header row")
+    try:
+        text = line.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+    names = next(csv.reader([text]))
+    if len(names) == 1:
+        for sign, what in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
+            if sign in names[0]:
+                raise SchemaError(f"{path}: the header reads as one column; the file looks {what}-separated "
+                                  f"{_label(path, 'delimiter')}. carequal reads comma-separated CSV: export it "
+                                  "again with ',' as the separator")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SchemaError(f"{path}: column name(s) repeated in the header: {column_list(repeated)} "
+                          f"{_label(path, 'duplicate_column')}; keep one column of each name")
+    return names
+
+
+def read_csv_text(path: str | Path, *, columns: Iterable[str] | None = None,
+                  empty_as_missing: bool = True) -> pd.DataFrame:
+    """Read a CSV file (``.csv`` or ``.csv.gz``) as text, every fault of the file in one message.
+
+    Parameters
+    ----------
+    path : path
+        The file.
+    columns : iterable of str, optional
+        Read only these columns; one that is absent is an error (rule ``missing_column``) naming the columns the
+        file has.
+    empty_as_missing : bool
+        Empty cells become missing values (default) or stay empty text. The text ``NA`` is a value either way.
+
+    Raises
+    ------
+    SchemaError
+        The faults of :func:`csv_header`, a missing column, bytes that are not UTF-8 past the header
+        (``not_utf8``, naming the line and offset of the first) and malformed CSV (``csv_format``, naming the
+        line, e.g. more fields than the header).
+    ParameterError
+        If the file cannot be opened (permissions).
+    """
+    path = Path(path)
+    cols = list(columns) if columns is not None else None
+    names = csv_header(path)
+    if cols is not None:
+        missing = [c for c in cols if c not in names]
+        if missing:
+            raise SchemaError(f"{path}: required column(s) missing: {column_list(missing)} "
+                              f"{_label(path, 'missing_column')}; the file has {column_list(names)}. See "
+                              "data/README.md for the contract")
+    try:
+        return pd.read_csv(path, dtype="str", keep_default_na=False, na_values=[""] if empty_as_missing else None,
+                           usecols=cols)
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+    except pd.errors.EmptyDataError:  # blank lines only after all (e.g. whitespace pandas skips)
+        raise SchemaError(f"{path.name} is empty (no header row): {path} {_label(path, 'empty_file')}") from None
+    except pd.errors.ParserError as exc:  # pandas names the line and the counts, never the values
+        detail = str(exc).strip().splitlines()[0].replace("Error tokenizing data. C error: ", "")
+        raise SchemaError(f"{path}: cannot be read as CSV: {detail} {_label(path, 'csv_format')}; quote values "
+                          "that contain commas") from None
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _read_parquet(path: Path, cols: list[str] | None) -> pd.DataFrame:
+    try:
+        dataset = ds.dataset(path, format="parquet", partitioning="hive")
+        if cols is not None:
+            missing = [c for c in cols if c not in dataset.schema.names]
+            if missing:
+                raise SchemaError(f"{path}: required column(s) missing: {column_list(missing)} "
+                                  f"{_label(path, 'missing_column')}; the file has "
+                                  f"{column_list(dataset.schema.names)}. See data/README.md for the contract")
+        table = dataset.to_table(columns=cols)
+    except PermissionError as exc:
+        raise _unreadable(path, exc) from None
+    except pa.ArrowInvalid:
+        raise SchemaError(f"{path}: cannot be read as Parquet {_label(path, 'parquet_format')}; write it again, "
+                          "or give the table as CSV") from None
+    return table.to_pandas(date_as_object=False)
+
+
 def read_table(path: str | Path, *, columns: Iterable[str] | None = None) -> pd.DataFrame:
     """Read one table from CSV (as text) or Parquet (file or dataset folder), without validating it.
 
@@ -55,38 +214,59 @@ def read_table(path: str | Path, *, columns: Iterable[str] | None = None) -> pd.
         ``.csv``, ``.csv.gz``, ``.parquet`` or a folder of Parquet files.
     columns : iterable of str, optional
         Read only these columns (Parquet reads only their bytes).
+
+    Raises
+    ------
+    SchemaError
+        If the file cannot be read as a contract table, in one line naming the file, the table and the rule:
+        an empty CSV (``empty_file``), bytes that are not UTF-8 (``not_utf8``: line and offset of the first),
+        another separator than ``,`` (``delimiter``), a repeated header name (``duplicate_column``), one of
+        ``columns`` absent (``missing_column``), malformed CSV (``csv_format``) or Parquet (``parquet_format``).
+    ParameterError
+        If the file cannot be opened (permissions).
     """
     path = Path(path)
     cols = list(columns) if columns is not None else None
     if path.is_dir() or path.suffix == ".parquet":
-        table = ds.dataset(path, format="parquet", partitioning="hive").to_table(columns=cols)
-        return table.to_pandas(date_as_object=False)
+        return _read_parquet(path, cols)
     if path.name.endswith((".csv", ".csv.gz")):
-        return pd.read_csv(path, dtype="str", keep_default_na=False, na_values=[""], usecols=cols)
+        return read_csv_text(path, columns=cols)
     raise ParameterError(f"{path}: cannot read this file type; use .csv, .csv.gz or .parquet")
 
 
 def read_tables(directory: str | Path) -> dict[str, pd.DataFrame]:
     """Read every contract table present in ``directory`` (raw, unvalidated).
 
-    Raises :class:`SchemaError` naming the missing files if a required table is absent.
+    Raises
+    ------
+    SchemaError
+        Naming the missing files if a required table is absent; naming each file, its missing required
+        columns and the columns it has (rule ``missing_column``); or a fault of one file (:func:`read_table`).
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise ParameterError(f"data directory {directory} does not exist")
-    raw, missing = {}, []
+    raw, missing, paths = {}, [], {}
     for table in TABLES:
         path = table_path(directory, table)
         if path is None:
             if table not in OPTIONAL_TABLES:
                 missing.append(table)
             continue
-        raw[table] = read_table(path)
+        raw[table], paths[table] = read_table(path), path
     if missing:
         raise SchemaError(
             f"{directory}: no file for required table(s) {', '.join(missing)} "
             f"(expected e.g. {missing[0]}.csv or {missing[0]}.parquet); see data/README.md"
         )
+    problems = []
+    for table, frame in raw.items():
+        absent = [s.name for s in CONTRACT[table] if s.required and s.name not in frame.columns]
+        if absent:
+            problems.append(f"{paths[table]}: required column(s) missing: {column_list(absent)} "
+                            f"{_label(paths[table], 'missing_column')}; the file has {column_list(frame.columns)}")
+    if problems:
+        raise SchemaError("; ".join(problems) + ". See data/README.md for the contract")
     return raw
 
 

@@ -528,6 +528,74 @@ def post_acute_use(episodes: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------- aggregation
 
 
+def _short(value, width: int = 12) -> str:
+    text = str(value)
+    return repr(text if len(text) <= width else text[:width - 1] + "…")
+
+
+def check_input_column(frame: pd.DataFrame, column: str, *, rule: str, where: str, keys: list[str] = ()) -> None:
+    """Refuse a column that is not what a rate needs, in one line that never dumps the column.
+
+    Parameters
+    ----------
+    frame : DataFrame
+    column : str
+        The column to check (missing values are allowed: they are left to the caller's rule).
+    rule : {"boolean", "count"}
+        ``boolean``: true/false or 0/1 (a numerator flag); ``count``: finite numbers ≥ 0 (events, person-time).
+    where : str
+        The function, named in the message.
+    keys : list of str
+        Columns that name a row (e.g. the grouping columns), shown for up to three failing rows.
+
+    Raises
+    ------
+    ParameterError
+        Naming the function, the column, the rule, how many values break it and up to three examples (the value
+        cut to 12 characters, with the row's keys).
+
+    Examples
+    --------
+    >>> from carequal.errors import ParameterError
+    >>> df = pd.DataFrame({"facility_id": ["A", "B", "C"], "readmitted": ["S00000000040S00000000042", True, 1]})
+    >>> try:
+    ...     check_input_column(df, "readmitted", rule="boolean", where="rate_table", keys=["facility_id"])
+    ... except ParameterError as exc:
+    ...     print(str(exc).replace("; ", ";\\n"))
+    rate_table: column readmitted breaks rule boolean (true/false or 0/1) in 1 of 3 rows;
+    examples: 'S0000000004…' (facility_id A)
+    """
+    from carequal.errors import ParameterError
+
+    if column not in frame.columns:
+        raise ParameterError(f"{where}: no column {column!r} in the frame")
+    values = frame[column]
+    present = values.notna().to_numpy()
+    if rule == "boolean":
+        if pd.api.types.is_bool_dtype(values):
+            return
+        numbers = pd.to_numeric(values.where(values.map(lambda v: not isinstance(v, str))), errors="coerce") \
+            if values.dtype == object else pd.to_numeric(values, errors="coerce")
+        ok = numbers.isin([0, 1]).to_numpy()
+        text = "true/false or 0/1"
+    elif rule == "count":
+        numbers = pd.to_numeric(values, errors="coerce") if not pd.api.types.is_numeric_dtype(values) else values
+        numbers = numbers.astype("float64")
+        ok = (np.isfinite(numbers) & (numbers >= 0)).to_numpy()
+        text = "finite numbers ≥ 0"
+    else:
+        raise ParameterError(f"rule must be 'boolean' or 'count', not {rule!r}")
+    bad = np.flatnonzero(present & ~ok)
+    if len(bad):
+        keys = [k for k in keys if k in frame.columns]
+        examples = []
+        for row in bad[:3]:
+            label = ", ".join(f"{k} {_short(frame[k].iloc[row], 20)[1:-1]}" for k in keys)
+            examples.append(_short(values.iloc[row]) + (f" ({label})" if label else f" (row {row})"))
+        raise ParameterError(f"{where}: column {column} breaks rule {rule} ({text}) in {len(bad):,d} of "
+                             f"{len(values):,d} rows; examples: {', '.join(examples)}")
+
+
 def rate_table(frame: pd.DataFrame, *, by: list[str], events: str, level: float = 0.95,
                include_empty: pd.DataFrame | None = None) -> pd.DataFrame:
     """Proportions by group: ``n``, ``events``, ``rate``, Wilson ``lower``/``upper``, ``level``, ``method``.
@@ -553,6 +621,7 @@ def rate_table(frame: pd.DataFrame, *, by: list[str], events: str, level: float 
     """
     from carequal.intervals import wilson
 
+    check_input_column(frame, events, rule="boolean", where="rate_table", keys=list(by))
     grouped = frame.groupby(by, dropna=False, observed=True, sort=True)[events]
     out = pd.DataFrame({"n": grouped.size(), "events": grouped.sum().astype("int64")}).reset_index()
     if include_empty is not None:
@@ -588,6 +657,8 @@ def count_rate_table(frame: pd.DataFrame, *, by: list[str], events: str, person_
     """
     from carequal.intervals import count_interval
 
+    for column in (events, person_time):
+        check_input_column(frame, column, rule="count", where="count_rate_table", keys=list(by))
     grouped = frame.groupby(by, dropna=False, observed=True, sort=True)
     out = grouped.agg(events=(events, "sum"), person_time=(person_time, "sum")).reset_index()
     lo, hi, method = count_interval(out["events"].to_numpy(), level=level)

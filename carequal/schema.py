@@ -7,8 +7,15 @@ Validation runs in three layers, every one of which reports table, column, rule,
 up to five example keys:
 
 1. *Parsing* (our code): text is turned into dates, booleans and numbers; a value that cannot be parsed is a
-   failure of the rule ``type``. Diagnosis and procedure codes are normalised (dots and spaces removed, upper
-   case) and code lists are split on ``;`` (``|`` and ``,`` are accepted too).
+   failure of the rule ``type`` (its reason names what the column expects, e.g. a date in the form YYYY-MM-DD),
+   an infinite number, or a whole number of 2^53 or more in magnitude (:data:`EXACT_INTEGER_LIMIT`), fails
+   ``out_of_range``, and a date outside the plausibility window of :func:`date_window` (1900-01-01 to one year
+   after the run date; no upper limit for ``enrollment.end_date``, whose open end may be 9999-12-31) fails
+   ``date_implausible``. Diagnosis and procedure codes are normalised (dots and spaces removed, upper case) and
+   code lists are split on ``;`` (``|`` and ``,`` are accepted too). A table without a required column
+   (``missing_column``), and a ``facilities``, ``patients`` or ``stays`` table without rows (``table_empty``), is
+   refused whole in both modes. (Faults of the file itself — empty, not UTF-8, not comma-separated, a repeated
+   header name — are refused by :func:`carequal.loaders.read_table` before any of this.)
 2. *Per-table rules* (pandera): required values, unique keys, allowed values, code patterns, ranges and the
    row-level rules between columns of one table (``discharge_date >= admit_date``...).
 3. *Cross-table rules* (our code; pandera validates one frame at a time): foreign keys from stays,
@@ -43,6 +50,9 @@ TABLES: tuple[str, ...] = ("facilities", "patients", "stays", "enrollment", "ed_
 """Contract tables in dependency order (parents before children)."""
 
 OPTIONAL_TABLES: frozenset[str] = frozenset({"ed_visits"})
+
+NONEMPTY_TABLES: frozenset[str] = frozenset({"facilities", "patients", "stays"})
+"""Tables that must have at least one row (rule ``table_empty``): without them there is nothing to report on."""
 
 SETTINGS: tuple[str, ...] = ("acute", "snf", "irf", "ltch", "hha")
 """Care settings: short-term acute hospital, skilled nursing, inpatient rehab, long-term care hospital, home health."""
@@ -120,7 +130,7 @@ CONTRACT: dict[str, tuple[ColumnSpec, ...]] = {
     ),
     "patients": (
         ColumnSpec("patient_id", "id", "Unique patient key."),
-        ColumnSpec("birth_date", "date", "Date of birth.", minimum=pd.Timestamp("1900-01-01").value),
+        ColumnSpec("birth_date", "date", "Date of birth."),
         ColumnSpec("sex", "category", "F, M or U (unknown).", allowed=SEXES),
         ColumnSpec("dual_eligible", "bool", "Full-benefit Medicare–Medicaid dual eligibility."),
         ColumnSpec("death_date", "date", "Date of death; empty if alive at the end of the data.", nullable=True),
@@ -177,6 +187,15 @@ KEYS: dict[str, tuple[str, ...]] = {
 
 RULES: dict[str, str] = {
     "missing_column": "a required column is missing",
+    "empty_file": "the file is empty (no header row)",
+    "not_utf8": "the file is not UTF-8 text (the message names the line and byte offset of the first bad byte)",
+    "delimiter": "the file is not comma-separated (e.g. semicolons or tabs)",
+    "duplicate_column": "a column name appears twice in the header",
+    "csv_format": "the file cannot be read as CSV (e.g. a row with more fields than the header)",
+    "parquet_format": "the file cannot be read as Parquet",
+    "table_empty": "facilities, patients or stays has no rows: there is nothing to report on",
+    "out_of_range": "number is infinite, or a whole number of 2^53 or more in magnitude (not held exactly)",
+    "date_implausible": "date is before 1900-01-01 or more than a year after the run date",
     "type": "value cannot be read as the column's type",
     "not_nullable": "value is required but empty",
     "unique": "key is duplicated",
@@ -349,33 +368,80 @@ def normalise_code_list(codes: pd.Series) -> pd.Series:
     return _text_series(arr, codes.index)
 
 
-_NO_ROWS = np.array([], dtype=np.int64)
-
-
 def _holds_dates(values: pd.Series) -> bool:
     first = values.dropna()
     return len(first) > 0 and not isinstance(first.iloc[0], str)
 
 
-def _parse_column(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, np.ndarray]:
-    """Parse one column to its kind; return the parsed values and the positions that could not be parsed."""
+EXACT_INTEGER_LIMIT = 2**53
+"""Whole numbers must be smaller than this in magnitude (numbers are parsed through float64, which holds every
+whole number below 2^53 exactly); from it on the rule ``out_of_range`` quarantines the row rather than storing
+another number than the one given."""
+
+DATE_FLOOR = pd.Timestamp("1900-01-01")
+"""Earliest plausible date of any date column (rule ``date_implausible``)."""
+
+OPEN_ENDED_DATES: frozenset[tuple[str, str]] = frozenset({("enrollment", "end_date")})
+"""Date columns with no upper plausibility limit: an open end (``9999-12-31``) means coverage continues."""
+
+_EXPECTED = {"date": "a date in the form YYYY-MM-DD", "bool": "true/false (or 1/0, yes/no, t/f, y/n)",
+             "int": "a whole number", "float": "a number"}
+"""What a cell of each parsed kind must hold; named in the reason of a ``type`` failure."""
+
+
+def date_window(today: pd.Timestamp | None = None) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The plausible dates: from 1900-01-01 to one year after ``today`` (default: the run date), inclusive.
+
+    Examples
+    --------
+    >>> [d.date().isoformat() for d in date_window(pd.Timestamp("2025-02-28"))]
+    ['1900-01-01', '2026-02-28']
+    """
+    today = pd.Timestamp.today().normalize() if today is None else pd.Timestamp(today).normalize()
+    return DATE_FLOOR, today + pd.DateOffset(years=1)
+
+
+def _implausible_dates(table: str, column: str, parsed: pd.Series, window) -> np.ndarray:
+    """Positions of dates outside the plausibility ``window`` (no upper limit for :data:`OPEN_ENDED_DATES`)."""
+    lo, hi = window
+    outside = parsed < lo
+    if (table, column) not in OPEN_ENDED_DATES:
+        outside |= parsed > hi
+    return np.flatnonzero(outside.fillna(False).to_numpy())
+
+
+def _numbers(parsed: pd.Series, kind: str, present: np.ndarray) -> tuple[pd.Series, dict[str, np.ndarray]]:
+    """Float values to the column's kind: ``out_of_range`` where infinite (or a whole number of
+    :data:`EXACT_INTEGER_LIMIT` or more in magnitude), ``type`` where given but not a number (or, for ``int``,
+    not whole)."""
+    values = parsed.to_numpy(dtype="float64", na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        huge = np.isinf(values) | ((np.abs(values) >= EXACT_INTEGER_LIMIT) if kind == "int" else False)
+        values = np.where(huge, np.nan, values)
+        bad = present & np.isnan(values) & ~huge
+        if kind == "int":
+            bad |= ~np.isnan(values) & (np.nan_to_num(values) % 1 != 0)
+    out = {"type": np.flatnonzero(bad), "out_of_range": np.flatnonzero(huge)}
+    series = pd.Series(np.where(bad, np.nan, values), index=parsed.index)
+    return (series.astype("Int64") if kind == "int" else series), out
+
+
+def _parse_column(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, dict[str, np.ndarray]]:
+    """Parse one column to its kind; return the parsed values and, by rule (``type``, ``out_of_range``), the
+    positions of the cells that could not be parsed (they are missing in the parsed values)."""
     kind = spec.kind
     index = values.index
     if kind == "date" and pd.api.types.is_datetime64_any_dtype(values):
         parsed = values.dt.tz_localize(None) if getattr(values.dt, "tz", None) else values
-        return parsed.astype(DATE_DTYPE).dt.normalize(), _NO_ROWS
+        return parsed.astype(DATE_DTYPE).dt.normalize(), {}
     if kind == "bool" and pd.api.types.is_bool_dtype(values):
-        return values.astype("boolean"), _NO_ROWS
+        return values.astype("boolean"), {}
     if kind in ("int", "float") and pd.api.types.is_numeric_dtype(values):
-        parsed = values.astype("float64")
-        frac = parsed.notna().to_numpy() & (parsed.fillna(0).to_numpy() % 1 != 0) if kind == "int" else None
-        if kind == "int":
-            return parsed.where(~frac).astype("Int64"), np.flatnonzero(frac)
-        return parsed, _NO_ROWS
+        return _numbers(values.astype("float64"), kind, np.zeros(len(values), dtype=bool))
     if kind == "date" and values.dtype == object and _holds_dates(values):
         parsed = pd.to_datetime(values, errors="coerce")  # python date objects (e.g. from some Parquet writers)
         bad = values.notna().to_numpy() & parsed.isna().to_numpy()
-        return parsed.astype(DATE_DTYPE).dt.normalize(), np.flatnonzero(bad)
+        return parsed.astype(DATE_DTYPE).dt.normalize(), {"type": np.flatnonzero(bad)}
     arr = _clean_text(_arrow_text(values))
     present = pc.is_valid(arr).to_numpy(zero_copy_only=False)
     if kind == "date":
@@ -385,25 +451,21 @@ def _parse_column(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, np.nd
         same = pc.equal(pc.strftime(stamps, format="%Y-%m-%d"), arr)
         stamps = pc.if_else(pc.fill_null(same, False), stamps, pa_arrow.scalar(None, stamps.type))
         parsed = pd.Series(stamps.to_numpy(zero_copy_only=False), index=index).astype(DATE_DTYPE)
-        return parsed, np.flatnonzero(present & parsed.isna().to_numpy())
+        return parsed, {"type": np.flatnonzero(present & parsed.isna().to_numpy())}
     if kind == "bool":
         lower = pc.utf8_lower(arr)
         true = pc.is_in(lower, value_set=pa_arrow.array(sorted(_TRUE))).to_numpy(zero_copy_only=False)
         false = pc.is_in(lower, value_set=pa_arrow.array(sorted(_FALSE))).to_numpy(zero_copy_only=False)
         parsed = pd.Series(pd.array(np.where(true, True, np.where(false, False, None)), dtype="boolean"),
                            index=index)
-        return parsed, np.flatnonzero(present & ~true & ~false)
+        return parsed, {"type": np.flatnonzero(present & ~true & ~false)}
     if kind in ("int", "float"):
         parsed = pd.to_numeric(pd.Series(pd.array(arr, dtype="str"), index=index), errors="coerce")
-        bad = present & parsed.isna().to_numpy()
-        if kind == "int":
-            frac = parsed.notna().to_numpy() & (parsed.fillna(0).to_numpy() % 1 != 0)
-            return parsed.where(~frac).astype("Int64"), np.flatnonzero(bad | frac)
-        return parsed.astype("float64"), np.flatnonzero(bad)
+        return _numbers(parsed, kind, present)
     if kind == "icd10cm":
-        return normalise_code(pd.Series(pd.array(arr, dtype="str"), index=index)), _NO_ROWS
+        return normalise_code(pd.Series(pd.array(arr, dtype="str"), index=index)), {}
     if kind in ("icd10cm_list", "icd10pcs_list", "poa_list"):
-        return normalise_code_list(pd.Series(pd.array(arr, dtype="str"), index=index)), _NO_ROWS
+        return normalise_code_list(pd.Series(pd.array(arr, dtype="str"), index=index)), {}
     if kind in ("poa", "category"):
         if spec.name in ("discharge_status", "admission_type"):
             # "1" and "01" are the same discharge status; Parquet or spreadsheets drop the leading zero.
@@ -415,8 +477,8 @@ def _parse_column(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, np.nd
             arr = pc.utf8_upper(arr)
         elif spec.name in ("setting", "coverage"):
             arr = pc.utf8_lower(arr)
-        return _text_series(arr, index), _NO_ROWS
-    return pd.Series(pd.array(arr, dtype="str"), index=index), _NO_ROWS
+        return _text_series(arr, index), {}
+    return pd.Series(pd.array(arr, dtype="str"), index=index), {}
 
 
 # ------------------------------------------------------------------------------------------ pandera schemas
@@ -440,8 +502,6 @@ def _column_checks(spec: ColumnSpec, discharge_codes: tuple[str, ...]) -> list[p
         lo = -np.inf if spec.minimum is None else spec.minimum
         hi = np.inf if spec.maximum is None else spec.maximum
         checks.append(pa.Check.in_range(lo, hi, name="range"))
-    if spec.kind == "date" and spec.minimum is not None:
-        checks.append(pa.Check.ge(pd.Timestamp(int(spec.minimum)), name="range"))
     return checks
 
 
@@ -513,7 +573,9 @@ def table_schema(table: str, columns: list[str] | None = None) -> pa.DataFrameSc
     return pa.DataFrameSchema(cols, checks=checks, name=table, strict=False, coerce=False)
 
 
-def _pandera_failures(table: str, df: pd.DataFrame) -> list[Failure]:
+def _pandera_failures(table: str, df: pd.DataFrame, unparsed: list[Failure] = ()) -> list[Failure]:
+    """Failures of the pandera schema; a cell already reported as unparseable (``unparsed``, parsed to missing)
+    is not reported again as ``not_nullable``."""
     schema = table_schema(table, list(df.columns))
     try:
         schema.validate(df, lazy=True, inplace=True)  # checks only: no copy of the frame
@@ -526,7 +588,14 @@ def _pandera_failures(table: str, df: pd.DataFrame) -> list[Failure]:
     row_level = (cases["schema_context"] == "DataFrameSchema").to_numpy()
     for (column, check), group in cases[~row_level].groupby(["column", "check"], dropna=False, sort=False):
         rows = np.unique(group["index"].astype(np.int64).to_numpy())
-        failures.append(Failure(table, str(column), _rule_name(str(check)), rows))
+        rule = _rule_name(str(check))
+        if rule == "not_nullable":
+            echoed = [f.rows for f in unparsed if f.column == column]
+            rows = np.setdiff1d(rows, np.concatenate(echoed)) if echoed else rows
+            if not len(rows):
+                continue
+        failures.append(Failure(table, str(column), rule, rows,
+                                detail=_allowed_text(table, str(column)) if rule == "allowed_values" else ""))
     # a row-level check reports every column of each failing row: name it by the check, once per row
     for number, group in cases[row_level].groupby("check_number", sort=True):
         rule = schema.checks[int(number)].name
@@ -556,6 +625,12 @@ _BUILTIN_CHECKS = {
 }
 
 
+def _allowed_text(table: str, column: str) -> str:
+    """The allowed codes of a category column, for a reason (discharge status codes, a long list, are not)."""
+    spec = next((s for s in CONTRACT[table] if s.name == column), None)
+    return f"allowed: {', '.join(spec.allowed)}" if spec is not None and spec.allowed else ""
+
+
 def _rule_name(check: str) -> str:
     """Our rule name for a pandera check (built-in checks report their call, e.g. ``isin([...])``)."""
     if check in RULES:
@@ -582,19 +657,45 @@ def parse_table(table: str, raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Failu
     if missing:
         raise SchemaError(
             f"{table}: required column(s) missing: {', '.join(missing)} (rule missing_column); "
-            f"the file has {', '.join(map(str, raw.columns)) or 'no columns'}. "
+            f"the file has {column_list(raw.columns)}. "
             f"See data/README.md for the contract."
         )
+    if table in NONEMPTY_TABLES and len(raw) == 0:
+        raise SchemaError(f"{table}: the table has no rows, only its header (rule table_empty); facilities, "
+                          "patients and stays need at least one row each: there is nothing to report on")
     out = raw.reset_index(drop=True).copy()
     failures = []
+    window = date_window()
     for spec in CONTRACT[table]:
         if spec.name not in out.columns:
             continue
         parsed, bad = _parse_column(out[spec.name], spec)
         out[spec.name] = parsed
-        if len(bad):
-            failures.append(Failure(table, spec.name, "type", bad, detail=spec.kind))
+        for rule, rows in bad.items():
+            if len(rows):
+                detail = f"expected {_EXPECTED[spec.kind]}" if rule == "type" else ""
+                failures.append(Failure(table, spec.name, rule, rows, detail=detail))
+        if spec.kind == "date":
+            rows = _implausible_dates(table, spec.name, parsed, window)
+            if len(rows):
+                lo, hi = (d.date().isoformat() for d in window)
+                plausible = f"from {lo} (no upper limit)" if (table, spec.name) in OPEN_ENDED_DATES else f"{lo} to {hi}"
+                failures.append(Failure(table, spec.name, "date_implausible", rows, detail=f"plausible: {plausible}"))
     return out, failures
+
+
+def column_list(columns, limit: int = 20, width: int = 40) -> str:
+    """Column names for a message: at most ``limit``, each cut to ``width`` characters (a header read with the
+    wrong separator is one long name).
+
+    Examples
+    --------
+    >>> column_list(["a", "b" * 50, "c"], limit=2, width=5)
+    'a, bbbb…, … (3 in all)'
+    """
+    names = [str(c) for c in columns]
+    shown = [n if len(n) <= width else n[:width - 1] + "…" for n in names[:limit]]
+    return (", ".join(shown) + (f", … ({len(names)} in all)" if len(names) > limit else "")) or "no columns"
 
 
 def _examples(table: str, frame: pd.DataFrame, rows: np.ndarray, k: int = 5) -> str:
@@ -612,9 +713,7 @@ def _examples(table: str, frame: pd.DataFrame, rows: np.ndarray, k: int = 5) -> 
 
 
 def _failure_message(f: Failure, frame: pd.DataFrame) -> str:
-    rule_text = RULES.get(f.rule, f.rule)
-    if f.rule == "type":
-        rule_text = f"value cannot be read as {f.detail}"
+    rule_text = RULES.get(f.rule, f.rule) + (f"; {f.detail}" if f.detail else "")
     noun = "row" if len(f.rows) == 1 else "rows"
     return (f"{f.table}.{f.column}: {len(f.rows)} {noun} fail rule {f.rule} ({rule_text}); "
             f"examples {_examples(f.table, frame, f.rows)}")
@@ -721,7 +820,7 @@ def _split(table: str, frame: pd.DataFrame, raw: pd.DataFrame, failures: list[Fa
     reasons[:] = ""
     for f in failures:
         bad[f.rows] = True
-        label = f"{f.column}: {f.rule}"
+        label = f"{f.column}: {f.rule}" + (f" ({f.detail})" if f.detail else "")
         reasons[f.rows] = np.where(reasons[f.rows] == "", label, reasons[f.rows] + "; " + label)
     accepted = frame.loc[~bad] if bad.any() else frame
     quarantined = raw.reset_index(drop=True).loc[bad].copy()
@@ -798,7 +897,7 @@ def validate_tables(raw_tables: Mapping[str, pd.DataFrame], *, mode: str = "stri
         accepted[table], quarantine[table] = _split(table, parsed[table], raw_tables[table], fails)
 
     for table in ("facilities", "patients"):
-        failures[table] += _pandera_failures(table, parsed[table])
+        failures[table] += _pandera_failures(table, parsed[table], failures[table])
         finish(table)
 
     # key sets as Arrow arrays, built once for every child table
@@ -811,7 +910,7 @@ def validate_tables(raw_tables: Mapping[str, pd.DataFrame], *, mode: str = "stri
         if table not in parsed:
             continue
         frame = parsed[table]
-        fails = failures[table] + _pandera_failures(table, frame)
+        fails = failures[table] + _pandera_failures(table, frame, failures[table])
         fails += _foreign_key(table, frame, "patient_id", pat_ok, pat_q)
         if "facility_id" in frame.columns:
             fails += _foreign_key(table, frame, "facility_id", fac_ok, fac_q)

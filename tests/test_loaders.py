@@ -137,3 +137,111 @@ def test_market_names_with_spaces_and_slashes_round_trip(tmp_path):
     cedar = read_market(dataset, "Cedar Falls / East")
     assert sorted(cedar.tables["patients"]["patient_id"]) == ["P1", "P3"]
     assert (cedar.tables["patients"]["market"] == "Cedar Falls / East").all()
+
+
+# ------------------------------------------------------------------------- faults of a file, found on reading
+
+
+def test_read_table_names_missing_columns_asked_for(tmp_path):
+    from carequal.loaders import read_table
+
+    raw = valid_raw_tables()["patients"].drop(columns=["market"])
+    raw.to_csv(tmp_path / "patients.csv", index=False)
+    with pytest.raises(SchemaError) as info:
+        read_table(tmp_path / "patients.csv", columns=["market"])
+    assert str(info.value) == (
+        f"{tmp_path / 'patients.csv'}: required column(s) missing: market (table patients, rule missing_column); "
+        "the file has patient_id, birth_date, sex, dual_eligible, death_date, population_group. See "
+        "data/README.md for the contract")
+    raw.to_parquet(tmp_path / "patients.parquet", index=False)
+    with pytest.raises(SchemaError, match=r"patients\.parquet: required column\(s\) missing: market \(table "
+                                          r"patients, rule missing_column\)"):
+        read_table(tmp_path / "patients.parquet", columns=["market"])
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+def test_byte_order_mark_is_not_part_of_the_first_name(tmp_path, suffix):
+    import gzip
+
+    from carequal.loaders import read_table
+
+    text = b"\xef\xbb\xbffacility_id,name\nH1,North\n"
+    path = tmp_path / f"facilities{suffix}"
+    path.write_bytes(gzip.compress(text) if suffix == ".csv.gz" else text)
+    assert list(read_table(path).columns) == ["facility_id", "name"]
+    assert read_table(path, columns=["facility_id"])["facility_id"].tolist() == ["H1"]
+
+
+def test_not_utf8_in_a_gzip_file_is_located_in_the_decompressed_text(tmp_path):
+    import gzip
+
+    from carequal.loaders import read_table
+
+    # "a,b\n" is 4 bytes, "1,2\n" 4 more; line 3 is "3,\xe9\n": the bad byte is byte 3 of line 3, offset 10
+    path = tmp_path / "stays.csv.gz"
+    path.write_bytes(gzip.compress(b"a,b\n1,2\n3,\xe9\n"))
+    with pytest.raises(SchemaError, match=r"byte 0xE9 on line 3 \(byte 3 of the line, offset 10 in the file\) is "
+                                          r"not UTF-8 \(table stays, rule not_utf8\)"):
+        read_table(path)
+
+
+@pytest.mark.parametrize(("sep", "name"), [(";", "semicolon"), ("\t", "tab")])
+def test_another_separator_is_named(tmp_path, sep, name):
+    from carequal.loaders import read_table
+
+    valid_raw_tables()["stays"].to_csv(tmp_path / "stays.csv", index=False, sep=sep)
+    with pytest.raises(SchemaError, match=rf"looks {name}-separated \(table stays, rule delimiter\)"):
+        read_table(tmp_path / "stays.csv")
+
+
+def test_blank_lines_only_is_an_empty_file(tmp_path):
+    from carequal.loaders import read_table
+
+    (tmp_path / "stays.csv").write_text("\n  \n\n")
+    with pytest.raises(SchemaError, match=r"^stays\.csv is empty \(no header row\): .* \(table stays, rule "
+                                          r"empty_file\)"):
+        read_table(tmp_path / "stays.csv")
+
+
+def test_a_repeated_name_is_refused_not_renamed(tmp_path):
+    from carequal.loaders import read_table
+
+    (tmp_path / "stays.csv").write_text("stay_id,payment,payment\nA1,1,2\n")
+    with pytest.raises(SchemaError, match=r"repeated in the header: payment \(table stays, rule duplicate_column\)"):
+        read_table(tmp_path / "stays.csv")
+
+
+def test_read_csv_text_can_keep_empty_cells_as_text(tmp_path):
+    from carequal.loaders import read_csv_text
+
+    (tmp_path / "claims.csv").write_text("a,b\n1,\nNA,2\n")
+    kept = read_csv_text(tmp_path / "claims.csv", empty_as_missing=False)
+    assert kept.values.tolist() == [["1", ""], ["NA", "2"]]
+    assert read_csv_text(tmp_path / "claims.csv")["b"].isna().tolist() == [True, False]
+    (tmp_path / "claims.csv").write_bytes(b"")
+    with pytest.raises(SchemaError, match=r"claims\.csv is empty \(no header row\): .* \(rule empty_file\)"):
+        read_csv_text(tmp_path / "claims.csv")  # not a contract table: no table named
+
+
+def test_an_unreadable_input_says_read_not_write(tmp_path, monkeypatch):
+    import builtins
+
+    from carequal.inputs import data_fingerprint
+
+    write_csvs(valid_raw_tables(), tmp_path)
+    target = tmp_path / "stays.csv"
+    real_open = builtins.open
+
+    def deny(file, *args, **kwargs):
+        if str(file) == str(target):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", deny)
+    expected = f"{target}: cannot read the file (permission denied); give the user running carequal read access to it"
+    with pytest.raises(ParameterError) as info:
+        data_fingerprint(tmp_path)
+    assert str(info.value) == expected
+    with pytest.raises(ParameterError) as info:
+        read_tables(tmp_path)
+    assert str(info.value) == expected

@@ -295,3 +295,25 @@ def test_trend_table_keeps_empty_months_per_group():
     assert n[("N", pd.Timestamp("2024-04-01"))] == 0 and n[("S", pd.Timestamp("2024-04-01"))] == 1
     with pytest.raises(ParameterError, match="freq"):
         trend_table(df, events="readmitted_30d", freq="week")
+
+
+def test_rate_table_refuses_a_non_boolean_events_column_without_dumping_it():
+    # a stay id column given as the events column: pandas would concatenate the ids and quote the whole string
+    ids = [f"S{i:013d}" for i in range(40)]  # 14 characters, cut to 11 and an ellipsis
+    frame = pd.DataFrame({"facility_id": ["H1"] * 20 + ["H2"] * 20, "stay_id": ids})
+    with pytest.raises(ParameterError) as info:
+        rate_table(frame, by=["facility_id"], events="stay_id")
+    assert str(info.value) == ("rate_table: column stay_id breaks rule boolean (true/false or 0/1) in 40 of 40 rows; "
+                               "examples: 'S0000000000…' (facility_id H1), 'S0000000000…' (facility_id H1), "
+                               "'S0000000000…' (facility_id H1)")
+    frame["flag"] = [True, False] * 19 + [2, 0]  # a count where a flag belongs
+    with pytest.raises(ParameterError, match=r"in 1 of 40 rows; examples: '2' \(facility_id H2\)$"):
+        rate_table(frame, by=["facility_id"], events="flag")
+
+
+def test_count_rate_table_refuses_text_and_negative_person_time():
+    frame = pd.DataFrame({"market": ["N", "N", "S"], "events": [1, 2, 3], "person_years": ["10", "-1", "abc"]})
+    with pytest.raises(ParameterError) as info:
+        count_rate_table(frame, by=["market"], events="events", person_time="person_years")
+    assert str(info.value) == ("count_rate_table: column person_years breaks rule count (finite numbers ≥ 0) in 2 of 3 "
+                               "rows; examples: '-1' (market N), 'abc' (market S)")

@@ -77,7 +77,16 @@ CASES = [
                                      is_partner="false", partner_since="", beds="10", nurse_hours_ppd="30"),
      "facilities", "nurse_hours_ppd", "range", "S3"),
     ("born before 1900", set_cell("patients", "patient_id", "P3", "birth_date", "1890-01-01"),
-     "patients", "birth_date", "range", "P3"),
+     "patients", "birth_date", "date_implausible", "P3"),
+    ("discharge in 9999", set_cell("stays", "stay_id", "A4", "discharge_date", "9999-12-31"),
+     "stays", "discharge_date", "date_implausible", "A4"),
+    ("ED visit two years ahead", set_cell("ed_visits", "visit_id", "E1", "visit_date",
+                                          (pd.Timestamp.today() + pd.DateOffset(years=2)).strftime("%Y-%m-%d")),
+     "ed_visits", "visit_date", "date_implausible", "P1/"),
+    ("beds beyond 2^53", set_cell("facilities", "facility_id", "H2", "beds", "99999999999999999999"),
+     "facilities", "beds", "out_of_range", "H2"),
+    ("infinite payment", set_cell("stays", "stay_id", "A5", "payment", "1e400"),
+     "stays", "payment", "out_of_range", "A5"),
     ("discharge before admit", set_cell("stays", "stay_id", "A6", "discharge_date", "2024-03-30"),
      "stays", "discharge_date", "discharge_before_admit", "A6"),
     ("enrollment end before start", set_cell("enrollment", "patient_id", "P3", "end_date", "2012-01-01"),
@@ -146,8 +155,12 @@ def test_rule_quarantine_reconciles(mutate, table, column, rule, example):
     assert key not in set(out.tables[table][key_col].astype(str)) or table in ("enrollment", "ed_visits")
 
 
+FILE_RULES = {"empty_file", "not_utf8", "delimiter", "duplicate_column", "csv_format", "parquet_format"}
+"""Rules of a file as a whole, refused by the loaders (tested in test_loaders.py and test_input_faults.py)."""
+
+
 def test_every_rule_has_a_failing_example():
-    covered = {c[4] for c in CASES} | {"missing_column"}
+    covered = {c[4] for c in CASES} | {"missing_column", "table_empty"} | FILE_RULES
     assert covered == set(RULES)
 
 
@@ -300,3 +313,108 @@ def test_quarantine_reconciles_whatever_breaks(order, broken):
     assert set(out.quarantine["stays"]["row_number"] - 1) == broken
     assert set(out.tables["stays"]["stay_id"]) | set(out.quarantine["stays"]["stay_id"]) == set(stays["stay_id"])
     assert np.array_equal(np.sort(out.quarantine["stays"]["row_number"]), out.quarantine["stays"]["row_number"])
+
+
+# ----------------------------------------------------------------------- input faults: rules added for them
+
+
+@pytest.mark.parametrize("mode", ["strict", "quarantine"])
+@pytest.mark.parametrize("table", ["facilities", "patients", "stays"])
+def test_a_required_table_without_rows_is_refused_in_both_modes(table, mode):
+    tables = valid_raw_tables()
+    tables[table] = tables[table].iloc[:0]
+    with pytest.raises(SchemaError, match=rf"^{table}: the table has no rows.*\(rule table_empty\)"):
+        validate_tables(tables, mode=mode)
+
+
+def test_enrollment_and_ed_visits_may_have_no_rows(raw_tables):
+    raw_tables["ed_visits"] = raw_tables["ed_visits"].iloc[:0]
+    raw_tables["enrollment"] = raw_tables["enrollment"].iloc[:0]
+    out = validate_tables(raw_tables)
+    assert len(out.tables["ed_visits"]) == 0 and len(out.tables["stays"]) == 6
+
+
+def test_a_non_iso_date_is_one_type_failure_naming_the_expected_format(raw_tables):
+    # 2024-01-02 and 01/06/2024 in one column: only the second fails, once (not also as an empty cell)
+    set_cell("stays", "stay_id", "A2", "admit_date", "01/06/2024")(raw_tables)
+    out = validate_tables(raw_tables, mode="quarantine")
+    q = out.quarantine["stays"]
+    assert q["stay_id"].tolist() == ["A2"]
+    assert q["reason"].tolist() == ["admit_date: type (expected a date in the form YYYY-MM-DD)"]
+    assert out.failures[["column", "rule", "n_rows"]].values.tolist() == [["admit_date", "type", 1]]
+    with pytest.raises(SchemaError, match=r"stays\.admit_date: 1 row fail rule type \(value cannot be read as the "
+                                          r"column's type; expected a date in the form YYYY-MM-DD\); examples "
+                                          r"stay_id = A2\n"):
+        validate_tables(raw_tables)
+
+
+# (column type, table, key column, key, column, bad value, reason in the quarantine table)
+WRONG_TYPES = [
+    ("int", "facilities", "facility_id", "H1", "beds", "three hundred", "beds: type (expected a whole number)"),
+    ("float", "stays", "stay_id", "A1", "payment", "$12,000", "payment: type (expected a number)"),
+    ("date", "patients", "patient_id", "P1", "death_date", "March 2024", "death_date: type (expected a date in the "
+                                                                         "form YYYY-MM-DD)"),
+    ("bool", "patients", "patient_id", "P3", "dual_eligible", "maybe", "dual_eligible: type (expected true/false "
+                                                                       "(or 1/0, yes/no, t/f, y/n))"),
+    ("category", "facilities", "facility_id", "S2", "setting", "hospice", "setting: allowed_values (allowed: acute, "
+                                                                          "snf, irf, ltch, hha)"),
+    ("huge int", "facilities", "facility_id", "H2", "beds", "9007199254740992", "beds: out_of_range"),
+]
+
+
+@pytest.mark.parametrize(("kind", "table", "key_col", "key", "column", "value", "reason"), WRONG_TYPES,
+                         ids=[w[0] for w in WRONG_TYPES])
+def test_a_wrong_value_in_every_column_type_is_quarantined_with_its_reason(kind, table, key_col, key, column, value,
+                                                                           reason):
+    tables = valid_raw_tables()
+    set_cell(table, key_col, key, column, value)(tables)
+    out = validate_tables(tables, mode="quarantine")
+    q = out.quarantine[table]
+    assert q.loc[q[key_col] == key, "reason"].tolist() == [reason]
+    assert len(out.tables[table]) == len(tables[table]) - 1
+
+
+def test_largest_exact_whole_number_is_kept(raw_tables):
+    raw_tables["facilities"].loc[0, "beds"] = "9007199254740991"  # 2^53 - 1: held exactly
+    out = validate_tables(raw_tables)
+    assert out.tables["facilities"]["beds"].iloc[0] == 2**53 - 1
+
+
+def test_typed_numbers_are_bounded_too(raw_tables):
+    # as read from Parquet: numbers already typed
+    raw_tables["facilities"]["beds"] = np.array([300, 2**60, 90, 10], dtype=np.int64)
+    raw_tables["stays"]["payment"] = [12000.0, np.inf, np.nan, 1.0, 2.0, 3.0]
+    out = validate_tables(raw_tables, mode="quarantine")
+    assert out.failures[["table", "column", "rule", "examples"]].values.tolist()[:2] == [
+        ["facilities", "beds", "out_of_range", "facility_id = H2"],
+        ["stays", "payment", "out_of_range", "stay_id = A2"]]
+
+
+def test_date_window_edges():
+    from carequal.schema import date_window
+
+    lo, hi = date_window(pd.Timestamp("2024-02-29 15:00"))
+    assert (lo, hi) == (pd.Timestamp("1900-01-01"), pd.Timestamp("2025-02-28"))  # no 29 February in 2025
+    tables = valid_raw_tables()
+    today = pd.Timestamp.today().normalize()
+    last_ok = (today + pd.DateOffset(years=1)).strftime("%Y-%m-%d")
+    first_bad = (today + pd.DateOffset(years=1) + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+    set_cell("ed_visits", "visit_id", "E1", "visit_date", last_ok)(tables)
+    set_cell("ed_visits", "visit_id", "E2", "visit_date", first_bad)(tables)
+    set_cell("patients", "patient_id", "P1", "birth_date", "1900-01-01")(tables)
+    set_cell("patients", "patient_id", "P2", "birth_date", "1899-12-31")(tables)
+    out = validate_tables(tables, mode="quarantine")
+    assert out.quarantine["ed_visits"]["visit_id"].tolist() == ["E2"]
+    assert out.quarantine["ed_visits"]["reason"].iloc[0] == (
+        f"visit_date: date_implausible (plausible: 1900-01-01 to {last_ok})")
+    assert out.quarantine["patients"]["patient_id"].tolist() == ["P2"]
+
+
+def test_an_open_enrollment_end_is_plausible(raw_tables):
+    set_cell("enrollment", "patient_id", "P1", "end_date", "9999-12-31")(raw_tables)
+    set_cell("enrollment", "patient_id", "P3", "start_date", "1899-12-31")(raw_tables)
+    out = validate_tables(raw_tables, mode="quarantine")
+    assert out.tables["enrollment"]["end_date"].max() == pd.Timestamp("9999-12-31")
+    end = (pd.Timestamp.today().normalize() + pd.DateOffset(years=1)).strftime("%Y-%m-%d")
+    assert out.quarantine["enrollment"]["reason"].tolist() == [
+        f"start_date: date_implausible (plausible: 1900-01-01 to {end})"]

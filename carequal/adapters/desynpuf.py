@@ -673,13 +673,14 @@ def read_desynpuf(directory: str | Path, *, market_from: str = "state",
             f"{folder} must hold files matching {INPATIENT_PATTERN} and {BENEFICIARY_PATTERN}; found "
             f"{len(ip_files)} and {len(bene_files)}"
         )
-    inpatient = pd.concat([pd.read_csv(f, dtype=str, keep_default_na=False) for f in ip_files],
-                          ignore_index=True)
+    from carequal.loaders import read_csv_text  # one clear message for an empty, non-UTF-8 or malformed file
+
+    inpatient = pd.concat([read_csv_text(f, empty_as_missing=False) for f in ip_files], ignore_index=True)
     beneficiaries = []
     for f in bene_files:
         found = re.search(r"(?<!\d)(\d{4})(?!\d)", f.name)
         if found is None:
             raise ParameterError(f"cannot tell the year of {f.name}: expected a 4-digit year in the name")
-        frame = pd.read_csv(f, dtype=str, keep_default_na=False)
+        frame = read_csv_text(f, empty_as_missing=False)
         beneficiaries.append(frame.assign(year=int(found.group(1))))
     return from_desynpuf(inpatient, beneficiaries, market_from=market_from, retired_codes=retired_codes)

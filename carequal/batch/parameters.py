@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from carequal.errors import ParameterError
+from carequal.errors import ParameterError, SchemaError
 
 __all__ = ["AGREEMENT_NAMES", "DEFAULT_NOTEBOOK", "PACKET_NOTEBOOK", "RunConfig", "available_markets",
            "check_parameters", "configure", "find_agreement", "parse_period", "select_markets"]
@@ -72,7 +72,14 @@ def parse_period(text: str) -> tuple[str, str]:
 
 
 def available_markets(data: str | Path) -> list[str]:
-    """Markets in the input: partition names of an ingested dataset, or the distinct ``patients.market``."""
+    """Markets in the input: partition names of an ingested dataset, or the distinct ``patients.market``.
+
+    Raises
+    ------
+    SchemaError
+        If the patients file cannot be read as a contract table (see :func:`carequal.loaders.read_table`: e.g.
+        no ``market`` column, not UTF-8) or has no rows (rule ``table_empty``).
+    """
     from carequal.inputs import is_market_dataset
     from carequal.loaders import markets_in_dataset, read_table, table_path
 
@@ -81,7 +88,11 @@ def available_markets(data: str | Path) -> list[str]:
     path = table_path(data, "patients")
     if path is None:
         raise ParameterError(f"{data}: no patients table (patients.csv or patients.parquet); see data/README.md")
-    markets = read_table(path, columns=["market"])["market"].dropna().astype("str").str.strip()
+    frame = read_table(path, columns=["market"])
+    if not len(frame):
+        raise SchemaError(f"{path}: the table has no rows, only its header (table patients, rule table_empty); "
+                          "facilities, patients and stays need at least one row each: there is nothing to report on")
+    markets = frame["market"].dropna().astype("str").str.strip()
     return sorted(m for m in markets.unique() if m)
 
 
