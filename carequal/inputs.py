@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from carequal.errors import ParameterError
+from carequal.errors import ParameterError, SchemaError
 from carequal.national import MEASURES, build_reference, reporting_period, write_reference
 
 __all__ = ["Prepared", "data_fingerprint", "is_market_dataset", "market_inputs", "prepare"]
@@ -134,7 +134,7 @@ def _last_discharge(tables_or_dataset) -> str | None:
 
 def prepare(data: str | Path, work: str | Path, *, period_start=None, period_end=None,
             measures: tuple[str, ...] | list[str] = tuple(MEASURES), mode: str = "quarantine",
-            force: bool = False, client=None) -> Prepared:
+            force: bool = False, client=None, refuse_quarantine: bool = False) -> Prepared:
     """Ingest ``data`` (unless it already is a market dataset) and build the national reference, in ``work``.
 
     Each is kept in a folder of ``work/prepared/`` named for a key of everything that changes it — the ingested
@@ -146,7 +146,8 @@ def prepare(data: str | Path, work: str | Path, *, period_start=None, period_end
     rows that stay out of the shared reports; their counts go into the dataset's validation summary. Everything
     is built in a temporary folder and moved into place, so an interrupted run leaves complete inputs or none.
     With a Dask ``client`` the stay-level measures of the reference run on the cluster, partition by partition
-    (:mod:`carequal.scale`); the result is the same.
+    (:mod:`carequal.scale`); the result is the same. ``refuse_quarantine`` (``carequal report --strict``) raises
+    a :class:`~carequal.errors.SchemaError` as soon as validation has quarantined any row, before the reference.
     """
     import shutil
     import time
@@ -199,6 +200,13 @@ def prepare(data: str | Path, work: str | Path, *, period_start=None, period_end
             seconds["ingest"] = time.perf_counter() - t0
         about_path.write_text(json.dumps({"fingerprint": fingerprint, "last_discharge": _last_discharge(tables)}))
     about = json.loads(about_path.read_text())
+    if refuse_quarantine:
+        counts, failures = read_validation_summary(dataset)
+        summary = Prepared(dataset, Path(), fingerprint, [], reused, seconds, counts=counts, failures=failures,
+                           quarantine=quarantine).quarantine_summary()
+        if summary:
+            raise SchemaError("--strict: rows were quarantined, so nothing was run: " + "; ".join(summary)
+                              + ". Fix the data, or run without --strict to report on the accepted rows")
     if period_start is None:
         if about["last_discharge"] is None:
             raise ParameterError(f"{data}: no stay was accepted, so there is no default period (and nothing to "

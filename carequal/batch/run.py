@@ -47,7 +47,7 @@ from carequal.batch.state import (
     staging_dir,
     units_of,
 )
-from carequal.errors import ParameterError, SchemaError
+from carequal.errors import ParameterError
 
 __all__ = ["BatchResult", "run_batch"]
 
@@ -167,12 +167,8 @@ def _prepare(config: RunConfig, client):
 
     period = config.period or (None, None)
     prepared = prepare(config.data, config.work, period_start=period[0], period_end=period[1],
-                       measures=tuple(MEASURES), force=config.force, client=client)
-    summary = prepared.quarantine_summary()
-    if config.strict and summary:
-        raise SchemaError("--strict: rows were quarantined, so nothing was run: " + "; ".join(summary)
-                          + ". Fix the data, or run without --strict to report on the accepted rows")
-    return prepared, summary
+                       measures=tuple(MEASURES), force=config.force, client=client, refuse_quarantine=config.strict)
+    return prepared, prepared.quarantine_summary()
 
 
 def _units(config: RunConfig, prepared, chosen: list[str], staging: Path) -> tuple[list, dict, dict]:
