@@ -156,7 +156,9 @@ CONTRACT: dict[str, tuple[ColumnSpec, ...]] = {
         ColumnSpec("start_date", "date", "First day of coverage."),
         ColumnSpec("end_date", "date", "Last day of coverage (inclusive)."),
         ColumnSpec("coverage", "category", "Coverage type: ffs (Medicare Parts A and B), ma, medicaid, "
-                   "commercial, other.", required=False, nullable=True, allowed=COVERAGE_TYPES),
+                   "commercial, other; empty means unknown. The CMS-style index-stay rules count only ffs periods "
+                   "towards the 12-month look-back and 30-day follow-up (IndexRules.coverage; ALL_PAYER_RULES "
+                   "counts every type).", required=False, nullable=True, allowed=COVERAGE_TYPES),
     ),
     "ed_visits": (
         ColumnSpec("visit_id", "id", "Unique visit key (optional).", required=False, nullable=True),
