@@ -3,7 +3,9 @@
 Every acute stay leaves :func:`index_stays` either as an index stay or with exactly one
 ``exclusion_reason`` (the first rule, in pipeline order, that it fails), and the cohort carries an attrition
 table (step, excluded, remaining). The rules follow the CMS condition-specific and hospital-wide readmission
-measures (methodology digest §1.2); each is switchable through :class:`IndexRules`.
+measures (methodology digest §1.2); each is switchable through :class:`IndexRules`. The defaults are CMS's
+for Medicare fee-for-service (:data:`MEDICARE_FFS_RULES`: age 65+, continuous FFS coverage, so Medicare Advantage
+months break it); :data:`ALL_PAYER_RULES` serves populations outside Medicare FFS, such as an employer's employees.
 
 Day arithmetic is on calendar days (``date - date``); stays of one patient in one setting never overlap
 (the data contract guarantees it), which the vectorised steps rely on.
@@ -141,7 +143,11 @@ def assign_conditions(stays: pd.DataFrame, *, conditions: tuple[str, ...] = COND
 
 @dataclass(frozen=True)
 class IndexRules:
-    """The switchable rules of :func:`index_stays` (defaults follow the CMS readmission measures).
+    """The switchable rules of :func:`index_stays`.
+
+    The defaults follow the CMS readmission measures for Medicare fee-for-service beneficiaries
+    (:data:`MEDICARE_FFS_RULES`); :data:`ALL_PAYER_RULES` keeps the other rules for populations outside
+    Medicare FFS (an employer's employees on commercial plans, Medicaid, all-payer EHR data).
 
     Attributes
     ----------
@@ -152,7 +158,11 @@ class IndexRules:
         ``followup_days`` after discharge (or to death, if earlier). Periods that overlap or touch (one
         ends the day before the next starts) are merged; a single uncovered day breaks continuity.
     coverage : tuple of str or None
-        Coverage types that count (e.g. ``("ffs",)`` for CMS Medicare FFS); None counts every type.
+        Coverage types whose periods count towards the look-back and the follow-up. Default ``("ffs",)``:
+        Medicare fee-for-service Parts A and B, as CMS requires (methodology digest §1.2, rules 3 and 4), so a
+        window covered in part by Medicare Advantage (``ma``) or any other type is not continuous and the stay
+        is excluded as ``coverage_not_counted``. None counts every type (and periods with an empty
+        ``coverage``). An enrollment table without a ``coverage`` column is taken as all of the counted type.
     exclude_died : bool
         Exclude stays that end in death (status 20/40/41/42, or a death date on or before discharge).
     exclude_ama : bool
@@ -177,7 +187,7 @@ class IndexRules:
     require_enrollment: bool = True
     enrollment_lookback_days: int = 365
     followup_days: int = 30
-    coverage: tuple[str, ...] | None = None
+    coverage: tuple[str, ...] | None = ("ffs",)
     exclude_died: bool = True
     exclude_ama: bool = True
     chain_transfers: bool = True
@@ -188,6 +198,15 @@ class IndexRules:
     washout_days: int = 30
 
 
+MEDICARE_FFS_RULES = IndexRules()
+"""The CMS Medicare fee-for-service rules, the defaults of :class:`IndexRules`: age 65 or over at admission,
+and continuous FFS (Parts A and B) coverage from 12 months before the admission to 30 days after discharge."""
+
+ALL_PAYER_RULES = IndexRules(min_age=None, coverage=None)
+"""The rules for populations outside Medicare FFS (employees on an employer's commercial plan, Medicaid,
+all-payer data): every age, and every coverage type counts towards continuous enrollment (a patient moving
+from a commercial plan to Medicare on the 65th birthday stays covered); the other rules as CMS's."""
+
 EXCLUSION_STEPS: tuple[tuple[str, str], ...] = (
     ("transfer_to_acute", "transferred to another acute hospital (the episode's final stay is evaluated)"),
     ("transfer_out_unlinked", "transfer status with no receiving acute stay in the data"),
@@ -196,6 +215,7 @@ EXCLUSION_STEPS: tuple[tuple[str, str], ...] = (
     ("died_in_hospital", "died during the stay"),
     ("against_medical_advice", "left against medical advice"),
     ("not_enrolled", "not continuously enrolled before admission and after discharge"),
+    ("coverage_not_counted", "enrolled, but part of the window under coverage not counted (e.g. Medicare Advantage)"),
     ("data_runout", "discharged too close to the end of the data for complete follow-up"),
     ("not_in_condition", "not in the condition cohort"),
     ("within_washout_of_index", "admitted within the washout after a prior index stay (an outcome, not an index)"),
@@ -521,10 +541,17 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
         window_start = _days(episode_admit) - rules.enrollment_lookback_days
         window_end = discharge + rules.followup_days
         window_end = np.where(death_days != _NAT_DAYS, np.minimum(window_end, death_days), window_end)
+        # two steps, so the attrition separates gaps in coverage from coverage of a type that does not count
         masks["not_enrolled"] = ~_enrolled(patient, window_start, window_end,
-                                           _merged_coverage(enrollment, rules.coverage, patients["patient_id"]))
+                                           _merged_coverage(enrollment, None, patients["patient_id"]))
+        if rules.coverage is not None and "coverage" in enrollment.columns:
+            counted = _merged_coverage(enrollment, rules.coverage, patients["patient_id"])
+            masks["coverage_not_counted"] = ~_enrolled(patient, window_start, window_end, counted)
+        else:
+            masks["coverage_not_counted"] = np.zeros(n, dtype=bool)
     else:
         masks["not_enrolled"] = np.zeros(n, dtype=bool)
+        masks["coverage_not_counted"] = np.zeros(n, dtype=bool)
     if rules.runout_days is not None:
         end = rules.data_end if rules.data_end is not None else stays["discharge_date"].max()
         masks["data_runout"] = discharge > _days(np.array([end]))[0] - rules.runout_days

@@ -179,13 +179,15 @@ def pac_attributed_stays(tables: dict[str, pd.DataFrame], *, rules=None) -> pd.D
     the 30-day readmission outcome, the partnership exposure and :data:`RISK_COVARIATES`.
 
     This is the frame for partnership-impact models: a partner PAC provider's patients before and after its
-    start, against non-partner providers' patients in the same quarters.
+    start, against non-partner providers' patients in the same quarters. By default every patient the
+    partnership serves is in it, whatever the age or the payer (:data:`carequal.cohorts.ALL_PAYER_RULES`);
+    pass ``rules`` to narrow it (e.g. ``MEDICARE_FFS_RULES``).
     """
-    from carequal.cohorts import IndexRules, index_stays, post_acute_episodes
+    from carequal.cohorts import ALL_PAYER_RULES, index_stays, post_acute_episodes
     from carequal.measures import readmissions
 
     stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
-    cohort = index_stays(stays, fac, pats, tables.get("enrollment"), rules=rules or IndexRules(min_age=None))
+    cohort = index_stays(stays, fac, pats, tables.get("enrollment"), rules=rules or ALL_PAYER_RULES)
     flags = readmissions(cohort.index, stays, fac)
     episodes = post_acute_episodes(stays, fac, hospital_stays=cohort.index)
     data = cohort.index.merge(flags, on="stay_id").merge(

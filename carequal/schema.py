@@ -19,13 +19,29 @@ up to five example keys:
 2. *Per-table rules* (pandera): required values, unique keys, allowed values, code patterns, ranges and the
    row-level rules between columns of one table (``discharge_date >= admit_date``...).
 3. *Cross-table rules* (our code; pandera validates one frame at a time): foreign keys from stays,
-   enrollment and ED visits to patients and facilities, stays that start after the patient died or before
-   they were born, and overlapping stays of one patient in one care setting.
+   enrollment and ED visits to patients and facilities, a patient's death date before one of their stays,
+   stays that start before the patient was born, and overlapping stays of one patient in one care setting.
 
 ``mode="strict"`` raises one :class:`~carequal.errors.SchemaError` listing every failure. ``mode="quarantine"``
 moves failing rows to a quarantine table (the row as given, its ``row_number`` in the input and a ``reason``
 naming every rule it failed) and keeps the rest; ``loaded == accepted + quarantined`` for every table, and a
 row whose parent was quarantined is quarantined in turn (``reason`` says so), so nothing is dropped silently.
+
+Duplicated keys: when every copy of a key is the same row *as given* (same text in every column, e.g. a file
+appended twice), quarantine mode keeps the first copy and quarantines the others (rule ``exact_duplicate``);
+when the copies differ in any column (``unique``), nothing says which is right and every copy is quarantined.
+Strict mode reports both as errors: strict means the data are refused unless they are clean, and a repeated
+row is a defect of the extract to fix at its source.
+
+A death date before a stay (rules ``admit_after_death`` and ``discharge_after_death``) is a failure of the
+**patient** row, on ``death_date``. The data cannot say whether the death date or the stay is wrong, but the
+contradiction is the patient's: while the patient row is accepted its death date ends follow-up, counts as a
+30-day death and marks in-hospital death for every one of the patient's stays, not only the contradicting
+one. So the patient row is quarantined and, by the contract's rule that a row follows its quarantined parent,
+its stays, enrollment and ED visits go with it (``parent_quarantined``): nothing of that patient reaches a
+measure. CMS mortality cohorts likewise leave out patients with inconsistent vital status (methodology digest
+§1.7). Only stays that pass the stays table's own rules and name a known facility count as evidence; a
+discharge on the day of death agrees with the death date.
 
 Why some of this is hand-written: pandera has no cross-table checks, and its ``coerce`` turns an unparseable
 date into an exception about the whole column, without row keys; parsing first keeps every failure
@@ -166,7 +182,9 @@ CONTRACT: dict[str, tuple[ColumnSpec, ...]] = {
         ColumnSpec("start_date", "date", "First day of coverage."),
         ColumnSpec("end_date", "date", "Last day of coverage (inclusive)."),
         ColumnSpec("coverage", "category", "Coverage type: ffs (Medicare Parts A and B), ma, medicaid, "
-                   "commercial, other.", required=False, nullable=True, allowed=COVERAGE_TYPES),
+                   "commercial, other; empty means unknown. The CMS-style index-stay rules count only ffs periods "
+                   "towards the 12-month look-back and 30-day follow-up (IndexRules.coverage; ALL_PAYER_RULES "
+                   "counts every type).", required=False, nullable=True, allowed=COVERAGE_TYPES),
     ),
     "ed_visits": (
         ColumnSpec("visit_id", "id", "Unique visit key (optional).", required=False, nullable=True),
@@ -198,7 +216,9 @@ RULES: dict[str, str] = {
     "date_implausible": "date is before 1900-01-01 or more than a year after the run date",
     "type": "value cannot be read as the column's type",
     "not_nullable": "value is required but empty",
-    "unique": "key is duplicated",
+    "unique": "key is duplicated and its copies differ (every copy is quarantined)",
+    "exact_duplicate": "row repeats an earlier row with the same key in every column, as given (the first copy "
+                       "is kept in quarantine mode)",
     "allowed_values": "value is not one of the allowed codes",
     "code_format": "code does not match its coding system's format",
     "range": "value is outside its allowed range",
@@ -211,8 +231,10 @@ RULES: dict[str, str] = {
     "unknown_patient": "patient_id is not in patients",
     "unknown_facility": "facility_id is not in facilities",
     "parent_quarantined": "the referenced patient or facility was quarantined",
-    "admit_after_death": "the stay starts after the patient's death_date",
-    "discharge_after_death": "the stay ends after the patient's death_date",
+    "admit_after_death": "death_date is before the admission of one of the patient's stays (the patient row "
+                         "carries it; its stays, enrollment and ED visits follow as parent_quarantined)",
+    "discharge_after_death": "death_date is before the discharge of one of the patient's stays (the patient row "
+                             "carries it; its stays, enrollment and ED visits follow as parent_quarantined)",
     "admit_before_birth": "the stay starts before the patient's birth_date",
     "overlapping_stay": "the stay starts before the patient's previous stay in the same setting ended",
 }
@@ -699,15 +721,20 @@ def column_list(columns, limit: int = 20, width: int = 40) -> str:
 
 
 def _examples(table: str, frame: pd.DataFrame, rows: np.ndarray, k: int = 5) -> str:
+    """Up to ``k`` distinct keys of the failing rows (copies of one key, as in ``unique``, are shown once)."""
     keys = [c for c in KEYS[table] if c in frame.columns]
-    sample = frame.iloc[rows[:k]]
-    parts = []
+    sample = frame.iloc[rows[:10 * k]]
+    parts: list[str] = []
     for _, row in sample[keys].iterrows():
         values = []
         for c in keys:
             v = row[c]
             values.append(v.strftime("%Y-%m-%d") if isinstance(v, pd.Timestamp) else str(v))
-        parts.append("/".join(values))
+        part = "/".join(values)
+        if part not in parts:
+            parts.append(part)
+        if len(parts) == k:
+            break
     label = "/".join(keys)
     return f"{label} = {', '.join(parts)}"
 
@@ -715,8 +742,11 @@ def _examples(table: str, frame: pd.DataFrame, rows: np.ndarray, k: int = 5) -> 
 def _failure_message(f: Failure, frame: pd.DataFrame) -> str:
     rule_text = RULES.get(f.rule, f.rule) + (f"; {f.detail}" if f.detail else "")
     noun = "row" if len(f.rows) == 1 else "rows"
-    return (f"{f.table}.{f.column}: {len(f.rows)} {noun} fail rule {f.rule} ({rule_text}); "
-            f"examples {_examples(f.table, frame, f.rows)}")
+    message = (f"{f.table}.{f.column}: {len(f.rows)} {noun} fail rule {f.rule} ({rule_text}); "
+               f"examples {_examples(f.table, frame, f.rows)}")
+    if f.detail and f.rule != "type":
+        message += f"; {f.detail}"
+    return message
 
 
 def _failures_frame(failures: list[Failure], frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -728,20 +758,60 @@ def _failures_frame(failures: list[Failure], frames: Mapping[str, pd.DataFrame])
     return pd.DataFrame(rows, columns=["table", "column", "rule", "n_rows", "examples", "message"])
 
 
-def _death_and_birth(stays: pd.DataFrame, patients: pd.DataFrame) -> list[Failure]:
+def _died_before_stays(patients: pd.DataFrame, stays: pd.DataFrame) -> list[Failure]:
+    """Patients whose ``death_date`` is before the admission (``admit_after_death``) or the discharge
+    (``discharge_after_death``) of one of the given stays: failures of the **patient** rows, on ``death_date``
+    (see the module docstring for why the patient carries them). ``detail`` names up to five of the
+    contradicting stays, those of the first patients reported."""
     pos = key_positions(stays["patient_id"], patients["patient_id"])
     death = pd.Series(take(patients["death_date"], pos, np.datetime64("NaT")), index=stays.index)
-    birth = pd.Series(take(patients["birth_date"], pos, np.datetime64("NaT")), index=stays.index)
+    admitted_after = (stays["admit_date"] > death).fillna(False).to_numpy()
+    ended_after = (stays["discharge_date"] > death).fillna(False).to_numpy() & ~admitted_after
     out = []
-    for rule, mask in (
-        ("admit_after_death", stays["admit_date"] > death),
-        ("discharge_after_death", (stays["discharge_date"] > death) & ~(stays["admit_date"] > death)),
-        ("admit_before_birth", stays["admit_date"] < birth),
-    ):
-        rows = np.flatnonzero(mask.fillna(False).to_numpy())
-        if len(rows):
-            col = "discharge_date" if rule == "discharge_after_death" else "admit_date"
-            out.append(Failure("stays", col, rule, rows))
+    for rule, mask, what in (("admit_after_death", admitted_after, "admitted"),
+                             ("discharge_after_death", ended_after, "discharged")):
+        hit = np.flatnonzero(mask & (pos >= 0))
+        if not len(hit):
+            continue
+        rows = np.unique(pos[hit])
+        # the stays of the patients shown as examples, in patient then stay order
+        shown = hit[np.isin(pos[hit], rows[:5])]
+        shown = shown[np.lexsort((shown, pos[shown]))][:5]
+        ids = ", ".join(map(str, stays["stay_id"].to_numpy()[shown]))
+        out.append(Failure("patients", "death_date", rule, rows, detail=f"stays {what} after it: stay_id = {ids}"))
+    return out
+
+
+def _stays_before_birth(stays: pd.DataFrame, patients: pd.DataFrame) -> list[Failure]:
+    pos = key_positions(stays["patient_id"], patients["patient_id"])
+    birth = pd.Series(take(patients["birth_date"], pos, np.datetime64("NaT")), index=stays.index)
+    rows = np.flatnonzero((stays["admit_date"] < birth).fillna(False).to_numpy())
+    return [Failure("stays", "admit_date", "admit_before_birth", rows)] if len(rows) else []
+
+
+def _exact_duplicates(table: str, frame: pd.DataFrame, raw: pd.DataFrame, failures: list[Failure]) -> list[Failure]:
+    """Split each ``unique`` failure by whether the copies of a key are the same row as given.
+
+    A key whose copies are all identical in every column of ``raw`` keeps its first copy (in input order);
+    the other copies fail ``exact_duplicate``. A key whose copies differ in any column keeps ``unique`` on
+    every copy. Rows are compared as given, so ``1`` and ``01`` differ: only a true repeat is dropped.
+    """
+    out = []
+    for f in failures:
+        if f.rule != "unique":
+            out.append(f)
+            continue
+        rows = np.sort(f.rows)
+        copies = raw.reset_index(drop=True).iloc[rows]
+        key = pd.factorize(frame[f.column].to_numpy()[rows])[0]
+        first_version = ~copies.duplicated(keep="first").to_numpy()
+        versions = np.bincount(key, weights=first_version)  # distinct rows per key
+        exact = versions[key] == 1
+        conflicting, extra = rows[~exact], rows[exact & ~first_version]
+        if len(conflicting):
+            out.append(Failure(table, f.column, "unique", conflicting))
+        if len(extra):
+            out.append(Failure(table, f.column, "exact_duplicate", extra))
     return out
 
 
@@ -896,13 +966,25 @@ def validate_tables(raw_tables: Mapping[str, pd.DataFrame], *, mode: str = "stri
         all_failures.extend(fails)
         accepted[table], quarantine[table] = _split(table, parsed[table], raw_tables[table], fails)
 
-    for table in ("facilities", "patients"):
-        failures[table] += _pandera_failures(table, parsed[table], failures[table])
-        finish(table)
+    for table in parsed:
+        failures[table] += _exact_duplicates(table, parsed[table], raw_tables[table],
+                                             _pandera_failures(table, parsed[table], failures[table]))
 
-    # key sets as Arrow arrays, built once for every child table
+    finish("facilities")
     fac_ok = _arrow_text(accepted["facilities"]["facility_id"])
     fac_q = _arrow_text(quarantine["facilities"]["facility_id"].astype("str"))
+    facility_fk = {t: _foreign_key(t, parsed[t], "facility_id", fac_ok, fac_q)
+                   for t in ("stays", "ed_visits") if t in parsed and "facility_id" in parsed[t].columns}
+    # a death date before a stay is the patient's failure (module docstring); the evidence is every stay that
+    # passes its own table's rules and names a known facility
+    evidence = np.ones(len(parsed["stays"]), dtype=bool)
+    for f in failures["stays"] + facility_fk["stays"]:
+        evidence[f.rows] = False
+    stays = parsed["stays"][["stay_id", "patient_id", "admit_date", "discharge_date"]]  # no copy of the rest
+    failures["patients"] += _died_before_stays(parsed["patients"], stays.iloc[np.flatnonzero(evidence)])
+    finish("patients")
+
+    # key sets as Arrow arrays, built once for every child table
     pat_ok = _arrow_text(accepted["patients"]["patient_id"])
     pat_q = _arrow_text(quarantine["patients"]["patient_id"].astype("str"))
 
@@ -910,17 +992,15 @@ def validate_tables(raw_tables: Mapping[str, pd.DataFrame], *, mode: str = "stri
         if table not in parsed:
             continue
         frame = parsed[table]
-        fails = failures[table] + _pandera_failures(table, frame, failures[table])
-        fails += _foreign_key(table, frame, "patient_id", pat_ok, pat_q)
-        if "facility_id" in frame.columns:
-            fails += _foreign_key(table, frame, "facility_id", fac_ok, fac_q)
+        fails = failures[table] + _foreign_key(table, frame, "patient_id", pat_ok, pat_q)
+        fails += facility_fk.get(table, [])
         if table == "stays":
             bad = np.zeros(len(frame), dtype=bool)
             for f in fails:
                 bad[f.rows] = True
             ok_pos = np.flatnonzero(~bad)
             clean = frame.iloc[ok_pos]
-            for f in _death_and_birth(clean, accepted["patients"]):
+            for f in _stays_before_birth(clean, accepted["patients"]):
                 fails.append(Failure(table, f.column, f.rule, ok_pos[f.rows]))
             bad2 = bad.copy()
             for f in fails:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,13 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from carequal.cohorts import (
+    ALL_PAYER_RULES,
     CONDITIONS,
     EXCLUSION_STEPS,
+    MEDICARE_FFS_RULES,
     IndexRules,
     assign_conditions,
     condition_codes,
     index_stays,
     post_acute_episodes,
+    rules_table,
 )
 from carequal.errors import ParameterError
 
@@ -148,9 +153,77 @@ def test_coverage_type_filter():
     enr = pd.DataFrame({"patient_id": ["p"], "start_date": pd.to_datetime(["2020-01-01"]),
                         "end_date": pd.to_datetime(["2024-12-31"]), "coverage": ["ma"]})
     st = stays(("a", "p", "H1", "2024-03-01", "2024-03-05", "01", "I509"))
-    assert reasons(index_stays(st, FAC, pat, enr, rules=NO_RUNOUT)) == {"a": "INDEX"}
-    ffs_only = IndexRules(runout_days=None, coverage=("ffs",))
-    assert reasons(index_stays(st, FAC, pat, enr, rules=ffs_only)) == {"a": "not_enrolled"}
+    assert reasons(index_stays(st, FAC, pat, enr, rules=NO_RUNOUT)) == {"a": "coverage_not_counted"}
+    any_type = IndexRules(runout_days=None, coverage=None)
+    assert reasons(index_stays(st, FAC, pat, enr, rules=any_type)) == {"a": "INDEX"}
+    ma_counts = IndexRules(runout_days=None, coverage=("ffs", "ma"))
+    assert reasons(index_stays(st, FAC, pat, enr, rules=ma_counts)) == {"a": "INDEX"}
+
+
+def test_medicare_rules_count_only_ffs_coverage():
+    """Hand-worked: which coverage makes the look-back (episode admission − 365 days) and the follow-up
+    (discharge + 30 days) continuous, under the Medicare FFS defaults and under the all-payer preset."""
+    pat = patients(("f", "1940-01-01", None), ("m", "1940-01-01", None), ("l", "1940-01-01", None),
+                   ("u", "1940-01-01", None), ("g", "1940-01-01", None), ("n", "1940-01-01", None),
+                   ("e", "1970-01-01", None), ("o", "1955-01-01", None))
+
+    def period(patient, start, end, coverage):
+        return {"patient_id": patient, "start_date": pd.Timestamp(start), "end_date": pd.Timestamp(end),
+                "coverage": coverage}
+
+    enr = pd.DataFrame([
+        period("f", "2020-01-01", "2025-12-31", "ffs"),        # FFS throughout
+        period("m", "2020-01-01", "2025-12-31", "ma"),         # Medicare Advantage throughout
+        period("l", "2020-01-01", "2023-12-31", "ma"),         # MA, then FFS from 1 January 2024
+        period("l", "2024-01-01", "2025-12-31", "ffs"),
+        period("u", "2020-01-01", "2024-12-31", "ffs"),        # FFS, then MA from 1 January 2025
+        period("u", "2025-01-01", "2025-12-31", "ma"),
+        period("g", "2020-01-01", "2023-12-31", "ffs"),        # FFS with January 2024 uncovered
+        period("g", "2024-02-01", "2025-12-31", "ffs"),
+        period("n", "2020-01-01", "2025-12-31", np.nan),       # coverage type unknown
+        period("e", "2010-01-01", "2025-12-31", "commercial"),  # employee, 54 in 2024
+        period("o", "2010-01-01", "2025-12-31", "commercial"),  # employee, 69 in 2024
+    ])
+    st = stays(("f1", "f", "H1", "2024-03-01", "2024-03-05", "01", "I509"),
+               ("m1", "m", "H1", "2024-03-01", "2024-03-05", "01", "I509"),
+               # look-back from 2023-06-02 (2024-06-01 − 365 days) includes seven MA months
+               ("l1", "l", "H1", "2024-06-01", "2024-06-05", "01", "I509"),
+               # follow-up to 2024-12-05: FFS only; to 2025-01-11: eleven MA days
+               ("u0", "u", "H1", "2024-11-01", "2024-11-05", "01", "I509"),
+               ("u1", "u", "H1", "2024-12-10", "2024-12-12", "01", "I509"),
+               ("g1", "g", "H1", "2024-06-01", "2024-06-05", "01", "I509"),
+               ("n1", "n", "H1", "2024-03-01", "2024-03-05", "01", "I509"),
+               ("e1", "e", "H1", "2024-03-01", "2024-03-05", "01", "I509"),
+               ("o1", "o", "H1", "2024-03-01", "2024-03-05", "01", "I509"))
+    medicare = index_stays(st, FAC, pat, enr, rules=IndexRules(runout_days=None))
+    # e1 is under 65 before any coverage rule; g1's gap is a gap whatever the type (not_enrolled, which comes
+    # first); m1, l1, u1 (MA), o1 (commercial) and n1 (unknown) are covered throughout, but not by FFS
+    assert reasons(medicare) == {"f1": "INDEX", "m1": "coverage_not_counted", "l1": "coverage_not_counted",
+                                 "u0": "INDEX", "u1": "coverage_not_counted", "g1": "not_enrolled",
+                                 "n1": "coverage_not_counted", "e1": "under_min_age", "o1": "coverage_not_counted"}
+    att = medicare.attrition.set_index("step")
+    assert att.loc["acute_stays", "remaining"] == 9
+    assert att["excluded"].to_dict() == {**{s: 0 for s in att.index}, "under_min_age": 1, "not_enrolled": 1,
+                                         "coverage_not_counted": 5}
+    assert att.loc["coverage_not_counted", "remaining"] == 2 == len(medicare.index)
+    assert "Medicare Advantage" in att.loc["coverage_not_counted", "description"]
+    # every age and every coverage type: only g1's gap remains
+    all_payer = index_stays(st, FAC, pat, enr, rules=replace(ALL_PAYER_RULES, runout_days=None))
+    assert {k for k, v in reasons(all_payer).items() if v != "INDEX"} == {"g1"}
+    assert all_payer.attrition.set_index("step").loc["coverage_not_counted", "excluded"] == 0
+    # without a coverage column every period counts (an FFS-only extract): only age and the gap exclude
+    no_type = index_stays(st, FAC, pat, enr.drop(columns="coverage"), rules=IndexRules(runout_days=None))
+    assert {k for k, v in reasons(no_type).items() if v != "INDEX"} == {"e1", "g1"}
+
+
+def test_rule_presets():
+    assert MEDICARE_FFS_RULES == IndexRules()
+    assert MEDICARE_FFS_RULES.coverage == ("ffs",) and MEDICARE_FFS_RULES.min_age == 65
+    assert ALL_PAYER_RULES.coverage is None and ALL_PAYER_RULES.min_age is None
+    # apart from age and coverage the presets are the same rules
+    assert replace(ALL_PAYER_RULES, min_age=65, coverage=("ffs",)) == MEDICARE_FFS_RULES
+    table = rules_table(MEDICARE_FFS_RULES).set_index("rule")["value"]
+    assert table["coverage"] == ("ffs",) and table["min_age"] == 65
 
 
 def test_data_runout():

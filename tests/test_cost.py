@@ -11,7 +11,7 @@ import pytest
 import statsmodels.api as sm
 from scipy import stats
 
-from carequal.cohorts import index_stays, post_acute_episodes
+from carequal.cohorts import IndexRules, index_stays, post_acute_episodes
 from carequal.cost import (
     episode_spending,
     expected_spending,
@@ -378,7 +378,10 @@ def _partner_pac_ratio(effect: float, seed: int) -> pd.Series:
     cfg = SynthConfig(n_markets=2, patients_per_market=3000, payment_partnership_effect=effect, seed=seed,
                       truth_stays=False)
     tab = generate(cfg)
-    cohort = index_stays(tab["stays"], tab["facilities"], tab["patients"], tab["enrollment"])
+    # every coverage type counts: the generator pays Medicare Advantage and FFS stays alike, and the twenty
+    # seeds below were sized for the cohort of both (the FFS-only default keeps about 70% of it)
+    cohort = index_stays(tab["stays"], tab["facilities"], tab["patients"], tab["enrollment"],
+                         rules=IndexRules(coverage=None))
     # leave 150 days after the window for post-acute stays still running at the end of the data
     end = tab["stays"]["discharge_date"].max() - pd.Timedelta(days=150)
     ep = episode_spending(cohort.index, tab["stays"], tab["facilities"], windows=(30,), data_end=end)

@@ -17,6 +17,7 @@ from carequal.agreement import (
     read_agreement,
     review_periods,
 )
+from carequal.cohorts import IndexRules
 from carequal.errors import AgreementError
 from carequal.loaders import load_tables
 
@@ -447,7 +448,9 @@ def test_status_agrees_with_the_generators_truth(sample):
         text += (f'[[metrics]]\nid = "r{int(100 * t)}"\nmeasure = "readmission"\nmin_cases = 40\n'
                  f'target = {{ kind = "absolute", value = {t} }}\n')
     ag = read_agreement(text=text)
-    cases = agreement_cases(sample, ag)
+    # every coverage type counts: the generator draws the outcomes of Medicare Advantage and FFS patients
+    # alike, and the power asked for below (more than 20 clear partner-quarters) needs the cases of both
+    cases = agreement_cases(sample, ag, rules=IndexRules(coverage=None))
     res = evaluate_agreement(ag, sample, cases=cases)
 
     truth = pd.read_csv(SAMPLE / "truth_stays.csv", usecols=["stay_id", "p_readmit"])

@@ -43,6 +43,14 @@ def append_row(table, **values):
     return mutate
 
 
+def repeat_row(table, key_col, key, **changes):
+    """Append a copy of the first row with this key, with ``changes`` to some cells (none: an exact copy)."""
+    def mutate(t):
+        copy = t[table][t[table][key_col] == key].iloc[:1].assign(**changes)
+        t[table] = pd.concat([t[table], copy], ignore_index=True)
+    return mutate
+
+
 # (id, mutation, table, column, rule, example key shown in the message)
 CASES = [
     ("bad date", set_cell("stays", "stay_id", "A3", "admit_date", "2024-02-31"),
@@ -57,6 +65,8 @@ CASES = [
      "stays", "principal_dx", "not_nullable", "A6"),
     ("duplicate key", set_cell("stays", "stay_id", "A3", "stay_id", "A2"),
      "stays", "stay_id", "unique", "A2"),
+    ("exact duplicate row", repeat_row("stays", "stay_id", "A3"),
+     "stays", "stay_id", "exact_duplicate", "A3"),
     ("unknown setting", set_cell("facilities", "facility_id", "S2", "setting", "hospice"),
      "facilities", "setting", "allowed_values", "S2"),
     ("unknown discharge status", set_cell("stays", "stay_id", "A1", "discharge_status", "99"),
@@ -109,10 +119,11 @@ CASES = [
      "enrollment", "patient_id", "unknown_patient", "P404/2013-01-01"),
     ("parent quarantined", set_cell("patients", "patient_id", "P3", "sex", "X"),
      "stays", "patient_id", "parent_quarantined", "A6"),
+    # P1's stays: A1 01-02..01-06, A2 (SNF) 01-06..01-30, A3 02-20..02-24; the patient row carries the failure
     ("stay after death", set_cell("patients", "patient_id", "P1", "death_date", "2024-02-01"),
-     "stays", "admit_date", "admit_after_death", "A3"),
+     "patients", "death_date", "admit_after_death", "P1"),
     ("discharge after death", set_cell("patients", "patient_id", "P1", "death_date", "2024-01-20"),
-     "stays", "discharge_date", "discharge_after_death", "A2"),
+     "patients", "death_date", "discharge_after_death", "P1"),
     ("stay before birth", set_cell("patients", "patient_id", "P3", "birth_date", "2024-05-01"),
      "stays", "admit_date", "admit_before_birth", "A6"),
     ("overlapping stays", set_cell("stays", "stay_id", "A3", "admit_date", "2024-01-04"),
@@ -152,7 +163,10 @@ def test_rule_quarantine_reconciles(mutate, table, column, rule, example):
     key_col = {"stays": "stay_id", "facilities": "facility_id", "patients": "patient_id",
                "enrollment": "patient_id", "ed_visits": "patient_id"}[table]
     assert key in set(q[key_col].astype(str))
-    assert key not in set(out.tables[table][key_col].astype(str)) or table in ("enrollment", "ed_visits")
+    if rule == "exact_duplicate":  # one copy is kept
+        assert (out.tables[table][key_col].astype(str) == key).sum() == 1
+    else:
+        assert key not in set(out.tables[table][key_col].astype(str)) or table in ("enrollment", "ed_visits")
 
 
 FILE_RULES = {"empty_file", "not_utf8", "delimiter", "duplicate_column", "csv_format", "parquet_format"}
@@ -418,3 +432,144 @@ def test_an_open_enrollment_end_is_plausible(raw_tables):
     end = (pd.Timestamp.today().normalize() + pd.DateOffset(years=1)).strftime("%Y-%m-%d")
     assert out.quarantine["enrollment"]["reason"].tolist() == [
         f"start_date: date_implausible (plausible: 1900-01-01 to {end})"]
+
+
+# ------------------------------------------------------------------------------------------------ duplicates
+
+
+def test_exact_duplicates_keep_one_copy_conflicting_duplicates_keep_none(raw_tables):
+    # stays as loaded: rows 1-6 are A1..A6; appended: 7 = A3 exactly, 8 = A6 with "j44.1" for "J44.1" (the
+    # same code once normalised, but not the same row as given), 9 and 10 = A1 exactly.
+    for mutate in (repeat_row("stays", "stay_id", "A3"), repeat_row("stays", "stay_id", "A6", principal_dx="j44.1"),
+                   repeat_row("stays", "stay_id", "A1"), repeat_row("stays", "stay_id", "A1")):
+        mutate(raw_tables)
+    out = validate_tables(raw_tables, mode="quarantine")
+    # A1 and A3 keep their first copy (rows 1 and 3); A6's two versions conflict: both rows 6 and 8 go.
+    # A3's kept copy is not an overlap of its quarantined copy (that row is set aside before the overlap rule).
+    assert out.tables["stays"]["stay_id"].tolist() == ["A1", "A2", "A3", "A4", "A5"]
+    q = out.quarantine["stays"]
+    assert q[["row_number", "stay_id", "reason"]].values.tolist() == [
+        [6, "A6", "stay_id: unique"], [7, "A3", "stay_id: exact_duplicate"], [8, "A6", "stay_id: unique"],
+        [9, "A1", "stay_id: exact_duplicate"], [10, "A1", "stay_id: exact_duplicate"]]
+    assert out.counts.set_index("table").loc["stays"].tolist() == [10, 5, 5]
+    messages = out.failures.set_index("rule")["message"]
+    assert messages["exact_duplicate"].startswith("stays.stay_id: 3 rows fail rule exact_duplicate (")
+    assert messages["exact_duplicate"].endswith("examples stay_id = A3, A1")  # each key once
+    assert messages["unique"].startswith("stays.stay_id: 2 rows fail rule unique (")
+
+
+def test_exact_duplicates_are_errors_in_strict_mode(raw_tables):
+    # strict refuses anything not clean: the repeat is reported even though quarantine mode would keep a copy
+    repeat_row("stays", "stay_id", "A3")(raw_tables)
+    with pytest.raises(SchemaError, match=r"stays\.stay_id: 1 row fail rule exact_duplicate \(.*first copy.*\); "
+                                          r"examples stay_id = A3"):
+        validate_tables(raw_tables, mode="strict")
+
+
+def test_duplicated_patient_children_follow_the_kept_copy(raw_tables):
+    # P1 repeated exactly: one P1 is kept, so its stays, enrollment and ED visit are accepted (the quarantined
+    # extra copy does not make them orphans). P3 repeated with another sex: both copies go, and so do P3's
+    # stay A6, enrollment row and ED visit E2 (parent_quarantined).
+    repeat_row("patients", "patient_id", "P1")(raw_tables)
+    repeat_row("patients", "patient_id", "P3", sex="M")(raw_tables)
+    out = validate_tables(raw_tables, mode="quarantine")
+    assert out.tables["patients"]["patient_id"].tolist() == ["P1", "P2"]
+    q = out.quarantine["patients"]
+    assert q[["row_number", "patient_id", "reason"]].values.tolist() == [
+        [3, "P3", "patient_id: unique"], [4, "P1", "patient_id: exact_duplicate"], [5, "P3", "patient_id: unique"]]
+    assert out.tables["stays"]["stay_id"].tolist() == ["A1", "A2", "A3", "A4", "A5"]
+    assert out.quarantine["stays"][["stay_id", "reason"]].values.tolist() == [["A6", "patient_id: parent_quarantined"]]
+    assert out.tables["enrollment"]["patient_id"].tolist() == ["P1", "P2"]
+    assert out.quarantine["ed_visits"]["visit_id"].tolist() == ["E2"]
+    counts = out.counts.set_index("table")
+    assert counts.loc["patients"].tolist() == [5, 2, 3]
+    assert (counts["loaded"] == counts["accepted"] + counts["quarantined"]).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.booleans()), max_size=6), st.randoms(use_true_random=False))
+def test_duplicates_are_accounted_for_row_by_row(copies, rnd):
+    """Property: after appending copies of stays (exact, or with another payment) in any order, a stay with only
+    exact copies is accepted once and its later copies are quarantined as exact_duplicate; a stay with a
+    differing copy has every copy quarantined as unique; every row is kept or quarantined."""
+    tables = valid_raw_tables()
+    base = tables["stays"]
+    extra = []
+    for i, altered in copies:
+        row = base.iloc[[i]].copy()
+        if altered:
+            row["payment"] = "1"
+        extra.append(row)
+    stays = pd.concat([base, *extra], ignore_index=True)
+    order = list(range(len(stays)))
+    rnd.shuffle(order)
+    stays = stays.iloc[order].reset_index(drop=True)
+    tables["stays"] = stays
+    out = validate_tables(tables, mode="quarantine")
+    conflicting = {base["stay_id"].iloc[i] for i, altered in copies if altered and base["payment"].iloc[i] != "1"}
+    assert set(out.tables["stays"]["stay_id"]) == set(base["stay_id"]) - conflicting
+    assert out.tables["stays"]["stay_id"].is_unique
+    q = out.quarantine["stays"]
+    assert len(out.tables["stays"]) + len(q) == len(stays)
+    for stay_id, rows in q.groupby("stay_id"):
+        positions = np.flatnonzero(stays["stay_id"] == stay_id) + 1
+        if stay_id in conflicting:
+            assert set(rows["reason"]) == {"stay_id: unique"} and rows["row_number"].tolist() == positions.tolist()
+        else:  # the first copy in input order is the one kept
+            assert set(rows["reason"]) == {"stay_id: exact_duplicate"}
+            assert rows["row_number"].tolist() == positions[1:].tolist()
+
+
+# --------------------------------------------------------------------------------------- death before a stay
+
+
+def test_death_before_a_stay_quarantines_the_patient_and_everything_that_refers_to_it(raw_tables):
+    # P1 "died" 2024-02-01, but stay A3 admits P1 on 2024-02-20. P1's other stays (A1 ends 01-06, A2 01-30)
+    # agree with the date. The patient row carries the failure; A1, A2, A3, P1's enrollment row and ED visit E1
+    # follow as parent_quarantined. P2 (death 2024-03-09, discharged dead that day from A5) is consistent.
+    set_cell("patients", "patient_id", "P1", "death_date", "2024-02-01")(raw_tables)
+    out = validate_tables(raw_tables, mode="quarantine")
+    assert out.quarantine["patients"][["patient_id", "reason"]].values.tolist() == [
+        ["P1", "death_date: admit_after_death (stays admitted after it: stay_id = A3)"]]
+    assert out.tables["patients"]["patient_id"].tolist() == ["P2", "P3"]
+    assert out.quarantine["stays"][["stay_id", "reason"]].values.tolist() == [
+        ["A1", "patient_id: parent_quarantined"], ["A2", "patient_id: parent_quarantined"],
+        ["A3", "patient_id: parent_quarantined"]]
+    assert out.tables["stays"]["stay_id"].tolist() == ["A4", "A5", "A6"]
+    assert out.quarantine["enrollment"]["patient_id"].tolist() == ["P1"]
+    assert out.quarantine["ed_visits"]["visit_id"].tolist() == ["E1"]
+    assert out.counts.set_index("table")["quarantined"].to_dict() == {
+        "facilities": 0, "patients": 1, "stays": 3, "enrollment": 1, "ed_visits": 1}
+    message = out.failures.set_index("rule").loc["admit_after_death", "message"]
+    assert message.startswith("patients.death_date: 1 row fail rule admit_after_death (death_date is before the "
+                              "admission of one of the patient's stays (the patient row carries it;")
+    assert message.endswith("examples patient_id = P1; stays admitted after it: stay_id = A3")
+
+
+def test_discharge_after_death_by_one_day(raw_tables):
+    # A5 (admitted 03-05) ends 03-09 with status 20: a death date of 03-09 agrees, 03-08 does not
+    assert validate_tables(raw_tables, mode="strict").tables["patients"]["patient_id"].tolist() == ["P1", "P2", "P3"]
+    set_cell("patients", "patient_id", "P2", "death_date", "2024-03-08")(raw_tables)
+    with pytest.raises(SchemaError) as info:
+        validate_tables(raw_tables, mode="strict")
+    lines = [x for x in str(info.value).splitlines() if "after_death" in x]
+    assert len(lines) == 1  # A4 (03-01..03-05) is before the date: only the discharge rule fails
+    assert re.search(r"patients\.death_date: 1 row fail rule discharge_after_death \(.+\); examples patient_id = P2; "
+                     r"stays discharged after it: stay_id = A5$", lines[0]), lines[0]
+    out = validate_tables(raw_tables, mode="quarantine")
+    assert out.quarantine["patients"]["reason"].tolist() == ["death_date: discharge_after_death (stays discharged after it: stay_id = A5)"]
+    assert set(out.quarantine["stays"]["stay_id"]) == {"A4", "A5"}
+
+
+@pytest.mark.parametrize(("column", "value", "reason"), [
+    ("discharge_status", "99", "discharge_status: allowed_values"),
+    ("facility_id", "H404", "facility_id: unknown_facility"),
+])
+def test_a_quarantined_stay_is_no_evidence_against_a_death_date(raw_tables, column, value, reason):
+    # A3 is P1's only stay after the death date 2024-02-01; when A3 fails a rule of its own it is set aside
+    # alone and P1, with A1 and A2, is kept
+    set_cell("patients", "patient_id", "P1", "death_date", "2024-02-01")(raw_tables)
+    set_cell("stays", "stay_id", "A3", column, value)(raw_tables)
+    out = validate_tables(raw_tables, mode="quarantine")
+    assert out.quarantine["patients"].empty
+    assert out.quarantine["stays"][["stay_id", "reason"]].values.tolist() == [["A3", reason]]
