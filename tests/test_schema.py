@@ -557,7 +557,8 @@ def test_discharge_after_death_by_one_day(raw_tables):
     assert re.search(r"patients\.death_date: 1 row fail rule discharge_after_death \(.+\); examples patient_id = P2; "
                      r"stays discharged after it: stay_id = A5$", lines[0]), lines[0]
     out = validate_tables(raw_tables, mode="quarantine")
-    assert out.quarantine["patients"]["reason"].tolist() == ["death_date: discharge_after_death (stays discharged after it: stay_id = A5)"]
+    assert out.quarantine["patients"]["reason"].tolist() == [
+        "death_date: discharge_after_death (stays discharged after it: stay_id = A5)"]
     assert set(out.quarantine["stays"]["stay_id"]) == {"A4", "A5"}
 
 
