@@ -19,7 +19,14 @@ Statuses (:func:`judge`):
 * "not yet judgeable" when the period has fewer than ``min_cases`` cases, when there is no target (a
   market benchmark with no non-partner cases), or when the interval of the value contains the target;
 * otherwise "met" when the whole interval is on the better side of the target, "not met" when it is on the
-  worse side. A volume (a count of cases, not an estimate) has no interval: it meets its target or not.
+  worse side. A volume (a count of cases, not an estimate) has no interval: it meets its target or not;
+* "not computed" when the metric's risk model (or, for spending, its mean) cannot be computed
+  (:class:`carequal.errors.ModelError`: an episode's spending infinite or above
+  :data:`carequal.cost.SPENDING_CEILING`, covariates that separate the outcome, a fit that overflows…). Every
+  partner × period the failed model serves gets the status, its cases counted and no value, with a reason that
+  names the metric, the facility set and the cause but no key or patient count; the other metrics are
+  evaluated as if nothing had happened, and a :class:`carequal.errors.ModelWarning` gives the operator the
+  full message (with up to 5 example keys).
 
 Choices where the methods leave room (see ``../shared/docs/methodology.md`` for the measures themselves):
 
@@ -60,6 +67,7 @@ statsmodels', the intervals are :mod:`carequal.intervals`.
 from __future__ import annotations
 
 import tomllib
+import warnings
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -69,14 +77,17 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from carequal.errors import AgreementError, ParameterError
+from carequal.errors import AgreementError, ModelError, ModelWarning, ParameterError, describe_facilities
 
 __all__ = ["AGREEMENT_MEASURES", "SPENDING_ROOM_DAYS", "Agreement", "AgreementMeasure", "Metric", "Partner",
            "agreement_cases", "check_agreement", "evaluate_agreement", "judge", "load_agreement", "read_agreement",
            "review_periods", "review_periods_in"]
 
 POST_ACUTE = ("snf", "irf", "ltch", "hha")
-STATUSES = ("met", "not met", "not yet judgeable")
+NOT_COMPUTED = "not computed"
+"""The status of a metric whose model (or mean) could not be computed: its ``status_reason`` says why."""
+STATUSES = ("met", "not met", "not yet judgeable", NOT_COMPUTED)
+_KINDS = {"acute": "hospitals", "snf": "SNFs", "irf": "IRFs", "ltch": "LTCHs", "hha": "home health agencies"}
 
 
 @dataclass(frozen=True)
@@ -619,7 +630,8 @@ def _summaries(cases: pd.DataFrame, keys: list[str], kind: str, level: float) ->
     return out.drop(columns=["total", "sq"])
 
 
-def _expected(cases: pd.DataFrame) -> tuple[np.ndarray, float, None]:
+def _expected(cases: pd.DataFrame, *, measure: str = "outcome", facilities: str = "the cases given"
+              ) -> tuple[np.ndarray, float, None]:
     """Expected probability per case from a logistic model fitted on all of them, and their crude rate."""
     from carequal.risk import RISK_COVARIATES, LogisticRiskModel
 
@@ -627,24 +639,56 @@ def _expected(cases: pd.DataFrame) -> tuple[np.ndarray, float, None]:
     y = cases["value"].to_numpy(float)
     if y.min() == y.max():
         return np.full(len(cases), y.mean()), float(y.mean()), None
-    model = LogisticRiskModel(covariates=usable).fit(cases.assign(outcome=y), outcome="outcome")
+    model = LogisticRiskModel(covariates=usable).fit(cases.assign(outcome=y), outcome="outcome", measure=measure,
+                                                     facilities=facilities)
     return model.predict(cases), float(y.mean()), None
 
 
-def _expected_spending(cases: pd.DataFrame):
+def _check_spending(cases: pd.DataFrame, *, measure: str, facilities: str, model: str, action: str) -> None:
+    """A :class:`ModelError` when an episode's spending is infinite or above :data:`carequal.cost.SPENDING_CEILING`:
+    one such value (a payment keyed as 1e300) would dominate every mean and overflow the gamma model."""
+    from carequal.cost import SPENDING_CEILING, unusable_spending
+
+    bad, cause = unusable_spending(cases["value"].to_numpy(float))
+    if bad.any():
+        k = int(bad.sum())
+        examples = ", ".join(map(str, cases["stay_id"].to_numpy()[bad][:5]))
+        raise ModelError(measure=measure, facilities=facilities, cause=cause, model=model, action=action,
+                         detail=f"a payment (stays.payment) makes episode spending non-finite or extreme, over "
+                                f"${SPENDING_CEILING:,.0f} per episode", n=len(cases), cases="episodes",
+                         specifics=f"{k:,d} episode{'' if k == 1 else 's'}, e.g. index stay {examples}",
+                         advice="correct or remove the payments of the stays in those episodes and run again")
+
+
+def _expected_spending(cases: pd.DataFrame, *, measure: str = "value", facilities: str = "the episodes given"):
     """Expected spending per episode from a gamma GLM (log link) fitted on all of them, their crude mean, and
     the model (its variance goes into the interval). Episodes with no spending at all (payments of 0) are
     predicted but not fitted: a gamma model needs spending above 0."""
     from carequal.cost import expected_spending
     from carequal.risk import RISK_COVARIATES
 
+    _check_spending(cases, measure=measure, facilities=facilities, model="gamma spending model", action="fitted")
     y = cases["value"].to_numpy(float)
     positive = y > 0
     usable = [c for c in RISK_COVARIATES if cases.loc[positive, c].nunique() > 1]
     if not usable or positive.sum() <= len(usable) + 1:
         return np.full(len(cases), y.mean()), float(y.mean()), None
-    model = expected_spending(cases, outcome="value", covariates=usable, fit_mask=positive)
+    model = expected_spending(cases, outcome="value", covariates=usable, fit_mask=positive, measure=measure,
+                              facilities=facilities)
     return model.expected.to_numpy(float), float(y.mean()), model
+
+
+def _risk_fit(metric: Metric, cases: pd.DataFrame, facilities: str):
+    """The metric's risk model on ``cases`` (``(expected, national, model)``), or the :class:`ModelError` that
+    stopped it, announced once as a :class:`carequal.errors.ModelWarning` (the message may quote up to 5 keys:
+    for the operator, not for a packet)."""
+    try:
+        if metric.spec.unit == "dollars":
+            return _expected_spending(cases, measure=metric.id, facilities=facilities)
+        return _expected(cases, measure=metric.id, facilities=facilities)
+    except ModelError as exc:
+        warnings.warn(f"{exc}; the metric is shown as {NOT_COMPUTED}", ModelWarning, stacklevel=3)
+        return exc
 
 
 def _spending_summaries(cases: pd.DataFrame, keys: list[str], level: float, model) -> pd.DataFrame:
@@ -730,7 +774,7 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
     setting = fac.set_index("facility_id")["setting"]
     market = fac.set_index("facility_id")["market"]
     partner_ids = set(partners["facility_id"])
-    fits: dict[tuple, tuple] = {}  # one risk model per metric × role × setting, shared by the partners
+    fits: dict[tuple, tuple | ModelError] = {}  # one risk model per metric × role × setting, shared by partners
     out = []
     for m in agreement.metrics:
         spec = m.spec
@@ -744,19 +788,41 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
             mine_out = data[left_out & (data["unit_id"] == p["facility_id"]).to_numpy() & data["period"].notna()]
             excluded = mine_out.groupby("period").size()
             data = data[~left_out]
-            national, model = np.nan, None
+            national, model, failure = np.nan, None, None
             if m.risk_adjusted:
                 data = data.assign(unit_setting=data["unit_id"].map(setting).to_numpy())
                 data = data[data["unit_setting"] == p["setting"]] if role == "post_acute" else data
                 key = (m.id, role, p["setting"] if role == "post_acute" else "acute")
                 if key not in fits:
-                    fits[key] = _expected_spending(data) if spec.unit == "dollars" else _expected(data)
-                expected, national, model = fits[key]
-                data = data.assign(expected=expected, national_rate=national)
+                    kind = _KINDS["acute" if role == "hospital" else p["setting"]]
+                    fits[key] = _risk_fit(m, data, describe_facilities(int(data["unit_id"].nunique()), kind,
+                                                                       "all markets"))
+                if isinstance(fits[key], ModelError):
+                    failure = fits[key]
+                else:
+                    expected, national, model = fits[key]
+                    data = data.assign(expected=expected, national_rate=national)
             data = data[data["period"].notna()]
             mine = data[data["unit_id"] == p["facility_id"]]
             peers = data[(data["unit_id"].map(market) == p["market"]) & (data["unit_id"].map(setting) == p["setting"])
                          & ~data["unit_id"].isin(partner_ids)]
+            if spec.unit == "dollars" and not m.risk_adjusted:  # a crude mean is as spoilt by a wrong payment
+                both = pd.concat([mine, peers])
+                key = (m.id, p["facility_id"])
+                if key not in fits:
+                    try:
+                        _check_spending(both, measure=m.id, model="mean spending", action="computed",
+                                        facilities=describe_facilities(int(both["unit_id"].nunique()),
+                                                                       _KINDS[p["setting"]], p["market"]))
+                        fits[key] = ()
+                    except ModelError as exc:
+                        warnings.warn(f"{exc}; the metric is shown as {NOT_COMPUTED}", ModelWarning, stacklevel=2)
+                        fits[key] = exc
+                failure = fits[key] or None
+            if failure is not None:
+                out.append(_not_computed(m, p, failure, grid_periods, mine, peers, excluded, level=level,
+                                         review_period=agreement.review_period))
+                continue
             keys = ["period", "national_rate"] if m.risk_adjusted else ["period"]
             if m.risk_adjusted and spec.unit == "dollars":
                 own = _spending_summaries(mine, keys, level, model)
@@ -805,6 +871,33 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
         if c not in result.columns:
             result[c] = np.nan
     return result[cols]
+
+
+def _not_computed(m: Metric, p: pd.Series, failure: ModelError, grid_periods: pd.DataFrame, mine: pd.DataFrame,
+                  peers: pd.DataFrame, excluded: pd.Series, *, level: float, review_period: str) -> pd.DataFrame:
+    """The rows of a metric that could not be computed: its cases counted, no value, no interval, no market
+    benchmark (a target that is an agreed or national value stays), status :data:`NOT_COMPUTED` and the
+    failure's shareable reason (:attr:`carequal.errors.ModelError.reason`: no keys, no patient counts)."""
+    rows = grid_periods.merge(mine.groupby("period").size().rename("n").reset_index(), on="period", how="left")
+    rows = rows.merge(peers.groupby("period").size().rename("benchmark_n").reset_index(), on="period", how="left")
+    rows["n"] = rows["n"].fillna(0).astype(int)
+    rows["excluded"] = rows["period"].map(excluded).fillna(0).astype(int)
+    rows["benchmark_n"] = rows["benchmark_n"].fillna(0).astype(int)
+    for c in ("events", "expected", "ratio", "value", "lower", "upper", "benchmark", "benchmark_events",
+              "previous_value", "change"):
+        rows[c] = np.nan
+    target, basis = _targets(m, rows["benchmark"].to_numpy(float))
+    if m.spec.kind == "count":
+        target = target * review_periods_in(rows["period"], rows["period_end"], review_period)
+    rows["target"], rows["target_basis"] = target, basis
+    rows["method"] = NOT_COMPUTED
+    rows["status"], rows["status_reason"] = NOT_COMPUTED, f"{NOT_COMPUTED}: {failure.reason}"
+    begins = p["start"]
+    rows["phase"] = np.where(rows["period_end"] < begins, "before",
+                             np.where(rows["period"] >= begins, "after", "starting"))
+    return rows.assign(metric=m.id, metric_label=m.title, measure=m.measure, facility_id=p["facility_id"],
+                       name=p["name"], setting=p["setting"], market=p["market"], start=begins, better=m.better,
+                       level=level, national_rate=np.nan)
 
 
 def _targets(metric: Metric, benchmark: np.ndarray) -> tuple[np.ndarray, str]:

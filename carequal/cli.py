@@ -129,6 +129,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
                        fresh_kernels=args.fresh_kernels, **({"notebook": args.notebook} if args.notebook else {}))
     for line in result.quarantine:
         print(f"carequal report: quarantined {line}", file=sys.stderr)
+    for line in result.notes:
+        print(f"carequal report: {line}", file=sys.stderr)
     reused = sum(1 for r in result.markets.values() if r.get("reused"))
     what = "partner packets" if args.by == "partner" else "market reports"
     params = result.manifest["parameters"]

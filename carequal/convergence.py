@@ -30,8 +30,8 @@ import numpy as np
 
 from carequal.errors import CarequalWarning
 
-__all__ = ["Convergence", "NotConvergedWarning", "judge", "minimise", "glm_convergence", "projected_gradient",
-           "relative_change", "warn_unless_converged", "GRADIENT_TOL", "CHANGE_TOL"]
+__all__ = ["Convergence", "NotConvergedWarning", "judge", "minimise", "glm_convergence", "guarded_fit",
+           "projected_gradient", "relative_change", "warn_unless_converged", "GRADIENT_TOL", "CHANGE_TOL"]
 
 GRADIENT_TOL = 1e-6
 CHANGE_TOL = 1e-8
@@ -228,3 +228,59 @@ def warn_unless_converged(convergence: Convergence, what: str, *, stacklevel: in
     if not convergence.converged:
         warnings.warn(f"{what}: the fit did not reach an optimum ({convergence.describe()}; the optimiser said: "
                       f"{convergence.optimiser_message or 'nothing'})", NotConvergedWarning, stacklevel=stacklevel)
+
+
+def guarded_fit(fit: Callable[[], object], fail: Callable[[str, str], Exception], *,
+                fatal: dict[type, tuple[str, str]] | None = None):
+    """Run ``fit()`` and turn its numerical failures into the error ``fail(cause, detail)`` builds.
+
+    statsmodels and numpy report a fit that left the floating-point range in their own words (``The first guess on
+    the deviance function returned a nan``, ``Singular matrix``, ``SVD did not converge``) after a trail of
+    ``RuntimeWarning`` s; the caller knows which measure and facilities the model was for, so it names them
+    (:class:`carequal.errors.ModelError`). The cause is ``"overflow"`` when numpy warned of an overflow during the
+    fit, ``"non-convergence"`` for a singular matrix (a step the iterations could not take), else
+    ``"non-finite values"``. A warning of a category in ``fatal`` (e.g. statsmodels' ``PerfectSeparationWarning``)
+    fails the fit too, with the ``(cause, detail)`` given for it. Warnings of a fit that succeeds are passed on as
+    they were.
+
+    Returns
+    -------
+    ``(result, overflowed)``: the fit's return value, and whether numpy warned of an overflow on the way (the
+    caller then checks the estimates are finite).
+
+    Examples
+    --------
+    >>> def fit():
+    ...     np.exp(np.array([1000.0]))
+    ...     raise ValueError("The first guess on the deviance function returned a nan.")
+    >>> guarded_fit(fit, lambda cause, detail: RuntimeError(f"{cause}: {detail}"))
+    Traceback (most recent call last):
+    ...
+    RuntimeError: overflow: the fit overflowed the range of floating-point numbers
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with np.errstate(over="warn", invalid="warn", divide="warn"):
+                result = fit()
+            failure = None
+        except (ValueError, FloatingPointError, OverflowError, np.linalg.LinAlgError) as exc:
+            failure = exc
+    overflowed = any(issubclass(w.category, RuntimeWarning) and "overflow" in str(w.message) for w in caught)
+    if failure is not None:
+        if overflowed:
+            cause, detail = "overflow", "the fit overflowed the range of floating-point numbers"
+        elif isinstance(failure, np.linalg.LinAlgError):
+            cause, detail = "non-convergence", "the fit's iterations met a singular matrix and could not go on"
+        else:
+            cause, detail = "non-finite values", "the fit produced a deviance or estimates that are not numbers"
+        raise fail(cause, detail) from failure
+    for category, (cause, detail) in (fatal or {}).items():
+        if any(issubclass(w.category, category) for w in caught):
+            raise fail(cause, detail)
+    for w in caught:  # one registry, as each module has: a "default" filter shows a warning once per place
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, registry=_PASSED_ON)
+    return result, overflowed
+
+
+_PASSED_ON: dict = {}

@@ -43,15 +43,20 @@ import pandas as pd
 from scipy import stats
 
 from carequal.cohorts import _days, acute_stays, link_transfers, post_acute_episodes
-from carequal.convergence import Convergence, glm_convergence, warn_unless_converged
-from carequal.errors import CarequalWarning, DataQualityWarning, ParameterError
+from carequal.convergence import Convergence, glm_convergence, guarded_fit, warn_unless_converged
+from carequal.errors import CarequalWarning, DataQualityWarning, ModelError, ParameterError, describe_facilities
 from carequal.schema import POST_ACUTE_SETTINGS, key_positions, take
 
-__all__ = ["SPENDING_CATEGORIES", "SpendingModel", "episode_spending", "expected_spending", "network_leakage",
-           "provider_spending_ratios", "spending_ratio"]
+__all__ = ["SPENDING_CATEGORIES", "SPENDING_CEILING", "SpendingModel", "episode_spending", "expected_spending",
+           "network_leakage", "provider_spending_ratios", "spending_ratio", "unusable_spending"]
 
 SPENDING_CATEGORIES: tuple[str, ...] = ("readmit", *POST_ACUTE_SETTINGS)
 """Where window payments are attributed: acute readmissions, then each post-acute setting."""
+
+SPENDING_CEILING = 10_000_000.0
+"""Dollars per episode above which spending is taken for a data error, not a cost: the costliest Medicare
+hospitalisations are paid a few million dollars, so an episode above ten million (or a payment read as 1e300) is
+a wrong payment, and one such value dominates every mean and model it enters (a gamma GLM overflows outright)."""
 
 RATIO_METHOD = "O/E; log-scale delta method, ratio-estimator variance, expected fixed"
 RATIO_METHOD_MODEL = "O/E; log-scale delta method, ratio-estimator variance + model variance of expected"
@@ -62,6 +67,10 @@ _EXCLUSIONS = (("incomplete_followup", "the window ends after the end of the dat
 
 def _examples(values, k: int = 5) -> str:
     return ", ".join(map(str, list(values)[:k]))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,d} {noun}{'' if n == 1 else 's'}"
 
 
 def _require(frame: pd.DataFrame, columns, table: str) -> None:
@@ -339,8 +348,37 @@ def _design_matrix(design_info, frame: pd.DataFrame, covariates: tuple[str, ...]
     return X
 
 
+def unusable_spending(values, ids=None, *, ceiling: float | None = SPENDING_CEILING) -> tuple[np.ndarray, str]:
+    """Which spending values no mean or model can use: infinite, or above ``ceiling`` dollars per episode.
+
+    Returns
+    -------
+    (mask, cause)
+        A boolean mask of the values at fault, and the :class:`carequal.errors.ModelError` cause
+        (``"non-finite values"`` when any is infinite, else ``"extreme values"``; ``""`` when none is at fault).
+
+    Examples
+    --------
+    >>> unusable_spending([12000.0, 1e300, 8000.0])
+    (array([False,  True, False]), 'extreme values')
+    """
+    y = np.asarray(values, dtype=float)
+    infinite = np.isinf(y)
+    bad = infinite | ((y > ceiling) if ceiling is not None else np.zeros(len(y), dtype=bool))
+    return bad, ("non-finite values" if infinite.any() else "extreme values" if bad.any() else "")
+
+
+def _facility_count(frame: pd.DataFrame, mask: np.ndarray) -> str:
+    for col in ("facility_id", "unit_id"):
+        if col in frame.columns:
+            return describe_facilities(int(frame.loc[mask, col].nunique()), scope="")
+    return "the rows given"
+
+
 def expected_spending(frame: pd.DataFrame, *, outcome: str, covariates: list[str] | tuple[str, ...],
-                      fit_mask: pd.Series | np.ndarray | None = None, level: float = 0.95) -> SpendingModel:
+                      fit_mask: pd.Series | np.ndarray | None = None, level: float = 0.95,
+                      ceiling: float | None = SPENDING_CEILING, measure: str | None = None,
+                      facilities: str | None = None) -> SpendingModel:
     """Expected episode spending from a gamma GLM with a log link.
 
     ``log E[spending] = x'β``, spending ~ Gamma with constant dispersion (variance φ μ²: spending is skewed and
@@ -363,10 +401,25 @@ def expected_spending(frame: pd.DataFrame, *, outcome: str, covariates: list[str
         non-partner provider" for the partner episodes.
     level : float
         Level of the coefficient intervals.
+    ceiling : float or None
+        Spending per episode above which a value is a data error (:data:`SPENDING_CEILING`); None: no limit.
+    measure, facilities : str, optional
+        What the model is for and the facility set of its rows, to name them if it cannot be fitted (default:
+        the outcome, and the number of facilities in ``facility_id`` or ``unit_id``).
 
     Returns
     -------
     SpendingModel
+
+    Raises
+    ------
+    ParameterError
+        A covariate is missing, or the outcome is missing or not positive on a fitted row (filter first).
+    ModelError
+        The model cannot be fitted: an infinite value, spending above ``ceiling`` on a fitted row (it would
+        overflow the fit or dominate it), the same spending in every fitted row, too few rows for the
+        covariates, or a numerical failure of the fit itself (overflow, a singular matrix, estimates that are
+        not finite). The message names the measure, the facility set, the cause and up to 5 ``stay_id`` s.
 
     Notes
     -----
@@ -401,31 +454,62 @@ def expected_spending(frame: pd.DataFrame, *, outcome: str, covariates: list[str
         raise ParameterError(f"fit_mask has {mask.shape[0] if mask.ndim else 0} values; the frame has "
                              f"{len(frame)} rows")
     ids = frame["stay_id"].to_numpy() if "stay_id" in frame.columns else frame.index.to_numpy()
+    n_fit = int(mask.sum())
+
+    def fail(cause: str, detail: str, specifics: str = "", advice: str = "") -> ModelError:
+        return ModelError(measure=measure or outcome, facilities=facilities or _facility_count(frame, mask),
+                          cause=cause, detail=detail, model="gamma spending model", n=n_fit, cases="episodes",
+                          specifics=specifics, advice=advice)
+
     for col in covariates:
         bad = frame[col].isna().to_numpy()
         if bad.any():
             raise ParameterError(f"expected_spending: covariate {col} is missing in {int(bad.sum())} row(s), e.g. "
                                  f"{_examples(ids[bad])}; fill or drop them first")
+        if pd.api.types.is_numeric_dtype(frame[col]):
+            bad = mask & np.isinf(frame[col].to_numpy(dtype=float))
+            if bad.any():
+                raise fail("non-finite values", f"covariate {col} has infinite values",
+                           f"{_count(int(bad.sum()), 'episode')}, e.g. stay {_examples(ids[bad])}",
+                           f"correct {col} of those episodes")
     y = pd.to_numeric(frame[outcome], errors="coerce").to_numpy(dtype=float)
     bad = mask & ~(y > 0)
     if bad.any():
         raise ParameterError(
-            f"expected_spending: {outcome} is missing or not positive in {int(bad.sum())} of the {int(mask.sum())} "
+            f"expected_spending: {outcome} is missing or not positive in {int(bad.sum())} of the {n_fit} "
             f"rows to fit (a gamma model needs spending > 0), e.g. {_examples(ids[bad])}; leave out excluded "
             "windows and episodes without spending of this kind")
-    if mask.sum() <= len(covariates) + 1:
-        raise ParameterError(f"expected_spending: {int(mask.sum())} row(s) to fit {len(covariates)} covariate(s); "
-                             "the model needs more")
+    unusable, cause = unusable_spending(y, ceiling=ceiling)
+    bad = mask & unusable
+    if bad.any():
+        limit = f", over ${ceiling:,.0f} per episode" if ceiling is not None else ""
+        raise fail(cause, f"{outcome} has non-finite or extreme values{limit}",
+                   f"{_count(int(bad.sum()), 'episode')}, e.g. stay {_examples(ids[bad])}",
+                   "correct or remove the payments of those episodes' stays")
+    if n_fit <= len(covariates) + 1:
+        raise fail("too few cases", "too few episodes for the model's covariates",
+                   f"{_count(n_fit, 'episode')} for {_count(len(covariates), 'covariate')}", "fit on more episodes")
+    if np.ptp(y[mask]) == 0:
+        raise fail("no variation", f"{outcome} is the same in every episode, so it has no spread to model",
+                   advice="check the payments, or compare crude means")
     X = patsy.dmatrix(" + ".join(f"Q('{c}')" for c in covariates), frame.loc[mask, list(covariates)],
                       return_type="dataframe", NA_action="raise")
     design_info = X.design_info
     X.columns = [_clean_name(c) for c in X.columns]
     constant = [c for c in X.columns if c != "Intercept" and X[c].nunique() <= 1]
     if constant:
-        warnings.warn(f"expected_spending: {', '.join(constant)} constant on the {int(mask.sum())} fitted rows; "
+        warnings.warn(f"expected_spending: {', '.join(constant)} constant on the {n_fit} fitted rows; "
                       "left out of the model", CarequalWarning, stacklevel=2)
         X = X.drop(columns=constant)
-    result = sm.GLM(y[mask], X, family=sm.families.Gamma(sm.families.links.Log())).fit(cov_type="HC0")
+    result, _ = guarded_fit(lambda: sm.GLM(y[mask], X, family=sm.families.Gamma(sm.families.links.Log())).fit(
+        cov_type="HC0"), lambda cause, detail: fail(cause, detail, advice="check the payments and the covariates"))
+    with np.errstate(all="ignore"):
+        finite = (np.isfinite(np.asarray(result.params, dtype=float)).all()
+                  and np.isfinite(np.asarray(result.bse, dtype=float)).all() and np.isfinite(result.scale)
+                  and np.isfinite(np.asarray(result.fittedvalues, dtype=float)).all())
+    if not finite:
+        raise fail("non-convergence", "the fit ended with estimates that are not finite numbers",
+                   advice="check the payments and the covariates")
     convergence = glm_convergence(result)
     warn_unless_converged(convergence, f"expected_spending ({outcome})")
     ci = result.conf_int(alpha=1 - level)
@@ -434,7 +518,7 @@ def expected_spending(frame: pd.DataFrame, *, outcome: str, covariates: list[str
         "ratio": np.exp(result.params.to_numpy()), "lower": np.exp(ci[0].to_numpy()),
         "upper": np.exp(ci[1].to_numpy()), "p_value": result.pvalues.to_numpy()})
     model = SpendingModel(expected=pd.Series(dtype=float), coefficients=coefficients, result=result,
-                          n_fit=int(mask.sum()), dispersion=float(result.scale), outcome=outcome,
+                          n_fit=n_fit, dispersion=float(result.scale), outcome=outcome,
                           covariates=covariates, dropped=tuple(constant), design_info=design_info,
                           columns=tuple(X.columns), convergence=convergence)
     model.expected = pd.Series(model.predict(frame), index=frame.index, name=f"expected_{outcome}")

@@ -25,6 +25,7 @@ comparison use them), never used to fit it.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from carequal.errors import ParameterError
+from carequal.errors import ModelError, ModelWarning, ParameterError, describe_facilities
 
 __all__ = ["MEASURED_COLUMNS", "MEASURES", "MeasureSpec", "Reference", "build_reference", "measure_rows",
            "measured_index_stays", "read_reference", "reference_from_measured", "reporting_period",
@@ -102,6 +103,14 @@ class Reference:
         ``measure``, ``term``, ``estimate``, ``se``, ``odds_ratio``, ``lower``, ``upper``.
     calibration : DataFrame
         ``measure`` and :func:`carequal.risk.calibration_table` over the fitting stays.
+    meta : dict
+        ``period_start``, ``period_end``, ``measures`` (those with a model), ``unavailable`` (each measure whose
+        model could not be fitted: ``label``, ``cause``, ``facilities`` and ``reason``, a sentence without keys
+        or patient counts), ``index_stays``.
+
+    A measure whose model could not be fitted keeps its rows (who was judged, what was observed: the post-acute
+    flows of a market report read them) with ``expected`` and ``predicted`` missing, and has no row in ``models``,
+    ``coefficients`` or ``calibration``.
     """
 
     rows: pd.DataFrame
@@ -109,6 +118,11 @@ class Reference:
     coefficients: pd.DataFrame
     calibration: pd.DataFrame
     meta: dict = field(default_factory=dict)
+
+    @property
+    def unavailable(self) -> dict[str, str]:
+        """Measures without a model → why (a shareable sentence)."""
+        return {name: info["reason"] for name, info in self.meta.get("unavailable", {}).items()}
 
 
 def reporting_period(start: str | pd.Timestamp, end: str | pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -170,16 +184,21 @@ def measure_rows(measured: pd.DataFrame, facilities: pd.DataFrame, spec: Measure
 
 
 def _fit_measure(rows: pd.DataFrame, spec: MeasureSpec, covariates: list[str], in_period: np.ndarray):
+    """The measure's model fitted on the reporting period and every row scored; a :class:`ModelError` naming the
+    measure, its facilities and the cause when the model cannot be fitted."""
     from carequal.risk import HierarchicalLogit, brier_score, c_statistic, calibration_table, hosmer_lemeshow
 
     fit_rows = rows[in_period]
-    if len(fit_rows) == 0 or fit_rows["observed"].nunique() < 2:
-        raise ParameterError(f"{spec.name}: the reporting period has {len(fit_rows)} index stays and "
-                             f"{int(fit_rows['observed'].sum()) if len(fit_rows) else 0} events; a risk model "
-                             "needs both outcomes (choose a longer period)")
+    facilities = describe_facilities(int(fit_rows["unit_id"].nunique()), f"{spec.unit_kind}s", "all markets")
+    if len(fit_rows) == 0:
+        raise ModelError(measure=spec.name, facilities=facilities, cause="too few cases",
+                         detail="the reporting period has no index stays for this measure",
+                         model="random-intercept logistic model", n=0, cases="index stays",
+                         advice="choose a longer period")
     # drop covariates that do not vary in the fitting stays (e.g. no employees in a Medicare-only extract)
     usable = [c for c in covariates if fit_rows[c].nunique() > 1]
-    model = HierarchicalLogit(usable).fit(fit_rows, outcome="observed", group="unit_id")
+    model = HierarchicalLogit(usable).fit(fit_rows, outcome="observed", group="unit_id", measure=spec.name,
+                                          facilities=facilities)
     lp = model.linear_predictor(rows)
     effect = rows["unit_id"].map(pd.Series(model.effects_["effect"].to_numpy(), index=model.groups_)).fillna(0.0)
     expected = 1 / (1 + np.exp(-lp))
@@ -242,6 +261,15 @@ def build_reference(tables: dict[str, pd.DataFrame], *, period_start, period_end
     Returns
     -------
     Reference
+
+    Raises
+    ------
+    ParameterError
+        The reporting period holds no index stay of any measure.
+    ModelError
+        No measure's model could be fitted (the message names each measure, its facilities and the cause).
+        When only some cannot be fitted, the others are built: the failed ones are listed in
+        ``meta["unavailable"]`` with their reason and a :class:`carequal.errors.ModelWarning` names each.
     """
     _check_measures(measures)
     reporting_period(period_start, period_end)
@@ -264,24 +292,44 @@ def reference_from_measured(measured: pd.DataFrame, facilities: pd.DataFrame, *,
     start, end = reporting_period(period_start, period_end)
     # one order whatever the partitioning: the fits and every row of the result are then identical
     measured = measured.sort_values("stay_id", kind="stable", ignore_index=True)
-    rows, models, coefs, calibs = [], [], [], []
+    when = pd.to_datetime(measured["discharge_date"])
+    if not ((when >= start) & (when <= end)).any():
+        raise ParameterError(f"the reporting period {start.date()} to {end.date()} has no index stays; a risk model "
+                             "needs both outcomes (choose a longer period, or one the data cover)")
+    rows, models, coefs, calibs, fitted, failed = [], [], [], [], [], {}
     for name in measures:
         spec = MEASURES[name]
         data = measure_rows(measured, facilities, spec)
         when = pd.to_datetime(data["discharge_date"])
         in_period = ((when >= start) & (when <= end)).to_numpy()
-        expected, predicted, summary, coef, calib = _fit_measure(data, spec, list(RISK_COVARIATES), in_period)
+        try:
+            expected, predicted, summary, coef, calib = _fit_measure(data, spec, list(RISK_COVARIATES), in_period)
+        except ModelError as exc:  # this measure is left out of the comparisons; the others go on
+            failed[name] = exc
+            data = data.assign(in_period=in_period, expected=np.nan, predicted=np.nan)
+            rows.append(data[list(ROW_COLUMNS)])
+            continue
         data = data.assign(in_period=in_period, expected=expected, predicted=predicted)
         rows.append(data[list(ROW_COLUMNS)])
         models.append({**summary, "period_start": start.date().isoformat(), "period_end": end.date().isoformat()})
         coefs.append(coef)
         calibs.append(calib)
+        fitted.append(name)
+    if failed and not fitted:
+        first, *others = failed.values()
+        raise ModelError(**{**first._fields(), "advice": "; ".join(
+            [a for a in [first.advice] if a] + [f"no other measure could be fitted either: {e}" for e in others])})
+    for exc in failed.values():
+        warnings.warn(f"{exc}; the measure is left out of the national reference and shown as not available",
+                      ModelWarning, stacklevel=2)
     out = pd.concat(rows, ignore_index=True)
     out["discharge_date"] = pd.to_datetime(out["discharge_date"])
+    unavailable = {name: {"label": MEASURES[name].label, "cause": e.cause, "facilities": e.facilities,
+                          "reason": e.reason} for name, e in failed.items()}
     return Reference(rows=out, models=pd.DataFrame(models), coefficients=pd.concat(coefs, ignore_index=True),
                      calibration=pd.concat(calibs, ignore_index=True),
                      meta={"period_start": start.date().isoformat(), "period_end": end.date().isoformat(),
-                           "measures": list(measures), "index_stays": len(measured)})
+                           "measures": fitted, "unavailable": unavailable, "index_stays": len(measured)})
 
 
 def write_reference(reference: Reference, out_dir: str | Path) -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from carequal.agreement import POST_ACUTE, Agreement, partner_table
+from carequal.agreement import NOT_COMPUTED, POST_ACUTE, Agreement, partner_table
 from carequal.disclosure import suppression_statement
 from carequal.errors import ParameterError
 
@@ -406,12 +406,19 @@ def _fmt_value(value: float, measure: str, *, change: bool = False) -> str:
     return f"{100 * value:{sign}.1f} pts" if change else f"{100 * value:.1f}%"
 
 
+def _why_not_computed(reason: str, metric: str) -> str:
+    """The reason of a metric not computed, without the status and the metric id it repeats."""
+    return str(reason).removeprefix(f"{NOT_COMPUTED}: ").removeprefix(f"{metric}: ")
+
+
 def status_display(table: pd.DataFrame) -> pd.DataFrame:
-    """:func:`status_table` as text for the packet."""
+    """:func:`status_table` as text for the packet (a metric that could not be computed reads "not computed",
+    with the reason under "Why")."""
     rows = []
     for r in table.itertuples(index=False):
         hidden = bool(r.suppressed)
-        value = "suppressed" if hidden else _fmt_value(r.value, r.measure)
+        value = NOT_COMPUTED if r.status == NOT_COMPUTED else "suppressed" if hidden else _fmt_value(r.value,
+                                                                                                     r.measure)
         interval = "" if hidden or r.measure == "volume" or pd.isna(r.lower) else \
             f"{_fmt_value(r.lower, r.measure)}–{_fmt_value(r.upper, r.measure)}"
         if pd.isna(r.target):
@@ -437,7 +444,8 @@ def status_grid(packet: PartnerPacket) -> pd.DataFrame:
     fmt = "%Y-%m" if packet.agreement.review_period == "month" else None
     label = r["period"].dt.strftime(fmt) if fmt else (r["period"].dt.year.astype(str) + " Q"
                                                       + r["period"].dt.quarter.astype(str))
-    short = r["status"].map({"met": "met", "not met": "not met", "not yet judgeable": "–"})
+    short = r["status"].map({"met": "met", "not met": "not met", "not yet judgeable": "–",
+                             NOT_COMPUTED: NOT_COMPUTED})
     grid = pd.DataFrame({"Metric": r["metric_label"], "period": label, "status": short}).pivot(
         index="Metric", columns="period", values="status")
     order = [m.title for m in packet.agreement.metrics if m.title in grid.index]
@@ -454,8 +462,11 @@ def status_findings(table: pd.DataFrame, packet: PartnerPacket) -> list[str]:
     counts = table["status"].value_counts()
     out = [f"In {when}, {p['name']} met {counts.get('met', 0)} of its {len(table)} agreed targets and missed "
            f"{counts.get('not met', 0)}; {counts.get('not yet judgeable', 0)} cannot be judged yet (too few cases, "
-           "or the interval includes the target)."]
+           "or the interval includes the target)"
+           + (f"; {counts.get(NOT_COMPUTED)} could not be computed." if counts.get(NOT_COMPUTED, 0) else ".")]
     for r in table.itertuples(index=False):
+        if r.status == NOT_COMPUTED:
+            out.append(f"{r.metric_label} could not be computed: {_why_not_computed(r.status_reason, r.metric)}.")
         if r.status == "not met" and not r.suppressed:
             out.append(f"{r.metric_label}: {_fmt_value(r.value, r.measure)} against a target of "
                        f"{'at most' if r.better == 'lower' else 'at least'} {_fmt_value(r.target, r.measure)} "
@@ -473,7 +484,8 @@ def metric_trend(packet: PartnerPacket, metric: str) -> pd.DataFrame:
     instead; ``attrs["freq"]`` says which.
 
     Returns ``period``, ``value``, ``lower``, ``upper``, ``target``, ``benchmark``, ``phase``, ``signal``,
-    and for crude rates the p-chart columns (``centre``, limits).
+    and for crude rates the p-chart columns (``centre``, limits). A metric that could not be computed in any
+    period has ``attrs["not_computed"]``: the sentence to show instead of a chart.
     """
     from carequal.compare import p_chart
 
@@ -497,6 +509,9 @@ def metric_trend(packet: PartnerPacket, metric: str) -> pd.DataFrame:
         safe = safe.drop(columns="signal").merge(chart[["period", *cols]], on="period", how="left")
         safe["signal"] = safe["signal"].fillna("")
     safe.attrs.update(label=m.title, measure=m.measure, better=m.better, start=packet.partner["start"], freq=freq)
+    if len(safe) and (safe["status"] == NOT_COMPUTED).all():  # nothing to chart: say why instead
+        safe.attrs["not_computed"] = f"{m.title} could not be computed: " \
+            f"{_why_not_computed(safe['status_reason'].iloc[-1], metric)}."
     return safe
 
 
@@ -537,6 +552,8 @@ def spending_notes(packet: PartnerPacket) -> list[str]:
         if m.measure != "episode_spending" or packet.partner["setting"] not in m.spec.settings:
             continue
         rows = r[r["metric"] == m.id]
+        if len(rows) and (rows["status"] == NOT_COMPUTED).all():  # the status table says why
+            continue
         through = rows["counted_through"].max() if "counted_through" in rows.columns and len(rows) else pd.NaT
         if pd.notna(through) and pd.Timestamp(through) < packet.period[1]:
             day = pd.Timestamp(through)
@@ -860,7 +877,8 @@ def packet_record(table: pd.DataFrame) -> dict:
     counts = table["status"].value_counts() if len(table) else pd.Series(dtype=int)
     return {"period": None if table.empty else str(table["period"].iloc[0].date()),
             "met": int(counts.get("met", 0)), "not_met": int(counts.get("not met", 0)),
-            "not_judgeable": int(counts.get("not yet judgeable", 0))}
+            "not_judgeable": int(counts.get("not yet judgeable", 0)),
+            "not_computed": int(counts.get(NOT_COMPUTED, 0))}
 
 
 def write_record(record: dict, path: str | Path) -> None:

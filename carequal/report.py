@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +148,9 @@ class MarketReport:
     conditions: tuple[str, ...]
     min_cell: int
     validation: tuple[pd.DataFrame, pd.DataFrame]
+    unavailable: dict[str, str] = field(default_factory=dict)
+    """Measures asked for whose national model could not be fitted → why (left out of ``measures``; their rows
+    stay in ``rows`` without expected values, for the post-acute flows)."""
 
     @property
     def market_facilities(self) -> pd.DataFrame:
@@ -206,15 +209,39 @@ def load_market_report(data: str | Path, reference: str | Path, market: str, *, 
     validated = read_market(data, market)
     ref = read_reference(reference, market=market)
     fitted = tuple(ref.meta.get("measures", ()))
-    missing = [m for m in measure_list if m not in fitted]
+    unavailable = {name: info["reason"] for name, info in ref.meta.get("unavailable", {}).items()}
+    missing = [m for m in measure_list if m not in fitted and m not in unavailable]
     if missing:
         raise ParameterError(f"the national reference has no model for {', '.join(missing)}; it has "
                              f"{', '.join(fitted)}")
     rows = ref.rows[ref.rows["measure"].isin(measure_list) & ref.rows["condition"].isin(condition_list)]
     return MarketReport(market=market, tables=validated.tables, rows=rows.reset_index(drop=True), reference=ref,
                         facilities=validated.tables["facilities"], period=(start, end),
-                        previous=previous_period(start, end), measures=measure_list, conditions=condition_list,
-                        min_cell=int(min_cell), validation=read_validation_summary(data))
+                        previous=previous_period(start, end),
+                        measures=tuple(m for m in measure_list if m in fitted), conditions=condition_list,
+                        min_cell=int(min_cell), validation=read_validation_summary(data),
+                        unavailable={m: unavailable[m] for m in measure_list if m in unavailable})
+
+
+def unavailable_findings(mr: MarketReport) -> list[str]:
+    """One sentence per measure asked for whose national model could not be fitted (:attr:`MarketReport.unavailable`):
+    the report leaves it out and says why, in words that name no patient.
+
+    Examples
+    --------
+    >>> mr = MarketReport("Northvale", {}, pd.DataFrame(), None, pd.DataFrame(), (None, None), (None, None),
+    ...                   ("readmission",), ("all",), 11, (None, None), unavailable={"mortality": "mortality: the "
+    ...                   "random-intercept logistic model could not be fitted at 12 hospitals (all markets): the "
+    ...                   "stays have no events, so there is no risk to model"})
+    >>> print(unavailable_findings(mr)[0])
+    30-day mortality is not available in this report: the random-intercept logistic model could not be fitted at \
+12 hospitals (all markets): the stays have no events, so there is no risk to model.
+    """
+    out = []
+    for name, reason in mr.unavailable.items():
+        text = reason.removeprefix(f"{name}: ")
+        out.append(f"{MEASURES[name].label} is not available in this report: {text}.")
+    return out
 
 
 def _in(frame: pd.DataFrame, period: tuple[pd.Timestamp, pd.Timestamp], column: str = "discharge_date") -> pd.Series:
@@ -1042,12 +1069,20 @@ def candidate_table(mr: MarketReport, card: pd.DataFrame, flows: pd.DataFrame, *
     DataFrame
         :func:`carequal.screening.candidate_shortlist` output, in rank order.
     """
-    from carequal.screening import candidate_partners, candidate_shortlist
+    from carequal.screening import NOT_REPORTED, candidate_partners, candidate_shortlist, rank_candidates
 
     models = mr.reference.models
     rate = models.loc[models["measure"] == "pac_readmission", "rate"] if len(models) else pd.Series(dtype=float)
-    screen = candidate_partners(mr.rows, mr.tables, market=mr.market, period=mr.period, hospital=hospital,
+    no_model = "pac_readmission" in mr.unavailable  # no expected readmissions: referrals are counted, not judged
+    rows = mr.rows.assign(expected=mr.rows["expected"].fillna(0.0)) if no_model else mr.rows
+    screen = candidate_partners(rows, mr.tables, market=mr.market, period=mr.period, hospital=hospital,
                                 min_cases=min_cases, national_rate=float(rate.iloc[0]) if len(rate) else None)
+    if no_model:
+        judged = [c for c in screen.columns if c.startswith("readmit_")
+                  and c not in ("readmit_n", "readmit_events", "readmit_rate")]
+        screen = screen.assign(**{c: np.nan for c in judged if c not in ("readmit_label", "readmit_method")},
+                               readmit_label=NOT_REPORTED, readmit_method="")
+        screen = rank_candidates(screen.drop(columns=["rank", "score", "judged"]))
     pac_card = card[card["measure"] == "pac_readmission"] if len(card) else card
     shown_flows = flows if hospital is None else flows[flows["hospital_id"] == hospital]
     hide = {"readmission": pac_card.loc[pac_card["suppressed"].astype(bool), "facility_id"] if len(pac_card) else [],

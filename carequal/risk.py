@@ -19,8 +19,8 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from carequal.convergence import GRADIENT_TOL, glm_convergence, minimise, warn_unless_converged
-from carequal.errors import ParameterError
+from carequal.convergence import GRADIENT_TOL, glm_convergence, guarded_fit, minimise, warn_unless_converged
+from carequal.errors import ModelError, ParameterError, describe_facilities
 from carequal.schema import diagnoses_long
 
 SCHEMES: dict[str, str] = {"charlson": "charlson_quan2005_icd10.csv", "elixhauser": "elixhauser_quan2005_icd10.csv"}
@@ -190,14 +190,102 @@ def _history(stays: pd.DataFrame, targets: pd.DataFrame, lookback_days: int) -> 
 # ------------------------------------------------------------------------------------ logistic risk model
 
 
-def _design(frame: pd.DataFrame, covariates: list[str] | None, formula: str | None):
+def _design(frame: pd.DataFrame, covariates: list[str] | None, formula: str | None, fail=None):
     import patsy
 
     if (covariates is None) == (formula is None):
         raise ParameterError("give either covariates (a list of columns) or formula (a patsy right-hand side)")
+    if fail is not None:
+        for col in covariates or []:
+            if col in frame.columns and pd.api.types.is_numeric_dtype(frame[col]):
+                values = frame[col].to_numpy(dtype=float)
+                bad = ~np.isfinite(values)
+            elif col in frame.columns:
+                bad = frame[col].isna().to_numpy()
+            else:
+                continue
+            if bad.any():
+                raise fail("non-finite values", f"covariate {col} has missing or infinite values",
+                           f"{_plural(int(bad.sum()), 'row')}{_example_keys(frame, bad)}",
+                           f"fill or drop those rows, or leave {col} out")
     rhs = formula if formula is not None else " + ".join(covariates)
-    design = patsy.dmatrix(rhs, frame, return_type="dataframe", NA_action="raise")
+    try:
+        design = patsy.dmatrix(rhs, frame, return_type="dataframe", NA_action="raise")
+    except patsy.PatsyError as exc:
+        if fail is None or "missing values" not in str(exc):
+            raise
+        raise fail("non-finite values", "a covariate of the formula has missing values",
+                   advice="fill or drop those rows") from None
+    if fail is not None:
+        bad = ~np.isfinite(design.to_numpy(dtype=float)).all(axis=1)
+        if bad.any():
+            raise fail("non-finite values", "a covariate of the formula has infinite values",
+                       f"{_plural(int(bad.sum()), 'row')}{_example_keys(frame, bad)}", "fill or drop those rows")
     return design
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n:,d} {noun}{'' if n == 1 else 's'}"
+
+
+def _example_keys(frame: pd.DataFrame, bad: np.ndarray, k: int = 5) -> str:
+    """``", e.g. stay_id S1, S2"`` (at most ``k`` keys), or ``""`` when the frame has no ``stay_id``."""
+    if "stay_id" not in frame.columns:
+        return ""
+    return ", e.g. stay_id " + ", ".join(map(str, frame["stay_id"].to_numpy()[np.asarray(bad, dtype=bool)][:k]))
+
+
+def _check_outcome(y: np.ndarray, frame: pd.DataFrame, outcome: str, fail, cases: str = "cases") -> None:
+    """A binary outcome a logistic model can be fitted to: finite, 0/1, with both values present."""
+    bad = ~np.isfinite(y)
+    if bad.any():
+        raise fail("non-finite values", f"the outcome {outcome} has missing or infinite values",
+                   f"{_plural(int(bad.sum()), 'row')}{_example_keys(frame, bad)}", "fill or drop those rows")
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ParameterError(f"{outcome}: a logistic model needs a 0/1 outcome; it has other values, e.g. "
+                             + ", ".join(map(str, pd.unique(y[~np.isin(y, (0.0, 1.0))])[:5])))
+    if len(y) == 0:
+        raise fail("too few cases", "there are no cases to fit", advice="choose a longer period")
+    if y.min() == y.max():
+        what = "no events" if y.max() == 0 else "only events (every one had the outcome)"
+        raise fail("no variation", f"the {cases} have {what}, so there is no risk to model",
+                   advice="choose a longer period or a larger set of facilities")
+
+
+def _separating_column(X: np.ndarray, y: np.ndarray, columns: list[str]) -> str | None:
+    """The first design column that on its own separates events from non-events (every event above every
+    non-event, or below): the likelihood then has no maximum. A level with no events (quasi-complete separation)
+    is not reported: the other coefficients are still estimated and that level's expected risk goes to 0."""
+    events = y == 1
+    for j, name in enumerate(columns):
+        x = X[:, j]
+        if name == "Intercept" or np.ptp(x) == 0:
+            continue
+        lo1, hi1, lo0, hi0 = x[events].min(), x[events].max(), x[~events].min(), x[~events].max()
+        if hi0 < lo1 or hi1 < lo0:
+            return name
+    return None
+
+
+def _check_separation(X: np.ndarray, y: np.ndarray, columns: list[str], fail) -> None:
+    name = _separating_column(X, y, columns)
+    if name is not None:
+        raise fail("separation", f"covariate {name} separates the cases with the outcome from those without "
+                   "(complete separation: the model has no finite estimate)",
+                   advice=f"leave {name} out, or fit on more cases")
+    if X.shape[0] <= X.shape[1]:
+        raise fail("too few cases", "there are no more cases than model terms",
+                   f"{_plural(X.shape[0], 'case')} for {_plural(X.shape[1], 'term')}", "fit on more cases")
+
+
+def _failure(model: str, measure: str | None, facilities: str, n: int, cases: str | None = None):
+    """A builder of :class:`ModelError` for one fit: ``fail(cause, detail, specifics="", advice="")``."""
+
+    def fail(cause: str, detail: str, specifics: str = "", advice: str = "") -> ModelError:
+        return ModelError(measure=measure or "outcome", facilities=facilities, cause=cause, detail=detail,
+                          model=model, n=n, cases=cases or "cases", specifics=specifics, advice=advice)
+
+    return fail
 
 
 class LogisticRiskModel:
@@ -232,13 +320,33 @@ class LogisticRiskModel:
         self.covariates = covariates
         self.formula = formula
 
-    def fit(self, frame: pd.DataFrame, *, outcome: str) -> LogisticRiskModel:
-        import statsmodels.api as sm
+    def fit(self, frame: pd.DataFrame, *, outcome: str, measure: str | None = None,
+            facilities: str | None = None) -> LogisticRiskModel:
+        """Fit the model to ``frame`` (one row per case) with 0/1 column ``outcome``.
 
-        X = _design(frame, self.covariates, self.formula)
+        ``measure`` and ``facilities`` name what the model is for and its facility set if it cannot be fitted:
+        a :class:`carequal.errors.ModelError` (missing or infinite covariates or outcome, an outcome with no
+        events or only events, a covariate that completely separates the outcome, no more cases than terms, or a
+        numerical failure of the fit).
+        """
+        import statsmodels.api as sm
+        from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
+
+        unit = next((c for c in ("facility_id", "unit_id") if c in frame.columns), None)
+        where = facilities or (describe_facilities(int(frame[unit].nunique()), scope="") if unit
+                               else "the facilities of the cases given")
+        fail = _failure("logistic risk model", measure or outcome, where, len(frame))
+        X = _design(frame, self.covariates, self.formula, fail)
         y = frame[outcome].astype(float).to_numpy()
+        _check_outcome(y, frame, outcome, fail)
+        _check_separation(X.to_numpy(dtype=float), y, list(X.columns), fail)
         self.design_info_ = X.design_info
-        self.result_ = sm.GLM(y, X, family=sm.families.Binomial()).fit()
+        separated = ("separation", "the covariates together separate the cases with the outcome from those without "
+                     "(complete separation: the model has no finite estimate)")
+        self.result_, _ = guarded_fit(lambda: sm.GLM(y, X, family=sm.families.Binomial()).fit(), fail,
+                                      fatal={PerfectSeparationWarning: separated})
+        if not np.isfinite(np.asarray(self.result_.params, dtype=float)).all():
+            raise fail("non-convergence", "the fit ended with estimates that are not finite numbers")
         self.convergence_ = glm_convergence(self.result_)
         warn_unless_converged(self.convergence_, "LogisticRiskModel")
         ci = self.result_.conf_int()
@@ -434,26 +542,54 @@ class HierarchicalLogit:
 
     # -- fitting ----------------------------------------------------------------------------------------------
 
-    def fit(self, frame: pd.DataFrame, *, outcome: str, group: str) -> HierarchicalLogit:
-        """Fit the model to ``frame`` (one row per stay) with facility column ``group``."""
+    def fit(self, frame: pd.DataFrame, *, outcome: str, group: str, measure: str | None = None,
+            facilities: str | None = None) -> HierarchicalLogit:
+        """Fit the model to ``frame`` (one row per stay) with facility column ``group``.
+
+        ``measure`` and ``facilities`` name what the model is for and its facility set (default: the outcome,
+        and the number of facilities in ``group``) in the :class:`carequal.errors.ModelError` raised when it
+        cannot be fitted: missing or infinite covariates or outcome, an outcome with no events or only events,
+        covariates that completely separate the outcome (checked column by column before the fit, then on the
+        start values without facility effects), no more stays than terms, or a numerical failure of the fit
+        (overflow, a singular matrix, estimates that are not finite).
+        """
         from threadpoolctl import threadpool_limits
 
         # the passes are many small matrix-vector products: BLAS threads cost more than they give
         # (measured: 100k stays, 1.8 s with 2 OpenBLAS threads, 0.4 s with 1)
         with threadpool_limits(limits=1, user_api="blas"):
-            return self._fit(frame, outcome=outcome, group=group)
+            return self._fit(frame, outcome=outcome, group=group, measure=measure, facilities=facilities)
 
-    def _fit(self, frame: pd.DataFrame, *, outcome: str, group: str) -> HierarchicalLogit:
-        design = _design(frame, self.covariates, self.formula)
+    def _fit(self, frame: pd.DataFrame, *, outcome: str, group: str, measure: str | None,
+             facilities: str | None) -> HierarchicalLogit:
+        where = facilities or describe_facilities(int(frame[group].nunique()), scope="")
+        fail = _failure("random-intercept logistic model", measure or outcome, where, len(frame), "stays")
+        design = _design(frame, self.covariates, self.formula, fail)
         self.design_info_ = design.design_info
         self.columns_ = list(design.columns)
         codes, groups = pd.factorize(frame[group], sort=True)
         if (codes < 0).any():
             raise ParameterError(f"{group}: {int((codes < 0).sum())} rows have no facility")
         self.groups_ = pd.Index(groups)
-        self._setup(design.to_numpy(dtype=float), frame[outcome].astype(float).to_numpy(), codes)
-        result, convergence = self._optimise(np.concatenate([self._glm_start(), [np.log(0.3)]]))
+        X, y = design.to_numpy(dtype=float), frame[outcome].astype(float).to_numpy()
+        _check_outcome(y, frame, outcome, fail, "stays")
+        _check_separation(X, y, self.columns_, fail)
+        self._setup(X, y, codes)
+        with np.errstate(all="ignore"):
+            start = self._glm_start()
+            eta = self._X @ start
+        if np.isfinite(eta).all() and ((eta > 0) == (self._y == 1)).all() and (eta != 0).all():
+            # the start values (no facility effects) classify every stay: the covariates separate the outcome
+            raise fail("separation", "the covariates together separate the stays with the outcome from those "
+                       "without (complete separation: the model has no finite estimate)",
+                       advice="leave out the rarest covariates, or fit on more stays")
+        if not np.isfinite(start).all():
+            start = np.zeros_like(start)
+        (result, convergence), _ = guarded_fit(
+            lambda: self._optimise(np.concatenate([start, [np.log(0.3)]])), fail)
         theta = result.x
+        if not np.isfinite(theta).all():
+            raise fail("non-convergence", "the fit ended with estimates that are not finite numbers")
         nll, _ = self._objective(theta)
         if self._modes_step >= 1e-8:  # the facility modes themselves did not settle: the gradient is not exact
             convergence = replace(convergence, converged=False,
@@ -466,7 +602,7 @@ class HierarchicalLogit:
         self.loglik_ = -float(nll)
         self.params_ = pd.Series(theta[:-1], index=self.columns_)
         self.sigma_ = float(np.exp(theta[-1]))
-        cov = np.linalg.pinv(self._hessian(theta))
+        cov, _ = guarded_fit(lambda: np.linalg.pinv(self._hessian(theta)), fail)
         self.bse_ = pd.Series(np.sqrt(np.clip(np.diag(cov)[:-1], 0, None)), index=self.columns_)
         eta = self._X @ theta[:-1]
         u = self._modes(eta, self.sigma_**2, self._u)

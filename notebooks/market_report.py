@@ -70,7 +70,8 @@ display(Markdown(rpt.report_title(mr)))
 # predicts for these same patients at an average facility, so O/E above 1 means more events than expected.
 
 # %%
-rpt.show_findings(rpt.headline_findings(kpis, market=market, period=mr.period, previous=mr.previous))
+rpt.show_findings(rpt.headline_findings(kpis, market=market, period=mr.period, previous=mr.previous)
+                  + rpt.unavailable_findings(mr))
 rpt.show_table(rpt.presentable(
     kpis, columns={"label": "Measure", "n": None, "events": None, "rate": "Rate", "expected_rate": "Expected rate",
                    "ratio": "O/E", "prev_rate": "Last period", "change": "Change"},
@@ -240,10 +241,11 @@ display(Markdown("**National risk models:**"))
 rpt.show_table(rpt.model_table(mr.reference.models))
 
 # %%
-fig, axes = plt.subplots(1, len(mr.measures), figsize=(5.5 * len(mr.measures), 4.8), squeeze=False)
-for ax, name in zip(axes[0], mr.measures, strict=True):
-    calib = mr.reference.calibration[mr.reference.calibration["measure"] == name]
-    plots.calibration_plot(calib, ax=ax, title=f"{MEASURES[name].label}: calibration")
-fig.tight_layout()
-plt.show()
-rpt.show_findings(rpt.report_notes(card, mr))
+if mr.measures:
+    fig, axes = plt.subplots(1, len(mr.measures), figsize=(5.5 * len(mr.measures), 4.8), squeeze=False)
+    for ax, name in zip(axes[0], mr.measures, strict=True):
+        calib = mr.reference.calibration[mr.reference.calibration["measure"] == name]
+        plots.calibration_plot(calib, ax=ax, title=f"{MEASURES[name].label}: calibration")
+    fig.tight_layout()
+    plt.show()
+rpt.show_findings(rpt.unavailable_findings(mr) + rpt.report_notes(card, mr))

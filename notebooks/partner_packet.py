@@ -84,6 +84,9 @@ for metric in pp.agreement.metrics:
     trend = pk.metric_trend(pp, metric.id)
     if trend.empty:
         continue
+    if trend.attrs.get("not_computed"):
+        rpt.show_findings([trend.attrs["not_computed"]])
+        continue
     fig, ax = plt.subplots(figsize=(9, 4.2))
     plots.target_trend_plot(trend, start=pp.partner["start"], percent=metric.spec.unit == "proportion",
                             title=metric.title, ax=ax)

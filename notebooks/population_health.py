@@ -47,10 +47,15 @@ tables = load_tables(inputs.dataset).tables
 reference = read_reference(inputs.reference)
 latest = pd.Timestamp(period_end).year
 utilisation = pop.utilisation_by_market(tables, min_cell=min_cell)
-outcomes = ("readmission", "mortality")
-trends = pop.outcome_trends(reference.rows, freq="quarter", min_cell=min_cell, measures=outcomes, end=period_end)
-by_market = pop.outcome_by_market(reference.rows, period_start=period_start, period_end=period_end,
-                                  min_cell=min_cell, measures=outcomes)
+# an outcome whose national model could not be fitted has no expected rates: it is named, not charted
+outcomes = tuple(m for m in ("readmission", "mortality") if m in reference.meta["measures"])
+not_available = [f"{MEASURES[m].label} is not available: {reason.removeprefix(f'{m}: ')}."
+                 for m, reason in reference.unavailable.items() if m in ("readmission", "mortality")]
+if outcomes:
+    trends = pop.outcome_trends(reference.rows, freq="quarter", min_cell=min_cell, measures=outcomes,
+                                end=period_end)
+    by_market = pop.outcome_by_market(reference.rows, period_start=period_start, period_end=period_end,
+                                      min_cell=min_cell, measures=outcomes)
 
 
 
@@ -107,20 +112,22 @@ plt.show()
 # below 1.
 
 # %%
-fig, axes = plt.subplots(1, len(outcomes), figsize=(16, 5))
-for ax, name in zip(axes, outcomes, strict=True):
-    plots.trend_plot(trends[trends["measure"] == name], hue="unit_market", ax=ax,
-                     title=f"{MEASURES[name].label}, by quarter")
-    ax.xaxis.set_major_locator(mdates.YearLocator())
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y"))
-    ax.set_xlabel("Quarter of discharge (one point per quarter)")
-shared_legend(fig, axes)
-plt.show()
+if outcomes:
+    fig, axes = plt.subplots(1, len(outcomes), figsize=(16, 5), squeeze=False)
+    for ax, name in zip(axes[0], outcomes, strict=True):
+        plots.trend_plot(trends[trends["measure"] == name], hue="unit_market", ax=ax,
+                         title=f"{MEASURES[name].label}, by quarter")
+        ax.xaxis.set_major_locator(mdates.YearLocator())
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y"))
+        ax.set_xlabel("Quarter of discharge (one point per quarter)")
+    shared_legend(fig, list(axes[0]))
+    plt.show()
 
 # %%
-display(Markdown("\n".join(f"- {s}" for s in pop.outcome_findings(by_market))))
-shown = rpt.with_interval_text(by_market, lower="ratio_lower", upper="ratio_upper", percent=False, digits=2)
+findings = (pop.outcome_findings(by_market) if outcomes else []) + not_available
+display(Markdown("\n".join(f"- {s}" for s in findings)))
 for name in outcomes:
+    shown = rpt.with_interval_text(by_market, lower="ratio_lower", upper="ratio_upper", percent=False, digits=2)
     display(Markdown(f"**{MEASURES[name].label}**, {start:%-d %B %Y} to {end:%-d %B %Y}"))
     rpt.show_table(rpt.presentable(shown[shown["measure"] == name],
                                    columns={"unit_market": "Market", "n": None, "events": None, "rate": "Rate",

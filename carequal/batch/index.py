@@ -133,12 +133,13 @@ def render_partner_index(manifest: dict) -> str:
         cells = [f"<td>{escape(str(record.get('name', fid)))}</td>",
                  f"<td>{escape(str(record.get('setting', '')).upper().replace('ACUTE', 'Hospital'))}</td>",
                  f"<td>{escape(str(record.get('market', '')))}</td>", _status_cell(record)]
-        cells += [f"<td>{k.get(c, '–')}</td>" for c in ("met", "not_met", "not_judgeable")]
+        cells += [f"<td>{k.get(c, '–')}</td>" for c in ("met", "not_met", "not_judgeable", "not_computed")]
         links = (f'<a href="{escape(str(record.get("html")))}">packet</a> · '
                  f'<a href="{escape(str(record.get("extract")))}">extract (Excel)</a>')
         cells.append(_link_cell(record, "packet", links))
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    head = ["Partner", "Setting", "Market", "Status", "Targets met", "Not met", "Not yet judgeable", "Packet"]
+    head = ["Partner", "Setting", "Market", "Status", "Targets met", "Not met", "Not yet judgeable", "Not computed",
+            "Packet"]
     name = manifest["agreement"]["name"]
     intro = ("Each packet shows one partner its agreed metrics against their targets in the latest review period, "
              "with trends and where its patients came from and went next. The counts here are of agreed targets. "

@@ -17,8 +17,15 @@
    killed at any point leaves a consistent folder and its rerun redoes only what was not finished.
 
 Exit statuses of ``carequal report``: 0 every report ready; 1 some reports failed (the others are published);
-2 refused before anything was published (bad argument, bad input, strict quarantine, a full disk); 3 another
-run holds the folder.
+2 refused before anything was published (bad argument, bad input, strict quarantine, a full disk, no national
+measure whose model can be fitted); 3 another run holds the folder.
+
+A model that cannot be fitted (:class:`carequal.errors.ModelError`: overflow, separation, no events…) fails no
+report: a national measure without a model is left out of the reference and every market report shows it as
+not available, with the reason (manifest ``not_available``); an agreed metric whose model cannot be fitted is
+"not computed" in every packet it concerns, with the reason (manifest ``not_computed``), and the other metrics
+are evaluated as usual. The operator gets one line per failure on stderr (:attr:`BatchResult.notes`), naming
+the measure, the facility set, the cause and up to 5 example keys; the shared outputs never quote the keys.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import platform
 import shutil
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,7 +55,7 @@ from carequal.batch.state import (
     staging_dir,
     units_of,
 )
-from carequal.errors import ParameterError
+from carequal.errors import ModelWarning, ParameterError
 
 __all__ = ["BatchResult", "run_batch"]
 
@@ -61,6 +69,9 @@ class BatchResult:
     markets: dict[str, dict]
     manifest: dict = field(default_factory=dict)
     quarantine: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """Models that could not be fitted (a national measure not available, an agreed metric not computed), one
+    line each, for the operator: the reports and packets say it too, without the example keys."""
 
     @property
     def failed(self) -> list[str]:
@@ -161,14 +172,35 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
 # ---------------------------------------------------------------------------------------------- preparation
 
 
+def _model_notes(fn, *args, **kwargs):
+    """``(fn(...), notes)``: the messages of the :class:`ModelWarning` s it raised, once each (for the operator's
+    summary rather than as warnings); other warnings pass on."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ModelWarning)
+        result = fn(*args, **kwargs)
+    notes = []
+    for w in caught:
+        if issubclass(w.category, ModelWarning):
+            if str(w.message) not in notes:
+                notes.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return result, notes
+
+
 def _prepare(config: RunConfig, client):
     from carequal.inputs import prepare
     from carequal.national import MEASURES
 
     period = config.period or (None, None)
-    prepared = prepare(config.data, config.work, period_start=period[0], period_end=period[1],
-                       measures=tuple(MEASURES), force=config.force, client=client, refuse_quarantine=config.strict)
-    return prepared, prepared.quarantine_summary()
+    prepared, notes = _model_notes(prepare, config.data, config.work, period_start=period[0],
+                                   period_end=period[1], measures=tuple(MEASURES), force=config.force, client=client,
+                                   refuse_quarantine=config.strict)
+    summary = prepared.quarantine_summary()
+    unavailable = json.loads((prepared.reference / "reference.json").read_text()).get("unavailable", {})
+    if unavailable and not notes:  # a reference built by an earlier run: its reasons, as recorded
+        notes = [f"{info['reason']}; the measure is shown as not available" for info in unavailable.values()]
+    return prepared, summary, notes, {name: info["reason"] for name, info in unavailable.items()}
 
 
 def _units(config: RunConfig, prepared, chosen: list[str], staging: Path) -> tuple[list, dict, dict]:
@@ -202,7 +234,7 @@ def _partner_units(config: RunConfig, prepared, chosen: list[str], staging: Path
     tables = read_dataset_tables(prepared.dataset)
     agreement = load_agreement(config.agreement, tables["facilities"])
     ag_hash = file_sha256(config.agreement)
-    inputs = packet_inputs(tables, agreement, period_start=start, period_end=end)
+    inputs, notes = _model_notes(packet_inputs, tables, agreement, period_start=start, period_end=end)
     folder = write_packet_inputs(inputs, config.work / "agreement" / f"{ag_hash[:12]}-{start}-{end}", agreement,
                                  tables["facilities"])
     partners = inputs["partners"][inputs["partners"]["market"].isin(chosen)]
@@ -232,9 +264,15 @@ def _partner_units(config: RunConfig, prepared, chosen: list[str], staging: Path
                       {"name": p.name, "setting": p.setting, "market": p.market}))
     report_set = {"by": "partner", "period_start": start, "period_end": end, "min_cell": config.min_cell,
                   "agreement_sha256": ag_hash}
+    from carequal.agreement import NOT_COMPUTED
+
+    results = inputs["results"]
+    failed = results[results["status"] == NOT_COMPUTED].drop_duplicates(["metric", "status_reason"])
+    not_computed = {metric: list(group["status_reason"]) for metric, group in failed.groupby("metric", sort=False)}
     extra = {"agreement": {"path": str(config.agreement), "name": agreement.name, "sha256": ag_hash},
              "patient_lists": {"folder": str(config.patient_lists), "files": lists}
-             if config.patient_lists is not None else None}
+             if config.patient_lists is not None else None,
+             "not_computed": not_computed, "_notes": notes}
     return units, report_set, extra
 
 
@@ -326,11 +364,12 @@ def _run(config: RunConfig, client) -> BatchResult:
     started = datetime.now(UTC)
     run_id = f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     t0 = time.perf_counter()
-    prepared, quarantine = _prepare(config, client)
+    prepared, quarantine, notes, unavailable = _prepare(config, client)
     prepare_seconds = {**prepared.seconds, "total": time.perf_counter() - t0, "reused": prepared.reused}
     chosen = select_markets(config.markets, prepared.markets)
     staging = staging_dir(config.out, run_id)
     units, report_set, extra = _units(config, prepared, chosen, staging)
+    notes = (notes if config.by == "market" else []) + extra.pop("_notes", [])
     previous = _open_folder(config, report_set)
     kind = "partners" if config.by == "partner" else "markets"
     records = dict(previous.get(kind, {}))
@@ -374,6 +413,8 @@ def _run(config: RunConfig, client) -> BatchResult:
         from carequal.report import parse_choices
 
         manifest["measures"] = list(parse_choices(config.measures, tuple(MEASURES), "measure(s)"))
+        # measures whose national model could not be fitted: each report says so (reasons name no patient)
+        manifest["not_available"] = {m: r for m, r in unavailable.items() if m in manifest["measures"]}
     commit(config.out, manifest, render_index)
 
     t0 = time.perf_counter()
@@ -388,7 +429,7 @@ def _run(config: RunConfig, client) -> BatchResult:
     commit(config.out, manifest, render_index)
     shutil.rmtree(staging, ignore_errors=True)
     return BatchResult(out=config.out, work=config.work, markets=manifest[kind], manifest=manifest,
-                       quarantine=quarantine)
+                       quarantine=quarantine, notes=notes)
 
 
 def _validation_record(prepared) -> dict:
