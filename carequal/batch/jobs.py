@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from carequal.batch.kernels import close_sessions, execute_in_session, ipc_kernel_manager
+from carequal.batch.kernels import close_sessions, execute_in_session, ipc_kernel_manager, kernel_environment
 from carequal.batch.state import write_atomic
 
 __all__ = ["EXECUTION_TIMEOUT", "MarketJob", "execute_jobs", "render_html", "run_market", "safe_name"]
@@ -105,6 +105,7 @@ def run_market(job: MarketJob) -> dict:
     """
     import tempfile
 
+    kernel_environment()
     if job.reuse_kernel:
         return _run_market(job, None)
     with tempfile.TemporaryDirectory(prefix="carequal-kernel-") as folder:

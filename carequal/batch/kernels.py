@@ -7,10 +7,22 @@ own ``parameterize_notebook``, so a notebook sees exactly what papermill would g
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
 __all__ = ["KernelSession", "close_sessions", "execute_in_session", "ipc_kernel_manager", "session"]
+
+
+KERNEL_ENVIRONMENT = {"PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+"""Set (unless already set) in a worker before it starts report kernels, which inherit it: ipykernel's debugger
+otherwise prints a frozen-modules warning to stderr at every start."""
+
+
+def kernel_environment() -> None:
+    """Apply :data:`KERNEL_ENVIRONMENT` to this process (kernels started from it inherit it)."""
+    for name, value in KERNEL_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
 
 
 def ipc_kernel_manager(folder: str):
