@@ -3,7 +3,7 @@
 
     python3 tasks.py report   # create .venv from the lock file, run the report batch on data/sample
     python3 tasks.py test     # create .venv from the lock file, lint and test
-    python3 tasks.py lab      # install JupyterLab too (locked), register the "carequal" kernel, open the notebooks
+    python3 tasks.py lab      # install JupyterLab too (locked), register the "carequal" kernel, open carequal/notebooks
     python3 tasks.py packets  # one packet and extract per partner of data/sample/agreement.toml in packets/
     python3 tasks.py lock     # re-resolve the lock files and environment.yml from pyproject.toml (needs network)
 
@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent
 LOCKS = ROOT / "locks"
 UV_VERSION = "0.13.9"  # the resolver behind `tasks.py lock`; only lock needs it
 DEPS_MODES = ("locked", "newest", "minimum")
-LINTED = ("carequal", "tests", "benchmarks", "notebooks", "scripts", "tasks.py", "conftest.py")
+LINTED = ("carequal", "tests", "benchmarks", "scripts", "tasks.py", "conftest.py")  # carequal/notebooks too
+NOTEBOOKS = ROOT / "carequal" / "notebooks"  # shipped in the package; `lab` opens the checkout's copies
 
 
 def venv_paths(name: str) -> tuple[Path, Path, Path]:
@@ -200,7 +201,7 @@ def main(argv: list[str]) -> None:
         # a named kernel, so JupyterLab started from anywhere runs the notebooks in this environment
         run(py, "-m", "ipykernel", "install", "--user", "--name", "carequal",
             "--display-name", "Python 3 (carequal)")
-        run(bin_dir / "jupyter", "lab", "--notebook-dir", "notebooks", *argv[1:])
+        run(bin_dir / "jupyter", "lab", "--notebook-dir", NOTEBOOKS, *argv[1:])
     elif task == "test":
         deps, args = pop_deps(argv[1:])
         _, py = setup("test", deps)

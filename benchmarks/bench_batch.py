@@ -6,10 +6,10 @@ Run from the repository root (on a quiet machine: nothing else running)::
                                      [--kernels reuse fresh] [--workdir /tmp/carequal-bench-batch] [--keep]
     python benchmarks/bench_batch.py --quick     # smoke test: 600 patients per market, report in --workdir only
 
-To measure a clean commit while others edit the work tree, snapshot the notebook with the package (``carequal
-report`` finds ``notebooks/market_report.ipynb`` beside the carequal it imports)::
+To measure a clean commit while others edit the work tree, snapshot the package (``carequal report`` runs the
+notebook shipped in the carequal it imports, ``carequal/notebooks/market_report.ipynb``)::
 
-    mkdir /tmp/snap && git archive HEAD carequal notebooks | tar -x -C /tmp/snap \\
+    mkdir /tmp/snap && git archive HEAD carequal | tar -x -C /tmp/snap \\
         && git rev-parse --short HEAD > /tmp/snap/SNAPSHOT && PYTHONPATH=/tmp/snap python benchmarks/bench_batch.py
 
 One run measures, prints and writes ``benchmarks/results/batch.md`` (with the machine it ran on; ``--quick``
@@ -36,7 +36,7 @@ writes ``<workdir>/batch-quick.md`` instead and never touches ``benchmarks/resul
    workers): a worker runs whole markets).
 5. **Peer: the same computations in-process.** ``python -c`` (same interpreter) imports carequal and, for
    each market of the dataset in the batch's order, makes the library calls the notebook makes
-   (``notebooks/market_report.py``): ``prepare`` (reused, as in the notebook), ``load_market_report``, the
+   (``carequal/notebooks/market_report.py``): ``prepare`` (reused, as in the notebook), ``load_market_report``, the
    data calls (``headline_kpis``, ``facility_scorecard``, ``funnel_for``, ``trend_chart``,
    ``destination_table``, ``flow_table``, ``population_table``, ``chronic_table``, ``impact_summary``,
    ``validation_table``, ``attrition_table``, ``model_table``, the findings sentences, ``write_kpis``), the
@@ -332,7 +332,7 @@ def source_digest() -> dict[str, str]:
     import carequal
 
     root = Path(carequal.__file__).resolve().parent
-    files = [*sorted(root.glob("*.py")), root.parent / "notebooks" / "market_report.ipynb"]
+    files = [*sorted(root.glob("*.py")), root / "notebooks" / "market_report.ipynb"]
     return {p.name: hashlib.sha1(p.read_bytes()).hexdigest()[:12] for p in files if p.is_file()}
 
 

@@ -3,7 +3,8 @@
 Subcommands
 -----------
 check     validate a data directory against the contract and print a summary of it
-synth     generate synthetic partnership data (the bundled sample is ``carequal synth --out data/sample``)
+sample    write the sample partnership data (the checkout's ``data/sample``) with its agreement to a folder
+synth     generate synthetic partnership data (the sample's tables are ``carequal synth --out data/sample``)
 ingest    validate input tables and write a market-partitioned Parquet dataset
 desynpuf  convert CMS DE-SynPUF inpatient claims and beneficiary files into contract tables
 report    the main job: the market report for every market, rendered to HTML, with an index and a manifest;
@@ -51,6 +52,20 @@ def _cmd_check(args: argparse.Namespace) -> int:
                else f"loaded with {n_quarantined:,d} row(s) quarantined")
     print(f"carequal check: {args.data} {verdict} (mode={args.mode}, {time.perf_counter() - started:.1f} s)\n")
     _print_validation(validated)
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from carequal.sample import write_sample
+
+    started = time.perf_counter()
+    counts = write_sample(args.out, force=args.force)
+    print(f"carequal sample: wrote the sample partnership data to {args.out} in "
+          f"{time.perf_counter() - started:.1f} s (synthetic: no real patient is in it)")
+    for table, n in counts.items():
+        print(f"  {table:<24} {n:>12,d} rows")
+    print(f"  {'agreement.toml':<24} the partnership agreement (carequal report --by partner)")
+    print(f"next: carequal report --data {args.out} --out reports")
     return 0
 
 
@@ -153,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["strict", "quarantine"], default="strict")
     p.set_defaults(func=_cmd_check)
 
+    p = sub.add_parser("sample", help="write the sample partnership data and its agreement to a folder",
+                       description="Write the sample partnership data (3 synthetic markets; the checkout's "
+                                   "data/sample) and its partnership agreement, agreement.toml, to --out.")
+    p.add_argument("--out", required=True, help="folder to write (new or empty)")
+    p.add_argument("--force", action="store_true", help="write into a folder that already holds files")
+    p.set_defaults(func=_cmd_sample)
+
     p = sub.add_parser("synth", help="generate synthetic partnership data")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=20240601)
@@ -174,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_desynpuf)
 
     p = sub.add_parser("report", help="run the market report for every market (the main job)",
-                       description="Execute notebooks/market_report.ipynb once per market, render each to HTML "
+                       description="Execute the market report notebook once per market, render each to HTML "
                                    "without code, and write index.html and manifest.json to --out.")
     p.add_argument("--data", required=True, help="contract tables (CSV/Parquet) or an ingested market dataset")
     p.add_argument("--out", required=True, help="folder for the shareable reports (e.g. reports/)")

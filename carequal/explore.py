@@ -1,6 +1,6 @@
 """The cohort explorer: one market's index stays as a flat table, filters, a Table 1 and outcome rates.
 
-``notebooks/cohort_explorer.ipynb`` calls only these functions (and :func:`carequal.plots.attrition_plot`) and
+``carequal/notebooks/cohort_explorer.ipynb`` calls only these functions (and :func:`carequal.plots.attrition_plot`) and
 wires them to widgets; everything it shows is computed and tested here.
 
 * :func:`explorer_frame` — one row per index stay of a market's tables: patient and stay attributes a Table 1

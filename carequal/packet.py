@@ -1,6 +1,6 @@
 """Partner packets: what one partner facility is shown of its agreed metrics, safe to share with it.
 
-A packet (``notebooks/partner_packet.ipynb``, rendered by ``carequal report --by partner``) holds, for one
+A packet (``carequal/notebooks/partner_packet.ipynb``, rendered by ``carequal report --by partner``) holds, for one
 partner of an agreement (:mod:`carequal.agreement`):
 
 * its agreed metrics against their targets and the market benchmark, with status, per review period

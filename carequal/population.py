@@ -1,6 +1,6 @@
 """All markets side by side: standardised utilisation and outcome trends, safe to share.
 
-The content of ``notebooks/population_health.ipynb``, a leadership view of every market at once (the market
+The content of ``carequal/notebooks/population_health.ipynb``, a leadership view of every market at once (the market
 report, :mod:`carequal.report`, looks at one market in depth). Two questions:
 
 * **How much care do each market's residents use?** Acute hospital admissions, post-acute admissions and

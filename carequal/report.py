@@ -1,4 +1,4 @@
-"""Market report content: every table and sentence of ``notebooks/market_report.ipynb``, safe to share.
+"""Market report content: every table and sentence of ``carequal/notebooks/market_report.ipynb``, safe to share.
 
 The report notebook only calls these functions and the plots in :mod:`carequal.plots`; everything it shows
 is computed and tested here. Each ``*_table`` function returns a tidy table that has already been through

@@ -5,6 +5,11 @@
 start that collides, renders the executed notebook to one self-contained HTML file with all code hidden
 (``exclude_input``; papermill's ``--report-mode`` alone does not hide it) and returns the outcome with its
 timings. The HTML goes to the run's staging folder; the batch moves it into place and records it.
+
+The kernel's working folder is the folder of the executed notebook (``<work>/notebooks``), not the notebook's
+own: the shipped notebooks live inside the installed package (read-only, perhaps zipped), and whatever a kernel
+writes to a relative path must land in the work folder. The report template (``carequal/templates``) is found
+through :mod:`importlib.resources` (:func:`carequal.packaged.template_dir`).
 """
 
 from __future__ import annotations
@@ -64,6 +69,8 @@ def render_html(executed: str | Path, html: str | Path, *, title: str) -> float:
     import nbformat
     from nbconvert import HTMLExporter
 
+    from carequal.packaged import template_dir
+
     started = time.perf_counter()
     nb = nbformat.read(str(executed), as_version=4)
     for cell in nb.cells:  # stderr streams (warnings, progress bars) are not for leaders
@@ -72,7 +79,7 @@ def render_html(executed: str | Path, html: str | Path, *, title: str) -> float:
                                if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
     nb.metadata["title"] = title
     # carequal's template: the lab page without CDN scripts (reports are read offline and hold no LaTeX)
-    exporter = HTMLExporter(extra_template_basedirs=[str(Path(__file__).resolve().parent.parent / "templates")],
+    exporter = HTMLExporter(extra_template_basedirs=[str(template_dir())],
                             template_name="carequal_report", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nb)
@@ -144,7 +151,7 @@ def _run_market(job: MarketJob, kernel_manager) -> dict:
                                    markets_per_kernel=job.markets_per_kernel)
             else:
                 papermill.execute_notebook(job.notebook, str(tmp_nb), parameters=job.parameters,
-                                           cwd=str(Path(job.notebook).parent), progress_bar=False,
+                                           cwd=str(executed.parent), progress_bar=False,
                                            log_output=False, report_mode=True, kernel_manager_class=kernel_manager,
                                            execution_timeout=EXECUTION_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - any failure of one market is recorded, not raised

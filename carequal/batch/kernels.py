@@ -140,7 +140,8 @@ def close_sessions() -> None:
 
 def execute_in_session(notebook: str, parameters: dict, output: Path, *, timeout: int, markets_per_kernel: int) -> None:
     """Execute ``notebook`` with ``parameters`` on this thread's kernel session, writing the executed notebook
-    (complete, or up to the failing cell) to ``output``."""
+    (complete, or up to the failing cell) to ``output``. The kernel's working folder is ``output``'s folder (the
+    run's work folder), never the notebook's: a shipped notebook lives in the installed package."""
     import nbformat
     from papermill.execute import prepare_notebook_metadata
     from papermill.iorw import load_notebook_node
@@ -151,6 +152,6 @@ def execute_in_session(notebook: str, parameters: dict, output: Path, *, timeout
     nb = parameterize_notebook(nb, parameters, report_mode=True, kernel_name="python3", language="python")
     nb = prepare_notebook_metadata(nb, notebook, str(output), report_mode=True)
     try:
-        session(str(Path(notebook).parent), markets_per_kernel).execute(nb, timeout=timeout)
+        session(str(Path(output).parent), markets_per_kernel).execute(nb, timeout=timeout)
     finally:
         nbformat.write(nb, str(output))

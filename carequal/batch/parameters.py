@@ -3,6 +3,10 @@
 Every check here runs before a lock is taken or a kernel starts, and fails with one message naming the argument,
 what was given and what is allowed: papermill itself only warns about an unknown parameter and runs on with the
 default, and a path mistake found after ten minutes of work is an operator's worst case.
+
+The default notebooks are the ones shipped in the package (``carequal/notebooks/``, found through
+:mod:`importlib.resources` by :mod:`carequal.packaged`), so an installed carequal runs the same notebooks as a
+checkout; ``--notebook`` (hidden) runs another one.
 """
 
 from __future__ import annotations
@@ -14,16 +18,18 @@ from pathlib import Path
 import pandas as pd
 
 from carequal.errors import ParameterError, SchemaError
+from carequal.packaged import as_path
+from carequal.packaged import notebook as _shipped_notebook
 
 __all__ = ["AGREEMENT_NAMES", "DEFAULT_NOTEBOOK", "PACKET_NOTEBOOK", "RunConfig", "available_markets",
            "check_parameters", "configure", "find_agreement", "parse_period", "select_markets"]
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-DEFAULT_NOTEBOOK = ROOT / "notebooks" / "market_report.ipynb"
-"""The report notebook of a source checkout (``notebooks/market_report.ipynb``)."""
+DEFAULT_NOTEBOOK = _shipped_notebook("market_report")
+"""The report notebook shipped in the package (``carequal/notebooks/market_report.ipynb``): a
+:class:`~pathlib.Path` unless carequal is zipped (:func:`carequal.packaged.as_path` then gives a copy)."""
 
-PACKET_NOTEBOOK = ROOT / "notebooks" / "partner_packet.ipynb"
-"""The partner packet notebook (``carequal report --by partner``)."""
+PACKET_NOTEBOOK = _shipped_notebook("partner_packet")
+"""The partner packet notebook shipped in the package (``carequal report --by partner``)."""
 
 AGREEMENT_NAMES = ("agreement.toml", "agreement.yaml", "agreement.yml")
 """Agreement files looked for in the data folder when ``--agreement`` is not given."""
@@ -153,7 +159,8 @@ def find_agreement(data: Path, agreement: str | Path | None) -> Path:
         if (folder / name).is_file():
             return folder / name
     raise ParameterError(f"--by partner needs a partnership agreement: give --agreement FILE or put one of "
-                         f"{', '.join(AGREEMENT_NAMES)} in {folder} (example: data/sample/agreement.toml)")
+                         f"{', '.join(AGREEMENT_NAMES)} in {folder} (an example: the agreement.toml that "
+                         "`carequal sample --out DIR` writes)")
 
 
 
@@ -230,7 +237,7 @@ def configure(data, out, *, work=None, notebook=None, by: str = "market", market
         raise ParameterError(f"the work folder {work} must not be inside the shared output folder {out}: it "
                              "holds patient-level data")
     if notebook is None:
-        notebook = PACKET_NOTEBOOK if by == "partner" else DEFAULT_NOTEBOOK
+        notebook = as_path(PACKET_NOTEBOOK if by == "partner" else DEFAULT_NOTEBOOK)
     notebook = Path(notebook).resolve()
     if not notebook.is_file():
         raise ParameterError(f"report notebook {notebook} does not exist")

@@ -129,8 +129,8 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
     wait : float
         Seconds to wait for another run that holds the folder (default: fail at once).
     notebook : path, optional
-        The report notebook (default ``notebooks/market_report.ipynb``; with ``by="partner"``
-        ``notebooks/partner_packet.ipynb``).
+        The report notebook (default: the shipped ``carequal/notebooks/market_report.ipynb``; with
+        ``by="partner"`` ``carequal/notebooks/partner_packet.ipynb``).
     scheduler : str, optional
         Address of a Dask distributed scheduler (``tcp://host:8786``) to run the markets on.
     by : {"market", "partner"}

@@ -20,8 +20,8 @@ period_start: str = "2024-01-01"
 period_end: str = "2024-12-31"
 conditions: str = "all"
 measures: str = "all"
-data: str = "../data/sample"
-work: str = "../reports.work"
+data: str = ""  # contract tables or an ingested dataset; empty: the sample (carequal.sample)
+work: str = ""  # patient-level work files; empty: <data>.work beside the data folder
 reference: str = ""
 min_cell: int = 11
 kpi_path: str = ""
@@ -36,6 +36,7 @@ from carequal import plots
 from carequal import report as rpt
 from carequal.inputs import market_inputs
 from carequal.national import MEASURES
+from carequal.sample import notebook_folders
 
 # third-party deprecation chatter is not for leaders; carequal's own warnings are turned into findings
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -43,6 +44,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 plots.set_theme()
 plt.rcParams["figure.dpi"] = 96
 
+data, work = notebook_folders(data, work)  # run by hand with data empty: the sample
 dataset, reference_dir = market_inputs(data, work, reference=reference, period_start=period_start,
                                        period_end=period_end)
 mr = rpt.load_market_report(dataset, reference_dir, market, period_start=period_start,

@@ -18,7 +18,7 @@
 partner: str = "S001003"
 period_start: str = "2024-01-01"
 period_end: str = "2024-12-31"
-inputs: str = "../packets.work/agreement"
+inputs: str = ""  # the packet inputs the batch prepared; empty: the sample and its agreement
 min_cell: int = 11
 extract_dir: str = ""
 record_path: str = ""
@@ -32,12 +32,15 @@ from IPython.display import HTML, Markdown, display
 from carequal import packet as pk
 from carequal import plots
 from carequal import report as rpt
+from carequal.sample import sample_packet_inputs
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=FutureWarning)
 plots.set_theme()
 plt.rcParams["figure.dpi"] = 96
 
+if not inputs:  # run by hand: the sample and its agreement
+    inputs = sample_packet_inputs(period_start=period_start, period_end=period_end)
 pp = pk.load_partner_packet(inputs, partner, period_start=period_start, period_end=period_end, min_cell=min_cell)
 latest = pk.status_table(pp)
 if extract_dir:

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (carequal)
 #     language: python
@@ -16,8 +16,8 @@
 # %% tags=["parameters"]
 # Parameters (papermill injects values after this cell; every one is typed for validation)
 market: str = "Northvale"
-data: str = "../data/sample"
-work: str = "../reports.work"
+data: str = ""  # contract tables or an ingested dataset; empty: the sample (carequal.sample)
+work: str = ""  # patient-level work files; empty: <data>.work beside the data folder
 period_start: str = "2024-01-01"
 period_end: str = "2024-12-31"
 
@@ -44,11 +44,13 @@ from carequal import report as rpt
 from carequal.cohorts import index_stays
 from carequal.inputs import prepare
 from carequal.loaders import markets_in_dataset, read_market
+from carequal.sample import notebook_folders
 
 plots.set_theme()
 plt.rcParams["figure.dpi"] = 96
 display(HTML(rpt.REPORT_CSS))
 
+data, work = notebook_folders(data, work)  # data empty: the sample
 inputs = prepare(data, work, period_start=period_start, period_end=period_end)
 
 

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (carequal)
 #     language: python
@@ -15,8 +15,8 @@
 
 # %% tags=["parameters"]
 # Parameters (papermill injects the batch's values after this cell; every one is typed for validation)
-data: str = "../data/sample"
-work: str = "../reports.work"
+data: str = ""  # contract tables or an ingested dataset; empty: the sample (carequal.sample)
+work: str = ""  # patient-level work files; empty: <data>.work beside the data folder
 period_start: str = "2024-01-01"
 period_end: str = "2024-12-31"
 min_cell: int = 11
@@ -35,6 +35,7 @@ from carequal import report as rpt
 from carequal.inputs import prepare
 from carequal.loaders import load_tables
 from carequal.national import MEASURES, read_reference
+from carequal.sample import notebook_folders
 
 # third-party deprecation chatter is not for leaders; carequal's own warnings stay visible
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -42,6 +43,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 plots.set_theme()
 plt.rcParams["figure.dpi"] = 96
 
+data, work = notebook_folders(data, work)  # data empty: the sample
 inputs = prepare(data, work, period_start=period_start, period_end=period_end)
 tables = load_tables(inputs.dataset).tables
 reference = read_reference(inputs.reference)
