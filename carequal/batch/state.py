@@ -247,11 +247,23 @@ def remove_unit_files(out: Path, record: dict) -> None:
             path.unlink(missing_ok=True)
 
 
-def verify_folder(out: str | Path) -> list[str]:
-    """Problems with a finished or interrupted output folder's consistency (empty when consistent).
+def _linked(index_html: str) -> set[str]:
+    """The report files an index page links to."""
+    import re
+
+    return {href for href in re.findall(r'href="([^"#?]+\.html)"', index_html)}
+
+
+def verify_folder(out: str | Path, *, interrupted: bool = False) -> list[str]:
+    """Problems with an output folder's consistency (empty when consistent).
 
     Checks that every report the manifest records as ready exists with the recorded SHA-256, that no report in
     the folder is unrecorded, and that the index was rendered from this manifest (same revision).
+
+    With ``interrupted`` (a folder whose run was stopped), two states that a stop between two renames can leave
+    are accepted, because neither shows anything the manifest does not vouch for: a report moved into place but
+    not yet recorded (not linked from the index; the next run removes and redoes it), and an index one revision
+    behind the manifest, provided every report it links is recorded as ready (the next run re-renders it).
     """
     out = Path(out)
     manifest = load_manifest(out)
@@ -268,13 +280,18 @@ def verify_folder(out: str | Path) -> list[str]:
                 problems.append(f"{unit}: {record['html']} is recorded as ready but missing")
             elif record.get("html_sha256") and file_sha256(path) != record["html_sha256"]:
                 problems.append(f"{unit}: {record['html']} differs from the recorded report")
-    for page in out.glob("*.html"):
-        if page.name != "index.html" and page.name not in recorded:
-            problems.append(f"{page.name} is not recorded in the manifest")
     index = out / "index.html"
-    stamp = f'<meta name="carequal-revision" content="{manifest.get("revision")}">'
+    text = index.read_text(encoding="utf-8") if index.is_file() else ""
+    linked = _linked(text)
+    for page in out.glob("*.html"):
+        if page.name != "index.html" and page.name not in recorded and not (interrupted and page.name not in linked):
+            problems.append(f"{page.name} is not recorded in the manifest")
+    revision = int(manifest.get("revision", 0))
+    stamps = [revision - 1, revision] if interrupted else [revision]
     if not index.is_file():
         problems.append("no index.html")
-    elif stamp not in index.read_text(encoding="utf-8"):
-        problems.append(f"index.html was not rendered from manifest revision {manifest.get('revision')}")
+    elif not any(f'<meta name="carequal-revision" content="{r}">' in text for r in stamps):
+        problems.append(f"index.html was not rendered from manifest revision {revision}")
+    elif not linked <= recorded:
+        problems.append(f"index.html links reports the manifest does not record: {sorted(linked - recorded)}")
     return problems
