@@ -638,6 +638,9 @@ def test_sample_agrees_with_sql(sample_tables):
     t = sample_tables
     adm = pqi.pqi_admissions(t["stays"], t["patients"], t["facilities"], enrollment=t["enrollment"],
                              by=["population_group"])
+    # every stay accounted for, once per indicator, in input order
+    assert len(adm) == len(t["stays"]) * 13
+    assert (adm["stay_id"].to_numpy()[::13] == t["stays"]["stay_id"].to_numpy()).all()
     con = _connect(t["stays"], t["patients"], t["facilities"], t["enrollment"])
     _compare_admissions(adm, _sql_numerators(con))
     assert adm.loc[adm.counted & (adm.indicator == "90")].shape[0] > 1000  # the sample has many PQI admissions
