@@ -31,6 +31,7 @@ period_end: str = "2024-12-31"
 # Everything here is computed by `carequal.explore`; this notebook only wires it to the controls.
 
 # %% tags=["setup"]
+# %matplotlib inline
 from functools import lru_cache
 
 import ipywidgets as widgets

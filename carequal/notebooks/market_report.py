@@ -27,6 +27,7 @@ min_cell: int = 11
 kpi_path: str = ""
 
 # %% tags=["setup"]
+# %matplotlib inline
 import warnings
 
 import matplotlib.pyplot as plt

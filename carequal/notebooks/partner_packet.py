@@ -24,6 +24,7 @@ extract_dir: str = ""
 record_path: str = ""
 
 # %% tags=["setup"]
+# %matplotlib inline
 import warnings
 
 import matplotlib.pyplot as plt

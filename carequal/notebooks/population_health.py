@@ -22,6 +22,7 @@ period_end: str = "2024-12-31"
 min_cell: int = 11
 
 # %% tags=["setup"]
+# %matplotlib inline
 import warnings
 
 import matplotlib.dates as mdates
