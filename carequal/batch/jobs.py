@@ -87,6 +87,12 @@ def render_html(executed: str | Path, html: str | Path, *, title: str) -> float:
     return time.perf_counter() - started
 
 
+def _utc(text: str) -> datetime:
+    """A timestamp from a notebook's metadata; naive ones (older papermill versions write them) are UTC."""
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
 def _cell_times(executed: Path) -> tuple[datetime | None, float]:
     import nbformat
 
@@ -96,11 +102,11 @@ def _cell_times(executed: Path) -> tuple[datetime | None, float]:
         meta = cell.get("metadata", {}).get("papermill", {})
         timing = cell.get("metadata", {}).get("execution", {})  # nbclient's record_timing
         if meta.get("start_time"):
-            starts.append(datetime.fromisoformat(meta["start_time"].replace("Z", "+00:00")))
+            starts.append(_utc(meta["start_time"]))
             total += float(meta.get("duration") or 0.0)
         elif timing.get("iopub.execute_input") and timing.get("shell.execute_reply"):
-            began = datetime.fromisoformat(timing["iopub.execute_input"].replace("Z", "+00:00"))
-            ended = datetime.fromisoformat(timing["shell.execute_reply"].replace("Z", "+00:00"))
+            began = _utc(timing["iopub.execute_input"])
+            ended = _utc(timing["shell.execute_reply"])
             starts.append(began)
             total += (ended - began).total_seconds()
     return (min(starts) if starts else None), total
