@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from carequal.errors import ParameterError, SchemaError
-from carequal.national import MEASURES, build_reference, reporting_period, write_reference
+from carequal.national import MEASURES, build_reference, write_reference
+from carequal.periods import reporting_period
 
 __all__ = ["Prepared", "data_fingerprint", "is_market_dataset", "market_inputs", "prepare"]
 

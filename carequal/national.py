@@ -35,9 +35,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from carequal.errors import ModelError, ModelWarning, ParameterError, describe_facilities
+from carequal.periods import reporting_period
 
 __all__ = ["MEASURED_COLUMNS", "MEASURES", "MeasureSpec", "Reference", "build_reference", "measure_rows",
-           "measured_index_stays", "read_reference", "reference_from_measured", "reporting_period",
+           "measured_index_stays", "read_reference", "reference_from_measured",
            "write_reference"]
 
 
@@ -123,29 +124,6 @@ class Reference:
     def unavailable(self) -> dict[str, str]:
         """Measures without a model → why (a shareable sentence)."""
         return {name: info["reason"] for name, info in self.meta.get("unavailable", {}).items()}
-
-
-def reporting_period(start: str | pd.Timestamp, end: str | pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """Parse and check a reporting period (inclusive dates).
-
-    Examples
-    --------
-    >>> reporting_period("2024-01-01", "2024-12-31")
-    (Timestamp('2024-01-01 00:00:00'), Timestamp('2024-12-31 00:00:00'))
-    >>> reporting_period("2024-12-31", "2024-01-01")
-    Traceback (most recent call last):
-    ...
-    carequal.errors.ParameterError: period: start 2024-12-31 is after end 2024-01-01
-    """
-    try:
-        lo, hi = pd.Timestamp(start), pd.Timestamp(end)
-    except (ValueError, TypeError) as exc:
-        raise ParameterError(f"period: {start!r} to {end!r} are not dates (use YYYY-MM-DD): {exc}") from None
-    if pd.isna(lo) or pd.isna(hi):
-        raise ParameterError(f"period: give both a start and an end date, not {start!r} to {end!r}")
-    if lo > hi:
-        raise ParameterError(f"period: start {lo.date()} is after end {hi.date()}")
-    return lo, hi
 
 
 def measure_rows(measured: pd.DataFrame, facilities: pd.DataFrame, spec: MeasureSpec) -> pd.DataFrame:

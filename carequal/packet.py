@@ -233,7 +233,7 @@ def packet_inputs(tables: dict[str, pd.DataFrame], agreement: Agreement, *, peri
     (later ones await complete follow-up, :data:`carequal.agreement.SPENDING_ROOM_DAYS`), for the packet's
     notes."""
     from carequal.agreement import agreement_cases, evaluate_agreement
-    from carequal.report import previous_period
+    from carequal.periods import previous_period
 
     cases = agreement_cases(tables, agreement)
     lo, hi = pd.Timestamp(period_start), pd.Timestamp(period_end)
@@ -682,7 +682,7 @@ def leakage_trend(table: pd.DataFrame, *, baseline_min: int = 4) -> pd.DataFrame
 def leakage_findings(table: pd.DataFrame, trend: pd.DataFrame, packet: PartnerPacket) -> list[str]:
     """One sentence on the reporting period's leakage against the share before the partnership, and one on
     the control chart's signals in the reporting period; never quoting a hidden value."""
-    from carequal.report import fmt_ci, fmt_pct
+    from carequal.presentation import fmt_ci, fmt_pct
 
     name = packet.partner["name"]
     totals = table[table["row_type"] == "total"].set_index("group")
@@ -719,8 +719,8 @@ def leakage_findings(table: pd.DataFrame, trend: pd.DataFrame, packet: PartnerPa
 
 def leakage_display(table: pd.DataFrame, trend: pd.DataFrame) -> pd.DataFrame:
     """The packet's leakage table: the total before the partnership, each review period of the reporting
-    period and its total, as text (counts under :data:`carequal.report.COUNT_LABELS` names)."""
-    from carequal.report import presentable, with_interval_text
+    period and its total, as text (counts under :data:`carequal.presentation.COUNT_LABELS` names)."""
+    from carequal.presentation import presentable, with_interval_text
 
     keep = table[(table["group"] == "before the partnership") & (table["row_type"] == "total")
                  | (table["group"] == "reporting period")]

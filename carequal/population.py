@@ -29,7 +29,7 @@ import pandas as pd
 from carequal.disclosure import cell_threshold
 from carequal.errors import ParameterError
 from carequal.national import MEASURES
-from carequal.report import COUNT_LABELS, fmt_ci
+from carequal.presentation import COUNT_LABELS, fmt_ci
 
 __all__ = ["POST_ACUTE_SETTINGS", "TOTAL_LABEL", "UTILISATION_MEASURES", "market_comparison", "outcome_by_market",
            "outcome_findings", "outcome_trends", "utilisation_by_market"]

@@ -8,6 +8,8 @@ import pytest
 
 from carequal import report as rpt
 from carequal.errors import ParameterError
+from carequal.intervals import change_interval
+from carequal.presentation import COUNT_LABELS, presentable
 
 PERIOD = (pd.Timestamp("2024-01-01"), pd.Timestamp("2024-12-31"))
 PREVIOUS = (pd.Timestamp("2023-01-01"), pd.Timestamp("2023-12-31"))
@@ -82,7 +84,7 @@ def test_headline_findings_wording_of_changes():
 
 def test_change_interval_matches_newcombe_example_b():
     # Newcombe (1998) Table II (b): 9/10 − 3/10 = 0.6, hybrid score interval 0.1705 to 0.8090
-    lo, hi = rpt.change_interval(np.array([9]), np.array([10]), np.array([3]), np.array([10]))
+    lo, hi = change_interval(np.array([9]), np.array([10]), np.array([3]), np.array([10]))
     assert (round(float(lo[0]), 4), round(float(hi[0]), 4)) == (0.1705, 0.8090)
 
 
@@ -234,9 +236,9 @@ def test_attrition_table_hides_small_steps_with_a_complement(raw_tables):
 def test_presentable_distinguishes_suppressed_from_blank():
     t = pd.DataFrame({"name": ["A", "B", "C"], "n": pd.array([120, pd.NA, pd.NA], dtype="Int64"),
                       "rate": [0.1, None, None], "suppressed": [False, True, False]})
-    out = rpt.presentable(t, columns={"name": "Facility", "n": None, "rate": "Rate"}, counts=("n",),
+    out = presentable(t, columns={"name": "Facility", "n": None, "rate": "Rate"}, counts=("n",),
                           percent=("rate",))
-    assert out.columns.tolist() == ["Facility", rpt.COUNT_LABELS["n"], "Rate"]
+    assert out.columns.tolist() == ["Facility", COUNT_LABELS["n"], "Rate"]
     assert out.iloc[1].tolist() == ["B", "suppressed", "suppressed"]
     assert out.iloc[2].tolist() == ["C", "", ""]
 

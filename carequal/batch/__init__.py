@@ -29,10 +29,10 @@ from carequal.batch.parameters import (
     check_parameters,
     configure,
     find_agreement,
-    parse_period,
 )
 from carequal.batch.run import BatchResult, run_batch
 from carequal.batch.state import FolderBusyError, verify_folder, write_atomic
+from carequal.periods import parse_period
 
 __all__ = ["BatchResult", "DEFAULT_NOTEBOOK", "EXECUTION_TIMEOUT", "FolderBusyError", "KernelSession", "MarketJob",
            "PACKET_NOTEBOOK", "RunConfig", "available_markets", "check_parameters", "close_sessions", "configure",

@@ -7,16 +7,14 @@ default, and a path mistake found after ten minutes of work is an operator's wor
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from carequal.errors import ParameterError, SchemaError
+from carequal.periods import parse_period
 
 __all__ = ["AGREEMENT_NAMES", "DEFAULT_NOTEBOOK", "PACKET_NOTEBOOK", "RunConfig", "available_markets",
-           "check_parameters", "configure", "find_agreement", "parse_period", "select_markets"]
+           "check_parameters", "configure", "find_agreement", "select_markets"]
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_NOTEBOOK = ROOT / "notebooks" / "market_report.ipynb"
@@ -29,46 +27,6 @@ AGREEMENT_NAMES = ("agreement.toml", "agreement.yaml", "agreement.yml")
 """Agreement files looked for in the data folder when ``--agreement`` is not given."""
 
 _PYTYPES = {"str": str, "int": int, "float": (int, float), "bool": bool}
-
-
-def parse_period(text: str) -> tuple[str, str]:
-    """A reporting period from the command line: ``2024`` (a calendar year), ``2024-Q3`` (a quarter),
-    ``2024-07`` (a month) or ``START:END`` (ISO dates, inclusive).
-
-    Examples
-    --------
-    >>> parse_period("2024"), parse_period("2024-Q3"), parse_period("2024-02")
-    (('2024-01-01', '2024-12-31'), ('2024-07-01', '2024-09-30'), ('2024-02-01', '2024-02-29'))
-    >>> parse_period("2024-01-01:2024-06-30")
-    ('2024-01-01', '2024-06-30')
-    >>> parse_period("last year")
-    Traceback (most recent call last):
-    ...
-    carequal.errors.ParameterError: --period 'last year': use YYYY, YYYY-Qn, YYYY-MM or START:END (YYYY-MM-DD)
-    """
-    from carequal.national import reporting_period
-
-    text = text.strip()
-    bad = ParameterError(f"--period {text!r}: use YYYY, YYYY-Qn, YYYY-MM or START:END (YYYY-MM-DD)")
-    if re.fullmatch(r"\d{4}", text):
-        start, end = pd.Timestamp(f"{text}-01-01"), pd.Timestamp(f"{text}-12-31")
-    elif m := re.fullmatch(r"(\d{4})-?Q([1-4])", text, flags=re.IGNORECASE):
-        start = pd.Timestamp(f"{m[1]}-{3 * int(m[2]) - 2:02d}-01")
-        end = start + pd.offsets.QuarterEnd(0)
-    elif re.fullmatch(r"\d{4}-\d{2}", text):
-        try:
-            start = pd.Timestamp(f"{text}-01")
-        except ValueError:
-            raise bad from None
-        end = start + pd.offsets.MonthEnd(0)
-    elif ":" in text:
-        lo, hi = text.split(":", 1)
-        if not (re.fullmatch(r"\d{4}-\d{2}-\d{2}", lo.strip()) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", hi.strip())):
-            raise bad
-        start, end = reporting_period(lo.strip(), hi.strip())
-    else:
-        raise bad
-    return start.date().isoformat(), end.date().isoformat()
 
 
 def available_markets(data: str | Path) -> list[str]:
