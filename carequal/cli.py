@@ -24,6 +24,8 @@ import pandas as pd
 
 from carequal.errors import CarequalError
 
+__all__ = ["build_parser", "main"]
+
 
 def _print_validation(validated, out=None) -> None:
     from carequal.loaders import summarise

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from carequal.cohorts import _days, acute_stays, link_transfers, post_acute_episodes
+from carequal.cohorts import acute_stays, day_numbers, link_transfers, post_acute_episodes
 from carequal.convergence import Convergence, glm_convergence, guarded_fit, warn_unless_converged
 from carequal.errors import CarequalWarning, DataQualityWarning, ModelError, ParameterError, describe_facilities
 from carequal.schema import POST_ACUTE_SETTINGS, key_positions, take
@@ -188,7 +188,7 @@ def episode_spending(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.Da
         raise ParameterError(f"index.stay_id: {int((srow < 0).sum())} index stay(s) not in stays, e.g. "
                              f"{_examples(index['stay_id'].to_numpy()[srow < 0])}")
     setting = take(facilities["setting"], key_positions(stays["facility_id"], facilities["facility_id"]), None)
-    admit, discharge = _days(stays["admit_date"]), _days(stays["discharge_date"])
+    admit, discharge = day_numbers(stays["admit_date"]), day_numbers(stays["discharge_date"])
 
     # the index hospitalisation: every acute stay of the index stay's transfer chain
     chain = np.arange(len(stays), dtype=np.int64)  # chain id of each stay (its own row unless chained)
@@ -220,7 +220,7 @@ def episode_spending(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.Da
     c_key = c_code * shift + admit[candidate] + base
     order = np.argsort(c_key, kind="stable")
     candidate, c_key = candidate[order], c_key[order]
-    i_discharge = _days(index["discharge_date"])
+    i_discharge = day_numbers(index["discharge_date"])
     lo = np.searchsorted(c_key, i_code * shift + i_discharge + base, side="left")
     hi = np.searchsorted(c_key, i_code * shift + i_discharge + max(windows) + base, side="right")
     counts = hi - lo
@@ -235,7 +235,7 @@ def episode_spending(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.Da
     category = np.where(setting[rows] == "acute", "readmit", setting[rows].astype(object))
     row_pay = pay[rows]
 
-    end_day = _days(np.array([pd.Timestamp(data_end) if data_end is not None
+    end_day = day_numbers(np.array([pd.Timestamp(data_end) if data_end is not None
                               else stays["discharge_date"].max()], dtype="datetime64[ns]"))[0]
     out = pd.DataFrame({"stay_id": index["stay_id"].array, "patient_id": index["patient_id"].array,
                         "facility_id": index["facility_id"].array, "discharge_date": index["discharge_date"].to_numpy(),

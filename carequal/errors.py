@@ -6,6 +6,10 @@ statistical caveats are typed warnings a user can filter, never errors.
 
 from __future__ import annotations
 
+__all__ = ["AgreementError", "CarequalError", "CarequalWarning", "DataQualityWarning", "DisclosureError",
+           "DisclosureWarning", "MODEL_CAUSES", "ModelError", "ModelWarning", "ParameterError", "SchemaError",
+           "describe_facilities"]
+
 
 class CarequalError(Exception):
     """Base class of every error carequal raises on purpose."""

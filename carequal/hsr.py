@@ -106,6 +106,10 @@ from scipy.special import expit
 
 from carequal.errors import ParameterError, SchemaError
 
+__all__ = ["DISCHARGE_HEADERS", "HSRMeasure", "HospitalSpecificReport", "MEASURES", "TABLE2_HEADERS",
+           "apply_published_model", "cell_number", "clean_header", "eligible_stays", "excess_readmission_ratio",
+           "normalise_header", "read_hsr", "reproduce_table2", "shown_decimals"]
+
 MEASURES: dict[str, str] = {
     "AMI": "acute myocardial infarction",
     "COPD": "chronic obstructive pulmonary disease",

@@ -23,6 +23,10 @@ import pyarrow.dataset as ds
 from carequal.errors import ParameterError, SchemaError
 from carequal.schema import CONTRACT, OPTIONAL_TABLES, TABLES, ValidatedTables, column_list, validate_tables
 
+__all__ = ["PATIENT_TABLES", "VALIDATION_FILES", "csv_header", "load_tables", "markets_in_dataset", "partition_folder",
+           "read_csv_text", "read_dataset_tables", "read_market", "read_table", "read_tables",
+           "read_validation_summary", "summarise", "table_path", "write_market_dataset", "write_validation_summary"]
+
 PATIENT_TABLES: tuple[str, ...] = ("patients", "stays", "enrollment", "ed_visits")
 _SUFFIXES = (".parquet", ".csv", ".csv.gz")
 

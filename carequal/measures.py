@@ -18,8 +18,14 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from carequal.cohorts import _days, _time_order
+from carequal.cohorts import day_numbers, time_order
 from carequal.schema import CODE_SEPARATOR, key_positions, take, take_text
+
+__all__ = ["DTC_EXCLUDED_STATUSES", "INSTITUTIONAL_SETTINGS", "PAC_READMISSION_SETTINGS", "READMISSION_WINDOW_DAYS",
+           "ccs_diagnosis", "ccs_procedure", "check_input_column", "count_rate_table", "days_at_home",
+           "discharge_to_community", "ed_visits_after", "index_measures", "length_of_stay", "los_summary", "mortality",
+           "pac_readmissions", "planned_readmission_valuesets", "planned_stays", "post_acute_use", "rate_table",
+           "readmissions", "standardised_rates", "trend_table"]
 
 READMISSION_WINDOW_DAYS = 30
 _NAT = np.iinfo(np.int64).min
@@ -201,10 +207,10 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     fpos = key_positions(stays["facility_id"], facilities["facility_id"])
     acute_rows = np.flatnonzero(take(facilities["setting"], fpos, None) == "acute")
     patient = pd.factorize(stays["patient_id"])[0]
-    admit = _days(stays["admit_date"])
+    admit = day_numbers(stays["admit_date"])
     acute = stays[["stay_id"]].iloc[acute_rows]
-    sorted_rows = acute_rows[_time_order(acute, patient=patient[acute_rows], admit=admit[acute_rows],
-                                         discharge=_days(stays["discharge_date"])[acute_rows])]
+    sorted_rows = acute_rows[time_order(acute, patient=patient[acute_rows], admit=admit[acute_rows],
+                                        discharge=day_numbers(stays["discharge_date"])[acute_rows])]
     rank = np.full(len(stays), -1, dtype=np.int64)
     rank[sorted_rows] = np.arange(len(sorted_rows))
     row = key_positions(index["stay_id"], stays["stay_id"])
@@ -218,7 +224,7 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     nxt_c = np.minimum(position + 1, max(n_acute - 1, 0))
     this_row, next_row = sorted_rows[position], sorted_rows[nxt_c]
     has_next = (position + 1 < n_acute) & (patient[next_row] == patient[this_row])
-    days = (admit[next_row] - _days(index["discharge_date"])).astype(float)
+    days = (admit[next_row] - day_numbers(index["discharge_date"])).astype(float)
     days[~has_next] = np.nan
     within = has_next & (days >= 0) & (days <= window_days)
     # the planned-readmission algorithm runs only on readmissions inside the window
@@ -354,12 +360,12 @@ def days_at_home(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     """
     setting = take(facilities["setting"], key_positions(stays["facility_id"], facilities["facility_id"]), None)
     inst = stays[["stay_id", "patient_id", "admit_date", "discharge_date"]][np.isin(setting, INSTITUTIONAL_SETTINGS)]
-    start = _days(inst["admit_date"])
-    end = _days(inst["discharge_date"])
+    start = day_numbers(inst["admit_date"])
+    end = day_numbers(inst["discharge_date"])
     end = np.where(end == start, end + 1, end)  # [start, end) half-open; same-day stay takes one day
     codes = pd.factorize(pd.concat([index["patient_id"], inst["patient_id"]], ignore_index=True))[0]
     n = len(index)
-    d = _days(index["discharge_date"])
+    d = day_numbers(index["discharge_date"])
     self_pos = key_positions(index["stay_id"], inst["stay_id"])  # the index stay among the institutional ones
     pairs = pd.DataFrame({"i": np.arange(n), "p": codes[:n]}).merge(
         pd.DataFrame({"j": np.arange(len(inst)), "p": codes[n:], "s": start, "e": end}), on="p")
@@ -367,8 +373,8 @@ def days_at_home(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     s_, e_ = pairs["s"].to_numpy(), pairs["e"].to_numpy()
     keep = (j != self_pos[i]) & (e_ > d[i] + 1) & (s_ <= d[i] + max(windows))
     i, s_, e_ = i[keep], s_[keep], e_[keep]
-    death = _days(take(patients["death_date"], key_positions(index["patient_id"], patients["patient_id"]),
-                       np.datetime64("NaT")))
+    death = day_numbers(take(patients["death_date"], key_positions(index["patient_id"], patients["patient_id"]),
+                             np.datetime64("NaT")))
     alive_all = death == _NAT
     out = pd.DataFrame({"stay_id": index["stay_id"].to_numpy()})
     for w in windows:
@@ -395,8 +401,8 @@ def ed_visits_after(index: pd.DataFrame, ed_visits: pd.DataFrame, *, days: int =
     """
     n = len(index)
     codes = pd.factorize(pd.concat([index["patient_id"], ed_visits["patient_id"]], ignore_index=True))[0]
-    pairs = pd.DataFrame({"i": np.arange(n), "p": codes[:n], "d": _days(index["discharge_date"])}).merge(
-        pd.DataFrame({"p": codes[n:], "v": _days(ed_visits["visit_date"])}), on="p")
+    pairs = pd.DataFrame({"i": np.arange(n), "p": codes[:n], "d": day_numbers(index["discharge_date"])}).merge(
+        pd.DataFrame({"p": codes[n:], "v": day_numbers(ed_visits["visit_date"])}), on="p")
     delta = pairs["v"].to_numpy() - pairs["d"].to_numpy()
     hit = (delta >= 0) & (delta <= days)
     counts = np.bincount(pairs["i"].to_numpy()[hit], minlength=n)
@@ -485,9 +491,9 @@ def discharge_to_community(stays: pd.DataFrame, facilities: pd.DataFrame, patien
     status = pac["discharge_status"].astype("string").fillna("").to_numpy(dtype=object)
     community = np.isin(status, ["01", "06", "81", "86"])
     excluded = pd.Series(status).map(DTC_EXCLUDED_STATUSES).to_numpy()
-    discharge = _days(pac["discharge_date"])
-    death = _days(take(patients["death_date"], key_positions(pac["patient_id"], patients["patient_id"]),
-                       np.datetime64("NaT")))
+    discharge = day_numbers(pac["discharge_date"])
+    death = day_numbers(take(patients["death_date"], key_positions(pac["patient_id"], patients["patient_id"]),
+                             np.datetime64("NaT")))
     died = (death != _NAT) & (death <= discharge + window_days)
     # unplanned acute or LTCH admissions after the PAC discharge
     hosp = stays[np.isin(setting, ["acute", "ltch"])]
@@ -495,7 +501,7 @@ def discharge_to_community(stays: pd.DataFrame, facilities: pd.DataFrame, patien
     n = len(pac)
     codes = pd.factorize(pd.concat([pac["patient_id"], unplanned["patient_id"]], ignore_index=True))[0]
     pairs = pd.DataFrame({"i": np.arange(n), "p": codes[:n], "d": discharge}).merge(
-        pd.DataFrame({"p": codes[n:], "a": _days(unplanned["admit_date"])}), on="p")
+        pd.DataFrame({"p": codes[n:], "a": day_numbers(unplanned["admit_date"])}), on="p")
     gap = pairs["a"].to_numpy() - pairs["d"].to_numpy()
     readmitted = np.bincount(pairs["i"].to_numpy()[(gap >= 0) & (gap <= window_days)], minlength=n) > 0
     dtc = community & ~died & ~readmitted

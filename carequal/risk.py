@@ -23,6 +23,10 @@ from carequal.convergence import GRADIENT_TOL, glm_convergence, guarded_fit, min
 from carequal.errors import ModelError, ParameterError, describe_facilities
 from carequal.schema import diagnoses_long
 
+__all__ = ["HIERARCHIES", "HierarchicalLogit", "LogisticRiskModel", "PRESENT_ON_ADMISSION", "RISK_CONDITIONS",
+           "RISK_COVARIATES", "SCHEMES", "WEIGHTS", "apply_hierarchy", "brier_score", "c_statistic",
+           "calibration_table", "code_flags", "comorbidities", "comorbidity_map", "hosmer_lemeshow", "risk_covariates"]
+
 SCHEMES: dict[str, str] = {"charlson": "charlson_quan2005_icd10.csv", "elixhauser": "elixhauser_quan2005_icd10.csv"}
 WEIGHTS: dict[str, dict[str, str]] = {
     "charlson": {"quan2011": "weight_quan2011", "charlson1987": "weight_charlson1987"},

@@ -82,6 +82,10 @@ import pandas as pd
 
 from carequal.errors import DataQualityWarning, ParameterError, SchemaError
 
+__all__ = ["BENEFICIARY_PATTERN", "DX_COLUMNS", "DesynpufTables", "INPATIENT_PATTERN", "NOTE_COLUMNS", "PX_COLUMNS",
+           "SEX_CODES", "enrollment_periods", "from_desynpuf", "icd9_to_icd10cm", "infer_discharge_status",
+           "merge_contiguous", "merge_segments", "read_desynpuf"]
+
 INPATIENT_PATTERN = "*Inpatient_Claims*.csv"
 BENEFICIARY_PATTERN = "*Beneficiary_Summary_File*.csv"
 
