@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import optimize
 
 from carequal.errors import CarequalWarning
 
@@ -152,8 +153,6 @@ def minimise(fun: Callable[..., tuple[float, np.ndarray]], x0: np.ndarray, *, ar
     >>> np.round(result.x, 6).tolist(), conv.converged
     ([1.0, -2.0], True)
     """
-    from scipy import optimize
-
     history: list[float] = []
     last: list[float] = [np.nan]
 

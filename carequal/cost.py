@@ -40,11 +40,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import patsy
 from scipy import stats
 
 from carequal.cohorts import acute_stays, day_numbers, link_transfers, post_acute_episodes
+from carequal.compare import p_chart
 from carequal.convergence import Convergence, glm_convergence, guarded_fit, warn_unless_converged
 from carequal.errors import CarequalWarning, DataQualityWarning, ModelError, ParameterError, describe_facilities
+from carequal.measures import rate_table
 from carequal.schema import POST_ACUTE_SETTINGS, key_positions, take
 
 __all__ = ["SPENDING_CATEGORIES", "SPENDING_CEILING", "SpendingModel", "episode_spending", "expected_spending",
@@ -338,8 +341,6 @@ def _clean_name(term: str) -> str:
 
 
 def _design_matrix(design_info, frame: pd.DataFrame, covariates: tuple[str, ...]) -> pd.DataFrame:
-    import patsy
-
     try:
         X = patsy.build_design_matrices([design_info], frame[list(covariates)], return_type="dataframe")[0]
     except patsy.PatsyError as exc:
@@ -440,8 +441,7 @@ def expected_spending(frame: pd.DataFrame, *, outcome: str, covariates: list[str
     >>> round(float((df["spend"] / model.expected).mean()), 6)  # the gamma score equation of the intercept
     1.0
     """
-    import patsy
-    import statsmodels.api as sm
+    import statsmodels.api as sm  # statsmodels.api takes seconds to import: loaded on the first fit
 
     covariates = tuple(covariates)
     if not covariates:
@@ -752,9 +752,6 @@ def network_leakage(episodes: pd.DataFrame, *, by: list[str] | tuple[str, ...] =
     1 2024-02-01  0       0   NaN
     2 2024-03-01  1       1   1.0
     """
-    from carequal.compare import p_chart
-    from carequal.measures import rate_table
-
     by = list(by)
     _require(episodes, (*by, date, pac_setting, partner), "network_leakage episodes")
     if freq not in ("month", "quarter"):

@@ -101,6 +101,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import numpy as np
+import openpyxl
 import pandas as pd
 from scipy.special import expit
 
@@ -971,8 +972,6 @@ def read_hsr(path: str | Path) -> HospitalSpecificReport:
       measure  n  events  predicted   ratio  ratio_cms
     0      HF  2       1     0.2667  1.8925     1.8925
     """
-    import openpyxl  # only needed here; importing carequal reads no files
-
     path = Path(path)
     if not path.is_file():
         raise ParameterError(f"read_hsr: no file at {path}.")

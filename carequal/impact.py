@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
+from carequal.cohorts import ALL_PAYER_RULES, index_stays, post_acute_episodes
 from carequal.convergence import glm_convergence, warn_unless_converged
 from carequal.errors import ParameterError
+from carequal.measures import readmissions
 from carequal.risk import RISK_COVARIATES, risk_covariates
 
 __all__ = ["RISK_COVARIATES", "partnership_exposure", "difference_in_differences", "event_study",
@@ -87,8 +90,7 @@ def difference_in_differences(frame: pd.DataFrame, *, outcome: str, facility: st
         ``n_facilities``, ``n_exposed``, ``n_left_out`` (rows without a usable exposure), ``method``, and
         ``converged``, ``gradient_norm``, ``objective_change`` (:mod:`carequal.convergence`).
     """
-    import statsmodels.api as sm
-    from scipy import stats
+    import statsmodels.api as sm  # statsmodels.api takes seconds to import: loaded on the first fit
 
     if link not in ("logit", "linear"):
         raise ParameterError(f"link must be 'logit' or 'linear', not {link!r}")
@@ -156,7 +158,7 @@ def interrupted_time_series(monthly: pd.DataFrame, *, start: str | pd.Timestamp,
 
     Returns ``level_change``, ``slope_change`` (per month), their standard errors and p-values, ``n_periods``.
     """
-    import statsmodels.api as sm
+    import statsmodels.api as sm  # statsmodels.api takes seconds to import: loaded on the first fit
 
     data = monthly.sort_values(period).reset_index(drop=True)
     t = np.arange(len(data), dtype=float)
@@ -183,9 +185,6 @@ def pac_attributed_stays(tables: dict[str, pd.DataFrame], *, rules=None) -> pd.D
     partnership serves is in it, whatever the age or the payer (:data:`carequal.cohorts.ALL_PAYER_RULES`);
     pass ``rules`` to narrow it (e.g. ``MEDICARE_FFS_RULES``).
     """
-    from carequal.cohorts import ALL_PAYER_RULES, index_stays, post_acute_episodes
-    from carequal.measures import readmissions
-
     stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
     cohort = index_stays(stays, fac, pats, tables.get("enrollment"), rules=rules or ALL_PAYER_RULES)
     flags = readmissions(cohort.index, stays, fac)

@@ -18,7 +18,9 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from carequal.cohorts import day_numbers, time_order
+from carequal.cohorts import day_numbers, post_acute_episodes, standard_population, time_order
+from carequal.errors import ParameterError
+from carequal.intervals import count_interval, dobson_dsr, wilson
 from carequal.schema import CODE_SEPARATOR, key_positions, take, take_text
 
 __all__ = ["DTC_EXCLUDED_STATUSES", "INSTITUTIONAL_SETTINGS", "PAC_READMISSION_SETTINGS", "READMISSION_WINDOW_DAYS",
@@ -217,7 +219,6 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     position = np.where(row >= 0, rank[np.clip(row, 0, None)], -1)
     if (position < 0).any():
         missing = index["stay_id"].to_numpy()[position < 0][:5]
-        from carequal.errors import ParameterError
 
         raise ParameterError(f"index stays not among the acute stays given: {', '.join(map(str, missing))}")
     n_acute = len(sorted_rows)
@@ -274,8 +275,6 @@ def mortality(index: pd.DataFrame, patients: pd.DataFrame, *, days: int = 30,
     [True, False]
     """
     if anchor not in ("admission", "discharge"):
-        from carequal.errors import ParameterError
-
         raise ParameterError(f"anchor must be 'admission' or 'discharge', not {anchor!r}")
     start_col = "discharge_date" if anchor == "discharge" else (
         "episode_admit_date" if "episode_admit_date" in index.columns else "admit_date")
@@ -571,8 +570,6 @@ def check_input_column(frame: pd.DataFrame, column: str, *, rule: str, where: st
     rate_table: column readmitted breaks rule boolean (true/false or 0/1) in 1 of 3 rows;
     examples: 'S0000000004…' (facility_id A)
     """
-    from carequal.errors import ParameterError
-
     if column not in frame.columns:
         raise ParameterError(f"{where}: no column {column!r} in the frame")
     values = frame[column]
@@ -625,8 +622,6 @@ def rate_table(frame: pd.DataFrame, *, by: list[str], events: str, level: float 
     0           A  3       1  0.333333
     1           B  1       1  1.000000
     """
-    from carequal.intervals import wilson
-
     check_input_column(frame, events, rule="boolean", where="rate_table", keys=list(by))
     grouped = frame.groupby(by, dropna=False, observed=True, sort=True)[events]
     out = pd.DataFrame({"n": grouped.size(), "events": grouped.sum().astype("int64")}).reset_index()
@@ -661,8 +656,6 @@ def count_rate_table(frame: pd.DataFrame, *, by: list[str], events: str, person_
     0      N       7  35.0  exact Poisson
     1      S      30  30.0           Byar
     """
-    from carequal.intervals import count_interval
-
     for column in (events, person_time):
         check_input_column(frame, column, rule="count", where="count_rate_table", keys=list(by))
     grouped = frame.groupby(by, dropna=False, observed=True, sort=True)
@@ -708,9 +701,6 @@ def standardised_rates(events: pd.DataFrame, person_time: pd.DataFrame, *, by: l
     >>> round(float(out["rate"].iloc[0]), 3)  # weights 18,135,514 and 12,314,793
     14.044
     """
-    from carequal.cohorts import standard_population
-    from carequal.intervals import dobson_dsr
-
     std = (standard if standard is not None else standard_population())[["age_band", "population"]]
     keys = list(by) + list(strata)
     table = person_time[keys + ["person_years"]].merge(events[keys + [count]], on=keys, how="left")
@@ -750,8 +740,6 @@ def index_measures(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *,
     tables : dict of DataFrame
         Validated contract tables (``stays``, ``facilities``, ``patients``, optional ``ed_visits``).
     """
-    from carequal.cohorts import post_acute_episodes
-
     stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
     out = index.reset_index(drop=True).copy()
     out["los_days"] = length_of_stay(out).to_numpy()
@@ -786,8 +774,6 @@ def trend_table(frame: pd.DataFrame, *, date_col: str = "discharge_date", freq: 
     2 2024-03-01  2       1
     """
     if freq not in ("month", "quarter"):
-        from carequal.errors import ParameterError
-
         raise ParameterError(f"freq must be 'month' or 'quarter', not {freq!r}")
     code = {"month": "M", "quarter": "Q"}[freq]
     period = pd.to_datetime(frame[date_col]).dt.to_period(code).dt.start_time

@@ -33,9 +33,22 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
+from scipy import stats
 
+from carequal.cohorts import index_stays
 from carequal.errors import ModelError, ModelWarning, ParameterError, describe_facilities
+from carequal.loaders import partition_folder
+from carequal.measures import index_measures
 from carequal.periods import reporting_period
+from carequal.risk import (
+    RISK_COVARIATES,
+    HierarchicalLogit,
+    brier_score,
+    c_statistic,
+    calibration_table,
+    hosmer_lemeshow,
+    risk_covariates,
+)
 
 __all__ = ["MEASURED_COLUMNS", "MEASURES", "MeasureSpec", "Reference", "build_reference", "measure_rows",
            "measured_index_stays", "read_reference", "reference_from_measured",
@@ -164,8 +177,6 @@ def measure_rows(measured: pd.DataFrame, facilities: pd.DataFrame, spec: Measure
 def _fit_measure(rows: pd.DataFrame, spec: MeasureSpec, covariates: list[str], in_period: np.ndarray):
     """The measure's model fitted on the reporting period and every row scored; a :class:`ModelError` naming the
     measure, its facilities and the cause when the model cannot be fitted."""
-    from carequal.risk import HierarchicalLogit, brier_score, c_statistic, calibration_table, hosmer_lemeshow
-
     fit_rows = rows[in_period]
     facilities = describe_facilities(int(fit_rows["unit_id"].nunique()), f"{spec.unit_kind}s", "all markets")
     if len(fit_rows) == 0:
@@ -190,7 +201,6 @@ def _fit_measure(rows: pd.DataFrame, spec: MeasureSpec, covariates: list[str], i
                "brier": brier_score(y, p), "hl_statistic": hl["statistic"], "hl_p_value": hl["p_value"],
                "converged": model.converged_, "gradient_norm": model.convergence_.gradient_norm,
                "objective_change": model.convergence_.objective_change, "covariates": len(usable)}
-    from scipy import stats
 
     z = stats.norm.ppf(0.975)
     coef = pd.DataFrame({"measure": spec.name, "term": model.params_.index, "estimate": model.params_.to_numpy(),
@@ -211,10 +221,6 @@ def measured_index_stays(tables: dict[str, pd.DataFrame], *, rules=None) -> pd.D
     rows together — the residence-market partitions of an ingested dataset — and the results concatenated
     (:func:`carequal.scale.measured_index_stays_partitioned`).
     """
-    from carequal.cohorts import index_stays
-    from carequal.measures import index_measures
-    from carequal.risk import risk_covariates
-
     cohort = index_stays(tables["stays"], tables["facilities"], tables["patients"], tables.get("enrollment"),
                          rules=rules)
     measured = risk_covariates(index_measures(cohort.index, tables), tables["stays"])
@@ -264,8 +270,6 @@ def _check_measures(measures) -> None:
 def reference_from_measured(measured: pd.DataFrame, facilities: pd.DataFrame, *, period_start, period_end,
                             measures: tuple[str, ...] | list[str] = tuple(MEASURES)) -> Reference:
     """The reference from :func:`measured_index_stays` output (computed in one piece or by partition)."""
-    from carequal.risk import RISK_COVARIATES
-
     _check_measures(measures)
     start, end = reporting_period(period_start, period_end)
     # one order whatever the partitioning: the fits and every row of the result are then identical
@@ -329,8 +333,6 @@ def write_reference(reference: Reference, out_dir: str | Path) -> None:
 def read_reference(directory: str | Path, *, market: str | None = None) -> Reference:
     """Read a reference written by :func:`write_reference`; with ``market``, only the rows of that market's
     facilities are read (partition pruning: the other markets' files are not opened)."""
-    from carequal.loaders import partition_folder
-
     directory = Path(directory)
     if not (directory / "reference.json").is_file():
         raise ParameterError(f"{directory} holds no national reference (reference.json is missing); "

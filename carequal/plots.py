@@ -87,7 +87,7 @@ def set_theme(*, font_scale: float = 1.2, context: str = "notebook") -> None:
     ...     to_hex(matplotlib.rcParams["axes.prop_cycle"].by_key()["color"][1])
     '#e69f00'
     """
-    import seaborn as sns
+    import seaborn as sns  # ~0.6 s, for the theme and one chart: loaded when they are used
 
     sns.set_theme(context=context, style="whitegrid", palette=OKABE_ITO, font_scale=font_scale,
                   rc={"axes.titleweight": "bold", "axes.titlelocation": "left", "axes.spines.top": False,
@@ -554,7 +554,7 @@ def flow_heatmap(counts: pd.DataFrame, *, source: str = "hospital_id", target: s
     ['S1 ★', 'S2']
     >>> plt.close("all")
     """
-    import seaborn as sns
+    import seaborn as sns  # ~0.6 s, for the theme and one chart: loaded when they are used
 
     _require(counts, [source, target, n, partner], "flow_heatmap")
     dup = counts.duplicated([source, target])

@@ -18,6 +18,9 @@ from importlib import resources
 
 import numpy as np
 import pandas as pd
+import patsy
+from scipy import stats
+from threadpoolctl import threadpool_limits
 
 from carequal.convergence import GRADIENT_TOL, glm_convergence, guarded_fit, minimise, warn_unless_converged
 from carequal.errors import ModelError, ParameterError, describe_facilities
@@ -195,8 +198,6 @@ def _history(stays: pd.DataFrame, targets: pd.DataFrame, lookback_days: int) -> 
 
 
 def _design(frame: pd.DataFrame, covariates: list[str] | None, formula: str | None, fail=None):
-    import patsy
-
     if (covariates is None) == (formula is None):
         raise ParameterError("give either covariates (a list of columns) or formula (a patsy right-hand side)")
     if fail is not None:
@@ -333,7 +334,7 @@ class LogisticRiskModel:
         events or only events, a covariate that completely separates the outcome, no more cases than terms, or a
         numerical failure of the fit).
         """
-        import statsmodels.api as sm
+        import statsmodels.api as sm  # statsmodels.api takes seconds to import: loaded on the first fit
         from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
         unit = next((c for c in ("facility_id", "unit_id") if c in frame.columns), None)
@@ -364,15 +365,11 @@ class LogisticRiskModel:
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Predicted probabilities (the expected outcome of each row under the model)."""
-        import patsy
-
         X = patsy.build_design_matrices([self.design_info_], frame, return_type="dataframe")[0]
         return np.asarray(self.result_.predict(X))
 
 
 def _design_like(design_info, frame: pd.DataFrame) -> pd.DataFrame:
-    import patsy
-
     return patsy.build_design_matrices([design_info], frame, return_type="dataframe")[0]
 
 
@@ -384,8 +381,6 @@ def c_statistic(y, p, *, level: float = 0.95) -> dict:
     >>> c_statistic([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])["c"]
     0.75
     """
-    from scipy import stats
-
     y = np.asarray(y, dtype=bool)
     p = np.asarray(p, dtype=float)
     pos, neg = p[y], p[~y]
@@ -434,8 +429,6 @@ def calibration_table(y, p, *, groups: int = 10) -> pd.DataFrame:
 
 def hosmer_lemeshow(y, p, *, groups: int = 10) -> dict:
     """Hosmer–Lemeshow goodness-of-fit statistic over deciles of risk (chi-square, groups − 2 df)."""
-    from scipy import stats
-
     table = calibration_table(y, p, groups=groups)
     o, e, n = table["observed"], table["expected"], table["n"]
     stat = float((((o - e) ** 2) / (e * (1 - e / n))).sum())
@@ -557,8 +550,6 @@ class HierarchicalLogit:
         start values without facility effects), no more stays than terms, or a numerical failure of the fit
         (overflow, a singular matrix, estimates that are not finite).
         """
-        from threadpoolctl import threadpool_limits
-
         # the passes are many small matrix-vector products: BLAS threads cost more than they give
         # (measured: 100k stays, 1.8 s with 2 OpenBLAS threads, 0.4 s with 1)
         with threadpool_limits(limits=1, user_api="blas"):
@@ -654,7 +645,6 @@ class HierarchicalLogit:
         if (codes < 0).any():
             raise ParameterError(f"{group}: facilities not seen in fitting; bootstrap the fitting data")
         rows_of = np.split(np.argsort(codes, kind="stable"), np.cumsum(np.bincount(codes, minlength=self._G))[:-1])
-        from threadpoolctl import threadpool_limits
 
         limiter = threadpool_limits(limits=1, user_api="blas")
         try:

@@ -10,8 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from carequal.cohorts import CONDITIONS
+from carequal.disclosure import check_min_cell
 from carequal.errors import ParameterError, SchemaError
+from carequal.inputs import is_market_dataset
+from carequal.loaders import markets_in_dataset, read_table, table_path
+from carequal.national import MEASURES
 from carequal.periods import parse_period
+from carequal.report import parse_choices
 
 __all__ = ["AGREEMENT_NAMES", "DEFAULT_NOTEBOOK", "PACKET_NOTEBOOK", "RunConfig", "available_markets",
            "check_parameters", "configure", "find_agreement", "select_markets"]
@@ -38,9 +44,6 @@ def available_markets(data: str | Path) -> list[str]:
         If the patients file cannot be read as a contract table (see :func:`carequal.loaders.read_table`: e.g.
         no ``market`` column, not UTF-8) or has no rows (rule ``table_empty``).
     """
-    from carequal.inputs import is_market_dataset
-    from carequal.loaders import markets_in_dataset, read_table, table_path
-
     if is_market_dataset(data):
         return markets_in_dataset(data)
     path = table_path(data, "patients")
@@ -62,7 +65,7 @@ def check_parameters(notebook: str | Path, parameters: dict) -> None:
     ParameterError
         Naming every unknown parameter (with the declared ones) and every value of the wrong type.
     """
-    import papermill
+    import papermill  # ~0.5 s with its Jupyter stack, for this one check: loaded when it runs
 
     declared = papermill.inspect_notebook(str(notebook))
     problems = []
@@ -167,8 +170,6 @@ def configure(data, out, *, work=None, notebook=None, by: str = "market", market
     ``data``; a work folder inside ``out`` (it holds patient-level data); ``min_cell`` below the disclosure
     floor without ``allow_small_cells``; a malformed period; workers < 1; ``patient_lists`` inside ``out``.
     """
-    from carequal.disclosure import check_min_cell
-
     if by not in ("market", "partner"):
         raise ParameterError(f"--by must be 'market' or 'partner', not {by!r}")
     data, out = Path(data).resolve(), Path(out).resolve()
@@ -210,10 +211,6 @@ def configure(data, out, *, work=None, notebook=None, by: str = "market", market
     elif agreement is not None:
         raise ParameterError("--agreement goes with --by partner only")
     if by == "market":
-        from carequal.cohorts import CONDITIONS
-        from carequal.national import MEASURES
-        from carequal.report import parse_choices
-
         parse_choices(measures, tuple(MEASURES), "measure(s)")
         parse_choices(conditions, (*CONDITIONS, "other"), "condition(s)")
     return RunConfig(data=data, out=out, work=work, notebook=notebook, by=by, markets=markets,

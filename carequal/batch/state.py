@@ -39,6 +39,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from carequal.errors import CarequalError, ParameterError
 
 __all__ = ["FolderBusyError", "STATE_DIR", "MANIFEST_FORMAT", "hold", "write_atomic", "write_atomic_together",
@@ -88,8 +90,6 @@ def hold(folder: str | Path, *, wait: float = 0.0, what: str = "output") -> Iter
     FolderBusyError
         Naming the holder (pid, host, start time, command).
     """
-    from filelock import FileLock, Timeout
-
     folder = Path(folder)
     state = folder / STATE_DIR
     try:
