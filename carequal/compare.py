@@ -57,14 +57,12 @@ import pandas as pd
 from scipy import special, stats
 
 from carequal.convergence import minimise, warn_unless_converged
-from carequal.errors import CarequalWarning, ParameterError
+from carequal.errors import FunnelWarning, NoBetweenUnitVarianceWarning, ParameterError
 from carequal.intervals import count_interval, poisson_byar, poisson_exact
 
 __all__ = [
     "FUNNEL_LEVELS",
     "Funnel",
-    "FunnelWarning",
-    "NoBetweenUnitVarianceWarning",
     "beta_binomial_shrinkage",
     "funnel_data",
     "funnel_limits",
@@ -83,14 +81,6 @@ LABELS = ("higher than expected", "as expected", "lower than expected", "too few
 
 _D2 = 1.128  # mean moving range of two normal values / σ (the constant of XmR and Laney charts)
 _MR_UCL = 3.267  # upper limit of the moving-range chart, as a multiple of the mean moving range
-
-
-class FunnelWarning(CarequalWarning):
-    """The funnel's dispersion could not be estimated as asked (too few units, or units left out)."""
-
-
-class NoBetweenUnitVarianceWarning(CarequalWarning):
-    """The beta-binomial fit found no between-unit variance: every unit is shrunk (almost) to the overall rate."""
 
 
 # ------------------------------------------------------------------------------------------------------ helpers

@@ -31,7 +31,8 @@ from carequal.batch.parameters import (
     find_agreement,
 )
 from carequal.batch.run import BatchResult, run_batch
-from carequal.batch.state import FolderBusyError, verify_folder, write_atomic
+from carequal.batch.state import verify_folder, write_atomic
+from carequal.errors import FolderBusyError
 from carequal.periods import parse_period
 
 __all__ = ["BatchResult", "DEFAULT_NOTEBOOK", "EXECUTION_TIMEOUT", "FolderBusyError", "KernelSession", "MarketJob",

@@ -41,9 +41,9 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from carequal.errors import CarequalError, ParameterError
+from carequal.errors import FolderBusyError, ParameterError
 
-__all__ = ["FolderBusyError", "STATE_DIR", "MANIFEST_FORMAT", "hold", "write_atomic", "write_atomic_together",
+__all__ = ["STATE_DIR", "MANIFEST_FORMAT", "hold", "write_atomic", "write_atomic_together",
            "file_sha256",
            "load_manifest", "commit", "set_key", "staging_dir", "verify_folder", "describe_os_error"]
 
@@ -52,12 +52,6 @@ STATE_DIR = ".carequal"
 
 MANIFEST_FORMAT = 2
 """Version of the manifest's layout; a folder written by another format is a different report set."""
-
-
-class FolderBusyError(CarequalError):
-    """Another carequal run holds the output (or work) folder. The command line exits with status 3."""
-
-    exit_code = 3
 
 
 # -------------------------------------------------------------------------------------------------- the lock
