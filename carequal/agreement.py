@@ -462,7 +462,8 @@ def agreement_cases(tables: dict[str, pd.DataFrame], agreement: Agreement, *, ru
         excluded = None
         if m.measure == "readmission":
             flags = readmissions(index, stays, fac, window_days=m.window)
-            value = flags["readmitted_30d" if m.planned == "include" else "unplanned_readmit_30d"].to_numpy(float)
+            flag = f"readmitted_{m.window}d" if m.planned == "include" else f"unplanned_readmit_{m.window}d"
+            value = flags[flag].to_numpy(float)
             roles = {"hospital": (np.ones(len(index), bool), value), "post_acute": (pac, value)}
         elif m.measure == "mortality":
             died = mortality(index, pats, days=m.window, anchor="admission")[f"died_{m.window}d"].to_numpy(float)

@@ -166,7 +166,7 @@ def planned_stays(stays: pd.DataFrame) -> pd.DataFrame:
 
 def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFrame, *,
                  window_days: int = READMISSION_WINDOW_DAYS) -> pd.DataFrame:
-    """Flag 30-day readmissions of index stays.
+    """Flag readmissions within ``window_days`` (30) of index stays.
 
     The readmission is the patient's **first** acute admission (to any acute hospital) after the index
     discharge; it counts if it starts 0 to ``window_days`` days after discharge, inclusive. It is unplanned
@@ -181,15 +181,15 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     stays, facilities : DataFrame
         Contract tables: every acute stay of the patients is a possible readmission.
     window_days : int
-        Length of the window (30).
+        Length of the window (30). The flags are named for it, as :func:`mortality`'s ``died_{days}d``.
 
     Returns
     -------
     DataFrame
         One row per index stay, in the order given: ``stay_id``, ``readmit_stay_id``, ``readmit_facility_id``
-        (the next acute admission, any time; missing if none), ``days_to_readmit``, ``readmitted_30d``
-        (all-cause), ``readmit_planned`` (the readmission inside the window is planned), ``unplanned_readmit_30d``,
-        ``same_hospital``.
+        (the next acute admission, any time; missing if none), ``days_to_readmit``, ``readmitted_{window_days}d``
+        (all-cause), ``readmit_planned`` (the readmission inside the window is planned),
+        ``unplanned_readmit_{window_days}d``, ``same_hospital``.
 
     Examples
     --------
@@ -204,6 +204,8 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
       stay_id readmit_stay_id  days_to_readmit  readmitted_30d  unplanned_readmit_30d
     0      i1              r1             30.0            True                   True
     1      i2             NaN              NaN           False                  False
+    >>> readmissions(st[st.stay_id == "i1"], st, fac, window_days=7).filter(like="_7d").columns.tolist()
+    ['readmitted_7d', 'unplanned_readmit_7d']
     """
     # work on row numbers of ``stays`` in time order (no re-ordered copy of the table)
     fpos = key_positions(stays["facility_id"], facilities["facility_id"])
@@ -238,9 +240,9 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
         "readmit_stay_id": take_text(stays["stay_id"], link),
         "readmit_facility_id": take_text(stays["facility_id"], link),
         "days_to_readmit": days,
-        "readmitted_30d": within,
+        f"readmitted_{window_days}d": within,
         "readmit_planned": readmit_planned,
-        "unplanned_readmit_30d": within & ~readmit_planned,
+        f"unplanned_readmit_{window_days}d": within & ~readmit_planned,
         "same_hospital": has_next & (fpos[next_row] == fpos[this_row]),
     })
 
@@ -435,21 +437,22 @@ def pac_readmissions(episodes: pd.DataFrame, stays: pd.DataFrame, facilities: pd
     DataFrame
         One row per episode with PAC in ``PAC_READMISSION_SETTINGS``: ``stay_id`` (hospital), ``pac_stay_id``,
         ``pac_facility_id``, ``pac_setting``, ``pac_is_partner``, ``readmit_stay_id``, ``days_to_readmit``,
-        ``unplanned_readmit_30d``, ``readmit_during_pac``.
+        ``unplanned_readmit_{window_days}d``, ``readmit_during_pac``.
     """
     eligible = episodes[episodes["pac_setting"].isin(PAC_READMISSION_SETTINGS)]
     hospital = pd.DataFrame({"stay_id": eligible["stay_id"].to_numpy(), "patient_id": eligible["patient_id"].to_numpy(),
                              "discharge_date": eligible["hospital_discharge_date"].to_numpy()})
     flags = readmissions(hospital, stays, facilities, window_days=window_days)
     readmit_admit = stays.set_index("stay_id")["admit_date"].reindex(flags["readmit_stay_id"]).to_numpy()
+    unplanned = flags[f"unplanned_readmit_{window_days}d"].to_numpy()
     during = (~pd.isna(readmit_admit)) & (readmit_admit >= eligible["pac_admit_date"].to_numpy()) & (
-        readmit_admit <= eligible["pac_discharge_date"].to_numpy()) & flags["unplanned_readmit_30d"].to_numpy()
+        readmit_admit <= eligible["pac_discharge_date"].to_numpy()) & unplanned
     return pd.DataFrame({
         "stay_id": eligible["stay_id"].to_numpy(), "pac_stay_id": eligible["pac_stay_id"].to_numpy(),
         "pac_facility_id": eligible["pac_facility_id"].to_numpy(), "pac_setting": eligible["pac_setting"].to_numpy(),
         "pac_is_partner": eligible["pac_is_partner"].to_numpy(),
         "readmit_stay_id": flags["readmit_stay_id"].to_numpy(), "days_to_readmit": flags["days_to_readmit"].to_numpy(),
-        "unplanned_readmit_30d": flags["unplanned_readmit_30d"].to_numpy(), "readmit_during_pac": during,
+        f"unplanned_readmit_{window_days}d": unplanned, "readmit_during_pac": during,
     })
 
 
@@ -728,10 +731,11 @@ def index_measures(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *,
     """Every per-index-stay measure in one tidy table (one row per index stay, in the order given).
 
     Columns: the index columns, ``los_days`` (Medicare counting), the readmission flags of
-    :func:`readmissions`, ``days_to_death`` and ``died_30d`` (:func:`mortality`), ``days_at_home_*``,
-    ED visits (when ``tables`` has ``ed_visits``), the post-acute episode (``pac_setting``,
-    ``pac_facility_id``, ``pac_is_partner``, ``pac_los_days``, ``episode_days``) and the post-acute use
-    flags (``to_snf`` … ``to_partner_pac``).
+    :func:`readmissions` (``readmitted_{window_days}d``, ``unplanned_readmit_{window_days}d``, …),
+    ``days_to_death`` and ``died_30d`` (:func:`mortality`), ``days_at_home_*``, ED visits (when ``tables`` has
+    ``ed_visits``; ``ed_visits_{window_days}d``), the post-acute episode (``pac_setting``, ``pac_facility_id``,
+    ``pac_is_partner``, ``pac_los_days``, ``episode_days``) and the post-acute use flags (``to_snf`` …
+    ``to_partner_pac``).
 
     Parameters
     ----------
