@@ -302,7 +302,7 @@ def _parse(text: str, source: str) -> dict:
             raw = yaml.safe_load(text)
         else:
             raw = tomllib.loads(text)
-    except Exception as exc:  # noqa: BLE001 - any syntax error of the file is reported the same way
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:  # a syntax error of the file, and nothing else
         raise AgreementError(f"{source}: not valid {'YAML' if suffix in ('.yaml', '.yml') else 'TOML'}: {exc}") \
             from None
     if not isinstance(raw, dict):

@@ -36,7 +36,7 @@ import pandas as pd
 from carequal.cohorts import CONDITIONS, age_band, chronic_conditions, index_stays, person_time, standard_population
 from carequal.compare import funnel_data, indirect_standardisation, p_chart, scorecard
 from carequal.disclosure import cell_threshold, suppress_counts, suppression_statement
-from carequal.errors import CarequalWarning, ParameterError
+from carequal.errors import CarequalWarning, ModelError, ParameterError, describe_facilities
 from carequal.impact import RISK_COVARIATES, difference_in_differences, pac_attributed_stays
 from carequal.intervals import change_interval, wilson
 from carequal.loaders import read_market, read_validation_summary
@@ -649,22 +649,28 @@ def impact_summary(tables: dict[str, pd.DataFrame], *, market: str) -> dict:
     to post-acute providers of this market (partners after their start vs the same quarters elsewhere).
 
     Returns the :func:`carequal.impact.difference_in_differences` result, or ``{"error": reason}`` when the
-    market's data cannot support the model (no partner with a start date, no exposed stays, no events).
+    market's data cannot support the model: no referral with both outcomes, no referral to a partner since its
+    partnership began (no partner, or none with a start date), or a model that cannot be fitted (the
+    :class:`carequal.errors.ModelError`'s shareable reason). Nothing else is caught: a missing column or a bug
+    fails the market, with its traceback in the work folder, instead of becoming a sentence for leaders.
     """
-    try:
-        data = pac_attributed_stays(tables)
-    except (ParameterError, KeyError, ValueError) as exc:
-        return {"error": str(exc)}
+    data = pac_attributed_stays(tables)
     fac = tables["facilities"].set_index("facility_id")
     data = data[data["pac_facility_id"].map(fac["market"]) == market]
     covariates = [c for c in RISK_COVARIATES if data[c].nunique() > 1]
     if data.empty or data["unplanned_readmit_30d"].nunique() < 2:
         return {"error": "no post-acute referrals with both outcomes in this market"}
+    exposed = data["exposed"]
+    if not exposed[exposed.notna()].astype(bool).any():  # the condition difference_in_differences refuses
+        return {"error": "no exposed rows (partner facilities after their start): nothing to estimate"}
     try:
         return difference_in_differences(data, outcome="unplanned_readmit_30d", facility="pac_facility_id",
                                          covariates=covariates)
-    except (ParameterError, np.linalg.LinAlgError, ValueError) as exc:
-        return {"error": str(exc)}
+    except ModelError as exc:
+        failure = exc.within(measure="partnership effect",
+                             facilities=describe_facilities(int(data["pac_facility_id"].nunique()),
+                                                            "post-acute providers", market))
+        return {"error": failure.reason.removeprefix("partnership effect: ")}
 
 
 def impact_finding(result: dict, *, min_cell: int = 11) -> str:
@@ -672,8 +678,8 @@ def impact_finding(result: dict, *, min_cell: int = 11) -> str:
 
     Examples
     --------
-    >>> print(impact_finding({"odds_ratio": 0.74, "lower": -0.52, "upper": -0.08, "effect": -0.3,
-    ...                       "n_exposed": 400, "n": 2000, "n_facilities": 9}))
+    >>> print(impact_finding({"odds_ratio": 0.74, "odds_ratio_lower": 0.59, "odds_ratio_upper": 0.92,
+    ...                       "effect": -0.3, "n_exposed": 400, "n": 2000, "n_facilities": 9}))
     After partnerships began, the odds of a 30-day readmission for patients sent to partner post-acute
     providers fell by 26% relative to other providers in the same quarters (odds ratio 0.74, 95% CI 0.59–0.92;
     2,000 referrals to 9 providers). This assumes partners and other providers would otherwise have moved in
@@ -684,7 +690,7 @@ def impact_finding(result: dict, *, min_cell: int = 11) -> str:
     if result.get("n_exposed", 0) < min_cell:
         return "Too few referrals to partners since their partnerships began to estimate the effect."
     orr = result["odds_ratio"]
-    lo, hi = np.exp(result["lower"]), np.exp(result["upper"])
+    lo, hi = result["odds_ratio_lower"], result["odds_ratio_upper"]
     if hi < 1:
         what = f"fell by {100 * (1 - orr):.0f}%"
     elif lo > 1:
