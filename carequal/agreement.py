@@ -62,6 +62,10 @@ Choices where the methods leave room (see ``../shared/docs/methodology.md`` for 
 
 Why hand-written: the agreement file's structure is carequal's own; validation is pydantic's, the models are
 statsmodels', the intervals are :mod:`carequal.intervals`.
+
+Size: about 900 lines, one module because the agreement file's models, their checks against the data and the
+evaluation share the metric definitions (:data:`MEASURES`, ``Metric.window``, targets); a new kind of metric or
+target touches all three.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ Why hand-written: the CMS rules are sequential per patient (transfer chains, the
 index stay of the same condition); no library implements them, and a per-patient Python loop is far too
 slow at national scale, so they are written as sorted-array operations (numpy) with a few vectorised
 "rounds" where the rule is inherently sequential.
+
+Size: about 900 lines, one module because the index-stay pipeline and the cohorts built on it (conditions,
+post-acute episodes, person-time, chronic conditions) share the sorted-array helpers (:func:`day_numbers`,
+:func:`time_order`) and the exclusion steps.
 """
 
 from __future__ import annotations

@@ -28,6 +28,9 @@ empirical-Bayes fit; scipy has ``betabinom``). The formulas are short and are wr
 methods (no code is taken from FunnelPlotR, PHEindicatormethods or qicharts2; published numbers and formulas
 serve as test oracles).
 
+Size: about 1,200 lines, one module because O/E, funnel limits, SPC charts, shrinkage and the scorecard share the
+intervals and the dispersion estimates, and the scorecard combines them all.
+
 References
 ----------
 Spiegelhalter DJ (2005) Funnel plots for comparing institutional performance. Stat Med 24:1185-202.

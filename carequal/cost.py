@@ -31,6 +31,10 @@ Why hand-written: no library builds payment episodes from stay-level claims (MSP
 and the window join must scale to millions of stays, so it is a sorted-array search (numpy) over the
 patient's stays, with no per-patient loop. The GLM is statsmodels'; the ratio interval is the textbook
 ratio-estimator variance (Cochran 1977), written out because statsmodels has no O/E ratio with it.
+
+Size: about 800 lines, one module because the episode table (index hospitalisation plus windows) is built, modelled
+(expected spending), compared (spending ratios) and split by provider (leakage) here, and every step reads its
+columns; split, the steps would import those columns and constants from each other.
 """
 
 from __future__ import annotations

@@ -84,6 +84,9 @@ Table 2 cells hold full-precision values; Excel displays them through the cell's
 shown rates: compare each quantity at the digits shown for it (:attr:`HospitalSpecificReport.table2_decimals`,
 read from the number formats, or from the text of a value stored as text), never a ratio of rounded numbers.
 
+Size: about 1,200 lines, one module because reading the workbook (with its layout variants), re-computing its
+numbers and comparing them are one job, tested as one against the mock reports.
+
 References
 ----------
 CMS, FY 2023 HRRP Hospital-Specific Report (mock), Table 2 footnotes [b]-[f], [k]; carequal methodology digest

@@ -8,6 +8,10 @@ package's per-code API would loop in Python.
 
 Day counting: ``days_to_readmit = readmission admit_date − index discharge_date`` in calendar days; a
 readmission counts on day 0 through day 30 inclusive (methodology digest §1.3).
+
+Size: about 800 lines, one module because one function per measure of an index stay, each short and independent,
+plus the rate and trend tables they feed; :func:`index_measures` assembles them. A reader looks up one measure,
+never follows a chain through the module.
 """
 
 from __future__ import annotations

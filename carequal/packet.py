@@ -24,6 +24,9 @@ Sharing rules, all enforced here and tested:
 
 The patient-level inputs (:func:`packet_inputs`) are computed once for all partners, before the packets run,
 and kept in the batch's work folder; each packet reads only its own partner's rows.
+
+Size: about 900 lines, one module because the partner packet notebook's content, section by section (status, trends,
+flows, leakage, the extract), sharing :class:`PartnerPacket` and the suppression of its results.
 """
 
 from __future__ import annotations

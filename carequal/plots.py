@@ -28,6 +28,9 @@ No data wrangling here: inputs are the library's tidy tables (``funnel_data``, `
 ``bootstrap_pe``, ``p_chart``, ``trend_table``, ``calibration_table``, ``Cohort.attrition``, a hospital × PAC
 count table) and column names; each function draws them as given, never modifies them, and returns the
 matplotlib Axes so the caller can add to it or save it.
+
+Size: about 800 lines, one module because one function per chart, sharing the theme, the palette and the legend
+helpers; a reader looks up the one chart in hand.
 """
 
 from __future__ import annotations

@@ -21,6 +21,10 @@ Choices where the sources are silent (documented in the report's methods appendi
 * Charts show no point whose count would be hidden in a table: facilities with 1–10 events are left off the
   funnel and caterpillar plots and counted in a note; trend periods with 1–10 events (or non-events) are
   left blank.
+
+Size: about 800 lines, one module because one function (or two: a table and its findings) per section of the market
+report, in the notebook's order, sharing :class:`MarketReport`, the period filter and the cell threshold. Formatting
+and display are in :mod:`carequal.presentation`, the candidate-partner section in :mod:`carequal.screening`.
 """
 
 from __future__ import annotations

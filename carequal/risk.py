@@ -8,6 +8,11 @@ Why hand-written: the maps are data, and matching is a prefix look-up; ``pycomor
 scores on polars frames, patient by patient, but not per stay with present-on-admission filtering and a
 look-back over prior stays, which risk models for readmission need. It is used in the tests as an
 independent check.
+
+Size: about 800 lines, one module because the comorbidity flags, the risk covariates built from them
+(:data:`RISK_COVARIATES`) and the logistic and hierarchical models with their diagnostics change together (a new
+covariate reaches every model). The comorbidity maps could stand alone as a module; that split is left to the
+hierarchical model's rework (issue 18), which edits this file.
 """
 
 from __future__ import annotations
