@@ -203,12 +203,25 @@ HEAVY = ("pandas", "numpy", "scipy", "statsmodels", "matplotlib", "seaborn", "pa
          "distributed", "pandera", "pyarrow")
 
 
-def test_import_carequal_is_cheap_and_lazy():
-    code = ("import json, sys, carequal; print(json.dumps([sorted(m for m in sys.modules if m.split('.')[0] in "
+def _loaded_by(statement: str) -> tuple[list[str], list[str]]:
+    """The heavy packages and the carequal modules a fresh interpreter has loaded after ``statement``."""
+    code = (f"import json, sys; {statement}; print(json.dumps([sorted(m for m in sys.modules if m.split('.')[0] in "
             f"{HEAVY!r}), sorted(m for m in sys.modules if m.startswith('carequal'))]))")
-    heavy, ours = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                            check=True, cwd=ROOT).stdout)
+    return tuple(json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                           cwd=ROOT).stdout))
+
+
+def test_import_carequal_is_cheap_and_lazy():
+    heavy, ours = _loaded_by("import carequal")
     assert heavy == [] and ours == ["carequal", "carequal.errors"]
+
+
+def test_a_batch_worker_does_not_load_the_report_stack():
+    # a worker process unpickling run_market imports carequal.batch.jobs: the kernels and the state, no more
+    heavy, ours = _loaded_by("import carequal.batch.jobs")
+    assert ours == ["carequal", "carequal.batch", "carequal.batch.jobs", "carequal.batch.kernels",
+                    "carequal.batch.state", "carequal.errors"]
+    assert heavy == []
 
 
 def test_public_face_resolves_to_each_home():
