@@ -1,7 +1,7 @@
 """carequal: cohorts, measures, risk adjustment and fair comparison for hospital / post-acute partnerships.
 
 The modules follow the data flow, and imports flow one way (``tests/test_architecture.py`` holds the order):
-``errors``, ``periods``, ``intervals`` and ``convergence`` (used everywhere) → ``schema`` and ``loaders`` (the
+``errors``, ``lazy``, ``periods``, ``intervals`` and ``convergence`` (used everywhere) → ``schema`` and ``loaders`` (the
 data contract; ``synth`` and ``adapters`` produce it) → ``cohorts`` → ``measures`` → ``risk`` → ``compare``,
 ``impact``, ``cost``, ``agreement`` → ``disclosure`` → ``national`` (the reference every market is compared with),
 ``scale`` (its measures partition by partition, on Dask) and ``inputs`` (prepared once per run) →
@@ -20,12 +20,10 @@ Every error and warning carequal raises is here too (all defined in :mod:`carequ
 in its module, listed in that module's ``__all__``.
 
 Importing the package reads no files, starts nothing and loads only :mod:`carequal.errors`: the functions and
-classes are loaded from their modules on first use (a module ``__getattr__``, PEP 562), so ``import carequal``
+classes are loaded from their modules on first use (:mod:`carequal.lazy`, PEP 562), so ``import carequal``
 costs milliseconds, not the seconds of pandas, statsmodels or matplotlib. ``dir(carequal)`` and tab completion
 list them all the same.
 """
-
-from importlib import import_module as _import_module
 
 from carequal.errors import (
     AgreementError,
@@ -43,6 +41,7 @@ from carequal.errors import (
     ParameterError,
     SchemaError,
 )
+from carequal.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -95,16 +94,5 @@ __all__ = [
     *_HOMES,
 ]
 
-
-def __getattr__(name: str):
-    """Load a public function or class from its module on first use (PEP 562); it is then cached here."""
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'carequal' has no attribute {name!r}")
-    value = getattr(_import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOMES))
+__getattr__, __dir__ = lazy_attributes(globals(), _HOMES)
+del lazy_attributes  # a tool of this file, not a name of the package

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "carequal"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("carequal", "carequal.errors", "carequal.periods", "carequal.intervals", "carequal.convergence")),
+    ("foundation", ("carequal", "carequal.errors", "carequal.lazy", "carequal.periods", "carequal.intervals",
+                    "carequal.convergence")),
     ("contract", ("carequal.schema", "carequal.loaders", "carequal.synth", "carequal.adapters",
                   "carequal.adapters.desynpuf")),
     ("cohorts", ("carequal.cohorts",)),
@@ -35,8 +36,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("command line", ("carequal.cli",)),
 )
 """The stack, lowest first. A module may import (at its top level) modules of its own layer or a lower one.
-``carequal`` itself is the foundation: its top-level imports are :mod:`carequal.errors` only, the rest of the
-public face loads lazily."""
+``carequal`` itself is the foundation: its top-level imports are :mod:`carequal.errors` and
+:mod:`carequal.lazy` only, the rest of the public face loads on first use."""
 
 LAYER = {module: i for i, (_, modules) in enumerate(LAYERS) for module in modules}
 
@@ -147,7 +148,7 @@ def test_the_import_graph_has_no_cycle():
 def test_the_graph_sees_imports():
     # the scan itself: a module known to import others is seen doing so
     assert {"carequal.cohorts", "carequal.schema"} <= GRAPH["carequal.measures"]
-    assert GRAPH["carequal"] == {"carequal.errors"}
+    assert GRAPH["carequal"] == {"carequal.errors", "carequal.lazy"}
 
 
 def _private_uses(name: str) -> list[str]:
@@ -213,14 +214,14 @@ def _loaded_by(statement: str) -> tuple[list[str], list[str]]:
 
 def test_import_carequal_is_cheap_and_lazy():
     heavy, ours = _loaded_by("import carequal")
-    assert heavy == [] and ours == ["carequal", "carequal.errors"]
+    assert heavy == [] and ours == ["carequal", "carequal.errors", "carequal.lazy"]
 
 
 def test_a_batch_worker_does_not_load_the_report_stack():
     # a worker process unpickling run_market imports carequal.batch.jobs: the kernels and the state, no more
     heavy, ours = _loaded_by("import carequal.batch.jobs")
     assert ours == ["carequal", "carequal.batch", "carequal.batch.jobs", "carequal.batch.kernels",
-                    "carequal.batch.state", "carequal.errors"]
+                    "carequal.batch.state", "carequal.errors", "carequal.lazy"]
     assert heavy == []
 
 

@@ -19,9 +19,8 @@ resume, a lock, crash-consistent state and an index is the part no maintained to
 leave it to the caller), and it is small.
 """
 
-from importlib import import_module as _import_module
-
 from carequal.errors import FolderBusyError
+from carequal.lazy import lazy_attributes
 
 _NAMES: dict[str, tuple[str, ...]] = {
     "carequal.batch.jobs": ("EXECUTION_TIMEOUT", "MarketJob", "render_html", "run_market", "safe_name"),
@@ -33,21 +32,10 @@ _NAMES: dict[str, tuple[str, ...]] = {
     "carequal.periods": ("parse_period",),
 }
 _HOMES: dict[str, str] = {name: module for module, names in _NAMES.items() for name in names}
-"""The package's names → their modules, loaded on first use (PEP 562), as in :mod:`carequal`: a worker process
+"""The package's names → their modules, loaded on first use (:mod:`carequal.lazy`): a worker process
 unpickling :func:`run_market` imports :mod:`carequal.batch.jobs` and its kernels, not the run's report stack."""
 
 __all__ = ["FolderBusyError", *_HOMES]
 
-
-def __getattr__(name: str):
-    """Load a name of the batch from its module on first use; it is then cached here."""
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'carequal.batch' has no attribute {name!r}")
-    value = getattr(_import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOMES))
+__getattr__, __dir__ = lazy_attributes(globals(), _HOMES)
+del lazy_attributes  # a tool of this file, not a name of the package
