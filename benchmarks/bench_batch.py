@@ -110,6 +110,7 @@ def _peer_market(market: str, spec: dict) -> dict:
     import matplotlib.pyplot as plt
 
     from carequal import plots
+    from carequal import presentation as pres
     from carequal import report as rpt
     from carequal.inputs import prepare
     from carequal.national import MEASURES
@@ -170,34 +171,34 @@ def _peer_market(market: str, spec: dict) -> dict:
     lap("data")
 
     # the HTML tables, formatted as the notebook formats them
-    html = [rpt.REPORT_CSS, rpt.table_html(rpt.presentable(
+    html = [pres.REPORT_CSS, pres.table_html(pres.presentable(
         kpis, columns={"label": "Measure", "n": None, "events": None, "rate": "Rate", "expected_rate": "Expected rate",
                        "ratio": "O/E", "prev_rate": "Last period", "change": "Change"},
         counts=("n", "events"), percent=("rate", "expected_rate", "prev_rate"), points=("change",), ratio=("ratio",)))]
     for name in mr.measures:
         part = shown_card[shown_card["measure"] == name]
-        html.append(rpt.table_html(rpt.presentable(
+        html.append(pres.table_html(pres.presentable(
             part, columns={"name": "Facility", "setting": "Setting", "partner": "Partner", "n": None,
                            "observed": None, "rate": "Rate", "ratio": "O/E", "interval": "95% CI",
                            "judgement": "Judgement"},
             counts=("n", "observed"), percent=("rate",), ratio=("ratio",))))
-    html.append(rpt.table_html(rpt.presentable(
+    html.append(pres.table_html(pres.presentable(
         dest, columns={"destination": "Next setting", "discharges": None, "share": "Share"},
         counts=("discharges",), percent=("share",))))
-    html.append(rpt.table_html(rpt.presentable(rpt.with_interval_text(pop), columns={
+    html.append(pres.table_html(pres.presentable(pres.with_interval_text(pop), columns={
         "measure": "Measure", "events": None, "person_years": None, "rate": "Standardised rate per 1,000",
         "interval": "95% CI"}, counts=("events", "person_years"), number=("rate",))))
-    html.append(rpt.table_html(rpt.presentable(
+    html.append(pres.table_html(pres.presentable(
         chronic, columns={"condition": "Condition", "patients": None, "per_1000": "Per 1,000"},
         counts=("patients",), number=("per_1000",))))
     if len(validation):
-        html.append(rpt.table_html(rpt.presentable(
+        html.append(pres.table_html(pres.presentable(
             validation, columns={"table": "Table", "loaded": None, "accepted": None, "quarantined": None},
             counts=("loaded", "accepted", "quarantined"))))
-    html.append(rpt.table_html(rpt.presentable(
+    html.append(pres.table_html(pres.presentable(
         attrition, columns={"description": "Step", "removed": None, "remaining": "Stays remaining"},
         counts=("removed",))))
-    html.append(rpt.table_html(models))
+    html.append(pres.table_html(models))
     lap("html")
 
     # the charts, drawn as the notebook draws them and saved as PNG

@@ -62,6 +62,10 @@ Choices where the methods leave room (see ``../shared/docs/methodology.md`` for 
 
 Why hand-written: the agreement file's structure is carequal's own; validation is pydantic's, the models are
 statsmodels', the intervals are :mod:`carequal.intervals`.
+
+Size: about 900 lines, one module because the agreement file's models, their checks against the data and the
+evaluation share the metric definitions (:data:`MEASURES`, ``Metric.window``, targets); a new kind of metric or
+target touches all three.
 """
 
 from __future__ import annotations
@@ -75,9 +79,16 @@ from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from scipy import stats
 
+from carequal.cohorts import CONDITIONS, IndexRules, index_stays, post_acute_episodes
+from carequal.cost import SPENDING_CEILING, episode_spending, expected_spending, spending_ratio, unusable_spending
 from carequal.errors import AgreementError, ModelError, ModelWarning, ParameterError, describe_facilities
+from carequal.intervals import count_interval, wilson
+from carequal.measures import discharge_to_community, length_of_stay, mortality, readmissions
+from carequal.risk import RISK_COVARIATES, LogisticRiskModel, risk_covariates
 
 __all__ = ["AGREEMENT_MEASURES", "SPENDING_ROOM_DAYS", "Agreement", "AgreementMeasure", "Metric", "Partner",
            "agreement_cases", "check_agreement", "evaluate_agreement", "judge", "load_agreement", "read_agreement",
@@ -292,12 +303,10 @@ def _parse(text: str, source: str) -> dict:
     suffix = Path(source).suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):
-            import yaml
-
             raw = yaml.safe_load(text)
         else:
             raw = tomllib.loads(text)
-    except Exception as exc:  # noqa: BLE001 - any syntax error of the file is reported the same way
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:  # a syntax error of the file, and nothing else
         raise AgreementError(f"{source}: not valid {'YAML' if suffix in ('.yaml', '.yml') else 'TOML'}: {exc}") \
             from None
     if not isinstance(raw, dict):
@@ -358,8 +367,6 @@ def check_agreement(agreement: Agreement, facilities: pd.DataFrame, *, source: s
     """Check an agreement against the data: partners exist, metrics apply to each partner's setting,
     conditions exist, and every partner has a start date. Raises :class:`AgreementError` listing every problem.
     """
-    from carequal.cohorts import CONDITIONS
-
     fac = facilities.set_index("facility_id")
     problems = []
     for i, p in enumerate(agreement.partners):
@@ -434,10 +441,6 @@ def agreement_cases(tables: dict[str, pd.DataFrame], agreement: Agreement, *, ru
         Post-acute cases whose stay ended in a way DTC-PAC excludes (AMA, hospice, …) are left out of
         ``discharge_to_community`` only.
     """
-    from carequal.cohorts import index_stays, post_acute_episodes
-    from carequal.measures import discharge_to_community, length_of_stay, mortality, readmissions
-    from carequal.risk import RISK_COVARIATES, risk_covariates
-
     stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
     for j, m in enumerate(agreement.metrics):
         if m.measure == "episode_spending" and "payment" not in stays.columns:
@@ -463,7 +466,8 @@ def agreement_cases(tables: dict[str, pd.DataFrame], agreement: Agreement, *, ru
         excluded = None
         if m.measure == "readmission":
             flags = readmissions(index, stays, fac, window_days=m.window)
-            value = flags["readmitted_30d" if m.planned == "include" else "unplanned_readmit_30d"].to_numpy(float)
+            flag = f"readmitted_{m.window}d" if m.planned == "include" else f"unplanned_readmit_{m.window}d"
+            value = flags[flag].to_numpy(float)
             roles = {"hospital": (np.ones(len(index), bool), value), "post_acute": (pac, value)}
         elif m.measure == "mortality":
             died = mortality(index, pats, days=m.window, anchor="admission")[f"died_{m.window}d"].to_numpy(float)
@@ -507,9 +511,6 @@ def _episode_costs(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.Data
                    room_days: int) -> pd.DataFrame:
     """:func:`carequal.cost.episode_spending` of the index stays, with the cohort's transfer rule and the data's
     end moved ``room_days`` earlier."""
-    from carequal.cohorts import IndexRules
-    from carequal.cost import episode_spending
-
     if room_days < 0:
         raise ParameterError(f"room_days must be 0 or more days, not {room_days}")
     rules = rules or IndexRules()
@@ -588,10 +589,6 @@ def judge(value, lower, upper, target, *, better, n, min_cases: int) -> tuple[np
 
 def _summaries(cases: pd.DataFrame, keys: list[str], kind: str, level: float) -> pd.DataFrame:
     """n, events/mean, value and interval per group of cases (``expected`` used when present)."""
-    from scipy import stats
-
-    from carequal.intervals import count_interval, wilson
-
     g = cases.groupby(keys, observed=True, sort=True)
     out = g.agg(n=("value", "size"), total=("value", "sum"), sq=("value", lambda v: float(np.sum(v * v))))
     if "expected" in cases.columns:
@@ -633,8 +630,6 @@ def _summaries(cases: pd.DataFrame, keys: list[str], kind: str, level: float) ->
 def _expected(cases: pd.DataFrame, *, measure: str = "outcome", facilities: str = "the cases given"
               ) -> tuple[np.ndarray, float, None]:
     """Expected probability per case from a logistic model fitted on all of them, and their crude rate."""
-    from carequal.risk import RISK_COVARIATES, LogisticRiskModel
-
     usable = [c for c in RISK_COVARIATES if cases[c].nunique() > 1]
     y = cases["value"].to_numpy(float)
     if y.min() == y.max():
@@ -647,8 +642,6 @@ def _expected(cases: pd.DataFrame, *, measure: str = "outcome", facilities: str 
 def _check_spending(cases: pd.DataFrame, *, measure: str, facilities: str, model: str, action: str) -> None:
     """A :class:`ModelError` when an episode's spending is infinite or above :data:`carequal.cost.SPENDING_CEILING`:
     one such value (a payment keyed as 1e300) would dominate every mean and overflow the gamma model."""
-    from carequal.cost import SPENDING_CEILING, unusable_spending
-
     bad, cause = unusable_spending(cases["value"].to_numpy(float))
     if bad.any():
         k = int(bad.sum())
@@ -664,9 +657,6 @@ def _expected_spending(cases: pd.DataFrame, *, measure: str = "value", facilitie
     """Expected spending per episode from a gamma GLM (log link) fitted on all of them, their crude mean, and
     the model (its variance goes into the interval). Episodes with no spending at all (payments of 0) are
     predicted but not fitted: a gamma model needs spending above 0."""
-    from carequal.cost import expected_spending
-    from carequal.risk import RISK_COVARIATES
-
     _check_spending(cases, measure=measure, facilities=facilities, model="gamma spending model", action="fitted")
     y = cases["value"].to_numpy(float)
     positive = y > 0
@@ -693,8 +683,6 @@ def _risk_fit(metric: Metric, cases: pd.DataFrame, facilities: str):
 
 def _spending_summaries(cases: pd.DataFrame, keys: list[str], level: float, model) -> pd.DataFrame:
     """Risk-adjusted spending per group: :func:`carequal.cost.spending_ratio` times the national mean."""
-    from carequal.cost import spending_ratio
-
     cols = [*keys, "n", "expected", "ratio", "value", "lower", "upper", "method", "events"]
     if cases.empty:
         return pd.DataFrame(columns=cols)

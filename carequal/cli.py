@@ -19,16 +19,20 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
 
-from carequal.errors import CarequalError
+from carequal.adapters.desynpuf import read_desynpuf
+from carequal.errors import CarequalError, DataQualityWarning
+from carequal.loaders import load_tables, summarise, write_market_dataset
+from carequal.synth import SynthConfig, config_for_stays, write_synthetic
+
+__all__ = ["build_parser", "main"]
 
 
 def _print_validation(validated, out=None) -> None:
-    from carequal.loaders import summarise
-
     print("Rows per table (loaded = accepted + quarantined):", file=out)
     print(validated.counts.to_string(index=False), file=out)
     if len(validated.failures):
@@ -43,8 +47,6 @@ def _print_validation(validated, out=None) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from carequal.loaders import load_tables
-
     started = time.perf_counter()
     validated = load_tables(args.data, mode=args.mode)
     n_quarantined = int(validated.counts["quarantined"].sum())
@@ -70,8 +72,6 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from carequal.synth import SynthConfig, config_for_stays, write_synthetic
-
     if args.stays:
         config = config_for_stays(args.stays, seed=args.seed)
     else:
@@ -87,8 +87,6 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from carequal.loaders import load_tables, write_market_dataset
-
     validated = load_tables(args.data, mode=args.mode)
     written = write_market_dataset(validated, args.out)
     print(f"carequal ingest: wrote a market-partitioned dataset to {args.out}")
@@ -103,11 +101,6 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _cmd_desynpuf(args: argparse.Namespace) -> int:
-    import warnings
-
-    from carequal.adapters.desynpuf import read_desynpuf
-    from carequal.errors import DataQualityWarning
-
     with warnings.catch_warnings(record=True) as caught:  # the notes below say it all, without source lines
         warnings.simplefilter("always")
         tables = read_desynpuf(args.claims)
@@ -133,6 +126,7 @@ def _cmd_desynpuf(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    # the batch loads the whole report stack (statistics, notebooks: seconds): only this subcommand needs it
     from carequal.batch import run_batch
 
     started = time.perf_counter()
@@ -239,8 +233,6 @@ def main(argv: list[str] | None = None) -> int:
     Exit statuses: 0 done; 1 done, but some reports failed (``report``); 2 refused or stopped with a message (bad
     arguments or input, a full disk, no permission); 3 another run holds the output folder; 130 interrupted.
     """
-    from carequal.batch.state import describe_os_error
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -248,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"carequal {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
     except OSError as exc:  # the machine's faults, not carequal's: one line, no traceback
+        from carequal.batch.state import describe_os_error  # the batch is loaded only by `report` (see above)
+
         print(f"carequal {args.command}: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -14,6 +14,10 @@ Why hand-written: the CMS rules are sequential per patient (transfer chains, the
 index stay of the same condition); no library implements them, and a per-patient Python loop is far too
 slow at national scale, so they are written as sorted-array operations (numpy) with a few vectorised
 "rounds" where the rule is inherently sequential.
+
+Size: about 900 lines, one module because the index-stay pipeline and the cohorts built on it (conditions,
+post-acute episodes, person-time, chronic conditions) share the sorted-array helpers (:func:`day_numbers`,
+:func:`time_order`) and the exclusion steps.
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ import pandas as pd
 from carequal.errors import ParameterError
 from carequal.schema import CODE_SEPARATOR, POST_ACUTE_SETTINGS, key_positions, take, take_text
 
+__all__ = ["ALL_PAYER_RULES", "AMA_STATUS", "COMMUNITY_STATUSES", "CONDITIONS", "CONDITION_CODES_VERSION", "Cohort",
+           "DIED_STATUSES", "EXCLUSION_STEPS", "IndexRules", "MEDICARE_FFS_RULES", "TRANSFER_STATUSES", "acute_stays",
+           "age_band", "age_in_years", "assign_conditions", "chronic_condition_codes", "chronic_conditions",
+           "condition_codes", "day_numbers", "filter_cohort", "index_stays", "link_transfers", "person_time",
+           "post_acute_episodes", "rules_table", "standard_population", "time_order"]
+
 CONDITION_CODES_VERSION = "2026.1"
 CONDITIONS: tuple[str, ...] = ("heart_failure", "ami", "pneumonia", "copd", "sepsis", "stroke",
                                "hip_knee_replacement")
@@ -40,8 +50,15 @@ COMMUNITY_STATUSES = frozenset({"01", "06", "81", "86"})
 """Discharge to community for DTC-PAC: home or home health, with or without a planned readmission."""
 
 
-def _days(values: pd.Series | np.ndarray) -> np.ndarray:
-    """Dates as integer days since 1970-01-01 (NaT becomes the int64 minimum)."""
+def day_numbers(values: pd.Series | np.ndarray) -> np.ndarray:
+    """Dates as integer days since 1970-01-01 (NaT becomes the int64 minimum): the key the cohort and measure
+    code compares and sorts on, without pandas' date arithmetic.
+
+    Examples
+    --------
+    >>> day_numbers(pd.to_datetime(["1970-01-02", "2024-01-01"])).tolist()
+    [1, 19723]
+    """
     arr = np.asarray(values, dtype="datetime64[D]")
     return arr.astype(np.int64)
 
@@ -267,21 +284,30 @@ def acute_stays(stays: pd.DataFrame, facilities: pd.DataFrame) -> pd.DataFrame:
     fpos = fpos[is_acute]
     out = out.assign(setting="acute", facility_market=take(facilities["market"], fpos, None),
                      facility_is_partner=take(facilities["is_partner"], fpos, False))
-    return out.iloc[_time_order(out)].reset_index(drop=True)
+    return out.iloc[time_order(out)].reset_index(drop=True)
 
 
-def _time_order(stays: pd.DataFrame, *, patient: np.ndarray | None = None, admit: np.ndarray | None = None,
-                discharge: np.ndarray | None = None) -> np.ndarray:
+def time_order(stays: pd.DataFrame, *, patient: np.ndarray | None = None, admit: np.ndarray | None = None,
+               discharge: np.ndarray | None = None) -> np.ndarray:
     """Row order by patient, admission, discharge and stay_id, computed on integer keys.
 
     Patients are ordered by their sorted id unless integer ``patient`` codes are given (then only the
     grouping matters); ties of (patient, admission, discharge) (same-day stays) are broken by ``stay_id``,
     ranked only among the tied rows, so the order within a patient never depends on the input order.
+    ``admit`` and ``discharge`` may be given as :func:`day_numbers` already computed.
+
+    Examples
+    --------
+    >>> st = pd.DataFrame({"stay_id": ["b", "a", "c"], "patient_id": ["p", "p", "q"],
+    ...                    "admit_date": pd.to_datetime(["2024-01-05", "2024-01-05", "2024-01-01"]),
+    ...                    "discharge_date": pd.to_datetime(["2024-01-05", "2024-01-05", "2024-01-02"])})
+    >>> time_order(st).tolist()  # same-day stays of p by stay_id: a (row 1) before b (row 0)
+    [1, 0, 2]
     """
     if patient is None:
         patient = pd.factorize(stays["patient_id"], sort=True)[0]
-    admit = _days(stays["admit_date"]) if admit is None else admit
-    discharge = _days(stays["discharge_date"]) if discharge is None else discharge
+    admit = day_numbers(stays["admit_date"]) if admit is None else admit
+    discharge = day_numbers(stays["discharge_date"]) if discharge is None else discharge
     order = np.lexsort((discharge, admit, patient))
     p, a, d = patient[order], admit[order], discharge[order]
     tie = np.zeros(len(order), dtype=bool)
@@ -324,8 +350,8 @@ def link_transfers(acute: pd.DataFrame, *, gap_days: int = 1) -> pd.DataFrame:
     """
     n = len(acute)
     patient = acute["patient_id"].to_numpy()
-    admit = _days(acute["admit_date"])
-    discharge = _days(acute["discharge_date"])
+    admit = day_numbers(acute["admit_date"])
+    discharge = day_numbers(acute["discharge_date"])
     facility = acute["facility_id"].to_numpy()
     linked = np.zeros(n, dtype=bool)
     if n > 1:
@@ -373,8 +399,8 @@ def _merged_coverage(enrollment: pd.DataFrame, coverage: tuple[str, ...] | None,
     if coverage is not None and "coverage" in enr.columns:
         enr = enr[enr["coverage"].isin(coverage)]
     patient = key_positions(enr["patient_id"], patients)
-    start = _days(enr["start_date"])
-    end = _days(enr["end_date"])
+    start = day_numbers(enr["start_date"])
+    end = day_numbers(enr["end_date"])
     order = np.lexsort((end, start, patient))
     patient, start, end = patient[order], start[order], end[order]
     n = len(enr)
@@ -510,8 +536,8 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
     status = acute["discharge_status"].astype("string").fillna("").to_numpy(dtype=object) \
         if "discharge_status" in acute.columns else np.full(n, "", dtype=object)
     conds = assign_conditions(acute)
-    admit = _days(acute["admit_date"])
-    discharge = _days(acute["discharge_date"])
+    admit = day_numbers(acute["admit_date"])
+    discharge = day_numbers(acute["discharge_date"])
     episode_admit = acute["episode_admit_date"].to_numpy()
     patient = ppos
 
@@ -532,13 +558,13 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
     masks["merged_same_day"] = merged
     age = age_in_years(birth, episode_admit)
     masks["under_min_age"] = (age < rules.min_age) if rules.min_age is not None else np.zeros(n, dtype=bool)
-    death_days = _days(death)
+    death_days = day_numbers(death)
     died_by_discharge = (death_days != _NAT_DAYS) & (death_days <= discharge)
     masks["died_in_hospital"] = (np.isin(status, list(DIED_STATUSES)) | died_by_discharge) \
         if rules.exclude_died else np.zeros(n, dtype=bool)
     masks["against_medical_advice"] = (status == AMA_STATUS) if rules.exclude_ama else np.zeros(n, dtype=bool)
     if enrollment is not None and rules.require_enrollment:
-        window_start = _days(episode_admit) - rules.enrollment_lookback_days
+        window_start = day_numbers(episode_admit) - rules.enrollment_lookback_days
         window_end = discharge + rules.followup_days
         window_end = np.where(death_days != _NAT_DAYS, np.minimum(window_end, death_days), window_end)
         # two steps, so the attrition separates gaps in coverage from coverage of a type that does not count
@@ -554,7 +580,7 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
         masks["coverage_not_counted"] = np.zeros(n, dtype=bool)
     if rules.runout_days is not None:
         end = rules.data_end if rules.data_end is not None else stays["discharge_date"].max()
-        masks["data_runout"] = discharge > _days(np.array([end]))[0] - rules.runout_days
+        masks["data_runout"] = discharge > day_numbers(np.array([end]))[0] - rules.runout_days
     else:
         masks["data_runout"] = np.zeros(n, dtype=bool)
     if condition is not None:
@@ -683,13 +709,13 @@ def post_acute_episodes(stays: pd.DataFrame, facilities: pd.DataFrame, *, max_ga
     codes = pd.factorize(pd.concat([hosp["patient_id"], pac["patient_id"]], ignore_index=True))[0]
     h_code, p_code = codes[: len(hosp)].astype(np.int64), codes[len(hosp):].astype(np.int64)
     base, shift = np.int64(1 << 31), np.int64(1 << 32)
-    h_order = np.lexsort((_days(hosp["discharge_date"]), h_code))
-    p_days = _days(pac["admit_date"])
+    h_order = np.lexsort((day_numbers(hosp["discharge_date"]), h_code))
+    p_days = day_numbers(pac["admit_date"])
     p_order = np.lexsort((p_days, p_code))
     hosp, h_code = hosp.iloc[h_order], h_code[h_order]
     pac, p_code, pac_fpos, p_days = pac.iloc[p_order], p_code[p_order], pac_fpos[p_order], p_days[p_order]
     p_key = p_code * shift + p_days + base
-    h_key = h_code * shift + _days(hosp["discharge_date"]) + base
+    h_key = h_code * shift + day_numbers(hosp["discharge_date"]) + base
     pos = np.searchsorted(p_key, h_key, side="left")
     pos_c = np.clip(pos, 0, max(len(pac) - 1, 0))
     found = (pos < len(pac)) & (len(pac) > 0)
@@ -799,12 +825,12 @@ def person_time(enrollment: pd.DataFrame, patients: pd.DataFrame, *, start: str 
     1    65-74          184
     """
     bands = bands if bands is not None else standard_population()
-    lo_day = _days(np.array([pd.Timestamp(start)]))[0]
-    hi_day = _days(np.array([pd.Timestamp(end)]))[0]
+    lo_day = day_numbers(np.array([pd.Timestamp(start)]))[0]
+    hi_day = day_numbers(np.array([pd.Timestamp(end)]))[0]
     merged = _merged_coverage(enrollment, None, patients["patient_id"])
     merged = merged[merged["patient"] >= 0]
     birth = pd.Series(take(patients["birth_date"], merged["patient"].to_numpy(), np.datetime64("NaT")))
-    death = _days(take(patients["death_date"], merged["patient"].to_numpy(), np.datetime64("NaT")))
+    death = day_numbers(take(patients["death_date"], merged["patient"].to_numpy(), np.datetime64("NaT")))
     s = np.maximum(merged["start"].to_numpy(), lo_day)
     e = np.minimum(merged["end"].to_numpy(), hi_day)
     e = np.where(death != _NAT_DAYS, np.minimum(e, death), e)
@@ -813,8 +839,8 @@ def person_time(enrollment: pd.DataFrame, patients: pd.DataFrame, *, start: str 
     pieces = []
     birth_ts = pd.DatetimeIndex(birth)
     for band in bands.itertuples(index=False):
-        band_start = _days((birth_ts + pd.DateOffset(years=int(band.age_lo))).to_numpy())
-        band_end = _days((birth_ts + pd.DateOffset(years=int(band.age_hi) + 1)).to_numpy()) - 1
+        band_start = day_numbers((birth_ts + pd.DateOffset(years=int(band.age_lo))).to_numpy())
+        band_end = day_numbers((birth_ts + pd.DateOffset(years=int(band.age_hi) + 1)).to_numpy()) - 1
         bs, be = np.maximum(s, band_start), np.minimum(e, band_end)
         days = be - bs + 1
         has = days > 0

@@ -28,6 +28,9 @@ empirical-Bayes fit; scipy has ``betabinom``). The formulas are short and are wr
 methods (no code is taken from FunnelPlotR, PHEindicatormethods or qicharts2; published numbers and formulas
 serve as test oracles).
 
+Size: about 1,200 lines, one module because O/E, funnel limits, SPC charts, shrinkage and the scorecard share the
+intervals and the dispersion estimates, and the scorecard combines them all.
+
 References
 ----------
 Spiegelhalter DJ (2005) Funnel plots for comparing institutional performance. Stat Med 24:1185-202.
@@ -57,14 +60,12 @@ import pandas as pd
 from scipy import special, stats
 
 from carequal.convergence import minimise, warn_unless_converged
-from carequal.errors import CarequalWarning, ParameterError
+from carequal.errors import FunnelWarning, NoBetweenUnitVarianceWarning, ParameterError
 from carequal.intervals import count_interval, poisson_byar, poisson_exact
 
 __all__ = [
     "FUNNEL_LEVELS",
     "Funnel",
-    "FunnelWarning",
-    "NoBetweenUnitVarianceWarning",
     "beta_binomial_shrinkage",
     "funnel_data",
     "funnel_limits",
@@ -83,14 +84,6 @@ LABELS = ("higher than expected", "as expected", "lower than expected", "too few
 
 _D2 = 1.128  # mean moving range of two normal values / σ (the constant of XmR and Laney charts)
 _MR_UCL = 3.267  # upper limit of the moving-range chart, as a multiple of the mean moving range
-
-
-class FunnelWarning(CarequalWarning):
-    """The funnel's dispersion could not be estimated as asked (too few units, or units left out)."""
-
-
-class NoBetweenUnitVarianceWarning(CarequalWarning):
-    """The beta-binomial fit found no between-unit variance: every unit is shrunk (almost) to the overall rate."""
 
 
 # ------------------------------------------------------------------------------------------------------ helpers

@@ -27,18 +27,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import optimize
 
-from carequal.errors import CarequalWarning
+from carequal.errors import NotConvergedWarning
 
-__all__ = ["Convergence", "NotConvergedWarning", "judge", "minimise", "glm_convergence", "guarded_fit",
+__all__ = ["Convergence", "judge", "minimise", "glm_convergence", "guarded_fit",
            "projected_gradient", "relative_change", "warn_unless_converged", "GRADIENT_TOL", "CHANGE_TOL"]
 
 GRADIENT_TOL = 1e-6
 CHANGE_TOL = 1e-8
-
-
-class NotConvergedWarning(CarequalWarning):
-    """A fit stopped away from an optimum (its gradient or its last change is still too large)."""
 
 
 @dataclass(frozen=True)
@@ -152,8 +149,6 @@ def minimise(fun: Callable[..., tuple[float, np.ndarray]], x0: np.ndarray, *, ar
     >>> np.round(result.x, 6).tolist(), conv.converged
     ([1.0, -2.0], True)
     """
-    from scipy import optimize
-
     history: list[float] = []
     last: list[float] = [np.nan]
 

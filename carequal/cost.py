@@ -31,6 +31,10 @@ Why hand-written: no library builds payment episodes from stay-level claims (MSP
 and the window join must scale to millions of stays, so it is a sorted-array search (numpy) over the
 patient's stays, with no per-patient loop. The GLM is statsmodels'; the ratio interval is the textbook
 ratio-estimator variance (Cochran 1977), written out because statsmodels has no O/E ratio with it.
+
+Size: about 800 lines, one module because the episode table (index hospitalisation plus windows) is built, modelled
+(expected spending), compared (spending ratios) and split by provider (leakage) here, and every step reads its
+columns; split, the steps would import those columns and constants from each other.
 """
 
 from __future__ import annotations
@@ -40,11 +44,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import patsy
 from scipy import stats
 
-from carequal.cohorts import _days, acute_stays, link_transfers, post_acute_episodes
+from carequal.cohorts import acute_stays, day_numbers, link_transfers, post_acute_episodes
+from carequal.compare import p_chart
 from carequal.convergence import Convergence, glm_convergence, guarded_fit, warn_unless_converged
 from carequal.errors import CarequalWarning, DataQualityWarning, ModelError, ParameterError, describe_facilities
+from carequal.measures import rate_table
 from carequal.schema import POST_ACUTE_SETTINGS, key_positions, take
 
 __all__ = ["SPENDING_CATEGORIES", "SPENDING_CEILING", "SpendingModel", "episode_spending", "expected_spending",
@@ -188,7 +195,7 @@ def episode_spending(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.Da
         raise ParameterError(f"index.stay_id: {int((srow < 0).sum())} index stay(s) not in stays, e.g. "
                              f"{_examples(index['stay_id'].to_numpy()[srow < 0])}")
     setting = take(facilities["setting"], key_positions(stays["facility_id"], facilities["facility_id"]), None)
-    admit, discharge = _days(stays["admit_date"]), _days(stays["discharge_date"])
+    admit, discharge = day_numbers(stays["admit_date"]), day_numbers(stays["discharge_date"])
 
     # the index hospitalisation: every acute stay of the index stay's transfer chain
     chain = np.arange(len(stays), dtype=np.int64)  # chain id of each stay (its own row unless chained)
@@ -220,7 +227,7 @@ def episode_spending(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.Da
     c_key = c_code * shift + admit[candidate] + base
     order = np.argsort(c_key, kind="stable")
     candidate, c_key = candidate[order], c_key[order]
-    i_discharge = _days(index["discharge_date"])
+    i_discharge = day_numbers(index["discharge_date"])
     lo = np.searchsorted(c_key, i_code * shift + i_discharge + base, side="left")
     hi = np.searchsorted(c_key, i_code * shift + i_discharge + max(windows) + base, side="right")
     counts = hi - lo
@@ -235,7 +242,7 @@ def episode_spending(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.Da
     category = np.where(setting[rows] == "acute", "readmit", setting[rows].astype(object))
     row_pay = pay[rows]
 
-    end_day = _days(np.array([pd.Timestamp(data_end) if data_end is not None
+    end_day = day_numbers(np.array([pd.Timestamp(data_end) if data_end is not None
                               else stays["discharge_date"].max()], dtype="datetime64[ns]"))[0]
     out = pd.DataFrame({"stay_id": index["stay_id"].array, "patient_id": index["patient_id"].array,
                         "facility_id": index["facility_id"].array, "discharge_date": index["discharge_date"].to_numpy(),
@@ -338,8 +345,6 @@ def _clean_name(term: str) -> str:
 
 
 def _design_matrix(design_info, frame: pd.DataFrame, covariates: tuple[str, ...]) -> pd.DataFrame:
-    import patsy
-
     try:
         X = patsy.build_design_matrices([design_info], frame[list(covariates)], return_type="dataframe")[0]
     except patsy.PatsyError as exc:
@@ -440,8 +445,7 @@ def expected_spending(frame: pd.DataFrame, *, outcome: str, covariates: list[str
     >>> round(float((df["spend"] / model.expected).mean()), 6)  # the gamma score equation of the intercept
     1.0
     """
-    import patsy
-    import statsmodels.api as sm
+    import statsmodels.api as sm  # statsmodels.api takes seconds to import: loaded on the first fit
 
     covariates = tuple(covariates)
     if not covariates:
@@ -752,9 +756,6 @@ def network_leakage(episodes: pd.DataFrame, *, by: list[str] | tuple[str, ...] =
     1 2024-02-01  0       0   NaN
     2 2024-03-01  1       1   1.0
     """
-    from carequal.compare import p_chart
-    from carequal.measures import rate_table
-
     by = list(by)
     _require(episodes, (*by, date, pac_setting, partner), "network_leakage episodes")
     if freq not in ("month", "quarter"):

@@ -86,6 +86,9 @@ import pandas as pd
 
 from carequal.errors import DisclosureError, DisclosureWarning, ParameterError
 
+__all__ = ["DISCLOSURE_FLOOR", "RATE_COLUMNS", "REASONS", "cell_threshold", "check_min_cell", "check_suppressed",
+           "suppress_counts", "suppression_statement"]
+
 DISCLOSURE_FLOOR = 11
 """The smallest count a shared table may show under the CMS policy (counts 1 to 10 are suppressed)."""
 

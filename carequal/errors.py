@@ -1,10 +1,17 @@
-"""Exceptions and warnings raised by carequal.
+"""Exceptions and warnings raised by carequal: every class of them, in one place.
 
 Errors are raised at the boundary (loading, function entry) and say what was given and how to fix it;
-statistical caveats are typed warnings a user can filter, never errors.
+statistical caveats are typed warnings a user can filter, never errors. All derive from :class:`CarequalError`
+or :class:`CarequalWarning`, so ``except carequal.CarequalError`` catches what carequal raises on purpose and
+nothing else. This module imports nothing: ``import carequal`` loads it and stays cheap.
 """
 
 from __future__ import annotations
+
+__all__ = ["AgreementError", "CarequalError", "CarequalWarning", "DataQualityWarning", "DisclosureError",
+           "DisclosureWarning", "FolderBusyError", "FunnelWarning", "MODEL_CAUSES", "ModelError", "ModelWarning",
+           "NoBetweenUnitVarianceWarning", "NotConvergedWarning", "ParameterError", "SchemaError",
+           "describe_facilities"]
 
 
 class CarequalError(Exception):
@@ -137,6 +144,13 @@ def describe_facilities(n: int, kind: str = "facilities", scope: str = "all mark
     return f"{n:,d} {kind} ({scope})" if scope else f"{n:,d} {kind}"
 
 
+class FolderBusyError(CarequalError):
+    """Another carequal run holds the output (or work) folder (:func:`carequal.batch.state.hold`). The command
+    line exits with status 3."""
+
+    exit_code = 3
+
+
 class DisclosureError(CarequalError):
     """A table meant for sharing displays a value the cell-size rule forbids (counts 1–10, or values from
     which such a count can be derived)."""
@@ -152,6 +166,21 @@ class DataQualityWarning(CarequalWarning):
 
 class DisclosureWarning(CarequalWarning):
     """A hidden cell can only be protected by suppressing a total that is not in the table."""
+
+
+class NotConvergedWarning(CarequalWarning):
+    """A fit stopped away from an optimum (its gradient or its last change is still too large;
+    :mod:`carequal.convergence`)."""
+
+
+class FunnelWarning(CarequalWarning):
+    """The funnel's dispersion could not be estimated as asked (too few units, or units left out;
+    :func:`carequal.compare.funnel_data`)."""
+
+
+class NoBetweenUnitVarianceWarning(CarequalWarning):
+    """The beta-binomial fit found no between-unit variance: every unit is shrunk (almost) to the overall rate
+    (:func:`carequal.compare.beta_binomial_shrinkage`)."""
 
 
 class ModelWarning(CarequalWarning):

@@ -39,8 +39,11 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from carequal.cohorts import CONDITIONS, Cohort
+from carequal.cohorts import CONDITIONS, Cohort, age_band, index_stays, standard_population
+from carequal.disclosure import cell_threshold, suppress_counts
 from carequal.errors import CarequalError, ParameterError
+from carequal.measures import index_measures, rate_table
+from carequal.risk import risk_covariates
 
 __all__ = ["FRAME_COLUMNS", "GROUPINGS", "PARTNER_CHOICES", "RATE_MEASURES", "attrition_for_chart",
            "explorer_choices", "explorer_frame", "explorer_rates", "filter_explorer", "table_one"]
@@ -73,8 +76,6 @@ _PAC_ORDER = ("none", "snf", "irf", "ltch", "hha")
 
 
 def _age_bands() -> tuple[str, ...]:
-    from carequal.cohorts import standard_population
-
     return tuple(standard_population()["age_band"])
 
 
@@ -133,10 +134,6 @@ def explorer_frame(tables: dict[str, pd.DataFrame], *, cohort: Cohort | None = N
 
     (The September stay is within 30 days of the end of the data, so it is not an index stay.)
     """
-    from carequal.cohorts import age_band, index_stays
-    from carequal.measures import index_measures
-    from carequal.risk import risk_covariates
-
     missing = [t for t in ("stays", "facilities", "patients") if tables.get(t) is None]
     if missing:
         raise ParameterError(f"explorer_frame: no {', '.join(missing)} table(s); pass the validated tables of "
@@ -348,9 +345,7 @@ def table_one(frame: pd.DataFrame, *, groupby: str | None = "partner", min_cell:
                          M           18 (36.0)  suppressed         <11
     Dual eligible, n (%) no         50 (100.0)  30 (100.0)  20 (100.0)
     """
-    from tableone import TableOne
-
-    from carequal.disclosure import cell_threshold
+    from tableone import TableOne  # ~0.7 s (it loads statsmodels) for this one table: loaded when drawn
 
     cell_threshold(min_cell)
     _grouping(groupby, "groupby")
@@ -493,8 +488,6 @@ def explorer_rates(frame: pd.DataFrame, *, by: str = "partner", min_cell: int | 
     7  to_partner_pac    other  2       1  0.50
     8  to_partner_pac      all  6       3  0.50
     """
-    from carequal.measures import rate_table
-
     _grouping(by, "by")
     if by is None:
         raise ParameterError(f"explorer_rates: by must be one of {', '.join(GROUPINGS)}")
@@ -513,7 +506,6 @@ def explorer_rates(frame: pd.DataFrame, *, by: str = "partner", min_cell: int | 
     table = pd.concat(parts, ignore_index=True)
     if min_cell is None:
         return table
-    from carequal.disclosure import cell_threshold, suppress_counts
 
     return suppress_counts(table, count_cols=["n", "events"], group_cols="measure",
                            total_rows=(table[by] == "all").to_numpy(), threshold=cell_threshold(min_cell))
@@ -555,8 +547,6 @@ def attrition_for_chart(attrition: pd.DataFrame, *, min_cell: int = 11) -> pd.Da
     1       young            under 65        30        170
     2  died+enrol  died; not enrolled        13        157
     """
-    from carequal.disclosure import cell_threshold
-
     _, hi = cell_threshold(min_cell)
     first, steps = attrition.iloc[:1], attrition.iloc[1:]
     steps = steps[steps["excluded"] > 0]

@@ -84,6 +84,9 @@ Table 2 cells hold full-precision values; Excel displays them through the cell's
 shown rates: compare each quantity at the digits shown for it (:attr:`HospitalSpecificReport.table2_decimals`,
 read from the number formats, or from the text of a value stored as text), never a ratio of rounded numbers.
 
+Size: about 1,200 lines, one module because reading the workbook (with its layout variants), re-computing its
+numbers and comparing them are one job, tested as one against the mock reports.
+
 References
 ----------
 CMS, FY 2023 HRRP Hospital-Specific Report (mock), Table 2 footnotes [b]-[f], [k]; carequal methodology digest
@@ -101,10 +104,15 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import numpy as np
+import openpyxl
 import pandas as pd
 from scipy.special import expit
 
 from carequal.errors import ParameterError, SchemaError
+
+__all__ = ["DISCHARGE_HEADERS", "HSRMeasure", "HospitalSpecificReport", "MEASURES", "TABLE2_HEADERS",
+           "apply_published_model", "cell_number", "clean_header", "eligible_stays", "excess_readmission_ratio",
+           "normalise_header", "read_hsr", "reproduce_table2", "shown_decimals"]
 
 MEASURES: dict[str, str] = {
     "AMI": "acute myocardial infarction",
@@ -967,8 +975,6 @@ def read_hsr(path: str | Path) -> HospitalSpecificReport:
       measure  n  events  predicted   ratio  ratio_cms
     0      HF  2       1     0.2667  1.8925     1.8925
     """
-    import openpyxl  # only needed here; importing carequal reads no files
-
     path = Path(path)
     if not path.is_file():
         raise ParameterError(f"read_hsr: no file at {path}.")

@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-from carequal.convergence import glm_convergence, warn_unless_converged
-from carequal.errors import ParameterError
+from carequal.cohorts import ALL_PAYER_RULES, index_stays, post_acute_episodes
+from carequal.convergence import glm_convergence, guarded_fit, warn_unless_converged
+from carequal.errors import ModelError, ParameterError, describe_facilities
+from carequal.measures import readmissions
 from carequal.risk import RISK_COVARIATES, risk_covariates
 
 __all__ = ["RISK_COVARIATES", "partnership_exposure", "difference_in_differences", "event_study",
@@ -80,15 +83,24 @@ def difference_in_differences(frame: pd.DataFrame, *, outcome: str, facility: st
         ``"logit"``: effect on the log-odds (``odds_ratio`` = exp); ``"linear"``: linear probability model,
         effect in percentage points.
 
+    Raises
+    ------
+    ParameterError
+        No exposed rows (no partner facility after its start): nothing to estimate.
+    ModelError
+        The fit failed numerically (a singular matrix, values out of the floating-point range): the outcome, the
+        facilities and the cause are named.
+
     Returns
     -------
     dict
-        ``effect``, ``se``, ``lower``, ``upper``, ``p_value``, ``odds_ratio`` (logit), ``n``,
-        ``n_facilities``, ``n_exposed``, ``n_left_out`` (rows without a usable exposure), ``method``, and
-        ``converged``, ``gradient_norm``, ``objective_change`` (:mod:`carequal.convergence`).
+        ``effect`` (log-odds for logit, a difference of proportions for linear) with ``effect_lower``,
+        ``effect_upper`` (its interval, on the same scale), ``se``, ``p_value``, ``level``; for logit also
+        ``odds_ratio`` = exp(``effect``) with ``odds_ratio_lower``, ``odds_ratio_upper`` (the interval
+        exponentiated); ``n``, ``n_facilities``, ``n_exposed``, ``n_left_out`` (rows without a usable exposure),
+        ``method``, and ``converged``, ``gradient_norm``, ``objective_change`` (:mod:`carequal.convergence`).
     """
-    import statsmodels.api as sm
-    from scipy import stats
+    import statsmodels.api as sm  # statsmodels.api takes seconds to import: loaded on the first fit
 
     if link not in ("logit", "linear"):
         raise ParameterError(f"link must be 'logit' or 'linear', not {link!r}")
@@ -106,20 +118,29 @@ def difference_in_differences(frame: pd.DataFrame, *, outcome: str, facility: st
     X.insert(0, "const", 1.0)
     y = data[outcome].astype(float).to_numpy()
     family = sm.families.Binomial() if link == "logit" else sm.families.Gaussian()
-    result = sm.GLM(y, X, family=family).fit(cov_type="cluster", cov_kwds={"groups": fac_codes})
+    n_facilities = int(fac_codes.max() + 1)
+
+    def fail(cause: str, detail: str) -> ModelError:
+        return ModelError(measure=outcome, facilities=describe_facilities(n_facilities, scope=""), cause=cause,
+                          detail=detail, model="difference-in-differences model", n=len(data), cases="stays")
+
+    result, _ = guarded_fit(lambda: sm.GLM(y, X, family=family).fit(cov_type="cluster",
+                                                                     cov_kwds={"groups": fac_codes}), fail)
     convergence = glm_convergence(result)
     warn_unless_converged(convergence, f"difference_in_differences ({outcome})")
     effect, se = float(result.params["exposed"]), float(result.bse["exposed"])
     z = stats.norm.ppf(1 - (1 - level) / 2)
-    out = {"effect": effect, "se": se, "lower": effect - z * se, "upper": effect + z * se,
+    out = {"effect": effect, "effect_lower": effect - z * se, "effect_upper": effect + z * se, "se": se,
            "p_value": float(result.pvalues["exposed"]), "level": level, "n": len(data),
-           "n_facilities": int(fac_codes.max() + 1), "n_exposed": int(data[exposed].astype(bool).sum()),
+           "n_facilities": n_facilities, "n_exposed": int(data[exposed].astype(bool).sum()),
            "n_left_out": int((~usable).sum()), "converged": convergence.converged,
            "gradient_norm": convergence.gradient_norm, "objective_change": convergence.objective_change,
            "method": f"two-way fixed effects {'logistic' if link == 'logit' else 'linear probability'} "
                      "model, facility and period effects, facility-clustered standard errors"}
-    if link == "logit":
+    if link == "logit":  # each interval beside the estimate on its own scale
         out["odds_ratio"] = float(np.exp(effect))
+        out["odds_ratio_lower"] = float(np.exp(out["effect_lower"]))
+        out["odds_ratio_upper"] = float(np.exp(out["effect_upper"]))
     return out
 
 
@@ -156,7 +177,7 @@ def interrupted_time_series(monthly: pd.DataFrame, *, start: str | pd.Timestamp,
 
     Returns ``level_change``, ``slope_change`` (per month), their standard errors and p-values, ``n_periods``.
     """
-    import statsmodels.api as sm
+    import statsmodels.api as sm  # statsmodels.api takes seconds to import: loaded on the first fit
 
     data = monthly.sort_values(period).reset_index(drop=True)
     t = np.arange(len(data), dtype=float)
@@ -183,9 +204,6 @@ def pac_attributed_stays(tables: dict[str, pd.DataFrame], *, rules=None) -> pd.D
     partnership serves is in it, whatever the age or the payer (:data:`carequal.cohorts.ALL_PAYER_RULES`);
     pass ``rules`` to narrow it (e.g. ``MEDICARE_FFS_RULES``).
     """
-    from carequal.cohorts import ALL_PAYER_RULES, index_stays, post_acute_episodes
-    from carequal.measures import readmissions
-
     stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
     cohort = index_stays(stays, fac, pats, tables.get("enrollment"), rules=rules or ALL_PAYER_RULES)
     flags = readmissions(cohort.index, stays, fac)

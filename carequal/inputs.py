@@ -9,14 +9,28 @@ the batch prepared, or a :func:`prepare` of its own when run by hand.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from carequal import __version__
 from carequal.errors import ParameterError, SchemaError
-from carequal.national import MEASURES, build_reference, reporting_period, write_reference
+from carequal.loaders import (
+    load_tables,
+    markets_in_dataset,
+    read_dataset_tables,
+    read_table,
+    read_validation_summary,
+    write_market_dataset,
+)
+from carequal.national import INPUT_COLUMNS, MEASURES, build_reference, write_reference
+from carequal.periods import reporting_period
+from carequal.scale import reference_partitioned
 
 __all__ = ["Prepared", "data_fingerprint", "is_market_dataset", "market_inputs", "prepare"]
 
@@ -35,8 +49,6 @@ def data_fingerprint(path: str | Path) -> str:
     ...     a != data_fingerprint(d)
     True
     """
-    import hashlib
-
     path = Path(path)
     if not path.exists():
         raise ParameterError(f"data {path} does not exist")
@@ -102,15 +114,11 @@ _KEEP_PREPARED = 3
 
 
 def _key(parts: dict) -> str:
-    import hashlib
-
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _prune(folder: Path, prefix: str, keep: Path) -> None:
     """Remove all but the most recent prepared folders of one kind (never ``keep``)."""
-    import shutil
-
     others = sorted((p for p in folder.glob(f"{prefix}-*") if p.is_dir() and p != keep),
                     key=lambda p: p.stat().st_mtime, reverse=True)
     for old in others[_KEEP_PREPARED - 1:]:
@@ -122,8 +130,6 @@ def _prune(folder: Path, prefix: str, keep: Path) -> None:
 
 def _last_discharge(tables_or_dataset) -> str | None:
     """The last accepted discharge date (ISO), from validated tables or an ingested dataset."""
-    from carequal.loaders import read_table
-
     if isinstance(tables_or_dataset, dict):
         dates = tables_or_dataset["stays"]["discharge_date"]
     else:
@@ -149,12 +155,6 @@ def prepare(data: str | Path, work: str | Path, *, period_start=None, period_end
     (:mod:`carequal.scale`); the result is the same. ``refuse_quarantine`` (``carequal report --strict``) raises
     a :class:`~carequal.errors.SchemaError` as soon as validation has quarantined any row, before the reference.
     """
-    import shutil
-    import time
-
-    from carequal import __version__
-    from carequal.loaders import load_tables, markets_in_dataset, read_validation_summary, write_market_dataset
-
     unknown = [m for m in measures if m not in MEASURES]
     if unknown:
         raise ParameterError(f"unknown measure(s) {', '.join(unknown)}; choose from {', '.join(MEASURES)}")
@@ -177,8 +177,6 @@ def prepare(data: str | Path, work: str | Path, *, period_start=None, period_end
         prepared_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         if ingested:  # already validated at ingest: read only the columns the reference needs
-            from carequal.loaders import read_dataset_tables
-            from carequal.national import INPUT_COLUMNS
 
             tables = read_dataset_tables(data, columns=INPUT_COLUMNS)
             seconds["read"] = time.perf_counter() - t0
@@ -221,14 +219,10 @@ def prepare(data: str | Path, work: str | Path, *, period_start=None, period_end
         reused = False
         t0 = time.perf_counter()
         if tables is None and client is None:
-            from carequal.loaders import read_dataset_tables
-            from carequal.national import INPUT_COLUMNS
-
             tables = read_dataset_tables(dataset, columns=INPUT_COLUMNS)
         if client is None:
             built = build_reference(tables, period_start=start, period_end=end, measures=measures)
         else:  # the stay-level measures on the cluster, partition by partition; the models here
-            from carequal.scale import reference_partitioned
 
             built = reference_partitioned(dataset, period_start=start, period_end=end, measures=measures,
                                           client=client)

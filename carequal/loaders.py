@@ -13,8 +13,12 @@ files (pyarrow dataset partition pruning) plus the facilities table.
 
 from __future__ import annotations
 
+import csv
+import gzip
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import pandas as pd
 import pyarrow as pa
@@ -22,6 +26,10 @@ import pyarrow.dataset as ds
 
 from carequal.errors import ParameterError, SchemaError
 from carequal.schema import CONTRACT, OPTIONAL_TABLES, TABLES, ValidatedTables, column_list, validate_tables
+
+__all__ = ["PATIENT_TABLES", "VALIDATION_FILES", "csv_header", "load_tables", "markets_in_dataset", "partition_folder",
+           "read_csv_text", "read_dataset_tables", "read_market", "read_table", "read_tables",
+           "read_validation_summary", "summarise", "table_path", "write_market_dataset", "write_validation_summary"]
 
 PATIENT_TABLES: tuple[str, ...] = ("patients", "stays", "enrollment", "ed_visits")
 _SUFFIXES = (".parquet", ".csv", ".csv.gz")
@@ -64,8 +72,6 @@ def _unreadable(path: Path, exc: OSError) -> ParameterError:
 
 
 def _open_binary(path: Path):
-    import gzip
-
     return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")  # noqa: SIM115
 
 
@@ -103,10 +109,6 @@ def csv_header(path: str | Path) -> list[str]:
     ParameterError
         If the file cannot be opened (permissions).
     """
-    import csv
-    import gzip
-    import zlib
-
     path = Path(path)
     line = b""
     try:
@@ -344,16 +346,12 @@ def partition_folder(key: str, value: str) -> str:
     >>> partition_folder("market", "Cedar Falls")
     'market=Cedar%20Falls'
     """
-    from urllib.parse import quote
-
     return f"{key}={quote(str(value), safe='')}"
 
 
 def markets_in_dataset(dataset_dir: str | Path) -> list[str]:
     """Markets present in a market-partitioned dataset (from its ``patients`` folder names, decoded; no data
     read)."""
-    from urllib.parse import unquote
-
     folder = Path(dataset_dir) / "patients"
     return sorted(unquote(p.name.split("=", 1)[1]) for p in folder.glob("market=*") if p.is_dir())
 

@@ -8,6 +8,10 @@ package's per-code API would loop in Python.
 
 Day counting: ``days_to_readmit = readmission admit_date − index discharge_date`` in calendar days; a
 readmission counts on day 0 through day 30 inclusive (methodology digest §1.3).
+
+Size: about 800 lines, one module because one function per measure of an index stay, each short and independent,
+plus the rate and trend tables they feed; :func:`index_measures` assembles them. A reader looks up one measure,
+never follows a chain through the module.
 """
 
 from __future__ import annotations
@@ -18,8 +22,16 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from carequal.cohorts import _days, _time_order
+from carequal.cohorts import day_numbers, post_acute_episodes, standard_population, time_order
+from carequal.errors import ParameterError
+from carequal.intervals import count_interval, dobson_dsr, wilson
 from carequal.schema import CODE_SEPARATOR, key_positions, take, take_text
+
+__all__ = ["DTC_EXCLUDED_STATUSES", "INSTITUTIONAL_SETTINGS", "PAC_READMISSION_SETTINGS", "READMISSION_WINDOW_DAYS",
+           "ccs_diagnosis", "ccs_procedure", "check_input_column", "count_rate_table", "days_at_home",
+           "discharge_to_community", "ed_visits_after", "index_measures", "length_of_stay", "los_summary", "mortality",
+           "pac_readmissions", "planned_readmission_valuesets", "planned_stays", "post_acute_use", "rate_table",
+           "readmissions", "standardised_rates", "trend_table"]
 
 READMISSION_WINDOW_DAYS = 30
 _NAT = np.iinfo(np.int64).min
@@ -158,7 +170,7 @@ def planned_stays(stays: pd.DataFrame) -> pd.DataFrame:
 
 def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFrame, *,
                  window_days: int = READMISSION_WINDOW_DAYS) -> pd.DataFrame:
-    """Flag 30-day readmissions of index stays.
+    """Flag readmissions within ``window_days`` (30) of index stays.
 
     The readmission is the patient's **first** acute admission (to any acute hospital) after the index
     discharge; it counts if it starts 0 to ``window_days`` days after discharge, inclusive. It is unplanned
@@ -173,15 +185,15 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     stays, facilities : DataFrame
         Contract tables: every acute stay of the patients is a possible readmission.
     window_days : int
-        Length of the window (30).
+        Length of the window (30). The flags are named for it, as :func:`mortality`'s ``died_{days}d``.
 
     Returns
     -------
     DataFrame
         One row per index stay, in the order given: ``stay_id``, ``readmit_stay_id``, ``readmit_facility_id``
-        (the next acute admission, any time; missing if none), ``days_to_readmit``, ``readmitted_30d``
-        (all-cause), ``readmit_planned`` (the readmission inside the window is planned), ``unplanned_readmit_30d``,
-        ``same_hospital``.
+        (the next acute admission, any time; missing if none), ``days_to_readmit``, ``readmitted_{window_days}d``
+        (all-cause), ``readmit_planned`` (the readmission inside the window is planned),
+        ``unplanned_readmit_{window_days}d``, ``same_hospital``.
 
     Examples
     --------
@@ -196,29 +208,30 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
       stay_id readmit_stay_id  days_to_readmit  readmitted_30d  unplanned_readmit_30d
     0      i1              r1             30.0            True                   True
     1      i2             NaN              NaN           False                  False
+    >>> readmissions(st[st.stay_id == "i1"], st, fac, window_days=7).filter(like="_7d").columns.tolist()
+    ['readmitted_7d', 'unplanned_readmit_7d']
     """
     # work on row numbers of ``stays`` in time order (no re-ordered copy of the table)
     fpos = key_positions(stays["facility_id"], facilities["facility_id"])
     acute_rows = np.flatnonzero(take(facilities["setting"], fpos, None) == "acute")
     patient = pd.factorize(stays["patient_id"])[0]
-    admit = _days(stays["admit_date"])
+    admit = day_numbers(stays["admit_date"])
     acute = stays[["stay_id"]].iloc[acute_rows]
-    sorted_rows = acute_rows[_time_order(acute, patient=patient[acute_rows], admit=admit[acute_rows],
-                                         discharge=_days(stays["discharge_date"])[acute_rows])]
+    sorted_rows = acute_rows[time_order(acute, patient=patient[acute_rows], admit=admit[acute_rows],
+                                        discharge=day_numbers(stays["discharge_date"])[acute_rows])]
     rank = np.full(len(stays), -1, dtype=np.int64)
     rank[sorted_rows] = np.arange(len(sorted_rows))
     row = key_positions(index["stay_id"], stays["stay_id"])
     position = np.where(row >= 0, rank[np.clip(row, 0, None)], -1)
     if (position < 0).any():
         missing = index["stay_id"].to_numpy()[position < 0][:5]
-        from carequal.errors import ParameterError
 
         raise ParameterError(f"index stays not among the acute stays given: {', '.join(map(str, missing))}")
     n_acute = len(sorted_rows)
     nxt_c = np.minimum(position + 1, max(n_acute - 1, 0))
     this_row, next_row = sorted_rows[position], sorted_rows[nxt_c]
     has_next = (position + 1 < n_acute) & (patient[next_row] == patient[this_row])
-    days = (admit[next_row] - _days(index["discharge_date"])).astype(float)
+    days = (admit[next_row] - day_numbers(index["discharge_date"])).astype(float)
     days[~has_next] = np.nan
     within = has_next & (days >= 0) & (days <= window_days)
     # the planned-readmission algorithm runs only on readmissions inside the window
@@ -231,9 +244,9 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
         "readmit_stay_id": take_text(stays["stay_id"], link),
         "readmit_facility_id": take_text(stays["facility_id"], link),
         "days_to_readmit": days,
-        "readmitted_30d": within,
+        f"readmitted_{window_days}d": within,
         "readmit_planned": readmit_planned,
-        "unplanned_readmit_30d": within & ~readmit_planned,
+        f"unplanned_readmit_{window_days}d": within & ~readmit_planned,
         "same_hospital": has_next & (fpos[next_row] == fpos[this_row]),
     })
 
@@ -268,8 +281,6 @@ def mortality(index: pd.DataFrame, patients: pd.DataFrame, *, days: int = 30,
     [True, False]
     """
     if anchor not in ("admission", "discharge"):
-        from carequal.errors import ParameterError
-
         raise ParameterError(f"anchor must be 'admission' or 'discharge', not {anchor!r}")
     start_col = "discharge_date" if anchor == "discharge" else (
         "episode_admit_date" if "episode_admit_date" in index.columns else "admit_date")
@@ -354,12 +365,12 @@ def days_at_home(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     """
     setting = take(facilities["setting"], key_positions(stays["facility_id"], facilities["facility_id"]), None)
     inst = stays[["stay_id", "patient_id", "admit_date", "discharge_date"]][np.isin(setting, INSTITUTIONAL_SETTINGS)]
-    start = _days(inst["admit_date"])
-    end = _days(inst["discharge_date"])
+    start = day_numbers(inst["admit_date"])
+    end = day_numbers(inst["discharge_date"])
     end = np.where(end == start, end + 1, end)  # [start, end) half-open; same-day stay takes one day
     codes = pd.factorize(pd.concat([index["patient_id"], inst["patient_id"]], ignore_index=True))[0]
     n = len(index)
-    d = _days(index["discharge_date"])
+    d = day_numbers(index["discharge_date"])
     self_pos = key_positions(index["stay_id"], inst["stay_id"])  # the index stay among the institutional ones
     pairs = pd.DataFrame({"i": np.arange(n), "p": codes[:n]}).merge(
         pd.DataFrame({"j": np.arange(len(inst)), "p": codes[n:], "s": start, "e": end}), on="p")
@@ -367,8 +378,8 @@ def days_at_home(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     s_, e_ = pairs["s"].to_numpy(), pairs["e"].to_numpy()
     keep = (j != self_pos[i]) & (e_ > d[i] + 1) & (s_ <= d[i] + max(windows))
     i, s_, e_ = i[keep], s_[keep], e_[keep]
-    death = _days(take(patients["death_date"], key_positions(index["patient_id"], patients["patient_id"]),
-                       np.datetime64("NaT")))
+    death = day_numbers(take(patients["death_date"], key_positions(index["patient_id"], patients["patient_id"]),
+                             np.datetime64("NaT")))
     alive_all = death == _NAT
     out = pd.DataFrame({"stay_id": index["stay_id"].to_numpy()})
     for w in windows:
@@ -395,8 +406,8 @@ def ed_visits_after(index: pd.DataFrame, ed_visits: pd.DataFrame, *, days: int =
     """
     n = len(index)
     codes = pd.factorize(pd.concat([index["patient_id"], ed_visits["patient_id"]], ignore_index=True))[0]
-    pairs = pd.DataFrame({"i": np.arange(n), "p": codes[:n], "d": _days(index["discharge_date"])}).merge(
-        pd.DataFrame({"p": codes[n:], "v": _days(ed_visits["visit_date"])}), on="p")
+    pairs = pd.DataFrame({"i": np.arange(n), "p": codes[:n], "d": day_numbers(index["discharge_date"])}).merge(
+        pd.DataFrame({"p": codes[n:], "v": day_numbers(ed_visits["visit_date"])}), on="p")
     delta = pairs["v"].to_numpy() - pairs["d"].to_numpy()
     hit = (delta >= 0) & (delta <= days)
     counts = np.bincount(pairs["i"].to_numpy()[hit], minlength=n)
@@ -430,21 +441,22 @@ def pac_readmissions(episodes: pd.DataFrame, stays: pd.DataFrame, facilities: pd
     DataFrame
         One row per episode with PAC in ``PAC_READMISSION_SETTINGS``: ``stay_id`` (hospital), ``pac_stay_id``,
         ``pac_facility_id``, ``pac_setting``, ``pac_is_partner``, ``readmit_stay_id``, ``days_to_readmit``,
-        ``unplanned_readmit_30d``, ``readmit_during_pac``.
+        ``unplanned_readmit_{window_days}d``, ``readmit_during_pac``.
     """
     eligible = episodes[episodes["pac_setting"].isin(PAC_READMISSION_SETTINGS)]
     hospital = pd.DataFrame({"stay_id": eligible["stay_id"].to_numpy(), "patient_id": eligible["patient_id"].to_numpy(),
                              "discharge_date": eligible["hospital_discharge_date"].to_numpy()})
     flags = readmissions(hospital, stays, facilities, window_days=window_days)
     readmit_admit = stays.set_index("stay_id")["admit_date"].reindex(flags["readmit_stay_id"]).to_numpy()
+    unplanned = flags[f"unplanned_readmit_{window_days}d"].to_numpy()
     during = (~pd.isna(readmit_admit)) & (readmit_admit >= eligible["pac_admit_date"].to_numpy()) & (
-        readmit_admit <= eligible["pac_discharge_date"].to_numpy()) & flags["unplanned_readmit_30d"].to_numpy()
+        readmit_admit <= eligible["pac_discharge_date"].to_numpy()) & unplanned
     return pd.DataFrame({
         "stay_id": eligible["stay_id"].to_numpy(), "pac_stay_id": eligible["pac_stay_id"].to_numpy(),
         "pac_facility_id": eligible["pac_facility_id"].to_numpy(), "pac_setting": eligible["pac_setting"].to_numpy(),
         "pac_is_partner": eligible["pac_is_partner"].to_numpy(),
         "readmit_stay_id": flags["readmit_stay_id"].to_numpy(), "days_to_readmit": flags["days_to_readmit"].to_numpy(),
-        "unplanned_readmit_30d": flags["unplanned_readmit_30d"].to_numpy(), "readmit_during_pac": during,
+        f"unplanned_readmit_{window_days}d": unplanned, "readmit_during_pac": during,
     })
 
 
@@ -485,9 +497,9 @@ def discharge_to_community(stays: pd.DataFrame, facilities: pd.DataFrame, patien
     status = pac["discharge_status"].astype("string").fillna("").to_numpy(dtype=object)
     community = np.isin(status, ["01", "06", "81", "86"])
     excluded = pd.Series(status).map(DTC_EXCLUDED_STATUSES).to_numpy()
-    discharge = _days(pac["discharge_date"])
-    death = _days(take(patients["death_date"], key_positions(pac["patient_id"], patients["patient_id"]),
-                       np.datetime64("NaT")))
+    discharge = day_numbers(pac["discharge_date"])
+    death = day_numbers(take(patients["death_date"], key_positions(pac["patient_id"], patients["patient_id"]),
+                             np.datetime64("NaT")))
     died = (death != _NAT) & (death <= discharge + window_days)
     # unplanned acute or LTCH admissions after the PAC discharge
     hosp = stays[np.isin(setting, ["acute", "ltch"])]
@@ -495,7 +507,7 @@ def discharge_to_community(stays: pd.DataFrame, facilities: pd.DataFrame, patien
     n = len(pac)
     codes = pd.factorize(pd.concat([pac["patient_id"], unplanned["patient_id"]], ignore_index=True))[0]
     pairs = pd.DataFrame({"i": np.arange(n), "p": codes[:n], "d": discharge}).merge(
-        pd.DataFrame({"p": codes[n:], "a": _days(unplanned["admit_date"])}), on="p")
+        pd.DataFrame({"p": codes[n:], "a": day_numbers(unplanned["admit_date"])}), on="p")
     gap = pairs["a"].to_numpy() - pairs["d"].to_numpy()
     readmitted = np.bincount(pairs["i"].to_numpy()[(gap >= 0) & (gap <= window_days)], minlength=n) > 0
     dtc = community & ~died & ~readmitted
@@ -565,8 +577,6 @@ def check_input_column(frame: pd.DataFrame, column: str, *, rule: str, where: st
     rate_table: column readmitted breaks rule boolean (true/false or 0/1) in 1 of 3 rows;
     examples: 'S0000000004…' (facility_id A)
     """
-    from carequal.errors import ParameterError
-
     if column not in frame.columns:
         raise ParameterError(f"{where}: no column {column!r} in the frame")
     values = frame[column]
@@ -619,8 +629,6 @@ def rate_table(frame: pd.DataFrame, *, by: list[str], events: str, level: float 
     0           A  3       1  0.333333
     1           B  1       1  1.000000
     """
-    from carequal.intervals import wilson
-
     check_input_column(frame, events, rule="boolean", where="rate_table", keys=list(by))
     grouped = frame.groupby(by, dropna=False, observed=True, sort=True)[events]
     out = pd.DataFrame({"n": grouped.size(), "events": grouped.sum().astype("int64")}).reset_index()
@@ -655,8 +663,6 @@ def count_rate_table(frame: pd.DataFrame, *, by: list[str], events: str, person_
     0      N       7  35.0  exact Poisson
     1      S      30  30.0           Byar
     """
-    from carequal.intervals import count_interval
-
     for column in (events, person_time):
         check_input_column(frame, column, rule="count", where="count_rate_table", keys=list(by))
     grouped = frame.groupby(by, dropna=False, observed=True, sort=True)
@@ -702,9 +708,6 @@ def standardised_rates(events: pd.DataFrame, person_time: pd.DataFrame, *, by: l
     >>> round(float(out["rate"].iloc[0]), 3)  # weights 18,135,514 and 12,314,793
     14.044
     """
-    from carequal.cohorts import standard_population
-    from carequal.intervals import dobson_dsr
-
     std = (standard if standard is not None else standard_population())[["age_band", "population"]]
     keys = list(by) + list(strata)
     table = person_time[keys + ["person_years"]].merge(events[keys + [count]], on=keys, how="left")
@@ -732,10 +735,11 @@ def index_measures(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *,
     """Every per-index-stay measure in one tidy table (one row per index stay, in the order given).
 
     Columns: the index columns, ``los_days`` (Medicare counting), the readmission flags of
-    :func:`readmissions`, ``days_to_death`` and ``died_30d`` (:func:`mortality`), ``days_at_home_*``,
-    ED visits (when ``tables`` has ``ed_visits``), the post-acute episode (``pac_setting``,
-    ``pac_facility_id``, ``pac_is_partner``, ``pac_los_days``, ``episode_days``) and the post-acute use
-    flags (``to_snf`` … ``to_partner_pac``).
+    :func:`readmissions` (``readmitted_{window_days}d``, ``unplanned_readmit_{window_days}d``, …),
+    ``days_to_death`` and ``died_30d`` (:func:`mortality`), ``days_at_home_*``, ED visits (when ``tables`` has
+    ``ed_visits``; ``ed_visits_{window_days}d``), the post-acute episode (``pac_setting``, ``pac_facility_id``,
+    ``pac_is_partner``, ``pac_los_days``, ``episode_days``) and the post-acute use flags (``to_snf`` …
+    ``to_partner_pac``).
 
     Parameters
     ----------
@@ -744,8 +748,6 @@ def index_measures(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *,
     tables : dict of DataFrame
         Validated contract tables (``stays``, ``facilities``, ``patients``, optional ``ed_visits``).
     """
-    from carequal.cohorts import post_acute_episodes
-
     stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
     out = index.reset_index(drop=True).copy()
     out["los_days"] = length_of_stay(out).to_numpy()
@@ -780,8 +782,6 @@ def trend_table(frame: pd.DataFrame, *, date_col: str = "discharge_date", freq: 
     2 2024-03-01  2       1
     """
     if freq not in ("month", "quarter"):
-        from carequal.errors import ParameterError
-
         raise ParameterError(f"freq must be 'month' or 'quarter', not {freq!r}")
     code = {"month": "M", "quarter": "Q"}[freq]
     period = pd.to_datetime(frame[date_col]).dt.to_period(code).dt.start_time

@@ -33,11 +33,25 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
+from scipy import stats
 
+from carequal.cohorts import index_stays
 from carequal.errors import ModelError, ModelWarning, ParameterError, describe_facilities
+from carequal.loaders import partition_folder
+from carequal.measures import index_measures
+from carequal.periods import reporting_period
+from carequal.risk import (
+    RISK_COVARIATES,
+    HierarchicalLogit,
+    brier_score,
+    c_statistic,
+    calibration_table,
+    hosmer_lemeshow,
+    risk_covariates,
+)
 
 __all__ = ["MEASURED_COLUMNS", "MEASURES", "MeasureSpec", "Reference", "build_reference", "measure_rows",
-           "measured_index_stays", "read_reference", "reference_from_measured", "reporting_period",
+           "measured_index_stays", "read_reference", "reference_from_measured",
            "write_reference"]
 
 
@@ -125,29 +139,6 @@ class Reference:
         return {name: info["reason"] for name, info in self.meta.get("unavailable", {}).items()}
 
 
-def reporting_period(start: str | pd.Timestamp, end: str | pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """Parse and check a reporting period (inclusive dates).
-
-    Examples
-    --------
-    >>> reporting_period("2024-01-01", "2024-12-31")
-    (Timestamp('2024-01-01 00:00:00'), Timestamp('2024-12-31 00:00:00'))
-    >>> reporting_period("2024-12-31", "2024-01-01")
-    Traceback (most recent call last):
-    ...
-    carequal.errors.ParameterError: period: start 2024-12-31 is after end 2024-01-01
-    """
-    try:
-        lo, hi = pd.Timestamp(start), pd.Timestamp(end)
-    except (ValueError, TypeError) as exc:
-        raise ParameterError(f"period: {start!r} to {end!r} are not dates (use YYYY-MM-DD): {exc}") from None
-    if pd.isna(lo) or pd.isna(hi):
-        raise ParameterError(f"period: give both a start and an end date, not {start!r} to {end!r}")
-    if lo > hi:
-        raise ParameterError(f"period: start {lo.date()} is after end {hi.date()}")
-    return lo, hi
-
-
 def measure_rows(measured: pd.DataFrame, facilities: pd.DataFrame, spec: MeasureSpec) -> pd.DataFrame:
     """The index stays a measure counts, with the facility judged (``unit_id``) and the outcome (``observed``).
 
@@ -186,8 +177,6 @@ def measure_rows(measured: pd.DataFrame, facilities: pd.DataFrame, spec: Measure
 def _fit_measure(rows: pd.DataFrame, spec: MeasureSpec, covariates: list[str], in_period: np.ndarray):
     """The measure's model fitted on the reporting period and every row scored; a :class:`ModelError` naming the
     measure, its facilities and the cause when the model cannot be fitted."""
-    from carequal.risk import HierarchicalLogit, brier_score, c_statistic, calibration_table, hosmer_lemeshow
-
     fit_rows = rows[in_period]
     facilities = describe_facilities(int(fit_rows["unit_id"].nunique()), f"{spec.unit_kind}s", "all markets")
     if len(fit_rows) == 0:
@@ -212,7 +201,6 @@ def _fit_measure(rows: pd.DataFrame, spec: MeasureSpec, covariates: list[str], i
                "brier": brier_score(y, p), "hl_statistic": hl["statistic"], "hl_p_value": hl["p_value"],
                "converged": model.converged_, "gradient_norm": model.convergence_.gradient_norm,
                "objective_change": model.convergence_.objective_change, "covariates": len(usable)}
-    from scipy import stats
 
     z = stats.norm.ppf(0.975)
     coef = pd.DataFrame({"measure": spec.name, "term": model.params_.index, "estimate": model.params_.to_numpy(),
@@ -233,10 +221,6 @@ def measured_index_stays(tables: dict[str, pd.DataFrame], *, rules=None) -> pd.D
     rows together — the residence-market partitions of an ingested dataset — and the results concatenated
     (:func:`carequal.scale.measured_index_stays_partitioned`).
     """
-    from carequal.cohorts import index_stays
-    from carequal.measures import index_measures
-    from carequal.risk import risk_covariates
-
     cohort = index_stays(tables["stays"], tables["facilities"], tables["patients"], tables.get("enrollment"),
                          rules=rules)
     measured = risk_covariates(index_measures(cohort.index, tables), tables["stays"])
@@ -286,8 +270,6 @@ def _check_measures(measures) -> None:
 def reference_from_measured(measured: pd.DataFrame, facilities: pd.DataFrame, *, period_start, period_end,
                             measures: tuple[str, ...] | list[str] = tuple(MEASURES)) -> Reference:
     """The reference from :func:`measured_index_stays` output (computed in one piece or by partition)."""
-    from carequal.risk import RISK_COVARIATES
-
     _check_measures(measures)
     start, end = reporting_period(period_start, period_end)
     # one order whatever the partitioning: the fits and every row of the result are then identical
@@ -351,8 +333,6 @@ def write_reference(reference: Reference, out_dir: str | Path) -> None:
 def read_reference(directory: str | Path, *, market: str | None = None) -> Reference:
     """Read a reference written by :func:`write_reference`; with ``market``, only the rows of that market's
     facilities are read (partition pruning: the other markets' files are not opened)."""
-    from carequal.loaders import partition_folder
-
     directory = Path(directory)
     if not (directory / "reference.json").is_file():
         raise ParameterError(f"{directory} holds no national reference (reference.json is missing); "

@@ -24,6 +24,9 @@ Sharing rules, all enforced here and tested:
 
 The patient-level inputs (:func:`packet_inputs`) are computed once for all partners, before the packets run,
 and kept in the batch's work folder; each packet reads only its own partner's rows.
+
+Size: about 900 lines, one module because the partner packet notebook's content, section by section (status, trends,
+flows, leakage, the extract), sharing :class:`PartnerPacket` and the suppression of its results.
 """
 
 from __future__ import annotations
@@ -35,9 +38,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from carequal.agreement import NOT_COMPUTED, POST_ACUTE, Agreement, partner_table
-from carequal.disclosure import suppression_statement
+from carequal.agreement import (
+    NOT_COMPUTED,
+    POST_ACUTE,
+    SPENDING_ROOM_DAYS,
+    Agreement,
+    agreement_cases,
+    evaluate_agreement,
+    partner_table,
+)
+from carequal.cohorts import index_stays, post_acute_episodes
+from carequal.compare import p_chart
+from carequal.cost import network_leakage
+from carequal.disclosure import cell_threshold, check_suppressed, suppress_counts, suppression_statement
 from carequal.errors import ParameterError
+from carequal.intervals import wilson
+from carequal.periods import previous_period
+from carequal.presentation import fmt_ci, fmt_pct, presentable, with_interval_text
 
 __all__ = ["PartnerPacket", "flow_display", "leakage_display", "leakage_findings", "leakage_plot", "leakage_table",
            "leakage_trend", "load_partner_packet", "metric_trend", "packet_inputs", "packet_title", "partner_leakage",
@@ -74,8 +91,6 @@ def patient_flows(tables: dict[str, pd.DataFrame], agreement: Agreement, *, peri
         missing for a destination that is not one), ``category`` (setting or destination), ``n``. Not
         suppressed, not anonymised: patient-derived counts for :func:`flow_display`.
     """
-    from carequal.cohorts import index_stays, post_acute_episodes
-
     lo, hi = (pd.Timestamp(x) for x in period)
     stays, fac = tables["stays"], tables["facilities"]
     cohort = index_stays(stays, fac, tables["patients"], tables.get("enrollment"))
@@ -134,9 +149,6 @@ def partner_leakage(tables: dict[str, pd.DataFrame], agreement: Agreement, *, en
         hospital partner to the period of ``end`` (``n = 0`` kept): ``facility_id``, ``period``,
         ``period_end``, ``n``, ``events``. Patient-derived counts, not suppressed: for :func:`leakage_table`.
     """
-    from carequal.cohorts import index_stays, post_acute_episodes
-    from carequal.cost import network_leakage
-
     stays, fac = tables["stays"], tables["facilities"]
     partners = partner_table(agreement, fac)
     hospitals = partners.loc[partners["setting"] == "acute", "facility_id"].tolist()
@@ -189,8 +201,6 @@ def readmitted_patients(cases: pd.DataFrame, tables: dict[str, pd.DataFrame], *,
         stay), ``post_acute_facility_id``, ``post_acute_admit_date``, ``post_acute_discharge_date`` (when the
         partner is a post-acute provider), ``readmission_date``, ``readmission_facility_id``.
     """
-    from carequal.cohorts import post_acute_episodes
-
     lo, hi = (pd.Timestamp(x) for x in period)
     mine = cases[(cases["metric"] == metric) & (cases["unit_id"] == partner) & (cases["value"] > 0.5)]
     mine = mine[(pd.to_datetime(mine["discharge_date"]) >= lo) & (pd.to_datetime(mine["discharge_date"]) <= hi)]
@@ -232,9 +242,6 @@ def packet_inputs(tables: dict[str, pd.DataFrame], agreement: Agreement, *, peri
     Spending metrics' rows carry ``counted_through``: the last index discharge date whose episode is counted
     (later ones await complete follow-up, :data:`carequal.agreement.SPENDING_ROOM_DAYS`), for the packet's
     notes."""
-    from carequal.agreement import agreement_cases, evaluate_agreement
-    from carequal.report import previous_period
-
     cases = agreement_cases(tables, agreement)
     lo, hi = pd.Timestamp(period_start), pd.Timestamp(period_end)
     views = {"review": evaluate_agreement(agreement, tables, cases=cases, end=hi),
@@ -287,9 +294,6 @@ class PartnerPacket:
 def load_partner_packet(inputs: str | Path, partner: str, *, period_start: str, period_end: str,
                         min_cell: int = 11) -> PartnerPacket:
     """Read one partner's rows of the packet inputs written by :func:`write_packet_inputs`."""
-    from carequal.agreement import Agreement
-    from carequal.disclosure import cell_threshold
-
     cell_threshold(min_cell)
     folder = Path(inputs)
     if not (folder / "agreement.json").is_file():
@@ -338,8 +342,6 @@ def _in_period(packet: PartnerPacket, view: str = "review") -> pd.DataFrame:
 def _suppressed(results: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     """Results with small counts hidden: the partner's n/events (and its value, interval, change) and the
     benchmark's (and the target derived from it). A previous period's hidden value hides the change too."""
-    from carequal.disclosure import cell_threshold, suppress_counts
-
     lo, hi = cell_threshold(min_cell)
     r = results.copy()
     r["events"] = r["events"].astype(float)
@@ -487,8 +489,6 @@ def metric_trend(packet: PartnerPacket, metric: str) -> pd.DataFrame:
     and for crude rates the p-chart columns (``centre``, limits). A metric that could not be computed in any
     period has ``attrs["not_computed"]``: the sentence to show instead of a chart.
     """
-    from carequal.compare import p_chart
-
     m = packet.agreement.metric(metric)
     freq = packet.agreement.review_period
     for view in ("review", "year"):
@@ -531,6 +531,7 @@ def trend_findings(trend: pd.DataFrame) -> list[str]:
 
 def value_axis(ax, metric) -> None:
     """Label the vertical axis of a metric's trend by its unit; dollars with a "$" and thousands separators."""
+    # matplotlib only when a chart is drawn (this is not the plotting module)
     from matplotlib.ticker import StrMethodFormatter
 
     if metric.spec.unit == "dollars":
@@ -544,8 +545,6 @@ def spending_notes(packet: PartnerPacket) -> list[str]:
     """What the spending metrics count in the reporting period: the last discharge whose episode is complete
     (later ones wait for their window and :data:`carequal.agreement.SPENDING_ROOM_DAYS` more), and the
     episodes left out for a missing payment. No count is quoted."""
-    from carequal.agreement import SPENDING_ROOM_DAYS
-
     r = _view(packet, "reporting")
     out = []
     for m in packet.agreement.metrics:
@@ -613,9 +612,6 @@ def leakage_table(packet: PartnerPacket, *, level: float = 0.95) -> pd.DataFrame
     5 discharges to non-partners in 2024 Q1 are hidden, and 12 in Q2 with them: the total of 17 would give
     the 5 away.
     """
-    from carequal.disclosure import cell_threshold, suppress_counts
-    from carequal.intervals import wilson
-
     lk = packet.leakage
     if lk is None or lk.empty or packet.partner["setting"] != "acute":
         return pd.DataFrame(columns=_LEAK_COLUMNS)
@@ -660,8 +656,6 @@ def leakage_trend(table: pd.DataFrame, *, baseline_min: int = 4) -> pd.DataFrame
     is the improvement) over the shown periods: the centre line and limits come from the periods before the
     partnership when at least ``baseline_min`` of them are shown, else from every shown period
     (``attrs["baseline"]`` says which). Hidden periods stay, with no rate, limits or signal."""
-    from carequal.compare import p_chart
-
     rows = table[table["row_type"] == "period"].reset_index(drop=True)
     chart_cols = ["centre", "lower_2sigma", "upper_2sigma", "lower_3sigma", "upper_3sigma", "signal"]
     shown = rows[~rows["suppressed"].astype(bool) & (rows["n"].fillna(0) > 0)]
@@ -682,8 +676,6 @@ def leakage_trend(table: pd.DataFrame, *, baseline_min: int = 4) -> pd.DataFrame
 def leakage_findings(table: pd.DataFrame, trend: pd.DataFrame, packet: PartnerPacket) -> list[str]:
     """One sentence on the reporting period's leakage against the share before the partnership, and one on
     the control chart's signals in the reporting period; never quoting a hidden value."""
-    from carequal.report import fmt_ci, fmt_pct
-
     name = packet.partner["name"]
     totals = table[table["row_type"] == "total"].set_index("group")
     if "reporting period" not in totals.index:
@@ -719,9 +711,7 @@ def leakage_findings(table: pd.DataFrame, trend: pd.DataFrame, packet: PartnerPa
 
 def leakage_display(table: pd.DataFrame, trend: pd.DataFrame) -> pd.DataFrame:
     """The packet's leakage table: the total before the partnership, each review period of the reporting
-    period and its total, as text (counts under :data:`carequal.report.COUNT_LABELS` names)."""
-    from carequal.report import presentable, with_interval_text
-
+    period and its total, as text (counts under :data:`carequal.presentation.COUNT_LABELS` names)."""
     keep = table[(table["group"] == "before the partnership") & (table["row_type"] == "total")
                  | (table["group"] == "reporting period")]
     signal = trend.set_index("period")["signal"]
@@ -736,6 +726,7 @@ def leakage_display(table: pd.DataFrame, trend: pd.DataFrame) -> pd.DataFrame:
 
 def leakage_plot(trend: pd.DataFrame, packet: PartnerPacket, ax=None):
     """:func:`carequal.plots.spc_plot` of the leakage per period, with the partnership's start."""
+    # matplotlib only when a chart is drawn (this is not the plotting module); the plots sit above the report content
     import matplotlib.pyplot as plt
 
     from carequal.plots import spc_plot
@@ -760,8 +751,6 @@ def leakage_plot(trend: pd.DataFrame, packet: PartnerPacket, ax=None):
 def flow_display(packet: PartnerPacket) -> dict[str, pd.DataFrame]:
     """"Came from" and "went next" tables of the partner, other facilities anonymised unless the agreement
     allows names, counts suppressed (complementary within each table, whose total is shown)."""
-    from carequal.disclosure import cell_threshold, suppress_counts
-
     names = packet.facilities.set_index("facility_id")
     out = {}
     for direction in ("came from", "went next"):
@@ -841,8 +830,6 @@ def extract_tables(packet: PartnerPacket) -> dict[str, pd.DataFrame]:
 def write_extract(packet: PartnerPacket, folder: str | Path) -> list[Path]:
     """Write the extract: one CSV per table and one Excel workbook with a sheet per table, each checked by
     :func:`carequal.disclosure.check_suppressed` first (a failing table raises and nothing is written)."""
-    from carequal.disclosure import cell_threshold, check_suppressed
-
     tables = extract_tables(packet)
     threshold = cell_threshold(packet.min_cell)
     for table in tables.values():

@@ -26,10 +26,14 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from carequal.disclosure import cell_threshold
+from carequal.cohorts import age_band, age_in_years, person_time, standard_population
+from carequal.compare import indirect_standardisation
+from carequal.disclosure import cell_threshold, suppress_counts
 from carequal.errors import ParameterError
-from carequal.national import MEASURES
-from carequal.report import COUNT_LABELS, fmt_ci
+from carequal.intervals import wilson
+from carequal.measures import standardised_rates, trend_table
+from carequal.national import MEASURES, reporting_period
+from carequal.presentation import COUNT_LABELS, fmt_ci
 
 __all__ = ["POST_ACUTE_SETTINGS", "TOTAL_LABEL", "UTILISATION_MEASURES", "market_comparison", "outcome_by_market",
            "outcome_findings", "outcome_trends", "utilisation_by_market"]
@@ -81,8 +85,6 @@ def _require(frame: pd.DataFrame, columns: Sequence[str], where: str) -> None:
 
 def _utilisation_events(tables: dict[str, pd.DataFrame], years: Sequence[int] | None) -> tuple[pd.DataFrame, list]:
     """Events by ``market``, ``year``, ``measure``, ``age_band`` (age on the day) and ``sex``; and the years."""
-    from carequal.cohorts import age_band, age_in_years
-
     pat = tables["patients"].set_index("patient_id")
     fac = tables["facilities"].set_index("facility_id")
     stays = tables["stays"]
@@ -197,10 +199,6 @@ def utilisation_by_market(tables: dict[str, pd.DataFrame], *, years: list[int] |
     >>> round(float(out["rate"].iloc[0]), 1)  # (20 × 18,135,514 + 40 × 12,314,793) / 30,450,307 × 997.95
     28030.9
     """
-    from carequal.cohorts import person_time, standard_population
-    from carequal.disclosure import suppress_counts
-    from carequal.measures import standardised_rates
-
     threshold = cell_threshold(min_cell)
     for name in ("patients", "enrollment", "stays", "facilities"):
         if tables.get(name) is None:
@@ -340,8 +338,6 @@ def _outcome_rows(rows: pd.DataFrame, measures: Sequence[str] | None, where: str
 
 def _with_ratio(table: pd.DataFrame, keys: list[str], level: float) -> pd.DataFrame:
     """Add ``expected_rate`` (mean expected), ``ratio`` (O/E) and its exact/Byar interval to a rate table."""
-    from carequal.compare import indirect_standardisation
-
     std = indirect_standardisation(table.assign(observed=table["events"]), by=keys, level=level)
     out = table.merge(std[keys + ["ratio", "lower", "upper", "method"]].rename(
         columns={"lower": "ratio_lower", "upper": "ratio_upper", "method": "ratio_method"}), on=keys, how="left")
@@ -401,9 +397,6 @@ def outcome_trends(rows: pd.DataFrame, *, freq: str = "quarter", min_cell: int =
       unit_market     period    n  events  rate  expected_rate  ratio
     0       North 2024-01-01  100      30   0.3           0.25    1.2
     """
-    from carequal.disclosure import suppress_counts
-    from carequal.measures import trend_table
-
     threshold = cell_threshold(min_cell)
     if freq not in ("month", "quarter"):
         raise ParameterError(f"freq must be 'month' or 'quarter', not {freq!r}")
@@ -478,10 +471,6 @@ def outcome_by_market(rows: pd.DataFrame, *, period_start: str | pd.Timestamp, p
     1         South  100    <NA>       NaN        NaN            primary
     2   All markets  300      55  0.183333  0.916667
     """
-    from carequal.disclosure import suppress_counts
-    from carequal.intervals import wilson
-    from carequal.national import reporting_period
-
     threshold = cell_threshold(min_cell)
     start, end = reporting_period(period_start, period_end)
     r = _outcome_rows(rows, measures, "outcome_by_market")

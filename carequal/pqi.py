@@ -103,6 +103,11 @@ from carequal.cohorts import age_in_years
 from carequal.errors import ParameterError
 from carequal.intervals import dobson_dsr, poisson_exact
 
+__all__ = ["COMPONENTS", "COMPOSITES", "INDICATORS", "Indicator", "PER", "PQI_VERSION", "REASONS", "SEXES",
+           "SHARED_REASONS", "SPECIFIC_REASONS", "TRANSFER_SETTINGS", "pqi_admissions", "pqi_age_band",
+           "pqi_attrition", "pqi_observed_expected", "pqi_person_time", "pqi_rates", "pqi_rules",
+           "pqi_standardised", "pqi_value_sets", "standard_population_pqi"]
+
 PQI_VERSION = "v2023"
 PER = 100_000
 """Rates are per 100,000 person-years."""

@@ -21,114 +21,40 @@ Choices where the sources are silent (documented in the report's methods appendi
 * Charts show no point whose count would be hidden in a table: facilities with 1–10 events are left off the
   funnel and caterpillar plots and counted in a note; trend periods with 1–10 events (or non-events) are
   left blank.
+
+Size: about 800 lines, one module because one function (or two: a table and its findings) per section of the market
+report, in the notebook's order, sharing :class:`MarketReport`, the period filter and the cell threshold. Formatting
+and display are in :mod:`carequal.presentation`, the candidate-partner section in :mod:`carequal.screening`.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from carequal.disclosure import cell_threshold, suppression_statement
-from carequal.errors import CarequalWarning, ParameterError
-from carequal.national import MEASURES
+from carequal.cohorts import CONDITIONS, age_band, chronic_conditions, index_stays, person_time, standard_population
+from carequal.compare import funnel_data, indirect_standardisation, p_chart, scorecard
+from carequal.disclosure import cell_threshold, suppress_counts, suppression_statement
+from carequal.errors import CarequalWarning, ModelError, ParameterError, describe_facilities
+from carequal.impact import RISK_COVARIATES, difference_in_differences, pac_attributed_stays
+from carequal.intervals import change_interval, wilson
+from carequal.loaders import read_market, read_validation_summary
+from carequal.measures import standardised_rates, trend_table
+from carequal.national import MEASURES, read_reference
+from carequal.periods import previous_period, reporting_period
+from carequal.presentation import fmt_ci, fmt_pct, with_interval_text
 
-__all__ = ["COUNT_LABELS", "MarketReport", "REPORT_CSS", "attrition_table", "candidate_display",
-           "candidate_findings", "candidate_table", "change_interval", "chronic_table",
-           "destination_findings", "destination_table", "facility_scorecard",
-           "flow_for_chart", "flow_table", "fmt_ci", "fmt_pct", "funnel_for", "headline_findings",
-           "headline_kpis", "impact_finding", "impact_summary", "kpi_record", "load_market_report",
-           "model_table", "parse_choices", "partner_findings", "population_table", "presentable", "previous_period",
-           "report_notes", "report_title", "scorecard_display", "show_findings", "show_table", "shown_for_chart",
-           "table_html", "trend_chart", "trend_findings", "validation_table", "with_interval_text", "write_kpis"]
-
-COUNT_LABELS: dict[str, str] = {
-    "n": "Cases", "events": "Events", "observed": "Observed", "prev_n": "Cases (last period)",
-    "prev_events": "Events (last period)", "discharges": "Discharges", "removed": "Stays removed",
-    "loaded": "Rows loaded", "accepted": "Rows accepted", "quarantined": "Rows quarantined",
-    "patients": "Patients", "person_years": "Person-years", "remaining": "Stays remaining",
-    "dtc_n": "Post-acute stays",
-}
-"""Display names of the count columns of the report's tables. Every column shown under one of these names has
-passed small-cell suppression; the safe-to-share test reads the rendered tables by these names."""
-
-
-def fmt_pct(x: float, digits: int = 1) -> str:
-    """A proportion as a percentage, or "–" when missing.
-
-    Examples
-    --------
-    >>> fmt_pct(0.14321), fmt_pct(float("nan"))
-    ('14.3%', '–')
-    """
-    return "–" if x is None or pd.isna(x) else f"{100 * x:.{digits}f}%"
-
-
-def fmt_ci(lo: float, hi: float, *, percent: bool = True, digits: int | None = None) -> str:
-    """An interval as "lo–hi" (percent or ratio).
-
-    Examples
-    --------
-    >>> fmt_ci(0.1234, 0.1567), fmt_ci(0.876, 1.052, percent=False)
-    ('12.3–15.7%', '0.88–1.05')
-    """
-    if pd.isna(lo) or pd.isna(hi):
-        return "–"
-    if percent:
-        d = 1 if digits is None else digits
-        return f"{100 * lo:.{d}f}–{100 * hi:.{d}f}%"
-    d = 2 if digits is None else digits
-    return f"{lo:.{d}f}–{hi:.{d}f}"
-
-
-def previous_period(start: pd.Timestamp, end: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """The period of the same length just before ``[start, end]``: whole calendar months shift by their
-    number of months, other periods by their number of days.
-
-    Examples
-    --------
-    >>> previous_period(pd.Timestamp("2024-01-01"), pd.Timestamp("2024-12-31"))
-    (Timestamp('2023-01-01 00:00:00'), Timestamp('2023-12-31 00:00:00'))
-    >>> previous_period(pd.Timestamp("2024-03-01"), pd.Timestamp("2024-05-31"))
-    (Timestamp('2023-12-01 00:00:00'), Timestamp('2024-02-29 00:00:00'))
-    >>> previous_period(pd.Timestamp("2024-01-11"), pd.Timestamp("2024-01-20"))
-    (Timestamp('2024-01-01 00:00:00'), Timestamp('2024-01-10 00:00:00'))
-    """
-    prev_end = start - pd.Timedelta(days=1)
-    if start.day == 1 and (end + pd.Timedelta(days=1)).day == 1:
-        months = (end.year - start.year) * 12 + end.month - start.month + 1
-        return start - pd.DateOffset(months=months), prev_end
-    return start - (end - start) - pd.Timedelta(days=1), prev_end
-
-
-def change_interval(e1: np.ndarray, n1: np.ndarray, e0: np.ndarray, n0: np.ndarray,
-                    level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Newcombe's hybrid score interval (method 10) for the difference of two proportions ``e1/n1 - e0/n0``.
-
-    Examples
-    --------
-    Newcombe (1998), Table II, example (a): 56/70 − 48/80 = 0.20, interval 0.0524 to 0.3339.
-
-    >>> lo, hi = change_interval(np.array([56]), np.array([70]), np.array([48]), np.array([80]))
-    >>> round(float(lo[0]), 4), round(float(hi[0]), 4)
-    (0.0524, 0.3339)
-    """
-    from carequal.intervals import wilson
-
-    e1, n1, e0, n0 = (np.asarray(a, dtype=float) for a in (e1, n1, e0, n0))
-    l1, u1 = wilson(e1, n1, level=level)
-    l0, u0 = wilson(e0, n0, level=level)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p1, p0 = e1 / n1, e0 / n0
-    d = p1 - p0
-    lo = d - np.sqrt((p1 - l1) ** 2 + (u0 - p0) ** 2)
-    hi = d + np.sqrt((u1 - p1) ** 2 + (p0 - l0) ** 2)
-    return np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
-
+__all__ = ["MarketReport", "attrition_table", "chronic_table", "destination_findings", "destination_table",
+           "facility_scorecard", "flow_for_chart", "flow_table", "funnel_for", "headline_findings", "headline_kpis",
+           "impact_finding", "impact_summary", "kpi_record", "load_market_report", "model_table", "parse_choices",
+           "partner_findings", "population_table", "report_notes", "report_title", "scorecard_display",
+           "shown_for_chart", "trend_chart", "trend_findings", "unavailable_findings", "validation_table",
+           "write_kpis"]
 
 # ------------------------------------------------------------------------------------------- the inputs
 
@@ -198,10 +124,6 @@ def load_market_report(data: str | Path, reference: str | Path, market: str, *, 
     min_cell : int
         Smallest count that may be shown (11 under the CMS cell-size policy).
     """
-    from carequal.cohorts import CONDITIONS
-    from carequal.loaders import read_market, read_validation_summary
-    from carequal.national import read_reference, reporting_period
-
     cell_threshold(min_cell)
     start, end = reporting_period(period_start, period_end)
     measure_list = parse_choices(measures, tuple(MEASURES), "measure(s)")
@@ -283,10 +205,6 @@ def headline_kpis(rows: pd.DataFrame, *, period, previous, measures: tuple[str, 
          n  events  rate  expected_rate  ratio  prev_events
     0  100      30   0.3            0.1    3.0            0
     """
-    from carequal.compare import indirect_standardisation
-    from carequal.disclosure import suppress_counts
-    from carequal.intervals import wilson
-
     out = []
     for name in measures:
         r = rows[rows["measure"] == name]
@@ -412,9 +330,6 @@ def facility_scorecard(rows: pd.DataFrame, facilities: pd.DataFrame, *, period, 
         ``expected``, ``rate``, ``ratio``, ``lower``, ``upper``, ``pe_ratio``, ``funnel_class``, ``judgement``
         (the scorecard label), ``suppressed``, ``suppression_reason``.
     """
-    from carequal.compare import scorecard
-    from carequal.disclosure import suppress_counts
-
     cur = rows[_in(rows, period) & rows["measure"].isin(measures)]
     if cur.empty:
         return pd.DataFrame(columns=["measure", "label", "facility_id", "name", "setting", "is_partner", "n",
@@ -499,10 +414,6 @@ def funnel_for(rows: pd.DataFrame, card: pd.DataFrame, measure: str, *, period):
     Returns ``(funnel, left_off, notes)``: a :class:`carequal.compare.Funnel` or None when no facility may
     be shown, the number of facilities left off, and any warnings of the funnel as text.
     """
-    from dataclasses import replace
-
-    from carequal.compare import funnel_data
-
     shown, left_off = shown_for_chart(card, measure)
     cur = rows[(rows["measure"] == measure) & _in(rows, period)]
     agg = cur.groupby("unit_id").agg(observed=("observed", "sum"), expected=("expected", "sum")).reset_index()
@@ -532,8 +443,6 @@ def trend_chart(rows: pd.DataFrame, measure: str, *, freq: str = "auto", by_part
     ``freq="auto"`` charts months unless more than a third of them would be hidden, then quarters (a rare
     event such as 30-day death in a small market); the result's ``attrs["freq"]`` says which.
     """
-    from carequal.compare import p_chart
-
     if freq == "auto":
         monthly = _safe_trend(rows, measure, freq="month", by_partner=by_partner, min_cell=min_cell, end=end)
         freq = "month" if len(monthly) and monthly["suppressed"].mean() <= 1 / 3 else "quarter"
@@ -552,9 +461,6 @@ def trend_chart(rows: pd.DataFrame, measure: str, *, freq: str = "auto", by_part
 
 def _safe_trend(rows: pd.DataFrame, measure: str, *, freq: str, by_partner: bool, min_cell: int,
                 end: pd.Timestamp | None) -> pd.DataFrame:
-    from carequal.disclosure import suppress_counts
-    from carequal.measures import trend_table
-
     r = rows[rows["measure"] == measure]
     if end is not None:
         r = r[pd.to_datetime(r["discharge_date"]) <= end]
@@ -622,8 +528,6 @@ def flow_table(tables: dict[str, pd.DataFrame], rows: pd.DataFrame, *, market: s
     Returns ``hospital_id``, ``hospital``, ``pac_facility_id``, ``pac_facility``, ``pac_setting``,
     ``pac_is_partner``, ``n``, ``suppressed``.
     """
-    from carequal.disclosure import suppress_counts
-
     fac = tables["facilities"].set_index("facility_id")
     r = rows[(rows["measure"] == "pac_readmission") & _in(rows, period)]
     stays = tables["stays"].set_index("stay_id")
@@ -658,8 +562,6 @@ def destination_table(rows: pd.DataFrame, *, period, min_cell: int = 11) -> pd.D
     ``pac_readmission`` rows (those that went on to post-acute care). Returns ``destination``,
     ``discharges``, ``share``, suppressed.
     """
-    from carequal.disclosure import suppress_counts
-
     base = rows[(rows["measure"] == "readmission") & _in(rows, period)]
     pac = rows[(rows["measure"] == "pac_readmission") & _in(rows, period)]
     pac = pac[pac["stay_id"].isin(base["stay_id"])]
@@ -687,10 +589,6 @@ def population_table(tables: dict[str, pd.DataFrame], *, market: str, period, mi
     suppressed. Person-time and events of residents younger than ``min_age`` are left out (65: the Medicare
     population; None: all ages).
     """
-    from carequal.cohorts import age_band, person_time, standard_population
-    from carequal.disclosure import suppress_counts
-    from carequal.measures import standardised_rates
-
     pats = tables["patients"]
     if tables.get("enrollment") is None or pats.empty:
         return pd.DataFrame()
@@ -734,9 +632,6 @@ def population_table(tables: dict[str, pd.DataFrame], *, market: str, period, mi
 
 def chronic_table(tables: dict[str, pd.DataFrame], *, market: str, period, min_cell: int = 11) -> pd.DataFrame:
     """Residents with each chronic condition on a stay in the period (per 1,000 residents with a stay)."""
-    from carequal.cohorts import chronic_conditions
-    from carequal.disclosure import suppress_counts
-
     pats = tables["patients"]
     cc = chronic_conditions(tables["stays"], start=period[0], end=period[1])
     cc = cc[cc["patient_id"].map(pats.set_index("patient_id")["market"]) == market]
@@ -758,24 +653,28 @@ def impact_summary(tables: dict[str, pd.DataFrame], *, market: str) -> dict:
     to post-acute providers of this market (partners after their start vs the same quarters elsewhere).
 
     Returns the :func:`carequal.impact.difference_in_differences` result, or ``{"error": reason}`` when the
-    market's data cannot support the model (no partner with a start date, no exposed stays, no events).
+    market's data cannot support the model: no referral with both outcomes, no referral to a partner since its
+    partnership began (no partner, or none with a start date), or a model that cannot be fitted (the
+    :class:`carequal.errors.ModelError`'s shareable reason). Nothing else is caught: a missing column or a bug
+    fails the market, with its traceback in the work folder, instead of becoming a sentence for leaders.
     """
-    from carequal.impact import RISK_COVARIATES, difference_in_differences, pac_attributed_stays
-
-    try:
-        data = pac_attributed_stays(tables)
-    except (ParameterError, KeyError, ValueError) as exc:
-        return {"error": str(exc)}
+    data = pac_attributed_stays(tables)
     fac = tables["facilities"].set_index("facility_id")
     data = data[data["pac_facility_id"].map(fac["market"]) == market]
     covariates = [c for c in RISK_COVARIATES if data[c].nunique() > 1]
     if data.empty or data["unplanned_readmit_30d"].nunique() < 2:
         return {"error": "no post-acute referrals with both outcomes in this market"}
+    exposed = data["exposed"]
+    if not exposed[exposed.notna()].astype(bool).any():  # the condition difference_in_differences refuses
+        return {"error": "no exposed rows (partner facilities after their start): nothing to estimate"}
     try:
         return difference_in_differences(data, outcome="unplanned_readmit_30d", facility="pac_facility_id",
                                          covariates=covariates)
-    except (ParameterError, np.linalg.LinAlgError, ValueError) as exc:
-        return {"error": str(exc)}
+    except ModelError as exc:
+        failure = exc.within(measure="partnership effect",
+                             facilities=describe_facilities(int(data["pac_facility_id"].nunique()),
+                                                            "post-acute providers", market))
+        return {"error": failure.reason.removeprefix("partnership effect: ")}
 
 
 def impact_finding(result: dict, *, min_cell: int = 11) -> str:
@@ -783,8 +682,8 @@ def impact_finding(result: dict, *, min_cell: int = 11) -> str:
 
     Examples
     --------
-    >>> print(impact_finding({"odds_ratio": 0.74, "lower": -0.52, "upper": -0.08, "effect": -0.3,
-    ...                       "n_exposed": 400, "n": 2000, "n_facilities": 9}))
+    >>> print(impact_finding({"odds_ratio": 0.74, "odds_ratio_lower": 0.59, "odds_ratio_upper": 0.92,
+    ...                       "effect": -0.3, "n_exposed": 400, "n": 2000, "n_facilities": 9}))
     After partnerships began, the odds of a 30-day readmission for patients sent to partner post-acute
     providers fell by 26% relative to other providers in the same quarters (odds ratio 0.74, 95% CI 0.59–0.92;
     2,000 referrals to 9 providers). This assumes partners and other providers would otherwise have moved in
@@ -795,7 +694,7 @@ def impact_finding(result: dict, *, min_cell: int = 11) -> str:
     if result.get("n_exposed", 0) < min_cell:
         return "Too few referrals to partners since their partnerships began to estimate the effect."
     orr = result["odds_ratio"]
-    lo, hi = np.exp(result["lower"]), np.exp(result["upper"])
+    lo, hi = result["odds_ratio_lower"], result["odds_ratio_upper"]
     if hi < 1:
         what = f"fell by {100 * (1 - orr):.0f}%"
     elif lo > 1:
@@ -814,9 +713,6 @@ def impact_finding(result: dict, *, min_cell: int = 11) -> str:
 def attrition_table(tables: dict[str, pd.DataFrame], *, min_cell: int = 11) -> pd.DataFrame:
     """The index-stay attrition of the market's residents: stays removed at each step (suppressed, with a
     complementary cell so the total removed does not reveal a hidden one), and the stays at start and end."""
-    from carequal.cohorts import index_stays
-    from carequal.disclosure import suppress_counts
-
     cohort = index_stays(tables["stays"], tables["facilities"], tables["patients"], tables.get("enrollment"))
     att = cohort.attrition
     first = int(att["remaining"].iloc[0])
@@ -840,8 +736,6 @@ def attrition_table(tables: dict[str, pd.DataFrame], *, min_cell: int = 11) -> p
 
 def validation_table(validation: tuple[pd.DataFrame, pd.DataFrame], *, min_cell: int = 11) -> pd.DataFrame:
     """Rows loaded, accepted and quarantined per table at ingest (all markets), suppressed."""
-    from carequal.disclosure import suppress_counts
-
     counts = validation[0]
     if counts.empty:
         return counts
@@ -885,117 +779,6 @@ def write_kpis(record: dict, path: str | Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
     tmp.replace(path)
-
-
-def presentable(table: pd.DataFrame, *, columns: dict[str, str | None], counts: tuple[str, ...] = (),
-                percent: tuple[str, ...] = (), ratio: tuple[str, ...] = (), number: tuple[str, ...] = (),
-                points: tuple[str, ...] = ()) -> pd.DataFrame:
-    """A table as text for a leadership report: chosen columns renamed, counts with thousands separators
-    (under the names of :data:`COUNT_LABELS`), rates as percentages, differences of rates in percentage
-    points, ratios to two decimals; hidden values read "suppressed", values missing for another reason are
-    blank.
-
-    Parameters
-    ----------
-    columns : dict
-        Source column → display name for the non-count columns, in display order (count columns are placed
-        where they appear in this dict with value ``None`` or appended).
-
-    Examples
-    --------
-    >>> t = pd.DataFrame({"name": ["A", "B"], "n": pd.array([120, pd.NA], dtype="Int64"), "rate": [0.1, None]})
-    >>> presentable(t, columns={"name": "Facility", "n": None, "rate": "Rate"}, counts=("n",), percent=("rate",))
-      Facility       Cases        Rate
-    0        A         120       10.0%
-    1        B  suppressed  suppressed
-    """
-    hidden_row = (table["suppressed"].astype(bool).to_numpy() if "suppressed" in table
-                  else np.ones(len(table), dtype=bool))
-
-    def text(values, fmt) -> list[str]:
-        return [("suppressed" if hide else "") if pd.isna(v) else fmt(v)
-                for v, hide in zip(values, hidden_row, strict=True)]
-
-    out = {}
-    for col, name in columns.items():
-        values = table[col]
-        if col in counts:
-            out[COUNT_LABELS[col]] = text(values, lambda v: f"{int(round(float(v))):,d}")
-        elif col in percent:
-            out[name] = text(values, fmt_pct)
-        elif col in ratio:
-            out[name] = text(values, lambda v: f"{float(v):.2f}")
-        elif col in points:
-            out[name] = text(values, lambda v: f"{100 * float(v):+.1f} pts")
-        elif col in number:
-            out[name] = text(values, lambda v: f"{float(v):,.1f}")
-        else:
-            out[name] = ["" if pd.isna(v) else str(v) for v in values]
-    return pd.DataFrame(out)
-
-
-REPORT_CSS = """<style>
-table.carequal-table { border-collapse: collapse; margin: 0.4em 0 1.2em 0; font-size: 0.95em; }
-table.carequal-table th { text-align: right; padding: 4px 10px; border-bottom: 1px solid #999; }
-table.carequal-table td { text-align: right; padding: 3px 10px; font-variant-numeric: tabular-nums; }
-table.carequal-table th:first-child, table.carequal-table td:first-child { text-align: left; }
-table.carequal-table td.text, table.carequal-table th.text { text-align: left; }
-table.carequal-table tr:nth-child(even) td { background: #f5f5f5; }
-</style>"""
-"""Style of the report's tables: text columns left-aligned, numbers right-aligned in tabular figures."""
-
-
-def table_html(frame: pd.DataFrame) -> str:
-    """A presentable table as HTML (class ``carequal-table``; columns of text left-aligned).
-
-    Examples
-    --------
-    >>> html = table_html(pd.DataFrame({"Facility": ["A"], "Cases": ["1,200"]}))
-    >>> '<td class="text">A</td>' in html and "<td>1,200</td>" in html
-    True
-    """
-    from html import escape
-
-    numeric_text = r"[-+]?[\d,.]+%?|suppressed|–|"
-    attr = {c: "" if frame[c].astype("str").str.fullmatch(numeric_text).all() else ' class="text"' for c in frame}
-    head = "".join(f"<th{attr[c]}>{escape(str(c))}</th>" for c in frame)
-    rows = []
-    for values in frame.itertuples(index=False):
-        cells = "".join(f"<td{attr[c]}>{escape(str(v))}</td>" for c, v in zip(frame.columns, values, strict=True))
-        rows.append(f"<tr>{cells}</tr>")
-    body = "".join(rows)
-    return f'<table class="carequal-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-
-def show_findings(sentences: list[str]) -> None:
-    """Display plain-language findings as a bullet list in a notebook (the reports' one way to do it)."""
-    from IPython.display import Markdown, display
-
-    display(Markdown("\n".join(f"- {s}" for s in sentences)))
-
-
-def show_table(frame: pd.DataFrame) -> None:
-    """Display a presentable table in a notebook as :func:`table_html`."""
-    from IPython.display import HTML, display
-
-    display(HTML(table_html(frame)))
-
-
-def with_interval_text(frame: pd.DataFrame, *, lower: str = "lower", upper: str = "upper", percent: bool = False,
-                       digits: int = 1) -> pd.DataFrame:
-    """Add ``interval``: "lo–hi" text of two columns ("suppressed" when either is hidden).
-
-    Examples
-    --------
-    >>> with_interval_text(pd.DataFrame({"lower": [12.04, None], "upper": [15.5, 3.0]}))["interval"].tolist()
-    ['12.0–15.5', 'suppressed']
-    """
-    if frame.empty:
-        return frame.assign(interval=pd.Series(dtype="str"))
-    text = [("suppressed" if pd.isna(lo) or pd.isna(hi) else fmt_ci(lo, hi, percent=percent, digits=digits))
-            for lo, hi in zip(frame[lower], frame[upper], strict=True)]
-    return frame.assign(interval=text)
 
 
 def scorecard_display(card: pd.DataFrame) -> pd.DataFrame:
@@ -1049,112 +832,20 @@ def report_notes(card: pd.DataFrame, mr: MarketReport) -> list[str]:
     return notes
 
 
-# ---------------------------------------------------------------------------------------- candidate partners
+# ------------------------------------------------------ for the notebooks until they import carequal.presentation
+# The report notebooks (``notebooks/*.ipynb``) call these as ``rpt.<name>``. They live in
+# :mod:`carequal.presentation` (formatting and display) and :mod:`carequal.screening` (the candidate-partner
+# section); new code imports them from there. Not in ``__all__``: this list goes when the notebooks switch.
+from carequal.presentation import REPORT_CSS as REPORT_CSS  # noqa: E402
+from carequal.presentation import presentable as presentable  # noqa: E402
+from carequal.presentation import show_findings as show_findings  # noqa: E402
+from carequal.presentation import show_table as show_table  # noqa: E402
+from carequal.presentation import table_html as table_html  # noqa: E402
+from carequal.screening import candidate_display as candidate_display  # noqa: E402
+from carequal.screening import candidate_table as candidate_table  # noqa: E402
+from carequal.screening import market_candidate_findings as candidate_findings  # noqa: E402, F401 (renamed)
 
-
-def candidate_table(mr: MarketReport, card: pd.DataFrame, flows: pd.DataFrame, *, hospital: str | None = None,
-                    min_cases: int = 25) -> pd.DataFrame:
-    """The market's post-acute providers that are not partners, screened and ranked as candidates
-    (:mod:`carequal.screening`), suppressed for sharing.
-
-    Readmission is judged against the national model (its rate from ``mr.reference.models`` gives the
-    risk-standardised rate); discharge to community and length of stay cover the stays of the market's
-    residents, the benchmark being the residents' stays of the same setting. A readmission result is shown only
-    where the scorecard (``card``, :func:`facility_scorecard`) shows the provider's ``pac_readmission`` row,
-    and a volume only where every hospital's flow to the provider is shown in ``flows`` (:func:`flow_table`):
-    what the section shows of them can then be read from those tables already, so it reveals nothing they hide.
-
-    Returns
-    -------
-    DataFrame
-        :func:`carequal.screening.candidate_shortlist` output, in rank order.
-    """
-    from carequal.screening import NOT_REPORTED, candidate_partners, candidate_shortlist, rank_candidates
-
-    models = mr.reference.models
-    rate = models.loc[models["measure"] == "pac_readmission", "rate"] if len(models) else pd.Series(dtype=float)
-    no_model = "pac_readmission" in mr.unavailable  # no expected readmissions: referrals are counted, not judged
-    rows = mr.rows.assign(expected=mr.rows["expected"].fillna(0.0)) if no_model else mr.rows
-    screen = candidate_partners(rows, mr.tables, market=mr.market, period=mr.period, hospital=hospital,
-                                min_cases=min_cases, national_rate=float(rate.iloc[0]) if len(rate) else None)
-    if no_model:
-        judged = [c for c in screen.columns if c.startswith("readmit_")
-                  and c not in ("readmit_n", "readmit_events", "readmit_rate")]
-        screen = screen.assign(**{c: np.nan for c in judged if c not in ("readmit_label", "readmit_method")},
-                               readmit_label=NOT_REPORTED, readmit_method="")
-        screen = rank_candidates(screen.drop(columns=["rank", "score", "judged"]))
-    pac_card = card[card["measure"] == "pac_readmission"] if len(card) else card
-    shown_flows = flows if hospital is None else flows[flows["hospital_id"] == hospital]
-    hide = {"readmission": pac_card.loc[pac_card["suppressed"].astype(bool), "facility_id"] if len(pac_card) else [],
-            "discharges": shown_flows.loc[shown_flows["n"].isna(), "pac_facility_id"]}
-    return candidate_shortlist(screen, min_cell=mr.min_cell, hide=hide)
-
-
-def candidate_findings(short: pd.DataFrame, mr: MarketReport) -> list[str]:
-    """Sentences for leaders on :func:`candidate_table` (:func:`carequal.screening.candidate_findings`), and a
-    technical note for any group that small-cell suppression could not protect inside the table."""
-    from carequal.screening import candidate_findings as findings
-
-    sentences = findings(short, market=mr.market)
-    hidden = int(short["discharges"].isna().sum()) if len(short) else 0
-    if hidden:
-        sentences.append(f"Discharges to {hidden} of these providers are not shown: at some hospital they are small "
-                         "numbers (see where patients go, above), and a total would give them away.")
-    return sentences + [f"Technical note (small numbers): {n}" for n in short.attrs.get("notes", [])]
-
-
-def _shown(values, hidden, fmt) -> list[str]:
-    """Text of values: "suppressed" where hidden, "–" where missing for another reason (no cases, not reported)."""
-    return ["suppressed" if hide else ("–" if pd.isna(v) else fmt(v)) for v, hide in zip(values, hidden, strict=True)]
-
-
-def candidate_display(short: pd.DataFrame) -> pd.DataFrame:
-    """The evidence behind :func:`candidate_table`'s verdicts as text for the report: volume, readmission O/E,
-    discharge to community (rate and adjusted O/E), median stay and nurse staffing against their benchmarks.
-
-    Examples
-    --------
-    >>> short = pd.DataFrame({"rank": [1], "name": ["Oak SNF"], "setting": ["snf"],
-    ...     "discharges": pd.array([40], dtype="Int64"), "readmit_n": pd.array([52], dtype="Int64"),
-    ...     "readmit_events": pd.array([None], dtype="Int64"), "readmit_ratio": [None], "readmit_lower": [None],
-    ...     "readmit_upper": [None], "dtc_n": pd.array([61], dtype="Int64"),
-    ...     "dtc_events": pd.array([30], dtype="Int64"), "dtc_rate": [0.492], "dtc_lower": [0.37],
-    ...     "dtc_upper": [0.61], "dtc_ratio": [1.1], "dtc_ratio_lower": [0.74], "dtc_ratio_upper": [1.57],
-    ...     "los_median": [21.0], "los_benchmark": [22.0], "nurse_hours_ppd": [None],
-    ...     "staffing_benchmark": [None]})
-    >>> print(" | ".join(candidate_display(short).iloc[0]).replace("\\xa0", " "))  # no-break spaces as spaces
-    1 | Oak SNF | SNF | 40 | suppressed | 61 | 49.2% (37.0–61.0%) | 1.10 (0.74–1.57) | 21 (22) | –
-    """
-    readmit_hidden = short[["readmit_n", "readmit_events"]].isna().any(axis=1).to_numpy()
-    dtc_hidden = short[["dtc_n", "dtc_events"]].isna().any(axis=1).to_numpy()
-    stays_hidden = short["dtc_n"].isna().to_numpy()
-
-    def estimate(est, lo, hi, *, percent: bool):
-        values = [np.nan if pd.isna(e) or pd.isna(a) or pd.isna(b) else (e, a, b)
-                  for e, a, b in zip(short[est], short[lo], short[hi], strict=True)]
-        # a no-break space keeps an estimate and its interval on one line in a narrow column
-        fmt = ((lambda v: f"{fmt_pct(v[0])}\u00a0({fmt_ci(v[1], v[2])})") if percent
-               else (lambda v: f"{v[0]:.2f}\u00a0({fmt_ci(v[1], v[2], percent=False)})"))
-        return values, fmt
-
-    readmit, readmit_fmt = estimate("readmit_ratio", "readmit_lower", "readmit_upper", percent=False)
-    dtc_rate, dtc_rate_fmt = estimate("dtc_rate", "dtc_lower", "dtc_upper", percent=True)
-    dtc_ratio, dtc_ratio_fmt = estimate("dtc_ratio", "dtc_ratio_lower", "dtc_ratio_upper", percent=False)
-    los = [np.nan if pd.isna(m) else (m, b) for m, b in zip(short["los_median"], short["los_benchmark"], strict=True)]
-    staff = [np.nan if pd.isna(h) else (h, b) for h, b in zip(short["nurse_hours_ppd"], short["staffing_benchmark"],
-                                                               strict=True)]
-    never = np.zeros(len(short), dtype=bool)
-    return pd.DataFrame({
-        "Rank": short["rank"].astype("str").to_numpy(),
-        "Provider": short["name"].astype("str").to_numpy(),
-        "Setting": short["setting"].astype("str").str.upper().to_numpy(),
-        COUNT_LABELS["discharges"]: _shown(short["discharges"], short["discharges"].isna().to_numpy(),
-                                           lambda v: f"{int(v):,d}"),
-        "Readmission O/E (95% CI)": _shown(readmit, readmit_hidden, readmit_fmt),
-        COUNT_LABELS["dtc_n"]: _shown(short["dtc_n"], stays_hidden, lambda v: f"{int(v):,d}"),
-        "Discharged to community (95% CI)": _shown(dtc_rate, dtc_hidden, dtc_rate_fmt),
-        "Adjusted O/E (95% CI)": _shown(dtc_ratio, dtc_hidden, dtc_ratio_fmt),
-        "Median stay, days (setting)": _shown(los, stays_hidden, lambda v: f"{v[0]:.0f}\u00a0({v[1]:.0f})"),
-        "Nurse hours per patient day (market median)": _shown(
-            staff, never, lambda v: f"{v[0]:.2f}" + ("" if pd.isna(v[1]) else f"\u00a0({v[1]:.2f})")),
-    })
+FOR_THE_NOTEBOOKS: tuple[str, ...] = ("REPORT_CSS", "candidate_display", "candidate_findings", "candidate_table",
+                                      "presentable", "show_findings", "show_table", "table_html",
+                                      "with_interval_text")
+"""Names importable from this module only for the notebooks (``with_interval_text`` is also used here)."""

@@ -8,6 +8,11 @@ Why hand-written: the maps are data, and matching is a prefix look-up; ``pycomor
 scores on polars frames, patient by patient, but not per stay with present-on-admission filtering and a
 look-back over prior stays, which risk models for readmission need. It is used in the tests as an
 independent check.
+
+Size: about 800 lines, one module because the comorbidity flags, the risk covariates built from them
+(:data:`RISK_COVARIATES`) and the logistic and hierarchical models with their diagnostics change together (a new
+covariate reaches every model). The comorbidity maps could stand alone as a module; that split is left to the
+hierarchical model's rework (issue 18), which edits this file.
 """
 
 from __future__ import annotations
@@ -18,10 +23,17 @@ from importlib import resources
 
 import numpy as np
 import pandas as pd
+import patsy
+from scipy import stats
+from threadpoolctl import threadpool_limits
 
 from carequal.convergence import GRADIENT_TOL, glm_convergence, guarded_fit, minimise, warn_unless_converged
 from carequal.errors import ModelError, ParameterError, describe_facilities
 from carequal.schema import diagnoses_long
+
+__all__ = ["HIERARCHIES", "HierarchicalLogit", "LogisticRiskModel", "PRESENT_ON_ADMISSION", "RISK_CONDITIONS",
+           "RISK_COVARIATES", "SCHEMES", "WEIGHTS", "apply_hierarchy", "brier_score", "c_statistic",
+           "calibration_table", "code_flags", "comorbidities", "comorbidity_map", "hosmer_lemeshow", "risk_covariates"]
 
 SCHEMES: dict[str, str] = {"charlson": "charlson_quan2005_icd10.csv", "elixhauser": "elixhauser_quan2005_icd10.csv"}
 WEIGHTS: dict[str, dict[str, str]] = {
@@ -191,8 +203,6 @@ def _history(stays: pd.DataFrame, targets: pd.DataFrame, lookback_days: int) -> 
 
 
 def _design(frame: pd.DataFrame, covariates: list[str] | None, formula: str | None, fail=None):
-    import patsy
-
     if (covariates is None) == (formula is None):
         raise ParameterError("give either covariates (a list of columns) or formula (a patsy right-hand side)")
     if fail is not None:
@@ -329,7 +339,7 @@ class LogisticRiskModel:
         events or only events, a covariate that completely separates the outcome, no more cases than terms, or a
         numerical failure of the fit).
         """
-        import statsmodels.api as sm
+        import statsmodels.api as sm  # statsmodels.api takes seconds to import: loaded on the first fit
         from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
         unit = next((c for c in ("facility_id", "unit_id") if c in frame.columns), None)
@@ -360,15 +370,11 @@ class LogisticRiskModel:
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Predicted probabilities (the expected outcome of each row under the model)."""
-        import patsy
-
         X = patsy.build_design_matrices([self.design_info_], frame, return_type="dataframe")[0]
         return np.asarray(self.result_.predict(X))
 
 
 def _design_like(design_info, frame: pd.DataFrame) -> pd.DataFrame:
-    import patsy
-
     return patsy.build_design_matrices([design_info], frame, return_type="dataframe")[0]
 
 
@@ -380,8 +386,6 @@ def c_statistic(y, p, *, level: float = 0.95) -> dict:
     >>> c_statistic([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])["c"]
     0.75
     """
-    from scipy import stats
-
     y = np.asarray(y, dtype=bool)
     p = np.asarray(p, dtype=float)
     pos, neg = p[y], p[~y]
@@ -430,8 +434,6 @@ def calibration_table(y, p, *, groups: int = 10) -> pd.DataFrame:
 
 def hosmer_lemeshow(y, p, *, groups: int = 10) -> dict:
     """Hosmer–Lemeshow goodness-of-fit statistic over deciles of risk (chi-square, groups − 2 df)."""
-    from scipy import stats
-
     table = calibration_table(y, p, groups=groups)
     o, e, n = table["observed"], table["expected"], table["n"]
     stat = float((((o - e) ** 2) / (e * (1 - e / n))).sum())
@@ -553,8 +555,6 @@ class HierarchicalLogit:
         start values without facility effects), no more stays than terms, or a numerical failure of the fit
         (overflow, a singular matrix, estimates that are not finite).
         """
-        from threadpoolctl import threadpool_limits
-
         # the passes are many small matrix-vector products: BLAS threads cost more than they give
         # (measured: 100k stays, 1.8 s with 2 OpenBLAS threads, 0.4 s with 1)
         with threadpool_limits(limits=1, user_api="blas"):
@@ -650,7 +650,6 @@ class HierarchicalLogit:
         if (codes < 0).any():
             raise ParameterError(f"{group}: facilities not seen in fitting; bootstrap the fitting data")
         rows_of = np.split(np.argsort(codes, kind="stable"), np.cumsum(np.bincount(codes, minlength=self._G))[:-1])
-        from threadpoolctl import threadpool_limits
 
         limiter = threadpool_limits(limits=1, user_api="blas")
         try:

@@ -33,14 +33,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from carequal.loaders import markets_in_dataset, read_market, read_table
+from carequal.national import MEASURED_COLUMNS, MEASURES, measured_index_stays, reference_from_measured
+
 __all__ = ["measure_market", "measured_index_stays_partitioned", "reference_partitioned"]
 
 
 def measure_market(dataset: str | Path, market: str, *, rules=None) -> pd.DataFrame:
     """:func:`carequal.national.measured_index_stays` of one residence-market partition (read on its own)."""
-    from carequal.loaders import read_market
-    from carequal.national import MEASURED_COLUMNS, measured_index_stays
-
     tables = read_market(dataset, market).tables
     if tables["stays"].empty:
         return _empty_measured()
@@ -49,8 +49,6 @@ def measure_market(dataset: str | Path, market: str, *, rules=None) -> pd.DataFr
 
 
 def _empty_measured() -> pd.DataFrame:
-    from carequal.national import MEASURED_COLUMNS
-
     return pd.DataFrame({c: pd.Series(dtype="object") for c in MEASURED_COLUMNS})
 
 
@@ -69,8 +67,6 @@ def measured_index_stays_partitioned(dataset: str | Path, *, client=None, rules=
     markets : list of str, optional
         Partitions to measure (default all).
     """
-    from carequal.loaders import markets_in_dataset
-
     dataset = str(Path(dataset).resolve())
     chosen = markets if markets is not None else markets_in_dataset(dataset)
     if client is None:
@@ -78,7 +74,7 @@ def measured_index_stays_partitioned(dataset: str | Path, *, client=None, rules=
         parts = [p for p in parts if len(p)]
         out = pd.concat(parts, ignore_index=True) if parts else _empty_measured()
     else:
-        import dask
+        import dask  # only on a Dask cluster (heavy, optional)
         import dask.dataframe as dd
 
         # the partitions' own columns and dtypes are kept (verify_meta=False): the meta only names the columns
@@ -94,8 +90,6 @@ def reference_partitioned(dataset: str | Path, *, period_start, period_end, meas
                           rules=None):
     """The national reference computed partition by partition (:func:`measured_index_stays_partitioned`)
     and fitted on the client; equal to :func:`carequal.national.build_reference` on the whole data."""
-    from carequal.national import MEASURES, reference_from_measured
-
     measured = measured_index_stays_partitioned(dataset, client=client, rules=rules)
     return reference_from_measured(measured, _facilities(dataset), period_start=period_start,
                                    period_end=period_end, measures=tuple(measures or MEASURES))
@@ -103,6 +97,4 @@ def reference_partitioned(dataset: str | Path, *, period_start, period_end, meas
 
 def _facilities(dataset: str | Path) -> pd.DataFrame:
     """The facilities table of a dataset (validated at ingest, stored typed; one small table, read whole)."""
-    from carequal.loaders import read_table
-
     return read_table(Path(dataset) / "facilities")

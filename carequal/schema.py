@@ -46,6 +46,9 @@ discharge on the day of death agrees with the death date.
 Why some of this is hand-written: pandera has no cross-table checks, and its ``coerce`` turns an unparseable
 date into an exception about the whole column, without row keys; parsing first keeps every failure
 row-addressable.
+
+Size: about 1,100 lines, one module because the contract is one document: each table's columns and rules and the
+cross-table checks, rendered whole for ``data/README.md`` by :func:`contract_markdown`.
 """
 
 from __future__ import annotations
@@ -61,6 +64,13 @@ import pyarrow as pa_arrow
 import pyarrow.compute as pc
 
 from carequal.errors import ParameterError, SchemaError
+
+__all__ = ["ADMISSION_TYPES", "CODE_SEPARATOR", "CONTRACT", "COVERAGE_TYPES", "ColumnSpec", "DATE_DTYPE", "DATE_FLOOR",
+           "EXACT_INTEGER_LIMIT", "Failure", "ICD10CM_PATTERN", "ICD10PCS_PATTERN", "KEYS", "NONEMPTY_TABLES",
+           "OPEN_ENDED_DATES", "OPTIONAL_TABLES", "POA_FLAGS", "POST_ACUTE_SETTINGS", "RULES", "SETTINGS", "SEXES",
+           "TABLES", "ValidatedTables", "column_list", "contract_markdown", "date_window", "diagnoses_long",
+           "key_positions", "normalise_code", "normalise_code_list", "overlapping_stays", "parse_table", "table_schema",
+           "take", "take_text", "validate_tables"]
 
 TABLES: tuple[str, ...] = ("facilities", "patients", "stays", "enrollment", "ed_visits")
 """Contract tables in dependency order (parents before children)."""

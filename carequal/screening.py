@@ -43,25 +43,40 @@ on a hidden value. Volumes are suppressed within setting × partner flag, the gr
 report shows (:func:`carequal.report.destination_table`); values that another published table hides (a
 hospital-level flow, a scorecard row) can be hidden too with ``hide``.
 
-In a market report (:func:`carequal.report.candidate_table`) the reference rows are those of the market's
-facilities (every referral to its providers, from any market) and the tables are the market's residents', so
-discharge to community, length of stay and their benchmarks cover residents' stays.
+In a market report (:func:`candidate_table`, :func:`candidate_display`, :func:`market_candidate_findings`) the
+reference rows are those of the market's facilities (every referral to its providers, from any market) and the
+tables are the market's residents', so discharge to community, length of stay and their benchmarks cover
+residents' stays.
+
+Why one module of about 900 lines: the criteria, the ranking, the shortlist's suppression and the report's
+section share the verdicts, the shortlist's columns and the rule that the rank never rests on a hidden value;
+split, each part would import the others' constants and a reader would follow one idea across three files.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from carequal.cohorts import age_band, age_in_years
+from carequal.compare import indirect_standardisation
+from carequal.disclosure import REASONS, suppress_counts
 from carequal.errors import DisclosureWarning, ParameterError
+from carequal.intervals import wilson
+from carequal.measures import discharge_to_community, length_of_stay
+from carequal.periods import reporting_period
+from carequal.presentation import COUNT_LABELS, fmt_ci, fmt_pct, shown_text
+
+if TYPE_CHECKING:  # the market report's inputs, for annotations only (carequal.report imports this module)
+    from carequal.report import MarketReport
 
 __all__ = ["CANDIDATE_SETTINGS", "HIDDEN", "NOT_JUDGED", "SCORED", "SHORTLIST_COLUMNS", "VERDICTS",
-           "candidate_findings",
-           "candidate_partners", "candidate_shortlist", "partner_status", "rank_candidates", "referral_volume",
-           "staffing_benchmark"]
+           "candidate_display", "candidate_findings", "candidate_partners", "candidate_shortlist", "candidate_table",
+           "market_candidate_findings", "partner_status", "rank_candidates", "referral_volume", "staffing_benchmark"]
 
 CANDIDATE_SETTINGS: tuple[str, ...] = ("snf", "irf", "ltch", "hha")
 """Settings screened: skilled nursing, inpatient rehabilitation, long-term care hospital, home health."""
@@ -101,8 +116,6 @@ def _check_columns(frame: pd.DataFrame, columns: Iterable[str], what: str, hint:
 
 
 def _period(period) -> tuple[pd.Timestamp, pd.Timestamp]:
-    from carequal.national import reporting_period
-
     try:
         start, end = period
     except (TypeError, ValueError):
@@ -276,8 +289,6 @@ def _interval_label(n: pd.Series, expected: pd.Series, lower: pd.Series, upper: 
 def _readmission(rows: pd.DataFrame, providers: list[str], *, period, national_rate: float | None,
                  min_cases: int, level: float) -> pd.DataFrame:
     """Risk-adjusted 30-day readmission of every referral to each provider in the period (any hospital)."""
-    from carequal.compare import indirect_standardisation
-
     pac = rows[(rows["measure"] == "pac_readmission").to_numpy() & _in(rows["discharge_date"], period).to_numpy()]
     if national_rate is None:
         # the rate of the rows given: national when they are the whole reference, as in build_reference
@@ -310,11 +321,6 @@ def _community(tables: Mapping[str, pd.DataFrame], providers: list[str], *, peri
                level: float) -> pd.DataFrame:
     """Discharge to community (crude with Wilson interval; O/E against age–sex–dual strata of the setting) and
     length of stay of each provider's stays discharged in the period."""
-    from carequal.cohorts import age_band, age_in_years
-    from carequal.compare import indirect_standardisation
-    from carequal.intervals import wilson
-    from carequal.measures import discharge_to_community, length_of_stay
-
     stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
     dtc = discharge_to_community(stays, fac, pats, settings=CANDIDATE_SETTINGS)
     by_id = stays.drop_duplicates("stay_id").set_index("stay_id")
@@ -657,8 +663,6 @@ def candidate_shortlist(screen: pd.DataFrame, *, min_cell: int = 11,
     Oak's 6 readmissions are hidden with its O/E, and Elm's 12 with them (the total would give 6 away), so
     Elm's "worse" no longer counts in its score; Elm's 7 discharges are hidden, and Oak's 60 with them.
     """
-    from carequal.disclosure import REASONS, suppress_counts
-
     _check_columns(screen, [c for c in SHORTLIST_COLUMNS if c not in ("rank", "score", "judged")], "screen",
                    "pass the output of candidate_partners")
     min_cell = _whole(min_cell, "min_cell", 1)
@@ -788,3 +792,107 @@ def _volume_text(volume, source: str, *, sep: str = ", with ") -> str:
     if pd.isna(volume) or volume <= 0:
         return ""
     return f"{sep}{int(volume):,d} discharges from {source} in the period"
+
+
+# --------------------------------------------------------------------------------- in the market report
+
+
+def candidate_table(mr: MarketReport, card: pd.DataFrame, flows: pd.DataFrame, *, hospital: str | None = None,
+                    min_cases: int = 25) -> pd.DataFrame:
+    """The market's post-acute providers that are not partners, screened and ranked as candidates
+    (:func:`candidate_partners`), suppressed for sharing.
+
+    Readmission is judged against the national model (its rate from ``mr.reference.models`` gives the
+    risk-standardised rate); discharge to community and length of stay cover the stays of the market's
+    residents, the benchmark being the residents' stays of the same setting. A readmission result is shown only
+    where the scorecard (``card``, :func:`carequal.report.facility_scorecard`) shows the provider's
+    ``pac_readmission`` row, and a volume only where every hospital's flow to the provider is shown in ``flows``
+    (:func:`carequal.report.flow_table`): what the section shows of them can then be read from those tables
+    already, so it reveals nothing they hide.
+
+    Returns
+    -------
+    DataFrame
+        :func:`candidate_shortlist` output, in rank order.
+    """
+    models = mr.reference.models
+    rate = models.loc[models["measure"] == "pac_readmission", "rate"] if len(models) else pd.Series(dtype=float)
+    no_model = "pac_readmission" in mr.unavailable  # no expected readmissions: referrals are counted, not judged
+    rows = mr.rows.assign(expected=mr.rows["expected"].fillna(0.0)) if no_model else mr.rows
+    screen = candidate_partners(rows, mr.tables, market=mr.market, period=mr.period, hospital=hospital,
+                                min_cases=min_cases, national_rate=float(rate.iloc[0]) if len(rate) else None)
+    if no_model:
+        judged = [c for c in screen.columns if c.startswith("readmit_")
+                  and c not in ("readmit_n", "readmit_events", "readmit_rate")]
+        screen = screen.assign(**{c: np.nan for c in judged if c not in ("readmit_label", "readmit_method")},
+                               readmit_label=NOT_REPORTED, readmit_method="")
+        screen = rank_candidates(screen.drop(columns=["rank", "score", "judged"]))
+    pac_card = card[card["measure"] == "pac_readmission"] if len(card) else card
+    shown_flows = flows if hospital is None else flows[flows["hospital_id"] == hospital]
+    hide = {"readmission": pac_card.loc[pac_card["suppressed"].astype(bool), "facility_id"] if len(pac_card) else [],
+            "discharges": shown_flows.loc[shown_flows["n"].isna(), "pac_facility_id"]}
+    return candidate_shortlist(screen, min_cell=mr.min_cell, hide=hide)
+
+
+def market_candidate_findings(short: pd.DataFrame, mr: MarketReport) -> list[str]:
+    """Sentences for leaders on :func:`candidate_table` (:func:`candidate_findings`), a sentence on the providers
+    whose discharges are hidden, and a technical note for any group that small-cell suppression could not
+    protect inside the table."""
+    sentences = candidate_findings(short, market=mr.market)
+    hidden = int(short["discharges"].isna().sum()) if len(short) else 0
+    if hidden:
+        sentences.append(f"Discharges to {hidden} of these providers are not shown: at some hospital they are small "
+                         "numbers (see where patients go, above), and a total would give them away.")
+    return sentences + [f"Technical note (small numbers): {n}" for n in short.attrs.get("notes", [])]
+
+
+def candidate_display(short: pd.DataFrame) -> pd.DataFrame:
+    """The evidence behind :func:`candidate_table`'s verdicts as text for the report: volume, readmission O/E,
+    discharge to community (rate and adjusted O/E), median stay and nurse staffing against their benchmarks.
+
+    Examples
+    --------
+    >>> short = pd.DataFrame({"rank": [1], "name": ["Oak SNF"], "setting": ["snf"],
+    ...     "discharges": pd.array([40], dtype="Int64"), "readmit_n": pd.array([52], dtype="Int64"),
+    ...     "readmit_events": pd.array([None], dtype="Int64"), "readmit_ratio": [None], "readmit_lower": [None],
+    ...     "readmit_upper": [None], "dtc_n": pd.array([61], dtype="Int64"),
+    ...     "dtc_events": pd.array([30], dtype="Int64"), "dtc_rate": [0.492], "dtc_lower": [0.37],
+    ...     "dtc_upper": [0.61], "dtc_ratio": [1.1], "dtc_ratio_lower": [0.74], "dtc_ratio_upper": [1.57],
+    ...     "los_median": [21.0], "los_benchmark": [22.0], "nurse_hours_ppd": [None],
+    ...     "staffing_benchmark": [None]})
+    >>> print(" | ".join(candidate_display(short).iloc[0]).replace("\\xa0", " "))  # no-break spaces as spaces
+    1 | Oak SNF | SNF | 40 | suppressed | 61 | 49.2% (37.0–61.0%) | 1.10 (0.74–1.57) | 21 (22) | –
+    """
+    readmit_hidden = short[["readmit_n", "readmit_events"]].isna().any(axis=1).to_numpy()
+    dtc_hidden = short[["dtc_n", "dtc_events"]].isna().any(axis=1).to_numpy()
+    stays_hidden = short["dtc_n"].isna().to_numpy()
+
+    def estimate(est, lo, hi, *, percent: bool):
+        values = [np.nan if pd.isna(e) or pd.isna(a) or pd.isna(b) else (e, a, b)
+                  for e, a, b in zip(short[est], short[lo], short[hi], strict=True)]
+        # a no-break space keeps an estimate and its interval on one line in a narrow column
+        fmt = ((lambda v: f"{fmt_pct(v[0])}\u00a0({fmt_ci(v[1], v[2])})") if percent
+               else (lambda v: f"{v[0]:.2f}\u00a0({fmt_ci(v[1], v[2], percent=False)})"))
+        return values, fmt
+
+    readmit, readmit_fmt = estimate("readmit_ratio", "readmit_lower", "readmit_upper", percent=False)
+    dtc_rate, dtc_rate_fmt = estimate("dtc_rate", "dtc_lower", "dtc_upper", percent=True)
+    dtc_ratio, dtc_ratio_fmt = estimate("dtc_ratio", "dtc_ratio_lower", "dtc_ratio_upper", percent=False)
+    los = [np.nan if pd.isna(m) else (m, b) for m, b in zip(short["los_median"], short["los_benchmark"], strict=True)]
+    staff = [np.nan if pd.isna(h) else (h, b) for h, b in zip(short["nurse_hours_ppd"], short["staffing_benchmark"],
+                                                               strict=True)]
+    never = np.zeros(len(short), dtype=bool)
+    return pd.DataFrame({
+        "Rank": short["rank"].astype("str").to_numpy(),
+        "Provider": short["name"].astype("str").to_numpy(),
+        "Setting": short["setting"].astype("str").str.upper().to_numpy(),
+        COUNT_LABELS["discharges"]: shown_text(short["discharges"], short["discharges"].isna().to_numpy(),
+                                           lambda v: f"{int(v):,d}"),
+        "Readmission O/E (95% CI)": shown_text(readmit, readmit_hidden, readmit_fmt),
+        COUNT_LABELS["dtc_n"]: shown_text(short["dtc_n"], stays_hidden, lambda v: f"{int(v):,d}"),
+        "Discharged to community (95% CI)": shown_text(dtc_rate, dtc_hidden, dtc_rate_fmt),
+        "Adjusted O/E (95% CI)": shown_text(dtc_ratio, dtc_hidden, dtc_ratio_fmt),
+        "Median stay, days (setting)": shown_text(los, stays_hidden, lambda v: f"{v[0]:.0f}\u00a0({v[1]:.0f})"),
+        "Nurse hours per patient day (market median)": shown_text(
+            staff, never, lambda v: f"{v[0]:.2f}" + ("" if pd.isna(v[1]) else f"\u00a0({v[1]:.2f})")),
+    })

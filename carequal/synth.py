@@ -82,6 +82,11 @@ second child of ``SeedSequence(seed)``), so a block does not depend on any other
 byte-identical for the same configuration. ``chunk_patients`` is part of the recipe: another block size
 gives another (equally valid) sample.
 
+Size: about 1,700 lines, one module because the generator is one simulation: within a block, calendar, people and
+stays are drawn from one random stream in a fixed order (above), so that a seed reproduces the data, and the truth it
+writes must name the same parameters the draws used; split, that order and those parameters would be spread across
+files.
+
 Examples
 --------
 >>> cfg = SynthConfig(n_markets=1, patients_per_market=300, hospitals_per_market=2, snf_per_market=2,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from carequal.report import COUNT_LABELS
+from carequal.presentation import COUNT_LABELS
 
 
 class HtmlTables(HTMLParser):

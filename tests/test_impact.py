@@ -40,7 +40,8 @@ def test_did_recovers_the_generator_partnership_effect():
     data = pac_attributed_stays(tables)
     est = difference_in_differences(data, outcome="unplanned_readmit_30d", facility="pac_facility_id",
                                     covariates=list(RISK_COVARIATES))
-    assert est["lower"] <= truth <= est["upper"], est
+    assert est["effect_lower"] <= truth <= est["effect_upper"], est
+    assert est["odds_ratio_lower"] < est["odds_ratio"] < est["odds_ratio_upper"]
     assert est["n_exposed"] > 500 and est["n_facilities"] > 20
     linear = difference_in_differences(data, outcome="unplanned_readmit_30d", facility="pac_facility_id",
                                        covariates=list(RISK_COVARIATES), link="linear")
@@ -65,7 +66,7 @@ def test_did_on_simulated_panel_with_known_effect():
     rows = pd.DataFrame({"facility_id": fac["facility_id"].to_numpy()[f], "date": date, "x": x, "y": y})
     data = partnership_exposure(rows, fac, facility="facility_id", date="date")
     est = difference_in_differences(data, outcome="y", facility="facility_id", covariates=["x"])
-    assert est["lower"] <= -0.35 <= est["upper"] and est["upper"] < 0
+    assert est["effect_lower"] <= -0.35 <= est["effect_upper"] and est["effect_upper"] < 0
 
 
 def test_its_recovers_level_change():

@@ -53,6 +53,20 @@ def test_day_0_and_day_30_count_day_31_does_not():
     assert f.loc["d", "same_hospital"] and not f.loc["a", "same_hospital"]
 
 
+def test_the_flags_are_named_for_their_window():
+    # a is readmitted on day 5 (b), c on day 10 (d): within 7 days only a; the 30-day names are not emitted
+    st_ = stays(("a", "p", "H1", "2024-01-01", "2024-01-05", "01", "I509"),
+                ("b", "p", "H2", "2024-01-10", "2024-01-12", "01", "J189"),
+                ("c", "q", "H1", "2024-01-01", "2024-01-05", "01", "I509"),
+                ("d", "q", "H1", "2024-01-15", "2024-01-16", "01", "J189"))
+    cohort = index_stays(st_, FAC, patients(("p", "1940-01-01", None), ("q", "1940-01-01", None)), rules=NO_RUNOUT)
+    week = readmissions(cohort.index, st_, FAC, window_days=7).set_index("stay_id")
+    assert {"readmitted_7d", "unplanned_readmit_7d"} <= set(week.columns)
+    assert not {"readmitted_30d", "unplanned_readmit_30d"} & set(week.columns)
+    assert week.loc["a", "readmitted_7d"] and not week.loc["c", "readmitted_7d"]
+    assert week.loc["a", "unplanned_readmit_7d"]
+
+
 def test_post_acute_stays_are_not_readmissions():
     st_ = stays(("a", "p", "H1", "2024-01-01", "2024-01-05", "03", "I509"),
                 ("s", "p", "S1", "2024-01-05", "2024-01-25", "01", "Z471"),

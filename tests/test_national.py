@@ -19,9 +19,9 @@ from carequal.national import (
     MEASURES,
     build_reference,
     read_reference,
-    reporting_period,
     write_reference,
 )
+from carequal.periods import reporting_period
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 PERIOD = ("2024-01-01", "2024-12-31")

@@ -300,8 +300,6 @@ def test_extract_writes_leakage_and_refuses_it_unsuppressed(tmp_path, monkeypatc
     assert {p.name for p in written} == {"about.csv", "metrics.csv", "leakage.csv", "extract.xlsx"}
     leak = pd.read_csv(tmp_path / "ok" / "leakage.csv")
     assert leak["events"].isna().sum() == 3 and leak.loc[leak["events"].isna(), "share"].isna().all()
-    import carequal.disclosure
-
     # only the primary cells hidden: the 2024 total then gives the hidden 8 away, and the check says so
     def primary_only(table, *, count_cols, threshold, **_):
         lo, hi = threshold
@@ -311,7 +309,7 @@ def test_extract_writes_leakage_and_refuses_it_unsuppressed(tmp_path, monkeypatc
         out.loc[small, ["rate", "lower", "upper"]] = np.nan
         return out.assign(suppressed=small, suppression_reason=np.where(small, "primary", ""))
 
-    monkeypatch.setattr(carequal.disclosure, "suppress_counts", primary_only)
+    monkeypatch.setattr(packet, "suppress_counts", primary_only)  # the suppression the packet calls
     with pytest.raises(DisclosureError, match="displayed total minus the displayed cells"):
         packet.write_extract(pp, tmp_path / "unsafe")
     assert not (tmp_path / "unsafe").exists()

@@ -20,6 +20,7 @@ from carequal.agreement import (
 from carequal.cohorts import IndexRules
 from carequal.errors import AgreementError
 from carequal.loaders import load_tables
+from test_cohorts import FAC, patients, stays
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 
@@ -257,6 +258,27 @@ target = { kind = "market" }
     assert q2["n"] == 2 and q2["status"] == "not yet judgeable" and q2["phase"] == "after"
     assert q2["previous_value"] == 0.25 and q2["change"] == pytest.approx(-0.25)
     assert q2["benchmark_n"] == 0 and np.isnan(q2["target"])
+
+
+def test_a_readmission_metric_reads_the_flags_of_its_own_window():
+    # a: readmitted on day 5 (b), c: on day 10 (d); b and d, index stays too, are not readmitted. A 7-day
+    # metric counts a only, a 30-day one a and c
+    st_ = stays(("a", "p", "H1", "2024-01-01", "2024-01-05", "01", "I509", "E119"),
+                ("b", "p", "H2", "2024-01-10", "2024-01-12", "01", "J189", "E119"),
+                ("c", "q", "H1", "2024-01-01", "2024-01-05", "01", "I509", "E119"),
+                ("d", "q", "H1", "2024-01-15", "2024-01-16", "01", "J189", "E119"))
+    tables = {"stays": st_, "facilities": FAC.assign(name=FAC["facility_id"]),
+              "patients": patients(("p", "1940-01-01", None), ("q", "1940-01-01", None))}
+    metrics = "".join(f'[[metrics]]\nid = "{metric}"\nmeasure = "readmission"\n{window}'
+                      'target = { kind = "absolute", value = 0.2 }\n'
+                      for metric, window in (("week", "window_days = 7\n"),
+                                             ("week_all", 'window_days = 7\nplanned = "include"\n'), ("month", "")))
+    ag = read_agreement(text='name = "t"\n[[partners]]\nfacility_id = "H1"\n' + metrics)
+    cases = agreement_cases(tables, ag, rules=IndexRules(runout_days=None))
+    hospital = cases[cases["role"] == "hospital"].set_index(["metric", "stay_id"])["value"]
+    assert hospital.loc["week"].to_dict() == {"a": 1.0, "b": 0.0, "c": 0.0, "d": 0.0}
+    assert hospital.loc["week_all"].to_dict() == {"a": 1.0, "b": 0.0, "c": 0.0, "d": 0.0}
+    assert hospital.loc["month"].to_dict() == {"a": 1.0, "b": 0.0, "c": 1.0, "d": 0.0}
 
 
 def test_evaluate_by_hand_risk_adjusted_and_relative_target():

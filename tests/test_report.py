@@ -7,7 +7,10 @@ import pandas as pd
 import pytest
 
 from carequal import report as rpt
-from carequal.errors import ParameterError
+from carequal.errors import ModelError, ParameterError
+from carequal.intervals import change_interval
+from carequal.presentation import COUNT_LABELS, presentable
+from carequal.risk import RISK_COVARIATES
 
 PERIOD = (pd.Timestamp("2024-01-01"), pd.Timestamp("2024-12-31"))
 PREVIOUS = (pd.Timestamp("2023-01-01"), pd.Timestamp("2023-12-31"))
@@ -82,7 +85,7 @@ def test_headline_findings_wording_of_changes():
 
 def test_change_interval_matches_newcombe_example_b():
     # Newcombe (1998) Table II (b): 9/10 − 3/10 = 0.6, hybrid score interval 0.1705 to 0.8090
-    lo, hi = rpt.change_interval(np.array([9]), np.array([10]), np.array([3]), np.array([10]))
+    lo, hi = change_interval(np.array([9]), np.array([10]), np.array([3]), np.array([10]))
     assert (round(float(lo[0]), 4), round(float(hi[0]), 4)) == (0.1705, 0.8090)
 
 
@@ -234,20 +237,68 @@ def test_attrition_table_hides_small_steps_with_a_complement(raw_tables):
 def test_presentable_distinguishes_suppressed_from_blank():
     t = pd.DataFrame({"name": ["A", "B", "C"], "n": pd.array([120, pd.NA, pd.NA], dtype="Int64"),
                       "rate": [0.1, None, None], "suppressed": [False, True, False]})
-    out = rpt.presentable(t, columns={"name": "Facility", "n": None, "rate": "Rate"}, counts=("n",),
+    out = presentable(t, columns={"name": "Facility", "n": None, "rate": "Rate"}, counts=("n",),
                           percent=("rate",))
-    assert out.columns.tolist() == ["Facility", rpt.COUNT_LABELS["n"], "Rate"]
+    assert out.columns.tolist() == ["Facility", COUNT_LABELS["n"], "Rate"]
     assert out.iloc[1].tolist() == ["B", "suppressed", "suppressed"]
     assert out.iloc[2].tolist() == ["C", "", ""]
 
 
 def test_impact_finding_wording():
-    base = {"effect": 0.3, "lower": 0.1, "upper": 0.5, "odds_ratio": float(np.exp(0.3)), "n": 500,
+    base = {"effect": 0.3, "effect_lower": 0.1, "effect_upper": 0.5, "odds_ratio": float(np.exp(0.3)),
+            "odds_ratio_lower": float(np.exp(0.1)), "odds_ratio_upper": float(np.exp(0.5)), "n": 500,
             "n_facilities": 6, "n_exposed": 200}
     assert "rose by 35%" in rpt.impact_finding(base)
-    assert "did not change clearly" in rpt.impact_finding({**base, "lower": -0.1})
+    assert "did not change clearly" in rpt.impact_finding({**base, "effect_lower": -0.1,
+                                                                   "odds_ratio_lower": float(np.exp(-0.1))})
     assert "Too few referrals" in rpt.impact_finding({**base, "n_exposed": 7})
     assert "could not be estimated" in rpt.impact_finding({"error": "no exposed rows"})
+
+
+def _referrals(exposed) -> pd.DataFrame:
+    """Post-acute referrals as :func:`carequal.impact.pac_attributed_stays` gives them, all in market M."""
+    k = len(exposed)
+    frame = pd.DataFrame({"pac_facility_id": ["S1", "S2"] * (k // 2), "unplanned_readmit_30d": [True, False] * (k // 2),
+                          "exposed": exposed, "period": "2024Q1"})
+    for c in RISK_COVARIATES:
+        frame[c] = 0.0
+    return frame
+
+
+def test_impact_summary_reports_only_the_conditions_it_names(monkeypatch):
+    tables = {"facilities": pd.DataFrame({"facility_id": ["S1", "S2"], "market": "M"})}
+    monkeypatch.setattr(rpt, "pac_attributed_stays", lambda t: _referrals([np.nan, False, False, np.nan]))
+    assert rpt.impact_summary(tables, market="M")["error"].startswith("no exposed rows")
+
+    def singular(*args, **kwargs):
+        raise ModelError(measure="unplanned_readmit_30d", facilities="2 facilities", cause="non-convergence",
+                         detail="the fit's iterations met a singular matrix and could not go on",
+                         model="difference-in-differences model", specifics="stay S1")
+
+    monkeypatch.setattr(rpt, "pac_attributed_stays", lambda t: _referrals([True, False, False, True]))
+    monkeypatch.setattr(rpt, "difference_in_differences", singular)
+    error = rpt.impact_summary(tables, market="M")["error"]
+    assert error.startswith("the difference-in-differences model could not be fitted at 2 post-acute providers (M)")
+    assert "S1" not in error  # the reason, without the keys of the message
+
+
+def test_impact_summary_lets_a_bug_fail_the_market(monkeypatch):
+    tables = {"facilities": pd.DataFrame({"facility_id": ["S1", "S2"], "market": "M"})}
+
+    def missing_column(t):
+        raise KeyError("partner_since")
+
+    monkeypatch.setattr(rpt, "pac_attributed_stays", missing_column)
+    with pytest.raises(KeyError):
+        rpt.impact_summary(tables, market="M")
+
+    def bug(*args, **kwargs):
+        raise ValueError("operands could not be broadcast together")
+
+    monkeypatch.setattr(rpt, "pac_attributed_stays", lambda t: _referrals([True, False, False, True]))
+    monkeypatch.setattr(rpt, "difference_in_differences", bug)
+    with pytest.raises(ValueError, match="broadcast"):
+        rpt.impact_summary(tables, market="M")
 
 
 def test_kpi_record_carries_only_shown_values():

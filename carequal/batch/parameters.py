@@ -11,18 +11,22 @@ checkout; ``--notebook`` (hidden) runs another one.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
+from carequal.cohorts import CONDITIONS
+from carequal.disclosure import check_min_cell
 from carequal.errors import ParameterError, SchemaError
+from carequal.inputs import is_market_dataset
+from carequal.loaders import markets_in_dataset, read_table, table_path
+from carequal.national import MEASURES
 from carequal.packaged import as_path
 from carequal.packaged import notebook as _shipped_notebook
+from carequal.periods import parse_period
+from carequal.report import parse_choices
 
 __all__ = ["AGREEMENT_NAMES", "DEFAULT_NOTEBOOK", "PACKET_NOTEBOOK", "RunConfig", "available_markets",
-           "check_parameters", "configure", "find_agreement", "parse_period", "select_markets"]
+           "check_parameters", "configure", "find_agreement", "select_markets"]
 
 DEFAULT_NOTEBOOK = _shipped_notebook("market_report")
 """The report notebook shipped in the package (``carequal/notebooks/market_report.ipynb``): a
@@ -37,46 +41,6 @@ AGREEMENT_NAMES = ("agreement.toml", "agreement.yaml", "agreement.yml")
 _PYTYPES = {"str": str, "int": int, "float": (int, float), "bool": bool}
 
 
-def parse_period(text: str) -> tuple[str, str]:
-    """A reporting period from the command line: ``2024`` (a calendar year), ``2024-Q3`` (a quarter),
-    ``2024-07`` (a month) or ``START:END`` (ISO dates, inclusive).
-
-    Examples
-    --------
-    >>> parse_period("2024"), parse_period("2024-Q3"), parse_period("2024-02")
-    (('2024-01-01', '2024-12-31'), ('2024-07-01', '2024-09-30'), ('2024-02-01', '2024-02-29'))
-    >>> parse_period("2024-01-01:2024-06-30")
-    ('2024-01-01', '2024-06-30')
-    >>> parse_period("last year")
-    Traceback (most recent call last):
-    ...
-    carequal.errors.ParameterError: --period 'last year': use YYYY, YYYY-Qn, YYYY-MM or START:END (YYYY-MM-DD)
-    """
-    from carequal.national import reporting_period
-
-    text = text.strip()
-    bad = ParameterError(f"--period {text!r}: use YYYY, YYYY-Qn, YYYY-MM or START:END (YYYY-MM-DD)")
-    if re.fullmatch(r"\d{4}", text):
-        start, end = pd.Timestamp(f"{text}-01-01"), pd.Timestamp(f"{text}-12-31")
-    elif m := re.fullmatch(r"(\d{4})-?Q([1-4])", text, flags=re.IGNORECASE):
-        start = pd.Timestamp(f"{m[1]}-{3 * int(m[2]) - 2:02d}-01")
-        end = start + pd.offsets.QuarterEnd(0)
-    elif re.fullmatch(r"\d{4}-\d{2}", text):
-        try:
-            start = pd.Timestamp(f"{text}-01")
-        except ValueError:
-            raise bad from None
-        end = start + pd.offsets.MonthEnd(0)
-    elif ":" in text:
-        lo, hi = text.split(":", 1)
-        if not (re.fullmatch(r"\d{4}-\d{2}-\d{2}", lo.strip()) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", hi.strip())):
-            raise bad
-        start, end = reporting_period(lo.strip(), hi.strip())
-    else:
-        raise bad
-    return start.date().isoformat(), end.date().isoformat()
-
-
 def available_markets(data: str | Path) -> list[str]:
     """Markets in the input: partition names of an ingested dataset, or the distinct ``patients.market``.
 
@@ -86,9 +50,6 @@ def available_markets(data: str | Path) -> list[str]:
         If the patients file cannot be read as a contract table (see :func:`carequal.loaders.read_table`: e.g.
         no ``market`` column, not UTF-8) or has no rows (rule ``table_empty``).
     """
-    from carequal.inputs import is_market_dataset
-    from carequal.loaders import markets_in_dataset, read_table, table_path
-
     if is_market_dataset(data):
         return markets_in_dataset(data)
     path = table_path(data, "patients")
@@ -110,7 +71,7 @@ def check_parameters(notebook: str | Path, parameters: dict) -> None:
     ParameterError
         Naming every unknown parameter (with the declared ones) and every value of the wrong type.
     """
-    import papermill
+    import papermill  # ~0.5 s with its Jupyter stack, for this one check: loaded when it runs
 
     declared = papermill.inspect_notebook(str(notebook))
     problems = []
@@ -216,8 +177,6 @@ def configure(data, out, *, work=None, notebook=None, by: str = "market", market
     ``data``; a work folder inside ``out`` (it holds patient-level data); ``min_cell`` below the disclosure
     floor without ``allow_small_cells``; a malformed period; workers < 1; ``patient_lists`` inside ``out``.
     """
-    from carequal.disclosure import check_min_cell
-
     if by not in ("market", "partner"):
         raise ParameterError(f"--by must be 'market' or 'partner', not {by!r}")
     data, out = Path(data).resolve(), Path(out).resolve()
@@ -259,10 +218,6 @@ def configure(data, out, *, work=None, notebook=None, by: str = "market", market
     elif agreement is not None:
         raise ParameterError("--agreement goes with --by partner only")
     if by == "market":
-        from carequal.cohorts import CONDITIONS
-        from carequal.national import MEASURES
-        from carequal.report import parse_choices
-
         parse_choices(measures, tuple(MEASURES), "measure(s)")
         parse_choices(conditions, (*CONDITIONS, "other"), "condition(s)")
     return RunConfig(data=data, out=out, work=work, notebook=notebook, by=by, markets=markets,

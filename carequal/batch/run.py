@@ -38,8 +38,11 @@ import uuid
 import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 
+from carequal import __version__
+from carequal.agreement import NOT_COMPUTED, load_agreement
 from carequal.batch.index import render_index
 from carequal.batch.jobs import MarketJob, execute_jobs, safe_name
 from carequal.batch.parameters import RunConfig, available_markets, check_parameters, configure, select_markets
@@ -56,6 +59,11 @@ from carequal.batch.state import (
     units_of,
 )
 from carequal.errors import ModelWarning, ParameterError
+from carequal.inputs import prepare
+from carequal.loaders import read_dataset_tables
+from carequal.national import MEASURES
+from carequal.packet import packet_inputs, readmitted_patients, write_packet_inputs
+from carequal.report import parse_choices
 
 __all__ = ["BatchResult", "run_batch"]
 
@@ -83,8 +91,6 @@ class BatchResult:
 
 
 def _package_versions() -> dict:
-    from importlib import metadata
-
     names = ["carequal", "numpy", "pandas", "scipy", "statsmodels", "pyarrow", "pandera", "matplotlib", "seaborn",
              "papermill", "nbconvert", "nbclient", "ipykernel", "jupyter_client"]
     out = {"python": platform.python_version()}
@@ -155,7 +161,7 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
     with hold(config.out, wait=config.wait, what="output"), hold(config.work, wait=config.wait, what="work"):
         client = None
         if config.scheduler:
-            from distributed import Client
+            from distributed import Client  # only with --scheduler (heavy, optional)
 
             try:
                 client = Client(config.scheduler, timeout=30)
@@ -189,9 +195,6 @@ def _model_notes(fn, *args, **kwargs):
 
 
 def _prepare(config: RunConfig, client):
-    from carequal.inputs import prepare
-    from carequal.national import MEASURES
-
     period = config.period or (None, None)
     prepared, notes = _model_notes(prepare, config.data, config.work, period_start=period[0],
                                    period_end=period[1], measures=tuple(MEASURES), force=config.force, client=client,
@@ -224,10 +227,6 @@ def _units(config: RunConfig, prepared, chosen: list[str], staging: Path) -> tup
 
 
 def _partner_units(config: RunConfig, prepared, chosen: list[str], staging: Path) -> tuple[list, dict, dict]:
-    from carequal.agreement import load_agreement
-    from carequal.loaders import read_dataset_tables
-    from carequal.packet import packet_inputs, readmitted_patients, write_packet_inputs
-
     start, end = prepared.period
     check_parameters(config.notebook, {"partner": "x", "period_start": start, "period_end": end, "inputs": "",
                                        "min_cell": config.min_cell, "extract_dir": "", "record_path": ""})
@@ -264,7 +263,6 @@ def _partner_units(config: RunConfig, prepared, chosen: list[str], staging: Path
                       {"name": p.name, "setting": p.setting, "market": p.market}))
     report_set = {"by": "partner", "period_start": start, "period_end": end, "min_cell": config.min_cell,
                   "agreement_sha256": ag_hash}
-    from carequal.agreement import NOT_COMPUTED
 
     results = inputs["results"]
     failed = results[results["status"] == NOT_COMPUTED].drop_duplicates(["metric", "status_reason"])
@@ -280,8 +278,6 @@ def _partner_units(config: RunConfig, prepared, chosen: list[str], staging: Path
 
 
 def _unit_key(fingerprint: str, params: dict, notebook_hash: str, report_set: dict) -> str:
-    from carequal import __version__
-
     # staging paths change from run to run; they are not part of what a report says
     stable = {k: v for k, v in params.items() if k != "extract_dir"}
     return set_key({"fingerprint": fingerprint, "parameters": stable, "notebook": notebook_hash,
@@ -358,8 +354,6 @@ def _finish_unit(config: RunConfig, record: dict, result: dict, job: MarketJob, 
 
 
 def _run(config: RunConfig, client) -> BatchResult:
-    from carequal import __version__
-
     t_run = time.perf_counter()
     started = datetime.now(UTC)
     run_id = f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -409,9 +403,6 @@ def _run(config: RunConfig, client) -> BatchResult:
         **extra,
     }
     if config.by == "market":
-        from carequal.national import MEASURES
-        from carequal.report import parse_choices
-
         manifest["measures"] = list(parse_choices(config.measures, tuple(MEASURES), "measure(s)"))
         # measures whose national model could not be fitted: each report says so (reasons name no patient)
         manifest["not_available"] = {m: r for m, r in unavailable.items() if m in manifest["measures"]}

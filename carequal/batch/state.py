@@ -39,9 +39,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from carequal.errors import CarequalError, ParameterError
+from filelock import FileLock, Timeout
 
-__all__ = ["FolderBusyError", "STATE_DIR", "MANIFEST_FORMAT", "hold", "write_atomic", "write_atomic_together",
+from carequal.errors import FolderBusyError, ParameterError
+
+__all__ = ["STATE_DIR", "MANIFEST_FORMAT", "hold", "write_atomic", "write_atomic_together",
            "file_sha256",
            "load_manifest", "commit", "set_key", "staging_dir", "verify_folder", "describe_os_error"]
 
@@ -50,12 +52,6 @@ STATE_DIR = ".carequal"
 
 MANIFEST_FORMAT = 2
 """Version of the manifest's layout; a folder written by another format is a different report set."""
-
-
-class FolderBusyError(CarequalError):
-    """Another carequal run holds the output (or work) folder. The command line exits with status 3."""
-
-    exit_code = 3
 
 
 # -------------------------------------------------------------------------------------------------- the lock
@@ -88,8 +84,6 @@ def hold(folder: str | Path, *, wait: float = 0.0, what: str = "output") -> Iter
     FolderBusyError
         Naming the holder (pid, host, start time, command).
     """
-    from filelock import FileLock, Timeout
-
     folder = Path(folder)
     state = folder / STATE_DIR
     try:

@@ -1,0 +1,183 @@
+"""Presentation: numbers as text, tables as HTML, findings and tables shown in a notebook.
+
+Every report (the market report, the partner packet, population health, the cohort explorer) formats,
+labels and displays through this module, so a rate, an interval or a hidden value reads the same everywhere:
+
+* numbers as text: :func:`fmt_pct`, :func:`fmt_ci`, :func:`with_interval_text`, :func:`shown_text`;
+* a computed table as the text a leader reads: :func:`presentable` (count columns under the names of
+  :data:`COUNT_LABELS`; hidden values read "suppressed");
+* HTML: :func:`table_html` and its style :data:`REPORT_CSS`;
+* in a notebook: :func:`show_table` and :func:`show_findings`.
+
+Nothing here computes or suppresses: the tables arrive already through small-cell suppression
+(:mod:`carequal.disclosure`); a missing value in a row marked ``suppressed`` is shown as "suppressed".
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["COUNT_LABELS", "REPORT_CSS", "fmt_ci", "fmt_pct", "presentable", "show_findings", "show_table",
+           "shown_text", "table_html", "with_interval_text"]
+
+COUNT_LABELS: dict[str, str] = {
+    "n": "Cases", "events": "Events", "observed": "Observed", "prev_n": "Cases (last period)",
+    "prev_events": "Events (last period)", "discharges": "Discharges", "removed": "Stays removed",
+    "loaded": "Rows loaded", "accepted": "Rows accepted", "quarantined": "Rows quarantined",
+    "patients": "Patients", "person_years": "Person-years", "remaining": "Stays remaining",
+    "dtc_n": "Post-acute stays",
+}
+"""Display names of the count columns of the report's tables. Every column shown under one of these names has
+passed small-cell suppression; the safe-to-share test reads the rendered tables by these names."""
+
+
+def fmt_pct(x: float, digits: int = 1) -> str:
+    """A proportion as a percentage, or "–" when missing.
+
+    Examples
+    --------
+    >>> fmt_pct(0.14321), fmt_pct(float("nan"))
+    ('14.3%', '–')
+    """
+    return "–" if x is None or pd.isna(x) else f"{100 * x:.{digits}f}%"
+
+
+def fmt_ci(lo: float, hi: float, *, percent: bool = True, digits: int | None = None) -> str:
+    """An interval as "lo–hi" (percent or ratio).
+
+    Examples
+    --------
+    >>> fmt_ci(0.1234, 0.1567), fmt_ci(0.876, 1.052, percent=False)
+    ('12.3–15.7%', '0.88–1.05')
+    """
+    if pd.isna(lo) or pd.isna(hi):
+        return "–"
+    if percent:
+        d = 1 if digits is None else digits
+        return f"{100 * lo:.{d}f}–{100 * hi:.{d}f}%"
+    d = 2 if digits is None else digits
+    return f"{lo:.{d}f}–{hi:.{d}f}"
+
+
+def presentable(table: pd.DataFrame, *, columns: dict[str, str | None], counts: tuple[str, ...] = (),
+                percent: tuple[str, ...] = (), ratio: tuple[str, ...] = (), number: tuple[str, ...] = (),
+                points: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A table as text for a leadership report: chosen columns renamed, counts with thousands separators
+    (under the names of :data:`COUNT_LABELS`), rates as percentages, differences of rates in percentage
+    points, ratios to two decimals; hidden values read "suppressed", values missing for another reason are
+    blank.
+
+    Parameters
+    ----------
+    columns : dict
+        Source column → display name for the non-count columns, in display order (count columns are placed
+        where they appear in this dict with value ``None`` or appended).
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"name": ["A", "B"], "n": pd.array([120, pd.NA], dtype="Int64"), "rate": [0.1, None]})
+    >>> presentable(t, columns={"name": "Facility", "n": None, "rate": "Rate"}, counts=("n",), percent=("rate",))
+      Facility       Cases        Rate
+    0        A         120       10.0%
+    1        B  suppressed  suppressed
+    """
+    hidden_row = (table["suppressed"].astype(bool).to_numpy() if "suppressed" in table
+                  else np.ones(len(table), dtype=bool))
+
+    def text(values, fmt) -> list[str]:
+        return [("suppressed" if hide else "") if pd.isna(v) else fmt(v)
+                for v, hide in zip(values, hidden_row, strict=True)]
+
+    out = {}
+    for col, name in columns.items():
+        values = table[col]
+        if col in counts:
+            out[COUNT_LABELS[col]] = text(values, lambda v: f"{int(round(float(v))):,d}")
+        elif col in percent:
+            out[name] = text(values, fmt_pct)
+        elif col in ratio:
+            out[name] = text(values, lambda v: f"{float(v):.2f}")
+        elif col in points:
+            out[name] = text(values, lambda v: f"{100 * float(v):+.1f} pts")
+        elif col in number:
+            out[name] = text(values, lambda v: f"{float(v):,.1f}")
+        else:
+            out[name] = ["" if pd.isna(v) else str(v) for v in values]
+    return pd.DataFrame(out)
+
+
+REPORT_CSS = """<style>
+table.carequal-table { border-collapse: collapse; margin: 0.4em 0 1.2em 0; font-size: 0.95em; }
+table.carequal-table th { text-align: right; padding: 4px 10px; border-bottom: 1px solid #999; }
+table.carequal-table td { text-align: right; padding: 3px 10px; font-variant-numeric: tabular-nums; }
+table.carequal-table th:first-child, table.carequal-table td:first-child { text-align: left; }
+table.carequal-table td.text, table.carequal-table th.text { text-align: left; }
+table.carequal-table tr:nth-child(even) td { background: #f5f5f5; }
+</style>"""
+"""Style of the report's tables: text columns left-aligned, numbers right-aligned in tabular figures."""
+
+
+def table_html(frame: pd.DataFrame) -> str:
+    """A presentable table as HTML (class ``carequal-table``; columns of text left-aligned).
+
+    Examples
+    --------
+    >>> html = table_html(pd.DataFrame({"Facility": ["A"], "Cases": ["1,200"]}))
+    >>> '<td class="text">A</td>' in html and "<td>1,200</td>" in html
+    True
+    """
+    numeric_text = r"[-+]?[\d,.]+%?|suppressed|–|"
+    attr = {c: "" if frame[c].astype("str").str.fullmatch(numeric_text).all() else ' class="text"' for c in frame}
+    head = "".join(f"<th{attr[c]}>{escape(str(c))}</th>" for c in frame)
+    rows = []
+    for values in frame.itertuples(index=False):
+        cells = "".join(f"<td{attr[c]}>{escape(str(v))}</td>" for c, v in zip(frame.columns, values, strict=True))
+        rows.append(f"<tr>{cells}</tr>")
+    body = "".join(rows)
+    return f'<table class="carequal-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def show_findings(sentences: list[str]) -> None:
+    """Display plain-language findings as a bullet list in a notebook (the reports' one way to do it)."""
+    # IPython is there only in a notebook kernel (and costs half a second): imported where it is used
+    from IPython.display import Markdown, display
+
+    display(Markdown("\n".join(f"- {s}" for s in sentences)))
+
+
+def show_table(frame: pd.DataFrame) -> None:
+    """Display a presentable table in a notebook as :func:`table_html`."""
+    from IPython.display import HTML, display  # only in a notebook kernel, as in show_findings
+
+    display(HTML(table_html(frame)))
+
+
+def with_interval_text(frame: pd.DataFrame, *, lower: str = "lower", upper: str = "upper", percent: bool = False,
+                       digits: int = 1) -> pd.DataFrame:
+    """Add ``interval``: "lo–hi" text of two columns ("suppressed" when either is hidden).
+
+    Examples
+    --------
+    >>> with_interval_text(pd.DataFrame({"lower": [12.04, None], "upper": [15.5, 3.0]}))["interval"].tolist()
+    ['12.0–15.5', 'suppressed']
+    """
+    if frame.empty:
+        return frame.assign(interval=pd.Series(dtype="str"))
+    text = [("suppressed" if pd.isna(lo) or pd.isna(hi) else fmt_ci(lo, hi, percent=percent, digits=digits))
+            for lo, hi in zip(frame[lower], frame[upper], strict=True)]
+    return frame.assign(interval=text)
+
+
+def shown_text(values, hidden, fmt) -> list[str]:
+    """Text of values: "suppressed" where ``hidden``, "–" where missing for another reason (no cases, not
+    reported), else ``fmt(value)``.
+
+    Examples
+    --------
+    >>> shown_text([0.5, None, None], [False, True, False], fmt_pct)
+    ['50.0%', 'suppressed', '–']
+    """
+    return ["suppressed" if hide else ("–" if pd.isna(v) else fmt(v)) for v, hide in zip(values, hidden, strict=True)]
