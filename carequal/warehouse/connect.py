@@ -106,7 +106,7 @@ class AdbcConnection(Connection):
 
     kind = "adbc"
 
-    def __init__(self, credentials: Credentials):
+    def __init__(self, credentials: Credentials, *, autocommit: bool = True):
         super().__init__(credentials)
         try:
             import adbc_driver_postgresql.dbapi as pg
@@ -115,7 +115,7 @@ class AdbcConnection(Connection):
                               "warehouse extra (pip install 'carequal[warehouse]') or set reader = "
                               "\"sqlalchemy\"") from None
         try:
-            self.conn = pg.connect(_libpq_uri(credentials.url), autocommit=True)
+            self.conn = pg.connect(_libpq_uri(credentials.url), autocommit=autocommit)
         except Exception as exc:  # noqa: BLE001 - every driver failure is reported the same way
             raise self.error(exc) from None
 

@@ -27,7 +27,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -157,20 +157,18 @@ def resolve_credentials(spec: ConnectionSpec, *, environ=os.environ) -> Credenti
     if not parts.scheme or "://" not in raw:
         raise SourceError(f"connection.url: not a database URL (given {redact_url(raw)!r}); write e.g. "
                           "postgresql://user@host:5432/database or sqlite:///path/to/file.db")
-    netloc = parts.netloc
     secrets = []
     password = None
-    if "@" in netloc:
-        userinfo = netloc.rsplit("@", 1)[0]
-        if ":" in userinfo:
-            given = userinfo.split(":", 1)[1]
-            if not _VARIABLE.fullmatch(given):
-                raise SourceError("connection.url: the URL holds a password written out; the mapping file must not "
-                                  "hold one: write ${VARIABLE} in its place (expanded from the environment), or use "
-                                  "password_env, keyring, or the driver's own (PGPASSWORD, ~/.pgpass)")
-            password = _expand(given, "connection.url", problems, environ)
-            secrets.append(password)
-            netloc = netloc.replace(f":{given}@", "@", 1)
+    user, host = _userinfo(raw)
+    if user is not None and ":" in user:
+        given = user.split(":", 1)[1]
+        if not _VARIABLE.fullmatch(given):
+            raise SourceError("connection.url: the URL holds a password written out; the mapping file must not "
+                              "hold one: write ${VARIABLE} in its place (expanded from the environment), or use "
+                              "password_env, keyring, or the driver's own (PGPASSWORD, ~/.pgpass)")
+        password = _expand(given, "connection.url", problems, environ)
+        secrets.append(password)
+        raw = raw.replace(f":{given}@", "@", 1)
     if password is None and spec.password_env:
         password = environ.get(spec.password_env)
         if password is None:
@@ -187,17 +185,13 @@ def resolve_credentials(spec: ConnectionSpec, *, environ=os.environ) -> Credenti
             if password is None:
                 problems.append(f"connection.keyring: no password in the keyring for service "
                                 f"{spec.keyring.service!r}, user {spec.keyring.username!r}")
-    expanded = _expand(urlunsplit(parts._replace(netloc=netloc)), "connection.url", problems, environ)
+    expanded = _expand(raw, "connection.url", problems, environ)
     if problems:
         raise SourceError("the source's connection cannot be made (" + str(len(problems)) + " problem"
                           + ("s" if len(problems) > 1 else "") + "):\n" + "\n".join(f"  {p}" for p in problems))
     secrets += [password] if password else []
     display = redact_url(expanded)
-    url = expanded
-    if password:
-        p = urlsplit(expanded)
-        user, _, host = p.netloc.rpartition("@")
-        url = urlunsplit(p._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
+    url = with_password(expanded, password) if password else expanded
     scheme = parts.scheme.split("+", 1)[0].lower()
     reader = spec.reader
     if reader == "auto":
@@ -207,6 +201,32 @@ def resolve_credentials(spec: ConnectionSpec, *, environ=os.environ) -> Credenti
                           "reader = \"sqlalchemy\" (or \"auto\")")
     return Credentials(url=url, display=display, reader=reader, batch_rows=spec.batch_rows,
                        secrets=sorted(set(secrets), key=len, reverse=True))
+
+
+def _userinfo(url: str) -> tuple[str | None, str]:
+    """``(user[:password], rest)`` of a URL's authority: string operations only, since ``urlunsplit`` would turn
+    ``sqlite:////abs/path`` into ``sqlite://abs/path``."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    end = min([i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0], default=len(rest))
+    netloc = rest[:end]
+    if "@" not in netloc:
+        return None, rest
+    user, host = netloc.rsplit("@", 1)
+    return user, host + rest[end:]
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` (URL-encoded) after its user name.
+
+    Examples
+    --------
+    >>> with_password("postgresql://ana@db:5432/dw", "p@ss/w:rd")
+    'postgresql://ana:p%40ss%2Fw%3Ard@db:5432/dw'
+    """
+    scheme = url.split("://", 1)[0]
+    user, rest = _userinfo(url)
+    user = (user or "").split(":", 1)[0]
+    return f"{scheme}://{user}:{quote(password, safe='')}@{rest}"
 
 
 def _where(loc: tuple) -> str:

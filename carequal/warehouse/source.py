@@ -123,7 +123,8 @@ def _as_text(values: pa.Array) -> pa.Array:
         plain = values.cast(pa.timestamp(t.unit)) if t.tz is not None else values
         day = plain.cast(pa.date32())
         midnight = pc.equal(day.cast(pa.timestamp(t.unit)), plain)
-        text = pc.if_else(midnight, day.cast(pa.large_string()), pc.strftime(plain, "%Y-%m-%d %H:%M:%S"))
+        text = pc.if_else(midnight, day.cast(pa.large_string()), pc.strftime(plain.cast(pa.timestamp("s"), safe=False),
+                                                                                 "%Y-%m-%d %H:%M:%S"))
     elif pa.types.is_large_string(t):
         text = values
     else:
