@@ -258,7 +258,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/carequal-whbench"))
     parser.add_argument("--slow-repeat", type=int, default=None,
-                        help="repeats of the slow baselines (read_sql, SQLAlchemy path) at the largest size")
+                        help="repeats of the slow methods (read_sql, the SQLAlchemy path, read + validate) at the "
+                             "largest size (default: --repeat)")
     parser.add_argument("--child")
     parser.add_argument("--spec")
     parser.add_argument("--result")
@@ -285,7 +286,7 @@ def main() -> None:
                     "columns": json.dumps(columns)}
             size = {"load_seconds": load_s, "methods": {}}
             for label, task, extra in METHODS + VALIDATED:
-                slow = task == "read_sql" or extra.get("reader") == "sqlalchemy"
+                slow = task in ("read_sql", "source_validated", "csv_validated") or extra.get("reader") == "sqlalchemy"
                 repeat = args.slow_repeat if slow and args.slow_repeat and n == max(args.sizes) else args.repeat
                 runs = [measure(f"{n}-{task}-{'-'.join(map(str, extra.values()))}-{i}", task, {**spec, **extra},
                                 args.workdir, server, own_load, timeout=3600) for i in range(repeat)]
