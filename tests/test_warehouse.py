@@ -128,6 +128,52 @@ def test_credentials_come_from_the_environment_and_are_redacted():
     assert resolve_credentials(env.connection, environ={"DW_PASSWORD": secret}).secrets == [secret]
 
 
+def test_a_keyring_entry_gives_the_password(monkeypatch):
+    import sys
+    import types
+
+    fake = types.SimpleNamespace(get_password=lambda service, user: "kr-secret" if (service, user) == ("dw", "ana")
+                                 else None)
+    monkeypatch.setitem(sys.modules, "keyring", fake)
+    text = '[connection]\nurl = "postgresql://ana@db/dw"\nkeyring = {{ service = "{}", username = "ana" }}\n' \
+        + "".join(f'[tables.{t}]\ntable = "{t}"\n' for t in TABLES)
+    creds = resolve_credentials(read_mapping(text=text.format("dw")).connection, environ={})
+    assert creds.url == "postgresql://ana:kr-secret@db/dw" and creds.display == "postgresql://ana@db/dw"
+    with pytest.raises(SourceError, match="connection.keyring: no password in the keyring for service 'other'"):
+        resolve_credentials(read_mapping(text=text.format("other")).connection, environ={})
+
+
+def test_the_write_back_target_and_its_checks(tmp_path):
+    from types import SimpleNamespace
+
+    from carequal.errors import DisclosureError
+    from carequal.warehouse.writeback import open_target, shared_tables
+
+    target = open_target("postgresql://bi:${BI_PW}@dw-host:5432/dw/carequal", environ={"BI_PW": "b1-secret"},
+                         check=False)
+    assert (target.schema, str(target)) == ("carequal", "postgresql://bi@dw-host:5432/dw (schema carequal)")
+    assert target.credentials.url == "postgresql://bi:b1-secret@dw-host:5432/dw"
+    assert "b1-secret" not in target.credentials.redact("FATAL: password b1-secret for postgresql://bi:b1-secret@h")
+    with pytest.raises(SourceError, match="--to-db: environment variable BI_PW is not set"):
+        open_target("postgresql://bi:${BI_PW}@dw-host/dw", environ={}, check=False)
+    assert open_target("sqlite:////tmp/bi.db", check=False).schema is None
+    # an extract table that holds a patient-level column is never written
+    extract = tmp_path / "H1_extract"
+    extract.mkdir()
+    pd.DataFrame({"metric": ["readmit"], "n": [40], "events": [12]}).to_csv(extract / "metrics.csv", index=False)
+    run_set = {"min_cell": 11, "period_start": "2024-01-01", "period_end": "2024-12-31"}
+    result = SimpleNamespace(out=tmp_path, manifest={"by": "partner", "run_id": "r1", "set": run_set},
+                             markets={"H1": {"status": "ok", "extract_dir": "H1_extract", "name": "North General"}})
+    table = shared_tables(result)["carequal_packet_metrics"]
+    assert table.columns[:2].tolist() == ["partner_id", "partner_name"] and table["run_id"].tolist() == ["r1"]
+    pd.DataFrame({"metric": ["readmit"], "n": [40], "events": [3]}).to_csv(extract / "metrics.csv", index=False)
+    with pytest.raises(DisclosureError, match="events: 1 displayed cell"):  # 3 events shown
+        shared_tables(result)
+    pd.DataFrame({"patient_id": ["P1"], "n": [40]}).to_csv(extract / "metrics.csv", index=False)
+    with pytest.raises(DisclosureError, match="carequal_packet_metrics has patient-level column"):
+        shared_tables(result)
+
+
 def test_typed_columns_become_the_contracts_text():
     assert _as_text(pa.array([dt.date(2024, 3, 1), None])).to_pylist() == ["2024-03-01", None]
     stamps = pa.array([dt.datetime(2024, 3, 1), dt.datetime(2024, 3, 1, 13, 5)])
@@ -377,6 +423,11 @@ def reports(pg, tmp_path_factory):
             out, err = io.StringIO(), io.StringIO()
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 code = cli_main(["report", *args, "--out", str(folder / name), *common])
+                if name == "db":  # again: the fingerprint is stable, so everything prepared is reused
+                    again = io.StringIO()
+                    with contextlib.redirect_stdout(again):
+                        runs["again"] = cli_main(["report", *args, "--out", str(folder / name), *common]), \
+                            again.getvalue()
             manifest = folder / name / "manifest.json"
             runs[name] = {"code": code, "stdout": out.getvalue(), "stderr": err.getvalue(), "out": folder / name,
                           "manifest": json.loads(manifest.read_text()) if manifest.is_file() else {}}
@@ -399,6 +450,8 @@ def test_report_from_the_database_is_the_csv_report(reports):
     html_a = (csv["out"] / "Lakeshore.html").read_text()
     html_b = (db["out"] / "Lakeshore.html").read_text()
     assert len(_tables_of(html_a)) > 5 and _tables_of(html_a) == _tables_of(html_b)
+    code, printed = reports["runs"]["again"]
+    assert code == 0 and "(1 unchanged since the last run)" in printed
 
 
 def _written(pg, name: str) -> pd.DataFrame:
@@ -437,7 +490,9 @@ def test_the_write_back_holds_the_suppressed_aggregates_only(pg, reports):
 
 
 def test_no_output_holds_the_password(pg, reports):
-    for run in reports["runs"].values():
-        _no_password(pg, run["stdout"], run["stderr"])
+    for name, run in reports["runs"].items():
+        if name != "again":
+            _no_password(pg, run["stdout"], run["stderr"])
+    _no_password(pg, reports["runs"]["again"][1])
     work = [p for p in reports["folder"].iterdir() if p.is_dir()]
     _no_password(pg, folders=tuple(work))
