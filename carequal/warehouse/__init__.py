@@ -16,9 +16,4 @@ from __future__ import annotations
 from carequal.warehouse.mapping import SourceMapping, read_mapping, redact_url
 from carequal.warehouse.source import Source, open_source
 
-__all__ = ["Source", "SourceMapping", "is_source", "open_source", "read_mapping", "redact_url"]
-
-
-def is_source(data) -> bool:
-    """Whether ``data`` is a :class:`Source` (a database) rather than a path."""
-    return isinstance(data, Source)
+__all__ = ["Source", "SourceMapping", "open_source", "read_mapping", "redact_url"]

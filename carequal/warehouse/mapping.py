@@ -27,7 +27,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -136,11 +136,6 @@ def _expand(text: str, key: str, problems: list[str], environ=os.environ) -> str
         return value
 
     return _VARIABLE.sub(one, text)
-
-
-SCHEMES = ("postgresql", "postgres", "sqlite", "mysql", "mariadb", "mssql", "oracle", "snowflake", "duckdb",
-           "redshift", "bigquery", "trino", "databricks")
-"""URL schemes named in messages as examples; any SQLAlchemy URL whose dialect is installed works."""
 
 
 def resolve_credentials(spec: ConnectionSpec, *, environ=os.environ) -> Credentials:
@@ -381,9 +376,3 @@ are stay_id, patient_id, ...
         raise SourceError(f"{source} is not a valid source mapping ({len(problems)} problem"
                           f"{'s' if len(problems) > 1 else ''}):\n" + "\n".join(f"  {p}" for p in problems))
     return mapping
-
-
-def unquote_password(url: str) -> str | None:
-    """The password of a URL, decoded (for tests and the write-back's redaction)."""
-    password = urlsplit(url).password
-    return unquote(password) if password else None

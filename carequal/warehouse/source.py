@@ -18,10 +18,12 @@ and the batch in place of a data folder. It has three operations:
 Before reading, every table's database object and columns are checked (:meth:`Source.plan`) and all problems
 are reported at once, each naming the mapping key, the object and the valid choices. Column types: a column is
 read if its SQL type can hold the contract's values as the contract writes them; a date held as a number (e.g.
-``20240301`` in an integer column) or a number held as a date is refused before anything is read, with the key
-and the type (convert it in a ``query``), since every row would fail. A text column is read as it is and the
-contract's rules judge each value (quarantine or strict). A ``timestamp`` at midnight is read as its date; one
-with a time of day is kept whole and fails the date rule; time zones are not converted.
+``20240301`` in an integer column) or a number held as a date is refused, with the key and the type (convert it
+in a ``query``), since every row would fail: through ADBC before anything is read (the driver gives the types
+of an empty result), through SQLAlchemy at the first batch that holds such a value. A text column is read as it
+is and the contract's rules judge each value (quarantine or strict). A ``timestamp`` at midnight is read as its
+date; one with a time of day is kept whole and fails the date rule; a ``timestamp with time zone`` is read in
+UTC (convert it in a query for a local date).
 """
 
 from __future__ import annotations
