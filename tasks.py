@@ -6,6 +6,8 @@
     python3 tasks.py lab      # install JupyterLab too (locked), register the "carequal" kernel, open carequal/notebooks
     python3 tasks.py packets  # one packet and extract per partner of data/sample/agreement.toml in packets/
     python3 tasks.py lock     # re-resolve the lock files and environment.yml from pyproject.toml (needs network)
+    python3 tasks.py pg       # a throw-away PostgreSQL server (prints its URL; --sample loads data/sample as in
+                              # data/sample/warehouse.toml), stopped and removed on Ctrl-C
 
     python3 tasks.py test --deps newest    # the suite against the newest versions pyproject.toml allows
     python3 tasks.py test --deps minimum   # the suite against the declared minimum versions (locks/minimum.txt)
@@ -209,6 +211,12 @@ def main(argv: list[str]) -> None:
             run(py, "-m", "ruff", "check", "--no-cache", *LINTED)
         os.environ["CAREQUAL_DEPS"] = deps  # tests/test_environment.py checks the installed versions against it
         run(py, "-m", "pytest", *args)
+    elif task == "pg":
+        _, py = setup()
+        # the server binaries of the machine (apt-get install postgresql), run as an unprivileged user when root
+        # (exec, not a child: Ctrl-C must reach the server's own handler, which stops it and removes its data)
+        os.chdir(ROOT)
+        os.execv(py, [str(py), "tests/pg_server.py", *argv[1:]])
     elif task == "lock":
         lock()
     else:

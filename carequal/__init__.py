@@ -40,6 +40,7 @@ from carequal.errors import (
     NotConvergedWarning,
     ParameterError,
     SchemaError,
+    SourceError,
 )
 from carequal.lazy import lazy_attributes
 
@@ -90,6 +91,7 @@ __all__ = [
     "NotConvergedWarning",
     "ParameterError",
     "SchemaError",
+    "SourceError",
     "__version__",
     *_HOMES,
 ]

@@ -2,7 +2,7 @@
 
 Subcommands
 -----------
-check     validate a data directory against the contract and print a summary of it
+check     validate a data directory (or a database, --source) against the contract and print a summary of it
 sample    write the sample partnership data (the checkout's ``data/sample``) with its agreement to a folder
 synth     generate synthetic partnership data (the sample's tables are ``carequal synth --out data/sample``)
 ingest    validate input tables and write a market-partitioned Parquet dataset
@@ -17,6 +17,7 @@ Errors in the data or the arguments print one clear message and exit with status
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -46,13 +47,23 @@ def _print_validation(validated, out=None) -> None:
     print(summary.to_string(index=False), file=out)
 
 
+def _input(args: argparse.Namespace):
+    """The input of a command: the ``--data`` path, or the database a ``--source`` mapping file describes."""
+    if getattr(args, "source", None) is None:
+        return args.data
+    from carequal.warehouse import open_source
+
+    return open_source(args.source, progress=not args.quiet)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    validated = load_tables(args.data, mode=args.mode)
+    data = _input(args)
+    validated = load_tables(data, mode=args.mode)
     n_quarantined = int(validated.counts["quarantined"].sum())
     verdict = ("is valid under the data contract" if n_quarantined == 0
                else f"loaded with {n_quarantined:,d} row(s) quarantined")
-    print(f"carequal check: {args.data} {verdict} (mode={args.mode}, {time.perf_counter() - started:.1f} s)\n")
+    print(f"carequal check: {data} {verdict} (mode={args.mode}, {time.perf_counter() - started:.1f} s)\n")
     _print_validation(validated)
     return 0
 
@@ -87,8 +98,13 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    validated = load_tables(args.data, mode=args.mode)
+    data = _input(args)
+    fingerprint = data.fingerprint() if args.source is not None else None  # a snapshot signature reads once
+    validated = load_tables(data, mode=args.mode)
     written = write_market_dataset(validated, args.out)
+    if fingerprint is not None:  # where the snapshot came from (no credentials) and its identity
+        (Path(args.out) / "source.json").write_text(json.dumps({"source": str(data), "fingerprint": fingerprint,
+                                                                "rows": data.counts}, indent=2))
     print(f"carequal ingest: wrote a market-partitioned dataset to {args.out}")
     for table, n in written.items():
         print(f"  {table:<12} {n:>12,d} rows")
@@ -130,7 +146,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from carequal.batch import run_batch
 
     started = time.perf_counter()
-    result = run_batch(args.data, args.out, markets=args.markets, workers=args.workers, period=args.period,
+    target = None
+    if args.to_db is not None:  # checked (and connected to) before the run, not after it
+        from carequal.warehouse.writeback import open_target
+
+        target = open_target(args.to_db)
+    result = run_batch(_input(args), args.out, markets=args.markets, workers=args.workers, period=args.period,
                        measures=args.measures, conditions=args.conditions, min_cell=args.min_cell,
                        allow_small_cells=args.allow_small_cells, work=args.work, force=args.force,
                        strict=args.strict, wait=args.wait, progress=not args.quiet, scheduler=args.scheduler,
@@ -150,7 +171,22 @@ def _cmd_report(args: argparse.Namespace) -> int:
         record = result.markets[market]
         print(f"  FAILED {market}: {record.get('error_kind')} (executed notebook: {record.get('notebook')}; "
               f"details: {record.get('error_file')})", file=sys.stderr)
+    if target is not None:
+        from carequal.warehouse.writeback import write_back
+
+        written = write_back(result, target)
+        print(f"carequal report: wrote {', '.join(f'{t} ({n:,d} rows)' for t, n in written.items())} to "
+              f"{target}")
     return 1 if result.failed else 0
+
+
+def _input_arguments(p: argparse.ArgumentParser, data_help: str) -> None:
+    """``--data DIR`` or ``--source FILE`` (a database), one of them."""
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--data", help=data_help)
+    group.add_argument("--source", metavar="FILE",
+                       help="source mapping file (TOML/YAML): read the contract tables from a database instead "
+                            "(see README, 'Reading from a warehouse')")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,8 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("check", help="validate a data directory and print a summary")
-    p.add_argument("--data", required=True, help="directory with facilities, patients, stays, enrollment files")
+    _input_arguments(p, "directory with facilities, patients, stays, enrollment files")
     p.add_argument("--mode", choices=["strict", "quarantine"], default="strict")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("sample", help="write the sample partnership data and its agreement to a folder",
@@ -179,9 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("ingest", help="validate and write a market-partitioned Parquet dataset")
-    p.add_argument("--data", required=True)
+    _input_arguments(p, "directory of contract tables (CSV/Parquet)")
     p.add_argument("--out", required=True)
     p.add_argument("--mode", choices=["strict", "quarantine"], default="quarantine")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_ingest)
 
     p = sub.add_parser("desynpuf", help="convert CMS DE-SynPUF claims into contract tables")
@@ -192,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="run the market report for every market (the main job)",
                        description="Execute the market report notebook once per market, render each to HTML "
                                    "without code, and write index.html and manifest.json to --out.")
-    p.add_argument("--data", required=True, help="contract tables (CSV/Parquet) or an ingested market dataset")
+    _input_arguments(p, "contract tables (CSV/Parquet) or an ingested market dataset")
     p.add_argument("--out", required=True, help="folder for the shareable reports (e.g. reports/)")
     p.add_argument("--markets", default="all", help="'all' (default) or a comma-separated list")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes, one kernel each")
@@ -222,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh-kernels", action="store_true",
                    help="a new kernel for every report (default: each worker reuses one kernel for up to 25)")
     p.add_argument("--notebook", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--to-db", default=None, metavar="URL[/SCHEMA]",
+                   help="also write the aggregate, suppressed tables of the run (partner extracts, market KPIs) to "
+                        "this database, e.g. 'postgresql://bi@host/dw/carequal' (schema carequal); a password as "
+                        "${VARIABLE} or from PGPASSWORD / ~/.pgpass")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_report)
     return parser

@@ -33,6 +33,12 @@ class ParameterError(CarequalError):
     """A function or command was given an argument outside its allowed values."""
 
 
+class SourceError(CarequalError):
+    """A source mapping file (``--source``) is malformed, or the database it names cannot give the contract
+    tables: every problem is listed, each naming the mapping key, the database object and the valid choices.
+    Messages never hold a password."""
+
+
 class AgreementError(CarequalError):
     """A partnership agreement file is malformed or does not fit the data (every problem is listed)."""
 

@@ -21,6 +21,7 @@ import pandas as pd
 from carequal import __version__
 from carequal.errors import ParameterError, SchemaError
 from carequal.loaders import (
+    TableSource,
     load_tables,
     markets_in_dataset,
     read_dataset_tables,
@@ -35,9 +36,11 @@ from carequal.scale import reference_partitioned
 __all__ = ["Prepared", "data_fingerprint", "is_market_dataset", "market_inputs", "prepare"]
 
 
-def data_fingerprint(path: str | Path) -> str:
+def data_fingerprint(path) -> str:
     """SHA-256 over the relative names and bytes of every file under ``path`` (or of one file), in name order:
     the identity of a run's input, recorded in the manifest and used to tell when prepared inputs are stale.
+    For a :class:`~carequal.loaders.TableSource` (a database), its own :meth:`fingerprint` (see
+    :mod:`carequal.warehouse.source`).
 
     Examples
     --------
@@ -49,6 +52,8 @@ def data_fingerprint(path: str | Path) -> str:
     ...     a != data_fingerprint(d)
     True
     """
+    if isinstance(path, TableSource):
+        return path.fingerprint()
     path = Path(path)
     if not path.exists():
         raise ParameterError(f"data {path} does not exist")
@@ -66,9 +71,11 @@ def data_fingerprint(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def is_market_dataset(path: str | Path) -> bool:
-    """Whether ``path`` is a market-partitioned dataset written by ``carequal ingest``."""
-    return any((Path(path) / "patients").glob("market=*"))
+def is_market_dataset(path) -> bool:
+    """Whether ``path`` is a market-partitioned dataset written by ``carequal ingest`` (a source is not)."""
+    from carequal.loaders import TableSource
+
+    return not isinstance(path, TableSource) and any((Path(path) / "patients").glob("market=*"))
 
 
 @dataclass
@@ -138,10 +145,13 @@ def _last_discharge(tables_or_dataset) -> str | None:
     return None if pd.isna(last) else last.date().isoformat()
 
 
-def prepare(data: str | Path, work: str | Path, *, period_start=None, period_end=None,
+def prepare(data, work: str | Path, *, period_start=None, period_end=None,
             measures: tuple[str, ...] | list[str] = tuple(MEASURES), mode: str = "quarantine",
             force: bool = False, client=None, refuse_quarantine: bool = False) -> Prepared:
     """Ingest ``data`` (unless it already is a market dataset) and build the national reference, in ``work``.
+
+    ``data`` is a folder of contract tables, an ingested market dataset, or a :class:`~carequal.loaders.TableSource`
+    (``--source``: a database), whose own fingerprint keys the prepared folders.
 
     Each is kept in a folder of ``work/prepared/`` named for a key of everything that changes it — the ingested
     dataset for (input fingerprint, validation mode, carequal version), the reference for (dataset key, period,
@@ -160,7 +170,11 @@ def prepare(data: str | Path, work: str | Path, *, period_start=None, period_end
         raise ParameterError(f"unknown measure(s) {', '.join(unknown)}; choose from {', '.join(MEASURES)}")
     if (period_start is None) != (period_end is None):
         raise ParameterError("give both period_start and period_end, or neither (the last discharge's year)")
-    data, work = Path(data), Path(work)
+    from carequal.loaders import TableSource
+
+    # a database (carequal.warehouse.Source) is fingerprinted and read by itself; everything else is the same
+    data = data if isinstance(data, TableSource) else Path(data)
+    work = Path(work)
     prepared_dir = work / "prepared"
     t0 = time.perf_counter()
     fingerprint = data_fingerprint(data)

@@ -18,6 +18,7 @@ import gzip
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 from urllib.parse import quote, unquote
 
 import pandas as pd
@@ -236,8 +237,24 @@ def read_table(path: str | Path, *, columns: Iterable[str] | None = None) -> pd.
     raise ParameterError(f"{path}: cannot read this file type; use .csv, .csv.gz or .parquet")
 
 
-def read_tables(directory: str | Path) -> dict[str, pd.DataFrame]:
-    """Read every contract table present in ``directory`` (raw, unvalidated).
+@runtime_checkable
+class TableSource(Protocol):
+    """The contract tables somewhere else than a data folder, e.g. a database (:class:`carequal.warehouse.Source`):
+    accepted by :func:`read_tables`, :func:`load_tables`, :func:`carequal.inputs.prepare` and the batch wherever
+    they take a data folder."""
+
+    def read_tables(self) -> dict[str, pd.DataFrame]:
+        """The raw contract tables as :func:`read_tables` gives them for CSV: every column text, missing = NA."""
+
+    def fingerprint(self) -> str:
+        """The identity of the content (as :func:`carequal.inputs.data_fingerprint` is of a folder)."""
+
+    def markets(self) -> list[str]:
+        """The distinct non-empty ``patients.market`` values."""
+
+
+def read_tables(directory: str | Path | TableSource) -> dict[str, pd.DataFrame]:
+    """Read every contract table present in ``directory`` (raw, unvalidated), or a :class:`TableSource`'s.
 
     Raises
     ------
@@ -245,6 +262,8 @@ def read_tables(directory: str | Path) -> dict[str, pd.DataFrame]:
         Naming the missing files if a required table is absent; naming each file, its missing required
         columns and the columns it has (rule ``missing_column``); or a fault of one file (:func:`read_table`).
     """
+    if isinstance(directory, TableSource):
+        return directory.read_tables()
     directory = Path(directory)
     if not directory.is_dir():
         raise ParameterError(f"data directory {directory} does not exist")
@@ -272,13 +291,13 @@ def read_tables(directory: str | Path) -> dict[str, pd.DataFrame]:
     return raw
 
 
-def load_tables(directory: str | Path, *, mode: str = "strict") -> ValidatedTables:
+def load_tables(directory: str | Path | TableSource, *, mode: str = "strict") -> ValidatedTables:
     """Read and validate the contract tables of a data directory.
 
     Parameters
     ----------
-    directory : path
-        Folder with one file per table (see module docstring).
+    directory : path or TableSource
+        Folder with one file per table (see module docstring), or a :class:`TableSource` such as a database.
     mode : {"strict", "quarantine"}
         See :func:`carequal.schema.validate_tables`.
     """

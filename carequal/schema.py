@@ -65,7 +65,8 @@ import pyarrow.compute as pc
 
 from carequal.errors import ParameterError, SchemaError
 
-__all__ = ["ADMISSION_TYPES", "CODE_SEPARATOR", "CONTRACT", "COVERAGE_TYPES", "ColumnSpec", "DATE_DTYPE", "DATE_FLOOR",
+__all__ = ["ADMISSION_TYPES", "CODE_SEPARATOR", "CONTRACT", "COVERAGE_TYPES", "ColumnSpec",
+           "discharge_codes", "DATE_DTYPE", "DATE_FLOOR",
            "EXACT_INTEGER_LIMIT", "Failure", "ICD10CM_PATTERN", "ICD10PCS_PATTERN", "KEYS", "NONEMPTY_TABLES",
            "OPEN_ENDED_DATES", "OPTIONAL_TABLES", "POA_FLAGS", "POST_ACUTE_SETTINGS", "RULES", "SETTINGS", "SEXES",
            "TABLES", "ValidatedTables", "column_list", "contract_markdown", "date_window", "diagnoses_long",
@@ -133,7 +134,8 @@ class ColumnSpec:
     maximum: float | None = None
 
 
-def _discharge_codes() -> tuple[str, ...]:
+def discharge_codes() -> tuple[str, ...]:
+    """The discharge status codes the contract accepts (CMS patient discharge status), as text."""
     path = resources.files("carequal") / "data" / "valuesets" / "discharge_disposition_code.csv"
     with path.open(encoding="utf-8-sig") as fh:
         codes = pd.read_csv(fh, dtype=str)["discharge_disposition_code"]
@@ -587,7 +589,7 @@ def table_schema(table: str, columns: list[str] | None = None) -> pa.DataFrameSc
     """
     if table not in CONTRACT:
         raise ParameterError(f"unknown table {table!r}; the contract tables are {', '.join(TABLES)}")
-    codes = _discharge_codes()
+    codes = discharge_codes()
     cols = {}
     for spec in CONTRACT[table]:
         if columns is not None and spec.name not in columns:

@@ -18,7 +18,7 @@ from carequal.cohorts import CONDITIONS
 from carequal.disclosure import check_min_cell
 from carequal.errors import ParameterError, SchemaError
 from carequal.inputs import is_market_dataset
-from carequal.loaders import markets_in_dataset, read_table, table_path
+from carequal.loaders import TableSource, markets_in_dataset, read_table, table_path
 from carequal.national import MEASURES
 from carequal.packaged import as_path
 from carequal.packaged import notebook as _shipped_notebook
@@ -50,6 +50,12 @@ def available_markets(data: str | Path) -> list[str]:
         If the patients file cannot be read as a contract table (see :func:`carequal.loaders.read_table`: e.g.
         no ``market`` column, not UTF-8) or has no rows (rule ``table_empty``).
     """
+    if isinstance(data, TableSource):
+        markets = data.markets()
+        if not markets:
+            raise SchemaError(f"{data}: the patients table has no rows with a market (table patients, rule "
+                              "table_empty): there is nothing to report on")
+        return markets
     if is_market_dataset(data):
         return markets_in_dataset(data)
     path = table_path(data, "patients")
@@ -108,14 +114,16 @@ def select_markets(requested, available: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def find_agreement(data: Path, agreement: str | Path | None) -> Path:
-    """The agreement file: the one given, else ``agreement.toml`` / ``.yaml`` / ``.yml`` in the data folder."""
+def find_agreement(data, agreement: str | Path | None) -> Path:
+    """The agreement file: the one given, else ``agreement.toml`` / ``.yaml`` / ``.yml`` in the data folder (for
+    a source, the mapping file's folder)."""
     if agreement is not None:
         path = Path(agreement).resolve()
         if not path.is_file():
             raise ParameterError(f"--agreement {path} does not exist")
         return path
-    folder = data if data.is_dir() else data.parent
+    source_folder = getattr(data, "folder", None)
+    folder = source_folder if source_folder is not None else data if data.is_dir() else data.parent
     for name in AGREEMENT_NAMES:
         if (folder / name).is_file():
             return folder / name
@@ -130,7 +138,7 @@ def find_agreement(data: Path, agreement: str | Path | None) -> Path:
 class RunConfig:
     """One run of the batch, every argument checked (see :func:`carequal.batch.run_batch`)."""
 
-    data: Path
+    data: Path  # or a carequal.loaders.TableSource (--source)
     out: Path
     work: Path
     notebook: Path
@@ -179,14 +187,18 @@ def configure(data, out, *, work=None, notebook=None, by: str = "market", market
     """
     if by not in ("market", "partner"):
         raise ParameterError(f"--by must be 'market' or 'partner', not {by!r}")
-    data, out = Path(data).resolve(), Path(out).resolve()
+    from carequal.loaders import TableSource
+
+    source = isinstance(data, TableSource)  # a database: no data folder to keep outputs out of
+    out = Path(out).resolve()
+    data = data if source else Path(data).resolve()
     work = Path(work).resolve() if work is not None else out.with_name(out.name + ".work")
-    if not data.exists():
+    if not source and not data.exists():
         raise ParameterError(f"data {data} does not exist")
     _check_folder(out, "--out")
     _check_folder(work, "--work")
-    data_folder = data if data.is_dir() else data.parent
-    for path, what in ((out, "--out"), (work, "the work folder")):
+    data_folder = None if source else data if data.is_dir() else data.parent
+    for path, what in ((out, "--out"), (work, "the work folder")) if data_folder is not None else ():
         if _inside(path, data_folder):
             raise ParameterError(f"{what} {path} is inside the data folder {data_folder}: outputs and patient-level "
                                  "work files must not be written among the inputs; choose a folder outside it")

@@ -112,8 +112,9 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
 
     Parameters
     ----------
-    data : path
-        Contract tables (CSV/Parquet) or a market-partitioned dataset (``carequal ingest``).
+    data : path or TableSource
+        Contract tables (CSV/Parquet), a market-partitioned dataset (``carequal ingest``), or a database
+        (:class:`carequal.warehouse.Source`, ``--source``).
     out : path
         Folder for the shareable outputs (reports, ``index.html``, ``manifest.json``): one report set.
     markets : "all", comma-separated str or list
