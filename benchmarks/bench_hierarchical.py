@@ -258,13 +258,12 @@ def bench_one(n_stays: int, n_facilities: int, args, own_load: float) -> dict:
                openblas_env=carequal[0]["openblas_env"])
     ours = carequal[0]
     cache = args.workdir / f"glmer_{tag}_{digest}.json"
-    glmer: list[dict] = []
-    if args.reuse_glmer and cache.exists():
-        glmer = json.loads(cache.read_text())
-        row["glmer_reused"] = True
-    elif shutil.which("Rscript") is not None and n_stays <= args.glmer_max_stays:
-        glmer = [glmer_child(csv, logs, f"glmer_{tag}_{i}") for i in range(args.glmer_repeats)]
-        cache.write_text(json.dumps(glmer))
+    glmer: list[dict] = json.loads(cache.read_text()) if args.reuse_glmer and cache.exists() else []
+    row["glmer_reused"] = bool(glmer)
+    if not glmer and shutil.which("Rscript") is not None and n_stays <= args.glmer_max_stays:
+        for i in range(args.glmer_repeats):  # each run kept as soon as it ends (a 1M run takes 10 to 45 minutes)
+            glmer.append(glmer_child(csv, logs, f"glmer_{tag}_{i}"))
+            cache.write_text(json.dumps(glmer))
     if glmer:
         fits = [g["seconds_fit"] for g in glmer]
         ref = glmer[0]
@@ -350,8 +349,8 @@ def write_report(rows: list[dict], args, idle: tuple[float, float], command: str
               f"{report.OTHER_CORES_LIMIT} of a core busy or the load rose more than {report.LOAD_MARGIN:g} above "
               "its own: its times are inflated (the machine is shared with other developers' test runs)."]
     if reused:
-        lines += ["", "glmer figures reused from an earlier run on the same data (" + ", ".join(
-            f"{r['stays']:,} stays: measured {r['glmer_when']}" for r in reused) + ")."]
+        lines += ["", "glmer figures reused from earlier runs on the same data (" + ", ".join(
+            f"{r['stays']:,} stays: {r['glmer_n']} run(s), the last ended {r['glmer_when']}" for r in reused) + ")."]
     lines += ["", f"Not run: glmer above {args.glmer_max_stays:,} stays; statsmodels above "
               f"{args.statsmodels_max_stays:,} stays (its dense random-effects design needs about 24 GB at 1M stays x "
               "3,000 facilities)."]
@@ -367,7 +366,7 @@ def main() -> None:
     parser.add_argument("--glmer-repeats", type=int, default=3, help="glmer runs (fresh Rscript processes) per size")
     parser.add_argument("--glmer-max-stays", type=int, default=1_000_000, help="skip glmer above this size")
     parser.add_argument("--reuse-glmer", action="store_true",
-                        help="reuse the glmer results kept in the work folder for the same data")
+                        help="reuse the glmer runs kept in the work folder for the same data (however many there are)")
     parser.add_argument("--statsmodels", action="store_true", help="also time BinomialBayesMixedGLM (once)")
     parser.add_argument("--statsmodels-max-stays", type=int, default=200_000)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "carequal-bench-hierarchical")
