@@ -129,13 +129,20 @@ def judge(objective: float, gradient: np.ndarray, x: np.ndarray, *, objective_ch
 
 
 def minimise(fun: Callable[..., tuple[float, np.ndarray]], x0: np.ndarray, *, args: tuple = (), bounds=None,
-             max_iter: int = 1000, gradient_tol: float = GRADIENT_TOL, change_tol: float = CHANGE_TOL):
+             max_iter: int = 1000, gradient_tol: float = GRADIENT_TOL, change_tol: float = CHANGE_TOL,
+             transform: np.ndarray | None = None):
     """L-BFGS-B on ``fun`` (returning objective and gradient), judged by :func:`judge`.
 
     scipy is asked to stop at a projected gradient 1,000 times smaller than the judging tolerance (relative to the
     objective at the start) or when its own relative reduction falls below 1e-13; whatever it then reports, the
     returned point is judged by its gradient and last change. When only the change test fails (a small gradient
     right after a large step), the optimiser is restarted once from the point to confirm it.
+
+    ``transform`` (a square matrix ``T``, no ``bounds``) is a linear change of variables: the optimiser works on
+    ``z`` with ``x = x_start + T z`` (gradient ``T' g``), e.g. ``T = H^(-1/2)`` for the Hessian ``H`` at the start,
+    so that the problem it sees is well conditioned. The optimum is the same, and the returned ``x``, the
+    gradient judged and scipy's stopping gradient (scaled so that it still implies the one above in ``x``) are
+    all in the original variables.
 
     Returns
     -------
@@ -148,7 +155,14 @@ def minimise(fun: Callable[..., tuple[float, np.ndarray]], x0: np.ndarray, *, ar
     >>> result, conv = minimise(f, np.zeros(2))
     >>> np.round(result.x, 6).tolist(), conv.converged
     ([1.0, -2.0], True)
+    >>> result, conv = minimise(f, np.zeros(2), transform=np.diag([2 ** -0.5, 20 ** -0.5]))
+    >>> np.round(result.x, 6).tolist(), conv.converged
+    ([1.0, -2.0], True)
     """
+    x0 = np.asarray(x0, dtype=float)
+    T = None if transform is None else np.asarray(transform, dtype=float)
+    if T is not None and bounds is not None:
+        raise ValueError("minimise: a transform cannot be combined with bounds")
     history: list[float] = []
     last: list[float] = [np.nan]
 
@@ -157,19 +171,34 @@ def minimise(fun: Callable[..., tuple[float, np.ndarray]], x0: np.ndarray, *, ar
         last[0] = float(value)
         return value, grad
 
-    start_value, _ = fun(np.asarray(x0, dtype=float), *args)
+    start_value, _ = fun(x0, *args)
     history.append(float(start_value))
     scale = max(1.0, abs(float(start_value)))
-    options = {"maxiter": max_iter, "gtol": 1e-3 * gradient_tol * scale, "ftol": 1e-13}
+    gtol = 1e-3 * gradient_tol * scale
+    if T is not None:
+        # g_x = T^-T g_z: |g_x|_inf <= |T^-T|_inf |g_z|_inf, so this stopping gradient in z implies gtol in x
+        gtol /= max(float(np.abs(np.linalg.inv(T).T).sum(axis=1).max()), 1e-300)
+    options = {"maxiter": max_iter, "gtol": gtol, "ftol": 1e-13}
     def iterated(xk):  # L-BFGS-B's last evaluation is at the accepted point
         history.append(last[0])
 
     iterations = evaluations = 0
     for attempt in range(2):
-        result = optimize.minimize(recorded, x0, args=args, jac=True, method="L-BFGS-B", bounds=bounds,
-                                   options=options, callback=iterated)
+        if T is None:
+            result = optimize.minimize(recorded, x0, args=args, jac=True, method="L-BFGS-B", bounds=bounds,
+                                       options=options, callback=iterated)
+        else:
+            def in_z(z, *a, base=x0):
+                value, grad = recorded(base + T @ z, *a)
+                return value, T.T @ grad
+
+            result = optimize.minimize(in_z, np.zeros_like(x0), args=args, jac=True, method="L-BFGS-B",
+                                       options=options, callback=iterated)
+            result.x = x0 + T @ result.x
         iterations, evaluations = iterations + int(result.nit), evaluations + int(result.nfev) + 2
         value, grad = fun(result.x, *args)
+        if T is not None:
+            result.jac = np.asarray(grad, dtype=float)
         previous = history[-2] if len(history) >= 2 else None
         conv = judge(float(value), grad, result.x, objective_change=relative_change(previous, float(value)),
                      iterations=iterations, evaluations=evaluations, bounds=bounds, gradient_tol=gradient_tol,

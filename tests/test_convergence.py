@@ -238,3 +238,23 @@ def test_abnormal_line_search_at_the_optimum_does_not_warn(monkeypatch):
     assert flags and not any(ok for ok, _ in flags) and all("ABNORMAL" in m for _, m in flags), flags
     # the optimum the issue reports (scipy 1.14 to 1.17): a = 8.79308, b = 32.51006
     np.testing.assert_allclose(estimate, [8.79308, 32.51006], atol=5e-5)
+
+
+def test_minimise_with_a_change_of_variables_is_judged_in_the_original_ones():
+    """An ill-conditioned quadratic: L-BFGS-B in the variables its Hessian whitens finds the same optimum in fewer
+    iterations; the returned point, its gradient and the verdict are in the original variables; with bounds a
+    transform is refused."""
+    scales = np.array([1.0, 1e4, 1e-2])
+    target = np.array([1.0, -2.0, 3.0])
+
+    def f(x):
+        return float(np.sum(scales * (x - target) ** 2)), 2 * scales * (x - target)
+
+    plain, plain_conv = minimise(f, np.zeros(3))
+    whitened, conv = minimise(f, np.zeros(3), transform=np.diag(1 / np.sqrt(2 * scales)))
+    np.testing.assert_allclose(whitened.x, target, atol=1e-6)
+    assert conv.converged and conv.iterations < plain_conv.iterations
+    np.testing.assert_allclose(whitened.jac, f(whitened.x)[1])
+    assert conv.gradient_norm == pytest.approx(np.abs(f(whitened.x)[1]).max() / max(1.0, f(whitened.x)[0]))
+    with pytest.raises(ValueError, match="bounds"):
+        minimise(f, np.zeros(3), bounds=[(None, None)] * 3, transform=np.eye(3))
