@@ -369,7 +369,7 @@ def test_provider_spending_ratios_cover_hospitals_providers_and_partner_status()
 # ------------------------------------------------------------------------------------------------ recovery
 
 
-RECOVERY_SEEDS = tuple(range(1, 21))
+RECOVERY_SEEDS = tuple(range(1, 15))
 
 
 def _partner_pac_ratio(effect: float, seed: int) -> pd.Series:
@@ -407,9 +407,12 @@ def recovery() -> pd.DataFrame:
 def test_partner_spending_ratio_recovers_the_generators_payment_effect(recovery, effect):
     # The generator multiplies the payment of every post-acute stay at a partner (after partner_since) by
     # exp(effect); the model of the non-partner episodes says what the partner episodes would have cost
-    # elsewhere. Twenty seeds (2 markets x 3,000 patients each, everything else the default configuration):
-    # the 95% interval must contain exp(effect) in at least 17 of them (it does in 18 for each effect) and the
-    # estimates must centre on it (geometric mean 0.873 for exp(-0.15) = 0.861, 1.008 for 1). A few of these
+    # elsewhere. Fourteen seeds (2 markets x 3,000 patients each, everything else the default configuration):
+    # the 95% interval must contain exp(effect) in at least 12 of them (it does in 13 for the effect, 12 for no
+    # effect; with 20 seeds 18 of 20 each). With a true coverage of 95%, fewer than 12 of 14 happen with
+    # probability 3.0% (1.6% for the 17 of 20 asked before, which took 40% longer); an interval covering 75% passes
+    # with probability 28% (23% before). The estimates must centre on it (geometric mean 0.873 for
+    # exp(-0.15) = 0.861 and 1.008 for 1 over 20 seeds; the 14 here are within 0.015 of the truth). A few of these
     # episodes' post-acute stays are at other providers (a second stay, or one after a readmission), which
     # pulls the ratio slightly towards 1. One seed alone is a 95% event, not a test: the default seed
     # 20240601, for one, puts the effect-0 ratio at 0.948 (upper limit 0.991), the lowest of the 60 seeds from
@@ -418,7 +421,7 @@ def test_partner_spending_ratio_recovers_the_generators_payment_effect(recovery,
     truth = np.exp(effect)
     covered = (rows["lower"] <= truth) & (truth <= rows["upper"])
     assert (rows["n"] > 300).all()
-    assert covered.sum() >= 17, rows
+    assert covered.sum() >= 12, rows
     assert abs(np.log(rows["ratio"]).mean() - effect) < 0.03, rows
     if effect < 0:
-        assert (rows["upper"] < 1).sum() >= 17, rows  # the effect is detected
+        assert (rows["upper"] < 1).sum() >= 12, rows  # the effect is detected (in all 14)

@@ -33,13 +33,18 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="process groups and S
 
 @pytest.fixture(scope="module")
 def stand_in(tmp_path_factory) -> Path:
-    """A notebook with the report notebook's parameters that takes CAREQUAL_TEST_DELAY seconds."""
+    """A notebook with the report notebook's parameters that takes CAREQUAL_TEST_DELAY seconds, and then waits
+    while the file named by CAREQUAL_TEST_HOLD exists (a run held open for as long as a test needs, whatever the
+    machine's load)."""
     folder = tmp_path_factory.mktemp("notebook")
     params = ("market: str = 'M'\nperiod_start: str = ''\nperiod_end: str = ''\nconditions: str = 'all'\n"
               "measures: str = 'all'\ndata: str = ''\nwork: str = ''\nreference: str = ''\nmin_cell: int = 11\n"
               "kpi_path: str = ''")
     body = ("import json, os, time\n"
             "time.sleep(float(os.environ.get('CAREQUAL_TEST_DELAY', '0')))\n"
+            "hold, t0 = os.environ.get('CAREQUAL_TEST_HOLD', ''), time.monotonic()\n"
+            "while hold and os.path.exists(hold) and time.monotonic() - t0 < 300:\n"
+            "    time.sleep(0.05)\n"
             "if kpi_path:\n"
             "    with open(kpi_path, 'w') as f:\n"
             "        json.dump({'readmission': {'rate': 0.1, 'ratio': 1.0}}, f)\n"
@@ -64,8 +69,9 @@ def work(tmp_path_factory, stand_in) -> Path:
 
 
 def _start(notebook: Path, out: Path, work: Path, *extra: str, delay: float = 0.0, data: Path = SAMPLE,
-           period: str = "2024") -> subprocess.Popen:
-    env = {**os.environ, "CAREQUAL_TEST_DELAY": str(delay), "PYTHONPATH": str(ROOT)}
+           period: str = "2024", hold: Path | None = None) -> subprocess.Popen:
+    env = {**os.environ, "CAREQUAL_TEST_DELAY": str(delay), "PYTHONPATH": str(ROOT),
+           "CAREQUAL_TEST_HOLD": str(hold or "")}
     cmd = [sys.executable, "-m", "carequal.cli", "report", "--data", str(data), "--out", str(out), "--work",
            str(work), "--period", period, "--workers", "1", "--notebook", str(notebook), "--quiet", *extra]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -190,8 +196,9 @@ def test_an_unrecorded_report_is_not_published(stand_in, work, tmp_path):
 
 
 def test_two_runs_at_once_never_write_together(stand_in, work, tmp_path):
-    out = tmp_path / "reports"
-    first = _start(stand_in, out, work, delay=2.0)
+    out, hold = tmp_path / "reports", tmp_path / "hold"
+    hold.touch()  # the first run's markets wait while this file exists: it holds the folders until released
+    first = _start(stand_in, out, work, hold=hold)
     _wait_for(lambda: (out / ".carequal" / "holder.json").is_file() and _revision(out) >= 1, first)
     # same folder, another period: refused at once, naming the holder
     t0 = time.monotonic()
@@ -204,6 +211,8 @@ def test_two_runs_at_once_never_write_together(stand_in, work, tmp_path):
     assert code == 3 and "work folder" in stderr
     # a run that waits: starts when the first has finished, and finds everything current
     waiting = _start(stand_in, out, work, "--wait", "300")
+    time.sleep(1.0)  # the waiting run is started (and waits) before the first is released
+    hold.unlink()
     assert _finish(first)[0] == 0
     code, stdout, stderr = _finish(waiting)
     assert code == 0, stderr
