@@ -72,3 +72,19 @@ def sample_work(tmp_path_factory):
     work = tmp_path_factory.mktemp("sample_work")
     return prepare(Path(__file__).resolve().parents[1] / "data" / "sample", work, period_start="2024-01-01",
                    period_end="2024-12-31")
+
+
+@pytest.fixture(scope="module")
+def stand_in(tmp_path_factory):
+    """The fault tests' stand-in report notebook (operator_runs.write_stand_in)."""
+    from operator_runs import write_stand_in
+
+    return write_stand_in(tmp_path_factory.mktemp("notebook"))
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, stand_in):
+    """The fault tests' work folder, prepared (2024) by a first run once per module."""
+    from operator_runs import warm_work
+
+    return warm_work(stand_in, tmp_path_factory.mktemp("faults"))
