@@ -42,11 +42,12 @@ import pandas as pd
 from carequal.cohorts import CONDITIONS, Cohort, age_band, index_stays, standard_population
 from carequal.disclosure import cell_threshold, suppress_counts
 from carequal.errors import CarequalError, ParameterError
+from carequal.measured import MeasuredCohort
 from carequal.measures import index_measures, rate_table
 from carequal.risk import risk_covariates
 
 __all__ = ["FRAME_COLUMNS", "GROUPINGS", "PARTNER_CHOICES", "RATE_MEASURES", "attrition_for_chart",
-           "explorer_choices", "explorer_frame", "explorer_rates", "filter_explorer", "table_one"]
+           "explorer_choices", "explorer_frame", "explorer_rates", "filter_explorer", "market_view", "table_one"]
 
 FRAME_COLUMNS: tuple[str, ...] = (
     "market", "period", "partner", "age", "age_band", "sex", "dual_eligible", "condition", "los_days",
@@ -82,17 +83,21 @@ def _age_bands() -> tuple[str, ...]:
 # ------------------------------------------------------------------------------------------------ the frame
 
 
-def explorer_frame(tables: dict[str, pd.DataFrame], *, cohort: Cohort | None = None) -> pd.DataFrame:
+def explorer_frame(tables: dict[str, pd.DataFrame] | None = None, *, cohort: Cohort | None = None,
+                   measured: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per index stay of a market's tables, with what a Table 1 and the outcome rates need.
 
     Parameters
     ----------
     tables : dict of DataFrame
         Validated contract tables (``read_market(...).tables``): ``stays``, ``facilities``, ``patients`` and
-        optional ``enrollment`` and ``ed_visits``.
+        optional ``enrollment`` and ``ed_visits``. Not needed with ``measured``.
     cohort : Cohort, optional
         The index-stay cohort of these tables, when the caller already has it (e.g. for its attrition);
         default :func:`carequal.cohorts.index_stays` with the CMS rules.
+    measured : DataFrame, optional
+        The market's rows of the measured cohort (:func:`carequal.national.read_cohort` with ``cms=True``): every
+        column is read from them and nothing is recomputed (the notebook reads the cohort once per session).
 
     Returns
     -------
@@ -134,16 +139,17 @@ def explorer_frame(tables: dict[str, pd.DataFrame], *, cohort: Cohort | None = N
 
     (The September stay is within 30 days of the end of the data, so it is not an index stay.)
     """
-    missing = [t for t in ("stays", "facilities", "patients") if tables.get(t) is None]
-    if missing:
-        raise ParameterError(f"explorer_frame: no {', '.join(missing)} table(s); pass the validated tables of "
-                             "a market (carequal.loaders.read_market(...).tables)")
-    stays = tables["stays"]
-    if cohort is None:
-        cohort = index_stays(stays, tables["facilities"], tables["patients"], tables.get("enrollment"))
-    measured = index_measures(cohort.index, tables)
-    if "secondary_dx" in stays.columns:
-        measured = risk_covariates(measured, stays)
+    if measured is None:
+        missing = [t for t in ("stays", "facilities", "patients") if (tables or {}).get(t) is None]
+        if missing:
+            raise ParameterError(f"explorer_frame: no {', '.join(missing)} table(s); pass the validated tables of "
+                                 "a market (carequal.loaders.read_market(...).tables) or its measured cohort")
+        stays = tables["stays"]
+        if cohort is None:
+            cohort = index_stays(stays, tables["facilities"], tables["patients"], tables.get("enrollment"))
+        measured = index_measures(cohort.index, tables)
+        if "secondary_dx" in stays.columns:
+            measured = risk_covariates(measured, stays)
     out = pd.DataFrame({
         "market": measured["market"].to_numpy(),
         "period": pd.to_datetime(measured["discharge_date"]).dt.to_period("M").dt.start_time.to_numpy(),
@@ -155,6 +161,19 @@ def explorer_frame(tables: dict[str, pd.DataFrame], *, cohort: Cohort | None = N
         if col in measured.columns:
             out[col] = measured[col].to_numpy()
     return out
+
+
+def market_view(cohort: MeasuredCohort, market: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(attrition, frame)`` of one market's residents from the measured cohort read once
+    (:func:`carequal.national.read_cohort`): the CMS cohort's attrition (``step``, ``description``,
+    ``excluded``, ``remaining``) and :func:`explorer_frame` of its CMS rows."""
+    rows = cohort.rows[(cohort.rows["patient_market"] == market).to_numpy()
+                       & cohort.rows["cms"].to_numpy(dtype=bool)].reset_index(drop=True)
+    att = cohort.attrition[(cohort.attrition["rules"] == "cms") & (cohort.attrition["market"] == market)]
+    if att.empty:
+        raise ParameterError(f"no market {market!r} in the cohort; markets: "
+                             + ", ".join(sorted(set(cohort.attrition["market"]) - {""})))
+    return att[["step", "description", "excluded", "remaining"]].reset_index(drop=True), explorer_frame(measured=rows)
 
 
 # ---------------------------------------------------------------------------------------------- filters

@@ -42,9 +42,9 @@ from IPython.display import HTML, Markdown, display
 from carequal import explore as ex
 from carequal import plots
 from carequal import report as rpt
-from carequal.cohorts import index_stays
 from carequal.inputs import prepare
-from carequal.loaders import markets_in_dataset, read_market
+from carequal.loaders import markets_in_dataset
+from carequal.national import read_cohort
 from carequal.sample import notebook_folders
 
 plots.set_theme()
@@ -53,17 +53,16 @@ display(HTML(rpt.REPORT_CSS))
 
 data, work = notebook_folders(data, work)  # data empty: the sample
 inputs = prepare(data, work, period_start=period_start, period_end=period_end)
+stored = read_cohort(inputs.cohort, cms=True)  # the measured cohort prepare built: read once per session
 
 
 @lru_cache(maxsize=3)
 def load(name: str):
-    """The market's index-stay cohort and explorer frame (read once per market)."""
-    tables = read_market(inputs.dataset, name).tables
-    cohort = index_stays(tables["stays"], tables["facilities"], tables["patients"], tables.get("enrollment"))
-    return cohort, ex.explorer_frame(tables, cohort=cohort)
+    """The market's attrition and explorer frame (from the cohort read once)."""
+    return ex.market_view(stored, name)
 
 
-cohort, frame = load(market)
+attrition, frame = load(market)
 choices = ex.explorer_choices(frame)
 
 # %% [markdown]
@@ -93,7 +92,7 @@ def show_tables(market, condition, partner, age_bands, start, end):
 
 
 def show_attrition(market):
-    plots.attrition_plot(ex.attrition_for_chart(load(market)[0].attrition),
+    plots.attrition_plot(ex.attrition_for_chart(load(market)[0]),
                          title=f"{market}: acute stays to index stays")
     plt.show()
 

@@ -215,7 +215,8 @@ rpt.show_table(rpt.presentable(chronic, columns={"condition": "Condition", "pati
 # relative to other providers over the same quarters? (Difference-in-differences, adjusted for patient risk.)
 
 # %%
-rpt.show_findings([rpt.impact_finding(rpt.impact_summary(mr.tables, market=market), min_cell=mr.min_cell)])
+rpt.show_findings([rpt.impact_finding(rpt.impact_summary(mr.tables, market=market, cohort=mr.cohort),
+                                      min_cell=mr.min_cell)])
 
 # %% [markdown]
 # ## Appendix: methods and data quality
@@ -237,7 +238,8 @@ if len(validation):
                                                         "quarantined": None},
                                    counts=("loaded", "accepted", "quarantined")))
 display(Markdown("**Cohort attrition** (acute stays of the market's residents):"))
-rpt.show_table(rpt.presentable(rpt.attrition_table(mr.tables, min_cell=mr.min_cell),
+rpt.show_table(rpt.presentable(rpt.attrition_table(mr.attrition if mr.attrition is not None else mr.tables,
+                                                   min_cell=mr.min_cell),
                                columns={"description": "Step", "removed": None, "remaining": None},
                                counts=("removed", "remaining")))
 display(Markdown("**National risk models:**"))
