@@ -22,7 +22,7 @@ post-acute episodes, person-time, chronic conditions) share the sorted-array hel
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from functools import cache
 from importlib import resources
 
@@ -739,6 +739,7 @@ def restrict_cohort(cohort: Cohort) -> Cohort:
     ...     "admit_date": pd.to_datetime(["2024-01-01", "2024-02-01"]),
     ...     "discharge_date": pd.to_datetime(["2024-01-03", "2024-02-03"]), "discharge_status": "01",
     ...     "principal_dx": "J189", "secondary_dx": np.nan, "admission_type": "1"})
+    >>> from dataclasses import replace
     >>> broad = index_stays(st, fac, pat, rules=replace(ALL_PAYER_RULES, runout_days=None),
     ...                     record=replace(MEDICARE_FFS_RULES, runout_days=None))
     >>> broad.index["stay_id"].tolist(), restrict_cohort(broad).index["stay_id"].tolist()

@@ -203,8 +203,9 @@ def dtc_outcome(rows: pd.DataFrame, window: int) -> tuple[np.ndarray, np.ndarray
 
     Examples
     --------
-    >>> rows = pd.DataFrame({"pac_setting": ["snf", "snf", "none", "hha"], "dtc_excluded": [None, None, None, "hospice"],
-    ...     "dtc_community": [True, True, None, False], "dtc_days_to_death": [np.nan, 20.0, np.nan, np.nan],
+    >>> rows = pd.DataFrame({"pac_setting": ["snf", "snf", "none", "hha"],
+    ...     "dtc_excluded": [None, None, None, "hospice"], "dtc_community": [True, True, None, False],
+    ...     "dtc_days_to_death": [np.nan, 20.0, np.nan, np.nan],
     ...     "dtc_days_to_unplanned": [40.0, np.nan, np.nan, np.nan]})
     >>> counted, dtc = dtc_outcome(rows, 31)
     >>> counted.tolist(), dtc.tolist()
