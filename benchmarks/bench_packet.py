@@ -3,15 +3,17 @@ against a new one, in the same run.
 
 Run from the repository root (on a quiet machine: nothing else running)::
 
-    python benchmarks/bench_packet.py [--old main] [--new HEAD] [--repeats 3] [--workers 2]
+    python benchmarks/bench_packet.py [--old COMMIT] [--new HEAD] [--repeats 3] [--workers 2]
                                       [--workdir /tmp/carequal-bench-packet] [--keep]
 
 One run measures, prints and writes ``benchmarks/results/packet.md`` (with the machine it ran on):
 
-1. **Snapshots.** ``git archive <commit> carequal`` of ``--old`` and of ``--new`` (default ``main`` and
-   ``HEAD``), each unpacked under ``--workdir`` with a ``SNAPSHOT`` file naming the commit, and imported
-   through ``PYTHONPATH`` by the measured child (the notebooks and the templates ship inside the package, so
-   each snapshot runs its own). Both read the work tree's ``data/sample`` and its ``agreement.toml``.
+1. **Snapshots.** ``git archive <commit> carequal`` of ``--old`` and of ``--new`` (default: the commit a branch
+   started from, ``git merge-base main HEAD``, and ``HEAD``; a branch is measured against the code it changed,
+   not against what was merged into main meanwhile), each unpacked under ``--workdir`` with a ``SNAPSHOT`` file
+   naming the commit, and imported through ``PYTHONPATH`` by the measured child (the notebooks and the
+   templates ship inside the package, so each snapshot runs its own). Both read the work tree's
+   ``data/sample`` and its ``agreement.toml``.
 2. **Runs.** Each of ``--repeats`` rounds runs both commits (old first in odd rounds, new first in even ones, so
    a drift in the machine's load falls on both), each as ``python -m carequal.cli report --by partner --period
    2024 --workers N --force --quiet`` into fresh output and work folders: every run pays the prepare step
@@ -57,7 +59,8 @@ PACKAGES = ("pandas", "numpy", "scipy", "statsmodels", "papermill", "nbconvert",
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--old", default="main", help="the commit measured as before (default main)")
+    parser.add_argument("--old", default=None,
+                        help="the commit measured as before (default: git merge-base main NEW)")
     parser.add_argument("--new", default="HEAD", help="the commit measured as after (default HEAD)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
@@ -143,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     logs = args.workdir / "logs"
     initial = idle_check()
     info = machine_info(PACKAGES)
+    info["carequal"] = "the two snapshots below (imported by the measured children through PYTHONPATH)"
+    if args.old is None:
+        args.old = subprocess.run(["git", "merge-base", "main", args.new], cwd=REPO, capture_output=True, text=True,
+                                  check=True).stdout.strip()[:12]
     sources = {side: args.workdir / "snapshots" / side for side in ("old", "new")}
     commits = {"old": snapshot(args.old, sources["old"]), "new": snapshot(args.new, sources["new"])}
     print(f"carequal packet benchmark: old {commits['old']}, new {commits['new']}, {args.repeats} rounds",
