@@ -95,11 +95,12 @@ def run_packets(side: str, source: Path, round_: int, args: argparse.Namespace, 
     result = measure(f"{side}-{round_}", cmd, logs, timeout=args.timeout, own_load=float(args.workers))
     manifest = json.loads((out / "manifest.json").read_text())
     seconds = manifest["seconds"]
+    units = manifest.get("partners") or manifest.get("markets") or {}
     result.update(side=side, round=round_, out=str(out), prepare=seconds["prepare"]["total"],
                   phase=next((v for k, v in seconds.items() if k not in ("prepare", "total")), float("nan")),
                   batch_total=seconds["total"],
-                  ready=sum(1 for r in manifest["markets"].values() if r.get("status") == "ok"),
-                  units=len(manifest["markets"]))
+                  ready=sum(1 for r in units.values() if r.get("status") == "ok"),
+                  units=len(units))
     return result
 
 

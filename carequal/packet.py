@@ -58,9 +58,10 @@ from carequal.periods import previous_period
 from carequal.presentation import fmt_ci, fmt_pct, presentable, with_interval_text
 
 __all__ = ["PartnerPacket", "flow_display", "leakage_display", "leakage_findings", "leakage_plot", "leakage_table",
-           "leakage_trend", "load_partner_packet", "metric_trend", "packet_inputs", "packet_title", "partner_leakage",
-           "patient_flows", "readmitted_patients", "spending_notes", "status_findings", "status_grid", "status_table",
-           "trend_findings", "value_axis", "write_extract", "write_packet_inputs"]
+           "leakage_trend", "load_partner_packet", "metric_trend", "packet_inputs", "packet_record", "packet_title",
+           "partner_leakage", "patient_flows", "readmitted_patients", "spending_notes", "status_display",
+           "status_findings", "status_grid", "status_table", "trend_findings", "value_axis", "write_extract",
+           "write_packet_inputs", "write_record"]
 
 SETTING_LABELS = {"acute": "Hospital", "snf": "SNF", "irf": "IRF", "ltch": "LTCH", "hha": "Home health"}
 

@@ -853,21 +853,3 @@ def report_notes(card: pd.DataFrame, mr: MarketReport) -> list[str]:
     notes += [f"Technical note (funnel limits): {n}" for n in card.attrs.get("notes", [])]
     return notes
 
-
-# ------------------------------------------------------ for the notebooks until they import carequal.presentation
-# The report notebooks (``notebooks/*.ipynb``) call these as ``rpt.<name>``. They live in
-# :mod:`carequal.presentation` (formatting and display) and :mod:`carequal.screening` (the candidate-partner
-# section); new code imports them from there. Not in ``__all__``: this list goes when the notebooks switch.
-from carequal.presentation import REPORT_CSS as REPORT_CSS  # noqa: E402
-from carequal.presentation import presentable as presentable  # noqa: E402
-from carequal.presentation import show_findings as show_findings  # noqa: E402
-from carequal.presentation import show_table as show_table  # noqa: E402
-from carequal.presentation import table_html as table_html  # noqa: E402
-from carequal.screening import candidate_display as candidate_display  # noqa: E402
-from carequal.screening import candidate_table as candidate_table  # noqa: E402
-from carequal.screening import market_candidate_findings as candidate_findings  # noqa: E402, F401 (renamed)
-
-FOR_THE_NOTEBOOKS: tuple[str, ...] = ("REPORT_CSS", "candidate_display", "candidate_findings", "candidate_table",
-                                      "presentable", "show_findings", "show_table", "table_html",
-                                      "with_interval_text")
-"""Names importable from this module only for the notebooks (``with_interval_text`` is also used here)."""
