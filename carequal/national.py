@@ -315,16 +315,23 @@ def reference_from_measured(measured: pd.DataFrame, facilities: pd.DataFrame, *,
                            "measures": fitted, "unavailable": unavailable, "index_stays": len(measured)})
 
 
+def _write_rows(rows: pd.DataFrame, out_dir: Path, market: str) -> pd.DataFrame:
+    """``rows`` written to ``out_dir/rows/<market>=<m>/`` (Parquet, hive partitions; a missing market is
+    ``(unknown)``), replacing what was there; returns the rows as written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = rows.copy()
+    rows[market] = rows[market].fillna("(unknown)").astype("str")
+    ds.write_dataset(pa.Table.from_pandas(rows, preserve_index=False), out_dir / "rows", format="parquet",
+                     partitioning=[market], partitioning_flavor="hive",
+                     existing_data_behavior="delete_matching", basename_template="part-{i}.parquet")
+    return rows
+
+
 def write_reference(reference: Reference, out_dir: str | Path) -> None:
     """Write a reference: ``rows/unit_market=<m>/`` (Parquet, by the judged facility's market), model tables
     as CSV and ``reference.json``. An existing reference in ``out_dir`` is replaced."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = reference.rows.copy()
-    rows["unit_market"] = rows["unit_market"].fillna("(unknown)").astype("str")
-    ds.write_dataset(pa.Table.from_pandas(rows, preserve_index=False), out_dir / "rows", format="parquet",
-                     partitioning=["unit_market"], partitioning_flavor="hive",
-                     existing_data_behavior="delete_matching", basename_template="part-{i}.parquet")
+    _write_rows(reference.rows, out_dir, "unit_market")
     reference.models.to_csv(out_dir / "models.csv", index=False)
     reference.coefficients.to_csv(out_dir / "coefficients.csv", index=False)
     reference.calibration.to_csv(out_dir / "calibration.csv", index=False)
@@ -396,12 +403,7 @@ def write_cohort(cohort: MeasuredCohort, out_dir: str | Path) -> None:
     """Write a measured cohort: ``rows/patient_market=<m>/`` (Parquet, by the residents' market, as the dataset),
     ``attrition.csv`` and ``cohort.json`` (its columns). An existing cohort in ``out_dir`` is replaced."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = cohort.rows.copy()
-    rows["patient_market"] = rows["patient_market"].fillna("(unknown)").astype("str")
-    ds.write_dataset(pa.Table.from_pandas(rows, preserve_index=False), out_dir / "rows", format="parquet",
-                     partitioning=["patient_market"], partitioning_flavor="hive",
-                     existing_data_behavior="delete_matching", basename_template="part-{i}.parquet")
+    rows = _write_rows(cohort.rows, out_dir, "patient_market")
     cohort.attrition.to_csv(out_dir / "attrition.csv", index=False)
     (out_dir / "cohort.json").write_text(json.dumps({"columns": list(cohort.rows.columns), "index_stays": len(rows),
                                                      "cms_index_stays": int(rows["cms"].sum())}, indent=2))
