@@ -626,7 +626,10 @@ def judge(value, lower, upper, target, *, better, n, min_cases: int) -> tuple[np
 def _summaries(cases: pd.DataFrame, keys: list[str], kind: str, level: float) -> pd.DataFrame:
     """n, events/mean, value and interval per group of cases (``expected`` used when present)."""
     g = cases.groupby(keys, observed=True, sort=True)
-    out = g.agg(n=("value", "size"), total=("value", "sum"), sq=("value", lambda v: float(np.sum(v * v))))
+    if kind == "mean":  # the sum of squares, for the t interval (a function per group: only where it is used)
+        out = g.agg(n=("value", "size"), total=("value", "sum"), sq=("value", lambda v: float(np.sum(v * v))))
+    else:
+        out = g.agg(n=("value", "size"), total=("value", "sum")).assign(sq=np.nan)
     if "expected" in cases.columns:
         out["expected"] = g["expected"].sum()
     out = out.reset_index()
@@ -749,7 +752,7 @@ def _spending_summaries(cases: pd.DataFrame, keys: list[str], level: float, mode
 def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *, start=None, end=None,
                        level: float = 0.95, cases: pd.DataFrame | None = None, rules=None,
                        review_period: str | None = None, periods: list[tuple] | None = None,
-                       models: dict | None = None) -> pd.DataFrame:
+                       views: dict[str, dict] | None = None) -> pd.DataFrame:
     """Each partner's agreed metrics against their targets, per review period.
 
     Parameters
@@ -769,10 +772,11 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
     periods : list of (start, end), optional
         Explicit, non-overlapping periods instead of calendar ones (e.g. the reporting period and the one
         before it); cases outside them are left out.
-    models : dict, optional
-        A dict shared by several evaluations of the same ``cases`` up to the same ``end`` (a packet's views): the
-        risk models (and spending checks) the first evaluation fits are kept in it and reused by the others
-        (start with ``{}``).
+    views : dict, optional
+        Several sets of periods evaluated at once (a packet's views): name → ``{"review_period": ...}`` or
+        ``{"periods": [...]}`` (either may be empty: the agreement's cadence). The cases are selected and every
+        risk model fitted once, for all views; the result has a ``view`` column, the views' rows in the dict's
+        order, each view's rows as a call with its own ``review_period`` or ``periods`` would give them.
 
     Returns
     -------
@@ -784,7 +788,8 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
         measures that leave none out), ``events``, ``expected``, ``ratio``, ``value``, ``lower``, ``upper``,
         ``level``, ``method``, ``national_rate`` (risk-adjusted metrics: the national rate, or for spending the
         national mean per episode), ``benchmark``, ``benchmark_n``, ``benchmark_events``, ``target``,
-        ``target_basis``, ``better``, ``status``, ``status_reason``, ``previous_value``, ``change``.
+        ``target_basis``, ``better``, ``status``, ``status_reason``, ``previous_value``, ``change`` (and
+        ``view`` with ``views``).
     """
     fac = tables["facilities"]
     check_agreement(agreement, fac)
@@ -798,45 +803,38 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
     lo = pd.Timestamp(start) if start is not None else when.min()
     hi = pd.Timestamp(end) if end is not None else when.max()
     cases = cases[(when <= hi)]  # risk models: every case up to the end, whatever the periods shown
-    freq = review_period or agreement.review_period
-    if periods is not None:
-        bounds = sorted((pd.Timestamp(a), pd.Timestamp(b)) for a, b in periods)
-        grid_periods = pd.DataFrame({"period": [a for a, _ in bounds], "period_end": [b for _, b in bounds]})
-        day = pd.to_datetime(cases["discharge_date"])
-        assigned = pd.Series(pd.NaT, index=cases.index, dtype="datetime64[ns]")
-        for a, b in bounds:
-            assigned[(day >= a) & (day <= b)] = a
-        cases["period"] = assigned.to_numpy()
-    else:
-        if freq not in ("month", "quarter", "year"):
-            raise ParameterError(f"review_period must be 'month', 'quarter' or 'year', not {freq!r}")
-        code = {"month": "M", "quarter": "Q", "year": "Y"}[freq]
-        cases["period"] = pd.to_datetime(cases["discharge_date"]).dt.to_period(code).dt.start_time.to_numpy()
-        cases.loc[pd.to_datetime(cases["discharge_date"]) < lo, "period"] = pd.NaT
-        grid = pd.period_range(lo, hi, freq=code)
-        grid_periods = pd.DataFrame({"period": grid.start_time, "period_end": grid.end_time.normalize()})
+    if views is not None and (review_period is not None or periods is not None):
+        raise ParameterError("evaluate_agreement: give views, or review_period / periods, not both")
+    schemes = views if views is not None else {"": {"review_period": review_period, "periods": periods}}
+    grids: dict[str, pd.DataFrame] = {}
+    columns: dict[str, str] = {}
+    day = pd.to_datetime(cases["discharge_date"])
+    for k, (name, scheme) in enumerate(schemes.items()):
+        unknown = set(scheme) - {"review_period", "periods"}
+        if unknown:
+            raise ParameterError(f"evaluate_agreement: view {name!r} has {', '.join(sorted(unknown))}; a view takes "
+                                 "review_period or periods")
+        columns[name] = f"_period_{k}"
+        cases[columns[name]], grids[name] = _assign_periods(
+            day, lo, hi, scheme.get("review_period") or agreement.review_period, scheme.get("periods"))
     setting = fac.set_index("facility_id")["setting"]
     market = fac.set_index("facility_id")["market"]
     partner_ids = set(partners["facility_id"])
-    # one risk model per metric × role (spending: × setting), shared by partners, and by every evaluation given
-    # the same ``models`` (the same cases up to the same end)
-    fits: dict[tuple, tuple | ModelError] = {} if models is None else models
+    # one risk model per metric × role (spending: × setting), shared by partners and views
+    fits: dict[tuple, tuple | ModelError] = {}
     checks: dict[tuple, tuple | ModelError] = {}
-    if fits.setdefault(("end",), hi) != hi:
-        raise ParameterError(f"evaluate_agreement: models fitted on the cases up to {fits[('end',)].date()} cannot "
-                             f"serve an evaluation up to {hi.date()}; pass a new dict")
-    out = []
+    out: dict[str, list[pd.DataFrame]] = {name: [] for name in schemes}
     for m in agreement.metrics:
         spec = m.spec
+        metric_cases = cases[(cases["metric"] == m.id).to_numpy()]
         for _, p in partners.iterrows():
             if p["setting"] not in spec.settings:
                 continue
             role = "hospital" if p["setting"] == "acute" else "post_acute"
-            data = cases[(cases["metric"] == m.id) & (cases["role"] == role)]
+            data = metric_cases[(metric_cases["role"] == role).to_numpy()]
             # episodes left out (spending: incomplete follow-up, missing payment) are counted, not judged
             left_out = data["excluded"].notna().to_numpy()
-            mine_out = data[left_out & (data["unit_id"] == p["facility_id"]).to_numpy() & data["period"].notna()]
-            excluded = mine_out.groupby("period").size()
+            mine_out = data[left_out & (data["unit_id"] == p["facility_id"]).to_numpy()]
             data = data[~left_out]
             national, model, failure = np.nan, None, None
             if m.risk_adjusted:
@@ -859,75 +857,111 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
                 else:
                     expected, national, model = fits[key]
                     data = data.assign(expected=expected.reindex(data.index).to_numpy(), national_rate=national)
-            data = data[data["period"].notna()]
-            mine = data[data["unit_id"] == p["facility_id"]]
-            peers = data[(data["unit_id"].map(market) == p["market"]) & (data["unit_id"].map(setting) == p["setting"])
-                         & ~data["unit_id"].isin(partner_ids)]
-            if spec.unit == "dollars" and not m.risk_adjusted:  # a crude mean is as spoilt by a wrong payment
-                both = pd.concat([mine, peers])
-                key = (m.id, p["facility_id"])
-                if key not in checks:  # on this evaluation's periods: not shared through ``models``
-                    try:
-                        _check_spending(both, measure=m.id, model="mean spending", action="computed",
-                                        facilities=describe_facilities(int(both["unit_id"].nunique()),
-                                                                       _KINDS[p["setting"]], p["market"]))
-                        checks[key] = ()
-                    except ModelError as exc:
-                        warnings.warn(f"{exc}; the metric is shown as {NOT_COMPUTED}", ModelWarning, stacklevel=2)
-                        checks[key] = exc
-                failure = checks[key] or None
-            if failure is not None:
-                out.append(_not_computed(m, p, failure, grid_periods, mine, peers, excluded, level=level,
-                                         review_period=agreement.review_period))
-                continue
-            keys = ["period", "national_rate"] if m.risk_adjusted else ["period"]
-            if m.risk_adjusted and spec.unit == "dollars":
-                own = _spending_summaries(mine, keys, level, model)
-                bench = _spending_summaries(peers, keys, level, model)
-            else:
-                own = _summaries(mine, keys, spec.kind, level)
-                bench = _summaries(peers, keys, spec.kind, level)
-            own = own.drop(columns="national_rate", errors="ignore")
-            bench = bench[["period", "n", "events", "value"]].rename(
-                columns={"n": "benchmark_n", "events": "benchmark_events", "value": "benchmark"})
-            rows = grid_periods.merge(own, on="period", how="left").merge(bench, on="period", how="left")
-            rows["n"] = rows["n"].fillna(0).astype(int)
-            rows["excluded"] = rows["period"].map(excluded).fillna(0).astype(int)
-            rows["benchmark_n"] = rows["benchmark_n"].fillna(0).astype(int)
-            rows["events"] = np.where(rows["n"] == 0, 0.0, rows["events"]) if spec.kind == "rate" else np.nan
-            if spec.kind == "count":  # a volume has no interval and no pooled benchmark
-                rows["value"] = rows["lower"] = rows["upper"] = rows["n"].astype(float)
-                rows["method"], rows["benchmark"] = "count", np.nan
-            elif spec.kind == "rate":  # a standardised rate's interval can pass 1: a rate cannot
-                rows["upper"] = np.minimum(rows["upper"], 1.0)
-            target, basis = _targets(m, rows["benchmark"].to_numpy(float))
-            if spec.kind == "count":  # a volume is agreed per review period: longer periods need more cases
-                scale = review_periods_in(rows["period"], rows["period_end"], agreement.review_period)
-                target = target * scale
-                if not np.allclose(scale, 1.0):
-                    basis = f"{basis}, {m.target.value:g} per {agreement.review_period} × the period's length"
-            rows["target"], rows["target_basis"] = target, basis
-            status, reason = judge(rows["value"], rows["lower"], rows["upper"], target, better=m.better,
-                                   n=rows["n"], min_cases=0 if spec.kind == "count" else m.min_cases)
-            rows["status"], rows["status_reason"] = status, reason
-            rows["previous_value"] = rows["value"].shift(1)
-            rows["change"] = rows["value"] - rows["previous_value"]
-            begins = p["start"]
-            rows["phase"] = np.where(rows["period_end"] < begins, "before",
-                                     np.where(rows["period"] >= begins, "after", "starting"))
-            rows = rows.assign(metric=m.id, metric_label=m.title, measure=m.measure, facility_id=p["facility_id"],
-                               name=p["name"], setting=p["setting"], market=p["market"], start=begins,
-                               better=m.better, level=level, national_rate=national)
-            out.append(rows)
+            unit = data["unit_id"]
+            mine_all = data[(unit == p["facility_id"]).to_numpy()]
+            peers_all = data[((unit.map(market) == p["market"]) & (unit.map(setting) == p["setting"])
+                              & ~unit.isin(partner_ids)).to_numpy()]
+            for name, column in columns.items():
+                rows = _evaluate_view(m, p, mine_all, peers_all, mine_out, column, grids[name], national, model,
+                                      failure, checks, view=name, level=level, review_period=agreement.review_period)
+                out[name].append(rows if views is None else rows.assign(view=name))
     cols = ["metric", "metric_label", "measure", "facility_id", "name", "setting", "market", "start", "period",
             "period_end", "phase", "n", "excluded", "events", "expected", "ratio", "value", "lower", "upper",
             "level", "method", "national_rate", "benchmark", "benchmark_n", "benchmark_events", "target",
             "target_basis", "better", "status", "status_reason", "previous_value", "change"]
-    result = pd.concat(out, ignore_index=True)
-    for c in cols:
-        if c not in result.columns:
-            result[c] = np.nan
-    return result[cols]
+    results = []
+    for parts in out.values():
+        result = pd.concat(parts, ignore_index=True)
+        for c in cols:
+            if c not in result.columns:
+                result[c] = np.nan
+        results.append(result[cols] if views is None else result[[*cols, "view"]])
+    return results[0] if views is None else pd.concat(results, ignore_index=True)
+
+
+def _assign_periods(day: pd.Series, lo: pd.Timestamp, hi: pd.Timestamp, freq: str, periods: list[tuple] | None
+                    ) -> tuple[np.ndarray, pd.DataFrame]:
+    """Each case's review period (its first day; missing outside the periods) and the grid of periods: explicit
+    ``periods``, or the calendar periods of ``freq`` from ``lo`` to ``hi``."""
+    if periods is not None:
+        bounds = sorted((pd.Timestamp(a), pd.Timestamp(b)) for a, b in periods)
+        grid = pd.DataFrame({"period": [a for a, _ in bounds], "period_end": [b for _, b in bounds]})
+        assigned = pd.Series(pd.NaT, index=day.index, dtype="datetime64[ns]")
+        for a, b in bounds:
+            assigned[(day >= a) & (day <= b)] = a
+        return assigned.to_numpy(), grid
+    if freq not in ("month", "quarter", "year"):
+        raise ParameterError(f"review_period must be 'month', 'quarter' or 'year', not {freq!r}")
+    code = {"month": "M", "quarter": "Q", "year": "Y"}[freq]
+    period = day.dt.to_period(code).dt.start_time
+    period[day < lo] = pd.NaT
+    span = pd.period_range(lo, hi, freq=code)
+    return period.to_numpy(), pd.DataFrame({"period": span.start_time, "period_end": span.end_time.normalize()})
+
+
+def _evaluate_view(m: Metric, p: pd.Series, mine_all: pd.DataFrame, peers_all: pd.DataFrame,
+                   mine_out: pd.DataFrame, column: str, grid_periods: pd.DataFrame, national, model, failure,
+                   checks: dict, *, view: str, level: float, review_period: str) -> pd.DataFrame:
+    """One metric × partner in one view: its periods' values, benchmark, target and status (see
+    :func:`evaluate_agreement`); ``column`` holds the cases' periods of the view."""
+    spec = m.spec
+    mine = mine_all[mine_all[column].notna().to_numpy()].rename(columns={column: "period"})
+    peers = peers_all[peers_all[column].notna().to_numpy()].rename(columns={column: "period"})
+    excluded = mine_out[mine_out[column].notna().to_numpy()].groupby(column).size()
+    if spec.unit == "dollars" and not m.risk_adjusted:  # a crude mean is as spoilt by a wrong payment
+        both = pd.concat([mine, peers])
+        key = (m.id, p["facility_id"], view)
+        if key not in checks:  # on this view's periods
+            try:
+                _check_spending(both, measure=m.id, model="mean spending", action="computed",
+                                facilities=describe_facilities(int(both["unit_id"].nunique()),
+                                                               _KINDS[p["setting"]], p["market"]))
+                checks[key] = ()
+            except ModelError as exc:
+                warnings.warn(f"{exc}; the metric is shown as {NOT_COMPUTED}", ModelWarning, stacklevel=3)
+                checks[key] = exc
+        failure = checks[key] or None
+    if failure is not None:
+        return _not_computed(m, p, failure, grid_periods, mine, peers, excluded, level=level,
+                             review_period=review_period)
+    keys = ["period", "national_rate"] if m.risk_adjusted else ["period"]
+    if m.risk_adjusted and spec.unit == "dollars":
+        own = _spending_summaries(mine, keys, level, model)
+        bench = _spending_summaries(peers, keys, level, model)
+    else:
+        own = _summaries(mine, keys, spec.kind, level)
+        bench = _summaries(peers, keys, spec.kind, level)
+    own = own.drop(columns="national_rate", errors="ignore")
+    bench = bench[["period", "n", "events", "value"]].rename(
+        columns={"n": "benchmark_n", "events": "benchmark_events", "value": "benchmark"})
+    rows = grid_periods.merge(own, on="period", how="left").merge(bench, on="period", how="left")
+    rows["n"] = rows["n"].fillna(0).astype(int)
+    rows["excluded"] = rows["period"].map(excluded).fillna(0).astype(int)
+    rows["benchmark_n"] = rows["benchmark_n"].fillna(0).astype(int)
+    rows["events"] = np.where(rows["n"] == 0, 0.0, rows["events"]) if spec.kind == "rate" else np.nan
+    if spec.kind == "count":  # a volume has no interval and no pooled benchmark
+        rows["value"] = rows["lower"] = rows["upper"] = rows["n"].astype(float)
+        rows["method"], rows["benchmark"] = "count", np.nan
+    elif spec.kind == "rate":  # a standardised rate's interval can pass 1: a rate cannot
+        rows["upper"] = np.minimum(rows["upper"], 1.0)
+    target, basis = _targets(m, rows["benchmark"].to_numpy(float))
+    if spec.kind == "count":  # a volume is agreed per review period: longer periods need more cases
+        scale = review_periods_in(rows["period"], rows["period_end"], review_period)
+        target = target * scale
+        if not np.allclose(scale, 1.0):
+            basis = f"{basis}, {m.target.value:g} per {review_period} × the period's length"
+    rows["target"], rows["target_basis"] = target, basis
+    status, reason = judge(rows["value"], rows["lower"], rows["upper"], target, better=m.better,
+                           n=rows["n"], min_cases=0 if spec.kind == "count" else m.min_cases)
+    rows["status"], rows["status_reason"] = status, reason
+    rows["previous_value"] = rows["value"].shift(1)
+    rows["change"] = rows["value"] - rows["previous_value"]
+    begins = p["start"]
+    rows["phase"] = np.where(rows["period_end"] < begins, "before",
+                             np.where(rows["period"] >= begins, "after", "starting"))
+    return rows.assign(metric=m.id, metric_label=m.title, measure=m.measure, facility_id=p["facility_id"],
+                       name=p["name"], setting=p["setting"], market=p["market"], start=begins,
+                       better=m.better, level=level, national_rate=national)
 
 
 def _not_computed(m: Metric, p: pd.Series, failure: ModelError, grid_periods: pd.DataFrame, mine: pd.DataFrame,

@@ -263,18 +263,14 @@ def packet_inputs(tables: dict[str, pd.DataFrame], agreement: Agreement, *, peri
 
     ``cohort`` is the measured cohort's rows (:func:`carequal.national.read_cohort`: the batch passes the one
     :func:`carequal.inputs.prepare` built, whose national models' expected values judge the risk-adjusted
-    metrics); without it the cohort is built here, once. The three views share one set of cases and one set of
-    models: nothing is refitted per view."""
+    metrics); without it the cohort is built here, once. The three views are one evaluation (one set of cases,
+    one set of models: nothing is refitted or reselected per view)."""
     if cohort is None:
         cohort = measure_cohort(tables).rows
     cases = agreement_cases(tables, agreement, cohort=cohort)
     lo, hi = pd.Timestamp(period_start), pd.Timestamp(period_end)
-    models: dict = {}
-    views = {"review": evaluate_agreement(agreement, tables, cases=cases, end=hi, models=models),
-             "year": evaluate_agreement(agreement, tables, cases=cases, end=hi, review_period="year", models=models),
-             "reporting": evaluate_agreement(agreement, tables, cases=cases, end=hi, models=models,
-                                             periods=[previous_period(lo, hi), (lo, hi)])}
-    results = pd.concat([v.assign(view=k) for k, v in views.items()], ignore_index=True)
+    results = evaluate_agreement(agreement, tables, cases=cases, end=hi, views={
+        "review": {}, "year": {"review_period": "year"}, "reporting": {"periods": [previous_period(lo, hi), (lo, hi)]}})
     counted = cases[cases["excluded"].isna() & (pd.to_datetime(cases["discharge_date"]) <= hi)]
     through = pd.to_datetime(counted["discharge_date"]).groupby(counted["metric"]).max()
     spending = [m.id for m in agreement.metrics if m.measure == "episode_spending"]
