@@ -66,10 +66,11 @@ Choices where the methods leave room (see ``../shared/docs/methodology.md`` for 
 * Stays are counted in the period of their index discharge; a partner's periods before its start are
   evaluated too (the baseline) and marked ``phase = "before"``.
 
-Why hand-written: the agreement file's structure is carequal's own; validation is pydantic's, the models are
+Why hand-written: the agreement file's structure is carequal's own; validation is pydantic's, the rate models are
+the national reference's (:mod:`carequal.national`, :class:`carequal.risk.HierarchicalLogit`), the spending model
 statsmodels', the intervals are :mod:`carequal.intervals`.
 
-Size: about 900 lines, one module because the agreement file's models, their checks against the data and the
+Size: about 1,000 lines, one module because the agreement file's models, their checks against the data and the
 evaluation share the metric definitions (:data:`MEASURES`, ``Metric.window``, targets); a new kind of metric or
 target touches all three.
 """
