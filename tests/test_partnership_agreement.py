@@ -18,7 +18,7 @@ from carequal.agreement import (
     review_periods,
 )
 from carequal.cohorts import IndexRules
-from carequal.errors import AgreementError
+from carequal.errors import AgreementError, ParameterError
 from carequal.loaders import load_tables
 from test_cohorts import FAC, patients, stays
 
@@ -424,6 +424,50 @@ def test_spending_by_hand_risk_adjusted():
     assert h1["method"].startswith("O/E × national mean (log-scale delta method")
     # the benchmark: H2's O/E × national mean is H2's mean, 17,500
     assert h1["benchmark"] == pytest.approx(17500) and h1["target"] == pytest.approx(17500)
+
+
+def test_views_are_the_evaluations_of_their_own_and_fit_once(monkeypatch):
+    # a packet's three views in one evaluation: each view's rows are those of a call with its own periods, and
+    # the (risk-adjusted) metric's model is fitted once for all of them
+    import carequal.agreement as agreement_module
+
+    ag = read_agreement(text="""
+name = "t"
+[[partners]]
+facility_id = "P"
+[[metrics]]
+id = "m"
+measure = "readmission"
+min_cases = 1
+risk_adjusted = true
+target = { kind = "market", relative_change = -0.10 }
+[[metrics]]
+id = "v"
+measure = "volume"
+target = { kind = "absolute", value = 2 }
+""")
+    cases = pd.concat([_tiny_cases("m"), _tiny_cases("v")], ignore_index=True)
+    periods = [(pd.Timestamp("2023-07-01"), pd.Timestamp("2023-12-31")),
+               (pd.Timestamp("2024-01-01"), pd.Timestamp("2024-06-30"))]
+    fits = []
+    real = agreement_module._risk_fit
+    monkeypatch.setattr(agreement_module, "_risk_fit", lambda *a, **k: fits.append(a[0].id) or real(*a, **k))
+    both = evaluate_agreement(ag, _tiny_tables(), cases=cases, views={
+        "review": {}, "year": {"review_period": "year"}, "reporting": {"periods": periods}})
+    assert fits == ["m"] and both["view"].unique().tolist() == ["review", "year", "reporting"]
+    alone = {"review": evaluate_agreement(ag, _tiny_tables(), cases=cases),
+             "year": evaluate_agreement(ag, _tiny_tables(), cases=cases, review_period="year"),
+             "reporting": evaluate_agreement(ag, _tiny_tables(), cases=cases, periods=periods)}
+    def ns(frame):  # concatenated views share one datetime resolution, as the packet's results always did
+        return frame.astype({c: "datetime64[ns]" for c in frame.columns if str(frame[c].dtype).startswith("datetime")})
+
+    for name, expected in alone.items():
+        got = both[both["view"] == name].drop(columns="view").reset_index(drop=True)
+        pd.testing.assert_frame_equal(ns(got), ns(expected))
+    with pytest.raises(ParameterError, match="not both"):
+        evaluate_agreement(ag, _tiny_tables(), cases=cases, views={"a": {}}, review_period="year")
+    with pytest.raises(ParameterError, match="review_period or periods"):
+        evaluate_agreement(ag, _tiny_tables(), cases=cases, views={"a": {"freq": "year"}})
 
 
 def test_risk_adjusted_expected_is_the_national_models(sample, sample_work):
