@@ -431,10 +431,7 @@ def test_views_are_the_evaluations_of_their_own_and_fit_once(monkeypatch):
     # the (risk-adjusted) metric's model is fitted once for all of them
     import carequal.agreement as agreement_module
 
-    ag = read_agreement(text="""
-name = "t"
-[[partners]]
-facility_id = "P"
+    ag = read_agreement(text='name = "t"\n[[partners]]\nfacility_id = "P"\n' + """
 [[metrics]]
 id = "m"
 measure = "readmission"
