@@ -203,6 +203,10 @@ def main(argv: list[str]) -> None:
         # a named kernel, so JupyterLab started from anywhere runs the notebooks in this environment
         run(py, "-m", "ipykernel", "install", "--user", "--name", "carequal",
             "--display-name", "Python 3 (carequal)")
+        # opening and saving a notebook adds metadata (language_info, outputs, the jupytext version): the git
+        # filter of .gitattributes leaves it out, so git status stays clean (scripts/notebook_filter.py)
+        if (ROOT / ".git").exists():
+            run("git", "config", "filter.carequal-notebook.clean", f'"{py}" scripts/notebook_filter.py')
         run(bin_dir / "jupyter", "lab", "--notebook-dir", NOTEBOOKS, *argv[1:])
     elif task == "test":
         deps, args = pop_deps(argv[1:])

@@ -30,13 +30,19 @@ Statuses (:func:`judge`):
 
 Choices where the methods leave room (see ``../shared/docs/methodology.md`` for the measures themselves):
 
-* A risk-adjusted rate is indirectly standardised: ``O / E × national rate``, where E sums the predicted
-  probabilities of a logistic model (:class:`carequal.risk.LogisticRiskModel`, covariates
-  :data:`carequal.risk.RISK_COVARIATES`) fitted on every market's cases of that metric and role (and, for
-  providers, setting) up to the end of the evaluation, and the national rate is those cases' crude rate;
-  the interval is the O/E interval (exact Poisson below 10 events, Byar from 10) times the national rate,
-  its upper end capped at 1. The hierarchical facility effects of
-  :mod:`carequal.national` are not used: a partner's own period is judged on its own cases.
+* A risk-adjusted rate is indirectly standardised: ``O / E × national rate``. One model per measure judges a
+  partner everywhere (market report, packet, agreement): E sums the expected probabilities (the average
+  facility's, expit(x'β)) of the national model of :mod:`carequal.national` when the metric is one it covers
+  (:func:`national_model`: 30-day unplanned readmission of a hospital's or a provider's patients, 30-day
+  mortality of a hospital's), read from the measured cohort :func:`carequal.inputs.prepare` built; any other
+  rate (another window, planned readmissions included, DTC-PAC, a provider's mortality) gets a model of the same
+  kind fitted once on every market's cases of that metric and role (a random-intercept logistic model,
+  :class:`carequal.risk.HierarchicalLogit`, facility intercepts, covariates :data:`carequal.risk.RISK_COVARIATES`;
+  every post-acute setting together, as the national post-acute model). Either model is fitted on the cases
+  discharged in the reporting period (all cases up to the end of the evaluation when no cohort says which), and
+  the national rate is those cases' crude rate. The interval is the O/E interval (exact Poisson below 10
+  events, Byar from 10) times the national rate, its upper end capped at 1. The facility intercepts are not
+  used for E: a partner's own period is judged on its own cases.
 * A market benchmark pools the non-partner facilities of the partner's market and setting (acute hospitals
   for a hospital; providers of the same post-acute setting otherwise) — "non-partner" meaning not a partner
   in this agreement. It is treated as a fixed value: its own uncertainty is not added to the partner's.
@@ -46,7 +52,7 @@ Choices where the methods leave room (see ``../shared/docs/methodology.md`` for 
   prorated by their days in the window), attributed like the other metrics. Crude: the mean per episode with
   a t interval. Risk-adjusted: ``O / E × national mean``, E from a gamma GLM with a log link
   (:func:`carequal.cost.expected_spending`, covariates :data:`carequal.risk.RISK_COVARIATES`) fitted on every
-  market's episodes of that role (and, for providers, setting), as the rates' logistic model is; the interval
+  market's episodes of that role (and, for providers, setting); the interval
   is :func:`carequal.cost.spending_ratio`'s (log-scale delta method, ratio-estimator variance plus the
   model's variance of E, conservative here since the partner's episodes are in the fit) times the national
   mean, which is those episodes' crude mean (column ``national_rate``).
@@ -60,10 +66,11 @@ Choices where the methods leave room (see ``../shared/docs/methodology.md`` for 
 * Stays are counted in the period of their index discharge; a partner's periods before its start are
   evaluated too (the baseline) and marked ``phase = "before"``.
 
-Why hand-written: the agreement file's structure is carequal's own; validation is pydantic's, the models are
+Why hand-written: the agreement file's structure is carequal's own; validation is pydantic's, the rate models are
+the national reference's (:mod:`carequal.national`, :class:`carequal.risk.HierarchicalLogit`), the spending model
 statsmodels', the intervals are :mod:`carequal.intervals`.
 
-Size: about 900 lines, one module because the agreement file's models, their checks against the data and the
+Size: about 1,000 lines, one module because the agreement file's models, their checks against the data and the
 evaluation share the metric definitions (:data:`MEASURES`, ``Metric.window``, targets); a new kind of metric or
 target touches all three.
 """
@@ -83,18 +90,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from scipy import stats
 
-from carequal.cohorts import CONDITIONS, IndexRules, index_stays, post_acute_episodes
+from carequal.cohorts import CONDITIONS, IndexRules
 from carequal.cost import SPENDING_CEILING, episode_spending, expected_spending, spending_ratio, unusable_spending
 from carequal.errors import AgreementError, ModelError, ModelWarning, ParameterError, describe_facilities
 from carequal.intervals import count_interval, wilson
-from carequal.measures import discharge_to_community, length_of_stay, mortality, readmissions
-from carequal.risk import RISK_COVARIATES, LogisticRiskModel, risk_covariates
+from carequal.measured import POST_ACUTE, dtc_outcome, measure_cohort, mortality_outcome, readmission_outcome
+from carequal.measures import length_of_stay
+from carequal.risk import RISK_COVARIATES, HierarchicalLogit
 
 __all__ = ["AGREEMENT_MEASURES", "SPENDING_ROOM_DAYS", "Agreement", "AgreementMeasure", "Metric", "Partner",
            "agreement_cases", "check_agreement", "evaluate_agreement", "judge", "load_agreement", "read_agreement",
            "review_periods", "review_periods_in"]
 
-POST_ACUTE = ("snf", "irf", "ltch", "hha")
 NOT_COMPUTED = "not computed"
 """The status of a metric whose model (or mean) could not be computed: its ``status_reason`` says why."""
 STATUSES = ("met", "not met", "not yet judgeable", NOT_COMPUTED)
@@ -416,19 +423,46 @@ def partner_table(agreement: Agreement, facilities: pd.DataFrame) -> pd.DataFram
 # --------------------------------------------------------------------------------------------- the cases
 
 
+def national_model(metric: Metric, role: str) -> str | None:
+    """The national model (a :data:`carequal.national.MEASURES` key) whose expected values judge a risk-adjusted
+    ``metric`` in ``role`` ("hospital" or "post_acute"), or None when no national model covers it (a variant: a
+    hierarchical model of its own is fitted once, on every market's cases).
+
+    Examples
+    --------
+    >>> m = Metric(id="r", measure="readmission", risk_adjusted=True, target={"kind": "absolute", "value": 0.2})
+    >>> national_model(m, "hospital"), national_model(m, "post_acute")
+    ('readmission', 'pac_readmission')
+    >>> national_model(m.model_copy(update={"window_days": 7}), "hospital") is None
+    True
+    """
+    if metric.measure == "readmission" and metric.window == 30 and metric.planned == "exclude":
+        return "readmission" if role == "hospital" else "pac_readmission"
+    if metric.measure == "mortality" and metric.window == 30 and role == "hospital":
+        return "mortality"
+    return None
+
+
 def agreement_cases(tables: dict[str, pd.DataFrame], agreement: Agreement, *, rules=None,
-                    room_days: int = SPENDING_ROOM_DAYS) -> pd.DataFrame:
+                    room_days: int = SPENDING_ROOM_DAYS, cohort: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every case of every agreed metric, for every facility (partners and the rest, all markets).
 
     Parameters
     ----------
     tables : dict of DataFrame
         Validated contract tables; ``stays`` needs its optional ``payment`` column for ``episode_spending``.
+        With ``cohort``, only ``facilities`` and (for spending) ``stays`` are read.
     agreement : Agreement
     rules : carequal.cohorts.IndexRules, optional
-        Index-stay rules (the CMS-style defaults otherwise).
+        Index-stay rules (the CMS-style defaults otherwise). With ``cohort``, only spending's transfer rule and
+        data end are taken from them: the cases are the cohort's CMS rows.
     room_days : int
         Episode spending: days its window must end before the end of the data (:data:`SPENDING_ROOM_DAYS`).
+    cohort : DataFrame, optional
+        The rows of the measured cohort (:mod:`carequal.measured`; :func:`carequal.national.read_cohort`), built
+        once per run: nothing is recomputed, every window derives from its columns, and each case of a metric a
+        national model covers (:func:`national_model`) carries that model's expected value. Without it the
+        cohort of ``tables`` is built here (with ``rules``), with no national expected values.
 
     Returns
     -------
@@ -437,51 +471,51 @@ def agreement_cases(tables: dict[str, pd.DataFrame], agreement: Agreement, *, ru
         (the facility that answers for the case), ``stay_id``, ``patient_id``, ``discharge_date``,
         ``condition``, ``value`` (0/1 for rates, days for length of stay, dollars for spending, 1 for volume),
         ``excluded`` (missing for a case of the metric; for an episode left out of spending the reason,
-        ``"incomplete_followup"`` or ``"missing_payment"``, with ``value`` missing), and the risk covariates.
+        ``"incomplete_followup"`` or ``"missing_payment"``, with ``value`` missing), the risk covariates,
+        ``in_period`` (discharged in the national models' period; missing without a cohort) and
+        ``national_expected`` (the national model's expected value; missing where none applies).
         Post-acute cases whose stay ended in a way DTC-PAC excludes (AMA, hospice, …) are left out of
         ``discharge_to_community`` only.
     """
-    stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
+    stays, fac = tables["stays"], tables["facilities"]
     for j, m in enumerate(agreement.metrics):
         if m.measure == "episode_spending" and "payment" not in stays.columns:
             raise AgreementError(f"metrics[{j}] ({m.id}).measure: episode_spending needs the payment of every stay, "
                                  "and the stays table has no payment column (optional in the data contract); load "
                                  "a source with payments or remove the metric")
-    cohort = index_stays(stays, fac, pats, tables.get("enrollment"), rules=rules)
-    index = risk_covariates(cohort.index, stays).reset_index(drop=True)
-    episodes = post_acute_episodes(stays, fac, hospital_stays=index)
-    episodes = episodes.set_index("stay_id").reindex(index["stay_id"]).reset_index()
+    if cohort is None:
+        index = measure_cohort(tables, rules=rules or IndexRules(), record=None).rows
+    else:
+        index = cohort[cohort["cms"].to_numpy(dtype=bool)]
+    index = index.reset_index(drop=True)
+    n = len(index)
     base = pd.DataFrame({"stay_id": index["stay_id"].to_numpy(), "patient_id": index["patient_id"].to_numpy(),
                          "discharge_date": pd.to_datetime(index["discharge_date"]).to_numpy(),
                          "condition": index["condition"].to_numpy()})
     for c in RISK_COVARIATES:
         base[c] = index[c].to_numpy(dtype=float)
+    base["in_period"] = index["in_period"].astype("boolean").array if "in_period" in index.columns \
+        else pd.array([pd.NA] * n, dtype="boolean")
     hospital_unit = index["facility_id"].astype("str").to_numpy()
-    pac = (episodes["pac_setting"].isin(POST_ACUTE)).to_numpy()
-    pac_unit = episodes["pac_facility_id"].astype("str").to_numpy()
-    dtc = None
+    pac = index["pac_setting"].isin(POST_ACUTE).to_numpy()
+    pac_unit = index["pac_facility_id"].astype("str").to_numpy()
+    everyone = np.ones(n, bool)
     spend: dict[int, pd.DataFrame] = {}
     parts = []
     for m in agreement.metrics:
         excluded = None
         if m.measure == "readmission":
-            flags = readmissions(index, stays, fac, window_days=m.window)
-            flag = f"readmitted_{m.window}d" if m.planned == "include" else f"unplanned_readmit_{m.window}d"
-            value = flags[flag].to_numpy(float)
-            roles = {"hospital": (np.ones(len(index), bool), value), "post_acute": (pac, value)}
+            value = readmission_outcome(index, m.window, planned=m.planned).astype(float)
+            roles = {"hospital": (everyone, value), "post_acute": (pac, value)}
         elif m.measure == "mortality":
-            died = mortality(index, pats, days=m.window, anchor="admission")[f"died_{m.window}d"].to_numpy(float)
-            roles = {"hospital": (np.ones(len(index), bool), died), "post_acute": (pac, died)}
+            died = mortality_outcome(index, m.window, anchor="admission").astype(float)
+            roles = {"hospital": (everyone, died), "post_acute": (pac, died)}
         elif m.measure == "discharge_to_community":
-            if dtc is None or dtc[0] != m.window:
-                table = discharge_to_community(stays, fac, pats, window_days=m.window).set_index("stay_id")
-                dtc = (m.window, table.reindex(episodes["pac_stay_id"].astype("str")))
-            table = dtc[1]
-            keep = pac & table["dtc_excluded"].isna().to_numpy() & table["dtc"].notna().to_numpy()
-            roles = {"post_acute": (keep, table["dtc"].fillna(False).to_numpy(float))}
+            counted, dtc = dtc_outcome(index, m.window)
+            roles = {"post_acute": (counted, dtc.astype(float))}
         elif m.measure == "length_of_stay":
-            roles = {"hospital": (np.ones(len(index), bool), length_of_stay(index).to_numpy(float)),
-                     "post_acute": (pac, episodes["pac_los_days"].to_numpy(float))}
+            roles = {"hospital": (everyone, length_of_stay(index).to_numpy(float)),
+                     "post_acute": (pac, index["pac_los_days"].to_numpy(float))}
         elif m.measure == "episode_spending":
             if m.window not in spend:
                 spend[m.window] = _episode_costs(index, stays, fac, window=m.window, rules=rules,
@@ -489,19 +523,22 @@ def agreement_cases(tables: dict[str, pd.DataFrame], agreement: Agreement, *, ru
             table = spend[m.window]
             value = table[f"spend_total_{m.window}d"].to_numpy(float)
             excluded = table[f"exclusion_reason_{m.window}d"].to_numpy(object)
-            roles = {"hospital": (np.ones(len(index), bool), value), "post_acute": (pac, value)}
+            roles = {"hospital": (everyone, value), "post_acute": (pac, value)}
         else:  # volume
-            roles = {"hospital": (np.ones(len(index), bool), np.ones(len(index))),
-                     "post_acute": (pac, np.ones(len(index)))}
+            roles = {"hospital": (everyone, np.ones(n)), "post_acute": (pac, np.ones(n))}
         for role, (mask, value) in roles.items():
             if m.condition != "all":
                 mask = mask & (base["condition"] == m.condition).to_numpy()
             unit = hospital_unit if role == "hospital" else pac_unit
+            national = national_model(m, role) if m.risk_adjusted else None
+            column = f"expected_{national}"
+            expected = index[column].to_numpy(float) if national and column in index.columns else np.full(n, np.nan)
             part = base[mask].assign(metric=m.id, role=role, unit_id=unit[mask], value=value[mask],
-                                     excluded=None if excluded is None else excluded[mask])
+                                     excluded=None if excluded is None else excluded[mask],
+                                     national_expected=expected[mask])
             parts.append(part)
     cols = ["metric", "role", "unit_id", "stay_id", "patient_id", "discharge_date", "condition", "value",
-            "excluded", *RISK_COVARIATES]
+            "excluded", *RISK_COVARIATES, "in_period", "national_expected"]
     out = pd.concat(parts, ignore_index=True)[cols]
     out["excluded"] = out["excluded"].astype("string")
     return out
@@ -590,7 +627,10 @@ def judge(value, lower, upper, target, *, better, n, min_cases: int) -> tuple[np
 def _summaries(cases: pd.DataFrame, keys: list[str], kind: str, level: float) -> pd.DataFrame:
     """n, events/mean, value and interval per group of cases (``expected`` used when present)."""
     g = cases.groupby(keys, observed=True, sort=True)
-    out = g.agg(n=("value", "size"), total=("value", "sum"), sq=("value", lambda v: float(np.sum(v * v))))
+    if kind == "mean":  # the sum of squares, for the t interval (a function per group: only where it is used)
+        out = g.agg(n=("value", "size"), total=("value", "sum"), sq=("value", lambda v: float(np.sum(v * v))))
+    else:
+        out = g.agg(n=("value", "size"), total=("value", "sum")).assign(sq=np.nan)
     if "expected" in cases.columns:
         out["expected"] = g["expected"].sum()
     out = out.reset_index()
@@ -627,16 +667,31 @@ def _summaries(cases: pd.DataFrame, keys: list[str], kind: str, level: float) ->
     return out.drop(columns=["total", "sq"])
 
 
-def _expected(cases: pd.DataFrame, *, measure: str = "outcome", facilities: str = "the cases given"
-              ) -> tuple[np.ndarray, float, None]:
-    """Expected probability per case from a logistic model fitted on all of them, and their crude rate."""
-    usable = [c for c in RISK_COVARIATES if cases[c].nunique() > 1]
+def _expected_rates(cases: pd.DataFrame, *, measure: str = "outcome", facilities: str = "the cases given"
+                    ) -> tuple[np.ndarray, float, None]:
+    """Expected probability per case and the national rate: the national model's expected values when every case
+    carries one (``national_expected``), else a random-intercept logistic model
+    (:class:`carequal.risk.HierarchicalLogit`, facility intercepts on ``unit_id``) fitted on the cases, as the
+    national models are. Either way the model is fitted on the cases discharged in the reporting period
+    (``in_period``) when the cases say which, else on all of them, and the national rate is those cases' crude
+    rate."""
     y = cases["value"].to_numpy(float)
-    if y.min() == y.max():
-        return np.full(len(cases), y.mean()), float(y.mean()), None
-    model = LogisticRiskModel(covariates=usable).fit(cases.assign(outcome=y), outcome="outcome", measure=measure,
-                                                     facilities=facilities)
-    return model.predict(cases), float(y.mean()), None
+    fit = cases["in_period"].fillna(False).to_numpy(dtype=bool) if "in_period" in cases.columns \
+        else np.zeros(len(cases), bool)
+    if not fit.any():
+        fit = np.ones(len(cases), bool)
+    national = float(y[fit].mean()) if fit.any() else float("nan")
+    given = cases["national_expected"].to_numpy(float) if "national_expected" in cases.columns \
+        else np.full(len(cases), np.nan)
+    if len(cases) and not np.isnan(given).any():
+        return given, national, None
+    if y[fit].min() == y[fit].max():
+        return np.full(len(cases), national), national, None
+    rows = cases.assign(outcome=y)
+    usable = [c for c in RISK_COVARIATES if rows.loc[fit, c].nunique() > 1]
+    model = HierarchicalLogit(usable).fit(rows[fit], outcome="outcome", group="unit_id", measure=measure,
+                                          facilities=facilities)
+    return 1 / (1 + np.exp(-model.linear_predictor(rows))), national, None
 
 
 def _check_spending(cases: pd.DataFrame, *, measure: str, facilities: str, model: str, action: str) -> None:
@@ -675,7 +730,7 @@ def _risk_fit(metric: Metric, cases: pd.DataFrame, facilities: str):
     try:
         if metric.spec.unit == "dollars":
             return _expected_spending(cases, measure=metric.id, facilities=facilities)
-        return _expected(cases, measure=metric.id, facilities=facilities)
+        return _expected_rates(cases, measure=metric.id, facilities=facilities)
     except ModelError as exc:
         warnings.warn(f"{exc}; the metric is shown as {NOT_COMPUTED}", ModelWarning, stacklevel=3)
         return exc
@@ -697,7 +752,8 @@ def _spending_summaries(cases: pd.DataFrame, keys: list[str], level: float, mode
 
 def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *, start=None, end=None,
                        level: float = 0.95, cases: pd.DataFrame | None = None, rules=None,
-                       review_period: str | None = None, periods: list[tuple] | None = None) -> pd.DataFrame:
+                       review_period: str | None = None, periods: list[tuple] | None = None,
+                       views: dict[str, dict] | None = None) -> pd.DataFrame:
     """Each partner's agreed metrics against their targets, per review period.
 
     Parameters
@@ -717,6 +773,11 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
     periods : list of (start, end), optional
         Explicit, non-overlapping periods instead of calendar ones (e.g. the reporting period and the one
         before it); cases outside them are left out.
+    views : dict, optional
+        Several sets of periods evaluated at once (a packet's views): name → ``{"review_period": ...}`` or
+        ``{"periods": [...]}`` (either may be empty: the agreement's cadence). The cases are selected and every
+        risk model fitted once, for all views; the result has a ``view`` column, the views' rows in the dict's
+        order, each view's rows as a call with its own ``review_period`` or ``periods`` would give them.
 
     Returns
     -------
@@ -728,7 +789,8 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
         measures that leave none out), ``events``, ``expected``, ``ratio``, ``value``, ``lower``, ``upper``,
         ``level``, ``method``, ``national_rate`` (risk-adjusted metrics: the national rate, or for spending the
         national mean per episode), ``benchmark``, ``benchmark_n``, ``benchmark_events``, ``target``,
-        ``target_basis``, ``better``, ``status``, ``status_reason``, ``previous_value``, ``change``.
+        ``target_basis``, ``better``, ``status``, ``status_reason``, ``previous_value``, ``change`` (and
+        ``view`` with ``views``).
     """
     fac = tables["facilities"]
     check_agreement(agreement, fac)
@@ -742,123 +804,165 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
     lo = pd.Timestamp(start) if start is not None else when.min()
     hi = pd.Timestamp(end) if end is not None else when.max()
     cases = cases[(when <= hi)]  # risk models: every case up to the end, whatever the periods shown
-    freq = review_period or agreement.review_period
-    if periods is not None:
-        bounds = sorted((pd.Timestamp(a), pd.Timestamp(b)) for a, b in periods)
-        grid_periods = pd.DataFrame({"period": [a for a, _ in bounds], "period_end": [b for _, b in bounds]})
-        day = pd.to_datetime(cases["discharge_date"])
-        assigned = pd.Series(pd.NaT, index=cases.index, dtype="datetime64[ns]")
-        for a, b in bounds:
-            assigned[(day >= a) & (day <= b)] = a
-        cases["period"] = assigned.to_numpy()
-    else:
-        if freq not in ("month", "quarter", "year"):
-            raise ParameterError(f"review_period must be 'month', 'quarter' or 'year', not {freq!r}")
-        code = {"month": "M", "quarter": "Q", "year": "Y"}[freq]
-        cases["period"] = pd.to_datetime(cases["discharge_date"]).dt.to_period(code).dt.start_time.to_numpy()
-        cases.loc[pd.to_datetime(cases["discharge_date"]) < lo, "period"] = pd.NaT
-        grid = pd.period_range(lo, hi, freq=code)
-        grid_periods = pd.DataFrame({"period": grid.start_time, "period_end": grid.end_time.normalize()})
+    if views is not None and (review_period is not None or periods is not None):
+        raise ParameterError("evaluate_agreement: give views, or review_period / periods, not both")
+    schemes = views if views is not None else {"": {"review_period": review_period, "periods": periods}}
+    grids: dict[str, pd.DataFrame] = {}
+    columns: dict[str, str] = {}
+    day = pd.to_datetime(cases["discharge_date"])
+    for k, (name, scheme) in enumerate(schemes.items()):
+        unknown = set(scheme) - {"review_period", "periods"}
+        if unknown:
+            raise ParameterError(f"evaluate_agreement: view {name!r} has {', '.join(sorted(unknown))}; a view takes "
+                                 "review_period or periods")
+        columns[name] = f"_period_{k}"
+        cases[columns[name]], grids[name] = _assign_periods(
+            day, lo, hi, scheme.get("review_period") or agreement.review_period, scheme.get("periods"))
     setting = fac.set_index("facility_id")["setting"]
     market = fac.set_index("facility_id")["market"]
     partner_ids = set(partners["facility_id"])
-    fits: dict[tuple, tuple | ModelError] = {}  # one risk model per metric × role × setting, shared by partners
-    out = []
+    # one risk model per metric × role (spending: × setting), shared by partners and views
+    fits: dict[tuple, tuple | ModelError] = {}
+    checks: dict[tuple, tuple | ModelError] = {}
+    out: dict[str, list[pd.DataFrame]] = {name: [] for name in schemes}
     for m in agreement.metrics:
         spec = m.spec
+        metric_cases = cases[(cases["metric"] == m.id).to_numpy()]
         for _, p in partners.iterrows():
             if p["setting"] not in spec.settings:
                 continue
             role = "hospital" if p["setting"] == "acute" else "post_acute"
-            data = cases[(cases["metric"] == m.id) & (cases["role"] == role)]
+            data = metric_cases[(metric_cases["role"] == role).to_numpy()]
             # episodes left out (spending: incomplete follow-up, missing payment) are counted, not judged
             left_out = data["excluded"].notna().to_numpy()
-            mine_out = data[left_out & (data["unit_id"] == p["facility_id"]).to_numpy() & data["period"].notna()]
-            excluded = mine_out.groupby("period").size()
+            mine_out = data[left_out & (data["unit_id"] == p["facility_id"]).to_numpy()]
             data = data[~left_out]
             national, model, failure = np.nan, None, None
             if m.risk_adjusted:
-                data = data.assign(unit_setting=data["unit_id"].map(setting).to_numpy())
-                data = data[data["unit_setting"] == p["setting"]] if role == "post_acute" else data
-                key = (m.id, role, p["setting"] if role == "post_acute" else "acute")
+                # rates: one model per metric and role (the national model's, or a variant's), every setting of
+                # a role together as in the national post-acute model; spending: a gamma model per setting
+                dollars = spec.unit == "dollars"
+                if dollars and role == "post_acute":
+                    data = data[(data["unit_id"].map(setting) == p["setting"]).to_numpy()]
+                key = (m.id, role, p["setting"] if dollars and role == "post_acute" else "")
                 if key not in fits:
-                    kind = _KINDS["acute" if role == "hospital" else p["setting"]]
-                    fits[key] = _risk_fit(m, data, describe_facilities(int(data["unit_id"].nunique()), kind,
-                                                                       "all markets"))
+                    kind = _KINDS["acute"] if role == "hospital" else \
+                        (_KINDS[p["setting"]] if dollars else "post-acute providers")
+                    fitted = _risk_fit(m, data, describe_facilities(int(data["unit_id"].nunique()), kind,
+                                                                    "all markets"))
+                    if not isinstance(fitted, ModelError):
+                        fitted = (pd.Series(fitted[0], index=data.index), *fitted[1:])
+                    fits[key] = fitted
                 if isinstance(fits[key], ModelError):
                     failure = fits[key]
                 else:
                     expected, national, model = fits[key]
-                    data = data.assign(expected=expected, national_rate=national)
-            data = data[data["period"].notna()]
-            mine = data[data["unit_id"] == p["facility_id"]]
-            peers = data[(data["unit_id"].map(market) == p["market"]) & (data["unit_id"].map(setting) == p["setting"])
-                         & ~data["unit_id"].isin(partner_ids)]
-            if spec.unit == "dollars" and not m.risk_adjusted:  # a crude mean is as spoilt by a wrong payment
-                both = pd.concat([mine, peers])
-                key = (m.id, p["facility_id"])
-                if key not in fits:
-                    try:
-                        _check_spending(both, measure=m.id, model="mean spending", action="computed",
-                                        facilities=describe_facilities(int(both["unit_id"].nunique()),
-                                                                       _KINDS[p["setting"]], p["market"]))
-                        fits[key] = ()
-                    except ModelError as exc:
-                        warnings.warn(f"{exc}; the metric is shown as {NOT_COMPUTED}", ModelWarning, stacklevel=2)
-                        fits[key] = exc
-                failure = fits[key] or None
-            if failure is not None:
-                out.append(_not_computed(m, p, failure, grid_periods, mine, peers, excluded, level=level,
-                                         review_period=agreement.review_period))
-                continue
-            keys = ["period", "national_rate"] if m.risk_adjusted else ["period"]
-            if m.risk_adjusted and spec.unit == "dollars":
-                own = _spending_summaries(mine, keys, level, model)
-                bench = _spending_summaries(peers, keys, level, model)
-            else:
-                own = _summaries(mine, keys, spec.kind, level)
-                bench = _summaries(peers, keys, spec.kind, level)
-            own = own.drop(columns="national_rate", errors="ignore")
-            bench = bench[["period", "n", "events", "value"]].rename(
-                columns={"n": "benchmark_n", "events": "benchmark_events", "value": "benchmark"})
-            rows = grid_periods.merge(own, on="period", how="left").merge(bench, on="period", how="left")
-            rows["n"] = rows["n"].fillna(0).astype(int)
-            rows["excluded"] = rows["period"].map(excluded).fillna(0).astype(int)
-            rows["benchmark_n"] = rows["benchmark_n"].fillna(0).astype(int)
-            rows["events"] = np.where(rows["n"] == 0, 0.0, rows["events"]) if spec.kind == "rate" else np.nan
-            if spec.kind == "count":  # a volume has no interval and no pooled benchmark
-                rows["value"] = rows["lower"] = rows["upper"] = rows["n"].astype(float)
-                rows["method"], rows["benchmark"] = "count", np.nan
-            elif spec.kind == "rate":  # a standardised rate's interval can pass 1: a rate cannot
-                rows["upper"] = np.minimum(rows["upper"], 1.0)
-            target, basis = _targets(m, rows["benchmark"].to_numpy(float))
-            if spec.kind == "count":  # a volume is agreed per review period: longer periods need more cases
-                scale = review_periods_in(rows["period"], rows["period_end"], agreement.review_period)
-                target = target * scale
-                if not np.allclose(scale, 1.0):
-                    basis = f"{basis}, {m.target.value:g} per {agreement.review_period} × the period's length"
-            rows["target"], rows["target_basis"] = target, basis
-            status, reason = judge(rows["value"], rows["lower"], rows["upper"], target, better=m.better,
-                                   n=rows["n"], min_cases=0 if spec.kind == "count" else m.min_cases)
-            rows["status"], rows["status_reason"] = status, reason
-            rows["previous_value"] = rows["value"].shift(1)
-            rows["change"] = rows["value"] - rows["previous_value"]
-            begins = p["start"]
-            rows["phase"] = np.where(rows["period_end"] < begins, "before",
-                                     np.where(rows["period"] >= begins, "after", "starting"))
-            rows = rows.assign(metric=m.id, metric_label=m.title, measure=m.measure, facility_id=p["facility_id"],
-                               name=p["name"], setting=p["setting"], market=p["market"], start=begins,
-                               better=m.better, level=level, national_rate=national)
-            out.append(rows)
+                    data = data.assign(expected=expected.reindex(data.index).to_numpy(), national_rate=national)
+            unit = data["unit_id"]
+            mine_all = data[(unit == p["facility_id"]).to_numpy()]
+            peers_all = data[((unit.map(market) == p["market"]) & (unit.map(setting) == p["setting"])
+                              & ~unit.isin(partner_ids)).to_numpy()]
+            for name, column in columns.items():
+                rows = _evaluate_view(m, p, mine_all, peers_all, mine_out, column, grids[name], national, model,
+                                      failure, checks, view=name, level=level, review_period=agreement.review_period)
+                out[name].append(rows if views is None else rows.assign(view=name))
     cols = ["metric", "metric_label", "measure", "facility_id", "name", "setting", "market", "start", "period",
             "period_end", "phase", "n", "excluded", "events", "expected", "ratio", "value", "lower", "upper",
             "level", "method", "national_rate", "benchmark", "benchmark_n", "benchmark_events", "target",
             "target_basis", "better", "status", "status_reason", "previous_value", "change"]
-    result = pd.concat(out, ignore_index=True)
-    for c in cols:
-        if c not in result.columns:
-            result[c] = np.nan
-    return result[cols]
+    results = []
+    for parts in out.values():
+        result = pd.concat(parts, ignore_index=True)
+        for c in cols:
+            if c not in result.columns:
+                result[c] = np.nan
+        results.append(result[cols] if views is None else result[[*cols, "view"]])
+    return results[0] if views is None else pd.concat(results, ignore_index=True)
+
+
+def _assign_periods(day: pd.Series, lo: pd.Timestamp, hi: pd.Timestamp, freq: str, periods: list[tuple] | None
+                    ) -> tuple[np.ndarray, pd.DataFrame]:
+    """Each case's review period (its first day; missing outside the periods) and the grid of periods: explicit
+    ``periods``, or the calendar periods of ``freq`` from ``lo`` to ``hi``."""
+    if periods is not None:
+        bounds = sorted((pd.Timestamp(a), pd.Timestamp(b)) for a, b in periods)
+        grid = pd.DataFrame({"period": [a for a, _ in bounds], "period_end": [b for _, b in bounds]})
+        assigned = pd.Series(pd.NaT, index=day.index, dtype="datetime64[ns]")
+        for a, b in bounds:
+            assigned[(day >= a) & (day <= b)] = a
+        return assigned.to_numpy(), grid
+    if freq not in ("month", "quarter", "year"):
+        raise ParameterError(f"review_period must be 'month', 'quarter' or 'year', not {freq!r}")
+    code = {"month": "M", "quarter": "Q", "year": "Y"}[freq]
+    period = day.dt.to_period(code).dt.start_time
+    period[day < lo] = pd.NaT
+    span = pd.period_range(lo, hi, freq=code)
+    return period.to_numpy(), pd.DataFrame({"period": span.start_time, "period_end": span.end_time.normalize()})
+
+
+def _evaluate_view(m: Metric, p: pd.Series, mine_all: pd.DataFrame, peers_all: pd.DataFrame,
+                   mine_out: pd.DataFrame, column: str, grid_periods: pd.DataFrame, national, model, failure,
+                   checks: dict, *, view: str, level: float, review_period: str) -> pd.DataFrame:
+    """One metric × partner in one view: its periods' values, benchmark, target and status (see
+    :func:`evaluate_agreement`); ``column`` holds the cases' periods of the view."""
+    spec = m.spec
+    mine = mine_all[mine_all[column].notna().to_numpy()].rename(columns={column: "period"})
+    peers = peers_all[peers_all[column].notna().to_numpy()].rename(columns={column: "period"})
+    excluded = mine_out[mine_out[column].notna().to_numpy()].groupby(column).size()
+    if spec.unit == "dollars" and not m.risk_adjusted:  # a crude mean is as spoilt by a wrong payment
+        both = pd.concat([mine, peers])
+        key = (m.id, p["facility_id"], view)
+        if key not in checks:  # on this view's periods
+            try:
+                _check_spending(both, measure=m.id, model="mean spending", action="computed",
+                                facilities=describe_facilities(int(both["unit_id"].nunique()),
+                                                               _KINDS[p["setting"]], p["market"]))
+                checks[key] = ()
+            except ModelError as exc:
+                warnings.warn(f"{exc}; the metric is shown as {NOT_COMPUTED}", ModelWarning, stacklevel=3)
+                checks[key] = exc
+        failure = checks[key] or None
+    if failure is not None:
+        return _not_computed(m, p, failure, grid_periods, mine, peers, excluded, level=level,
+                             review_period=review_period)
+    keys = ["period", "national_rate"] if m.risk_adjusted else ["period"]
+    if m.risk_adjusted and spec.unit == "dollars":
+        own = _spending_summaries(mine, keys, level, model)
+        bench = _spending_summaries(peers, keys, level, model)
+    else:
+        own = _summaries(mine, keys, spec.kind, level)
+        bench = _summaries(peers, keys, spec.kind, level)
+    own = own.drop(columns="national_rate", errors="ignore")
+    bench = bench[["period", "n", "events", "value"]].rename(
+        columns={"n": "benchmark_n", "events": "benchmark_events", "value": "benchmark"})
+    rows = grid_periods.merge(own, on="period", how="left").merge(bench, on="period", how="left")
+    rows["n"] = rows["n"].fillna(0).astype(int)
+    rows["excluded"] = rows["period"].map(excluded).fillna(0).astype(int)
+    rows["benchmark_n"] = rows["benchmark_n"].fillna(0).astype(int)
+    rows["events"] = np.where(rows["n"] == 0, 0.0, rows["events"]) if spec.kind == "rate" else np.nan
+    if spec.kind == "count":  # a volume has no interval and no pooled benchmark
+        rows["value"] = rows["lower"] = rows["upper"] = rows["n"].astype(float)
+        rows["method"], rows["benchmark"] = "count", np.nan
+    elif spec.kind == "rate":  # a standardised rate's interval can pass 1: a rate cannot
+        rows["upper"] = np.minimum(rows["upper"], 1.0)
+    target, basis = _targets(m, rows["benchmark"].to_numpy(float))
+    if spec.kind == "count":  # a volume is agreed per review period: longer periods need more cases
+        scale = review_periods_in(rows["period"], rows["period_end"], review_period)
+        target = target * scale
+        if not np.allclose(scale, 1.0):
+            basis = f"{basis}, {m.target.value:g} per {review_period} × the period's length"
+    rows["target"], rows["target_basis"] = target, basis
+    status, reason = judge(rows["value"], rows["lower"], rows["upper"], target, better=m.better,
+                           n=rows["n"], min_cases=0 if spec.kind == "count" else m.min_cases)
+    rows["status"], rows["status_reason"] = status, reason
+    rows["previous_value"] = rows["value"].shift(1)
+    rows["change"] = rows["value"] - rows["previous_value"]
+    begins = p["start"]
+    rows["phase"] = np.where(rows["period_end"] < begins, "before",
+                             np.where(rows["period"] >= begins, "after", "starting"))
+    return rows.assign(metric=m.id, metric_label=m.title, measure=m.measure, facility_id=p["facility_id"],
+                       name=p["name"], setting=p["setting"], market=p["market"], start=begins,
+                       better=m.better, level=level, national_rate=national)
 
 
 def _not_computed(m: Metric, p: pd.Series, failure: ModelError, grid_periods: pd.DataFrame, mine: pd.DataFrame,

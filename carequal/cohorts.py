@@ -36,7 +36,8 @@ __all__ = ["ALL_PAYER_RULES", "AMA_STATUS", "COMMUNITY_STATUSES", "CONDITIONS", 
            "DIED_STATUSES", "EXCLUSION_STEPS", "IndexRules", "MEDICARE_FFS_RULES", "TRANSFER_STATUSES", "acute_stays",
            "age_band", "age_in_years", "assign_conditions", "chronic_condition_codes", "chronic_conditions",
            "condition_codes", "day_numbers", "filter_cohort", "index_stays", "link_transfers", "person_time",
-           "post_acute_episodes", "rules_table", "standard_population", "time_order"]
+           "post_acute_episodes", "recorded_reasons", "restrict_cohort", "rules_table", "standard_population",
+           "time_order"]
 
 CONDITION_CODES_VERSION = "2026.1"
 CONDITIONS: tuple[str, ...] = ("heart_failure", "ami", "pneumonia", "copd", "sepsis", "stroke",
@@ -474,7 +475,7 @@ def _washout(patient: np.ndarray, admit: np.ndarray, discharge: np.ndarray, elig
 
 def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.DataFrame,
                 enrollment: pd.DataFrame | None = None, *, condition: str | None = None,
-                rules: IndexRules | None = None) -> Cohort:
+                rules: IndexRules | None = None, record: IndexRules | None = None) -> Cohort:
     """Build an index-stay cohort from acute stays with the CMS exclusion pipeline.
 
     Parameters
@@ -487,6 +488,14 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
         A condition cohort (one of :data:`CONDITIONS`); None for all conditions (hospital-wide).
         An episode is in the condition cohort if its first stay or its final (discharging) stay is.
     rules : IndexRules, optional
+    record : IndexRules, optional
+        Narrower rules whose cohort is to be derived from this one without a second run
+        (:func:`restrict_cohort`): they may differ from ``rules`` only in ``min_age`` and ``coverage``, and must
+        be narrower (a minimum age where ``rules`` has a lower one or none; counted coverage types within those
+        of ``rules``). Their two checks are recorded for every acute stay in ``stays`` (``record_under_min_age``,
+        ``record_coverage_not_counted``), and ``index`` gets ``in_record`` (the index stay is one under
+        ``record`` too). Hospital-wide cohorts only (``condition`` None: the washout of a condition cohort
+        depends on which stays are index stays, so it cannot be derived by filtering).
 
     Returns
     -------
@@ -527,6 +536,8 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
     rules = rules or IndexRules()
     if condition is not None and condition not in CONDITIONS:
         raise ParameterError(f"unknown condition {condition!r}; choose from {', '.join(CONDITIONS)}")
+    if record is not None:
+        _check_record(rules, record, condition)
     acute = link_transfers(acute_stays(stays, facilities), gap_days=rules.transfer_gap_days) \
         if rules.chain_transfers else _unlinked(acute_stays(stays, facilities))
     n = len(acute)
@@ -591,6 +602,15 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
     else:
         masks["not_in_condition"] = np.zeros(n, dtype=bool)
 
+    if record is not None:
+        record_age = (age < record.min_age) if record.min_age is not None else np.zeros(n, dtype=bool)
+        if enrollment is not None and record.require_enrollment and record.coverage is not None \
+                and "coverage" in enrollment.columns:
+            counted = _merged_coverage(enrollment, record.coverage, patients["patient_id"])
+            record_coverage = ~_enrolled(patient, window_start, window_end, counted)
+        else:
+            record_coverage = np.zeros(n, dtype=bool)
+
     reason = np.full(n, None, dtype=object)
     remaining = np.ones(n, dtype=bool)
     steps = [("acute_stays", "acute stays given", 0, n)]
@@ -614,6 +634,9 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
         "episode_id": acute["episode_id"].array,
         "exclusion_reason": pd.array(reason, dtype="str"), "is_index": remaining,
     })
+    if record is not None:
+        stay_table["record_under_min_age"] = record_age
+        stay_table["record_coverage_not_counted"] = record_coverage
     needed = ["stay_id", "patient_id", "facility_id", "first_facility_id", "episode_id", "episode_admit_date",
               "admit_date", "discharge_date", "principal_dx", "transfers_in_episode", "facility_market",
               "facility_is_partner"] + (["admission_type"] if "admission_type" in acute.columns else [])
@@ -636,7 +659,99 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
     index["is_partner"] = keep["facility_is_partner"].to_numpy()
     if "population_group" in patients.columns:
         index["population_group"] = take(patients["population_group"], ppos[remaining], None)
+    if record is not None:
+        index["in_record"] = ~(record_age | record_coverage)[remaining]
     return Cohort(stays=stay_table, index=index, attrition=attrition, rules=rules, condition=condition)
+
+
+def _check_record(rules: IndexRules, record: IndexRules, condition: str | None) -> None:
+    """Refuse recorded rules whose cohort cannot be derived from ``rules``' by filtering."""
+    if condition is not None:
+        raise ParameterError("record= applies to hospital-wide cohorts only (a condition cohort's washout depends on "
+                             "which stays are index stays)")
+    other = [f.name for f in fields(IndexRules) if f.name not in ("min_age", "coverage")
+             and getattr(rules, f.name) != getattr(record, f.name)]
+    if other:
+        raise ParameterError(f"record= may differ from rules only in min_age and coverage, not in {', '.join(other)}")
+    if record.min_age is None and rules.min_age is not None or (
+            record.min_age is not None and rules.min_age is not None and record.min_age < rules.min_age):
+        raise ParameterError("record= must be narrower than rules: its min_age cannot be lower")
+    if record.coverage is None and rules.coverage is not None or (
+            record.coverage is not None and rules.coverage is not None
+            and not set(record.coverage) <= set(rules.coverage)):
+        raise ParameterError("record= must be narrower than rules: its coverage types must be among rules'")
+
+
+def attrition_of(reasons: pd.Series | np.ndarray) -> pd.DataFrame:
+    """The attrition table (``step``, ``description``, ``excluded``, ``remaining``) of acute stays' exclusion
+    reasons (missing for an index stay), in :data:`EXCLUSION_STEPS` order, as :func:`index_stays` makes it.
+
+    Examples
+    --------
+    >>> attrition_of(pd.Series(["under_min_age", None, "data_runout", None])).iloc[[0, 4, 9]][
+    ...     ["step", "excluded", "remaining"]]
+                step  excluded  remaining
+    0    acute_stays         0          4
+    4  under_min_age         1          3
+    9    data_runout         1          2
+    """
+    reasons = pd.Series(np.asarray(reasons, dtype=object))
+    counts = reasons.value_counts()
+    unknown = sorted(set(counts.index) - {s for s, _ in EXCLUSION_STEPS})
+    if unknown:
+        raise ParameterError(f"unknown exclusion reason(s) {', '.join(map(str, unknown))}")
+    remaining = len(reasons)
+    steps = [("acute_stays", "acute stays given", 0, remaining)]
+    for step, description in EXCLUSION_STEPS:
+        k = int(counts.get(step, 0))
+        remaining -= k
+        steps.append((step, description, k, remaining))
+    return pd.DataFrame(steps, columns=["step", "description", "excluded", "remaining"])
+
+
+def recorded_reasons(stays: pd.DataFrame) -> np.ndarray:
+    """Each acute stay's exclusion reason under the rules recorded by ``index_stays(..., record=...)``: the broad
+    cohort's reason, or the first recorded check it fails in pipeline order (``under_min_age`` comes after the
+    transfer and merge steps, ``coverage_not_counted`` after ``not_enrolled``)."""
+    if "record_under_min_age" not in stays.columns:
+        raise ParameterError("the cohort has no recorded rules: build it with index_stays(..., record=rules)")
+    reason = stays["exclusion_reason"].to_numpy(dtype=object).copy()
+    order = {step: i for i, (step, _) in enumerate(EXCLUSION_STEPS)}
+    rank = np.array([order.get(r, len(order)) if isinstance(r, str) else len(order) for r in reason])
+    for step, column in (("under_min_age", "record_under_min_age"),
+                         ("coverage_not_counted", "record_coverage_not_counted")):
+        hit = stays[column].to_numpy(dtype=bool) & (rank > order[step])
+        reason[hit] = step
+        rank[hit] = order[step]
+    return reason
+
+
+def restrict_cohort(cohort: Cohort) -> Cohort:
+    """The cohort under the rules recorded by ``index_stays(..., record=...)``, by filtering: the same index rows,
+    stays table (with their reasons under those rules) and attrition as ``index_stays`` with those rules gives.
+
+    Examples
+    --------
+    >>> fac = pd.DataFrame({"facility_id": ["H1"], "setting": "acute", "market": "M", "is_partner": False})
+    >>> pat = pd.DataFrame({"patient_id": ["p", "q"], "birth_date": pd.to_datetime(["1940-01-01", "1980-01-01"]),
+    ...     "sex": "F", "dual_eligible": False, "death_date": pd.NaT, "market": "M"})
+    >>> st = pd.DataFrame({"stay_id": ["a", "b"], "patient_id": ["p", "q"], "facility_id": "H1",
+    ...     "admit_date": pd.to_datetime(["2024-01-01", "2024-02-01"]),
+    ...     "discharge_date": pd.to_datetime(["2024-01-03", "2024-02-03"]), "discharge_status": "01",
+    ...     "principal_dx": "J189", "secondary_dx": np.nan, "admission_type": "1"})
+    >>> from dataclasses import replace
+    >>> broad = index_stays(st, fac, pat, rules=replace(ALL_PAYER_RULES, runout_days=None),
+    ...                     record=replace(MEDICARE_FFS_RULES, runout_days=None))
+    >>> broad.index["stay_id"].tolist(), restrict_cohort(broad).index["stay_id"].tolist()
+    (['a', 'b'], ['a'])
+    """
+    reason = recorded_reasons(cohort.stays)
+    stays = cohort.stays.drop(columns=["record_under_min_age", "record_coverage_not_counted"])
+    stays["exclusion_reason"] = pd.array(reason, dtype="str")
+    stays["is_index"] = pd.isna(reason)
+    index = cohort.index[cohort.index["in_record"].to_numpy(dtype=bool)].drop(columns="in_record")
+    return Cohort(stays=stays, index=index.reset_index(drop=True), attrition=attrition_of(reason),
+                  rules=cohort.rules, condition=cohort.condition)
 
 
 def _unlinked(acute: pd.DataFrame) -> pd.DataFrame:

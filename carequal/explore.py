@@ -3,6 +3,10 @@
 ``carequal/notebooks/cohort_explorer.ipynb`` calls only these functions (and :func:`carequal.plots.attrition_plot`) and
 wires them to widgets; everything it shows is computed and tested here.
 
+* :class:`CohortExplorer` — the explorer's state and its two displays: the measured cohort read once, each
+  market's view computed once, the tables for the widgets' choices and the attrition chart (drawn by the plot
+  function the notebook passes, so this module stays below :mod:`carequal.plots`).
+
 * :func:`explorer_frame` — one row per index stay of a market's tables: patient and stay attributes a Table 1
   needs, the outcomes, the partner status of the discharging hospital and the discharge month. No patient,
   stay or facility identifiers and no exact dates: the frame is what an analyst slices, not a record list.
@@ -34,7 +38,8 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -42,11 +47,13 @@ import pandas as pd
 from carequal.cohorts import CONDITIONS, Cohort, age_band, index_stays, standard_population
 from carequal.disclosure import cell_threshold, suppress_counts
 from carequal.errors import CarequalError, ParameterError
+from carequal.measured import MeasuredCohort
 from carequal.measures import index_measures, rate_table
+from carequal.presentation import displayed, table_html, with_interval_text
 from carequal.risk import risk_covariates
 
-__all__ = ["FRAME_COLUMNS", "GROUPINGS", "PARTNER_CHOICES", "RATE_MEASURES", "attrition_for_chart",
-           "explorer_choices", "explorer_frame", "explorer_rates", "filter_explorer", "table_one"]
+__all__ = ["FRAME_COLUMNS", "GROUPINGS", "PARTNER_CHOICES", "RATE_MEASURES", "CohortExplorer", "attrition_for_chart",
+           "explorer_choices", "explorer_frame", "explorer_rates", "filter_explorer", "market_view", "table_one"]
 
 FRAME_COLUMNS: tuple[str, ...] = (
     "market", "period", "partner", "age", "age_band", "sex", "dual_eligible", "condition", "los_days",
@@ -82,17 +89,21 @@ def _age_bands() -> tuple[str, ...]:
 # ------------------------------------------------------------------------------------------------ the frame
 
 
-def explorer_frame(tables: dict[str, pd.DataFrame], *, cohort: Cohort | None = None) -> pd.DataFrame:
+def explorer_frame(tables: dict[str, pd.DataFrame] | None = None, *, cohort: Cohort | None = None,
+                   measured: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per index stay of a market's tables, with what a Table 1 and the outcome rates need.
 
     Parameters
     ----------
     tables : dict of DataFrame
         Validated contract tables (``read_market(...).tables``): ``stays``, ``facilities``, ``patients`` and
-        optional ``enrollment`` and ``ed_visits``.
+        optional ``enrollment`` and ``ed_visits``. Not needed with ``measured``.
     cohort : Cohort, optional
         The index-stay cohort of these tables, when the caller already has it (e.g. for its attrition);
         default :func:`carequal.cohorts.index_stays` with the CMS rules.
+    measured : DataFrame, optional
+        The market's rows of the measured cohort (:func:`carequal.national.read_cohort` with ``cms=True``): every
+        column is read from them and nothing is recomputed (the notebook reads the cohort once per session).
 
     Returns
     -------
@@ -134,16 +145,17 @@ def explorer_frame(tables: dict[str, pd.DataFrame], *, cohort: Cohort | None = N
 
     (The September stay is within 30 days of the end of the data, so it is not an index stay.)
     """
-    missing = [t for t in ("stays", "facilities", "patients") if tables.get(t) is None]
-    if missing:
-        raise ParameterError(f"explorer_frame: no {', '.join(missing)} table(s); pass the validated tables of "
-                             "a market (carequal.loaders.read_market(...).tables)")
-    stays = tables["stays"]
-    if cohort is None:
-        cohort = index_stays(stays, tables["facilities"], tables["patients"], tables.get("enrollment"))
-    measured = index_measures(cohort.index, tables)
-    if "secondary_dx" in stays.columns:
-        measured = risk_covariates(measured, stays)
+    if measured is None:
+        missing = [t for t in ("stays", "facilities", "patients") if (tables or {}).get(t) is None]
+        if missing:
+            raise ParameterError(f"explorer_frame: no {', '.join(missing)} table(s); pass the validated tables of "
+                                 "a market (carequal.loaders.read_market(...).tables) or its measured cohort")
+        stays = tables["stays"]
+        if cohort is None:
+            cohort = index_stays(stays, tables["facilities"], tables["patients"], tables.get("enrollment"))
+        measured = index_measures(cohort.index, tables)
+        if "secondary_dx" in stays.columns:
+            measured = risk_covariates(measured, stays)
     out = pd.DataFrame({
         "market": measured["market"].to_numpy(),
         "period": pd.to_datetime(measured["discharge_date"]).dt.to_period("M").dt.start_time.to_numpy(),
@@ -155,6 +167,19 @@ def explorer_frame(tables: dict[str, pd.DataFrame], *, cohort: Cohort | None = N
         if col in measured.columns:
             out[col] = measured[col].to_numpy()
     return out
+
+
+def market_view(cohort: MeasuredCohort, market: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(attrition, frame)`` of one market's residents from the measured cohort read once
+    (:func:`carequal.national.read_cohort`): the CMS cohort's attrition (``step``, ``description``,
+    ``excluded``, ``remaining``) and :func:`explorer_frame` of its CMS rows."""
+    rows = cohort.rows[(cohort.rows["patient_market"] == market).to_numpy()
+                       & cohort.rows["cms"].to_numpy(dtype=bool)].reset_index(drop=True)
+    att = cohort.attrition[(cohort.attrition["rules"] == "cms") & (cohort.attrition["market"] == market)]
+    if att.empty:
+        raise ParameterError(f"no market {market!r} in the cohort; markets: "
+                             + ", ".join(sorted(set(cohort.attrition["market"]) - {""})))
+    return att[["step", "description", "excluded", "remaining"]].reset_index(drop=True), explorer_frame(measured=rows)
 
 
 # ---------------------------------------------------------------------------------------------- filters
@@ -568,3 +593,61 @@ def attrition_for_chart(attrition: pd.DataFrame, *, min_cell: int = 11) -> pd.Da
             for g in groups]
     head = first[["step", "description", "excluded", "remaining"]]
     return pd.concat([head, pd.DataFrame(rows, columns=head.columns)], ignore_index=True)
+
+
+# ------------------------------------------------------------------------------------------- the explorer
+
+
+class CohortExplorer:
+    """The cohort explorer's state: the measured cohort read once per session, each market's view
+    (:func:`market_view`) computed once (the last ``cache`` markets kept), and the two displays the notebook
+    wires to its widgets.
+
+    Parameters
+    ----------
+    cohort : MeasuredCohort
+        :func:`carequal.national.read_cohort` of the prepared inputs (``cms=True`` reads only the CMS rows).
+    attrition_plot : callable, optional
+        Draws an attrition table (:func:`carequal.plots.attrition_plot`, passed by the notebook: this module
+        sits below the plots).
+    min_cell : int
+        Disclosure threshold of the tables and the chart.
+    """
+
+    def __init__(self, cohort: MeasuredCohort, *, attrition_plot: Callable | None = None, min_cell: int = 11,
+                 cache: int = 3):
+        self.cohort, self.attrition_plot, self.min_cell = cohort, attrition_plot, min_cell
+        self.view = lru_cache(maxsize=cache)(self._view)
+
+    def _view(self, market: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return market_view(self.cohort, market)
+
+    def tables(self, market: str, condition: str = "all", partner: str = "all", age_bands=None, start=None,
+               end=None) -> tuple[str, pd.DataFrame, str]:
+        """The heading, the Table 1 and the outcome rates (as HTML) of the market's stays matching the choices."""
+        chosen = filter_explorer(self.view(market)[1], condition=condition, partner=partner, age_bands=age_bands,
+                                 start=start, end=end)
+        rates = with_interval_text(explorer_rates(chosen, by="partner", min_cell=self.min_cell), percent=True)
+        return (f"### {market}: index stays by the discharging hospital's partner status",
+                table_one(chosen, groupby="partner", min_cell=self.min_cell),
+                table_html(displayed(rates, "explorer_rates")))
+
+    def show_tables(self, market: str, condition: str = "all", partner: str = "all", age_bands=None, start=None,
+                    end=None) -> None:
+        """Display :meth:`tables` in a notebook (the callback of the explorer's controls)."""
+        from IPython.display import HTML, Markdown, display  # only in a notebook kernel
+
+        heading, one, rates = self.tables(market, condition, partner, age_bands, start, end)
+        display(Markdown(heading))
+        display(one)
+        display(HTML(rates))
+
+    def show_attrition(self, market: str) -> None:
+        """Draw the market's attrition chart (:func:`attrition_for_chart`) with ``attrition_plot`` and show it."""
+        import matplotlib.pyplot as plt  # only where a chart is drawn
+
+        if self.attrition_plot is None:
+            raise ParameterError("CohortExplorer.show_attrition needs attrition_plot (carequal.plots.attrition_plot)")
+        self.attrition_plot(attrition_for_chart(self.view(market)[0], min_cell=self.min_cell),
+                            title=f"{market}: acute stays to index stays")
+        plt.show()

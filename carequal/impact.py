@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from carequal.cohorts import ALL_PAYER_RULES, index_stays, post_acute_episodes
+from carequal.cohorts import ALL_PAYER_RULES, MEDICARE_FFS_RULES, index_stays, post_acute_episodes
 from carequal.convergence import glm_convergence, guarded_fit, warn_unless_converged
 from carequal.errors import ModelError, ParameterError, describe_facilities
 from carequal.measures import readmissions
@@ -195,7 +195,8 @@ def interrupted_time_series(monthly: pd.DataFrame, *, start: str | pd.Timestamp,
             "n_periods": len(data), "method": "segmented regression, WLS, Newey-West (3 lags)"}
 
 
-def pac_attributed_stays(tables: dict[str, pd.DataFrame], *, rules=None) -> pd.DataFrame:
+def pac_attributed_stays(tables: dict[str, pd.DataFrame], *, rules=None, cohort: pd.DataFrame | None = None
+                         ) -> pd.DataFrame:
     """Index hospital discharges that went to post-acute care, attributed to the receiving PAC provider, with
     the 30-day readmission outcome, the partnership exposure and :data:`RISK_COVARIATES`.
 
@@ -203,7 +204,18 @@ def pac_attributed_stays(tables: dict[str, pd.DataFrame], *, rules=None) -> pd.D
     start, against non-partner providers' patients in the same quarters. By default every patient the
     partnership serves is in it, whatever the age or the payer (:data:`carequal.cohorts.ALL_PAYER_RULES`);
     pass ``rules`` to narrow it (e.g. ``MEDICARE_FFS_RULES``).
+
+    With ``cohort`` (the rows of the measured cohort, :mod:`carequal.measured`, as
+    :func:`carequal.national.read_cohort` gives them), nothing is recomputed: its rows are the all-payer index
+    stays, or with ``rules=MEDICARE_FFS_RULES`` its CMS rows; ``tables`` then needs only ``facilities``.
     """
+    if cohort is not None:
+        if rules is not None and rules != MEDICARE_FFS_RULES:
+            raise ParameterError("pac_attributed_stays: a measured cohort holds the all-payer and the CMS Medicare FFS "
+                                 "cohorts; other rules need the tables (cohort=None)")
+        data = cohort[cohort["cms"].to_numpy(dtype=bool)] if rules is not None else cohort
+        data = data[data["pac_setting"] != "none"].reset_index(drop=True)
+        return partnership_exposure(data, tables["facilities"], facility="pac_facility_id", date="pac_admit_date")
     stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
     cohort = index_stays(stays, fac, pats, tables.get("enrollment"), rules=rules or ALL_PAYER_RULES)
     flags = readmissions(cohort.index, stays, fac)

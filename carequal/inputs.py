@@ -29,9 +29,9 @@ from carequal.loaders import (
     read_validation_summary,
     write_market_dataset,
 )
-from carequal.national import INPUT_COLUMNS, MEASURES, build_reference, write_reference
+from carequal.national import INPUT_COLUMNS, MEASURES, cohort_and_reference, write_cohort, write_reference
 from carequal.periods import reporting_period
-from carequal.scale import reference_partitioned
+from carequal.scale import cohort_reference_partitioned
 
 __all__ = ["Prepared", "data_fingerprint", "is_market_dataset", "market_inputs", "prepare"]
 
@@ -98,6 +98,12 @@ class Prepared:
     counts: pd.DataFrame | None = None
     failures: pd.DataFrame | None = None
     quarantine: Path | None = None
+
+    @property
+    def cohort(self) -> Path:
+        """The measured cohort (:func:`carequal.national.write_cohort`), kept in the reference's folder: built with
+        it, keyed like it."""
+        return self.reference / "cohort"
 
     def quarantine_summary(self) -> list[str]:
         """One line per table with quarantined rows: how many of how many, and the rules they broke."""
@@ -229,20 +235,21 @@ def prepare(data, work: str | Path, *, period_start=None, period_end=None,
     period = (start.date().isoformat(), end.date().isoformat())
     reference_key = _key({"dataset": dataset_key, "period": period, "measures": list(measures)})
     reference = prepared_dir / f"reference-{reference_key}"
-    if force or not (reference / "models.csv").is_file():
+    if force or not (reference / "models.csv").is_file() or not (reference / "cohort" / "cohort.json").is_file():
         reused = False
         t0 = time.perf_counter()
         if tables is None and client is None:
             tables = read_dataset_tables(dataset, columns=INPUT_COLUMNS)
-        if client is None:
-            built = build_reference(tables, period_start=start, period_end=end, measures=measures)
+        if client is None:  # one index_stays run: the measured cohort, and the reference from its CMS rows
+            cohort, built = cohort_and_reference(tables, period_start=start, period_end=end, measures=measures)
         else:  # the stay-level measures on the cluster, partition by partition; the models here
 
-            built = reference_partitioned(dataset, period_start=start, period_end=end, measures=measures,
-                                          client=client)
+            cohort, built = cohort_reference_partitioned(dataset, period_start=start, period_end=end,
+                                                         measures=measures, client=client)
         tmp = reference.with_name(reference.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         write_reference(built, tmp)
+        write_cohort(cohort, tmp / "cohort")
         shutil.rmtree(reference, ignore_errors=True)
         tmp.rename(reference)
         seconds["reference"] = time.perf_counter() - t0

@@ -29,7 +29,8 @@ from carequal.schema import CODE_SEPARATOR, key_positions, take, take_text
 
 __all__ = ["DTC_EXCLUDED_STATUSES", "INSTITUTIONAL_SETTINGS", "PAC_READMISSION_SETTINGS", "READMISSION_WINDOW_DAYS",
            "ccs_diagnosis", "ccs_procedure", "check_input_column", "count_rate_table", "days_at_home",
-           "discharge_to_community", "ed_visits_after", "index_measures", "length_of_stay", "los_summary", "mortality",
+           "discharge_to_community", "discharge_to_community_days", "ed_visits_after", "index_measures",
+           "length_of_stay", "los_summary", "mortality",
            "pac_readmissions", "planned_readmission_valuesets", "planned_stays", "post_acute_use", "rate_table",
            "readmissions", "standardised_rates", "trend_table"]
 
@@ -460,6 +461,51 @@ def pac_readmissions(episodes: pd.DataFrame, stays: pd.DataFrame, facilities: pd
     })
 
 
+def discharge_to_community_days(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.DataFrame, *,
+                                 settings: tuple[str, ...] = ("snf", "irf", "ltch", "hha")) -> pd.DataFrame:
+    """What DTC-PAC needs of each post-acute stay, for any window: where it ended and how many days after its
+    discharge the patient died or was next admitted unplanned to an acute hospital or an LTCH.
+
+    :func:`discharge_to_community` with ``window_days = W`` is ``discharged_to_community`` and neither
+    ``days_to_death <= W`` nor ``days_to_unplanned <= W``.
+
+    Returns
+    -------
+    DataFrame
+        One row per PAC stay in ``settings``: ``stay_id``, ``facility_id``, ``setting``, ``dtc_excluded`` (reason
+        or missing), ``discharged_to_community``, ``days_to_death`` (death date − discharge date, negative for a
+        death during the stay; missing if alive), ``days_to_unplanned`` (days from the discharge to the first
+        unplanned acute or LTCH admission on or after it; missing if none).
+    """
+    setting = take(facilities["setting"], key_positions(stays["facility_id"], facilities["facility_id"]), None)
+    is_pac = np.isin(setting, settings)
+    pac = stays[is_pac].reset_index(drop=True)
+    pac_setting = setting[is_pac]
+    status = pac["discharge_status"].astype("string").fillna("").to_numpy(dtype=object)
+    community = np.isin(status, ["01", "06", "81", "86"])
+    excluded = pd.Series(status).map(DTC_EXCLUDED_STATUSES).to_numpy()
+    discharge = day_numbers(pac["discharge_date"])
+    death = day_numbers(take(patients["death_date"], key_positions(pac["patient_id"], patients["patient_id"]),
+                             np.datetime64("NaT")))
+    to_death = np.where(death != _NAT, (death - discharge).astype(float), np.nan)
+    # unplanned acute or LTCH admissions after the PAC discharge
+    hosp = stays[np.isin(setting, ["acute", "ltch"])]
+    unplanned = hosp[~planned_stays(hosp)["planned"].to_numpy()]
+    n = len(pac)
+    codes = pd.factorize(pd.concat([pac["patient_id"], unplanned["patient_id"]], ignore_index=True))[0]
+    pairs = pd.DataFrame({"i": np.arange(n), "p": codes[:n], "d": discharge}).merge(
+        pd.DataFrame({"p": codes[n:], "a": day_numbers(unplanned["admit_date"])}), on="p")
+    gap = pairs["a"].to_numpy() - pairs["d"].to_numpy()
+    after = gap >= 0
+    first = np.full(n, np.inf)
+    np.minimum.at(first, pairs["i"].to_numpy()[after], gap[after].astype(float))
+    return pd.DataFrame({
+        "stay_id": pac["stay_id"].to_numpy(), "facility_id": pac["facility_id"].to_numpy(), "setting": pac_setting,
+        "dtc_excluded": pd.array(excluded, dtype="str"), "discharged_to_community": community,
+        "days_to_death": to_death, "days_to_unplanned": np.where(np.isinf(first), np.nan, first),
+    })
+
+
 def discharge_to_community(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.DataFrame, *,
                            window_days: int = 31, settings: tuple[str, ...] = ("snf", "irf", "ltch", "hha"),
                            ) -> pd.DataFrame:
@@ -490,32 +536,12 @@ def discharge_to_community(stays: pd.DataFrame, facilities: pd.DataFrame, patien
     0      s1                 False   True
     1      s2                  True  False
     """
-    setting = take(facilities["setting"], key_positions(stays["facility_id"], facilities["facility_id"]), None)
-    is_pac = np.isin(setting, settings)
-    pac = stays[is_pac].reset_index(drop=True)
-    pac_setting = setting[is_pac]
-    status = pac["discharge_status"].astype("string").fillna("").to_numpy(dtype=object)
-    community = np.isin(status, ["01", "06", "81", "86"])
-    excluded = pd.Series(status).map(DTC_EXCLUDED_STATUSES).to_numpy()
-    discharge = day_numbers(pac["discharge_date"])
-    death = day_numbers(take(patients["death_date"], key_positions(pac["patient_id"], patients["patient_id"]),
-                             np.datetime64("NaT")))
-    died = (death != _NAT) & (death <= discharge + window_days)
-    # unplanned acute or LTCH admissions after the PAC discharge
-    hosp = stays[np.isin(setting, ["acute", "ltch"])]
-    unplanned = hosp[~planned_stays(hosp)["planned"].to_numpy()]
-    n = len(pac)
-    codes = pd.factorize(pd.concat([pac["patient_id"], unplanned["patient_id"]], ignore_index=True))[0]
-    pairs = pd.DataFrame({"i": np.arange(n), "p": codes[:n], "d": discharge}).merge(
-        pd.DataFrame({"p": codes[n:], "a": day_numbers(unplanned["admit_date"])}), on="p")
-    gap = pairs["a"].to_numpy() - pairs["d"].to_numpy()
-    readmitted = np.bincount(pairs["i"].to_numpy()[(gap >= 0) & (gap <= window_days)], minlength=n) > 0
-    dtc = community & ~died & ~readmitted
-    return pd.DataFrame({
-        "stay_id": pac["stay_id"].to_numpy(), "facility_id": pac["facility_id"].to_numpy(), "setting": pac_setting,
-        "dtc_excluded": pd.array(excluded, dtype="str"), "discharged_to_community": community,
-        "died_in_window": died, "readmitted_in_window": readmitted, "dtc": dtc,
-    })
+    days = discharge_to_community_days(stays, facilities, patients, settings=settings)
+    died = (days["days_to_death"] <= window_days).to_numpy()
+    readmitted = (days["days_to_unplanned"] <= window_days).to_numpy()
+    community = days["discharged_to_community"].to_numpy()
+    return days[["stay_id", "facility_id", "setting", "dtc_excluded", "discharged_to_community"]].assign(
+        died_in_window=died, readmitted_in_window=readmitted, dtc=community & ~died & ~readmitted)
 
 
 def post_acute_use(episodes: pd.DataFrame) -> pd.DataFrame:

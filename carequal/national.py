@@ -38,6 +38,7 @@ from scipy import stats
 from carequal.cohorts import index_stays
 from carequal.errors import ModelError, ModelWarning, ParameterError, describe_facilities
 from carequal.loaders import partition_folder
+from carequal.measured import ATTRITION_COLUMNS, MeasuredCohort, measure_cohort
 from carequal.measures import index_measures
 from carequal.periods import reporting_period
 from carequal.risk import (
@@ -50,9 +51,9 @@ from carequal.risk import (
     risk_covariates,
 )
 
-__all__ = ["MEASURED_COLUMNS", "MEASURES", "MeasureSpec", "Reference", "build_reference", "measure_rows",
-           "measured_index_stays", "read_reference", "reference_from_measured",
-           "write_reference"]
+__all__ = ["MEASURED_COLUMNS", "MEASURES", "MeasureSpec", "Reference", "attach_expected", "build_reference",
+           "cohort_and_reference", "measure_rows", "measured_index_stays", "read_cohort", "read_reference",
+           "reference_from_measured", "write_cohort", "write_reference"]
 
 
 @dataclass(frozen=True)
@@ -314,16 +315,23 @@ def reference_from_measured(measured: pd.DataFrame, facilities: pd.DataFrame, *,
                            "measures": fitted, "unavailable": unavailable, "index_stays": len(measured)})
 
 
+def _write_rows(rows: pd.DataFrame, out_dir: Path, market: str) -> pd.DataFrame:
+    """``rows`` written to ``out_dir/rows/<market>=<m>/`` (Parquet, hive partitions; a missing market is
+    ``(unknown)``), replacing what was there; returns the rows as written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = rows.copy()
+    rows[market] = rows[market].fillna("(unknown)").astype("str")
+    ds.write_dataset(pa.Table.from_pandas(rows, preserve_index=False), out_dir / "rows", format="parquet",
+                     partitioning=[market], partitioning_flavor="hive",
+                     existing_data_behavior="delete_matching", basename_template="part-{i}.parquet")
+    return rows
+
+
 def write_reference(reference: Reference, out_dir: str | Path) -> None:
     """Write a reference: ``rows/unit_market=<m>/`` (Parquet, by the judged facility's market), model tables
     as CSV and ``reference.json``. An existing reference in ``out_dir`` is replaced."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = reference.rows.copy()
-    rows["unit_market"] = rows["unit_market"].fillna("(unknown)").astype("str")
-    ds.write_dataset(pa.Table.from_pandas(rows, preserve_index=False), out_dir / "rows", format="parquet",
-                     partitioning=["unit_market"], partitioning_flavor="hive",
-                     existing_data_behavior="delete_matching", basename_template="part-{i}.parquet")
+    _write_rows(reference.rows, out_dir, "unit_market")
     reference.models.to_csv(out_dir / "models.csv", index=False)
     reference.coefficients.to_csv(out_dir / "coefficients.csv", index=False)
     reference.calibration.to_csv(out_dir / "calibration.csv", index=False)
@@ -352,3 +360,84 @@ def read_reference(directory: str | Path, *, market: str | None = None) -> Refer
                      coefficients=pd.read_csv(directory / "coefficients.csv"),
                      calibration=pd.read_csv(directory / "calibration.csv"),
                      meta=json.loads((directory / "reference.json").read_text()))
+
+
+# ------------------------------------------------------------------------------------- the measured cohort
+
+
+def cohort_and_reference(tables: dict[str, pd.DataFrame], *, period_start, period_end,
+                         measures: tuple[str, ...] | list[str] = tuple(MEASURES)) -> tuple[MeasuredCohort, Reference]:
+    """The measured cohort (:func:`carequal.measured.measure_cohort`: one ``index_stays`` run, all-payer rules with
+    the CMS checks recorded) and the national reference fitted on its CMS rows — the same reference as
+    :func:`build_reference` — with each model's expected and predicted values added to the cohort
+    (:func:`attach_expected`)."""
+    _check_measures(measures)
+    reporting_period(period_start, period_end)
+    cohort = measure_cohort(tables)
+    cms = cohort.cms()
+    measured = cms[[c for c in MEASURED_COLUMNS if c in cms.columns]]
+    reference = reference_from_measured(measured, tables["facilities"], period_start=period_start,
+                                        period_end=period_end, measures=measures)
+    return attach_expected(cohort, reference), reference
+
+
+def attach_expected(cohort: MeasuredCohort, reference: Reference) -> MeasuredCohort:
+    """The cohort with ``in_period`` (discharged in the reference's period: the stays its models were fitted on)
+    and, per measure of the reference, ``expected_<measure>`` and ``predicted_<measure>`` (missing for stays the
+    measure does not count, for stays outside the CMS cohort and for a measure whose model could not be
+    fitted)."""
+    rows = cohort.rows.copy()
+    start, end = (pd.Timestamp(reference.meta[k]) for k in ("period_start", "period_end"))
+    when = pd.to_datetime(rows["discharge_date"])
+    rows["in_period"] = ((when >= start) & (when <= end)).to_numpy()
+    for name in MEASURES:
+        part = reference.rows[reference.rows["measure"] == name].set_index("stay_id")
+        if not len(part) and name not in reference.meta.get("unavailable", {}):
+            continue
+        for kind in ("expected", "predicted"):
+            rows[f"{kind}_{name}"] = part[kind].reindex(rows["stay_id"]).to_numpy(dtype=float)
+    return MeasuredCohort(rows=rows, attrition=cohort.attrition)
+
+
+def write_cohort(cohort: MeasuredCohort, out_dir: str | Path) -> None:
+    """Write a measured cohort: ``rows/patient_market=<m>/`` (Parquet, by the residents' market, as the dataset),
+    ``attrition.csv`` and ``cohort.json`` (its columns). An existing cohort in ``out_dir`` is replaced."""
+    out_dir = Path(out_dir)
+    rows = _write_rows(cohort.rows, out_dir, "patient_market")
+    cohort.attrition.to_csv(out_dir / "attrition.csv", index=False)
+    (out_dir / "cohort.json").write_text(json.dumps({"columns": list(cohort.rows.columns), "index_stays": len(rows),
+                                                     "cms_index_stays": int(rows["cms"].sum())}, indent=2))
+
+
+def read_cohort(directory: str | Path, *, market: str | None = None, cms: bool = False,
+                columns: list[str] | None = None) -> MeasuredCohort:
+    """Read a cohort written by :func:`write_cohort`, in the cohort's order; with ``market``, only that market's
+    residents (partition pruning) and its attrition; with ``cms``, only the CMS cohort's rows."""
+    directory = Path(directory)
+    if not (directory / "cohort.json").is_file():
+        raise ParameterError(f"{directory} holds no measured cohort (cohort.json is missing); build one with "
+                             "carequal.inputs.prepare or `carequal report`")
+    names = json.loads((directory / "cohort.json").read_text())["columns"]
+    wanted = None if columns is None else [c for c in names if c in {*columns, "order", "cms", "patient_market"}]
+    folder = directory / "rows"
+    if market is not None:
+        part = folder / partition_folder("patient_market", market)
+        if part.is_dir():
+            rows = ds.dataset(part, format="parquet").to_table(
+                columns=[c for c in (wanted or names) if c != "patient_market"]).to_pandas(date_as_object=False)
+            rows["patient_market"] = market
+        else:
+            rows = pd.DataFrame({c: pd.Series(dtype="object") for c in (wanted or names)})
+    else:
+        rows = ds.dataset(folder, format="parquet", partitioning="hive").to_table(columns=wanted).to_pandas(
+            date_as_object=False)
+        rows["patient_market"] = rows["patient_market"].astype("str")
+    rows = rows[[c for c in (wanted or names)]]
+    if cms:
+        rows = rows[rows["cms"].to_numpy(dtype=bool)]
+    rows = rows.sort_values("order", kind="stable", ignore_index=True)
+    attrition = pd.read_csv(directory / "attrition.csv", keep_default_na=False,
+                            dtype={"rules": str, "market": str, "step": str, "description": str})
+    if market is not None:
+        attrition = attrition[attrition["market"] == market].reset_index(drop=True)
+    return MeasuredCohort(rows=rows, attrition=attrition[list(ATTRITION_COLUMNS)])

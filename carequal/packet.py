@@ -53,13 +53,15 @@ from carequal.cost import network_leakage
 from carequal.disclosure import cell_threshold, check_suppressed, suppress_counts, suppression_statement
 from carequal.errors import ParameterError
 from carequal.intervals import wilson
+from carequal.measured import episodes_of, measure_cohort
 from carequal.periods import previous_period
 from carequal.presentation import fmt_ci, fmt_pct, presentable, with_interval_text
 
 __all__ = ["PartnerPacket", "flow_display", "leakage_display", "leakage_findings", "leakage_plot", "leakage_table",
-           "leakage_trend", "load_partner_packet", "metric_trend", "packet_inputs", "packet_title", "partner_leakage",
-           "patient_flows", "readmitted_patients", "spending_notes", "status_findings", "status_grid", "status_table",
-           "trend_findings", "value_axis", "write_extract", "write_packet_inputs"]
+           "leakage_trend", "load_partner_packet", "metric_trend", "packet_inputs", "packet_record", "packet_title",
+           "partner_leakage", "patient_flows", "readmitted_patients", "spending_notes", "status_display",
+           "status_findings", "status_grid", "status_table", "trend_findings", "value_axis", "write_extract",
+           "write_packet_inputs", "write_record"]
 
 SETTING_LABELS = {"acute": "Hospital", "snf": "SNF", "irf": "IRF", "ltch": "LTCH", "hha": "Home health"}
 
@@ -77,12 +79,16 @@ _WENT_NEXT = [("01", "Home"), ("81", "Home"), ("06", "Home with home health"), (
 # ----------------------------------------------------------------------------------- inputs (once, all)
 
 
-def patient_flows(tables: dict[str, pd.DataFrame], agreement: Agreement, *, period) -> pd.DataFrame:
+def patient_flows(tables: dict[str, pd.DataFrame], agreement: Agreement, *, period,
+                  episodes: pd.DataFrame | None = None) -> pd.DataFrame:
     """Where each partner's patients came from and went next, in the period (by index discharge date).
 
     Hospitals: where their index discharges went (post-acute setting and provider, or none). Post-acute
     providers: the hospitals that referred the patients (index discharges followed within a day by a stay
     with the provider) and how the provider's stay ended (its discharge status).
+
+    ``episodes`` are the index stays' post-acute episodes (:func:`carequal.measured.episodes_of` of the measured
+    cohort's CMS rows); without them the cohort is built from ``tables``.
 
     Returns
     -------
@@ -92,13 +98,12 @@ def patient_flows(tables: dict[str, pd.DataFrame], agreement: Agreement, *, peri
         suppressed, not anonymised: patient-derived counts for :func:`flow_display`.
     """
     lo, hi = (pd.Timestamp(x) for x in period)
-    stays, fac = tables["stays"], tables["facilities"]
-    cohort = index_stays(stays, fac, tables["patients"], tables.get("enrollment"))
-    index = cohort.index[(pd.to_datetime(cohort.index["discharge_date"]) >= lo)
-                         & (pd.to_datetime(cohort.index["discharge_date"]) <= hi)]
-    ep = post_acute_episodes(stays, fac, hospital_stays=index)
-    ep = ep.set_index("stay_id").reindex(index["stay_id"]).reset_index()
-    ep["hospital_id"] = index["facility_id"].astype("str").to_numpy()
+    fac = tables["facilities"]
+    if episodes is None:
+        episodes = _index_episodes(tables)
+    when = pd.to_datetime(episodes["hospital_discharge_date"])
+    ep = episodes[((when >= lo) & (when <= hi)).to_numpy()].reset_index(drop=True)
+    ep["hospital_id"] = ep["hospital_id"].astype("str").to_numpy()
     setting = fac.set_index("facility_id")["setting"]
     status = dict(_WENT_NEXT)
     parts = []
@@ -124,7 +129,17 @@ def patient_flows(tables: dict[str, pd.DataFrame], agreement: Agreement, *, peri
     return flows.groupby(keys, dropna=False, sort=True).size().rename("n").reset_index()
 
 
-def partner_leakage(tables: dict[str, pd.DataFrame], agreement: Agreement, *, end=None) -> pd.DataFrame:
+def _index_episodes(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The post-acute episodes of the CMS index stays of ``tables`` (``hospital_id`` the discharging hospital)."""
+    stays, fac = tables["stays"], tables["facilities"]
+    index = index_stays(stays, fac, tables["patients"], tables.get("enrollment")).index
+    ep = post_acute_episodes(stays, fac, hospital_stays=index)
+    return ep.set_index("stay_id").reindex(index["stay_id"]).reset_index().assign(
+        hospital_id=index["facility_id"].astype("str").to_numpy())
+
+
+def partner_leakage(tables: dict[str, pd.DataFrame], agreement: Agreement, *, end=None,
+                    episodes: pd.DataFrame | None = None) -> pd.DataFrame:
     """Network leakage of each hospital partner, per review period of the agreement, up to ``end``.
 
     The hospital's index discharges (:func:`carequal.cohorts.index_stays`, as in :func:`patient_flows`) whose
@@ -142,6 +157,9 @@ def partner_leakage(tables: dict[str, pd.DataFrame], agreement: Agreement, *, en
     not of definition (with partner status on the admission date, every discharge before the start would
     leak by construction).
 
+    ``episodes`` are the index stays' post-acute episodes (:func:`carequal.measured.episodes_of` of the measured
+    cohort's CMS rows); without them the cohort is built from ``tables``.
+
     Returns
     -------
     DataFrame
@@ -149,7 +167,7 @@ def partner_leakage(tables: dict[str, pd.DataFrame], agreement: Agreement, *, en
         hospital partner to the period of ``end`` (``n = 0`` kept): ``facility_id``, ``period``,
         ``period_end``, ``n``, ``events``. Patient-derived counts, not suppressed: for :func:`leakage_table`.
     """
-    stays, fac = tables["stays"], tables["facilities"]
+    fac = tables["facilities"]
     partners = partner_table(agreement, fac)
     hospitals = partners.loc[partners["setting"] == "acute", "facility_id"].tolist()
     network = set(partners.loc[partners["setting"].isin(POST_ACUTE), "facility_id"])
@@ -158,14 +176,14 @@ def partner_leakage(tables: dict[str, pd.DataFrame], agreement: Agreement, *, en
                                        "int64" if c in ("n", "events") else "str") for c in columns})
     if not hospitals:
         return empty
-    cohort = index_stays(stays, fac, tables["patients"], tables.get("enrollment"))
-    index = cohort.index[cohort.index["facility_id"].astype("str").isin(hospitals)]
+    if episodes is None:
+        episodes = _index_episodes(tables)
+    episodes = episodes[episodes["hospital_id"].astype("str").isin(hospitals).to_numpy()]
     if end is not None:
-        index = index[pd.to_datetime(index["discharge_date"]) <= pd.Timestamp(end)]
-    if index.empty:
+        episodes = episodes[(pd.to_datetime(episodes["hospital_discharge_date"]) <= pd.Timestamp(end)).to_numpy()]
+    if episodes.empty:
         return empty
-    episodes = post_acute_episodes(stays, fac, hospital_stays=index)
-    episodes["hospital_id"] = episodes["hospital_id"].astype("str")
+    episodes = episodes.assign(hospital_id=episodes["hospital_id"].astype("str"))
     episodes["pac_is_partner"] = episodes["pac_facility_id"].astype("string").isin(network).fillna(False)
     leak = network_leakage(episodes, by=["hospital_id"], freq=agreement.review_period, chart=False)
     code = {"month": "M", "quarter": "Q"}[agreement.review_period]
@@ -227,8 +245,8 @@ def readmitted_patients(cases: pd.DataFrame, tables: dict[str, pd.DataFrame], *,
     return out.sort_values(["discharge_date", "patient_id"], ignore_index=True)
 
 
-def packet_inputs(tables: dict[str, pd.DataFrame], agreement: Agreement, *, period_start, period_end
-                  ) -> dict[str, pd.DataFrame]:
+def packet_inputs(tables: dict[str, pd.DataFrame], agreement: Agreement, *, period_start, period_end,
+                  cohort: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """Everything the packets need, computed once from every market's tables: ``results``
     (:func:`carequal.agreement.evaluate_agreement` over the data up to ``period_end``, in three views,
     column ``view``:
@@ -241,20 +259,25 @@ def packet_inputs(tables: dict[str, pd.DataFrame], agreement: Agreement, *, peri
 
     Spending metrics' rows carry ``counted_through``: the last index discharge date whose episode is counted
     (later ones await complete follow-up, :data:`carequal.agreement.SPENDING_ROOM_DAYS`), for the packet's
-    notes."""
-    cases = agreement_cases(tables, agreement)
+    notes.
+
+    ``cohort`` is the measured cohort's rows (:func:`carequal.national.read_cohort`: the batch passes the one
+    :func:`carequal.inputs.prepare` built, whose national models' expected values judge the risk-adjusted
+    metrics); without it the cohort is built here, once. The three views are one evaluation (one set of cases,
+    one set of models: nothing is refitted or reselected per view)."""
+    if cohort is None:
+        cohort = measure_cohort(tables).rows
+    cases = agreement_cases(tables, agreement, cohort=cohort)
     lo, hi = pd.Timestamp(period_start), pd.Timestamp(period_end)
-    views = {"review": evaluate_agreement(agreement, tables, cases=cases, end=hi),
-             "year": evaluate_agreement(agreement, tables, cases=cases, end=hi, review_period="year"),
-             "reporting": evaluate_agreement(agreement, tables, cases=cases, end=hi,
-                                             periods=[previous_period(lo, hi), (lo, hi)])}
-    results = pd.concat([v.assign(view=k) for k, v in views.items()], ignore_index=True)
+    results = evaluate_agreement(agreement, tables, cases=cases, end=hi, views={
+        "review": {}, "year": {"review_period": "year"}, "reporting": {"periods": [previous_period(lo, hi), (lo, hi)]}})
     counted = cases[cases["excluded"].isna() & (pd.to_datetime(cases["discharge_date"]) <= hi)]
     through = pd.to_datetime(counted["discharge_date"]).groupby(counted["metric"]).max()
     spending = [m.id for m in agreement.metrics if m.measure == "episode_spending"]
     results["counted_through"] = results["metric"].map(through.reindex(spending)).astype("datetime64[ns]")
-    flows = patient_flows(tables, agreement, period=(period_start, period_end))
-    leakage = partner_leakage(tables, agreement, end=hi)
+    episodes = episodes_of(cohort[cohort["cms"].to_numpy(dtype=bool)])
+    flows = patient_flows(tables, agreement, period=(period_start, period_end), episodes=episodes)
+    leakage = partner_leakage(tables, agreement, end=hi, episodes=episodes)
     return {"results": results, "flows": flows, "leakage": leakage,
             "partners": partner_table(agreement, tables["facilities"]), "cases": cases}
 

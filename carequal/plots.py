@@ -47,7 +47,8 @@ from matplotlib.ticker import PercentFormatter
 from carequal.errors import ParameterError
 
 __all__ = ["OKABE_ITO", "PALETTE", "set_theme", "funnel_plot", "caterpillar_plot", "spc_plot", "trend_plot",
-           "target_trend_plot", "flow_heatmap", "calibration_plot", "attrition_plot", "candidate_plot"]
+           "target_trend_plot", "flow_heatmap", "calibration_plot", "attrition_plot", "candidate_plot",
+           "shared_legend"]
 
 #: The Okabe–Ito colour-blind-safe palette (black first, as published).
 OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
@@ -650,6 +651,27 @@ def calibration_plot(table: pd.DataFrame, *, expected_rate: str = "expected_rate
     ax.set_title(title or "Does the risk model predict well?")
     ax.legend(loc="upper left")
     return ax
+
+
+def shared_legend(fig, axes) -> None:
+    """One legend for a row of charts that share their series (each market the same colour in every panel),
+    centred below them: the first chart's entries, every chart's own legend removed.
+
+    Examples
+    --------
+    >>> fig, axes = plt.subplots(1, 2)
+    >>> for ax in axes:
+    ...     _ = ax.plot([0, 1], label="A"), ax.plot([1, 0], label="B"), ax.legend()
+    >>> shared_legend(fig, axes)
+    >>> [t.get_text() for t in fig.legends[0].get_texts()], [ax.get_legend() for ax in axes]
+    (['A', 'B'], [None, None])
+    >>> plt.close("all")
+    """
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes:
+        ax.get_legend().remove()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
 
 
 # ------------------------------------------------------------------------------------------------ attrition

@@ -5,9 +5,11 @@ labels and displays through this module, so a rate, an interval or a hidden valu
 
 * numbers as text: :func:`fmt_pct`, :func:`fmt_ci`, :func:`with_interval_text`, :func:`shown_text`;
 * a computed table as the text a leader reads: :func:`presentable` (count columns under the names of
-  :data:`COUNT_LABELS`; hidden values read "suppressed");
+  :data:`COUNT_LABELS`; hidden values read "suppressed"), with each report table's display names and formats
+  in one place (:data:`DISPLAYS`, :func:`displayed`), so a notebook holds no column names;
 * HTML: :func:`table_html` and its style :data:`REPORT_CSS`;
-* in a notebook: :func:`show_table` and :func:`show_findings`.
+* in a notebook: :func:`show_table` (a presentable table, or a computed one with its :data:`DISPLAYS` key) and
+  :func:`show_findings`.
 
 Nothing here computes or suppresses: the tables arrive already through small-cell suppression
 (:mod:`carequal.disclosure`); a missing value in a row marked ``suppressed`` is shown as "suppressed".
@@ -20,8 +22,8 @@ from html import escape
 import numpy as np
 import pandas as pd
 
-__all__ = ["COUNT_LABELS", "REPORT_CSS", "fmt_ci", "fmt_pct", "presentable", "show_findings", "show_table",
-           "shown_text", "table_html", "with_interval_text"]
+__all__ = ["COUNT_LABELS", "DISPLAYS", "REPORT_CSS", "displayed", "fmt_ci", "fmt_pct", "presentable", "show_findings",
+           "show_table", "shown_text", "table_html", "with_interval_text"]
 
 COUNT_LABELS: dict[str, str] = {
     "n": "Cases", "events": "Events", "observed": "Observed", "prev_n": "Cases (last period)",
@@ -109,6 +111,59 @@ def presentable(table: pd.DataFrame, *, columns: dict[str, str | None], counts: 
     return pd.DataFrame(out)
 
 
+DISPLAYS: dict[str, dict] = {
+    # market report (carequal.report)
+    "headline": {"columns": {"label": "Measure", "n": None, "events": None, "rate": "Rate",
+                             "expected_rate": "Expected rate", "ratio": "O/E", "prev_rate": "Last period",
+                             "change": "Change"},
+                 "counts": ("n", "events"), "percent": ("rate", "expected_rate", "prev_rate"), "points": ("change",),
+                 "ratio": ("ratio",)},
+    "scorecard": {"columns": {"name": "Facility", "setting": "Setting", "partner": "Partner", "n": None,
+                              "observed": None, "rate": "Rate", "ratio": "O/E", "interval": "95% CI",
+                              "judgement": "Judgement"},
+                  "counts": ("n", "observed"), "percent": ("rate",), "ratio": ("ratio",)},
+    "destinations": {"columns": {"destination": "Next setting", "discharges": None, "share": "Share"},
+                     "counts": ("discharges",), "percent": ("share",)},
+    "population": {"columns": {"measure": "Measure", "events": None, "person_years": None,
+                               "rate": "Standardised rate per 1,000", "interval": "95% CI"},
+                   "counts": ("events", "person_years"), "number": ("rate",)},
+    "chronic": {"columns": {"condition": "Condition", "patients": None, "per_1000": "Per 1,000"},
+                "counts": ("patients",), "number": ("per_1000",)},
+    "validation": {"columns": {"table": "Table", "loaded": None, "accepted": None, "quarantined": None},
+                   "counts": ("loaded", "accepted", "quarantined")},
+    "attrition": {"columns": {"description": "Step", "removed": None, "remaining": None},
+                  "counts": ("removed", "remaining")},
+    # partner packet (carequal.packet)
+    "flows": {"columns": {"label": "", "n": None, "share": "Share"}, "counts": ("n",), "percent": ("share",)},
+    # population health (carequal.population)
+    "market_outcomes": {"columns": {"unit_market": "Market", "n": None, "events": None, "rate": "Rate",
+                                    "expected_rate": "Expected rate", "ratio": "O/E", "interval": "95% CI"},
+                        "counts": ("n", "events"), "percent": ("rate", "expected_rate"), "ratio": ("ratio",)},
+    # cohort explorer (carequal.explore)
+    "explorer_rates": {"columns": {"label": "Measure", "partner": "Hospital", "n": None, "events": None,
+                                   "rate": "Rate", "interval": "95% CI"},
+                       "counts": ("n", "events"), "percent": ("rate",)},
+}
+"""How each report table is shown (the keyword arguments of :func:`presentable`): which columns, under which
+names, in which order, and how each is written. The notebooks name a table's display by its key
+(:func:`displayed`, :func:`show_table`) and hold no column names of their own."""
+
+
+def displayed(table: pd.DataFrame, display: str) -> pd.DataFrame:
+    """``table`` as :func:`presentable` shows it with the settings of ``DISPLAYS[display]``.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"destination": ["Home"], "discharges": [1200], "share": [0.6], "suppressed": [False]})
+    >>> displayed(t, "destinations")
+      Next setting Discharges  Share
+    0         Home      1,200  60.0%
+    """
+    if display not in DISPLAYS:
+        raise KeyError(f"no display {display!r}; choose from {', '.join(DISPLAYS)}")
+    return presentable(table, **DISPLAYS[display])
+
+
 REPORT_CSS = """<style>
 table.carequal-table { border-collapse: collapse; margin: 0.4em 0 1.2em 0; font-size: 0.95em; }
 table.carequal-table th { text-align: right; padding: 4px 10px; border-bottom: 1px solid #999; }
@@ -148,11 +203,13 @@ def show_findings(sentences: list[str]) -> None:
     display(Markdown("\n".join(f"- {s}" for s in sentences)))
 
 
-def show_table(frame: pd.DataFrame) -> None:
-    """Display a presentable table in a notebook as :func:`table_html`."""
-    from IPython.display import HTML, display  # only in a notebook kernel, as in show_findings
+def show_table(frame: pd.DataFrame, display: str | None = None) -> None:
+    """Display a presentable table in a notebook as :func:`table_html`; with ``display`` (a :data:`DISPLAYS`
+    key), a computed table as :func:`displayed` shows it."""
+    from IPython.display import HTML
+    from IPython.display import display as show  # only in a notebook kernel, as in show_findings
 
-    display(HTML(table_html(frame)))
+    show(HTML(table_html(frame if display is None else displayed(frame, display))))
 
 
 def with_interval_text(frame: pd.DataFrame, *, lower: str = "lower", upper: str = "upper", percent: bool = False,

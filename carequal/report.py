@@ -45,7 +45,7 @@ from carequal.impact import RISK_COVARIATES, difference_in_differences, pac_attr
 from carequal.intervals import change_interval, wilson
 from carequal.loaders import read_market, read_validation_summary
 from carequal.measures import standardised_rates, trend_table
-from carequal.national import MEASURES, read_reference
+from carequal.national import MEASURES, read_cohort, read_reference
 from carequal.periods import previous_period, reporting_period
 from carequal.presentation import fmt_ci, fmt_pct, with_interval_text
 
@@ -77,6 +77,12 @@ class MarketReport:
     unavailable: dict[str, str] = field(default_factory=dict)
     """Measures asked for whose national model could not be fitted → why (left out of ``measures``; their rows
     stay in ``rows`` without expected values, for the post-acute flows)."""
+    cohort: pd.DataFrame | None = None
+    """The market residents' rows of the measured cohort (:func:`carequal.national.read_cohort`), or None when the
+    reference was written without one."""
+    attrition: pd.DataFrame | None = None
+    """The market residents' index-stay attrition (CMS rules: ``step``, ``description``, ``excluded``,
+    ``remaining``), as stored with the cohort."""
 
     @property
     def market_facilities(self) -> pd.DataFrame:
@@ -137,12 +143,19 @@ def load_market_report(data: str | Path, reference: str | Path, market: str, *, 
         raise ParameterError(f"the national reference has no model for {', '.join(missing)}; it has "
                              f"{', '.join(fitted)}")
     rows = ref.rows[ref.rows["measure"].isin(measure_list) & ref.rows["condition"].isin(condition_list)]
+    cohort = attrition = None
+    if (Path(reference) / "cohort" / "cohort.json").is_file():
+        stored = read_cohort(Path(reference) / "cohort", market=market)
+        cohort = stored.rows
+        attrition = stored.attrition[stored.attrition["rules"] == "cms"].drop(columns=["rules", "market"])
+        attrition = attrition.reset_index(drop=True)
     return MarketReport(market=market, tables=validated.tables, rows=rows.reset_index(drop=True), reference=ref,
                         facilities=validated.tables["facilities"], period=(start, end),
                         previous=previous_period(start, end),
                         measures=tuple(m for m in measure_list if m in fitted), conditions=condition_list,
                         min_cell=int(min_cell), validation=read_validation_summary(data),
-                        unavailable={m: unavailable[m] for m in measure_list if m in unavailable})
+                        unavailable={m: unavailable[m] for m in measure_list if m in unavailable},
+                        cohort=cohort, attrition=attrition)
 
 
 def unavailable_findings(mr: MarketReport) -> list[str]:
@@ -648,9 +661,12 @@ def chronic_table(tables: dict[str, pd.DataFrame], *, market: str, period, min_c
 # ------------------------------------------------------------------------------------------ partnership impact
 
 
-def impact_summary(tables: dict[str, pd.DataFrame], *, market: str) -> dict:
+def impact_summary(tables: dict[str, pd.DataFrame], *, market: str, cohort: pd.DataFrame | None = None) -> dict:
     """Difference-in-differences estimate of the partnership effect on 30-day readmission of patients sent
     to post-acute providers of this market (partners after their start vs the same quarters elsewhere).
+
+    ``tables`` are the market residents' (``MarketReport.tables``); ``cohort``, their rows of the measured
+    cohort (``MarketReport.cohort``), saves recomputing the index stays and their outcomes.
 
     Returns the :func:`carequal.impact.difference_in_differences` result, or ``{"error": reason}`` when the
     market's data cannot support the model: no referral with both outcomes, no referral to a partner since its
@@ -658,7 +674,7 @@ def impact_summary(tables: dict[str, pd.DataFrame], *, market: str) -> dict:
     :class:`carequal.errors.ModelError`'s shareable reason). Nothing else is caught: a missing column or a bug
     fails the market, with its traceback in the work folder, instead of becoming a sentence for leaders.
     """
-    data = pac_attributed_stays(tables)
+    data = pac_attributed_stays(tables) if cohort is None else pac_attributed_stays(tables, cohort=cohort)
     fac = tables["facilities"].set_index("facility_id")
     data = data[data["pac_facility_id"].map(fac["market"]) == market]
     covariates = [c for c in RISK_COVARIATES if data[c].nunique() > 1]
@@ -710,11 +726,17 @@ def impact_finding(result: dict, *, min_cell: int = 11) -> str:
 # ---------------------------------------------------------------------------------------------- appendix
 
 
-def attrition_table(tables: dict[str, pd.DataFrame], *, min_cell: int = 11) -> pd.DataFrame:
+def attrition_table(source: dict[str, pd.DataFrame] | pd.DataFrame, *, min_cell: int = 11) -> pd.DataFrame:
     """The index-stay attrition of the market's residents: stays removed at each step (suppressed, with a
-    complementary cell so the total removed does not reveal a hidden one), and the stays at start and end."""
-    cohort = index_stays(tables["stays"], tables["facilities"], tables["patients"], tables.get("enrollment"))
-    att = cohort.attrition
+    complementary cell so the total removed does not reveal a hidden one), and the stays at start and end.
+
+    ``source`` is the attrition stored with the measured cohort (``MarketReport.attrition``: ``step``,
+    ``description``, ``excluded``, ``remaining``) or, for a reference without a cohort, the residents' tables
+    (the cohort is then built here)."""
+    if isinstance(source, pd.DataFrame):
+        att = source.reset_index(drop=True)
+    else:
+        att = index_stays(source["stays"], source["facilities"], source["patients"], source.get("enrollment")).attrition
     first = int(att["remaining"].iloc[0])
     steps = att.iloc[1:][["step", "description", "excluded"]].rename(columns={"excluded": "removed"})
     steps = steps.reset_index(drop=True)
@@ -831,21 +853,3 @@ def report_notes(card: pd.DataFrame, mr: MarketReport) -> list[str]:
     notes += [f"Technical note (funnel limits): {n}" for n in card.attrs.get("notes", [])]
     return notes
 
-
-# ------------------------------------------------------ for the notebooks until they import carequal.presentation
-# The report notebooks (``notebooks/*.ipynb``) call these as ``rpt.<name>``. They live in
-# :mod:`carequal.presentation` (formatting and display) and :mod:`carequal.screening` (the candidate-partner
-# section); new code imports them from there. Not in ``__all__``: this list goes when the notebooks switch.
-from carequal.presentation import REPORT_CSS as REPORT_CSS  # noqa: E402
-from carequal.presentation import presentable as presentable  # noqa: E402
-from carequal.presentation import show_findings as show_findings  # noqa: E402
-from carequal.presentation import show_table as show_table  # noqa: E402
-from carequal.presentation import table_html as table_html  # noqa: E402
-from carequal.screening import candidate_display as candidate_display  # noqa: E402
-from carequal.screening import candidate_table as candidate_table  # noqa: E402
-from carequal.screening import market_candidate_findings as candidate_findings  # noqa: E402, F401 (renamed)
-
-FOR_THE_NOTEBOOKS: tuple[str, ...] = ("REPORT_CSS", "candidate_display", "candidate_findings", "candidate_table",
-                                      "presentable", "show_findings", "show_table", "table_html",
-                                      "with_interval_text")
-"""Names importable from this module only for the notebooks (``with_interval_text`` is also used here)."""

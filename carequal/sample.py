@@ -151,12 +151,14 @@ def sample_packet_inputs(*, period_start: str, period_end: str) -> Path:
     from carequal.agreement import load_agreement
     from carequal.inputs import prepare
     from carequal.loaders import read_dataset_tables
+    from carequal.national import read_cohort
     from carequal.packet import packet_inputs, write_packet_inputs
 
     data, work = notebook_folders()
     prepared = prepare(data, work, period_start=period_start, period_end=period_end)
     tables = read_dataset_tables(prepared.dataset)
     agreement = load_agreement(data / "agreement.toml", tables["facilities"])
-    inputs = packet_inputs(tables, agreement, period_start=period_start, period_end=period_end)
+    inputs = packet_inputs(tables, agreement, period_start=period_start, period_end=period_end,
+                           cohort=read_cohort(prepared.cohort).rows)
     return write_packet_inputs(inputs, work / "agreement" / f"sample-{period_start}-{period_end}", agreement,
                                tables["facilities"])

@@ -34,9 +34,11 @@ from pathlib import Path
 import pandas as pd
 
 from carequal.loaders import markets_in_dataset, read_market, read_table
-from carequal.national import MEASURED_COLUMNS, MEASURES, measured_index_stays, reference_from_measured
+from carequal.measured import ATTRITION_COLUMNS, MeasuredCohort, measure_cohort
+from carequal.national import MEASURED_COLUMNS, MEASURES, attach_expected, measured_index_stays, reference_from_measured
 
-__all__ = ["measure_market", "measured_index_stays_partitioned", "reference_partitioned"]
+__all__ = ["cohort_partitioned", "cohort_reference_partitioned", "measure_market", "measured_index_stays_partitioned",
+           "reference_partitioned"]
 
 
 def measure_market(dataset: str | Path, market: str, *, rules=None) -> pd.DataFrame:
@@ -98,3 +100,44 @@ def reference_partitioned(dataset: str | Path, *, period_start, period_end, meas
 def _facilities(dataset: str | Path) -> pd.DataFrame:
     """The facilities table of a dataset (validated at ingest, stored typed; one small table, read whole)."""
     return read_table(Path(dataset) / "facilities")
+
+
+def _cohort_of_market(dataset: str, market: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`carequal.measured.measure_cohort` of one residence-market partition: ``(rows, attrition)``."""
+    tables = read_market(dataset, market).tables
+    if tables["stays"].empty:
+        return pd.DataFrame(), pd.DataFrame(columns=list(ATTRITION_COLUMNS))
+    cohort = measure_cohort(tables)
+    return cohort.rows, cohort.attrition[cohort.attrition["market"] != ""]
+
+
+def cohort_partitioned(dataset: str | Path, *, client=None) -> MeasuredCohort:
+    """The measured cohort of every residence-market partition of ``dataset`` (in this process or one task per
+    partition on a Dask cluster), concatenated in market order; the all-markets attrition is the sum of the
+    markets'."""
+    dataset = str(Path(dataset).resolve())
+    chosen = markets_in_dataset(dataset)
+    if client is None:
+        parts = [_cohort_of_market(dataset, m) for m in chosen]
+    else:
+        import dask  # only on a Dask cluster (heavy, optional)
+
+        parts = client.compute([dask.delayed(_cohort_of_market)(dataset, m) for m in chosen], sync=True)
+    rows = pd.concat([r for r, _ in parts if len(r)], ignore_index=True)
+    rows["order"] = range(len(rows))
+    attrition = pd.concat([a for _, a in parts if len(a)], ignore_index=True)
+    total = attrition.groupby(["rules", "step"], sort=False, as_index=False).agg(
+        description=("description", "first"), excluded=("excluded", "sum"), remaining=("remaining", "sum"))
+    attrition = pd.concat([total.assign(market=""), attrition], ignore_index=True)[list(ATTRITION_COLUMNS)]
+    return MeasuredCohort(rows=rows, attrition=attrition)
+
+
+def cohort_reference_partitioned(dataset: str | Path, *, period_start, period_end, measures=None, client=None):
+    """:func:`carequal.national.cohort_and_reference` computed partition by partition (:func:`cohort_partitioned`)
+    and fitted on the client: ``(cohort, reference)``."""
+    cohort = cohort_partitioned(dataset, client=client)
+    cms = cohort.cms()
+    reference = reference_from_measured(cms[[c for c in MEASURED_COLUMNS if c in cms.columns]], _facilities(dataset),
+                                        period_start=period_start, period_end=period_end,
+                                        measures=tuple(measures or MEASURES))
+    return attach_expected(cohort, reference), reference

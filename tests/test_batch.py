@@ -4,12 +4,14 @@ fail, a resume that redoes only that market, and the rendered HTML scanned for i
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from call_log import count_calls
 from carequal import batch
 from carequal.cli import main as cli_main
 from carequal.errors import ParameterError
@@ -41,6 +43,7 @@ def runs(tmp_path_factory):
     out, work = folder / "reports", folder / "reports.work"
     mp = pytest.MonkeyPatch()
     mp.setenv(FAIL_ENV, "Riverton")
+    calls = count_calls("carequal.cohorts:index_stays", folder / "calls", mp)
     code = cli_main(["report", "--data", str(SAMPLE), "--out", str(out), "--workers", "2", "--period", "2024",
                      "--notebook", str(notebook), "--quiet"])
     first = json.loads((out / "manifest.json").read_text())
@@ -49,10 +52,20 @@ def runs(tmp_path_factory):
     failed_nb = nbformat.read(first["markets"]["Riverton"]["notebook"], as_version=4)
     failed_error = Path(first["markets"]["Riverton"]["error_file"]).read_text()
     mp.delenv(FAIL_ENV)
+    index_stays_first = calls()
     second = batch.run_batch(SAMPLE, out, workers=2, period="2024", notebook=notebook, progress=False)
+    index_stays_second = calls()[len(index_stays_first):]
     mp.undo()
-    return {"code": code, "first": first, "index_first": index_first, "mtimes": mtimes, "second": second,
+    return {"index_stays": (index_stays_first, index_stays_second),
+            "code": code, "first": first, "index_first": index_first, "mtimes": mtimes, "second": second,
             "out": out, "work": work, "failed_nb": failed_nb, "failed_error": failed_error}
+
+
+def test_index_stays_runs_once_per_batch(runs):
+    # the first run's prepare builds the measured cohort with one index_stays run (in the batch's process); the
+    # market kernels read it (and a failing market calls nothing more); the second run reuses it: no run at all
+    first, second = runs["index_stays"]
+    assert first == [os.getpid()] and second == []
 
 
 def test_a_failed_market_does_not_stop_the_others(runs):

@@ -324,3 +324,30 @@ def test_sample_frame_and_rates(northvale):
     partner_ami = int(((frame["partner"] == "partner") & (frame["condition"] == "ami")).sum())
     assert t.loc[("Condition, n (%)", "ami"), t.columns[1]].startswith(f"{partner_ami} (")
     assert "Secondary diagnoses, mean (SD)" in t.index.get_level_values(0)
+
+
+def test_cohort_explorer_shows_a_market_from_the_cohort_read_once(sample_work, monkeypatch):
+    # the notebook's state and callbacks: each market's view computed once, the tables for the widgets' choices,
+    # the attrition chart drawn by the plot function the notebook passes
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from carequal import explore
+    from carequal.explore import CohortExplorer, market_view
+    from carequal.national import read_cohort
+
+    stored = read_cohort(sample_work.cohort, cms=True)
+    views = []
+    monkeypatch.setattr(explore, "market_view", lambda c, m: views.append(m) or market_view(c, m))
+    drawn = []
+    explorer = CohortExplorer(stored, attrition_plot=lambda table, title: drawn.append((table, title)))
+    heading, one, rates = explorer.tables("Northvale", condition="all", partner="all")
+    attrition, frame = explorer.view("Northvale")
+    assert heading.startswith("### Northvale") and views == ["Northvale"]  # computed once
+    pd.testing.assert_frame_equal(one, table_one(frame, groupby="partner"))
+    assert rates.startswith('<table class="carequal-table">') and "Measure" in rates and "95% CI" in rates
+    explorer.show_attrition("Northvale")
+    pd.testing.assert_frame_equal(drawn[0][0], attrition_for_chart(attrition))
+    assert drawn[0][1] == "Northvale: acute stays to index stays" and views == ["Northvale"]
+    with pytest.raises(ParameterError, match="attrition_plot"):
+        CohortExplorer(stored).show_attrition("Northvale")

@@ -3,6 +3,7 @@ names and small counts; the patient list only on request; and the sharing rules 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from call_log import count_calls
 from carequal import batch, packet
 from carequal.agreement import agreement_cases, read_agreement
 from carequal.errors import DisclosureError, ParameterError
@@ -24,9 +26,12 @@ SAMPLE = ROOT / "data" / "sample"
 def packets(tmp_path_factory):
     base = tmp_path_factory.mktemp("packets")
     out, lists = base / "packets", base / "lists"
-    result = batch.run_batch(SAMPLE, out, by="partner", workers=2, period="2024", progress=False,
-                             patient_lists=lists)
-    return {"out": out, "work": result.work, "lists": lists, "result": result}
+    with pytest.MonkeyPatch.context() as mp:
+        calls = count_calls("carequal.cohorts:index_stays", base / "calls", mp)
+        result = batch.run_batch(SAMPLE, out, by="partner", workers=2, period="2024", progress=False,
+                                 patient_lists=lists)
+        index_stays_calls = calls()
+    return {"out": out, "work": result.work, "lists": lists, "result": result, "index_stays_calls": index_stays_calls}
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +58,12 @@ def test_a_packet_and_an_extract_per_partner(packets):
         np.testing.assert_array_equal(sheets["metrics"]["n"].to_numpy(float), from_csv["n"].to_numpy(float))
     index = (packets["out"] / "index.html").read_text()
     assert "7 of 7 partner packets ready" in index and "extract (Excel)" in index
+
+
+def test_index_stays_runs_once_per_batch(packets):
+    # prepare builds the measured cohort with one index_stays run (in the batch's own process); packet_inputs,
+    # the workers and the packets' kernels read it, and one set of risk models serves the three views
+    assert packets["index_stays_calls"] == [os.getpid()]
 
 
 def test_spending_and_leakage_in_the_packets(packets, sample):

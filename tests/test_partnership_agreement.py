@@ -18,7 +18,7 @@ from carequal.agreement import (
     review_periods,
 )
 from carequal.cohorts import IndexRules
-from carequal.errors import AgreementError
+from carequal.errors import AgreementError, ParameterError
 from carequal.loaders import load_tables
 from test_cohorts import FAC, patients, stays
 
@@ -295,17 +295,24 @@ min_cases = 1
 target = { kind = "market", relative_change = -0.10 }
 """)
     cases = _tiny_cases()
-    # with constant covariates the model is intercept-only: every case's expected = the crude rate of all 10
-    # cases (4 events / 10 = 0.4), so O/E × national rate = O / n
+    # with constant covariates the model is intercept-only: a random-intercept logistic model on the facilities
+    # (as the national models), so every case's expected is the average facility's probability expit(β0) — not
+    # the crude rate of all 10 cases (4 / 10), which is the national rate; O/E × national rate = O / (n p) × 0.4
+    from carequal.risk import HierarchicalLogit
+
+    model = HierarchicalLogit([]).fit(cases.assign(outcome=cases["value"]), outcome="outcome", group="unit_id")
+    p = float(1 / (1 + np.exp(-model.linear_predictor(cases.iloc[:1])[0])))
+    assert abs(p - 0.4) > 0.005  # the hierarchical model's intercept is not the crude rate
     res = evaluate_agreement(ag, _tiny_tables(), cases=cases)
     q1 = res.iloc[0]
-    assert q1["expected"] == pytest.approx(4 * 0.4) and q1["ratio"] == pytest.approx(1 / 1.6)
-    assert q1["value"] == pytest.approx(0.25) and q1["national_rate"] == pytest.approx(0.4)
-    assert q1["target"] == pytest.approx(0.75 * 0.9)  # peers 3/4, then 10% below
+    assert q1["expected"] == pytest.approx(4 * p) and q1["ratio"] == pytest.approx(1 / (4 * p))
+    assert q1["value"] == pytest.approx(0.4 / (4 * p)) and q1["national_rate"] == pytest.approx(0.4)
+    # peers 3 events in 4 cases: O/E × national rate, then 10% below
+    assert q1["target"] == pytest.approx(3 / (4 * p) * 0.4 * 0.9)
     # interval: exact Poisson for 1 event (0.0253, 5.5716) / E × rate
-    assert q1["lower"] == pytest.approx(0.025318 / 1.6 * 0.4, rel=1e-4)
-    assert 5.571643 / 1.6 * 0.4 > 1 and q1["upper"] == 1.0  # 1.39 is no rate: capped at 1
-    assert q1["status"] == "not yet judgeable"  # the exact interval is wide enough to include 0.675
+    assert q1["lower"] == pytest.approx(0.025318 / (4 * p) * 0.4, rel=1e-4)
+    assert 5.571643 / (4 * p) * 0.4 > 1 and q1["upper"] == 1.0  # no rate: capped at 1
+    assert q1["status"] == "not yet judgeable"  # the exact interval is wide enough to include the target
     assert res.iloc[1]["events"] == 0 and res.iloc[1]["lower"] == 0
 
 
@@ -419,23 +426,68 @@ def test_spending_by_hand_risk_adjusted():
     assert h1["benchmark"] == pytest.approx(17500) and h1["target"] == pytest.approx(17500)
 
 
-def test_risk_adjusted_expected_equals_a_direct_statsmodels_fit(sample):
-    import statsmodels.api as sm
+def test_views_are_the_evaluations_of_their_own_and_fit_once(monkeypatch):
+    # a packet's three views in one evaluation: each view's rows are those of a call with its own periods, and
+    # the (risk-adjusted) metric's model is fitted once for all of them
+    import carequal.agreement as agreement_module
 
-    from carequal.risk import RISK_COVARIATES
+    ag = read_agreement(text='name = "t"\n[[partners]]\nfacility_id = "P"\n' + """
+[[metrics]]
+id = "m"
+measure = "readmission"
+min_cases = 1
+risk_adjusted = true
+target = { kind = "market", relative_change = -0.10 }
+[[metrics]]
+id = "v"
+measure = "volume"
+target = { kind = "absolute", value = 2 }
+""")
+    cases = pd.concat([_tiny_cases("m"), _tiny_cases("v")], ignore_index=True)
+    periods = [(pd.Timestamp("2023-07-01"), pd.Timestamp("2023-12-31")),
+               (pd.Timestamp("2024-01-01"), pd.Timestamp("2024-06-30"))]
+    fits = []
+    real = agreement_module._risk_fit
+    monkeypatch.setattr(agreement_module, "_risk_fit", lambda *a, **k: fits.append(a[0].id) or real(*a, **k))
+    both = evaluate_agreement(ag, _tiny_tables(), cases=cases, views={
+        "review": {}, "year": {"review_period": "year"}, "reporting": {"periods": periods}})
+    assert fits == ["m"] and both["view"].unique().tolist() == ["review", "year", "reporting"]
+    alone = {"review": evaluate_agreement(ag, _tiny_tables(), cases=cases),
+             "year": evaluate_agreement(ag, _tiny_tables(), cases=cases, review_period="year"),
+             "reporting": evaluate_agreement(ag, _tiny_tables(), cases=cases, periods=periods)}
+    def ns(frame):  # concatenated views share one datetime resolution, as the packet's results always did
+        return frame.astype({c: "datetime64[ns]" for c in frame.columns if str(frame[c].dtype).startswith("datetime")})
+
+    for name, expected in alone.items():
+        got = both[both["view"] == name].drop(columns="view").reset_index(drop=True)
+        pd.testing.assert_frame_equal(ns(got), ns(expected))
+    with pytest.raises(ParameterError, match="not both"):
+        evaluate_agreement(ag, _tiny_tables(), cases=cases, views={"a": {}}, review_period="year")
+    with pytest.raises(ParameterError, match="review_period or periods"):
+        evaluate_agreement(ag, _tiny_tables(), cases=cases, views={"a": {"freq": "year"}})
+
+
+def test_risk_adjusted_expected_is_the_national_models(sample, sample_work):
+    # one model per measure judges a partner everywhere: with the measured cohort prepare built, a risk-adjusted
+    # 30-day readmission metric's expected values are the national reference's (the HierarchicalLogit fits the
+    # market reports use), summed over the partner's stays, and its national rate is that model's crude rate
+    from carequal.national import read_cohort, read_reference
 
     ag = read_agreement(text=GOOD.replace('measure = "readmission"', 'measure = "readmission"\nrisk_adjusted = true'))
-    cases = agreement_cases(sample, ag)
-    res = evaluate_agreement(ag, sample, cases=cases)
-    hosp = cases[cases["role"] == "hospital"]
-    usable = [c for c in RISK_COVARIATES if hosp[c].nunique() > 1]
-    fit = sm.GLM(hosp["value"], sm.add_constant(hosp[usable]), family=sm.families.Binomial()).fit()
-    hosp = hosp.assign(p=fit.predict(sm.add_constant(hosp[usable])),
-                       q=pd.to_datetime(hosp["discharge_date"]).dt.to_period("Q").dt.start_time)
-    mine = hosp[hosp["unit_id"] == "H001001"].groupby("q").agg(o=("value", "sum"), e=("p", "sum"))
-    got = res[res["facility_id"] == "H001001"].set_index("period")
-    np.testing.assert_allclose(got.loc[mine.index, "expected"], mine["e"], rtol=1e-6)
-    np.testing.assert_allclose(got.loc[mine.index, "value"], mine["o"] / mine["e"] * hosp["value"].mean(), rtol=1e-6)
+    cases = agreement_cases(sample, ag, cohort=read_cohort(sample_work.cohort).rows)
+    res = evaluate_agreement(ag, sample, cases=cases, end="2024-12-31")
+    ref = read_reference(sample_work.reference)
+    for unit, measure in [("H001001", "readmission"), ("S001003", "pac_readmission")]:
+        rows = ref.rows[(ref.rows["measure"] == measure) & (ref.rows["discharge_date"] <= "2024-12-31")]
+        rate = float(ref.models.set_index("measure").loc[measure, "rate"])
+        mine = rows[rows["unit_id"] == unit].assign(
+            q=pd.to_datetime(rows["discharge_date"]).dt.to_period("Q").dt.start_time)
+        mine = mine.groupby("q").agg(o=("observed", "sum"), e=("expected", "sum"))
+        got = res[res["facility_id"] == unit].set_index("period")
+        np.testing.assert_array_equal(got.loc[mine.index, "events"], mine["o"])
+        np.testing.assert_allclose(got.loc[mine.index, "expected"], mine["e"], rtol=1e-9)
+        np.testing.assert_allclose(got["national_rate"], rate, rtol=1e-12)
+        np.testing.assert_allclose(got.loc[mine.index, "value"], mine["o"] / mine["e"] * rate, rtol=1e-9)
 
 
 def test_every_case_belongs_to_its_role(sample):

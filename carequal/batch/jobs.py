@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from carequal.batch.kernels import close_sessions, execute_in_session, ipc_kernel_manager, kernel_environment
+from carequal.batch.kernels import KERNEL, close_sessions, execute_in_session, ipc_kernel_manager, kernel_environment
 from carequal.batch.state import write_atomic
 
 __all__ = ["EXECUTION_TIMEOUT", "MarketJob", "execute_jobs", "render_html", "run_market", "safe_name"]
@@ -163,7 +163,7 @@ def _run_market(job: MarketJob, kernel_manager) -> dict:
                 papermill.execute_notebook(job.notebook, str(tmp_nb), parameters=job.parameters,
                                            cwd=str(executed.parent), progress_bar=False,
                                            log_output=False, report_mode=True, kernel_manager_class=kernel_manager,
-                                           execution_timeout=EXECUTION_TIMEOUT)
+                                           kernel_name=KERNEL, execution_timeout=EXECUTION_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - any failure of one market is recorded, not raised
             if _is_port_collision(exc) and attempt < job.retries:
                 time.sleep(0.5 * attempt)

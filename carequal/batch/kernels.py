@@ -13,7 +13,11 @@ import tempfile
 import threading
 from pathlib import Path
 
-__all__ = ["KernelSession", "close_sessions", "execute_in_session", "ipc_kernel_manager", "session"]
+__all__ = ["KERNEL", "KernelSession", "close_sessions", "execute_in_session", "ipc_kernel_manager", "session"]
+
+KERNEL = "python3"
+"""The kernel the batch runs every notebook on: the interpreter running the batch (jupyter's native ``python3``
+spec), whatever kernel a notebook names (``carequal``, the one ``tasks.py lab`` registers for JupyterLab)."""
 
 
 KERNEL_ENVIRONMENT = {"PYDEVD_DISABLE_FILE_VALIDATION": "1"}
@@ -69,7 +73,7 @@ class KernelSession:
 
         code = "%reset -f\nimport matplotlib.pyplot\nmatplotlib.pyplot.close('all')\ndel matplotlib"
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
-        client = NotebookClient(nb, km=self.km, timeout=120, kernel_name="python3")
+        client = NotebookClient(nb, km=self.km, timeout=120, kernel_name=KERNEL)
         client.kc = self.kc
         client.execute()
 
@@ -81,10 +85,10 @@ class KernelSession:
             self.close()
         if self.km is None:
             self._folder = tempfile.TemporaryDirectory(prefix="carequal-kernel-")
-            self.km = ipc_kernel_manager(self._folder.name)(kernel_name="python3")
+            self.km = ipc_kernel_manager(self._folder.name)(kernel_name=KERNEL)
         else:
             self._reset()
-        client = NotebookClient(nb, km=self.km, timeout=timeout, kernel_name="python3",
+        client = NotebookClient(nb, km=self.km, timeout=timeout, kernel_name=KERNEL,
                                 resources={"metadata": {"path": self.cwd}})
         client.kc = self.kc
         try:
@@ -148,7 +152,7 @@ def execute_in_session(notebook: str, parameters: dict, output: Path, *, timeout
 
     # as papermill.execute_notebook prepares a notebook, up to the point where it would start a kernel
     nb = load_notebook_node(notebook)
-    nb = parameterize_notebook(nb, parameters, report_mode=True, kernel_name="python3", language="python")
+    nb = parameterize_notebook(nb, parameters, report_mode=True, kernel_name=KERNEL, language="python")
     nb = prepare_notebook_metadata(nb, notebook, str(output), report_mode=True)
     try:
         session(str(Path(output).parent), markets_per_kernel).execute(nb, timeout=timeout)

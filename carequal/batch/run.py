@@ -61,7 +61,7 @@ from carequal.batch.state import (
 from carequal.errors import ModelWarning, ParameterError
 from carequal.inputs import prepare
 from carequal.loaders import read_dataset_tables
-from carequal.national import MEASURES
+from carequal.national import MEASURES, read_cohort
 from carequal.packet import packet_inputs, readmitted_patients, write_packet_inputs
 from carequal.report import parse_choices
 
@@ -234,7 +234,8 @@ def _partner_units(config: RunConfig, prepared, chosen: list[str], staging: Path
     tables = read_dataset_tables(prepared.dataset)
     agreement = load_agreement(config.agreement, tables["facilities"])
     ag_hash = file_sha256(config.agreement)
-    inputs, notes = _model_notes(packet_inputs, tables, agreement, period_start=start, period_end=end)
+    cohort = read_cohort(prepared.cohort).rows  # built once by prepare: no index stays are recomputed here
+    inputs, notes = _model_notes(packet_inputs, tables, agreement, period_start=start, period_end=end, cohort=cohort)
     folder = write_packet_inputs(inputs, config.work / "agreement" / f"{ag_hash[:12]}-{start}-{end}", agreement,
                                  tables["facilities"])
     partners = inputs["partners"][inputs["partners"]["market"].isin(chosen)]

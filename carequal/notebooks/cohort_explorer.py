@@ -1,16 +1,17 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (carequal)
 #     language: python
-#     name: python3
+#     name: carequal
 # ---
 
 # %% tags=["parameters"]
@@ -32,39 +33,28 @@ period_end: str = "2024-12-31"
 
 # %% tags=["setup"]
 # %matplotlib inline
-from functools import lru_cache
-
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import pandas as pd
-from IPython.display import HTML, Markdown, display
+from IPython.display import HTML, display
 
 from carequal import explore as ex
 from carequal import plots
-from carequal import report as rpt
-from carequal.cohorts import index_stays
+from carequal import presentation as pres
 from carequal.inputs import prepare
-from carequal.loaders import markets_in_dataset, read_market
+from carequal.loaders import markets_in_dataset
+from carequal.national import read_cohort
 from carequal.sample import notebook_folders
 
 plots.set_theme()
 plt.rcParams["figure.dpi"] = 96
-display(HTML(rpt.REPORT_CSS))
+display(HTML(pres.REPORT_CSS))
 
 data, work = notebook_folders(data, work)  # data empty: the sample
 inputs = prepare(data, work, period_start=period_start, period_end=period_end)
-
-
-@lru_cache(maxsize=3)
-def load(name: str):
-    """The market's index-stay cohort and explorer frame (read once per market)."""
-    tables = read_market(inputs.dataset, name).tables
-    cohort = index_stays(tables["stays"], tables["facilities"], tables["patients"], tables.get("enrollment"))
-    return cohort, ex.explorer_frame(tables, cohort=cohort)
-
-
-cohort, frame = load(market)
-choices = ex.explorer_choices(frame)
+# the measured cohort prepare built, read once per session; each market's view is computed once
+explorer = ex.CohortExplorer(read_cohort(inputs.cohort, cms=True), attrition_plot=plots.attrition_plot)
+choices = ex.explorer_choices(explorer.view(market)[1])
 
 # %% [markdown]
 # ## Controls
@@ -79,27 +69,8 @@ controls = {
     "start": widgets.DatePicker(value=pd.Timestamp(period_start).date(), description="From month"),
     "end": widgets.DatePicker(value=pd.Timestamp(period_end).date(), description="To month"),
 }
-
-
-def show_tables(market, condition, partner, age_bands, start, end):
-    chosen = ex.filter_explorer(load(market)[1], condition=condition, partner=partner, age_bands=age_bands,
-                                start=start, end=end)
-    display(Markdown(f"### {market}: index stays by the discharging hospital's partner status"))
-    display(ex.table_one(chosen, groupby="partner"))
-    rates = rpt.with_interval_text(ex.explorer_rates(chosen, by="partner"), percent=True)
-    display(HTML(rpt.table_html(rpt.presentable(
-        rates, columns={"label": "Measure", "partner": "Hospital", "n": None, "events": None, "rate": "Rate",
-                        "interval": "95% CI"}, counts=("n", "events"), percent=("rate",)))))
-
-
-def show_attrition(market):
-    plots.attrition_plot(ex.attrition_for_chart(load(market)[0].attrition),
-                         title=f"{market}: acute stays to index stays")
-    plt.show()
-
-
-tables_out = widgets.interactive_output(show_tables, controls)
-attrition_out = widgets.interactive_output(show_attrition, {"market": controls["market"]})
+tables_out = widgets.interactive_output(explorer.show_tables, controls)
+attrition_out = widgets.interactive_output(explorer.show_attrition, {"market": controls["market"]})
 display(widgets.VBox([widgets.HBox([controls["market"], controls["condition"], controls["partner"]]),
                       widgets.HBox([controls["age_bands"], widgets.VBox([controls["start"], controls["end"]])])]))
 

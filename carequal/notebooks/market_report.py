@@ -1,16 +1,17 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (carequal)
 #     language: python
-#     name: python3
+#     name: carequal
 # ---
 
 # %% tags=["parameters"]
@@ -34,7 +35,9 @@ import matplotlib.pyplot as plt
 from IPython.display import HTML, Markdown, display
 
 from carequal import plots
+from carequal import presentation as pres
 from carequal import report as rpt
+from carequal import screening as scr
 from carequal.inputs import market_inputs
 from carequal.national import MEASURES
 from carequal.sample import notebook_folders
@@ -60,7 +63,7 @@ if kpi_path:
 
 
 
-display(HTML(rpt.REPORT_CSS))
+display(HTML(pres.REPORT_CSS))
 
 
 # %%
@@ -73,12 +76,9 @@ display(Markdown(rpt.report_title(mr)))
 # predicts for these same patients at an average facility, so O/E above 1 means more events than expected.
 
 # %%
-rpt.show_findings(rpt.headline_findings(kpis, market=market, period=mr.period, previous=mr.previous)
-                  + rpt.unavailable_findings(mr))
-rpt.show_table(rpt.presentable(
-    kpis, columns={"label": "Measure", "n": None, "events": None, "rate": "Rate", "expected_rate": "Expected rate",
-                   "ratio": "O/E", "prev_rate": "Last period", "change": "Change"},
-    counts=("n", "events"), percent=("rate", "expected_rate", "prev_rate"), points=("change",), ratio=("ratio",)))
+pres.show_findings(rpt.headline_findings(kpis, market=market, period=mr.period, previous=mr.previous)
+                   + rpt.unavailable_findings(mr))
+pres.show_table(kpis, "headline")
 
 # %% [markdown]
 # ## Partner scorecard
@@ -88,15 +88,12 @@ rpt.show_table(rpt.presentable(
 # 25 cases are not judged.
 
 # %%
-rpt.show_findings(rpt.partner_findings(card))
+pres.show_findings(rpt.partner_findings(card))
 shown_card = rpt.scorecard_display(card)
 for name in mr.measures:
     part = shown_card[shown_card["measure"] == name]
     display(Markdown(f"**{MEASURES[name].label}** (judging each {MEASURES[name].unit_kind})"))
-    rpt.show_table(rpt.presentable(
-        part, columns={"name": "Facility", "setting": "Setting", "partner": "Partner", "n": None, "observed": None,
-                       "rate": "Rate", "ratio": "O/E", "interval": "95% CI", "judgement": "Judgement"},
-        counts=("n", "observed"), percent=("rate",), ratio=("ratio",)))
+    pres.show_table(part, "scorecard")
 
 # %% [markdown]
 # ## Which facilities stand out?
@@ -134,7 +131,7 @@ for name in mr.measures:
 # %%
 for name in mr.measures:
     chart = rpt.trend_chart(mr.rows, name, min_cell=mr.min_cell, end=mr.period[1])
-    rpt.show_findings(rpt.trend_findings(chart, MEASURES[name].label, since=mr.period[0]))
+    pres.show_findings(rpt.trend_findings(chart, MEASURES[name].label, since=mr.period[0]))
     if len(chart) >= 3:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 4.8))
         plots.spc_plot(chart, ax=ax1, title=f"{MEASURES[name].label}: {chart.attrs['freq']}ly control chart")
@@ -153,9 +150,8 @@ for name in mr.measures:
 
 # %%
 dest = rpt.destination_table(mr.rows, period=mr.period, min_cell=mr.min_cell)
-rpt.show_findings(rpt.destination_findings(dest))
-rpt.show_table(rpt.presentable(dest, columns={"destination": "Next setting", "discharges": None, "share": "Share"},
-                               counts=("discharges",), percent=("share",)))
+pres.show_findings(rpt.destination_findings(dest))
+pres.show_table(dest, "destinations")
 flows = rpt.flow_table(mr.tables, mr.rows, market=market, period=mr.period, min_cell=mr.min_cell)
 chart_flows, left_off = rpt.flow_for_chart(flows)
 if len(chart_flows):
@@ -184,12 +180,12 @@ if left_off:
 # A screen, not a verdict: it points to providers worth a closer look.
 
 # %%
-candidates = rpt.candidate_table(mr, card, flows)
-rpt.show_findings(rpt.candidate_findings(candidates, mr))
+candidates = scr.candidate_table(mr, card, flows)
+pres.show_findings(scr.market_candidate_findings(candidates, mr))
 if len(candidates):
     plots.candidate_plot(candidates, title=f"{market}: candidate partners against their benchmarks")
     plt.show()
-    rpt.show_table(rpt.candidate_display(candidates))
+    pres.show_table(scr.candidate_display(candidates))
 
 # %% [markdown]
 # ## Population health
@@ -200,13 +196,10 @@ if len(candidates):
 
 # %%
 pop = rpt.population_table(mr.tables, market=market, period=mr.period, min_cell=mr.min_cell)
-rpt.show_table(rpt.presentable(rpt.with_interval_text(pop), columns={
-             "measure": "Measure", "events": None, "person_years": None, "rate": "Standardised rate per 1,000",
-             "interval": "95% CI"}, counts=("events", "person_years"), number=("rate",)))
+pres.show_table(pres.with_interval_text(pop), "population")
 display(Markdown("**Chronic conditions** among residents with a hospital or post-acute stay in the period:"))
 chronic = rpt.chronic_table(mr.tables, market=market, period=mr.period, min_cell=mr.min_cell)
-rpt.show_table(rpt.presentable(chronic, columns={"condition": "Condition", "patients": None, "per_1000": "Per 1,000"},
-                               counts=("patients",), number=("per_1000",)))
+pres.show_table(chronic, "chronic")
 
 # %% [markdown]
 # ## Partnership impact
@@ -215,7 +208,8 @@ rpt.show_table(rpt.presentable(chronic, columns={"condition": "Condition", "pati
 # relative to other providers over the same quarters? (Difference-in-differences, adjusted for patient risk.)
 
 # %%
-rpt.show_findings([rpt.impact_finding(rpt.impact_summary(mr.tables, market=market), min_cell=mr.min_cell)])
+pres.show_findings([rpt.impact_finding(rpt.impact_summary(mr.tables, market=market, cohort=mr.cohort),
+                                      min_cell=mr.min_cell)])
 
 # %% [markdown]
 # ## Appendix: methods and data quality
@@ -233,15 +227,12 @@ rpt.show_findings([rpt.impact_finding(rpt.impact_summary(mr.tables, market=marke
 display(Markdown("**Data quality at ingest** (all markets):"))
 validation = rpt.validation_table(mr.validation, min_cell=mr.min_cell)
 if len(validation):
-    rpt.show_table(rpt.presentable(validation, columns={"table": "Table", "loaded": None, "accepted": None,
-                                                        "quarantined": None},
-                                   counts=("loaded", "accepted", "quarantined")))
+    pres.show_table(validation, "validation")
 display(Markdown("**Cohort attrition** (acute stays of the market's residents):"))
-rpt.show_table(rpt.presentable(rpt.attrition_table(mr.tables, min_cell=mr.min_cell),
-                               columns={"description": "Step", "removed": None, "remaining": None},
-                               counts=("removed", "remaining")))
+pres.show_table(rpt.attrition_table(mr.attrition if mr.attrition is not None else mr.tables,
+                                   min_cell=mr.min_cell), "attrition")
 display(Markdown("**National risk models:**"))
-rpt.show_table(rpt.model_table(mr.reference.models))
+pres.show_table(rpt.model_table(mr.reference.models))
 
 # %%
 if mr.measures:
@@ -251,4 +242,4 @@ if mr.measures:
         plots.calibration_plot(calib, ax=ax, title=f"{MEASURES[name].label}: calibration")
     fig.tight_layout()
     plt.show()
-rpt.show_findings(rpt.unavailable_findings(mr) + rpt.report_notes(card, mr))
+pres.show_findings(rpt.unavailable_findings(mr) + rpt.report_notes(card, mr))

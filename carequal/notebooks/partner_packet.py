@@ -1,16 +1,17 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (carequal)
 #     language: python
-#     name: python3
+#     name: carequal
 # ---
 
 # %% tags=["parameters"]
@@ -32,7 +33,7 @@ from IPython.display import HTML, Markdown, display
 
 from carequal import packet as pk
 from carequal import plots
-from carequal import report as rpt
+from carequal import presentation as pres
 from carequal.sample import sample_packet_inputs
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -52,7 +53,7 @@ if record_path:
 
 
 
-display(HTML(rpt.REPORT_CSS))
+display(HTML(pres.REPORT_CSS))
 
 # %%
 display(Markdown(pk.packet_title(pp)))
@@ -66,14 +67,14 @@ display(Markdown(pk.packet_title(pp)))
 # from the period of the same length just before.
 
 # %%
-rpt.show_findings(pk.status_findings(latest, pp) + pk.spending_notes(pp))
-rpt.show_table(pk.status_display(latest))
+pres.show_findings(pk.status_findings(latest, pp) + pk.spending_notes(pp))
+pres.show_table(pk.status_display(latest))
 
 # %% [markdown]
 # ### Status in each review period of the reporting period
 
 # %%
-rpt.show_table(pk.status_grid(pp))
+pres.show_table(pk.status_grid(pp))
 
 # %% [markdown]
 # ## Trends
@@ -89,14 +90,14 @@ for metric in pp.agreement.metrics:
     if trend.empty:
         continue
     if trend.attrs.get("not_computed"):
-        rpt.show_findings([trend.attrs["not_computed"]])
+        pres.show_findings([trend.attrs["not_computed"]])
         continue
     fig, ax = plt.subplots(figsize=(9, 4.2))
     plots.target_trend_plot(trend, start=pp.partner["start"], percent=metric.spec.unit == "proportion",
                             title=metric.title, ax=ax)
     pk.value_axis(ax, metric)
     plt.show()
-    rpt.show_findings(pk.trend_findings(trend)) if pk.trend_findings(trend) else None
+    pres.show_findings(pk.trend_findings(trend)) if pk.trend_findings(trend) else None
 
 # %% [markdown]
 # ## Where patients came from and went next
@@ -108,8 +109,7 @@ for metric in pp.agreement.metrics:
 # %%
 for direction, flows in pk.flow_display(pp).items():
     display(Markdown(f"**{direction.capitalize()}** (index hospital stays in the reporting period)"))
-    rpt.show_table(rpt.presentable(flows, columns={"label": "", "n": None, "share": "Share"}, counts=("n",),
-                                   percent=("share",)))
+    pres.show_table(flows, "flows")
 
 # %%
 leakage = pk.leakage_table(pp)  # hospital partners only
@@ -122,11 +122,11 @@ if len(leakage):
         "period, so the periods before its start show where these patients went before. The control chart's "
         "centre line and limits come from the periods before the partnership (when at least four can be shown); "
         "coloured points are special-cause signals."))
-    rpt.show_findings(pk.leakage_findings(leakage, leakage_trend, pp))
+    pres.show_findings(pk.leakage_findings(leakage, leakage_trend, pp))
     pk.leakage_plot(leakage_trend, pp)
     plt.show()
     display(Markdown("Discharges: to post-acute care; Events: of them, to providers outside the partnership."))
-    rpt.show_table(pk.leakage_display(leakage, leakage_trend))
+    pres.show_table(pk.leakage_display(leakage, leakage_trend))
 
 # %% [markdown]
 # ## Notes
@@ -134,9 +134,11 @@ if len(leakage):
 # - Cases are index hospital stays (CMS-style rules: age 65+, enrolled, no transfers out, not against
 #   medical advice). A hospital answers for the stays it discharged; a post-acute provider for the stays
 #   whose first post-acute stay, within a day of the hospital discharge, was with it.
-# - Risk-adjusted rates compare observed events with those expected for the same patients nationally
-#   (logistic model on age, sex, dual eligibility, population, secondary diagnoses and condition), times the
-#   national rate.
+# - Risk-adjusted rates compare observed events with those expected for the same patients nationally, times
+#   the national rate. Expected events come from the national risk model the market reports use (a
+#   random-intercept logistic model on age, sex, dual eligibility, population, secondary diagnoses and
+#   condition, fitted on the reporting period across all markets); a metric no national model covers has a
+#   model of the same kind of its own.
 # - A market target pools the market's non-partner facilities of the same setting in the same period.
 # - Episode spending adds up the payments of the index hospital stay (with any transfers before it) and of
 #   every stay in the 30 days after discharge: readmissions in full, post-acute stays by their share of days

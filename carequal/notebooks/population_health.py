@@ -1,16 +1,17 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (carequal)
 #     language: python
-#     name: python3
+#     name: carequal
 # ---
 
 # %% tags=["parameters"]
@@ -32,7 +33,7 @@ from IPython.display import HTML, Markdown, display
 
 from carequal import plots
 from carequal import population as pop
-from carequal import report as rpt
+from carequal import presentation as pres
 from carequal.inputs import prepare
 from carequal.loaders import load_tables
 from carequal.national import MEASURES, read_reference
@@ -60,18 +61,7 @@ if outcomes:
     by_market = pop.outcome_by_market(reference.rows, period_start=period_start, period_end=period_end,
                                       min_cell=min_cell, measures=outcomes)
 
-
-
-def shared_legend(fig, axes):
-    """One legend for a row of charts (the markets have the same colour in every panel), below them."""
-    handles, labels = axes[0].get_legend_handles_labels()
-    for ax in axes:
-        ax.get_legend().remove()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), bbox_to_anchor=(0.5, 0.0))
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-
-
-display(HTML(rpt.REPORT_CSS))
+display(HTML(pres.REPORT_CSS))
 
 # %%
 start, end = pd.Timestamp(period_start), pd.Timestamp(period_end)
@@ -92,7 +82,7 @@ display(Markdown(f"# All markets: population health\n\n**Markets:** {', '.join(i
 
 # %%
 display(Markdown(f"**Standardised rates per 1,000 person-years, {latest}**"))
-rpt.show_table(pop.market_comparison(utilisation, latest))
+pres.show_table(pop.market_comparison(utilisation, latest))
 
 # %%
 markets_only = utilisation[utilisation["market"] != pop.TOTAL_LABEL]
@@ -102,7 +92,7 @@ for ax, name in zip(axes, pop.UTILISATION_MEASURES, strict=True):
                      ax=ax, title=name, ylabel="Per 1,000 person-years (standardised)")
     ax.set_xticks(sorted(utilisation["year"].unique()))
     ax.set_xlabel("Calendar year")
-shared_legend(fig, axes)
+plots.shared_legend(fig, axes)
 plt.show()
 
 # %% [markdown]
@@ -123,19 +113,16 @@ if outcomes:
         ax.xaxis.set_major_locator(mdates.YearLocator())
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y"))
         ax.set_xlabel("Quarter of discharge (one point per quarter)")
-    shared_legend(fig, list(axes[0]))
+    plots.shared_legend(fig, list(axes[0]))
     plt.show()
 
 # %%
 findings = (pop.outcome_findings(by_market) if outcomes else []) + not_available
 display(Markdown("\n".join(f"- {s}" for s in findings)))
 for name in outcomes:
-    shown = rpt.with_interval_text(by_market, lower="ratio_lower", upper="ratio_upper", percent=False, digits=2)
+    shown = pres.with_interval_text(by_market, lower="ratio_lower", upper="ratio_upper", percent=False, digits=2)
     display(Markdown(f"**{MEASURES[name].label}**, {start:%-d %B %Y} to {end:%-d %B %Y}"))
-    rpt.show_table(rpt.presentable(shown[shown["measure"] == name],
-                                   columns={"unit_market": "Market", "n": None, "events": None, "rate": "Rate",
-                                            "expected_rate": "Expected rate", "ratio": "O/E", "interval": "95% CI"},
-                                   counts=("n", "events"), percent=("rate", "expected_rate"), ratio=("ratio",)))
+    pres.show_table(shown[shown["measure"] == name], "market_outcomes")
 
 # %% [markdown]
 # ## Methods

@@ -1,0 +1,244 @@
+"""The measured cohort: every index stay with every per-stay measure, built once and read by everything after it.
+
+One :func:`carequal.cohorts.index_stays` run with the broadest rules (:data:`carequal.cohorts.ALL_PAYER_RULES`:
+every age and payer) records, per acute stay, the checks the CMS Medicare fee-for-service rules add (age 65 and
+over, fee-for-service coverage over the look-back and the follow-up); the CMS cohort is then a filter (column
+``cms``) and its attrition table a count (:func:`carequal.cohorts.restrict_cohort`), identical to a run with the
+CMS rules. :func:`measure_cohort` adds every per-stay measure (:func:`carequal.measures.index_measures`), the
+risk covariates (:data:`carequal.risk.RISK_COVARIATES`) and the outcomes at the resolution any window needs:
+
+* ``days_to_readmit`` (discharge to the first acute admission after it) and ``first_readmit_planned`` (that
+  admission is planned, CMS Planned Readmission Algorithm) give ``readmitted_{n}d`` and
+  ``unplanned_readmit_{n}d`` for any ``n`` (:func:`readmission_outcome`);
+* ``days_to_death`` (from the episode's admission) and ``days_to_death_discharge`` give ``died_{n}d`` from
+  either anchor (:func:`mortality_outcome`);
+* the first post-acute stay (``pac_stay_id``, dates, discharge status) and, for DTC-PAC, whether it ended in the
+  community (``dtc_community``, ``dtc_excluded``) and the days from its discharge to death
+  (``dtc_days_to_death``) and to the first unplanned acute or LTCH admission (``dtc_days_to_unplanned``) give
+  discharge to community for any window (:func:`dtc_outcome`).
+
+The national reference (:mod:`carequal.national`) adds each model's ``expected_<measure>`` and
+``predicted_<measure>`` and ``in_period``; :func:`carequal.inputs.prepare` writes the whole cohort once per run.
+
+Why hand-written: the cohort is carequal's own composition of its cohort and measure functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from carequal.cohorts import (
+    ALL_PAYER_RULES,
+    MEDICARE_FFS_RULES,
+    IndexRules,
+    attrition_of,
+    index_stays,
+    post_acute_episodes,
+    recorded_reasons,
+)
+from carequal.errors import ParameterError
+from carequal.measures import discharge_to_community_days, index_measures, mortality, readmissions
+from carequal.risk import risk_covariates
+from carequal.schema import key_positions, take
+
+__all__ = ["ATTRITION_COLUMNS", "POST_ACUTE", "MeasuredCohort", "dtc_outcome", "episodes_of", "measure_cohort",
+           "mortality_outcome", "readmission_outcome"]
+
+POST_ACUTE = ("snf", "irf", "ltch", "hha")
+_ANY_WINDOW = 100_000
+"""Days: a readmission window longer than any data, so that the planned algorithm judges every first readmission."""
+
+ATTRITION_COLUMNS = ("rules", "market", "step", "description", "excluded", "remaining")
+"""The stored attrition: ``rules`` ``"cms"`` (Medicare FFS) or ``"all_payer"``, ``market`` (the residents' market;
+empty for all markets), then :func:`carequal.cohorts.attrition_of`'s columns."""
+
+
+@dataclass
+class MeasuredCohort:
+    """The measured cohort (see the module docstring).
+
+    Attributes
+    ----------
+    rows : DataFrame
+        One row per index stay under the broad rules, in the cohort's order (``order``): the index columns, ``cms``
+        (also an index stay under the CMS rules), the per-stay measures, the outcome resolution columns and the
+        risk covariates.
+    attrition : DataFrame
+        :data:`ATTRITION_COLUMNS`: the attrition of both rule sets, per residence market and for all markets.
+    """
+
+    rows: pd.DataFrame
+    attrition: pd.DataFrame
+
+    def cms(self) -> pd.DataFrame:
+        """The rows of the CMS cohort."""
+        return self.rows[self.rows["cms"].to_numpy(dtype=bool)].reset_index(drop=True)
+
+
+def measure_cohort(tables: dict[str, pd.DataFrame], *, rules: IndexRules | None = ALL_PAYER_RULES,
+                   record: IndexRules | None = MEDICARE_FFS_RULES) -> MeasuredCohort:
+    """Build the measured cohort of ``tables`` with one :func:`carequal.cohorts.index_stays` run.
+
+    Parameters
+    ----------
+    tables : dict of DataFrame
+        Validated contract tables (``stays``, ``facilities``, ``patients``, optional ``enrollment``,
+        ``ed_visits``).
+    rules : IndexRules
+        The broad rules the cohort is built with (default every age and payer).
+    record : IndexRules or None
+        The narrower rules whose cohort is flagged in ``cms`` (default CMS Medicare FFS); None: ``rules`` are the
+        cohort's only rules, every row is flagged.
+    """
+    stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
+    rules = rules or IndexRules()
+    cohort = index_stays(stays, fac, pats, tables.get("enrollment"), rules=rules, record=record)
+    index = cohort.index
+    in_record = index.pop("in_record").to_numpy(dtype=bool) if record is not None else np.ones(len(index), bool)
+    rows = index_measures(index, tables)
+    rows = pd.concat([rows, stay_outcomes(index, tables).drop(columns="stay_id").set_axis(rows.index)], axis=1)
+    rows = risk_covariates(rows, stays)
+    rows.insert(0, "order", np.arange(len(rows), dtype=np.int64))
+    rows.insert(1, "cms", in_record)
+    market = take(pats["market"], key_positions(cohort.stays["patient_id"], pats["patient_id"]), None)
+    reasons = {"all_payer" if record is not None else "cms": cohort.stays["exclusion_reason"].to_numpy(dtype=object)}
+    if record is not None:
+        reasons["cms"] = recorded_reasons(cohort.stays)
+    parts = []
+    for name, reason in reasons.items():
+        parts.append(attrition_of(reason).assign(rules=name, market=""))
+        for m in sorted(pd.unique(market[pd.notna(market)])):
+            parts.append(attrition_of(reason[market == m]).assign(rules=name, market=m))
+    attrition = pd.concat(parts, ignore_index=True)[list(ATTRITION_COLUMNS)]
+    return MeasuredCohort(rows=rows, attrition=attrition)
+
+
+def stay_outcomes(index: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The outcome columns any window derives from (see the module docstring), one row per index stay, in order.
+
+    Returns
+    -------
+    DataFrame
+        ``stay_id``, ``first_readmit_planned``, ``days_to_death_discharge``, ``pac_stay_id``, ``pac_admit_date``,
+        ``pac_discharge_date``, ``pac_discharge_status``, ``final_discharge_status``, ``dtc_excluded``,
+        ``dtc_community``, ``dtc_days_to_death``, ``dtc_days_to_unplanned``.
+    """
+    stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
+    index = index.reset_index(drop=True)
+    first = readmissions(index, stays, fac, window_days=_ANY_WINDOW)
+    death = mortality(index, pats, anchor="discharge")
+    ep = post_acute_episodes(stays, fac, hospital_stays=index).set_index("stay_id").reindex(index["stay_id"])
+    dtc = discharge_to_community_days(stays, fac, pats, settings=POST_ACUTE)
+    dtc = dtc.set_index("stay_id").reindex(ep["pac_stay_id"].astype("str"))
+    return pd.DataFrame({
+        "stay_id": index["stay_id"].to_numpy(),
+        "first_readmit_planned": first["readmit_planned"].to_numpy(dtype=bool),
+        "days_to_death_discharge": death["days_to_death"].to_numpy(dtype=float),
+        "pac_stay_id": ep["pac_stay_id"].astype("string").array,
+        "pac_admit_date": ep["pac_admit_date"].to_numpy(),
+        "pac_discharge_date": ep["pac_discharge_date"].to_numpy(),
+        "pac_discharge_status": ep["pac_discharge_status"].astype("string").array,
+        "final_discharge_status": ep["final_discharge_status"].astype("string").array,
+        "dtc_excluded": dtc["dtc_excluded"].astype("string").array,
+        "dtc_community": dtc["discharged_to_community"].astype("boolean").array,
+        "dtc_days_to_death": dtc["days_to_death"].to_numpy(dtype=float),
+        "dtc_days_to_unplanned": dtc["days_to_unplanned"].to_numpy(dtype=float),
+    })
+
+
+def _check(rows: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
+    missing = [c for c in columns if c not in rows.columns]
+    if missing:
+        raise ParameterError(f"{what}: the cohort has no column(s) {', '.join(missing)} (use measure_cohort's rows)")
+
+
+def readmission_outcome(rows: pd.DataFrame, window: int, *, planned: str = "exclude") -> np.ndarray:
+    """``unplanned_readmit_{window}d`` (``planned="exclude"``) or ``readmitted_{window}d`` (``"include"``) of
+    the cohort's rows, as :func:`carequal.measures.readmissions` gives them with ``window_days=window``.
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame({"days_to_readmit": [3.0, 20.0, np.nan, 5.0],
+    ...                      "first_readmit_planned": [False, False, False, True]})
+    >>> readmission_outcome(rows, 7).tolist(), readmission_outcome(rows, 30, planned="include").tolist()
+    ([True, False, False, False], [True, True, False, True])
+    """
+    _check(rows, ("days_to_readmit", "first_readmit_planned"), "readmission_outcome")
+    if planned not in ("exclude", "include"):
+        raise ParameterError(f"planned must be 'exclude' or 'include', not {planned!r}")
+    days = rows["days_to_readmit"].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        within = (days >= 0) & (days <= window)
+    if planned == "include":
+        return within
+    return within & ~rows["first_readmit_planned"].to_numpy(dtype=bool)
+
+
+def mortality_outcome(rows: pd.DataFrame, window: int, *, anchor: str = "admission") -> np.ndarray:
+    """``died_{window}d`` of the cohort's rows from the episode's admission or from the discharge, as
+    :func:`carequal.measures.mortality` gives it.
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame({"days_to_death": [5.0, 40.0, np.nan], "days_to_death_discharge": [1.0, 36.0, np.nan]})
+    >>> mortality_outcome(rows, 30).tolist(), mortality_outcome(rows, 60, anchor="discharge").tolist()
+    ([True, False, False], [True, True, False])
+    """
+    if anchor not in ("admission", "discharge"):
+        raise ParameterError(f"anchor must be 'admission' or 'discharge', not {anchor!r}")
+    column = "days_to_death" if anchor == "admission" else "days_to_death_discharge"
+    _check(rows, (column,), "mortality_outcome")
+    days = rows[column].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        return (days <= window) & ~np.isnan(days) if anchor == "admission" else (days >= 0) & (days <= window)
+
+
+def dtc_outcome(rows: pd.DataFrame, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """DTC-PAC with ``window`` days of the cohort's rows: ``(counted, dtc)``, ``counted`` the rows whose first
+    post-acute stay (in :data:`POST_ACUTE`) the measure counts (not excluded), ``dtc`` the success, as
+    :func:`carequal.measures.discharge_to_community` gives it for that stay.
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame({"pac_setting": ["snf", "snf", "none", "hha"],
+    ...     "dtc_excluded": [None, None, None, "hospice"], "dtc_community": [True, True, None, False],
+    ...     "dtc_days_to_death": [np.nan, 20.0, np.nan, np.nan],
+    ...     "dtc_days_to_unplanned": [40.0, np.nan, np.nan, np.nan]})
+    >>> counted, dtc = dtc_outcome(rows, 31)
+    >>> counted.tolist(), dtc.tolist()
+    ([True, True, False, False], [True, False, False, False])
+    """
+    _check(rows, ("pac_setting", "dtc_excluded", "dtc_community", "dtc_days_to_death", "dtc_days_to_unplanned"),
+           "dtc_outcome")
+    counted = rows["pac_setting"].isin(POST_ACUTE).to_numpy() & rows["dtc_excluded"].isna().to_numpy() \
+        & rows["dtc_community"].notna().to_numpy()
+    with np.errstate(invalid="ignore"):
+        died = rows["dtc_days_to_death"].to_numpy(dtype=float) <= window
+        readmitted = rows["dtc_days_to_unplanned"].to_numpy(dtype=float) <= window
+    community = rows["dtc_community"].fillna(False).to_numpy(dtype=bool)
+    return counted, counted & community & ~died & ~readmitted
+
+
+def episodes_of(rows: pd.DataFrame) -> pd.DataFrame:
+    """The cohort's post-acute episodes in :func:`carequal.cohorts.post_acute_episodes`' columns (one row per
+    index stay, ``hospital_id`` its discharging hospital)."""
+    _check(rows, ("pac_stay_id", "pac_setting", "pac_facility_id", "pac_is_partner", "pac_admit_date",
+                  "pac_discharge_date", "pac_los_days", "pac_discharge_status", "episode_days",
+                  "final_discharge_status"), "episodes_of")
+    return pd.DataFrame({
+        "stay_id": rows["stay_id"].to_numpy(), "patient_id": rows["patient_id"].to_numpy(),
+        "hospital_id": rows["facility_id"].to_numpy(),
+        "hospital_discharge_date": pd.to_datetime(rows["discharge_date"]).to_numpy(),
+        "pac_stay_id": rows["pac_stay_id"].to_numpy(), "pac_setting": rows["pac_setting"].to_numpy(),
+        "pac_facility_id": rows["pac_facility_id"].to_numpy(),
+        "pac_is_partner": rows["pac_is_partner"].to_numpy(dtype=bool),
+        "pac_admit_date": pd.to_datetime(rows["pac_admit_date"]).to_numpy(),
+        "pac_discharge_date": pd.to_datetime(rows["pac_discharge_date"]).to_numpy(),
+        "pac_los_days": rows["pac_los_days"].to_numpy(dtype=float),
+        "pac_discharge_status": rows["pac_discharge_status"].to_numpy(),
+        "episode_days": rows["episode_days"].to_numpy(), "final_discharge_status": rows["final_discharge_status"]
+        .to_numpy()})
+
