@@ -52,7 +52,7 @@ from carequal.compare import p_chart
 from carequal.cost import network_leakage
 from carequal.disclosure import cell_threshold, check_suppressed, suppress_counts, suppression_statement
 from carequal.errors import ParameterError
-from carequal.intervals import wilson
+from carequal.intervals import difference_interval, wilson
 from carequal.periods import previous_period
 from carequal.presentation import fmt_ci, fmt_pct, presentable, with_interval_text
 
@@ -859,13 +859,58 @@ def write_extract(packet: PartnerPacket, folder: str | Path) -> list[Path]:
     return written
 
 
-def packet_record(table: pd.DataFrame) -> dict:
-    """The index's summary of a packet: counts of each status in the latest period."""
+def packet_record(table: pd.DataFrame, packet: PartnerPacket | None = None, *, recent: int = 8) -> dict:
+    """The index's summary of a packet over the reporting period (``period``: its first day; ``period_end``):
+    counts of each status and, with ``packet``, every agreed metric's status, value, interval and target as
+    text, its change from the period before with the change's 95% interval (:func:`carequal.intervals.
+    difference_interval`) and verdict ("better", "worse", "no clear change"), and its values in the last
+    ``recent`` review periods for the trend line. Only values already suppressed; no count."""
     counts = table["status"].value_counts() if len(table) else pd.Series(dtype=int)
-    return {"period": None if table.empty else str(table["period"].iloc[0].date()),
-            "met": int(counts.get("met", 0)), "not_met": int(counts.get("not met", 0)),
-            "not_judgeable": int(counts.get("not yet judgeable", 0)),
-            "not_computed": int(counts.get(NOT_COMPUTED, 0))}
+    record = {"period": None if table.empty else str(table["period"].iloc[0].date()),
+              "period_end": None if packet is None else str(packet.period[1].date()),
+              "met": int(counts.get("met", 0)), "not_met": int(counts.get("not met", 0)),
+              "not_judgeable": int(counts.get("not yet judgeable", 0)),
+              "not_computed": int(counts.get(NOT_COMPUTED, 0))}
+    if packet is None:
+        return record
+    record["review_period"] = packet.agreement.review_period
+    reporting = _suppressed(_view(packet, "reporting"), packet.min_cell)
+    before = reporting[reporting["period"] < packet.period[0]].sort_values("period").groupby("metric").tail(1)
+    before = before.set_index("metric")
+    metrics = []
+    for r in table.itertuples(index=False):
+        m = packet.agreement.metric(r.metric)
+        item = {"id": r.metric, "label": r.metric_label, "status": r.status, "unit": m.spec.unit,
+                "value": None if r.suppressed or r.status == NOT_COMPUTED else _fmt_value(r.value, r.measure),
+                "interval": None if r.suppressed or r.measure == "volume" or pd.isna(r.lower) else
+                f"{_fmt_value(r.lower, r.measure)}–{_fmt_value(r.upper, r.measure)}",
+                "target": None if pd.isna(r.target) else
+                f"{'≤' if r.better == 'lower' else '≥'} {_fmt_value(r.target, r.measure)}",
+                "change": None, "change_text": None, "change_verdict": None}
+        if pd.notna(r.change) and r.metric in before.index:
+            prev = before.loc[r.metric]
+            lo, hi = difference_interval(r.value, r.lower, r.upper, prev["value"], prev["lower"], prev["upper"])
+            lo, hi = float(lo), float(hi)
+            if r.measure == "volume" or np.isnan(lo) or np.isnan(hi):
+                verdict = None
+            elif lo > 0 or hi < 0:
+                verdict = "better" if (lo > 0) == (r.better == "higher") else "worse"
+            else:
+                verdict = "no clear change"
+            text = _fmt_value(abs(r.change), r.measure, change=True).lstrip("+")
+            item.update(change=float(r.change), change_text=text, change_verdict=verdict)
+        trend = metric_trend(packet, r.metric)
+        if len(trend) and not trend.attrs.get("not_computed"):
+            trend = trend.tail(recent)
+            freq = trend.attrs.get("freq", "quarter")
+            item["by"] = "year" if freq == "year" else {"month": "month", "quarter": "quarter"}.get(freq, freq)
+            item["recent"] = [{"label": str(p.year) if freq == "year" else _period_label(p, freq),
+                               "value": None if hidden or pd.isna(v) else float(v)}
+                              for p, v, hidden in zip(trend["period"], trend["value"], trend["suppressed"],
+                                                      strict=True)]
+        metrics.append(item)
+    record["metrics"] = metrics
+    return record
 
 
 def write_record(record: dict, path: str | Path) -> None:

@@ -51,10 +51,10 @@ from carequal.presentation import fmt_ci, fmt_pct, with_interval_text
 
 __all__ = ["MarketReport", "attrition_table", "chronic_table", "destination_findings", "destination_table",
            "facility_scorecard", "flow_for_chart", "flow_table", "funnel_for", "headline_findings", "headline_kpis",
-           "impact_finding", "impact_summary", "kpi_record", "load_market_report", "model_table", "parse_choices",
-           "partner_findings", "population_table", "report_notes", "report_title", "scorecard_display",
-           "shown_for_chart", "trend_chart", "trend_findings", "unavailable_findings", "validation_table",
-           "write_kpis"]
+           "impact_finding", "impact_summary", "kpi_record", "load_market_report", "model_table", "oe_verdict",
+           "parse_choices", "partner_findings", "population_table", "recent_rates", "report_notes", "report_title",
+           "scorecard_display", "shown_for_chart", "trend_chart", "trend_findings", "unavailable_findings",
+           "validation_table", "write_kpis"]
 
 # ------------------------------------------------------------------------------------------- the inputs
 
@@ -760,13 +760,63 @@ def model_table(models: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------------ outputs
 
 
-def kpi_record(kpis: pd.DataFrame, card: pd.DataFrame) -> dict:
-    """The headline numbers the batch index shows for a market (only values already cleared for sharing)."""
+def recent_rates(rows: pd.DataFrame, measures: tuple[str, ...], *, end: pd.Timestamp, min_cell: int = 11,
+                 periods: int = 8) -> dict[str, list[dict]]:
+    """The market's quarterly rates of each measure over the last ``periods`` quarters up to ``end`` (for the
+    index's trend line): ``{measure: [{"period": "2024-01-01", "label": "2024 Q1", "rate": 0.18}, ...]}``, a
+    quarter whose counts would be hidden (1 to ``min_cell - 1`` events, non-events or cases) with ``rate``
+    None. Only rates: no count leaves the report."""
+    out = {}
+    for name in measures:
+        trend = _safe_trend(rows, name, freq="quarter", by_partner=False, min_cell=min_cell, end=end).tail(periods)
+        out[name] = [{"period": str(p.date()), "label": f"{p.year} Q{p.quarter}",
+                      "rate": None if hidden or pd.isna(rate) else float(rate)}
+                     for p, rate, hidden in zip(pd.to_datetime(trend["period"]), trend["rate"], trend["suppressed"],
+                                                strict=True)]
+    return out
+
+
+def oe_verdict(lower: float, upper: float) -> str | None:
+    """``"higher"``, ``"lower"`` or ``"as expected"``: where the 95% interval of an O/E lies against 1 (None when
+    the interval is not shown).
+
+    Examples
+    --------
+    >>> oe_verdict(1.07, 1.42), oe_verdict(0.9, 1.1), oe_verdict(float("nan"), 1.2)
+    ('higher', 'as expected', None)
+    """
+    if lower is None or upper is None or pd.isna(lower) or pd.isna(upper):
+        return None
+    return "higher" if lower > 1 else "lower" if upper < 1 else "as expected"
+
+
+def _number(value) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def kpi_record(kpis: pd.DataFrame, card: pd.DataFrame, recent: dict[str, list[dict]] | None = None) -> dict:
+    """The headline numbers the batch index shows for a market (only values already cleared for sharing).
+
+    Per measure: ``label``, ``rate``, ``ratio`` with ``ratio_lower``/``ratio_upper`` and its ``verdict``
+    (:func:`oe_verdict`), ``improvement`` (``"down"``: fewer events are better), the last period's rate, the
+    ``change`` with its interval and ``change_verdict`` ("better", "worse", "no clear change"; None when
+    hidden), ``cases`` (already suppressed) and, with ``recent`` (:func:`recent_rates`), the quarterly rates
+    for the trend line. ``flagged``: facilities higher / lower than expected.
+    """
     out = {}
     for row in kpis.itertuples(index=False):
-        out[row.measure] = {"label": row.label, "rate": None if pd.isna(row.rate) else float(row.rate),
-                            "ratio": None if pd.isna(row.ratio) else float(row.ratio),
-                            "cases": None if pd.isna(row.n) else int(row.n)}
+        spec = MEASURES[row.measure]
+        change_verdict = None if pd.isna(row.change) else _direction(spec.improvement, row.change_lower,
+                                                                     row.change_upper)
+        out[row.measure] = {"label": row.label, "rate": _number(row.rate), "ratio": _number(row.ratio),
+                            "ratio_lower": _number(row.ratio_lower), "ratio_upper": _number(row.ratio_upper),
+                            "verdict": oe_verdict(row.ratio_lower, row.ratio_upper),
+                            "improvement": spec.improvement, "prev_rate": _number(row.prev_rate),
+                            "change": _number(row.change), "change_lower": _number(row.change_lower),
+                            "change_upper": _number(row.change_upper),
+                            "change_verdict": None if change_verdict == "unknown" else change_verdict,
+                            "cases": None if pd.isna(row.n) else int(row.n),
+                            "recent": (recent or {}).get(row.measure, [])}
     judged = card[card["judgement"].isin(["higher than expected", "lower than expected"])] if len(card) else card
     out["flagged"] = {"higher": int((judged["judgement"] == "higher than expected").sum()) if len(card) else 0,
                       "lower": int((judged["judgement"] == "lower than expected").sum()) if len(card) else 0}

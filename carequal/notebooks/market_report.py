@@ -55,7 +55,8 @@ kpis = rpt.headline_kpis(mr.rows, period=mr.period, previous=mr.previous, measur
 card = rpt.facility_scorecard(mr.rows, mr.facilities[mr.facilities["market"] == market], period=mr.period,
                               measures=mr.measures, min_cell=mr.min_cell)
 if kpi_path:
-    rpt.write_kpis(rpt.kpi_record(kpis, card), kpi_path)
+    rpt.write_kpis(rpt.kpi_record(kpis, card, rpt.recent_rates(mr.rows, mr.measures, end=mr.period[1],
+                                                                min_cell=mr.min_cell)), kpi_path)
 
 
 

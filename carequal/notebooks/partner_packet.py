@@ -47,7 +47,7 @@ latest = pk.status_table(pp)
 if extract_dir:
     pk.write_extract(pp, extract_dir)
 if record_path:
-    pk.write_record(pk.packet_record(latest), record_path)
+    pk.write_record(pk.packet_record(latest, pp), record_path)
 
 
 
