@@ -737,13 +737,15 @@ def leakage_plot(trend: pd.DataFrame, packet: PartnerPacket, ax=None):
              title="Discharges to post-acute care going to non-partner providers",
              ylabel="Share to non-partners")
     start = packet.partner["start"]
-    if pd.notna(start):
-        ax.axvline(pd.Timestamp(start), color="#555555", linewidth=1, linestyle=":")
-        ax.annotate("partnership starts", (pd.Timestamp(start), 1), xycoords=("data", "axes fraction"),
-                    xytext=(3, -12), textcoords="offset points", fontsize=9, color="#555555")
-    if len(trend):  # every period on the axis, hidden ones at the end included
-        pad = pd.Timedelta(days=20)
-        ax.set_xlim(pd.Timestamp(trend["period"].min()) - pad, pd.Timestamp(trend["period"].max()) + pad)
+    if pd.notna(start):  # the start's date in the legend, not written over the lines
+        from carequal.plots import legend
+
+        ax.axvline(pd.Timestamp(start), color="#555555", linewidth=1.2, linestyle=(0, (1, 3)),
+                   label=f"Partnership starts ({pd.Timestamp(start):%-d %b %Y})")
+        lo, hi = ax.get_xlim()
+        ax.set_xlim(min(lo, ax.convert_xunits(pd.Timestamp(start)) - 20), hi)
+        legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1))
+        ax.carequal_alt = ax.carequal_alt.rstrip(".") + f"; partnership started {pd.Timestamp(start):%-d %B %Y}."
     ax.set_xlabel({"month": "Month", "quarter": "Quarter"}[packet.agreement.review_period])
     return ax
 

@@ -118,8 +118,7 @@ for name in mr.measures:
     shown, _ = rpt.shown_for_chart(card, name)
     plots.caterpillar_plot(shown, label="name", partner="is_partner", ax=ax2,
                            title=f"{MEASURES[name].label}: O/E with 95% intervals", xlabel="Observed / expected")
-    fig.tight_layout()
-    plt.show()
+    plots.show(fig)
     if left_off:
         display(Markdown(f"*{left_off} facilit{'y' if left_off == 1 else 'ies'} with too few cases or small "
                          "numbers not shown.*"))
@@ -127,10 +126,10 @@ for name in mr.measures:
 # %% [markdown]
 # ## Trends and signals
 #
-# Monthly rates for the market's facilities on a statistical process control chart: the centre line is the
-# average, the dashed and solid lines the 2σ and 3σ limits. Marked points are special-cause signals worth
-# investigating; movement inside the limits is ordinary month-to-month variation. Months with small numbers
-# are left blank.
+# Monthly rates for the market's facilities on a statistical process control chart: the dash-dot centre line is
+# the average, the dotted and dashed lines the 2σ and 3σ limits. Marked points (▲ concern, ▼ improvement) are
+# special-cause signals worth investigating; movement inside the limits is ordinary month-to-month variation.
+# Months with small numbers are left blank.
 
 # %%
 for name in mr.measures:
@@ -143,8 +142,7 @@ for name in mr.measures:
                                      end=mr.period[1])
         plots.trend_plot(by_partner, hue="partner", ax=ax2,
                          title=f"{MEASURES[name].label}: partners and others, by quarter")
-        fig.tight_layout()
-        plt.show()
+        plots.show(fig)
 
 # %% [markdown]
 # ## Where patients go after the hospital
@@ -163,7 +161,7 @@ if len(chart_flows):
     ax = plots.flow_heatmap(chart_flows, source="hospital", target="pac_facility", partner="pac_is_partner",
                             title="Discharges from each hospital to each post-acute provider")
     plt.setp(ax.get_xticklabels(), rotation=40, ha="right")
-    plt.show()
+    plots.show(ax.figure)
 if left_off:
     display(Markdown(f"*{left_off} post-acute provider(s) with only small numbers of discharges not shown.*"))
 
@@ -188,8 +186,8 @@ if left_off:
 candidates = rpt.candidate_table(mr, card, flows)
 rpt.show_findings(rpt.candidate_findings(candidates, mr))
 if len(candidates):
-    plots.candidate_plot(candidates, title=f"{market}: candidate partners against their benchmarks")
-    plt.show()
+    ax = plots.candidate_plot(candidates, title=f"{market}: candidate partners against their benchmarks")
+    plots.show(ax.figure)
     rpt.show_table(rpt.candidate_display(candidates))
 
 # %% [markdown]
@@ -250,6 +248,5 @@ if mr.measures:
     for ax, name in zip(axes[0], mr.measures, strict=True):
         calib = mr.reference.calibration[mr.reference.calibration["measure"] == name]
         plots.calibration_plot(calib, ax=ax, title=f"{MEASURES[name].label}: calibration")
-    fig.tight_layout()
-    plt.show()
+    plots.show(fig)
 rpt.show_findings(rpt.unavailable_findings(mr) + rpt.report_notes(card, mr))

@@ -79,9 +79,9 @@ rpt.show_table(pk.status_grid(pp))
 # ## Trends
 #
 # The partner's value per review period (shaded: 95% interval), the target (dashed), the market's
-# non-partner facilities (grey) and the partnership's start (dotted). Circled points are statistical
-# process control signals (crude rates only). Periods with too few cases to share are left blank; where
-# that would blank most review periods, the chart shows calendar years instead.
+# non-partner facilities (grey, dash-dot) and the partnership's start (dotted; its date in the legend).
+# Circled points are statistical process control signals (crude rates only). Periods with too few cases to
+# share are left blank; where that would blank most review periods, the chart shows calendar years instead.
 
 # %%
 for metric in pp.agreement.metrics:
@@ -95,7 +95,7 @@ for metric in pp.agreement.metrics:
     plots.target_trend_plot(trend, start=pp.partner["start"], percent=metric.spec.unit == "proportion",
                             title=metric.title, ax=ax)
     pk.value_axis(ax, metric)
-    plt.show()
+    plots.show(fig)
     rpt.show_findings(pk.trend_findings(trend)) if pk.trend_findings(trend) else None
 
 # %% [markdown]
@@ -123,8 +123,8 @@ if len(leakage):
         "centre line and limits come from the periods before the partnership (when at least four can be shown); "
         "coloured points are special-cause signals."))
     rpt.show_findings(pk.leakage_findings(leakage, leakage_trend, pp))
-    pk.leakage_plot(leakage_trend, pp)
-    plt.show()
+    ax = pk.leakage_plot(leakage_trend, pp)
+    plots.show(ax.figure)
     display(Markdown("Discharges: to post-acute care; Events: of them, to providers outside the partnership."))
     rpt.show_table(pk.leakage_display(leakage, leakage_trend))
 
