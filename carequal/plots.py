@@ -44,6 +44,7 @@ from matplotlib.container import Container
 from matplotlib.dates import date2num
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+from matplotlib.path import Path
 from matplotlib.ticker import PercentFormatter
 
 from carequal.errors import ParameterError
@@ -162,7 +163,7 @@ def period_positions(periods, *, freq: str | None = None) -> tuple[pd.DatetimeIn
     return mid, labels, freq
 
 
-def _period_ticks(ax: Axes, mid, labels: list[str], freq: str, *, at_most: int = 12) -> None:
+def _period_ticks(ax: Axes, mid, labels: list[str], freq: str, *, at_most: int = 9) -> None:
     """One tick per period at its midpoint, labelled with the period (every k-th label when there are more
     than ``at_most``; the other ticks stay as minor ticks), and the axis running half a period beyond."""
     keep = [(m, t) for m, t in zip(mid, labels, strict=True) if not pd.isna(m)]
@@ -170,7 +171,9 @@ def _period_ticks(ax: Axes, mid, labels: list[str], freq: str, *, at_most: int =
         return
     k = max(1, int(np.ceil(len(keep) / at_most)))
     major = keep[::-1][::k][::-1]  # the latest period always labelled
-    ax.set_xticks([m for m, _ in major], labels=[t for _, t in major])
+    # two lines ("Q1" over "2024", "Mar" over "2024"): short enough not to run into each other
+    ax.set_xticks([m for m, _ in major], labels=[t.replace(" ", "\n", 1) if freq == "month" else
+                                                 "\n".join(t.split(" ")[::-1]) for _, t in major])
     ax.set_xticks([m for m, _ in keep], minor=True)
     ax.tick_params(axis="x", which="minor", length=3)
     half = pd.Timedelta(days={"month": 16, "quarter": 46, "year": 183}[freq])
@@ -244,16 +247,13 @@ def _names(values, at_most: int = 4) -> str:
     return ", ".join(values[:at_most]) + (f" and {more} more" if more > 0 else "")
 
 
-_LABEL_SPOTS = [(6, 6, "left", "bottom"), (6, -6, "left", "top"), (-6, 6, "right", "bottom"),
-                (-6, -6, "right", "top"), (10, 0, "left", "center"), (-10, 0, "right", "center"),
-                (0, 10, "center", "bottom"), (0, -10, "center", "top"), (16, 18, "left", "bottom"),
-                (16, -18, "left", "top"), (-16, 18, "right", "bottom"), (-16, -18, "right", "top"),
-                (24, 30, "left", "bottom"), (-24, -30, "right", "top")]
+_LABEL_SPOTS = [(dx * r, dy * r, {1: "left", -1: "right", 0: "center"}[dx], {1: "bottom", -1: "top", 0: "center"}[dy])
+                for r in (6, 16, 28, 42)
+                for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))]
+"""Where a label may go around its point (offsets in points, alignment), nearest first."""
 
 
 def _display_paths(artists) -> list:
-    from matplotlib.path import Path
-
     paths = []
     for artist in artists:
         path = artist.get_transform().transform_path(artist.get_path())
@@ -261,6 +261,15 @@ def _display_paths(artists) -> list:
         if len(v) > 1:
             paths.append(Path(v))
     return paths
+
+
+def _text_box(note, renderer):
+    """The box of an annotation's text with a little margin (without its leader line, which
+    ``get_window_extent`` would include: a label set off with a leader would then cover its own point)."""
+    from matplotlib.text import Text
+
+    note.update_positions(renderer)
+    return Text.get_window_extent(note, renderer).padded(2)
 
 
 def place_labels(ax: Axes, x, y, texts, *, avoid=(), fontsize="small") -> list:
@@ -275,6 +284,7 @@ def place_labels(ax: Axes, x, y, texts, *, avoid=(), fontsize="small") -> list:
         for old in getattr(ax, "carequal_labels", []):
             old.remove()
         renderer = fig.canvas.get_renderer()
+        ax.get_xlim(), ax.get_ylim()  # apply any pending autoscaling: the geometry must be final
         lines = _display_paths(avoid)
         xy = ax.transData.transform([(px, py) for px, py, _ in points]) if points else np.empty((0, 2))
         frame = ax.get_window_extent(renderer)
@@ -282,10 +292,16 @@ def place_labels(ax: Axes, x, y, texts, *, avoid=(), fontsize="small") -> list:
         for i, (px, py, text) in enumerate(points):
             best, best_score = None, None
             for dx, dy, ha, va in _LABEL_SPOTS:
+                far = abs(dx) > 10 or abs(dy) > 10  # a thin leader line from a label set further off
                 note = ax.annotate(text, (px, py), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
-                                   fontsize=fontsize, zorder=5)
-                box = note.get_window_extent(renderer).padded(2)
+                                   fontsize=fontsize, zorder=5,
+                                   arrowprops={"arrowstyle": "-", "color": "#888888", "linewidth": 0.6,
+                                               "shrinkA": 0, "shrinkB": 4} if far else None)
+                box = _text_box(note, renderer)
                 score = 10 * sum(path.intersects_bbox(box, filled=False) for path in lines)
+                if far:  # a leader crossing a line is less confusing than text over it, but still a cost
+                    leader = Path([xy[i], box.corners().mean(axis=0)])
+                    score += 5 * sum(path.intersects_path(leader, filled=False) for path in lines)
                 score += 10 * sum(box.overlaps(b) for b in boxes)
                 score += sum(1 for j, (qx, qy) in enumerate(xy) if j != i and box.x0 - 4 <= qx <= box.x1 + 4
                              and box.y0 - 4 <= qy <= box.y1 + 4)
@@ -299,7 +315,7 @@ def place_labels(ax: Axes, x, y, texts, *, avoid=(), fontsize="small") -> list:
                 if score == 0:
                     break
             placed.append(best)
-            boxes.append(best.get_window_extent(renderer).padded(2))
+            boxes.append(_text_box(best, renderer))
         ax.carequal_labels = placed
         return placed
 
@@ -308,8 +324,10 @@ def place_labels(ax: Axes, x, y, texts, *, avoid=(), fontsize="small") -> list:
 
 
 def layout(fig) -> None:
-    """Lay out a figure (``tight_layout``), then redo what depends on the final geometry (label placement)."""
-    fig.tight_layout()
+    """Lay out a figure of several charts (``tight_layout``; a figure with a colour bar keeps its own layout),
+    then redo what depends on the final geometry (label placement)."""
+    if len(fig.axes) > 1 and not any(hasattr(a, "_colorbar") for a in fig.axes):
+        fig.tight_layout()
     for run in getattr(fig, "carequal_relayout", []):
         run()
 
