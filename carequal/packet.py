@@ -56,9 +56,10 @@ from carequal.intervals import difference_interval, wilson
 from carequal.periods import previous_period
 from carequal.presentation import fmt_ci, fmt_pct, presentable, with_interval_text
 
-__all__ = ["PartnerPacket", "flow_display", "leakage_display", "leakage_findings", "leakage_plot", "leakage_table",
-           "leakage_trend", "load_partner_packet", "metric_trend", "packet_inputs", "packet_title", "partner_leakage",
-           "patient_flows", "readmitted_patients", "spending_notes", "status_findings", "status_grid", "status_table",
+__all__ = ["PACKET_SECTIONS", "PartnerPacket", "change_verdicts", "flow_display", "leakage_display",
+           "leakage_findings", "leakage_plot", "leakage_table", "leakage_trend", "load_partner_packet",
+           "metric_trend", "packet_glance", "packet_inputs", "packet_title", "partner_leakage", "patient_flows",
+           "readmitted_patients", "spending_notes", "status_findings", "status_grid", "status_table",
            "trend_findings", "value_axis", "write_extract", "write_packet_inputs"]
 
 SETTING_LABELS = {"acute": "Hospital", "snf": "SNF", "irf": "IRF", "ltch": "LTCH", "hha": "Home health"}
@@ -423,10 +424,7 @@ def status_display(table: pd.DataFrame) -> pd.DataFrame:
                                                                                                      r.measure)
         interval = "" if hidden or r.measure == "volume" or pd.isna(r.lower) else \
             f"{_fmt_value(r.lower, r.measure)}–{_fmt_value(r.upper, r.measure)}"
-        if pd.isna(r.target):
-            target = "suppressed" if r.target_basis.startswith("market") and r.benchmark_suppressed else "–"
-        else:
-            target = f"{'≤' if r.better == 'lower' else '≥'} {_fmt_value(r.target, r.measure)}"
+        target = _target_text(r)
         bench = "–" if r.measure == "volume" else ("suppressed" if r.benchmark_suppressed
                                                    else _fmt_value(r.benchmark, r.measure) or "–")
         change = _fmt_value(r.change, r.measure, change=True)
@@ -470,8 +468,10 @@ def status_findings(table: pd.DataFrame, packet: PartnerPacket) -> list[str]:
         if r.status == NOT_COMPUTED:
             out.append(f"{r.metric_label} could not be computed: {_why_not_computed(r.status_reason, r.metric)}.")
         if r.status == "not met" and not r.suppressed:
-            out.append(f"{r.metric_label}: {_fmt_value(r.value, r.measure)} against a target of "
-                       f"{'at most' if r.better == 'lower' else 'at least'} {_fmt_value(r.target, r.measure)} "
+            target = f"{'at most' if r.better == 'lower' else 'at least'} " + (
+                "the rate of the market's non-partners (not shown: small numbers)" if pd.isna(r.target)
+                else _fmt_value(r.target, r.measure))
+            out.append(f"{r.metric_label}: {_fmt_value(r.value, r.measure)} against a target of {target} "
                        f"({r.target_basis}).")
         if r.status == "met" and not r.suppressed and r.measure != "volume":
             out.append(f"{r.metric_label}: {_fmt_value(r.value, r.measure)}, better than the target of "
@@ -861,6 +861,87 @@ def write_extract(packet: PartnerPacket, folder: str | Path) -> list[Path]:
     return written
 
 
+def change_verdicts(table: pd.DataFrame, packet: PartnerPacket) -> dict[str, str | None]:
+    """For each metric of :func:`status_table` with a change shown, whether it changed for real since the period
+    before: "better", "worse" (the change's 95% interval, :func:`carequal.intervals.difference_interval`,
+    excludes 0), "no clear change", or None (a volume, or no interval)."""
+    reporting = _suppressed(_view(packet, "reporting"), packet.min_cell)
+    before = reporting[reporting["period"] < packet.period[0]].sort_values("period").groupby("metric").tail(1)
+    before = before.set_index("metric")
+    out = {}
+    for r in table.itertuples(index=False):
+        if pd.isna(r.change) or r.metric not in before.index:
+            continue
+        prev = before.loc[r.metric]
+        lo, hi = difference_interval(r.value, r.lower, r.upper, prev["value"], prev["lower"], prev["upper"])
+        lo, hi = float(lo), float(hi)
+        if r.measure == "volume" or np.isnan(lo) or np.isnan(hi):
+            out[r.metric] = None
+        elif lo > 0 or hi < 0:
+            out[r.metric] = "better" if (lo > 0) == (r.better == "higher") else "worse"
+        else:
+            out[r.metric] = "no clear change"
+    return out
+
+
+PACKET_SECTIONS = {"status": "Where the partnership stands", "trends": "Trends"}
+"""The packet's section headings (``##`` in ``notebooks/partner_packet.py``) that "At a glance" links to."""
+
+
+def _target_text(r) -> str:
+    """A target as text: "≤ 15.0%", or for a market target whose value is hidden (the market's non-partners
+    have small numbers) its definition, "≤ the market's non-partners": a target is never "suppressed"."""
+    sign = "≤" if r.better == "lower" else "≥"
+    if pd.isna(r.target):
+        return f"{sign} the market's non-partners" if str(r.target_basis).startswith("market") else "–"
+    return f"{sign} {_fmt_value(r.target, r.measure)}"
+
+
+def packet_glance(table: pd.DataFrame, packet: PartnerPacket, *, at_most: int = 3) -> list[tuple[str, str]]:
+    """Three or four plain-language sentences for the top of a partner packet, each with the heading of the
+    section that holds the detail (:data:`PACKET_SECTIONS`): how many agreed targets were met and missed over
+    the reporting period, which targets were missed (with the value against the target), which metrics changed
+    for real since the period before (:func:`change_verdicts`), and any control-chart signal of concern. Only
+    values the packet shows; a hidden value is never quoted."""
+    section = PACKET_SECTIONS["status"]
+    if table.empty:
+        return [("No agreed metric applies to this partner in the reporting period.", section)]
+    counts = table["status"].value_counts()
+    met, missed, open_ = (int(counts.get(k, 0)) for k in ("met", "not met", "not yet judgeable"))
+    first = f"Over the reporting period {packet.partner['name']} met {met} of its {len(table)} agreed targets " \
+            f"and missed {missed}"
+    first += f"; {open_} cannot be judged yet (too few cases, or too close to the target to call)." if open_ else "."
+    out = [(first, section)]
+    not_met = table[table["status"] == "not met"]
+    if len(not_met):
+        items = [f"{r.metric_label} ({_fmt_value(r.value, r.measure)} against a target of {_target_text(r)})"
+                 if not r.suppressed else r.metric_label for r in not_met.itertuples(index=False)]
+        more = len(items) - at_most
+        out.append((f"Targets missed: {'; '.join(items[:at_most])}{f'; and {more} more' if more > 0 else ''}.",
+                    section))
+    else:
+        out.append(("No target was missed.", section))
+    changes = change_verdicts(table, packet)
+    moved = [f"{r.metric_label} {'rose' if r.change > 0 else 'fell'} by "
+             f"{_fmt_value(abs(r.change), r.measure, change=True).lstrip('+')} ({changes[r.metric]})"
+             for r in table.itertuples(index=False) if changes.get(r.metric) in ("better", "worse")]
+    out.append((f"Changed for real since the period before: {'; '.join(moved)}." if moved else
+                "No agreed metric changed by more than chance since the period before.", section))
+    concerns = []
+    for metric in packet.agreement.metrics:
+        if metric.id not in set(table["metric"]):
+            continue
+        trend = metric_trend(packet, metric.id)
+        in_period = trend[(trend["period"] >= packet.period[0]) & (trend["signal"] == "concern")] \
+            if "signal" in trend else trend.iloc[:0]
+        if len(in_period):
+            concerns.append(metric.title)
+    if concerns:
+        out.append((f"A signal of concern on the control chart in the reporting period: {'; '.join(concerns)}.",
+                    PACKET_SECTIONS["trends"]))
+    return out
+
+
 def packet_record(table: pd.DataFrame, packet: PartnerPacket | None = None, *, recent: int = 8) -> dict:
     """The index's summary of a packet over the reporting period (``period``: its first day; ``period_end``):
     counts of each status and, with ``packet``, every agreed metric's status, value, interval and target as
@@ -876,9 +957,7 @@ def packet_record(table: pd.DataFrame, packet: PartnerPacket | None = None, *, r
     if packet is None:
         return record
     record["review_period"] = packet.agreement.review_period
-    reporting = _suppressed(_view(packet, "reporting"), packet.min_cell)
-    before = reporting[reporting["period"] < packet.period[0]].sort_values("period").groupby("metric").tail(1)
-    before = before.set_index("metric")
+    changes = change_verdicts(table, packet)
     metrics = []
     for r in table.itertuples(index=False):
         m = packet.agreement.metric(r.metric)
@@ -886,21 +965,12 @@ def packet_record(table: pd.DataFrame, packet: PartnerPacket | None = None, *, r
                 "value": None if r.suppressed or r.status == NOT_COMPUTED else _fmt_value(r.value, r.measure),
                 "interval": None if r.suppressed or r.measure == "volume" or pd.isna(r.lower) else
                 f"{_fmt_value(r.lower, r.measure)}–{_fmt_value(r.upper, r.measure)}",
-                "target": None if pd.isna(r.target) else
-                f"{'≤' if r.better == 'lower' else '≥'} {_fmt_value(r.target, r.measure)}",
+                "target": None if _target_text(r) == "–" else _target_text(r),
                 "change": None, "change_text": None, "change_verdict": None}
-        if pd.notna(r.change) and r.metric in before.index:
-            prev = before.loc[r.metric]
-            lo, hi = difference_interval(r.value, r.lower, r.upper, prev["value"], prev["lower"], prev["upper"])
-            lo, hi = float(lo), float(hi)
-            if r.measure == "volume" or np.isnan(lo) or np.isnan(hi):
-                verdict = None
-            elif lo > 0 or hi < 0:
-                verdict = "better" if (lo > 0) == (r.better == "higher") else "worse"
-            else:
-                verdict = "no clear change"
-            text = _fmt_value(abs(r.change), r.measure, change=True).lstrip("+")
-            item.update(change=float(r.change), change_text=text, change_verdict=verdict)
+        if r.metric in changes:
+            item.update(change=float(r.change), change_text=_fmt_value(abs(r.change), r.measure,
+                                                                        change=True).lstrip("+"),
+                        change_verdict=changes[r.metric])
         trend = metric_trend(packet, r.metric)
         if len(trend) and not trend.attrs.get("not_computed"):
             trend = trend.tail(recent)

@@ -7,7 +7,8 @@ labels and displays through this module, so a rate, an interval or a hidden valu
 * a computed table as the text a leader reads: :func:`presentable` (count columns under the names of
   :data:`COUNT_LABELS`; hidden values read "suppressed");
 * HTML: :func:`table_html` and its style :data:`REPORT_CSS`;
-* in a notebook: :func:`show_table` and :func:`show_findings`.
+* in a notebook: :func:`show_table`, :func:`show_findings` and :func:`show_glance` (the "At a glance" block at
+  the top of a report: :func:`glance_html`, each sentence linking to its section, :func:`section_anchor`).
 
 Nothing here computes or suppresses: the tables arrive already through small-cell suppression
 (:mod:`carequal.disclosure`); a missing value in a row marked ``suppressed`` is shown as "suppressed".
@@ -20,13 +21,12 @@ from html import escape
 import numpy as np
 import pandas as pd
 
-__all__ = ["COUNT_LABELS", "REPORT_CSS", "fmt_ci", "fmt_pct", "presentable", "show_findings", "show_table",
-           "shown_text", "table_html", "with_interval_text"]
+__all__ = ["COUNT_LABELS", "REPORT_CSS", "fmt_ci", "fmt_pct", "glance_html", "presentable", "section_anchor",
+           "show_findings", "show_glance", "show_table", "shown_text", "table_html", "with_interval_text"]
 
 COUNT_LABELS: dict[str, str] = {
     "n": "Cases", "events": "Events", "observed": "Observed", "prev_n": "Cases (last period)",
     "prev_events": "Events (last period)", "discharges": "Discharges", "removed": "Stays removed",
-    "loaded": "Rows loaded", "accepted": "Rows accepted", "quarantined": "Rows quarantined",
     "patients": "Patients", "person_years": "Person-years", "remaining": "Stays remaining",
     "dtc_n": "Post-acute stays",
 }
@@ -64,11 +64,12 @@ def fmt_ci(lo: float, hi: float, *, percent: bool = True, digits: int | None = N
 
 def presentable(table: pd.DataFrame, *, columns: dict[str, str | None], counts: tuple[str, ...] = (),
                 percent: tuple[str, ...] = (), ratio: tuple[str, ...] = (), number: tuple[str, ...] = (),
-                points: tuple[str, ...] = ()) -> pd.DataFrame:
+                points: tuple[str, ...] = (), integers: tuple[str, ...] = ()) -> pd.DataFrame:
     """A table as text for a leadership report: chosen columns renamed, counts with thousands separators
-    (under the names of :data:`COUNT_LABELS`), rates as percentages, differences of rates in percentage
-    points, ratios to two decimals; hidden values read "suppressed", values missing for another reason are
-    blank.
+    (under the names of :data:`COUNT_LABELS`; ``integers``: whole numbers that are not counts of patients,
+    e.g. rows of an input file, under the names given in ``columns``), rates as percentages, differences of
+    rates in percentage points, ratios to two decimals; hidden values read "suppressed", values missing for
+    another reason are blank.
 
     Parameters
     ----------
@@ -96,6 +97,8 @@ def presentable(table: pd.DataFrame, *, columns: dict[str, str | None], counts: 
         values = table[col]
         if col in counts:
             out[COUNT_LABELS[col]] = text(values, lambda v: f"{int(round(float(v))):,d}")
+        elif col in integers:
+            out[name] = text(values, lambda v: f"{int(round(float(v))):,d}")
         elif col in percent:
             out[name] = text(values, fmt_pct)
         elif col in ratio:
@@ -116,6 +119,11 @@ table.carequal-table td { text-align: right; padding: 3px 10px; font-variant-num
 table.carequal-table th:first-child, table.carequal-table td:first-child { text-align: left; }
 table.carequal-table td.text, table.carequal-table th.text { text-align: left; }
 table.carequal-table tr:nth-child(even) td { background: #f5f5f5; }
+section.carequal-glance { border: 2px solid #1f4e79; border-radius: 6px; padding: 0.3em 1.2em 0.6em 1.2em;
+  margin: 0.8em 0 1.4em 0; background: #f3f7fb; max-width: 60em; }
+section.carequal-glance h2 { margin-top: 0.4em; }
+section.carequal-glance li { margin: 0.35em 0; line-height: 1.45; }
+span.carequal-see { white-space: nowrap; font-size: 0.9em; }
 </style>"""
 """Style of the report's tables: text columns left-aligned, numbers right-aligned in tabular figures."""
 
@@ -146,6 +154,41 @@ def show_findings(sentences: list[str]) -> None:
     from IPython.display import Markdown, display
 
     display(Markdown("\n".join(f"- {s}" for s in sentences)))
+
+
+def section_anchor(heading: str) -> str:
+    """The id the report's HTML gives a Markdown heading (nbconvert: the text, spaces as hyphens).
+
+    Examples
+    --------
+    >>> section_anchor("Which facilities stand out?")
+    'Which-facilities-stand-out?'
+    """
+    return heading.strip().replace(" ", "-")
+
+
+def glance_html(items: list[tuple[str, str]]) -> str:
+    """The "At a glance" block: a heading and one bullet per ``(sentence, section heading)``, each ending with
+    a link to its section (:func:`section_anchor`).
+
+    Examples
+    --------
+    >>> html = glance_html([("Readmission is worse than expected.", "Headline findings")])
+    >>> '<a href="#Headline-findings">Headline findings</a>' in html and 'id="At-a-glance"' in html
+    True
+    """
+    items_html = "".join(f'<li>{escape(text)} <span class="carequal-see">See <a href="#'
+                         f'{escape(section_anchor(section))}">{escape(section)}</a>.</span></li>'
+                         for text, section in items)
+    return (f'<section class="carequal-glance" aria-labelledby="At-a-glance"><h2 id="At-a-glance">At a glance</h2>'
+            f"<ul>{items_html}</ul></section>")
+
+
+def show_glance(items: list[tuple[str, str]]) -> None:
+    """Display :func:`glance_html` in a notebook."""
+    from IPython.display import HTML, display  # only in a notebook kernel, as in show_findings
+
+    display(HTML(glance_html(items)))
 
 
 def show_table(frame: pd.DataFrame) -> None:

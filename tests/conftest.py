@@ -72,3 +72,23 @@ def sample_work(tmp_path_factory):
     work = tmp_path_factory.mktemp("sample_work")
     return prepare(Path(__file__).resolve().parents[1] / "data" / "sample", work, period_start="2024-01-01",
                    period_end="2024-12-31")
+
+
+@pytest.fixture(scope="session")
+def rendered_sample(tmp_path_factory):
+    """The sample batch rendered once for the tests that open it in a browser or read its PDF: Riverton's
+    report (the market with measures worse than expected) with its PDF, and the index. Skips, saying what to
+    install, when there is no Chromium."""
+    from pathlib import Path
+
+    from carequal.batch.pdf import find_chromium
+    from carequal.cli import main
+
+    if find_chromium() is None:
+        pytest.skip("no Chromium to print and open the reports: install Debian's `chromium` package (`.ci/run` "
+                    "does, as root) or set CAREQUAL_CHROMIUM to a Chromium or Chrome binary")
+    out = tmp_path_factory.mktemp("rendered") / "reports"
+    code = main(["report", "--data", str(Path(__file__).resolve().parents[1] / "data" / "sample"), "--out",
+                 str(out), "--markets", "Riverton", "--period", "2024", "--workers", "1", "--pdf", "--quiet"])
+    assert code == 0, f"the sample batch failed (exit status {code})"
+    return out

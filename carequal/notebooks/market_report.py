@@ -37,6 +37,7 @@ from carequal import plots
 from carequal import report as rpt
 from carequal.inputs import market_inputs
 from carequal.national import MEASURES
+from carequal.presentation import show_glance
 from carequal.sample import notebook_folders
 
 # third-party deprecation chatter is not for leaders; carequal's own warnings are turned into findings
@@ -66,6 +67,8 @@ display(HTML(rpt.REPORT_CSS))
 
 # %%
 display(Markdown(rpt.report_title(mr)))
+charts = {name: rpt.trend_chart(mr.rows, name, min_cell=mr.min_cell, end=mr.period[1]) for name in mr.measures}
+show_glance(rpt.at_a_glance(kpis, card, charts, since=mr.period[0]))
 
 # %% [markdown]
 # ## Headline findings
@@ -133,7 +136,7 @@ for name in mr.measures:
 
 # %%
 for name in mr.measures:
-    chart = rpt.trend_chart(mr.rows, name, min_cell=mr.min_cell, end=mr.period[1])
+    chart = charts[name]
     rpt.show_findings(rpt.trend_findings(chart, MEASURES[name].label, since=mr.period[0]))
     if len(chart) >= 3:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 4.8))
@@ -232,9 +235,10 @@ rpt.show_findings([rpt.impact_finding(rpt.impact_summary(mr.tables, market=marke
 display(Markdown("**Data quality at ingest** (all markets):"))
 validation = rpt.validation_table(mr.validation, min_cell=mr.min_cell)
 if len(validation):
-    rpt.show_table(rpt.presentable(validation, columns={"table": "Table", "loaded": None, "accepted": None,
-                                                        "quarantined": None},
-                                   counts=("loaded", "accepted", "quarantined")))
+    # rows of input files, not patients: never suppressed (validation_table says why)
+    rpt.show_table(rpt.presentable(validation, columns={"table": "Table", "rows_read": "Rows read",
+                                                        "rows_kept": "Rows kept", "rows_set_aside": "Rows set aside"},
+                                   integers=("rows_read", "rows_kept", "rows_set_aside")))
 display(Markdown("**Cohort attrition** (acute stays of the market's residents):"))
 rpt.show_table(rpt.presentable(rpt.attrition_table(mr.tables, min_cell=mr.min_cell),
                                columns={"description": "Step", "removed": None, "remaining": None},

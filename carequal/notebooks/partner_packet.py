@@ -33,6 +33,7 @@ from IPython.display import HTML, Markdown, display
 from carequal import packet as pk
 from carequal import plots
 from carequal import report as rpt
+from carequal.presentation import show_glance
 from carequal.sample import sample_packet_inputs
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -56,6 +57,7 @@ display(HTML(rpt.REPORT_CSS))
 
 # %%
 display(Markdown(pk.packet_title(pp)))
+show_glance(pk.packet_glance(latest, pp))
 
 # %% [markdown]
 # ## Where the partnership stands
