@@ -164,11 +164,19 @@ def period_positions(periods, *, freq: str | None = None) -> tuple[pd.DatetimeIn
 
 
 def _period_ticks(ax: Axes, mid, labels: list[str], freq: str, *, at_most: int = 9) -> None:
-    """One tick per period at its midpoint, labelled with the period (every k-th label when there are more
-    than ``at_most``; the other ticks stay as minor ticks), and the axis running half a period beyond."""
-    keep = [(m, t) for m, t in zip(mid, labels, strict=True) if not pd.isna(m)]
-    if not keep:
+    """One tick per period at its midpoint, labelled with the period (every k-th label, at regular steps, when
+    there are more than ``at_most``; the other ticks stay as minor ticks), and the axis running half a period
+    beyond. ``labels`` are those of :func:`period_positions` (the ticks are made for every period in the
+    range)."""
+    shown = [pd.Timestamp(m) for m in mid if not pd.isna(m)]
+    if not shown:
         return
+    # every period from the first to the last, including any the chart leaves out (hidden, too few cases), so
+    # that labelled ticks fall at regular steps
+    code = {"month": "M", "quarter": "Q", "year": "Y"}[freq]
+    every = pd.period_range(min(shown).to_period(code), max(shown).to_period(code), freq=code).start_time
+    full_mid, full_labels, _ = period_positions(every, freq=freq)
+    keep = list(zip(full_mid, full_labels, strict=True))
     k = max(1, int(np.ceil(len(keep) / at_most)))
     major = keep[::-1][::k][::-1]  # the latest period always labelled
     # two lines ("Q1" over "2024", "Mar" over "2024"): short enough not to run into each other
@@ -460,7 +468,7 @@ def funnel_plot(funnel, *, x: str | None = None, label_col: str | None = None, p
         _percent(ax.yaxis)
     adjusted_note = " (allowing for between-facility variation)" if adjusted and has_adjusted else ""
     ax.set_title(title or f"Which facilities stand out?{adjusted_note}")
-    legend(ax, loc="best")
+    legend(ax, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)  # below: clear of the limits and dots
 
     cls = units["funnel_class"].fillna("within").to_numpy() if "funnel_class" in units.columns else \
         np.array(["within"] * len(units))
@@ -550,7 +558,7 @@ def caterpillar_plot(table: pd.DataFrame, *, ratio: str = "ratio", lower: str = 
     ax.set_xlabel(xlabel or "Ratio to expected (1 = as expected; interval shown)")
     ax.set_ylabel("")
     ax.set_title(title or "Facilities ranked, with their uncertainty")
-    legend(ax, loc="lower right")
+    legend(ax, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)  # below: clear of the intervals
     above, below = np.flatnonzero(lo > reference), np.flatnonzero(hi < reference)
     parts = [f"{len(idx)} with the interval wholly {word} {reference:g} ({_names(names[idx][::-1])})"
              for idx, word in ((above, "above"), (below, "below")) if len(idx)]

@@ -184,6 +184,23 @@ def test_funnel_labels_clear_of_the_limits_target_and_each_other():
         assert not any(a.overlaps(b) for b in boxes[i + 1:])
 
 
+def test_funnel_and_caterpillar_legends_sit_outside_the_plot():
+    # inside, "best" still put the legend over the target line and a dot (issue 16's screenshots)
+    df = pd.DataFrame({"unit_id": list("ABCDE"), "observed": [25, 47, 30, 60, 20],
+                       "expected": [23.0, 44.6, 25.0, 50.0, 22.0]})
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 5.5))
+    plots.funnel_plot(funnel_data(df, overdispersion="none"), label_col="unit_id", ax=ax1)
+    t = pd.DataFrame({"group": list("AB"), "ratio": [1.2, 0.8], "lower": [1.05, 0.6], "upper": [1.4, 1.1],
+                      "is_partner": [True, False]})
+    plots.caterpillar_plot(t, partner="is_partner", ax=ax2)
+    plots.layout(fig)
+    renderer = fig.canvas.get_renderer()
+    for ax in (ax1, ax2):
+        box = ax.get_legend().get_window_extent(renderer)
+        assert not box.overlaps(ax.get_window_extent(renderer))
+        assert box.y0 >= 0  # and inside the figure
+
+
 def test_partnership_start_is_not_written_over_the_target_line():
     fig, ax = plt.subplots(figsize=(9, 4.2))
     plots.target_trend_plot(_yearly_trend(target=0.19), start="2022-03-01", ax=ax)
