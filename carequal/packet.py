@@ -323,7 +323,8 @@ def packet_title(packet: PartnerPacket) -> str:
     start = "" if pd.isna(p["start"]) else f" · partner since {pd.Timestamp(p['start']):%d %B %Y}"
     return (f"# {p['name']}\n\n**{packet.agreement.name}: partner packet** · {SETTING_LABELS[p['setting']]} in "
             f"{p['market']}{start} · {lo:%d %B %Y} to {hi:%d %B %Y}, reviewed by {packet.agreement.review_period}"
-            f"\n\n**Privacy:** {suppression_statement(packet.min_cell)}")
+            f"\n\n**Privacy:** {suppression_statement(packet.min_cell)} Such values read \"suppressed\" in the "
+            "tables below.")
 
 
 def _view(packet: PartnerPacket, view: str) -> pd.DataFrame:
@@ -890,10 +891,10 @@ PACKET_SECTIONS = {"status": "Where the partnership stands", "trends": "Trends"}
 
 def _target_text(r) -> str:
     """A target as text: "≤ 15.0%", or for a market target whose value is hidden (the market's non-partners
-    have small numbers) its definition, "≤ the market's non-partners": a target is never "suppressed"."""
+    have small numbers) its definition, "≤ market non-partners −5%": a target is never "suppressed"."""
     sign = "≤" if r.better == "lower" else "≥"
     if pd.isna(r.target):
-        return f"{sign} the market's non-partners" if str(r.target_basis).startswith("market") else "–"
+        return f"{sign} {r.target_basis}" if str(r.target_basis).startswith("market") else "–"
     return f"{sign} {_fmt_value(r.target, r.measure)}"
 
 
@@ -909,18 +910,18 @@ def packet_glance(table: pd.DataFrame, packet: PartnerPacket, *, at_most: int = 
     counts = table["status"].value_counts()
     met, missed, open_ = (int(counts.get(k, 0)) for k in ("met", "not met", "not yet judgeable"))
     first = f"Over the reporting period {packet.partner['name']} met {met} of its {len(table)} agreed targets " \
-            f"and missed {missed}"
+            f"and missed {missed or 'none'}"
     first += f"; {open_} cannot be judged yet (too few cases, or too close to the target to call)." if open_ else "."
     out = [(first, section)]
-    not_met = table[table["status"] == "not met"]
-    if len(not_met):
+    for status, words in (("not met", "Targets missed"), ("met", "Targets met beyond doubt")):
+        hits = table[table["status"] == status]
+        if hits.empty:
+            continue
         items = [f"{r.metric_label} ({_fmt_value(r.value, r.measure)} against a target of {_target_text(r)})"
-                 if not r.suppressed else r.metric_label for r in not_met.itertuples(index=False)]
+                 if not r.suppressed else r.metric_label for r in hits.itertuples(index=False)]
         more = len(items) - at_most
-        out.append((f"Targets missed: {'; '.join(items[:at_most])}{f'; and {more} more' if more > 0 else ''}.",
-                    section))
-    else:
-        out.append(("No target was missed.", section))
+        out.append((f"{words}: {'; '.join(items[:at_most])}{f'; and {more} more' if more > 0 else ''}.", section))
+        break  # the missed targets when there are any, else the ones met
     changes = change_verdicts(table, packet)
     moved = [f"{r.metric_label} {'rose' if r.change > 0 else 'fell'} by "
              f"{_fmt_value(abs(r.change), r.measure, change=True).lstrip('+')} ({changes[r.metric]})"

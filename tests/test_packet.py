@@ -55,6 +55,35 @@ def test_a_packet_and_an_extract_per_partner(packets):
     assert "7 of 7 partner packets ready" in index and "extract (Excel)" in index
 
 
+def test_every_packet_opens_with_at_a_glance_and_never_hides_a_target(packets):
+    """Issue 16: 3–5 sentences from the numbers at the top (the counts of targets met and missed those of the
+    index), each linking to a section of the packet; a target never reads "suppressed"."""
+    from html import unescape
+
+    from safe_to_share import HtmlTables
+
+    manifest = packets["result"].manifest
+    for fid, record in manifest["partners"].items():
+        html = (packets["out"] / f"{fid}.html").read_text()
+        glance = re.search(r'<section[^>]*class="carequal-glance"[^>]*>(.*?)</section>', html, flags=re.DOTALL)
+        assert glance, fid
+        assert html.index("carequal-glance\"") < html.index('id="Where-the-partnership-stands"')  # first
+        items = [unescape(re.sub(r"<[^>]+>", "", li)) for li in re.findall(r"<li>(.*?)</li>", glance[1])]
+        assert 3 <= len(items) <= 5, (fid, items)
+        kpis = record["kpis"]
+        assert f"met {kpis['met']} of its" in items[0] and f"missed {kpis['not_met'] or 'none'}" in items[0]
+        for target in re.findall(r'href="#([^"]+)"', glance[1]):
+            assert f'id="{target}"' in html, (fid, target)
+        parser = HtmlTables()
+        parser.feed(html)
+        status = parser.tables[0]
+        column = status[0].index("Target")
+        assert all(row[column] != "suppressed" for row in status[1:]), fid
+        assert all(m.get("target") != "suppressed" for m in kpis["metrics"])
+    index = (packets["out"] / "index.html").read_text()
+    assert "over the whole reporting period (1 January 2024 to 31 December 2024)" in index.replace("\n", " ")
+
+
 def test_spending_and_leakage_in_the_packets(packets, sample):
     # the sample agreement's spending metric is in every packet; network leakage only in the hospitals'
     fac = sample["facilities"].set_index("facility_id")
