@@ -283,10 +283,10 @@ def headline_findings(kpis: pd.DataFrame, *, market: str, period, previous) -> l
         spec = MEASURES[row.measure]
         if pd.isna(row.rate):
             sentences.append(f"{row.label}: too few cases at {market}'s facilities in this period to report "
-                             "(small numbers are suppressed to protect patients' privacy).")
+                             "(suppressed).")
             continue
         if pd.isna(row.ratio_lower):
-            verdict = "not compared with expectation (small numbers suppressed)"
+            verdict = "not compared with expectation (suppressed)"
         elif row.ratio_lower > 1:
             verdict = "higher than expected"
         elif row.ratio_upper < 1:
@@ -993,6 +993,10 @@ _PLAIN_NOTES = [
      lambda m: f"Only {m[1]} facilit{'y' if m[1] == '1' else 'ies'} could be used to measure how much facilities "
                "differ from each other beyond chance, too few to measure it: the funnel's limits allow for chance "
                "alone, so they may flag a facility that a larger comparison would not."),
+    (r"cannot protect (\d+) group column\(s\) inside the table.*",
+     lambda m: "In the candidate partners' table, a hidden small number sits beside zeros in "
+               f"{m[1]} column{'' if m[1] == '1' else 's'}: the column's total is therefore not shown anywhere in "
+               "this report, since it would give the hidden number away."),
 ]
 """Technical warnings raised while the report is computed, and the words a manager reads in the appendix."""
 
@@ -1014,10 +1018,13 @@ def plain_note(message: str) -> str:
     return f"Detail for analysts: {message}"
 
 
-def report_notes(card: pd.DataFrame, mr: MarketReport) -> list[str]:
+def report_notes(card: pd.DataFrame, mr: MarketReport, *more: pd.DataFrame) -> list[str]:
     """Notes for the methods appendix, in plain words (:func:`plain_note`): what happened while the
-    scorecard and the funnel limits were computed. The suppression rule is stated once, under the title."""
-    return [plain_note(n) for n in dict.fromkeys(card.attrs.get("notes", []))]
+    scorecard and the funnel limits were computed, and while any of ``more`` tables (e.g. the candidate
+    partners) was made safe to share (their ``attrs["notes"]``). The suppression rule is stated once, under
+    the title."""
+    notes = [n for table in (card, *more) for n in table.attrs.get("notes", [])]
+    return [plain_note(n) for n in dict.fromkeys(notes)]
 
 
 # ------------------------------------------------------ for the notebooks until they import carequal.presentation

@@ -91,6 +91,11 @@ def test_technical_notes_in_manager_words():
     assert note.startswith("3 facilities had no events in the period.")
     for word in ("z-score", "SHMI", "φ", "τ²", "funnel_data", "unit(s)"):
         assert word not in note
+    candidates = rpt.plain_note("cannot protect 2 group column(s) inside the table (snf in group A; irf in group "
+                                "B): one cell is hidden and the others show 0, so the group's total, which is not "
+                                "in the table, would reveal it; do not publish that total, or add total rows "
+                                "(total_rows) so that suppress_counts can hide them")
+    assert candidates.startswith("In the candidate partners' table") and "suppress_counts" not in candidates
     card = pd.DataFrame()
     card.attrs["notes"] = ["funnel_data: only 1 unit(s) to estimate the dispersion; τ² set to 0"] * 2
     notes = rpt.report_notes(card, SimpleNamespace(min_cell=11))

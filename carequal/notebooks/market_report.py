@@ -253,4 +253,4 @@ if mr.measures:
         calib = mr.reference.calibration[mr.reference.calibration["measure"] == name]
         plots.calibration_plot(calib, ax=ax, title=f"{MEASURES[name].label}: calibration")
     plots.show(fig)
-rpt.show_findings(rpt.unavailable_findings(mr) + rpt.report_notes(card, mr))
+rpt.show_findings(rpt.unavailable_findings(mr) + rpt.report_notes(card, mr, candidates))
