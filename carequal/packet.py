@@ -54,7 +54,7 @@ from carequal.disclosure import cell_threshold, check_suppressed, suppress_count
 from carequal.errors import ParameterError
 from carequal.intervals import difference_interval, wilson
 from carequal.periods import previous_period
-from carequal.presentation import fmt_ci, fmt_pct, presentable, with_interval_text
+from carequal.presentation import HIDDEN_IN_TABLES, fmt_ci, fmt_pct, presentable, with_interval_text
 
 __all__ = ["PACKET_SECTIONS", "PartnerPacket", "change_verdicts", "flow_display", "leakage_display",
            "leakage_findings", "leakage_plot", "leakage_table", "leakage_trend", "load_partner_packet",
@@ -323,8 +323,7 @@ def packet_title(packet: PartnerPacket) -> str:
     start = "" if pd.isna(p["start"]) else f" · partner since {pd.Timestamp(p['start']):%d %B %Y}"
     return (f"# {p['name']}\n\n**{packet.agreement.name}: partner packet** · {SETTING_LABELS[p['setting']]} in "
             f"{p['market']}{start} · {lo:%d %B %Y} to {hi:%d %B %Y}, reviewed by {packet.agreement.review_period}"
-            f"\n\n**Privacy:** {suppression_statement(packet.min_cell)} Such values read \"suppressed\" in the "
-            "tables below.")
+            f"\n\n**Privacy:** {suppression_statement(packet.min_cell)} {HIDDEN_IN_TABLES}")
 
 
 def _view(packet: PartnerPacket, view: str) -> pd.DataFrame:

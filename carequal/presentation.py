@@ -21,8 +21,9 @@ from html import escape
 import numpy as np
 import pandas as pd
 
-__all__ = ["COUNT_LABELS", "REPORT_CSS", "fmt_ci", "fmt_pct", "glance_html", "presentable", "section_anchor",
-           "show_findings", "show_glance", "show_table", "shown_text", "table_html", "with_interval_text"]
+__all__ = ["COUNT_LABELS", "HIDDEN_IN_TABLES", "REPORT_CSS", "fmt_ci", "fmt_pct", "glance_html", "presentable",
+           "section_anchor", "show_findings", "show_glance", "show_table", "shown_text", "table_html",
+           "with_interval_text"]
 
 COUNT_LABELS: dict[str, str] = {
     "n": "Cases", "events": "Events", "observed": "Observed", "prev_n": "Cases (last period)",
@@ -68,8 +69,9 @@ def presentable(table: pd.DataFrame, *, columns: dict[str, str | None], counts: 
     """A table as text for a leadership report: chosen columns renamed, counts with thousands separators
     (under the names of :data:`COUNT_LABELS`; ``integers``: whole numbers that are not counts of patients,
     e.g. rows of an input file, under the names given in ``columns``), rates as percentages, differences of
-    rates in percentage points, ratios to two decimals; hidden values read "suppressed", values missing for
-    another reason are blank.
+    rates in percentage points, ratios to two decimals; hidden values read "suppressed", once a row (see
+    :data:`HIDDEN_IN_TABLES`: beside a hidden count the values it would give away are blank), and values
+    missing for another reason are blank.
 
     Parameters
     ----------
@@ -79,11 +81,13 @@ def presentable(table: pd.DataFrame, *, columns: dict[str, str | None], counts: 
 
     Examples
     --------
-    >>> t = pd.DataFrame({"name": ["A", "B"], "n": pd.array([120, pd.NA], dtype="Int64"), "rate": [0.1, None]})
+    >>> t = pd.DataFrame({"name": ["A", "B", "C"], "n": pd.array([120, pd.NA, 300], dtype="Int64"),
+    ...                   "rate": [0.1, None, None], "suppressed": [False, True, True]})
     >>> presentable(t, columns={"name": "Facility", "n": None, "rate": "Rate"}, counts=("n",), percent=("rate",))
       Facility       Cases        Rate
     0        A         120       10.0%
-    1        B  suppressed  suppressed
+    1        B  suppressed
+    2        C         300  suppressed
     """
     hidden_row = (table["suppressed"].astype(bool).to_numpy() if "suppressed" in table
                   else np.ones(len(table), dtype=bool))
@@ -109,6 +113,15 @@ def presentable(table: pd.DataFrame, *, columns: dict[str, str | None], counts: 
             out[name] = text(values, lambda v: f"{float(v):,.1f}")
         else:
             out[name] = ["" if pd.isna(v) else str(v) for v in values]
+    # a hidden value is said once: where a count of the row reads "suppressed", the values it would give away
+    # (rate, ratio, interval, change) are left blank rather than saying it again in every cell
+    count_names = [COUNT_LABELS[c] for c in columns if c in counts] + [columns[c] for c in columns if c in integers]
+    said = np.zeros(len(table), dtype=bool)
+    for name in count_names:
+        said |= np.array([t == "suppressed" for t in out[name]], dtype=bool)
+    for name in out:
+        if name not in count_names:
+            out[name] = ["" if s and t == "suppressed" else t for t, s in zip(out[name], said, strict=True)]
     return pd.DataFrame(out)
 
 
@@ -126,6 +139,11 @@ section.carequal-glance li { margin: 0.35em 0; line-height: 1.45; }
 span.carequal-see { white-space: nowrap; font-size: 0.9em; }
 </style>"""
 """Style of the report's tables: text columns left-aligned, numbers right-aligned in tabular figures."""
+
+
+HIDDEN_IN_TABLES = ('In the tables a hidden count reads "suppressed"; the rate, ratio and interval it would give '
+                    "away are left blank beside it.")
+"""How a hidden value looks in a report's tables (:func:`presentable`), said once under the report's title."""
 
 
 def table_html(frame: pd.DataFrame) -> str:

@@ -48,7 +48,7 @@ from carequal.loaders import read_market, read_validation_summary
 from carequal.measures import standardised_rates, trend_table
 from carequal.national import MEASURES, read_reference
 from carequal.periods import previous_period, reporting_period
-from carequal.presentation import fmt_ci, fmt_pct, with_interval_text
+from carequal.presentation import HIDDEN_IN_TABLES, fmt_ci, fmt_pct, with_interval_text
 
 __all__ = ["MarketReport", "SECTIONS", "at_a_glance", "attrition_table", "chronic_table", "destination_findings",
            "destination_table", "facility_scorecard", "flow_for_chart", "flow_table", "funnel_for",
@@ -980,8 +980,7 @@ def report_title(mr: MarketReport) -> str:
     return (f"# {mr.market}: partnership quality report\n\n**Reporting period:** {start} to {end}. "
             f"**Compared with:** the national average for the same patients (all markets in the data). "
             f"**Conditions:** {', '.join(c.replace('_', ' ') for c in mr.conditions)}.\n\n"
-            f"**Privacy:** {suppression_statement(mr.min_cell)} Such values read \"suppressed\" in the tables "
-            "below.")
+            f"**Privacy:** {suppression_statement(mr.min_cell)} {HIDDEN_IN_TABLES}")
 
 
 _PLAIN_NOTES = [
