@@ -468,14 +468,15 @@ def status_findings(table: pd.DataFrame, packet: PartnerPacket) -> list[str]:
         if r.status == NOT_COMPUTED:
             out.append(f"{r.metric_label} could not be computed: {_why_not_computed(r.status_reason, r.metric)}.")
         if r.status == "not met" and not r.suppressed:
-            target = f"{'at most' if r.better == 'lower' else 'at least'} " + (
-                "the rate of the market's non-partners (not shown: small numbers)" if pd.isna(r.target)
-                else _fmt_value(r.target, r.measure))
-            out.append(f"{r.metric_label}: {_fmt_value(r.value, r.measure)} against a target of {target} "
-                       f"({r.target_basis}).")
+            target = f"its target ({r.target_basis})" if pd.isna(r.target) else \
+                f"a target of {'at most' if r.better == 'lower' else 'at least'} " \
+                f"{_fmt_value(r.target, r.measure)} ({r.target_basis})"
+            out.append(f"{r.metric_label}: {_fmt_value(r.value, r.measure)} against {target}.")
         if r.status == "met" and not r.suppressed and r.measure != "volume":
-            out.append(f"{r.metric_label}: {_fmt_value(r.value, r.measure)}, better than the target of "
-                       f"{_fmt_value(r.target, r.measure)} beyond statistical doubt.")
+            target = f"its target ({r.target_basis})" if pd.isna(r.target) else \
+                f"the target of {_fmt_value(r.target, r.measure)}"
+            out.append(f"{r.metric_label}: {_fmt_value(r.value, r.measure)}, better than {target} beyond "
+                       "statistical doubt.")
     return out
 
 

@@ -487,6 +487,7 @@ def funnel_plot(funnel, *, x: str | None = None, label_col: str | None = None, p
                                   f"{', partner' if is_partner[i] else ''}, outside the {cls[i].split()[-1]} limit"
                                   for i in hit) + ")")
     found = "; ".join(parts) if parts else ("the one facility within the limits" if len(units) == 1 else
+                                            "both facilities within the limits" if len(units) == 2 else
                                             f"all {len(units)} facilities within the limits")
     _describe(ax, f"Funnel plot ({_title(ax)}): {found}. The widest limits drawn are the {widest}s.",
               "Look for dots outside the funnel lines: only those facilities differ from expectation by more than "
