@@ -156,7 +156,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
                        allow_small_cells=args.allow_small_cells, work=args.work, force=args.force,
                        strict=args.strict, wait=args.wait, progress=not args.quiet, scheduler=args.scheduler,
                        by=args.by, agreement=args.agreement, patient_lists=args.patient_lists,
-                       fresh_kernels=args.fresh_kernels, **({"notebook": args.notebook} if args.notebook else {}))
+                       fresh_kernels=args.fresh_kernels, pdf=args.pdf,
+                       **({"notebook": args.notebook} if args.notebook else {}))
     for line in result.quarantine:
         print(f"carequal report: quarantined {line}", file=sys.stderr)
     for line in result.notes:
@@ -259,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "CSV, for care coordination) to DIR, which must be outside --out")
     p.add_argument("--fresh-kernels", action="store_true",
                    help="a new kernel for every report (default: each worker reuses one kernel for up to 25)")
+    p.add_argument("--pdf", action="store_true",
+                   help="also print each report to a board-ready PDF beside it (needs a Chromium browser: "
+                        "`apt-get install chromium` on Debian/Ubuntu, or CAREQUAL_CHROMIUM=/path/to/chrome)")
     p.add_argument("--notebook", default=None, help=argparse.SUPPRESS)
     p.add_argument("--to-db", default=None, metavar="URL[/SCHEMA]",
                    help="also write the aggregate, suppressed tables of the run (partner extracts, market KPIs) to "

@@ -52,16 +52,17 @@ from carequal.compare import p_chart
 from carequal.cost import network_leakage
 from carequal.disclosure import cell_threshold, check_suppressed, suppress_counts, suppression_statement
 from carequal.errors import ParameterError
-from carequal.intervals import wilson
+from carequal.intervals import difference_interval, wilson
 from carequal.measured import episodes_of, measure_cohort
 from carequal.periods import previous_period
-from carequal.presentation import fmt_ci, fmt_pct, presentable, with_interval_text
+from carequal.presentation import HIDDEN_IN_TABLES, fmt_ci, fmt_pct, presentable, with_interval_text
 
-__all__ = ["PartnerPacket", "flow_display", "leakage_display", "leakage_findings", "leakage_plot", "leakage_table",
-           "leakage_trend", "load_partner_packet", "metric_trend", "packet_inputs", "packet_record", "packet_title",
-           "partner_leakage", "patient_flows", "readmitted_patients", "spending_notes", "status_display",
-           "status_findings", "status_grid", "status_table", "trend_findings", "value_axis", "write_extract",
-           "write_packet_inputs", "write_record"]
+__all__ = ["PACKET_SECTIONS", "PartnerPacket", "change_verdicts", "flow_display", "leakage_display",
+           "leakage_findings", "leakage_plot", "leakage_table", "leakage_trend", "load_partner_packet",
+           "metric_trend", "packet_glance", "packet_inputs", "packet_record", "packet_title", "partner_leakage",
+           "patient_flows", "readmitted_patients", "spending_notes", "status_display", "status_findings",
+           "status_grid", "status_table", "trend_findings", "value_axis", "write_extract", "write_packet_inputs",
+           "write_record"]
 
 SETTING_LABELS = {"acute": "Hospital", "snf": "SNF", "irf": "IRF", "ltch": "LTCH", "hha": "Home health"}
 
@@ -345,7 +346,7 @@ def packet_title(packet: PartnerPacket) -> str:
     start = "" if pd.isna(p["start"]) else f" · partner since {pd.Timestamp(p['start']):%d %B %Y}"
     return (f"# {p['name']}\n\n**{packet.agreement.name}: partner packet** · {SETTING_LABELS[p['setting']]} in "
             f"{p['market']}{start} · {lo:%d %B %Y} to {hi:%d %B %Y}, reviewed by {packet.agreement.review_period}"
-            f"\n\n**Privacy:** {suppression_statement(packet.min_cell)}")
+            f"\n\n**Privacy:** {suppression_statement(packet.min_cell)} {HIDDEN_IN_TABLES}")
 
 
 def _view(packet: PartnerPacket, view: str) -> pd.DataFrame:
@@ -446,10 +447,7 @@ def status_display(table: pd.DataFrame) -> pd.DataFrame:
                                                                                                      r.measure)
         interval = "" if hidden or r.measure == "volume" or pd.isna(r.lower) else \
             f"{_fmt_value(r.lower, r.measure)}–{_fmt_value(r.upper, r.measure)}"
-        if pd.isna(r.target):
-            target = "suppressed" if r.target_basis.startswith("market") and r.benchmark_suppressed else "–"
-        else:
-            target = f"{'≤' if r.better == 'lower' else '≥'} {_fmt_value(r.target, r.measure)}"
+        target = _target_text(r)
         bench = "–" if r.measure == "volume" else ("suppressed" if r.benchmark_suppressed
                                                    else _fmt_value(r.benchmark, r.measure) or "–")
         change = _fmt_value(r.change, r.measure, change=True)
@@ -493,12 +491,15 @@ def status_findings(table: pd.DataFrame, packet: PartnerPacket) -> list[str]:
         if r.status == NOT_COMPUTED:
             out.append(f"{r.metric_label} could not be computed: {_why_not_computed(r.status_reason, r.metric)}.")
         if r.status == "not met" and not r.suppressed:
-            out.append(f"{r.metric_label}: {_fmt_value(r.value, r.measure)} against a target of "
-                       f"{'at most' if r.better == 'lower' else 'at least'} {_fmt_value(r.target, r.measure)} "
-                       f"({r.target_basis}).")
+            target = f"its target ({r.target_basis})" if pd.isna(r.target) else \
+                f"a target of {'at most' if r.better == 'lower' else 'at least'} " \
+                f"{_fmt_value(r.target, r.measure)} ({r.target_basis})"
+            out.append(f"{r.metric_label}: {_fmt_value(r.value, r.measure)} against {target}.")
         if r.status == "met" and not r.suppressed and r.measure != "volume":
-            out.append(f"{r.metric_label}: {_fmt_value(r.value, r.measure)}, better than the target of "
-                       f"{_fmt_value(r.target, r.measure)} beyond statistical doubt.")
+            target = f"its target ({r.target_basis})" if pd.isna(r.target) else \
+                f"the target of {_fmt_value(r.target, r.measure)}"
+            out.append(f"{r.metric_label}: {_fmt_value(r.value, r.measure)}, better than {target} beyond "
+                       "statistical doubt.")
     return out
 
 
@@ -760,13 +761,15 @@ def leakage_plot(trend: pd.DataFrame, packet: PartnerPacket, ax=None):
              title="Discharges to post-acute care going to non-partner providers",
              ylabel="Share to non-partners")
     start = packet.partner["start"]
-    if pd.notna(start):
-        ax.axvline(pd.Timestamp(start), color="#555555", linewidth=1, linestyle=":")
-        ax.annotate("partnership starts", (pd.Timestamp(start), 1), xycoords=("data", "axes fraction"),
-                    xytext=(3, -12), textcoords="offset points", fontsize=9, color="#555555")
-    if len(trend):  # every period on the axis, hidden ones at the end included
-        pad = pd.Timedelta(days=20)
-        ax.set_xlim(pd.Timestamp(trend["period"].min()) - pad, pd.Timestamp(trend["period"].max()) + pad)
+    if pd.notna(start):  # the start's date in the legend, not written over the lines
+        from carequal.plots import legend
+
+        ax.axvline(pd.Timestamp(start), color="#555555", linewidth=1.2, linestyle=(0, (1, 3)),
+                   label=f"Partnership starts ({pd.Timestamp(start):%-d %b %Y})")
+        lo, hi = ax.get_xlim()
+        ax.set_xlim(min(lo, ax.convert_xunits(pd.Timestamp(start)) - 20), hi)
+        legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1))
+        ax.carequal_alt = ax.carequal_alt.rstrip(".") + f"; partnership started {pd.Timestamp(start):%-d %B %Y}."
     ax.set_xlabel({"month": "Month", "quarter": "Quarter"}[packet.agreement.review_period])
     return ax
 
@@ -882,13 +885,128 @@ def write_extract(packet: PartnerPacket, folder: str | Path) -> list[Path]:
     return written
 
 
-def packet_record(table: pd.DataFrame) -> dict:
-    """The index's summary of a packet: counts of each status in the latest period."""
+def change_verdicts(table: pd.DataFrame, packet: PartnerPacket) -> dict[str, str | None]:
+    """For each metric of :func:`status_table` with a change shown, whether it changed for real since the period
+    before: "better", "worse" (the change's 95% interval, :func:`carequal.intervals.difference_interval`,
+    excludes 0), "no clear change", or None (a volume, or no interval)."""
+    reporting = _suppressed(_view(packet, "reporting"), packet.min_cell)
+    before = reporting[reporting["period"] < packet.period[0]].sort_values("period").groupby("metric").tail(1)
+    before = before.set_index("metric")
+    out = {}
+    for r in table.itertuples(index=False):
+        if pd.isna(r.change) or r.metric not in before.index:
+            continue
+        prev = before.loc[r.metric]
+        lo, hi = difference_interval(r.value, r.lower, r.upper, prev["value"], prev["lower"], prev["upper"])
+        lo, hi = float(lo), float(hi)
+        if r.measure == "volume" or np.isnan(lo) or np.isnan(hi):
+            out[r.metric] = None
+        elif lo > 0 or hi < 0:
+            out[r.metric] = "better" if (lo > 0) == (r.better == "higher") else "worse"
+        else:
+            out[r.metric] = "no clear change"
+    return out
+
+
+PACKET_SECTIONS = {"status": "Where the partnership stands", "trends": "Trends"}
+"""The packet's section headings (``##`` in ``notebooks/partner_packet.py``) that "At a glance" links to."""
+
+
+def _target_text(r) -> str:
+    """A target as text: "≤ 15.0%", or for a market target whose value is hidden (the market's non-partners
+    have small numbers) its definition, "≤ market non-partners −5%": a target is never "suppressed"."""
+    sign = "≤" if r.better == "lower" else "≥"
+    if pd.isna(r.target):
+        return f"{sign} {r.target_basis}" if str(r.target_basis).startswith("market") else "–"
+    return f"{sign} {_fmt_value(r.target, r.measure)}"
+
+
+def packet_glance(table: pd.DataFrame, packet: PartnerPacket, *, at_most: int = 3) -> list[tuple[str, str]]:
+    """Three or four plain-language sentences for the top of a partner packet, each with the heading of the
+    section that holds the detail (:data:`PACKET_SECTIONS`): how many agreed targets were met and missed over
+    the reporting period, which targets were missed (with the value against the target), which metrics changed
+    for real since the period before (:func:`change_verdicts`), and any control-chart signal of concern. Only
+    values the packet shows; a hidden value is never quoted."""
+    section = PACKET_SECTIONS["status"]
+    if table.empty:
+        return [("No agreed metric applies to this partner in the reporting period.", section)]
+    counts = table["status"].value_counts()
+    met, missed, open_ = (int(counts.get(k, 0)) for k in ("met", "not met", "not yet judgeable"))
+    first = f"Over the reporting period {packet.partner['name']} met {met} of its {len(table)} agreed targets " \
+            f"and missed {missed or 'none'}"
+    first += f"; {open_} cannot be judged yet (too few cases, or too close to the target to call)." if open_ else "."
+    out = [(first, section)]
+    for status, words in (("not met", "Targets missed"), ("met", "Targets met beyond doubt")):
+        hits = table[table["status"] == status]
+        if hits.empty:
+            continue
+        items = [f"{r.metric_label} ({_fmt_value(r.value, r.measure)} against a target of {_target_text(r)})"
+                 if not r.suppressed else r.metric_label for r in hits.itertuples(index=False)]
+        more = len(items) - at_most
+        out.append((f"{words}: {'; '.join(items[:at_most])}{f'; and {more} more' if more > 0 else ''}.", section))
+        break  # the missed targets when there are any, else the ones met
+    changes = change_verdicts(table, packet)
+    moved = [f"{r.metric_label} {'rose' if r.change > 0 else 'fell'} by "
+             f"{_fmt_value(abs(r.change), r.measure, change=True).lstrip('+')} ({changes[r.metric]})"
+             for r in table.itertuples(index=False) if changes.get(r.metric) in ("better", "worse")]
+    out.append((f"Changed for real since the period before: {'; '.join(moved)}." if moved else
+                "No agreed metric changed by more than chance since the period before.", section))
+    concerns = []
+    for metric in packet.agreement.metrics:
+        if metric.id not in set(table["metric"]):
+            continue
+        trend = metric_trend(packet, metric.id)
+        in_period = trend[(trend["period"] >= packet.period[0]) & (trend["signal"] == "concern")] \
+            if "signal" in trend else trend.iloc[:0]
+        if len(in_period):
+            concerns.append(metric.title)
+    if concerns:
+        out.append((f"A signal of concern on the control chart in the reporting period: {'; '.join(concerns)}.",
+                    PACKET_SECTIONS["trends"]))
+    return out
+
+
+def packet_record(table: pd.DataFrame, packet: PartnerPacket | None = None, *, recent: int = 8) -> dict:
+    """The index's summary of a packet over the reporting period (``period``: its first day; ``period_end``):
+    counts of each status and, with ``packet``, every agreed metric's status, value, interval and target as
+    text, its change from the period before with the change's 95% interval (:func:`carequal.intervals.
+    difference_interval`) and verdict ("better", "worse", "no clear change"), and its values in the last
+    ``recent`` review periods for the trend line. Only values already suppressed; no count."""
     counts = table["status"].value_counts() if len(table) else pd.Series(dtype=int)
-    return {"period": None if table.empty else str(table["period"].iloc[0].date()),
-            "met": int(counts.get("met", 0)), "not_met": int(counts.get("not met", 0)),
-            "not_judgeable": int(counts.get("not yet judgeable", 0)),
-            "not_computed": int(counts.get(NOT_COMPUTED, 0))}
+    record = {"period": None if table.empty else str(table["period"].iloc[0].date()),
+              "period_end": None if packet is None else str(packet.period[1].date()),
+              "met": int(counts.get("met", 0)), "not_met": int(counts.get("not met", 0)),
+              "not_judgeable": int(counts.get("not yet judgeable", 0)),
+              "not_computed": int(counts.get(NOT_COMPUTED, 0))}
+    if packet is None:
+        return record
+    record["review_period"] = packet.agreement.review_period
+    changes = change_verdicts(table, packet)
+    metrics = []
+    for r in table.itertuples(index=False):
+        m = packet.agreement.metric(r.metric)
+        item = {"id": r.metric, "label": r.metric_label, "status": r.status, "unit": m.spec.unit,
+                "value": None if r.suppressed or r.status == NOT_COMPUTED else _fmt_value(r.value, r.measure),
+                "interval": None if r.suppressed or r.measure == "volume" or pd.isna(r.lower) else
+                f"{_fmt_value(r.lower, r.measure)}–{_fmt_value(r.upper, r.measure)}",
+                "target": None if _target_text(r) == "–" else _target_text(r),
+                "change": None, "change_text": None, "change_verdict": None}
+        if r.metric in changes:
+            item.update(change=float(r.change), change_text=_fmt_value(abs(r.change), r.measure,
+                                                                        change=True).lstrip("+"),
+                        change_verdict=changes[r.metric])
+        trend = metric_trend(packet, r.metric)
+        if len(trend) and not trend.attrs.get("not_computed"):
+            trend = trend.tail(recent)
+            freq = trend.attrs.get("freq", "quarter")
+            item["by"] = "year" if freq == "year" else {"month": "month", "quarter": "quarter"}.get(freq, freq)
+            item["recent"] = [{"label": str(p.year) if freq == "year" else _period_label(p, freq),
+                               "value": None if hidden or pd.isna(v) else float(v)}
+                              for p, v, hidden in zip(trend["period"], trend["value"], trend["suppressed"],
+                                                      strict=True)]
+        metrics.append(item)
+    record["metrics"] = metrics
+    return record
 
 
 def write_record(record: dict, path: str | Path) -> None:

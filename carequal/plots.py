@@ -39,16 +39,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+from matplotlib.collections import Collection, PathCollection
+from matplotlib.container import Container
+from matplotlib.dates import date2num
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+from matplotlib.path import Path
 from matplotlib.ticker import PercentFormatter
 
 from carequal.errors import ParameterError
 
 __all__ = ["OKABE_ITO", "PALETTE", "set_theme", "funnel_plot", "caterpillar_plot", "spc_plot", "trend_plot",
-           "target_trend_plot", "flow_heatmap", "calibration_plot", "attrition_plot", "candidate_plot",
-           "shared_legend"]
+           "target_trend_plot", "flow_heatmap", "calibration_plot", "attrition_plot", "candidate_plot", "describe",
+           "layout", "legend", "period_positions", "place_labels", "show", "shared_legend"]
 
 #: The Okabe–Ito colour-blind-safe palette (black first, as published).
 OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
@@ -126,12 +129,246 @@ def _percent(axis) -> None:
     axis.set_major_formatter(PercentFormatter(xmax=1, decimals=None))
 
 
-def _period_axis(ax: Axes, values) -> None:
-    # months on a date axis overlap with the default labels; the concise formatter writes "Feb", "Mar", "2024"
-    if pd.api.types.is_datetime64_any_dtype(pd.Series(values)):
-        locator = AutoDateLocator()
-        ax.xaxis.set_major_locator(locator)
-        ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+def _period_freq(periods: pd.Series, freq: str | None) -> str:
+    """``freq`` if given, else the spacing of the periods: "month", "quarter" or "year"."""
+    if freq in ("month", "quarter", "year"):
+        return freq
+    p = pd.Series(pd.to_datetime(pd.Series(periods).dropna().unique())).sort_values()
+    if len(p) < 2:
+        return "month"
+    days = float(p.diff().dt.days.median())
+    return "month" if days < 45 else "quarter" if days < 200 else "year"
+
+
+def period_positions(periods, *, freq: str | None = None) -> tuple[pd.DatetimeIndex, list[str], str]:
+    """Where periods (given by their first day) are drawn on a date axis: at their **midpoint**, so that a
+    yearly point sits in the middle of its year and a date line (a partnership's start) falls where it
+    belongs; with a label per period ("Mar 2024", "2024 Q1", "2024") and the frequency used.
+
+    Examples
+    --------
+    >>> mid, labels, freq = period_positions(pd.to_datetime(["2023-01-01", "2024-01-01"]), freq="year")
+    >>> [str(m.date()) for m in mid], labels, freq
+    (['2023-07-02', '2024-07-02'], ['2023', '2024'], 'year')
+    """
+    start = pd.DatetimeIndex(pd.to_datetime(pd.Series(periods)))
+    freq = _period_freq(pd.Series(start), freq)
+    code = {"month": "M", "quarter": "Q", "year": "Y"}[freq]
+    ends = pd.DatetimeIndex([pd.NaT if pd.isna(p) else p.to_period(code).end_time.normalize() + pd.Timedelta(days=1)
+                             for p in start])
+    mid = start + (ends - start) / 2
+    mid = mid.floor("D")
+    labels = [("" if pd.isna(p) else f"{p:%b %Y}" if freq == "month" else f"{p.year} Q{p.quarter}"
+               if freq == "quarter" else str(p.year)) for p in start]
+    return mid, labels, freq
+
+
+def _period_ticks(ax: Axes, mid, labels: list[str], freq: str, *, at_most: int = 9) -> None:
+    """One tick per period at its midpoint, labelled with the period (every k-th label, at regular steps, when
+    there are more than ``at_most``; the other ticks stay as minor ticks), and the axis running half a period
+    beyond. ``labels`` are those of :func:`period_positions` (the ticks are made for every period in the
+    range)."""
+    shown = [pd.Timestamp(m) for m in mid if not pd.isna(m)]
+    if not shown:
+        return
+    # every period from the first to the last, including any the chart leaves out (hidden, too few cases), so
+    # that labelled ticks fall at regular steps
+    code = {"month": "M", "quarter": "Q", "year": "Y"}[freq]
+    every = pd.period_range(min(shown).to_period(code), max(shown).to_period(code), freq=code).start_time
+    full_mid, full_labels, _ = period_positions(every, freq=freq)
+    keep = list(zip(full_mid, full_labels, strict=True))
+    k = max(1, int(np.ceil(len(keep) / at_most)))
+    major = keep[::-1][::k][::-1]  # the latest period always labelled
+    # two lines ("Q1" over "2024", "Mar" over "2024"): short enough not to run into each other
+    ax.set_xticks([m for m, _ in major], labels=[t.replace(" ", "\n", 1) if freq == "month" else
+                                                 "\n".join(t.split(" ")[::-1]) for _, t in major])
+    ax.set_xticks([m for m, _ in keep], minor=True)
+    ax.tick_params(axis="x", which="minor", length=3)
+    half = pd.Timedelta(days={"month": 16, "quarter": 46, "year": 183}[freq])
+    ax.set_xlim(min(m for m, _ in keep) - half, max(m for m, _ in keep) + half)
+
+
+def _drawn(artist) -> bool:
+    """Whether an artist shows anything: a line with a finite point, a collection with a finite offset or a
+    finite path, a container (error bars) with a drawn part."""
+    if isinstance(artist, Container):
+        return any(_drawn(child) for child in artist.get_children() if child is not None)
+    if not artist.get_visible():
+        return False
+    if isinstance(artist, Line2D):
+        x = np.asarray(artist.get_xdata(orig=False), dtype=float).ravel()
+        y = np.asarray(artist.get_ydata(orig=False), dtype=float).ravel()
+        n = min(len(x), len(y))
+        return bool(np.any(np.isfinite(x[:n]) & np.isfinite(y[:n])))
+    if isinstance(artist, Collection):
+        offsets = np.asarray(artist.get_offsets(), dtype=float).reshape(-1, 2)
+        if len(offsets) and np.isfinite(offsets).all(axis=1).any() and len(artist.get_paths()):
+            return True
+        return any(len(path.vertices) and np.isfinite(path.vertices).all(axis=1).any() and
+                   not (isinstance(artist, PathCollection)) for path in artist.get_paths())
+    return True
+
+
+def legend(ax: Axes, **kwargs):
+    """The legend of ``ax`` with an entry only for what is drawn (a series whose values are all hidden or
+    missing gets no entry); no legend when nothing labelled is drawn."""
+    handles, labels = ax.get_legend_handles_labels()
+    keep = [(h, t) for h, t in zip(handles, labels, strict=True) if _drawn(h)]
+    if not keep:
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+        return None
+    return ax.legend([h for h, _ in keep], [t for _, t in keep], **kwargs)
+
+
+def _title(ax: Axes) -> str:
+    """The Axes' title, wherever it is placed (the theme puts it on the left)."""
+    return next((t for t in (ax.get_title(loc="left"), ax.get_title(), ax.get_title(loc="right")) if t), "chart")
+
+
+def _n(k: int, word: str, plural: str | None = None) -> str:
+    """``"1 facility"``, ``"3 facilities"``."""
+    return f"{k} {word if k == 1 else plural or word + 's'}"
+
+
+def _describe(ax: Axes, alt: str, caption: str) -> None:
+    """Record what the chart shows (the image's alt text) and what to look at (its caption) on the Axes, for
+    :func:`show`."""
+    ax.carequal_alt = alt
+    ax.carequal_caption = caption
+
+
+def describe(fig) -> tuple[str, str]:
+    """``(alt, caption)`` of a figure: the descriptions its carequal charts recorded, joined."""
+    axes = [a for a in fig.get_axes() if getattr(a, "carequal_alt", None)]
+    alt = " ".join(a.carequal_alt for a in axes)
+    captions = []
+    for a in axes:
+        if a.carequal_caption and a.carequal_caption not in captions:
+            captions.append(a.carequal_caption)
+    return alt, " ".join(captions)
+
+
+def _names(values, at_most: int = 4) -> str:
+    values = [str(v) for v in values]
+    more = len(values) - at_most
+    return ", ".join(values[:at_most]) + (f" and {more} more" if more > 0 else "")
+
+
+_LABEL_SPOTS = [(dx * r, dy * r, {1: "left", -1: "right", 0: "center"}[dx], {1: "bottom", -1: "top", 0: "center"}[dy])
+                for r in (6, 16, 28, 42)
+                for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))]
+"""Where a label may go around its point (offsets in points, alignment), nearest first."""
+
+
+def _display_paths(artists) -> list:
+    paths = []
+    for artist in artists:
+        path = artist.get_transform().transform_path(artist.get_path())
+        v = path.vertices[np.isfinite(path.vertices).all(axis=1)]
+        if len(v) > 1:
+            paths.append(Path(v))
+    return paths
+
+
+def _text_box(note, renderer):
+    """The box of an annotation's text with a little margin (without its leader line, which
+    ``get_window_extent`` would include: a label set off with a leader would then cover its own point)."""
+    from matplotlib.text import Text
+
+    note.update_positions(renderer)
+    return Text.get_window_extent(note, renderer).padded(2)
+
+
+def place_labels(ax: Axes, x, y, texts, *, avoid=(), fontsize="small") -> list:
+    """Label points so that no label crosses a line of ``avoid`` (limits, target), another label or another
+    point: each label tries a ring of places around its point and takes the first clear one (else the least
+    crowded). The placement is redone by :func:`layout` after the figure's layout changes. Returns the
+    annotations."""
+    fig = ax.figure
+    points = list(zip(np.asarray(x, dtype=float), np.asarray(y, dtype=float), [str(t) for t in texts], strict=True))
+
+    def run() -> list:
+        for old in getattr(ax, "carequal_labels", []):
+            old.remove()
+        renderer = fig.canvas.get_renderer()
+        ax.get_xlim(), ax.get_ylim()  # apply any pending autoscaling: the geometry must be final
+        lines = _display_paths(avoid)
+        xy = ax.transData.transform([(px, py) for px, py, _ in points]) if points else np.empty((0, 2))
+        frame = ax.get_window_extent(renderer)
+        placed, boxes = [], []
+        for i, (px, py, text) in enumerate(points):
+            best, best_score = None, None
+            for dx, dy, ha, va in _LABEL_SPOTS:
+                far = abs(dx) > 10 or abs(dy) > 10  # a thin leader line from a label set further off
+                note = ax.annotate(text, (px, py), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
+                                   fontsize=fontsize, zorder=5,
+                                   arrowprops={"arrowstyle": "-", "color": "#888888", "linewidth": 0.6,
+                                               "shrinkA": 0, "shrinkB": 4} if far else None)
+                box = _text_box(note, renderer)
+                score = 10 * sum(path.intersects_bbox(box, filled=False) for path in lines)
+                if far:  # a leader crossing a line is less confusing than text over it, but still a cost
+                    leader = Path([xy[i], box.corners().mean(axis=0)])
+                    score += 5 * sum(path.intersects_path(leader, filled=False) for path in lines)
+                score += 10 * sum(box.overlaps(b) for b in boxes)
+                score += sum(1 for j, (qx, qy) in enumerate(xy) if j != i and box.x0 - 4 <= qx <= box.x1 + 4
+                             and box.y0 - 4 <= qy <= box.y1 + 4)
+                score += 20 * (not (frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)))
+                if best_score is None or score < best_score:
+                    if best is not None:
+                        best.remove()
+                    best, best_score = note, score
+                else:
+                    note.remove()
+                if score == 0:
+                    break
+            placed.append(best)
+            boxes.append(_text_box(best, renderer))
+        ax.carequal_labels = placed
+        return placed
+
+    fig.carequal_relayout = [*getattr(fig, "carequal_relayout", []), run]
+    return run()
+
+
+def layout(fig) -> None:
+    """Lay out a figure of several charts (``tight_layout``; a figure with a colour bar keeps its own layout),
+    then redo what depends on the final geometry (label placement)."""
+    if len(fig.axes) > 1 and not any(hasattr(a, "_colorbar") for a in fig.axes):
+        fig.tight_layout()
+    for run in getattr(fig, "carequal_relayout", []):
+        run()
+
+
+def show(fig=None, *, alt: str | None = None, caption: str | None = None, dpi: int = 144) -> None:
+    """Display a figure in a notebook as a PNG whose **alt text** says what the chart shows (from the
+    descriptions the carequal charts record, or ``alt``), followed by its caption (what to look at); the
+    figure is then closed. The report template (``carequal/templates/carequal_report``) writes the alt text
+    from the output's metadata; ``text/plain`` carries it too."""
+    import base64
+    import io
+    from html import escape
+
+    from IPython.display import HTML, display  # only in a notebook kernel
+
+    fig = fig if fig is not None else plt.gcf()
+    layout(fig)
+    described, described_caption = describe(fig)
+    alt = alt or described or "Chart"
+    caption = caption if caption is not None else described_caption
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    png = buffer.getvalue()
+    width = int.from_bytes(png[16:20], "big") * 96 // dpi  # shown at the size the figure was drawn at
+    display({"image/png": base64.b64encode(png).decode("ascii"), "text/plain": alt}, raw=True,
+            metadata={"image/png": {"alt": alt, "width": width}})
+    if caption:
+        display(HTML(f'<p class="carequal-caption">{escape(caption)}</p>'))
+
+
+def _share(x: float) -> str:
+    return f"{100 * x:.1f}%"
 
 
 def _pct_label(level: float) -> str:
@@ -201,29 +438,26 @@ def funnel_plot(funnel, *, x: str | None = None, label_col: str | None = None, p
     xs_all = units[x].to_numpy(dtype=float)
     # draw the limits from half the smallest unit's size: near zero they fan out to ratios no unit can have
     x_from = 0.5 * np.nanmin(xs_all[xs_all > 0]) if np.any(xs_all > 0) else -np.inf
+    limit_lines = []
     for i, level in enumerate(levels):
         curve = limits[use & (limits["level"] == level) & (limits["x"] >= x_from)]
         style = styles[i % len(styles)]
-        ax.plot(curve["x"], curve["upper"], linestyle=style, color=PALETTE["limit"], linewidth=1.2,
-                label=f"{_pct_label(level)} limits")
-        ax.plot(curve["x"], curve["lower"], linestyle=style, color=PALETTE["limit"], linewidth=1.2,
-                label=f"_{_pct_label(level)} limits (lower)")
-    ax.axhline(funnel.target, color=PALETTE["target"], linewidth=1.5, label="Target")
+        limit_lines += ax.plot(curve["x"], curve["upper"], linestyle=style, color=PALETTE["limit"], linewidth=1.2,
+                               label=f"{_pct_label(level)} limits")
+        limit_lines += ax.plot(curve["x"], curve["lower"], linestyle=style, color=PALETTE["limit"], linewidth=1.2,
+                               label=f"_{_pct_label(level)} limits (lower)")
+    target_line = ax.axhline(funnel.target, color=PALETTE["target"], linewidth=1.5, linestyle="-.",
+                             label="Target")
 
     is_partner = _partner_mask(units, partner)
     xs, ys = units[x].to_numpy(dtype=float), units[y].to_numpy(dtype=float)
-    groups = [(~is_partner, PALETTE["non_partner"], "Not a partner" if partner else "Facility")]
+    groups = [(~is_partner, PALETTE["non_partner"], "o", "Not a partner" if partner else "Facility")]
     if partner is not None:
-        groups.append((is_partner, PALETTE["partner"], "Partner"))
-    for mask, colour, name in groups:
+        groups.append((is_partner, PALETTE["partner"], "D", "Partner"))
+    for mask, colour, marker, name in groups:
         if mask.any():
-            ax.scatter(xs[mask], ys[mask], color=colour, edgecolor="white", s=55, zorder=3, label=name)
-
-    if label_col is not None and "funnel_class" in units.columns:
-        cls = units["funnel_class"].fillna("within").to_numpy()
-        names = units[label_col].to_numpy()
-        for i in np.flatnonzero(cls != "within"):
-            ax.annotate(str(names[i]), (xs[i], ys[i]), xytext=(5, 5), textcoords="offset points", fontsize="small")
+            ax.scatter(xs[mask], ys[mask], color=colour, marker=marker, edgecolor="white", s=55, zorder=3,
+                       label=name)
 
     ax.set_xlabel("Expected events (bigger facilities to the right)" if sr
                   else "Number of cases (bigger facilities to the right)")
@@ -234,7 +468,30 @@ def funnel_plot(funnel, *, x: str | None = None, label_col: str | None = None, p
         _percent(ax.yaxis)
     adjusted_note = " (allowing for between-facility variation)" if adjusted and has_adjusted else ""
     ax.set_title(title or f"Which facilities stand out?{adjusted_note}")
-    ax.legend(loc="best")
+    legend(ax, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)  # below: clear of the limits and dots
+
+    cls = units["funnel_class"].fillna("within").to_numpy() if "funnel_class" in units.columns else \
+        np.array(["within"] * len(units))
+    names = units[label_col].astype(str).to_numpy() if label_col is not None else \
+        np.array([f"facility {i + 1}" for i in range(len(units))])
+    if label_col is not None:
+        out = np.flatnonzero(cls != "within")
+        place_labels(ax, xs[out], ys[out], names[out], avoid=[*limit_lines, target_line])
+    widest = f"{_pct_label(levels[-1])} limit" if levels else "limits"
+    parts = []
+    for side, word in (("high", "above"), ("low", "below")):
+        hit = np.flatnonzero(np.char.startswith(cls.astype(str), side))
+        if len(hit):
+            parts.append(f"{len(hit)} of {_n(len(units), 'facility', 'facilities')} {word} the limits ("
+                         + _names(f"{names[i]}, {'O/E' if sr else 'rate'} {ys[i]:.2f}"
+                                  f"{', partner' if is_partner[i] else ''}, outside the {cls[i].split()[-1]} limit"
+                                  for i in hit) + ")")
+    found = "; ".join(parts) if parts else ("the one facility within the limits" if len(units) == 1 else
+                                            "both facilities within the limits" if len(units) == 2 else
+                                            f"all {len(units)} facilities within the limits")
+    _describe(ax, f"Funnel plot ({_title(ax)}): {found}. The widest limits drawn are the {widest}s.",
+              "Look for dots outside the funnel lines: only those facilities differ from expectation by more than "
+              "chance; a dot inside the funnel is within ordinary variation for its size.")
     return ax
 
 
@@ -286,12 +543,12 @@ def caterpillar_plot(table: pd.DataFrame, *, ratio: str = "ratio", lower: str = 
     ax = _ax(ax, figsize=(8, max(3.0, 0.28 * len(est) + 1.5)))
 
     ax.axvline(reference, color=PALETTE["target"], linewidth=1.2, linestyle="--", label="As expected")
-    groups = [(~is_partner, PALETTE["non_partner"], "Not a partner" if partner else "Facility")]
+    groups = [(~is_partner, PALETTE["non_partner"], "o", "Not a partner" if partner else "Facility")]
     if partner is not None:
-        groups.append((is_partner, PALETTE["partner"], "Partner"))
-    for mask, colour, name in groups:
+        groups.append((is_partner, PALETTE["partner"], "D", "Partner"))
+    for mask, colour, marker, name in groups:
         if mask.any():
-            ax.errorbar(est[mask], pos[mask], xerr=[est[mask] - lo[mask], hi[mask] - est[mask]], fmt="o",
+            ax.errorbar(est[mask], pos[mask], xerr=[est[mask] - lo[mask], hi[mask] - est[mask]], fmt=marker,
                         color=colour, ecolor=colour, elinewidth=2, capsize=0, markersize=6, label=name, zorder=3)
     ax.set_yticks(pos, labels=names)
     for tick, p in zip(ax.get_yticklabels(), is_partner, strict=True):
@@ -302,7 +559,16 @@ def caterpillar_plot(table: pd.DataFrame, *, ratio: str = "ratio", lower: str = 
     ax.set_xlabel(xlabel or "Ratio to expected (1 = as expected; interval shown)")
     ax.set_ylabel("")
     ax.set_title(title or "Facilities ranked, with their uncertainty")
-    ax.legend(loc="lower right")
+    legend(ax, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)  # below: clear of the intervals
+    above, below = np.flatnonzero(lo > reference), np.flatnonzero(hi < reference)
+    parts = [f"{len(idx)} with the interval wholly {word} {reference:g} ({_names(names[idx][::-1])})"
+             for idx, word in ((above, "above"), (below, "below")) if len(idx)]
+    span = (f"from {names[0]} ({est[0]:.2f}) to {names[-1]} ({est[-1]:.2f})" if len(est) > 1 else
+            f"{names[0]} ({est[0]:.2f})" if len(est) else "")
+    _describe(ax, f"Caterpillar plot ({_title(ax)}): {_n(len(est), 'facility', 'facilities')} ranked {span}; "
+              + ("; ".join(parts) if parts else f"every interval includes {reference:g}") + ".",
+              f"Look for intervals that do not cross the dashed line at {reference:g}; where most intervals "
+              "overlap, the ranking is mostly noise.")
     return ax
 
 
@@ -350,32 +616,63 @@ def spc_plot(chart: pd.DataFrame, *, period: str = "period", value: str | None =
     t = chart[period].to_numpy()
     v = chart[value].to_numpy(dtype=float)
 
-    # limits vary with the denominator on p-charts: steps centred on each period show that honestly
+    dated = pd.api.types.is_datetime64_any_dtype(pd.Series(t))
+    if dated:  # each period at its midpoint, one tick per period
+        t, tick_labels, freq = period_positions(t, freq=chart.attrs.get("freq"))
+        t = t.to_numpy()
+    # limits vary with the denominator on p-charts: steps centred on each period show that honestly. Each series
+    # has its own line style (and the values markers), so none is told apart by colour alone
     step = {"drawstyle": "steps-mid"}
-    ax.plot(t, chart["centre"], color=PALETTE["target"], linewidth=1.2, label="Centre", **step)
-    for k, style in ((2, "--"), (3, "-")):
-        ax.plot(t, chart[f"upper_{k}sigma"], color=PALETTE["limit"], linestyle=style, linewidth=1,
+    ax.plot(t, chart["centre"].astype(float), color=PALETTE["target"], linewidth=1.2, linestyle="-.", label="Centre",
+            **step)
+    for k, style in ((2, ":"), (3, "--")):
+        ax.plot(t, chart[f"upper_{k}sigma"].astype(float), color=PALETTE["limit"], linestyle=style, linewidth=1.1,
                 label=f"{k}σ limits", **step)
-        ax.plot(t, chart[f"lower_{k}sigma"], color=PALETTE["limit"], linestyle=style, linewidth=1,
+        ax.plot(t, chart[f"lower_{k}sigma"].astype(float), color=PALETTE["limit"], linestyle=style, linewidth=1.1,
                 label=f"_{k}σ lower", **step)
-    ax.plot(t, v, color=PALETTE["line"], linewidth=1.5, marker="", label="Value", zorder=2)
+    ax.plot(t, v, color=OKABE_ITO[5], linewidth=1.8, linestyle="-", marker="o", markersize=4, label="Value",
+            zorder=2)
 
     signal = chart["signal"].fillna("").to_numpy()
-    common = (signal == "common cause") | (signal == "")
-    ax.scatter(t[common], v[common], color=PALETTE["common_cause"], s=30, zorder=3, label="Common cause")
+    common = ((signal == "common cause") | (signal == "")) & np.isfinite(v)
+    ax.scatter(t[common], v[common], color=PALETTE["common_cause"], marker="o", s=30, zorder=3, label="Common cause")
+    markers = {"concern": "^", "improvement": "v", "neither": "s"}
     for name, text in _SIGNAL_LABELS.items():
         mask = signal == name
         if mask.any():
-            ax.scatter(t[mask], v[mask], color=PALETTE[name], s=60, zorder=4, label=text)
+            ax.scatter(t[mask], v[mask], color=PALETTE[name], marker=markers[name], s=70, zorder=4, label=text)
 
-    if percent if percent is not None else value == "rate":
+    is_percent = percent if percent is not None else value == "rate"
+    if is_percent:
         _percent(ax.yaxis)
-    _period_axis(ax, t)
+    if dated:
+        _period_ticks(ax, t, tick_labels, freq)
     method = str(chart["chart"].iloc[0]) if "chart" in chart.columns and len(chart) else "Control chart"
     ax.set_title(title or f"Is it changing? ({method})")
-    ax.set_xlabel("Period")
+    ax.set_xlabel({"month": "Month", "quarter": "Quarter", "year": "Year"}.get(freq, "Period") if dated
+                  else "Period")
     ax.set_ylabel(ylabel or ("Rate" if value == "rate" else "Value"))
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1))
+
+    def fmt(x: float) -> str:
+        return f"{100 * x:.1f}%" if is_percent else f"{x:,.2f}"
+
+    names = tick_labels if dated else [str(p) for p in chart[period]]
+    shown = np.flatnonzero(np.isfinite(v))
+    if len(shown):
+        centre = chart["centre"].astype(float).to_numpy()
+        seen = f"{_n(len(shown), 'period')} from {names[shown[0]]} ({fmt(v[shown[0]])}) to {names[shown[-1]]} " \
+               f"({fmt(v[shown[-1]])})"
+        if np.isfinite(centre).any():
+            seen += f", centre line {fmt(float(np.nanmean(centre)))}"
+        hits = [f"{_SIGNAL_LABELS[k].lower()} in {_names([names[i] for i in np.flatnonzero(signal == k)])}"
+                for k in _SIGNAL_LABELS if (signal == k).any()]
+        found = "special-cause signals: " + "; ".join(hits) if hits else "no special-cause signal"
+    else:
+        seen, found = "no period with enough cases to show", "nothing to judge"
+    _describe(ax, f"Control chart ({_title(ax)}): {seen}; {found}.",
+              "Look for the marked points (▲ concern, ▼ improvement): signals of special-cause change worth "
+              "investigating; movement inside the dashed 3σ limits is ordinary variation.")
     return ax
 
 
@@ -425,22 +722,46 @@ def trend_plot(trend: pd.DataFrame, *, period: str = "period", rate: str = "rate
     else:
         keys = sorted(trend[hue].dropna().unique().tolist())
     boolean_hue = hue is not None and set(keys) <= {True, False}
+    trend = trend.reset_index(drop=True)  # a copy: positions and labels by row
+    dated = pd.api.types.is_datetime64_any_dtype(trend[period])
+    if dated:
+        positions, tick_labels, freq = period_positions(trend[period], freq=trend.attrs.get("freq"))
+        x_all = pd.Series(positions, index=trend.index)
+        names_of = pd.Series(tick_labels, index=trend.index)
+    else:
+        x_all = trend[period]
+        names_of = trend[period].astype(str)
+    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]
+    summary = []
     for i, key in enumerate(keys):
         part = trend if key is None else trend[trend[hue] == key]
         if boolean_hue:
             colour = PALETTE["partner"] if key else PALETTE["non_partner"]
             name = "Partner" if key else "Not a partner"
+            style, marker = styles[0] if key else styles[1]
         else:
             colour = OKABE_ITO[(i + 5) % len(OKABE_ITO)] if len(keys) > 1 else PALETTE["line"]
             name = "Rate" if key is None else str(key)
-        ax.plot(part[period], part[rate], color=colour, linewidth=2, marker="o", markersize=4, label=name)
+            style, marker = styles[i % len(styles)]
+        values = part[rate].astype(float)
+        ax.plot(x_all[part.index], values, color=colour, linewidth=2, linestyle=style, marker=marker, markersize=4,
+                label=name)
         if band:
-            ax.fill_between(part[period], part[lower], part[upper], color=colour, alpha=0.18, linewidth=0,
-                            label=f"_{name} interval")
+            ax.fill_between(x_all[part.index], part[lower].astype(float), part[upper].astype(float), color=colour,
+                            alpha=0.18, linewidth=0, label=f"_{name} interval")
+        ok = np.flatnonzero(values.notna().to_numpy())
+        if len(ok):
+            first, last = ok[0], ok[-1]
+            when = names_of.loc[part.index].to_numpy()
+            fmt = "{:.1%}" if percent else "{:,.2f}"
+            summary.append(f"{name}: {fmt.format(values.iloc[first])} in {when[first]}" + (
+                f" to {fmt.format(values.iloc[last])} in {when[last]}" if last != first else ""))
     if percent:
         _percent(ax.yaxis)
-    _period_axis(ax, trend[period])
-    ax.set_xlabel("Period")
+    if dated:
+        unique = x_all.drop_duplicates()
+        _period_ticks(ax, unique.to_numpy(), names_of.loc[unique.index].tolist(), freq)
+    ax.set_xlabel({"month": "Month", "quarter": "Quarter", "year": "Year"}.get(freq, "Period") if dated else "Period")
     if ylabel is None:
         level = trend["level"].dropna() if "level" in trend.columns else pd.Series(dtype=float)
         interval = f"{_pct_label(float(level.iloc[0]))} interval" if len(level) else "interval"
@@ -448,7 +769,11 @@ def trend_plot(trend: pd.DataFrame, *, period: str = "period", rate: str = "rate
     ax.set_ylabel(ylabel)
     ax.set_title(title or "Rate over time")
     if hue is not None:
-        ax.legend(title=None, loc="best")
+        legend(ax, title=None, loc="best")
+    _describe(ax, f"Line chart ({_title(ax)}): " + ("; ".join(summary) if summary else
+                                                        "no period with enough cases to show") + ".",
+              "Look at whether the lines move apart or together over time; the shaded bands are the 95% "
+              "intervals, and a gap is a period with too few cases to show.")
     return ax
 
 
@@ -486,36 +811,57 @@ def target_trend_plot(trend: pd.DataFrame, *, period: str = "period", value: str
     """
     _require(trend, [period, value, lower, upper, target], "target_trend_plot")
     ax = _ax(ax, figsize=(9, 4.2))
-    x = pd.to_datetime(trend[period])
-    ax.plot(x, trend[value], color=PALETTE["partner"], linewidth=2, marker="o", markersize=5, label="Partner")
+    x, tick_labels, freq = period_positions(trend[period], freq=trend.attrs.get("freq"))
+    values = trend[value].astype(float).to_numpy()
+    ax.plot(x, values, color=PALETTE["partner"], linewidth=2, linestyle="-", marker="o", markersize=5,
+            label="Partner")
     ax.fill_between(x, trend[lower].astype(float), trend[upper].astype(float), color=PALETTE["partner"], alpha=0.18,
                     linewidth=0, label="_interval")
-    ax.plot(x, trend[target].astype(float), color=PALETTE["target"], linewidth=1.5, linestyle="--", label="Target")
-    if benchmark is not None and benchmark in trend.columns and trend[benchmark].notna().any():
-        ax.plot(x, trend[benchmark].astype(float), color=PALETTE["non_partner"], linewidth=1.5,
-                label="Market non-partners")
+    targets = trend[target].astype(float).to_numpy()
+    lines = []
+    if np.isfinite(targets).any():  # no line, no legend entry
+        lines += ax.plot(x, targets, color=PALETTE["target"], linewidth=1.5, linestyle="--", label="Target")
+    has_benchmark = benchmark is not None and benchmark in trend.columns and trend[benchmark].notna().any()
+    if has_benchmark:
+        lines += ax.plot(x, trend[benchmark].astype(float), color=PALETTE["non_partner"], linewidth=1.5,
+                         linestyle="-.", marker="s", markersize=4, label="Market non-partners")
+    hits = []
     if signal is not None and signal in trend.columns:
         for kind in ("concern", "improvement", "neither"):
-            hit = trend[signal] == kind
+            hit = (trend[signal] == kind).to_numpy()
             if hit.any():
-                ax.scatter(x[hit], trend.loc[hit, value], s=90, facecolors="none", edgecolors=PALETTE[kind],
-                           linewidths=2, zorder=5, label=f"{_SIGNAL_LABELS[kind]} (SPC)")
-    if start is not None and not pd.isna(start):
-        ax.axvline(pd.Timestamp(start), color=PALETTE["line"], linewidth=1, linestyle=":")
-        ax.annotate("partnership starts", (pd.Timestamp(start), 1), xycoords=("data", "axes fraction"),
-                    xytext=(3, -12), textcoords="offset points", fontsize=9, color=PALETTE["line"])
+                ax.scatter(x[hit], values[hit], s=90, facecolors="none", edgecolors=PALETTE[kind], linewidths=2,
+                           zorder=5, label=f"{_SIGNAL_LABELS[kind]} (SPC)")
+                hits.append(f"{_SIGNAL_LABELS[kind].lower()} in {_names(np.asarray(tick_labels)[hit])}")
+    started = start is not None and not pd.isna(start)
+    if started:  # the start's date is in the legend, not written over the lines
+        ax.axvline(pd.Timestamp(start), color=PALETTE["line"], linewidth=1.2, linestyle=":",
+                   label=f"Partnership starts ({pd.Timestamp(start):%-d %b %Y})")
     if percent:
         _percent(ax.yaxis)
-    _period_axis(ax, x)
-    if len(x):  # every period on the axis, including hidden ones at either end
-        pad = pd.Timedelta(days=20)
-        ax.set_xlim(x.min() - pad, max(x.max(), pd.Timestamp(start) if start is not None and not pd.isna(start)
-                                       else x.max()) + pad)
-    ax.set_xlabel({"year": "Year", "month": "Month", "quarter": "Quarter"}.get(trend.attrs.get("freq"),
-                                                                             "Review period"))
+    _period_ticks(ax, x, tick_labels, freq)
+    if started and len(x):  # the start inside the axis even when it falls before the first period shown
+        lo_x, hi_x = ax.get_xlim()
+        s_x = float(date2num(pd.Timestamp(start)))
+        ax.set_xlim(min(lo_x, s_x - 20), max(hi_x, s_x + 20))
+    ax.set_xlabel({"year": "Year", "month": "Month", "quarter": "Quarter"}.get(freq, "Review period"))
     ax.set_ylabel(ylabel or "Value (shaded: 95% interval)")
     ax.set_title(title or "Agreed metric over time")
-    ax.legend(loc="best", fontsize=9)
+    legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
+
+    fmt = "{:.1%}" if percent else "{:,.1f}"
+    ok = np.flatnonzero(np.isfinite(values))
+    seen = (f"partner from {fmt.format(values[ok[0]])} in {tick_labels[ok[0]]} to {fmt.format(values[ok[-1]])} in "
+            f"{tick_labels[ok[-1]]} ({len(ok)} of {len(values)} periods shown)") if len(ok) else \
+        "no period with enough cases to show the partner's value"
+    if np.isfinite(targets).any():
+        seen += f"; target {fmt.format(targets[np.isfinite(targets)][-1])} in the latest period with one"
+    if started:
+        seen += f"; partnership started {pd.Timestamp(start):%-d %B %Y}"
+    seen += "; " + ("SPC signals: " + "; ".join(hits) if hits else "no SPC signal")
+    _describe(ax, f"Trend by {freq} ({_title(ax)}): {seen}.",
+              "Look at where the partner's line sits against the dashed target line, and how it moved after the "
+              "dotted line where the partnership started; circled points are SPC signals.")
     return ax
 
 
@@ -597,6 +943,15 @@ def flow_heatmap(counts: pd.DataFrame, *, source: str = "hospital_id", target: s
     ax.set_xlabel("Post-acute facility" + (f" ({'; '.join(notes)})" if notes else ""))
     ax.set_ylabel("Discharging hospital")
     ax.set_title(title or "Where patients go after hospital")
+    shown = matrix.where(~pd.DataFrame(hidden, index=matrix.index, columns=matrix.columns))
+    stacked = shown.stack().dropna()
+    top = stacked.idxmax() if len(stacked) and stacked.max() > 0 else None
+    biggest = f"; the largest flow is from {top[0]} to {top[1]} ({stacked.max():,.0f} discharges)" if top else ""
+    _describe(ax, f"Heatmap ({_title(ax)}): discharges from {_n(matrix.shape[0], 'hospital')} (rows) to "
+              f"{_n(matrix.shape[1], 'post-acute provider')} (columns), {int(is_partner_col.sum())} of them partners "
+              f"(outlined, ★){biggest}" + ("; hatched cells are small numbers not shown" if hidden.any() else "")
+              + ".", "Look at how much of each hospital's row falls in the outlined partner columns: darker cells "
+              "are more discharges.")
     return ax
 
 
@@ -649,7 +1004,13 @@ def calibration_plot(table: pd.DataFrame, *, expected_rate: str = "expected_rate
     ax.set_xlabel("Expected rate (model)")
     ax.set_ylabel("Observed rate")
     ax.set_title(title or "Does the risk model predict well?")
-    ax.legend(loc="upper left")
+    legend(ax, loc="upper left")
+    gap = float(np.nanmax(np.abs(o - e))) if len(e) else float("nan")
+    _describe(ax, f"Calibration plot ({_title(ax)}): observed against expected rate in {len(e)} groups of "
+              f"predicted risk, expected rates from {_share(np.nanmin(e))} to {_share(np.nanmax(e))}; the "
+              f"largest gap between observed and expected is {100 * gap:.1f} percentage points.",
+              "Look at how close the points lie to the dashed diagonal: on it, the model predicts as many events "
+              "as happened.")
     return ax
 
 
@@ -724,6 +1085,9 @@ def attrition_plot(attrition: pd.DataFrame, *, label: str = "description", remai
     ax.grid(axis="y", visible=False)
     ax.set_xlabel("Stays remaining")
     ax.set_title(title or "How the cohort was built")
+    ends = f" from {rem[0]:,.0f} to {rem[-1]:,.0f}" if len(rem) else ""
+    _describe(ax, f"Bar chart ({_title(ax)}): stays remaining after each of {len(rem)} steps{ends}.",
+              "Look for the steps that remove the most stays.")
     return ax
 
 
@@ -847,4 +1211,12 @@ def candidate_plot(table: pd.DataFrame, *, criteria: dict[str, str] | None = Non
     if volume is not None and table[volume].isna().any():
         notes.append("–: small number, not shown")
     ax.set_xlabel("; ".join(notes), fontsize="small", color=PALETTE["line"])
+    better = [str(table[label].iloc[r]) for r in range(len(table)) if (verdicts[r] == "better than benchmark").any()]
+    worse = [str(table[label].iloc[r]) for r in range(len(table)) if (verdicts[r] == "worse than benchmark").any()]
+    _describe(ax, f"Candidate chart ({_title(ax)}): {_n(len(table), 'provider')} in rank order"
+              + (f", first {names[0]}" if len(table) else "")
+              + (f"; better than a benchmark: {_names(better)}" if better else "; none better than a benchmark")
+              + (f"; worse than a benchmark: {_names(worse)}" if worse else "") + ".",
+              "Look along each row: filled blue dots are criteria better than the benchmark, orange worse; "
+              "hollow dots were not judged.")
     return ax

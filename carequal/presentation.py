@@ -8,8 +8,9 @@ labels and displays through this module, so a rate, an interval or a hidden valu
   :data:`COUNT_LABELS`; hidden values read "suppressed"), with each report table's display names and formats
   in one place (:data:`DISPLAYS`, :func:`displayed`), so a notebook holds no column names;
 * HTML: :func:`table_html` and its style :data:`REPORT_CSS`;
-* in a notebook: :func:`show_table` (a presentable table, or a computed one with its :data:`DISPLAYS` key) and
-  :func:`show_findings`.
+* in a notebook: :func:`show_table` (a presentable table, or a computed one with its :data:`DISPLAYS` key),
+  :func:`show_findings` and :func:`show_glance` (the "At a glance" block at the top of a report:
+  :func:`glance_html`, each sentence linking to its section, :func:`section_anchor`).
 
 Nothing here computes or suppresses: the tables arrive already through small-cell suppression
 (:mod:`carequal.disclosure`); a missing value in a row marked ``suppressed`` is shown as "suppressed".
@@ -22,13 +23,13 @@ from html import escape
 import numpy as np
 import pandas as pd
 
-__all__ = ["COUNT_LABELS", "DISPLAYS", "REPORT_CSS", "displayed", "fmt_ci", "fmt_pct", "presentable", "show_findings",
-           "show_table", "shown_text", "table_html", "with_interval_text"]
+__all__ = ["COUNT_LABELS", "DISPLAYS", "HIDDEN_IN_TABLES", "REPORT_CSS", "displayed", "fmt_ci", "fmt_pct",
+           "glance_html", "presentable", "section_anchor", "show_findings", "show_glance", "show_table", "shown_text",
+           "table_html", "with_interval_text"]
 
 COUNT_LABELS: dict[str, str] = {
     "n": "Cases", "events": "Events", "observed": "Observed", "prev_n": "Cases (last period)",
     "prev_events": "Events (last period)", "discharges": "Discharges", "removed": "Stays removed",
-    "loaded": "Rows loaded", "accepted": "Rows accepted", "quarantined": "Rows quarantined",
     "patients": "Patients", "person_years": "Person-years", "remaining": "Stays remaining",
     "dtc_n": "Post-acute stays",
 }
@@ -66,11 +67,13 @@ def fmt_ci(lo: float, hi: float, *, percent: bool = True, digits: int | None = N
 
 def presentable(table: pd.DataFrame, *, columns: dict[str, str | None], counts: tuple[str, ...] = (),
                 percent: tuple[str, ...] = (), ratio: tuple[str, ...] = (), number: tuple[str, ...] = (),
-                points: tuple[str, ...] = ()) -> pd.DataFrame:
+                points: tuple[str, ...] = (), integers: tuple[str, ...] = ()) -> pd.DataFrame:
     """A table as text for a leadership report: chosen columns renamed, counts with thousands separators
-    (under the names of :data:`COUNT_LABELS`), rates as percentages, differences of rates in percentage
-    points, ratios to two decimals; hidden values read "suppressed", values missing for another reason are
-    blank.
+    (under the names of :data:`COUNT_LABELS`; ``integers``: whole numbers that are not counts of patients,
+    e.g. rows of an input file, under the names given in ``columns``), rates as percentages, differences of
+    rates in percentage points, ratios to two decimals; hidden values read "suppressed", once a row (see
+    :data:`HIDDEN_IN_TABLES`: beside a hidden count the values it would give away are blank), and values
+    missing for another reason are blank.
 
     Parameters
     ----------
@@ -80,11 +83,13 @@ def presentable(table: pd.DataFrame, *, columns: dict[str, str | None], counts: 
 
     Examples
     --------
-    >>> t = pd.DataFrame({"name": ["A", "B"], "n": pd.array([120, pd.NA], dtype="Int64"), "rate": [0.1, None]})
+    >>> t = pd.DataFrame({"name": ["A", "B", "C"], "n": pd.array([120, pd.NA, 300], dtype="Int64"),
+    ...                   "rate": [0.1, None, None], "suppressed": [False, True, True]})
     >>> presentable(t, columns={"name": "Facility", "n": None, "rate": "Rate"}, counts=("n",), percent=("rate",))
       Facility       Cases        Rate
     0        A         120       10.0%
-    1        B  suppressed  suppressed
+    1        B  suppressed
+    2        C         300  suppressed
     """
     hidden_row = (table["suppressed"].astype(bool).to_numpy() if "suppressed" in table
                   else np.ones(len(table), dtype=bool))
@@ -98,6 +103,8 @@ def presentable(table: pd.DataFrame, *, columns: dict[str, str | None], counts: 
         values = table[col]
         if col in counts:
             out[COUNT_LABELS[col]] = text(values, lambda v: f"{int(round(float(v))):,d}")
+        elif col in integers:
+            out[name] = text(values, lambda v: f"{int(round(float(v))):,d}")
         elif col in percent:
             out[name] = text(values, fmt_pct)
         elif col in ratio:
@@ -108,6 +115,15 @@ def presentable(table: pd.DataFrame, *, columns: dict[str, str | None], counts: 
             out[name] = text(values, lambda v: f"{float(v):,.1f}")
         else:
             out[name] = ["" if pd.isna(v) else str(v) for v in values]
+    # a hidden value is said once: where a count of the row reads "suppressed", the values it would give away
+    # (rate, ratio, interval, change) are left blank rather than saying it again in every cell
+    count_names = [COUNT_LABELS[c] for c in columns if c in counts] + [columns[c] for c in columns if c in integers]
+    said = np.zeros(len(table), dtype=bool)
+    for name in count_names:
+        said |= np.array([t == "suppressed" for t in out[name]], dtype=bool)
+    for name in out:
+        if name not in count_names:
+            out[name] = ["" if s and t == "suppressed" else t for t, s in zip(out[name], said, strict=True)]
     return pd.DataFrame(out)
 
 
@@ -129,8 +145,10 @@ DISPLAYS: dict[str, dict] = {
                    "counts": ("events", "person_years"), "number": ("rate",)},
     "chronic": {"columns": {"condition": "Condition", "patients": None, "per_1000": "Per 1,000"},
                 "counts": ("patients",), "number": ("per_1000",)},
-    "validation": {"columns": {"table": "Table", "loaded": None, "accepted": None, "quarantined": None},
-                   "counts": ("loaded", "accepted", "quarantined")},
+    # rows of input files, not patients: never suppressed (report.validation_table says why)
+    "validation": {"columns": {"table": "Table", "rows_read": "Rows read", "rows_kept": "Rows kept",
+                               "rows_set_aside": "Rows set aside"},
+                   "integers": ("rows_read", "rows_kept", "rows_set_aside")},
     "attrition": {"columns": {"description": "Step", "removed": None, "remaining": None},
                   "counts": ("removed", "remaining")},
     # partner packet (carequal.packet)
@@ -171,8 +189,18 @@ table.carequal-table td { text-align: right; padding: 3px 10px; font-variant-num
 table.carequal-table th:first-child, table.carequal-table td:first-child { text-align: left; }
 table.carequal-table td.text, table.carequal-table th.text { text-align: left; }
 table.carequal-table tr:nth-child(even) td { background: #f5f5f5; }
+section.carequal-glance { border: 2px solid #1f4e79; border-radius: 6px; padding: 0.3em 1.2em 0.6em 1.2em;
+  margin: 0.8em 0 1.4em 0; background: #f3f7fb; max-width: 60em; }
+section.carequal-glance h2 { margin-top: 0.4em; }
+section.carequal-glance li { margin: 0.35em 0; line-height: 1.45; }
+span.carequal-see { white-space: nowrap; font-size: 0.9em; }
 </style>"""
 """Style of the report's tables: text columns left-aligned, numbers right-aligned in tabular figures."""
+
+
+HIDDEN_IN_TABLES = ('In the tables a hidden count reads "suppressed"; the rate, ratio and interval it would give '
+                    "away are left blank beside it.")
+"""How a hidden value looks in a report's tables (:func:`presentable`), said once under the report's title."""
 
 
 def table_html(frame: pd.DataFrame) -> str:
@@ -201,6 +229,41 @@ def show_findings(sentences: list[str]) -> None:
     from IPython.display import Markdown, display
 
     display(Markdown("\n".join(f"- {s}" for s in sentences)))
+
+
+def section_anchor(heading: str) -> str:
+    """The id the report's HTML gives a Markdown heading (nbconvert: the text, spaces as hyphens).
+
+    Examples
+    --------
+    >>> section_anchor("Which facilities stand out?")
+    'Which-facilities-stand-out?'
+    """
+    return heading.strip().replace(" ", "-")
+
+
+def glance_html(items: list[tuple[str, str]]) -> str:
+    """The "At a glance" block: a heading and one bullet per ``(sentence, section heading)``, each ending with
+    a link to its section (:func:`section_anchor`).
+
+    Examples
+    --------
+    >>> html = glance_html([("Readmission is worse than expected.", "Headline findings")])
+    >>> '<a href="#Headline-findings">Headline findings</a>' in html and 'id="At-a-glance"' in html
+    True
+    """
+    items_html = "".join(f'<li>{escape(text)} <span class="carequal-see">See <a href="#'
+                         f'{escape(section_anchor(section))}">{escape(section)}</a>.</span></li>'
+                         for text, section in items)
+    return (f'<section class="carequal-glance" aria-labelledby="At-a-glance"><h2 id="At-a-glance">At a glance</h2>'
+            f"<ul>{items_html}</ul></section>")
+
+
+def show_glance(items: list[tuple[str, str]]) -> None:
+    """Display :func:`glance_html` in a notebook."""
+    from IPython.display import HTML, display  # only in a notebook kernel, as in show_findings
+
+    display(HTML(glance_html(items)))
 
 
 def show_table(frame: pd.DataFrame, display: str | None = None) -> None:

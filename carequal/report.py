@@ -30,6 +30,7 @@ and display are in :mod:`carequal.presentation`, the candidate-partner section i
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,12 +48,13 @@ from carequal.loaders import read_market, read_validation_summary
 from carequal.measures import standardised_rates, trend_table
 from carequal.national import MEASURES, read_cohort, read_reference
 from carequal.periods import previous_period, reporting_period
-from carequal.presentation import fmt_ci, fmt_pct, with_interval_text
+from carequal.presentation import HIDDEN_IN_TABLES, fmt_ci, fmt_pct, with_interval_text
 
-__all__ = ["MarketReport", "attrition_table", "chronic_table", "destination_findings", "destination_table",
-           "facility_scorecard", "flow_for_chart", "flow_table", "funnel_for", "headline_findings", "headline_kpis",
-           "impact_finding", "impact_summary", "kpi_record", "load_market_report", "model_table", "parse_choices",
-           "partner_findings", "population_table", "report_notes", "report_title", "scorecard_display",
+__all__ = ["MarketReport", "SECTIONS", "at_a_glance", "attrition_table", "chronic_table", "destination_findings",
+           "destination_table", "facility_scorecard", "flow_for_chart", "flow_table", "funnel_for",
+           "headline_findings", "headline_kpis", "impact_finding", "impact_summary", "kpi_record",
+           "load_market_report", "model_table", "oe_verdict", "parse_choices", "partner_findings", "plain_note",
+           "population_table", "recent_rates", "report_notes", "report_title", "scorecard_display",
            "shown_for_chart", "trend_chart", "trend_findings", "unavailable_findings", "validation_table",
            "write_kpis"]
 
@@ -294,10 +296,10 @@ def headline_findings(kpis: pd.DataFrame, *, market: str, period, previous) -> l
         spec = MEASURES[row.measure]
         if pd.isna(row.rate):
             sentences.append(f"{row.label}: too few cases at {market}'s facilities in this period to report "
-                             "(small numbers are suppressed to protect patients' privacy).")
+                             "(suppressed).")
             continue
         if pd.isna(row.ratio_lower):
-            verdict = "not compared with expectation (small numbers suppressed)"
+            verdict = "not compared with expectation (suppressed)"
         elif row.ratio_lower > 1:
             verdict = "higher than expected"
         elif row.ratio_upper < 1:
@@ -323,6 +325,110 @@ def headline_findings(kpis: pd.DataFrame, *, market: str, period, previous) -> l
                         f"the {direction}."
         sentences.append(text)
     return sentences
+
+
+# ------------------------------------------------------------------------------------------------ at a glance
+
+SECTIONS = {"headline": "Headline findings", "scorecard": "Partner scorecard", "trends": "Trends and signals",
+            "appendix": "Appendix: methods and data quality"}
+"""The market report's section headings (``##`` in ``notebooks/market_report.py``) that "At a glance" links to."""
+
+
+def _worse_side(improvement: str) -> str:
+    """The O/E verdict (:func:`oe_verdict`) that is bad news for a measure: "higher" where fewer events are
+    better."""
+    return "higher" if improvement == "down" else "lower"
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def at_a_glance(kpis: pd.DataFrame, card: pd.DataFrame, charts: dict[str, pd.DataFrame] | None = None, *,
+                since: pd.Timestamp | None = None, at_most: int = 3) -> list[tuple[str, str]]:
+    """Three or four plain-language sentences for the top of a market report, each with the heading of the
+    section that holds the detail (:data:`SECTIONS`): which measures are worse (or better) than expected for
+    these patients, which changed for real since last period, which facilities are worse than expected, and
+    (only when there is one) a control-chart signal of concern since ``since``. Built from the tables the
+    report shows (:func:`headline_kpis`, :func:`facility_scorecard`, :func:`trend_chart`), so it quotes no
+    hidden value.
+
+    "Worse" takes each measure's direction into account (:attr:`carequal.national.MeasureSpec.improvement`):
+    an O/E whose 95% interval lies wholly above 1 is worse where fewer events are better.
+
+    Examples
+    --------
+    >>> k = pd.DataFrame({"measure": ["readmission", "mortality"], "label": ["30-day readmission", "30-day death"],
+    ...     "rate": [0.2, 0.05], "prev_rate": [0.18, 0.07], "ratio": [1.25, 0.9], "ratio_lower": [1.12, 0.7],
+    ...     "ratio_upper": [1.4, 1.1], "change": [0.02, -0.02], "change_lower": [-0.01, -0.03],
+    ...     "change_upper": [0.05, -0.01]})
+    >>> card = pd.DataFrame({"measure": "readmission", "label": "30-day readmission", "name": ["Oak", "Elm"],
+    ...     "is_partner": [True, False], "ratio": [1.5, 1.0], "lower": [1.2, 0.8], "upper": [1.9, 1.2],
+    ...     "judgement": ["higher than expected", "as expected"]})
+    >>> for text, section in at_a_glance(k, card): print(f"{text} [{section}]")
+    Worse than expected for these patients: 30-day readmission (O/E 1.25, 95% CI 1.12–1.40). [Headline findings]
+    Changed for real since last period: 30-day death fell from 7.0% to 5.0% (better). [Headline findings]
+    Facilities worse than expected: Oak (partner; 30-day readmission, O/E 1.50, 95% CI 1.20–1.90). [Partner scorecard]
+    """
+    out = []
+    worse, better, unknown = [], [], []
+    for row in kpis.itertuples(index=False):
+        verdict = oe_verdict(row.ratio_lower, row.ratio_upper)
+        text = f"{row.label} (O/E {row.ratio:.2f}, 95% CI {fmt_ci(row.ratio_lower, row.ratio_upper, percent=False)})"
+        if verdict is None:
+            unknown.append(row.label)
+        elif verdict == _worse_side(MEASURES[row.measure].improvement):
+            worse.append(text)
+        elif verdict != "as expected":
+            better.append(text)
+    if worse:
+        sentence = f"Worse than expected for these patients: {_and(worse)}."
+    elif better:
+        sentence = f"No measure is worse than expected for these patients; better than expected: {_and(better)}."
+    elif len(unknown) < len(kpis):
+        sentence = "Every measure shown is in line with what is expected for these patients nationally."
+    else:
+        sentence = "Too few cases this period to compare any measure with what is expected."
+    if unknown and len(unknown) < len(kpis):
+        sentence += f" Not compared (too few cases): {_and(unknown)}."
+    out.append((sentence, SECTIONS["headline"]))
+
+    moved = []
+    for row in kpis.itertuples(index=False):
+        direction = _direction(MEASURES[row.measure].improvement, row.change_lower, row.change_upper)
+        if direction in ("better", "worse") and pd.notna(row.prev_rate):
+            moved.append(f"{row.label} {'rose' if row.change > 0 else 'fell'} from {fmt_pct(row.prev_rate)} to "
+                         f"{fmt_pct(row.rate)} ({direction})")
+    out.append((f"Changed for real since last period: {_and(moved)}." if moved else
+                "No measure changed by more than chance since last period.", SECTIONS["headline"]))
+
+    bad = []
+    judged = card[card["judgement"].isin(["higher than expected", "lower than expected"])] if len(card) else card
+    for r in judged.sort_values(["is_partner", "ratio"], ascending=[False, False]).itertuples(index=False):
+        if r.judgement.startswith(_worse_side(MEASURES[r.measure].improvement)):
+            bad.append(f"{r.name} ({'partner; ' if r.is_partner else ''}{r.label}, O/E {r.ratio:.2f}, 95% CI "
+                       f"{fmt_ci(r.lower, r.upper, percent=False)})")
+    if bad:
+        more = len(bad) - at_most
+        listed = "; ".join(bad[:at_most]) + (f"; and {more} more" if more > 0 else "")
+        out.append((f"Facilities worse than expected: {listed}.", SECTIONS["scorecard"]))
+    else:
+        out.append(("No facility is worse than expected on any measure.", SECTIONS["scorecard"]))
+
+    concerns = []
+    for name, chart in (charts or {}).items():
+        if chart.empty or "signal" not in chart:
+            continue
+        part = chart if since is None else chart[pd.to_datetime(chart["period"]) >= since]
+        hits = part[part["signal"] == "concern"]
+        if len(hits):
+            fmt = "%B %Y" if chart.attrs.get("freq", "month") == "month" else "the quarter from %B %Y"
+            when = [pd.Timestamp(p).strftime(fmt) for p in hits["period"]]
+            concerns.append(f"{MEASURES[name].label} in {_and(when)}")
+    if concerns:
+        out.append((f"A signal of concern on the control chart, worth a look at what changed then: "
+                    f"{_and(concerns)}.", SECTIONS["trends"]))
+    return out
 
 
 # ---------------------------------------------------------------------------------------- facility scorecard
@@ -757,12 +863,14 @@ def attrition_table(source: dict[str, pd.DataFrame] | pd.DataFrame, *, min_cell:
 
 
 def validation_table(validation: tuple[pd.DataFrame, pd.DataFrame], *, min_cell: int = 11) -> pd.DataFrame:
-    """Rows loaded, accepted and quarantined per table at ingest (all markets), suppressed."""
+    """Rows read, kept and set aside per input table at ingest (all markets), **not** suppressed: these count
+    the rows of whole input files (a table of 51 facilities, a handful of malformed rows), not the patients of
+    a group, so a small number reveals nothing about anyone. ``min_cell`` is accepted for the callers' sake
+    and not used. Columns ``table``, ``rows_read``, ``rows_kept``, ``rows_set_aside``."""
     counts = validation[0]
     if counts.empty:
         return counts
-    return suppress_counts(counts, count_cols=["loaded", "accepted", "quarantined"], denominator="loaded",
-                           threshold=cell_threshold(min_cell))
+    return counts.rename(columns={"loaded": "rows_read", "accepted": "rows_kept", "quarantined": "rows_set_aside"})
 
 
 def model_table(models: pd.DataFrame) -> pd.DataFrame:
@@ -782,13 +890,63 @@ def model_table(models: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------------ outputs
 
 
-def kpi_record(kpis: pd.DataFrame, card: pd.DataFrame) -> dict:
-    """The headline numbers the batch index shows for a market (only values already cleared for sharing)."""
+def recent_rates(rows: pd.DataFrame, measures: tuple[str, ...], *, end: pd.Timestamp, min_cell: int = 11,
+                 periods: int = 8) -> dict[str, list[dict]]:
+    """The market's quarterly rates of each measure over the last ``periods`` quarters up to ``end`` (for the
+    index's trend line): ``{measure: [{"period": "2024-01-01", "label": "2024 Q1", "rate": 0.18}, ...]}``, a
+    quarter whose counts would be hidden (1 to ``min_cell - 1`` events, non-events or cases) with ``rate``
+    None. Only rates: no count leaves the report."""
+    out = {}
+    for name in measures:
+        trend = _safe_trend(rows, name, freq="quarter", by_partner=False, min_cell=min_cell, end=end).tail(periods)
+        out[name] = [{"period": str(p.date()), "label": f"{p.year} Q{p.quarter}",
+                      "rate": None if hidden or pd.isna(rate) else float(rate)}
+                     for p, rate, hidden in zip(pd.to_datetime(trend["period"]), trend["rate"], trend["suppressed"],
+                                                strict=True)]
+    return out
+
+
+def oe_verdict(lower: float, upper: float) -> str | None:
+    """``"higher"``, ``"lower"`` or ``"as expected"``: where the 95% interval of an O/E lies against 1 (None when
+    the interval is not shown).
+
+    Examples
+    --------
+    >>> oe_verdict(1.07, 1.42), oe_verdict(0.9, 1.1), oe_verdict(float("nan"), 1.2)
+    ('higher', 'as expected', None)
+    """
+    if lower is None or upper is None or pd.isna(lower) or pd.isna(upper):
+        return None
+    return "higher" if lower > 1 else "lower" if upper < 1 else "as expected"
+
+
+def _number(value) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def kpi_record(kpis: pd.DataFrame, card: pd.DataFrame, recent: dict[str, list[dict]] | None = None) -> dict:
+    """The headline numbers the batch index shows for a market (only values already cleared for sharing).
+
+    Per measure: ``label``, ``rate``, ``ratio`` with ``ratio_lower``/``ratio_upper`` and its ``verdict``
+    (:func:`oe_verdict`), ``improvement`` (``"down"``: fewer events are better), the last period's rate, the
+    ``change`` with its interval and ``change_verdict`` ("better", "worse", "no clear change"; None when
+    hidden), ``cases`` (already suppressed) and, with ``recent`` (:func:`recent_rates`), the quarterly rates
+    for the trend line. ``flagged``: facilities higher / lower than expected.
+    """
     out = {}
     for row in kpis.itertuples(index=False):
-        out[row.measure] = {"label": row.label, "rate": None if pd.isna(row.rate) else float(row.rate),
-                            "ratio": None if pd.isna(row.ratio) else float(row.ratio),
-                            "cases": None if pd.isna(row.n) else int(row.n)}
+        spec = MEASURES[row.measure]
+        change_verdict = None if pd.isna(row.change) else _direction(spec.improvement, row.change_lower,
+                                                                     row.change_upper)
+        out[row.measure] = {"label": row.label, "rate": _number(row.rate), "ratio": _number(row.ratio),
+                            "ratio_lower": _number(row.ratio_lower), "ratio_upper": _number(row.ratio_upper),
+                            "verdict": oe_verdict(row.ratio_lower, row.ratio_upper),
+                            "improvement": spec.improvement, "prev_rate": _number(row.prev_rate),
+                            "change": _number(row.change), "change_lower": _number(row.change_lower),
+                            "change_upper": _number(row.change_upper),
+                            "change_verdict": None if change_verdict == "unknown" else change_verdict,
+                            "cases": None if pd.isna(row.n) else int(row.n),
+                            "recent": (recent or {}).get(row.measure, [])}
     judged = card[card["judgement"].isin(["higher than expected", "lower than expected"])] if len(card) else card
     out["flagged"] = {"higher": int((judged["judgement"] == "higher than expected").sum()) if len(card) else 0,
                       "lower": int((judged["judgement"] == "lower than expected").sum()) if len(card) else 0}
@@ -844,12 +1002,48 @@ def report_title(mr: MarketReport) -> str:
     return (f"# {mr.market}: partnership quality report\n\n**Reporting period:** {start} to {end}. "
             f"**Compared with:** the national average for the same patients (all markets in the data). "
             f"**Conditions:** {', '.join(c.replace('_', ' ') for c in mr.conditions)}.\n\n"
-            f"**Privacy:** {suppression_statement(mr.min_cell)}")
+            f"**Privacy:** {suppression_statement(mr.min_cell)} {HIDDEN_IN_TABLES}")
 
 
-def report_notes(card: pd.DataFrame, mr: MarketReport) -> list[str]:
-    """Notes for the appendix: suppression rule, warnings raised while computing the scorecard."""
-    notes = [suppression_statement(mr.min_cell) + " Hidden values are shown as \"suppressed\"."]
-    notes += [f"Technical note (funnel limits): {n}" for n in card.attrs.get("notes", [])]
-    return notes
+_PLAIN_NOTES = [
+    (r"funnel_data: (\d+) unit\(s\) with no events have an infinite z-score.*",
+     lambda m: f"{m[1]} facilit{'y' if m[1] == '1' else 'ies'} had no events in the period. They are judged as "
+               "usual, but were left out when measuring how much facilities differ from each other beyond chance "
+               "(which sets how wide the funnel's limits are): a facility with no events says little about that."),
+    (r"funnel_data: only (\d+) unit\(s\) to estimate the dispersion.*",
+     lambda m: f"Only {m[1]} facilit{'y' if m[1] == '1' else 'ies'} could be used to measure how much facilities "
+               "differ from each other beyond chance, too few to measure it: the funnel's limits allow for chance "
+               "alone, so they may flag a facility that a larger comparison would not."),
+    (r"cannot protect (\d+) group column\(s\) inside the table.*",
+     lambda m: "In the candidate partners' table, a hidden small number sits beside zeros in "
+               f"{m[1]} column{'' if m[1] == '1' else 's'}: the column's total is therefore not shown anywhere in "
+               "this report, since it would give the hidden number away."),
+]
+"""Technical warnings raised while the report is computed, and the words a manager reads in the appendix."""
+
+
+def plain_note(message: str) -> str:
+    """A computation's warning in words for the methods appendix (:data:`_PLAIN_NOTES`; another warning is
+    kept as it is, introduced as a detail for analysts).
+
+    Examples
+    --------
+    >>> print(plain_note("funnel_data: 3 unit(s) with no events have an infinite z-score on the SHMI log scale "
+    ...                  "and were left out of φ and τ²"))  # doctest: +ELLIPSIS
+    3 facilities had no events in the period. They are judged as usual, but were left out when measuring ...
+    """
+    for pattern, words in _PLAIN_NOTES:
+        found = re.fullmatch(pattern, message.strip(), flags=re.DOTALL)
+        if found:
+            return words(found)
+    return f"Detail for analysts: {message}"
+
+
+def report_notes(card: pd.DataFrame, mr: MarketReport, *more: pd.DataFrame) -> list[str]:
+    """Notes for the methods appendix, in plain words (:func:`plain_note`): what happened while the
+    scorecard and the funnel limits were computed, and while any of ``more`` tables (e.g. the candidate
+    partners) was made safe to share (their ``attrs["notes"]``). The suppression rule is stated once, under
+    the title."""
+    notes = [n for table in (card, *more) for n in table.attrs.get("notes", [])]
+    return [plain_note(n) for n in dict.fromkeys(notes)]
 

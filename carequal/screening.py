@@ -835,15 +835,14 @@ def candidate_table(mr: MarketReport, card: pd.DataFrame, flows: pd.DataFrame, *
 
 
 def market_candidate_findings(short: pd.DataFrame, mr: MarketReport) -> list[str]:
-    """Sentences for leaders on :func:`candidate_table` (:func:`candidate_findings`), a sentence on the providers
-    whose discharges are hidden, and a technical note for any group that small-cell suppression could not
-    protect inside the table."""
+    """Sentences for leaders on :func:`candidate_table` (:func:`candidate_findings`) and a sentence on the
+    providers whose discharges are hidden."""
     sentences = candidate_findings(short, market=mr.market)
     hidden = int(short["discharges"].isna().sum()) if len(short) else 0
     if hidden:
         sentences.append(f"Discharges to {hidden} of these providers are not shown: at some hospital they are small "
                          "numbers (see where patients go, above), and a total would give them away.")
-    return sentences + [f"Technical note (small numbers): {n}" for n in short.attrs.get("notes", [])]
+    return sentences  # the table's technical notes go to the methods appendix (report.report_notes)
 
 
 def candidate_display(short: pd.DataFrame) -> pd.DataFrame:

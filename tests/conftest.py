@@ -88,3 +88,34 @@ def work(tmp_path_factory, stand_in):
     from operator_runs import warm_work
 
     return warm_work(stand_in, tmp_path_factory.mktemp("faults"))
+
+
+@pytest.fixture(scope="session")
+def rendered_sample(tmp_path_factory):
+    """The sample batch rendered once for the tests that open it in a browser or read its PDF: Riverton's
+    report (the market with measures worse than expected) with its PDF, and the index. Rendered once per test
+    run, also under pytest-xdist (the first worker renders, under a file lock; the others reuse it). Skips,
+    saying what to install, when there is no Chromium."""
+    import fcntl
+    import os
+    from pathlib import Path
+
+    from carequal.batch.pdf import find_chromium
+    from carequal.cli import main
+
+    if find_chromium() is None:
+        pytest.skip("no Chromium to print and open the reports: install Debian's `chromium` package (`.ci/run` "
+                    "does, as root) or set CAREQUAL_CHROMIUM to a Chromium or Chrome binary")
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder the workers of this run share
+    out, done = root / "rendered_sample" / "reports", root / "rendered_sample.done"
+    with open(root / "rendered_sample.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.is_file():
+            code = main(["report", "--data", str(Path(__file__).resolve().parents[1] / "data" / "sample"),
+                         "--out", str(out), "--markets", "Riverton", "--period", "2024", "--workers", "1", "--pdf",
+                         "--quiet"])
+            assert code == 0, f"the sample batch failed (exit status {code})"
+            done.write_text("rendered\n")
+    return out

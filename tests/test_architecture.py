@@ -33,7 +33,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                         "carequal.explore", "carequal.sample")),
     ("plots", ("carequal.plots",)),
     ("batch", ("carequal.batch", "carequal.batch.parameters", "carequal.batch.state", "carequal.batch.kernels",
-               "carequal.batch.jobs", "carequal.batch.index", "carequal.batch.run")),
+               "carequal.batch.pdf", "carequal.batch.jobs", "carequal.batch.dashboard", "carequal.batch.index",
+               "carequal.batch.run")),
     ("command line", ("carequal.cli",)),
 )
 """The stack, lowest first. A module may import (at its top level) modules of its own layer or a lower one.

@@ -66,6 +66,35 @@ def test_index_stays_runs_once_per_batch(packets):
     assert packets["index_stays_calls"] == [os.getpid()]
 
 
+def test_every_packet_opens_with_at_a_glance_and_never_hides_a_target(packets):
+    """Issue 16: 3–5 sentences from the numbers at the top (the counts of targets met and missed those of the
+    index), each linking to a section of the packet; a target never reads "suppressed"."""
+    from html import unescape
+
+    from safe_to_share import HtmlTables
+
+    manifest = packets["result"].manifest
+    for fid, record in manifest["partners"].items():
+        html = (packets["out"] / f"{fid}.html").read_text()
+        glance = re.search(r'<section[^>]*class="carequal-glance"[^>]*>(.*?)</section>', html, flags=re.DOTALL)
+        assert glance, fid
+        assert html.index("carequal-glance\"") < html.index('id="Where-the-partnership-stands"')  # first
+        items = [unescape(re.sub(r"<[^>]+>", "", li)) for li in re.findall(r"<li>(.*?)</li>", glance[1])]
+        assert 3 <= len(items) <= 5, (fid, items)
+        kpis = record["kpis"]
+        assert f"met {kpis['met']} of its" in items[0] and f"missed {kpis['not_met'] or 'none'}" in items[0]
+        for target in re.findall(r'href="#([^"]+)"', glance[1]):
+            assert f'id="{target}"' in html, (fid, target)
+        parser = HtmlTables()
+        parser.feed(html)
+        status = parser.tables[0]
+        column = status[0].index("Target")
+        assert all(row[column] != "suppressed" for row in status[1:]), fid
+        assert all(m.get("target") != "suppressed" for m in kpis["metrics"])
+    index = (packets["out"] / "index.html").read_text()
+    assert "over the whole reporting period (1 January 2024 to 31 December 2024)" in index.replace("\n", " ")
+
+
 def test_spending_and_leakage_in_the_packets(packets, sample):
     # the sample agreement's spending metric is in every packet; network leakage only in the hospitals'
     fac = sample["facilities"].set_index("facility_id")
@@ -285,7 +314,8 @@ def test_leakage_table_totals_and_suppression_by_hand():
     assert shown["Period"].tolist() == ["Before the partnership (2022 Q1 to 2023 Q1)", "2024 Q1", "2024 Q2",
                                         "2024 Q3", "2024 Q4", "Reporting period (2024 Q1 to 2024 Q4)"]
     assert shown["Events"].tolist() == ["125", "suppressed", "suppressed", "20", "15", "55"]
-    assert shown.loc[1, "Share to non-partners"] == "suppressed" and shown.loc[3, "Share to non-partners"] == "41.7%"
+    # the hidden count said once: the share it would give away is left blank beside it
+    assert shown.loc[1, "Share to non-partners"] == "" and shown.loc[3, "Share to non-partners"] == "41.7%"
 
 
 def test_leakage_with_few_periods_before_and_a_hidden_total():

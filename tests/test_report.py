@@ -240,7 +240,7 @@ def test_presentable_distinguishes_suppressed_from_blank():
     out = presentable(t, columns={"name": "Facility", "n": None, "rate": "Rate"}, counts=("n",),
                           percent=("rate",))
     assert out.columns.tolist() == ["Facility", COUNT_LABELS["n"], "Rate"]
-    assert out.iloc[1].tolist() == ["B", "suppressed", "suppressed"]
+    assert out.iloc[1].tolist() == ["B", "suppressed", ""]  # the hidden count said once; its rate left blank
     assert out.iloc[2].tolist() == ["C", "", ""]
 
 
@@ -303,11 +303,19 @@ def test_impact_summary_lets_a_bug_fail_the_market(monkeypatch):
 
 def test_kpi_record_carries_only_shown_values():
     kpis = pd.DataFrame({"measure": ["readmission", "mortality"], "label": ["R", "M"],
-                         "n": pd.array([300, 300], dtype="Int64"), "rate": [0.2, np.nan], "ratio": [1.5, np.nan]})
+                         "n": pd.array([300, 300], dtype="Int64"), "rate": [0.2, np.nan], "ratio": [1.5, np.nan],
+                         "ratio_lower": [1.2, np.nan], "ratio_upper": [1.8, np.nan], "prev_rate": [0.25, np.nan],
+                         "change": [-0.05, np.nan], "change_lower": [-0.09, np.nan], "change_upper": [-0.01, np.nan]})
     card = pd.DataFrame({"judgement": ["higher than expected", "as expected", "lower than expected"]})
     record = rpt.kpi_record(kpis, card)
-    assert record["readmission"] == {"label": "R", "rate": 0.2, "ratio": 1.5, "cases": 300}
-    assert record["mortality"]["rate"] is None and record["flagged"] == {"higher": 1, "lower": 1}
+    assert record["readmission"] == {
+        "label": "R", "rate": 0.2, "ratio": 1.5, "ratio_lower": 1.2, "ratio_upper": 1.8, "verdict": "higher",
+        "improvement": "down", "prev_rate": 0.25, "change": -0.05, "change_lower": -0.09, "change_upper": -0.01,
+        "change_verdict": "better", "cases": 300, "recent": []}
+    hidden = record["mortality"]
+    assert all(hidden[k] is None for k in ("rate", "ratio", "ratio_lower", "ratio_upper", "verdict", "prev_rate",
+                                           "change", "change_verdict"))
+    assert record["flagged"] == {"higher": 1, "lower": 1}
 
 
 def test_min_cell_must_be_a_positive_whole_number():

@@ -50,6 +50,10 @@ class MarketJob:
     title: str = ""
     reuse_kernel: bool = True
     markets_per_kernel: int = 25
+    pdf: str = ""
+    """Where to print the report's PDF (``--pdf``; empty: no PDF)."""
+    footer: str = ""
+    """The printed pages' footer: the reporting period and the suppression statement."""
 
 
 def safe_name(market: str) -> str:
@@ -68,9 +72,10 @@ def _is_port_collision(exc: BaseException) -> bool:
     return "Address already in use" in text or "Kernel died before replying" in text or "ZMQError" in text
 
 
-def render_html(executed: str | Path, html: str | Path, *, title: str) -> float:
+def render_html(executed: str | Path, html: str | Path, *, title: str, footer: str = "") -> float:
     """Render an executed notebook to one self-contained HTML file with code, prompts and stderr hidden;
-    returns the seconds taken. Written to a temporary name first, then moved into place."""
+    returns the seconds taken. Written to a temporary name first, then moved into place. ``footer`` is printed
+    at the foot of every page when the report is printed (with the page number)."""
     # the Jupyter stack is loaded only where a notebook runs (worker processes), never by the planning parent
     import nbformat
     from nbconvert import HTMLExporter
@@ -84,6 +89,8 @@ def render_html(executed: str | Path, html: str | Path, *, title: str) -> float:
             cell["outputs"] = [o for o in cell.get("outputs", [])
                                if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
     nb.metadata["title"] = title
+    # for the print style's page footer (a CSS string: quotes and backslashes escaped)
+    nb.metadata["carequal_footer"] = footer.replace("\\", "\\\\").replace('"', '\\"')
     # carequal's template: the lab page without CDN scripts (reports are read offline and hold no LaTeX)
     exporter = HTMLExporter(extra_template_basedirs=[str(template_dir())],
                             template_name="carequal_report", exclude_input=True, exclude_input_prompt=True,
@@ -176,12 +183,21 @@ def _run_market(job: MarketJob, kernel_manager) -> dict:
             tmp_nb.replace(executed)
             first_cell, compute = _cell_times(executed)
             kernel = (first_cell - began).total_seconds() if first_cell is not None else float("nan")
-            render = render_html(executed, html, title=job.title or f"{job.market}: partnership quality report")
+            render = render_html(executed, html, title=job.title or f"{job.market}: partnership quality report",
+                                 footer=job.footer)
         except Exception as exc:  # noqa: BLE001 - rendering (or a full disk) fails this market only
             return failed(exc, "rendering the report")
-        result.update(status="ok", seconds={"kernel_start": max(kernel, 0.0), "compute": compute,
-                                            "execute": execute_seconds, "render": render,
-                                            "total": time.perf_counter() - started})
+        seconds = {"kernel_start": max(kernel, 0.0), "compute": compute, "execute": execute_seconds,
+                   "render": render}
+        if job.pdf:
+            from carequal.batch.pdf import render_pdf  # a browser, only with --pdf
+
+            try:
+                seconds["pdf"] = render_pdf(html, job.pdf)
+            except Exception as exc:  # noqa: BLE001 - a failed print fails this market only
+                Path(job.pdf).unlink(missing_ok=True)
+                return failed(exc, "printing the report to PDF")
+        result.update(status="ok", seconds={**seconds, "total": time.perf_counter() - started})
         return result
     return result
 

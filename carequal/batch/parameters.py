@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from carequal.batch.pdf import require_chromium
 from carequal.cohorts import CONDITIONS
 from carequal.disclosure import check_min_cell
 from carequal.errors import ParameterError, SchemaError
@@ -157,6 +158,8 @@ class RunConfig:
     patient_lists: Path | None = None
     reuse_kernels: bool = True
     progress: bool = True
+    pdf: bool = False
+    chromium: str | None = None  # the browser that prints the PDFs (--pdf)
 
 
 def _inside(a: Path, b: Path) -> bool:
@@ -177,13 +180,14 @@ def configure(data, out, *, work=None, notebook=None, by: str = "market", market
               measures: str = "all", conditions: str = "all", min_cell: int = 11, allow_small_cells: bool = False,
               workers: int = 1, force: bool = False, strict: bool = False, wait: float = 0.0,
               scheduler: str | None = None, agreement=None, patient_lists=None, fresh_kernels: bool = False,
-              progress: bool = True) -> RunConfig:
+              progress: bool = True, pdf: bool = False) -> RunConfig:
     """Check a run's arguments (no data read beyond what the paths need) and resolve its folders.
 
     Refused: a missing ``data``; an ``out`` (or ``work``) that is a file, lies inside ``data`` (patient-level
     work files would land in the data folder, and the input's fingerprint would include the outputs) or holds
     ``data``; a work folder inside ``out`` (it holds patient-level data); ``min_cell`` below the disclosure
-    floor without ``allow_small_cells``; a malformed period; workers < 1; ``patient_lists`` inside ``out``.
+    floor without ``allow_small_cells``; a malformed period; workers < 1; ``patient_lists`` inside ``out``;
+    ``pdf`` without a Chromium to print with (the message says what to install).
     """
     if by not in ("market", "partner"):
         raise ParameterError(f"--by must be 'market' or 'partner', not {by!r}")
@@ -232,8 +236,9 @@ def configure(data, out, *, work=None, notebook=None, by: str = "market", market
     if by == "market":
         parse_choices(measures, tuple(MEASURES), "measure(s)")
         parse_choices(conditions, (*CONDITIONS, "other"), "condition(s)")
+    chromium = require_chromium() if pdf else None
     return RunConfig(data=data, out=out, work=work, notebook=notebook, by=by, markets=markets,
                      period=parse_period(period) if period else None, measures=measures, conditions=conditions,
                      min_cell=min_cell, workers=workers, force=force, strict=strict, wait=float(wait),
                      scheduler=scheduler, agreement=agreement, patient_lists=patient_lists,
-                     reuse_kernels=not fresh_kernels, progress=progress)
+                     reuse_kernels=not fresh_kernels, progress=progress, pdf=bool(pdf), chromium=chromium)

@@ -58,6 +58,7 @@ from carequal.batch.state import (
     staging_dir,
     units_of,
 )
+from carequal.disclosure import suppression_statement
 from carequal.errors import ModelWarning, ParameterError
 from carequal.inputs import prepare
 from carequal.loaders import read_dataset_tables
@@ -107,7 +108,7 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
               work: str | Path | None = None, force: bool = False, strict: bool = False, wait: float = 0.0,
               notebook: str | Path | None = None, progress: bool = True, scheduler: str | None = None,
               by: str = "market", agreement: str | Path | None = None, patient_lists: str | Path | None = None,
-              fresh_kernels: bool = False) -> BatchResult:
+              fresh_kernels: bool = False, pdf: bool = False) -> BatchResult:
     """Run the report notebook for each market (or the packet for each partner): see the module docstring.
 
     Parameters
@@ -148,6 +149,10 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
         With ``by="partner"``: also write each partner's own readmitted patients to this folder (outside ``out``).
     fresh_kernels : bool
         A new kernel for every report instead of one reused kernel per worker.
+    pdf : bool
+        Also print each report to a PDF beside it (:mod:`carequal.batch.pdf`: headless Chromium, refused before
+        any work when none is installed), staged and moved into place with its report and recorded in the
+        manifest with its SHA-256.
 
     Returns
     -------
@@ -157,7 +162,7 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
                        measures=measures, conditions=conditions, min_cell=min_cell,
                        allow_small_cells=allow_small_cells, workers=workers, force=force, strict=strict, wait=wait,
                        scheduler=scheduler, agreement=agreement, patient_lists=patient_lists,
-                       fresh_kernels=fresh_kernels, progress=progress)
+                       fresh_kernels=fresh_kernels, progress=progress, pdf=pdf)
     select_markets(config.markets, available_markets(config.data))  # cheap, before any lock or validation
     with hold(config.out, wait=config.wait, what="output"), hold(config.work, wait=config.wait, what="work"):
         client = None
@@ -279,9 +284,12 @@ def _partner_units(config: RunConfig, prepared, chosen: list[str], staging: Path
 # ------------------------------------------------------------------------------------------------ the folder
 
 
-def _unit_key(fingerprint: str, params: dict, notebook_hash: str, report_set: dict) -> str:
-    # staging paths change from run to run; they are not part of what a report says
+def _unit_key(fingerprint: str, params: dict, notebook_hash: str, report_set: dict, pdf: bool = False) -> str:
+    # staging paths change from run to run; they are not part of what a report says. A report printed to PDF
+    # is another output than one without (a run without --pdf keeps the keys of earlier runs)
     stable = {k: v for k, v in params.items() if k != "extract_dir"}
+    if pdf:
+        stable["_pdf"] = True
     return set_key({"fingerprint": fingerprint, "parameters": stable, "notebook": notebook_hash,
                     "carequal": __version__, "set": report_set})
 
@@ -314,11 +322,13 @@ def _open_folder(config: RunConfig, report_set: dict) -> dict:
     for record in records.values():
         if record.get("status") == "ok":
             path = out / str(record.get("html"))
-            if not path.is_file() or file_sha256(path) != record.get("html_sha256"):
+            pdf = out / str(record.get("pdf")) if record.get("pdf") else None
+            if not path.is_file() or file_sha256(path) != record.get("html_sha256") or (
+                    pdf is not None and (not pdf.is_file() or file_sha256(pdf) != record.get("pdf_sha256"))):
                 remove_unit_files(out, record)
-                record.update(status="pending", html=None, reused=False)
-    recorded = {r.get("html") for r in records.values() if r.get("status") == "ok"}
-    for page in out.glob("*.html"):
+                record.update(status="pending", html=None, pdf=None, reused=False)
+    recorded = {r.get(k) for r in records.values() if r.get("status") == "ok" for k in ("html", "pdf")}
+    for page in [*out.glob("*.html"), *out.glob("*.pdf")]:
         if page.name != "index.html" and page.name not in recorded:
             page.unlink()
     for folder in out.glob("*_extract"):
@@ -331,7 +341,9 @@ def _finish_unit(config: RunConfig, record: dict, result: dict, job: MarketJob, 
     """Move a finished unit's files from staging into place; its record as it will be committed."""
     out = config.out
     name = safe_name(result["market"])
-    record = {**record, **{k: v for k, v in result.items() if k != "error"}, "reused": False,
+    # a packet's record keeps its partner's market (the worker's result names the unit under "market")
+    skip = {"error", "market"} if config.by == "partner" else {"error"}
+    record = {**record, **{k: v for k, v in result.items() if k not in skip}, "reused": False,
               "notebook": job.executed, "html": None}
     record.pop("error", None)
     if result["status"] == "ok":
@@ -339,6 +351,13 @@ def _finish_unit(config: RunConfig, record: dict, result: dict, job: MarketJob, 
         Path(job.html).replace(html)
         record["html"] = html.name
         record["html_sha256"] = file_sha256(html)
+        record.pop("pdf", None)
+        record.pop("pdf_sha256", None)
+        if job.pdf:  # printed beside its report, recorded with it
+            pdf = out / f"{name}.pdf"
+            Path(job.pdf).replace(pdf)
+            record["pdf"] = pdf.name
+            record["pdf_sha256"] = file_sha256(pdf)
         if config.by == "partner":
             extract = out / f"{name}_extract"
             shutil.rmtree(extract, ignore_errors=True)
@@ -370,9 +389,11 @@ def _run(config: RunConfig, client) -> BatchResult:
     kind = "partners" if config.by == "partner" else "markets"
     records = dict(previous.get(kind, {}))
     notebook_hash = file_sha256(config.notebook)
+    footer = (f"Reporting period {prepared.period[0]} to {prepared.period[1]}. "
+              f"{suppression_statement(config.min_cell)}")
     jobs = []
     for unit, params, title, fields in units:
-        key = _unit_key(prepared.fingerprint, params, notebook_hash, report_set)
+        key = _unit_key(prepared.fingerprint, params, notebook_hash, report_set, pdf=config.pdf)
         before = records.get(unit, {})
         if not config.force and before.get("status") == "ok" and before.get("key") == key:
             records[unit] = {**before, **fields, "reused": True}
@@ -387,7 +408,8 @@ def _run(config: RunConfig, client) -> BatchResult:
                                html=str(staging / f"{name}.html"),
                                executed=str(config.work / "notebooks" / f"{name}.ipynb"), kpis=params[record_key],
                                error=str(config.work / "notebooks" / f"{name}.error.txt"), title=title,
-                               reuse_kernel=config.reuse_kernels), key))
+                               reuse_kernel=config.reuse_kernels, footer=footer,
+                               pdf=str(staging / f"{name}.pdf") if config.pdf else ""), key))
     # units of this set from earlier runs that this run does not cover stay listed, in the set's order
     order = [u for u, *_ in units] + [u for u in records if u not in {x for x, *_ in units}]
     manifest = {
@@ -396,7 +418,7 @@ def _run(config: RunConfig, client) -> BatchResult:
         "run_id": run_id, "started": started.isoformat(), "finished": None,
         "parameters": {**report_set, "markets": chosen, "workers": config.workers, "force": config.force,
                        "strict": config.strict, "notebook": str(config.notebook), "scheduler": config.scheduler,
-                       "reuse_kernel": config.reuse_kernels},
+                       "reuse_kernel": config.reuse_kernels, "pdf": config.pdf},
         "data": {"path": str(config.data), "fingerprint": prepared.fingerprint, "markets": prepared.markets},
         "validation": _validation_record(prepared),
         "work": str(config.work), "packages": _package_versions(), "host": platform.node(),

@@ -5,8 +5,8 @@ reporting period, one set of measures and conditions, one disclosure threshold (
 Its state lives in three places, kept in step:
 
 * ``manifest.json`` — the source of truth: the set's parameters, every unit's record (``ok`` with its report's
-  SHA-256, ``failed`` with the error, ``pending`` when not yet produced) and a ``revision`` that grows by one at
-  every commit;
+  SHA-256, and its PDF's with ``--pdf``; ``failed`` with the error; ``pending`` when not yet produced) and a
+  ``revision`` that grows by one at every commit;
 * ``index.html`` — rendered from the manifest at every commit, stamped with the same revision;
 * the reports themselves, moved into place (an atomic rename) before the commit that records them.
 
@@ -226,7 +226,7 @@ def units_of(manifest: dict) -> dict:
 
 def unit_files(out: Path, record: dict) -> list[Path]:
     """The files in ``out`` that belong to one unit's record (its report and, for packets, its extract)."""
-    files = [out / record["html"]] if record.get("html") else []
+    files = [out / record[k] for k in ("html", "pdf") if record.get(k)]
     extract = record.get("extract_dir") or str(record.get("extract") or "").split("/")[0]
     if extract:
         files.append(out / extract)
@@ -245,7 +245,7 @@ def _linked(index_html: str) -> set[str]:
     """The report files an index page links to."""
     import re
 
-    return {href for href in re.findall(r'href="([^"#?]+\.html)"', index_html)}
+    return {href for href in re.findall(r'href="([^"#?]+\.(?:html|pdf))"', index_html)}
 
 
 def verify_folder(out: str | Path, *, interrupted: bool = False) -> list[str]:
@@ -274,10 +274,17 @@ def verify_folder(out: str | Path, *, interrupted: bool = False) -> list[str]:
                 problems.append(f"{unit}: {record['html']} is recorded as ready but missing")
             elif record.get("html_sha256") and file_sha256(path) != record["html_sha256"]:
                 problems.append(f"{unit}: {record['html']} differs from the recorded report")
+            if record.get("pdf"):
+                recorded.add(record["pdf"])
+                pdf = out / record["pdf"]
+                if not pdf.is_file():
+                    problems.append(f"{unit}: {record['pdf']} is recorded as ready but missing")
+                elif file_sha256(pdf) != record.get("pdf_sha256"):
+                    problems.append(f"{unit}: {record['pdf']} differs from the recorded PDF")
     index = out / "index.html"
     text = index.read_text(encoding="utf-8") if index.is_file() else ""
     linked = _linked(text)
-    for page in out.glob("*.html"):
+    for page in [*out.glob("*.html"), *out.glob("*.pdf")]:
         if page.name != "index.html" and page.name not in recorded and not (interrupted and page.name not in linked):
             problems.append(f"{page.name} is not recorded in the manifest")
     revision = int(manifest.get("revision", 0))

@@ -58,7 +58,8 @@ kpis = rpt.headline_kpis(mr.rows, period=mr.period, previous=mr.previous, measur
 card = rpt.facility_scorecard(mr.rows, mr.facilities[mr.facilities["market"] == market], period=mr.period,
                               measures=mr.measures, min_cell=mr.min_cell)
 if kpi_path:
-    rpt.write_kpis(rpt.kpi_record(kpis, card), kpi_path)
+    rpt.write_kpis(rpt.kpi_record(kpis, card, rpt.recent_rates(mr.rows, mr.measures, end=mr.period[1],
+                                                                min_cell=mr.min_cell)), kpi_path)
 
 
 
@@ -68,6 +69,8 @@ display(HTML(pres.REPORT_CSS))
 
 # %%
 display(Markdown(rpt.report_title(mr)))
+charts = {name: rpt.trend_chart(mr.rows, name, min_cell=mr.min_cell, end=mr.period[1]) for name in mr.measures}
+pres.show_glance(rpt.at_a_glance(kpis, card, charts, since=mr.period[0]))
 
 # %% [markdown]
 # ## Headline findings
@@ -114,8 +117,7 @@ for name in mr.measures:
     shown, _ = rpt.shown_for_chart(card, name)
     plots.caterpillar_plot(shown, label="name", partner="is_partner", ax=ax2,
                            title=f"{MEASURES[name].label}: O/E with 95% intervals", xlabel="Observed / expected")
-    fig.tight_layout()
-    plt.show()
+    plots.show(fig)
     if left_off:
         display(Markdown(f"*{left_off} facilit{'y' if left_off == 1 else 'ies'} with too few cases or small "
                          "numbers not shown.*"))
@@ -123,14 +125,14 @@ for name in mr.measures:
 # %% [markdown]
 # ## Trends and signals
 #
-# Monthly rates for the market's facilities on a statistical process control chart: the centre line is the
-# average, the dashed and solid lines the 2σ and 3σ limits. Marked points are special-cause signals worth
-# investigating; movement inside the limits is ordinary month-to-month variation. Months with small numbers
-# are left blank.
+# Monthly rates for the market's facilities on a statistical process control chart: the dash-dot centre line is
+# the average, the dotted and dashed lines the 2σ and 3σ limits. Marked points (▲ concern, ▼ improvement) are
+# special-cause signals worth investigating; movement inside the limits is ordinary month-to-month variation.
+# Months with small numbers are left blank.
 
 # %%
 for name in mr.measures:
-    chart = rpt.trend_chart(mr.rows, name, min_cell=mr.min_cell, end=mr.period[1])
+    chart = charts[name]
     pres.show_findings(rpt.trend_findings(chart, MEASURES[name].label, since=mr.period[0]))
     if len(chart) >= 3:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 4.8))
@@ -139,8 +141,7 @@ for name in mr.measures:
                                      end=mr.period[1])
         plots.trend_plot(by_partner, hue="partner", ax=ax2,
                          title=f"{MEASURES[name].label}: partners and others, by quarter")
-        fig.tight_layout()
-        plt.show()
+        plots.show(fig)
 
 # %% [markdown]
 # ## Where patients go after the hospital
@@ -158,7 +159,7 @@ if len(chart_flows):
     ax = plots.flow_heatmap(chart_flows, source="hospital", target="pac_facility", partner="pac_is_partner",
                             title="Discharges from each hospital to each post-acute provider")
     plt.setp(ax.get_xticklabels(), rotation=40, ha="right")
-    plt.show()
+    plots.show(ax.figure)
 if left_off:
     display(Markdown(f"*{left_off} post-acute provider(s) with only small numbers of discharges not shown.*"))
 
@@ -183,8 +184,8 @@ if left_off:
 candidates = scr.candidate_table(mr, card, flows)
 pres.show_findings(scr.market_candidate_findings(candidates, mr))
 if len(candidates):
-    plots.candidate_plot(candidates, title=f"{market}: candidate partners against their benchmarks")
-    plt.show()
+    ax = plots.candidate_plot(candidates, title=f"{market}: candidate partners against their benchmarks")
+    plots.show(ax.figure)
     pres.show_table(scr.candidate_display(candidates))
 
 # %% [markdown]
@@ -240,6 +241,5 @@ if mr.measures:
     for ax, name in zip(axes[0], mr.measures, strict=True):
         calib = mr.reference.calibration[mr.reference.calibration["measure"] == name]
         plots.calibration_plot(calib, ax=ax, title=f"{MEASURES[name].label}: calibration")
-    fig.tight_layout()
-    plt.show()
-pres.show_findings(rpt.unavailable_findings(mr) + rpt.report_notes(card, mr))
+    plots.show(fig)
+pres.show_findings(rpt.unavailable_findings(mr) + rpt.report_notes(card, mr, candidates))

@@ -48,7 +48,7 @@ latest = pk.status_table(pp)
 if extract_dir:
     pk.write_extract(pp, extract_dir)
 if record_path:
-    pk.write_record(pk.packet_record(latest), record_path)
+    pk.write_record(pk.packet_record(latest, pp), record_path)
 
 
 
@@ -57,6 +57,7 @@ display(HTML(pres.REPORT_CSS))
 
 # %%
 display(Markdown(pk.packet_title(pp)))
+pres.show_glance(pk.packet_glance(latest, pp))
 
 # %% [markdown]
 # ## Where the partnership stands
@@ -80,9 +81,9 @@ pres.show_table(pk.status_grid(pp))
 # ## Trends
 #
 # The partner's value per review period (shaded: 95% interval), the target (dashed), the market's
-# non-partner facilities (grey) and the partnership's start (dotted). Circled points are statistical
-# process control signals (crude rates only). Periods with too few cases to share are left blank; where
-# that would blank most review periods, the chart shows calendar years instead.
+# non-partner facilities (grey, dash-dot) and the partnership's start (dotted; its date in the legend).
+# Circled points are statistical process control signals (crude rates only). Periods with too few cases to
+# share are left blank; where that would blank most review periods, the chart shows calendar years instead.
 
 # %%
 for metric in pp.agreement.metrics:
@@ -96,7 +97,7 @@ for metric in pp.agreement.metrics:
     plots.target_trend_plot(trend, start=pp.partner["start"], percent=metric.spec.unit == "proportion",
                             title=metric.title, ax=ax)
     pk.value_axis(ax, metric)
-    plt.show()
+    plots.show(fig)
     pres.show_findings(pk.trend_findings(trend)) if pk.trend_findings(trend) else None
 
 # %% [markdown]
@@ -123,8 +124,8 @@ if len(leakage):
         "centre line and limits come from the periods before the partnership (when at least four can be shown); "
         "coloured points are special-cause signals."))
     pres.show_findings(pk.leakage_findings(leakage, leakage_trend, pp))
-    pk.leakage_plot(leakage_trend, pp)
-    plt.show()
+    ax = pk.leakage_plot(leakage_trend, pp)
+    plots.show(ax.figure)
     display(Markdown("Discharges: to post-acute care; Events: of them, to providers outside the partnership."))
     pres.show_table(pk.leakage_display(leakage, leakage_trend))
 
