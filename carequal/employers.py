@@ -50,8 +50,9 @@ from carequal.impact import difference_in_differences, interrupted_time_series
 from carequal.intervals import poisson_exact, wilson
 from carequal.pqi import pqi_admissions, pqi_age_band, pqi_person_time
 
-__all__ = ["ALL_AGES", "ALL_SPONSORS", "EMPLOYER_AGE_BANDS", "EMPLOYER_MEASURES", "MEASURE_LABELS",
-           "chronic_prevalence", "employer_events", "employer_trend", "employer_utilisation", "member_time",
+__all__ = ["ALL_AGES", "ALL_SPONSORS", "EMPLOYER_AGE_BANDS", "EMPLOYER_MEASURES", "MEASURE_LABELS", "PQI_SHOWN",
+           "chronic_prevalence", "employer_comparison", "employer_events", "employer_findings", "employer_trend",
+           "employer_utilisation", "impact_finding", "kpi_record", "member_time", "pqi_rates_by", "pqi_table",
            "programme_impact", "sponsor_periods", "sponsors"]
 
 EMPLOYER_AGE_BANDS: tuple[str, ...] = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
@@ -601,3 +602,164 @@ def programme_impact(tables: dict[str, pd.DataFrame], *, sponsor: str, start, me
         "its_upper": its["level_change"] + z * its["level_se"], "its_p": its["level_p"],
         "n_cells": did["n"], "n_left_out": did["n_left_out"]})
     return out
+
+
+# ------------------------------------------------------------------------------------- the PQI table
+
+
+PQI_SHOWN: tuple[str, ...] = ("90", "91", "92", "01", "03", "05", "07", "08", "11", "12", "14", "15", "16")
+"""PQIs in the notebook's table: the composites first."""
+
+
+def pqi_table(tables: dict[str, pd.DataFrame], *, start, end, by: str = "sponsor",
+              sponsor: str | Sequence[str] | None = None, indicators: Sequence[str] = PQI_SHOWN,
+              min_cell: int = 11, level: float = 0.95) -> pd.DataFrame:
+    """PQI admissions per 100,000 member-years over ``[start, end]`` (one period), crude with exact intervals and,
+    by sponsor, the indirectly standardised O/E against the pooled alliance (:func:`carequal.pqi.
+    pqi_observed_expected`: above 1, more admissions than the alliance's age-sex rates give for the members).
+
+    Returns
+    -------
+    DataFrame
+        ``indicator``, ``name``, the ``by`` column (with its total row), ``events``, ``person_years``, ``rate``,
+        ``lower``, ``upper``, ``expected``, ``ratio``, ``ratio_lower``, ``ratio_upper`` (by sponsor only),
+        ``total``, ``suppressed``, ``suppression_reason``.
+    """
+    from carequal.pqi import INDICATORS, pqi_observed_expected
+
+    if by not in ("sponsor", "age_band"):
+        raise ParameterError(f"by must be 'sponsor' or 'age_band', not {by!r}")
+    periods = sponsor_periods(tables["enrollment"])
+    wanted = None if sponsor is None else ([sponsor] if isinstance(sponsor, str) else list(sponsor))
+    if wanted is not None:
+        periods = periods[periods["sponsor"].isin(wanted)]
+    stays = tables["stays"][tables["stays"]["patient_id"].isin(periods["patient_id"]).to_numpy()]
+    members = tables["patients"][tables["patients"]["patient_id"].isin(periods["patient_id"]).to_numpy()]
+    adm = pqi_admissions(stays, members, tables["facilities"], enrollment=periods, by=["sponsor"],
+                         indicators=list(indicators))
+    adm = adm[adm["sponsor"].notna().to_numpy()]
+    pt = pqi_person_time(periods, members, start=start, end=end, by=["sponsor"], freq=None)
+    total_label = ALL_SPONSORS if by == "sponsor" else ALL_AGES
+    if by == "sponsor":
+        rates = pqi_rates_by(adm, pt, ["sponsor"], indicators, level)
+        oe = pqi_observed_expected(adm, pt, by=["sponsor"], indicators=list(indicators), level=level)
+        rates = rates.merge(oe[["sponsor", "indicator", "expected", "ratio", "lower", "upper"]].rename(
+            columns={"lower": "ratio_lower", "upper": "ratio_upper"}), on=["sponsor", "indicator"], how="left")
+    else:
+        adm = adm.assign(age_band=_employer_band(adm["age"]))
+        pt = pt.assign(age_band_pqi=pt["age_band"], age_band=pt["age_band"].map(
+            lambda b: _PQI_BAND_TO_EMPLOYER.get(b, "65+")))
+        rates = pqi_rates_by(adm.assign(band=adm["age_band"]), pt.assign(band=pt["age_band"]).drop(
+            columns="age_band").rename(columns={"age_band_pqi": "age_band"}), ["band"], indicators, level)
+        rates = rates.rename(columns={"band": "age_band"})
+    totals = pqi_rates_by(adm, pt if by == "sponsor" else pt.drop(columns="age_band").rename(
+        columns={"age_band_pqi": "age_band"}), [], indicators, level).assign(**{by: total_label})
+    table = pd.concat([rates.assign(total=False), totals.assign(total=True)], ignore_index=True)
+    table["name"] = table["indicator"].map(lambda n: INDICATORS[n].name)
+    order = {n: i for i, n in enumerate(indicators)}
+    table = table.sort_values(["indicator", "total", by], key=lambda c: c.map(order) if c.name == "indicator"
+                              else c, kind="stable").reset_index(drop=True)
+    derived = [c for c in ("expected", "ratio", "ratio_lower", "ratio_upper") if c in table.columns]
+    return suppress_counts(table, count_cols="events", group_cols="indicator", total_rows="total",
+                           threshold=cell_threshold(min_cell), derived_cols=derived or None, denominator=None)
+
+
+def pqi_rates_by(admissions: pd.DataFrame, person_time: pd.DataFrame, by: list[str], indicators,
+                 level: float) -> pd.DataFrame:
+    """:func:`carequal.pqi.pqi_rates` over the whole window (its one period), ``period`` columns dropped."""
+    from carequal.pqi import pqi_rates
+
+    out = pqi_rates(admissions, person_time, by=by, indicators=list(indicators), level=level)
+    return out.drop(columns=["period"])
+
+
+# -------------------------------------------------------------------------------- display and findings
+
+
+def employer_comparison(utilisation: pd.DataFrame, period: str, *, by: str = "sponsor") -> pd.DataFrame:
+    """One period of :func:`employer_utilisation` laid out for reading: rows by sponsor (or age band), each
+    measure's rate and interval as text (:func:`carequal.population.market_comparison`'s layout)."""
+    from carequal.population import market_comparison
+
+    part = utilisation.rename(columns={by: "market", "member_years": "person_years"}).assign(
+        measure=utilisation["measure"].map(_SHORT), year=utilisation["period"])
+    out = market_comparison(part, period)
+    return out.rename(columns={"Market": "Sponsor" if by == "sponsor" else "Age band",
+                               "Person-years": "Member-years"})
+
+
+_SHORT = {"admissions": "Hospital admissions", "pqi_admissions": "Avoidable admissions (PQI 90)",
+          "ed_visits": "ED visits", "post_acute_admissions": "Post-acute admissions",
+          "inpatient_spending": "Inpatient $ PMPM"}
+
+
+def employer_findings(utilisation: pd.DataFrame, *, period: str, previous: str | None = None,
+                      by: str = "sponsor") -> list[str]:
+    """Plain-language findings of one period of :func:`employer_utilisation` (hidden values are not quoted).
+
+    For the total row: each rate per 1,000 member-years with its interval, and the change since ``previous``
+    when both periods are shown; by sponsor, the members whose interval lies wholly above or below the
+    alliance's rate.
+    """
+    rows = utilisation[utilisation["period"] == period]
+    total = rows[rows["total"]].set_index("measure")
+    before = utilisation[(utilisation["period"] == previous) & utilisation["total"]].set_index("measure") \
+        if previous is not None else None
+    out = []
+    for measure in EMPLOYER_MEASURES:
+        if measure not in total.index or pd.isna(total.loc[measure, "rate"]):
+            continue
+        r = total.loc[measure]
+        if measure == "inpatient_spending":
+            text = f"Inpatient spending was ${r['rate']:,.0f} per member per month in {period}"
+        else:
+            text = (f"{_SHORT[measure]}: {r['rate']:,.1f} per 1,000 member-years in {period} "
+                    f"(95% CI {r['lower']:,.1f}–{r['upper']:,.1f})")
+        if before is not None and measure in before.index and not pd.isna(before.loc[measure, "rate"]) \
+                and before.loc[measure, "rate"] > 0:
+            change = r["rate"] / before.loc[measure, "rate"] - 1
+            text += f", {abs(change) * 100:.0f}% {'lower' if change < 0 else 'higher'} than in {previous}"
+        out.append(text + ".")
+        if by == "sponsor" and measure != "inpatient_spending":
+            groups = rows[(rows["measure"] == measure) & ~rows["total"] & rows["lower"].notna()]
+            high = groups.loc[groups["lower"] > r["rate"], "sponsor"].tolist()
+            low = groups.loc[groups["upper"] < r["rate"], "sponsor"].tolist()
+            if high:
+                out.append(f"{_SHORT[measure]} were higher than the alliance's rate at {', '.join(high)}.")
+            if low:
+                out.append(f"{_SHORT[measure]} were lower than the alliance's rate at {', '.join(low)}.")
+    return out
+
+
+def impact_finding(result: dict, *, min_cell: int = 11) -> str:
+    """One sentence on :func:`programme_impact`'s result, for the board. An effect resting on a group (programme
+    or comparison, before or after) with 1 to ``min_cell - 1`` events is not reported: its size would say more
+    about chance than about the programme, and it would rest on a count the reports hide."""
+    what = {"pqi_admissions": "avoidable (PQI) admissions", "ed_visits": "emergency department visits",
+            "admissions": "hospital admissions"}.get(result["measure"], result["measure"])
+    start = pd.Timestamp(result["start"])
+    lo_cell, hi_cell = cell_threshold(min_cell)
+    if not result["estimable"] or result["before_after"]["events"].between(lo_cell, hi_cell).any():
+        reason = result["reason"] or f"a group has fewer than {min_cell} of them before or after the start"
+        return (f"The effect of {result['sponsor']}'s programme (from {start:%-d %B %Y}) on {what} cannot be "
+                f"estimated yet: {reason.removesuffix(': too few to estimate an effect')}, too few to tell an "
+                "effect from chance.")
+    pct, lo, hi = result["percent_change"], result["percent_lower"], result["percent_upper"]
+    direction = "fewer" if pct < 0 else "more"
+    sure = ("the change is clear (its 95% interval excludes no change)" if hi < 0 or lo > 0 else
+            "the interval includes no change, so the data cannot yet tell the effect from chance")
+    return (f"Since {result['sponsor']} started its programme on {start:%-d %B %Y}, its members had "
+            f"{abs(pct):.0f}% {direction} {what} than members without it would lead us to expect "
+            f"(95% CI {lo:+.0f}% to {hi:+.0f}%); {sure}.")
+
+
+def kpi_record(utilisation: pd.DataFrame, *, period: str) -> dict:
+    """The headline numbers of a report (the batch index): the total row's rates in ``period`` (hidden: None)."""
+    rows = utilisation[(utilisation["period"] == period) & utilisation["total"]].set_index("measure")
+    record = {"period": period}
+    for measure in EMPLOYER_MEASURES:
+        value = rows.loc[measure, "rate"] if measure in rows.index else None
+        record[measure] = None if value is None or pd.isna(value) else round(float(value), 2)
+    any_row = rows.iloc[0] if len(rows) else None
+    record["member_years"] = None if any_row is None else round(float(any_row["member_years"]), 1)
+    return record

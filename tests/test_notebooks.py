@@ -19,7 +19,8 @@ SAMPLE = ROOT / "data" / "sample"
 
 
 def test_the_notebooks_are_there():
-    assert {p.stem for p in NOTEBOOKS} == {"market_report", "partner_packet", "cohort_explorer", "population_health"}
+    assert {p.stem for p in NOTEBOOKS} == {"market_report", "partner_packet", "cohort_explorer", "population_health",
+                                           "employee_health"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -40,7 +41,7 @@ def test_notebook_is_clean_typed_and_paired(path):
     assert [(c.cell_type, c.source) for c in source.cells] == [(c.cell_type, c.source) for c in nb.cells]
 
 
-@pytest.mark.parametrize("name", ["cohort_explorer", "population_health", "partner_packet"])
+@pytest.mark.parametrize("name", ["cohort_explorer", "population_health", "partner_packet", "employee_health"])
 def test_notebook_runs_on_the_sample(name, tmp_path, sample_work, monkeypatch):
     from carequal.batch import ipc_kernel_manager
 
@@ -52,7 +53,7 @@ def test_notebook_runs_on_the_sample(name, tmp_path, sample_work, monkeypatch):
     monkeypatch.setenv("CAREQUAL_CACHE", str(tmp_path / "cache"))
     parameters = {"cohort_explorer": {"data": str(SAMPLE), "work": str(sample_work.dataset.parent.parent)},
                   "population_health": {"work": str(sample_work.dataset.parent.parent)},
-                  "partner_packet": {}}[name]
+                  "partner_packet": {}, "employee_health": {}}[name]
     # IPC kernels, as the batch uses: TCP kernels started at the same moment by another process can collide
     papermill.execute_notebook(str(FOLDER / f"{name}.ipynb"), str(out), parameters=parameters,
                                cwd=str(tmp_path), progress_bar=False, execution_timeout=600,
@@ -64,5 +65,6 @@ def test_notebook_runs_on_the_sample(name, tmp_path, sample_work, monkeypatch):
     assert not [o for o in outputs if o.get("name") == "stderr"], "warnings or progress bars leaked into output"
     assert sorted(p.name for p in FOLDER.iterdir()) == before  # nothing written beside the notebooks
     cache = sorted(p.name for p in (tmp_path / "cache").iterdir()) if (tmp_path / "cache").exists() else []
-    expected = {"cohort_explorer": 0, "population_health": 1, "partner_packet": 2}[name]  # sample (and .work)
+    expected = {"cohort_explorer": 0, "population_health": 1, "partner_packet": 2,  # sample (and .work)
+                "employee_health": 1}[name]
     assert len(cache) == expected and all(n.startswith("sample-") for n in cache)
