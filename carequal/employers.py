@@ -51,9 +51,9 @@ from carequal.intervals import poisson_exact, wilson
 from carequal.pqi import pqi_admissions, pqi_age_band, pqi_person_time
 
 __all__ = ["ALL_AGES", "ALL_SPONSORS", "EMPLOYER_AGE_BANDS", "EMPLOYER_MEASURES", "MEASURE_LABELS", "PQI_SHOWN",
-           "chronic_prevalence", "employer_comparison", "employer_events", "employer_findings", "employer_trend",
-           "employer_utilisation", "impact_finding", "kpi_record", "member_time", "pqi_rates_by", "pqi_table",
-           "programme_impact", "sponsor_periods", "sponsors"]
+           "chronic_prevalence", "covering_sponsor", "employer_comparison", "employer_events", "employer_findings",
+           "employer_trend", "employer_utilisation", "impact_finding", "kpi_record", "member_time", "pqi_rates_by",
+           "pqi_table", "programme_impact", "sponsor_periods", "sponsors"]
 
 EMPLOYER_AGE_BANDS: tuple[str, ...] = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
 """Age bands of the employer views (age in whole years on the day of the event or of the member-time)."""
@@ -129,9 +129,19 @@ def sponsors(enrollment: pd.DataFrame) -> list[str]:
     return sorted(enrollment["sponsor"].dropna().astype(str).unique())
 
 
-def _covering_sponsor(patient: pd.Series, when: pd.Series, periods: pd.DataFrame) -> np.ndarray:
-    """The sponsor of the period covering each (patient, date), None where none does (periods: disjoint per
-    patient across sponsors, as the contract's sponsor_overlap rule ensures)."""
+def covering_sponsor(patient: pd.Series, when: pd.Series, periods: pd.DataFrame) -> np.ndarray:
+    """The sponsor of the period covering each (patient, date), None where none does (``periods``:
+    :func:`sponsor_periods`, disjoint per patient across sponsors, as the contract's sponsor_overlap rule ensures).
+
+    Examples
+    --------
+    >>> periods = pd.DataFrame({"patient_id": ["p", "p"], "sponsor": ["A", "B"],
+    ...     "start_date": pd.to_datetime(["2024-01-01", "2024-07-01"]),
+    ...     "end_date": pd.to_datetime(["2024-06-30", "2024-09-30"])})
+    >>> covering_sponsor(pd.Series(["p", "p", "p"]), pd.Series(pd.to_datetime(["2024-06-30", "2024-07-01",
+    ...     "2024-10-01"])), periods).tolist()
+    ['A', 'B', None]
+    """
     out = np.full(len(patient), None, dtype=object)
     if periods.empty or len(patient) == 0:
         return out
@@ -217,7 +227,7 @@ def employer_events(tables: dict[str, pd.DataFrame], *, start, end) -> pd.DataFr
         frame, when = frame[keep], when[keep]
         pieces.append(pd.DataFrame({
             "measure": measure, "patient_id": frame["patient_id"].to_numpy(),
-            "sponsor": _covering_sponsor(frame["patient_id"], when, periods), "date": when.to_numpy(),
+            "sponsor": covering_sponsor(frame["patient_id"], when, periods), "date": when.to_numpy(),
             "value": 1.0 if value is None else np.asarray(value, dtype=float)[keep]}))
 
     acute = stays[(setting == "acute").to_numpy()]

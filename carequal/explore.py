@@ -39,14 +39,16 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from carequal.cohorts import CONDITIONS, Cohort, age_band, index_stays, standard_population
+from carequal.cohorts import ALL_PAYER_RULES, CONDITIONS, Cohort, age_band, index_stays, standard_population
 from carequal.disclosure import cell_threshold, suppress_counts
+from carequal.employers import covering_sponsor, sponsor_periods
 from carequal.errors import CarequalError, ParameterError
 from carequal.measures import index_measures, rate_table
 from carequal.risk import risk_covariates
 
-__all__ = ["FRAME_COLUMNS", "GROUPINGS", "PARTNER_CHOICES", "RATE_MEASURES", "attrition_for_chart",
-           "explorer_choices", "explorer_frame", "explorer_rates", "filter_explorer", "table_one"]
+__all__ = ["FRAME_COLUMNS", "GROUPINGS", "PARTNER_CHOICES", "POPULATIONS", "RATE_MEASURES", "attrition_for_chart",
+           "explorer_choices", "explorer_frame", "explorer_rates", "filter_explorer", "population_cohort",
+           "table_one"]
 
 FRAME_COLUMNS: tuple[str, ...] = (
     "market", "period", "partner", "age", "age_band", "sex", "dual_eligible", "condition", "los_days",
@@ -57,8 +59,14 @@ FRAME_COLUMNS: tuple[str, ...] = (
 PARTNER_CHOICES: tuple[str, ...] = ("all", "partner", "other")
 """Values of the partner filter: every index stay, or those of partner / other discharging hospitals."""
 
-GROUPINGS: tuple[str, ...] = ("partner", "sex", "dual_eligible", "condition", "age_band", "pac_setting")
-"""Columns a Table 1 or the rates can be grouped by."""
+GROUPINGS: tuple[str, ...] = ("partner", "sex", "dual_eligible", "condition", "age_band", "pac_setting", "sponsor")
+"""Columns a Table 1 or the rates can be grouped by (``sponsor``: the employer populations' frames only)."""
+
+POPULATIONS: dict[str, str] = {
+    "medicare": "Medicare fee-for-service, 65 and over (CMS rules)",
+    "employees": "Employees of the alliance's employers (every age and coverage; by employer)",
+}
+"""The populations the explorer can show (:func:`population_cohort`)."""
 
 RATE_MEASURES: dict[str, tuple[str, str]] = {
     "readmission": ("unplanned_readmit_30d", "30-day unplanned readmission"),
@@ -70,7 +78,7 @@ RATE_MEASURES: dict[str, tuple[str, str]] = {
 _CONTINUOUS: dict[str, str] = {"age": "Age (years)", "los_days": "Length of stay (days)",
                                "n_secondary": "Secondary diagnoses"}
 _CATEGORICAL: dict[str, str] = {"sex": "Sex", "dual_eligible": "Dual eligible", "condition": "Condition",
-                                "age_band": "Age band", "pac_setting": "Post-acute setting"}
+                                "age_band": "Age band", "pac_setting": "Post-acute setting", "sponsor": "Employer"}
 _MISSING_LEVEL = "(missing)"
 _PAC_ORDER = ("none", "snf", "irf", "ltch", "hha")
 
@@ -155,6 +163,40 @@ def explorer_frame(tables: dict[str, pd.DataFrame], *, cohort: Cohort | None = N
         if col in measured.columns:
             out[col] = measured[col].to_numpy()
     return out
+
+
+def population_cohort(tables: dict[str, pd.DataFrame], population: str = "medicare") -> tuple[Cohort, pd.DataFrame]:
+    """The index-stay cohort and :func:`explorer_frame` of one population of a market's tables.
+
+    ``"medicare"``: every patient, the CMS rules (:func:`carequal.cohorts.index_stays`' default: 65 and over,
+    fee-for-service coverage), as before populations were added. ``"employees"``: the members of the employer
+    populations (patients with an enrollment period naming a ``sponsor``), their sponsored periods as the
+    enrollment, the all-payer rules (every age and coverage); the frame gains ``sponsor``, the employer covering
+    the discharge date.
+
+    Raises
+    ------
+    ParameterError
+        An unknown population, or ``"employees"`` without an ``enrollment.sponsor`` column.
+    """
+    if population not in POPULATIONS:
+        raise ParameterError(f"unknown population {population!r}; choose from {', '.join(POPULATIONS)}")
+    if population == "medicare":
+        cohort = index_stays(tables["stays"], tables["facilities"], tables["patients"], tables.get("enrollment"))
+        return cohort, explorer_frame(tables, cohort=cohort)
+    if tables.get("enrollment") is None:
+        raise ParameterError("the employee populations need an enrollment table with a sponsor column")
+    periods = sponsor_periods(tables["enrollment"])
+    enrollment = tables["enrollment"][tables["enrollment"]["sponsor"].notna().to_numpy()]
+    members = periods["patient_id"].unique()
+    part = {**tables, "enrollment": enrollment,
+            "patients": tables["patients"][tables["patients"]["patient_id"].isin(members).to_numpy()],
+            "stays": tables["stays"][tables["stays"]["patient_id"].isin(members).to_numpy()]}
+    cohort = index_stays(part["stays"], part["facilities"], part["patients"], enrollment, rules=ALL_PAYER_RULES)
+    frame = explorer_frame(part, cohort=cohort)
+    index = cohort.index
+    frame["sponsor"] = covering_sponsor(index["patient_id"], pd.to_datetime(index["discharge_date"]), periods)
+    return cohort, frame
 
 
 # ---------------------------------------------------------------------------------------------- filters

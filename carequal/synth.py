@@ -776,10 +776,8 @@ visits."""
 def employer_rates(config: SynthConfig | None = None) -> pd.DataFrame:
     """The true rates of the employer populations: every sponsor, period, age band, sex and measure.
 
-    Parameters
-    ----------
-    config : SynthConfig, optional
-        Defaults to ``SynthConfig()`` (the committed sample).
+    The rates the employees' events are drawn at under ``config`` (default: the committed sample's,
+    ``SynthConfig()``).
 
     Returns
     -------

@@ -16,6 +16,7 @@
 # %% tags=["parameters"]
 # Parameters (papermill injects values after this cell; every one is typed for validation)
 market: str = "Northvale"
+population: str = "medicare"  # or "employees": the alliance's employer populations (carequal.explore.POPULATIONS)
 data: str = ""  # contract tables or an ingested dataset; empty: the sample (carequal.sample)
 work: str = ""  # patient-level work files; empty: <data>.work beside the data folder
 period_start: str = "2024-01-01"
@@ -24,10 +25,12 @@ period_end: str = "2024-12-31"
 # %% [markdown]
 # # Cohort explorer
 #
-# Index stays of one market's residents (CMS hospital-wide rules), described with a Table 1 and three outcome
-# rates, by the partner status of the discharging hospital. Choose the market, condition, partner status, age
-# bands and discharge months below; the tables follow. Counts from 1 to 10, and the cells that would give
-# them back, are hidden ("<11" or "suppressed"), so the tables can be shown as they are.
+# Index stays of one market's residents, described with a Table 1 and three outcome rates, by the partner status
+# of the discharging hospital (or, for the employees, by employer). Choose the population (Medicare residents 65
+# and over under the CMS hospital-wide rules, or the employees of the alliance's employers under all-payer rules),
+# the market, condition, partner status, age bands and discharge months below; the tables follow. Counts from 1
+# to 10, and the cells that would give them back, are hidden ("<11" or "suppressed"), so the tables can be shown
+# as they are.
 # Everything here is computed by `carequal.explore`; this notebook only wires it to the controls.
 
 # %% tags=["setup"]
@@ -42,7 +45,6 @@ from IPython.display import HTML, Markdown, display
 from carequal import explore as ex
 from carequal import plots
 from carequal import report as rpt
-from carequal.cohorts import index_stays
 from carequal.inputs import prepare
 from carequal.loaders import markets_in_dataset, read_market
 from carequal.sample import notebook_folders
@@ -55,15 +57,13 @@ data, work = notebook_folders(data, work)  # data empty: the sample
 inputs = prepare(data, work, period_start=period_start, period_end=period_end)
 
 
-@lru_cache(maxsize=3)
-def load(name: str):
-    """The market's index-stay cohort and explorer frame (read once per market)."""
-    tables = read_market(inputs.dataset, name).tables
-    cohort = index_stays(tables["stays"], tables["facilities"], tables["patients"], tables.get("enrollment"))
-    return cohort, ex.explorer_frame(tables, cohort=cohort)
+@lru_cache(maxsize=6)
+def load(name: str, group: str = "medicare"):
+    """The market's index-stay cohort and explorer frame for one population (read once per market)."""
+    return ex.population_cohort(read_market(inputs.dataset, name).tables, group)
 
 
-cohort, frame = load(market)
+cohort, frame = load(market, population)
 choices = ex.explorer_choices(frame)
 
 # %% [markdown]
@@ -71,6 +71,8 @@ choices = ex.explorer_choices(frame)
 
 # %%
 controls = {
+    "population": widgets.Dropdown(options=[(label, key) for key, label in ex.POPULATIONS.items()], value=population,
+                                   description="Population"),
     "market": widgets.Dropdown(options=markets_in_dataset(inputs.dataset), value=market, description="Market"),
     "condition": widgets.Dropdown(options=choices["condition"], value="all", description="Condition"),
     "partner": widgets.Dropdown(options=choices["partner"], value="all", description="Hospital"),
@@ -81,26 +83,31 @@ controls = {
 }
 
 
-def show_tables(market, condition, partner, age_bands, start, end):
-    chosen = ex.filter_explorer(load(market)[1], condition=condition, partner=partner, age_bands=age_bands,
-                                start=start, end=end)
-    display(Markdown(f"### {market}: index stays by the discharging hospital's partner status"))
-    display(ex.table_one(chosen, groupby="partner"))
-    rates = rpt.with_interval_text(ex.explorer_rates(chosen, by="partner"), percent=True)
+def show_tables(population, market, condition, partner, age_bands, start, end):
+    chosen = ex.filter_explorer(load(market, population)[1], condition=condition, partner=partner,
+                                age_bands=age_bands, start=start, end=end)
+    by = "sponsor" if population == "employees" else "partner"
+    display(Markdown(f"### {market}, {ex.POPULATIONS[population]}: index stays by "
+                     + ("employer" if by == "sponsor" else "the discharging hospital's partner status")))
+    display(ex.table_one(chosen, groupby=by))
+    rates = rpt.with_interval_text(ex.explorer_rates(chosen, by=by), percent=True)
     display(HTML(rpt.table_html(rpt.presentable(
-        rates, columns={"label": "Measure", "partner": "Hospital", "n": None, "events": None, "rate": "Rate",
-                        "interval": "95% CI"}, counts=("n", "events"), percent=("rate",)))))
+        rates, columns={"label": "Measure", by: "Employer" if by == "sponsor" else "Hospital", "n": None,
+                        "events": None, "rate": "Rate", "interval": "95% CI"}, counts=("n", "events"),
+        percent=("rate",)))))
 
 
-def show_attrition(market):
-    plots.attrition_plot(ex.attrition_for_chart(load(market)[0].attrition),
+def show_attrition(population, market):
+    plots.attrition_plot(ex.attrition_for_chart(load(market, population)[0].attrition),
                          title=f"{market}: acute stays to index stays")
     plt.show()
 
 
 tables_out = widgets.interactive_output(show_tables, controls)
-attrition_out = widgets.interactive_output(show_attrition, {"market": controls["market"]})
-display(widgets.VBox([widgets.HBox([controls["market"], controls["condition"], controls["partner"]]),
+attrition_out = widgets.interactive_output(show_attrition, {"population": controls["population"],
+                                                            "market": controls["market"]})
+display(widgets.VBox([widgets.HBox([controls["population"], controls["market"]]),
+                      widgets.HBox([controls["condition"], controls["partner"]]),
                       widgets.HBox([controls["age_bands"], widgets.VBox([controls["start"], controls["end"]])])]))
 
 # %% [markdown]

@@ -103,6 +103,7 @@ for ax, measure in zip(axes, shown, strict=True):
                               sponsor=chosen, min_cell=min_cell, events=events, time=quarters)
     plots.spc_plot(chart, percent=False, ax=ax, title=em.MEASURE_LABELS[measure].replace(" per 1,000", "\nper 1,000"),
                    ylabel="")
+    ax.tick_params(axis="x", labelrotation=90, labelsize=8)
 fig.tight_layout()
 plt.show()
 
