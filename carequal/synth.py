@@ -1435,17 +1435,17 @@ def _anniversaries(cal: _Calendar, birth: np.ndarray, ages) -> np.ndarray:
 @dataclass(frozen=True)
 class _Sponsors:
     names: tuple[str, ...]
-    market: np.ndarray
-    size: np.ndarray
-    female: np.ndarray
-    age_a: np.ndarray
+    programme: int  # index of the programme sponsor, -1 if none
+    market: np.ndarray  # home market of each sponsor
+    size: np.ndarray  # employees
+    female: np.ndarray  # share of women
+    age_a: np.ndarray  # Beta parameters of the age on the first day in the data
     age_b: np.ndarray
+    programme_day: int  # day index of the programme start (_INF if none)
     pqi: np.ndarray  # rate multipliers
     other: np.ndarray
     ed: np.ndarray
     payment: np.ndarray  # multiplier of acute payments
-    programme: int  # index of the programme sponsor, -1 if none
-    programme_day: int  # day index of the programme start (_INF if none)
 
 
 def _n_employees(config: SynthConfig) -> int:
@@ -1471,9 +1471,10 @@ def _sponsors(config: SynthConfig) -> _Sponsors:
     size[np.argsort(-(exact - size), kind="stable")[:total - int(size.sum())]] += 1  # largest remainders
     prof = np.array([_SPONSOR_PROFILES[j % len(_SPONSOR_PROFILES)] for j in range(k)], float)
     day = (pd.Timestamp(config.programme_start) - pd.Timestamp(config.start)).days
-    return _Sponsors(tuple(names), np.array(market, np.int64), size, prof[:, 4], prof[:, 5], prof[:, 6],
-                     prof[:, 0], prof[:, 1], prof[:, 2], prof[:, 3], config.programme_sponsor - 1,
-                     day if config.programme_sponsor else _INF)
+    return _Sponsors(names=tuple(names), programme=config.programme_sponsor - 1, market=np.array(market, np.int64),
+                     size=size, female=prof[:, 4], age_a=prof[:, 5], age_b=prof[:, 6],
+                     programme_day=day if config.programme_sponsor else _INF, pqi=prof[:, 0], other=prof[:, 1],
+                     ed=prof[:, 2], payment=prof[:, 3])
 
 
 @lru_cache(maxsize=1)
