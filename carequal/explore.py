@@ -393,7 +393,8 @@ def table_one(frame: pd.DataFrame, *, groupby: str | None = "partner", min_cell:
     _grouping(groupby, "groupby")
     continuous = [c for c in _CONTINUOUS if c in frame.columns]
     categorical = [c for c in _CATEGORICAL if c in frame.columns and c != groupby]
-    missing = [c for c in (*_CATEGORICAL, "age", "los_days") if c not in frame.columns and c != groupby]
+    missing = [c for c in (*_CATEGORICAL, "age", "los_days") if c not in frame.columns and c != groupby
+               and c != "sponsor"]  # sponsor: the employer populations' frames only
     if groupby is not None and groupby not in frame.columns:
         missing.append(groupby)
     if missing:

@@ -347,5 +347,7 @@ def test_populations_medicare_as_before_and_the_employees_by_employer(northvale)
     assert frame["sponsor"].notna().all()
     rates = explorer_rates(frame, by="sponsor")
     assert set(rates["sponsor"]) >= set(frame["sponsor"]) | {"all"}
+    by_employer = table_one(frame, groupby="sponsor")  # what the explorer shows for the employees
+    assert by_employer.loc[("n", ""), by_employer.columns[0]] == f"{len(frame):,d}".replace(",", "")
     with pytest.raises(ParameterError, match="population"):
         population_cohort(northvale, "retirees")
