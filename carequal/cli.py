@@ -8,7 +8,8 @@ synth     generate synthetic partnership data (the sample's tables are ``carequa
 ingest    validate input tables and write a market-partitioned Parquet dataset
 desynpuf  convert CMS DE-SynPUF inpatient claims and beneficiary files into contract tables
 report    the main job: the market report for every market, rendered to HTML, with an index and a manifest;
-          with --by partner, one packet and aggregate extract per partner of the partnership agreement
+          with --by partner, one packet and aggregate extract per partner of the partnership agreement; with
+          --by sponsor, one employee health report for the alliance and one per employer (enrollment.sponsor)
 
 Errors in the data or the arguments print one clear message and exit with status 2 (no traceback); see
 :func:`main` for every exit status.
@@ -163,7 +164,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     for line in result.notes:
         print(f"carequal report: {line}", file=sys.stderr)
     reused = sum(1 for r in result.markets.values() if r.get("reused"))
-    what = "partner packets" if args.by == "partner" else "market reports"
+    what = {"partner": "partner packets", "sponsor": "employee health reports"}.get(args.by, "market reports")
     params = result.manifest["parameters"]
     print(f"carequal report: {len(result.markets) - len(result.failed)} of {len(result.markets)} {what} "
           f"for {params['period_start']} to {params['period_end']} ready in {result.out} ({reused} unchanged since "
@@ -251,8 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", default=None, help="work folder for patient-level data (default: <out>.work)")
     p.add_argument("--force", action="store_true", help="redo every market even if its report is current")
     p.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786) to run on")
-    p.add_argument("--by", choices=("market", "partner"), default="market",
-                   help="one report per market (default), or one packet and extract per partner of the agreement")
+    p.add_argument("--by", choices=("market", "partner", "sponsor"), default="market",
+                   help="one report per market (default), one packet and extract per partner of the agreement, or "
+                        "one employee health report for the alliance and one per sponsor (enrollment.sponsor)")
     p.add_argument("--agreement", default=None,
                    help="partnership agreement for --by partner (default: agreement.toml/.yaml in the data folder)")
     p.add_argument("--patient-lists", default=None, metavar="DIR",

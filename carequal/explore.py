@@ -40,20 +40,24 @@ import re
 import warnings
 from collections.abc import Callable, Iterable
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from carequal.cohorts import CONDITIONS, Cohort, age_band, index_stays, standard_population
+from carequal.cohorts import ALL_PAYER_RULES, CONDITIONS, Cohort, age_band, index_stays, standard_population
 from carequal.disclosure import cell_threshold, suppress_counts
+from carequal.employers import covering_sponsor, sponsor_periods
 from carequal.errors import CarequalError, ParameterError
+from carequal.loaders import read_market
 from carequal.measured import MeasuredCohort
 from carequal.measures import index_measures, rate_table
 from carequal.presentation import displayed, table_html, with_interval_text
 from carequal.risk import risk_covariates
 
-__all__ = ["FRAME_COLUMNS", "GROUPINGS", "PARTNER_CHOICES", "RATE_MEASURES", "CohortExplorer", "attrition_for_chart",
-           "explorer_choices", "explorer_frame", "explorer_rates", "filter_explorer", "market_view", "table_one"]
+__all__ = ["FRAME_COLUMNS", "GROUPINGS", "PARTNER_CHOICES", "POPULATIONS", "RATE_MEASURES", "CohortExplorer",
+           "attrition_for_chart", "explorer_choices", "explorer_frame", "explorer_rates", "filter_explorer",
+           "market_view", "population_cohort", "table_one"]
 
 FRAME_COLUMNS: tuple[str, ...] = (
     "market", "period", "partner", "age", "age_band", "sex", "dual_eligible", "condition", "los_days",
@@ -64,8 +68,14 @@ FRAME_COLUMNS: tuple[str, ...] = (
 PARTNER_CHOICES: tuple[str, ...] = ("all", "partner", "other")
 """Values of the partner filter: every index stay, or those of partner / other discharging hospitals."""
 
-GROUPINGS: tuple[str, ...] = ("partner", "sex", "dual_eligible", "condition", "age_band", "pac_setting")
-"""Columns a Table 1 or the rates can be grouped by."""
+GROUPINGS: tuple[str, ...] = ("partner", "sex", "dual_eligible", "condition", "age_band", "pac_setting", "sponsor")
+"""Columns a Table 1 or the rates can be grouped by (``sponsor``: the employer populations' frames only)."""
+
+POPULATIONS: dict[str, str] = {
+    "medicare": "Medicare fee-for-service, 65 and over (CMS rules)",
+    "employees": "Employees of the alliance's employers (every age and coverage; by employer)",
+}
+"""The populations the explorer can show (:func:`population_cohort`)."""
 
 RATE_MEASURES: dict[str, tuple[str, str]] = {
     "readmission": ("unplanned_readmit_30d", "30-day unplanned readmission"),
@@ -77,7 +87,7 @@ RATE_MEASURES: dict[str, tuple[str, str]] = {
 _CONTINUOUS: dict[str, str] = {"age": "Age (years)", "los_days": "Length of stay (days)",
                                "n_secondary": "Secondary diagnoses"}
 _CATEGORICAL: dict[str, str] = {"sex": "Sex", "dual_eligible": "Dual eligible", "condition": "Condition",
-                                "age_band": "Age band", "pac_setting": "Post-acute setting"}
+                                "age_band": "Age band", "pac_setting": "Post-acute setting", "sponsor": "Employer"}
 _MISSING_LEVEL = "(missing)"
 _PAC_ORDER = ("none", "snf", "irf", "ltch", "hha")
 
@@ -180,6 +190,40 @@ def market_view(cohort: MeasuredCohort, market: str) -> tuple[pd.DataFrame, pd.D
         raise ParameterError(f"no market {market!r} in the cohort; markets: "
                              + ", ".join(sorted(set(cohort.attrition["market"]) - {""})))
     return att[["step", "description", "excluded", "remaining"]].reset_index(drop=True), explorer_frame(measured=rows)
+
+
+def population_cohort(tables: dict[str, pd.DataFrame], population: str = "medicare") -> tuple[Cohort, pd.DataFrame]:
+    """The index-stay cohort and :func:`explorer_frame` of one population of a market's tables.
+
+    ``"medicare"``: every patient, the CMS rules (:func:`carequal.cohorts.index_stays`' default: 65 and over,
+    fee-for-service coverage), as before populations were added. ``"employees"``: the members of the employer
+    populations (patients with an enrollment period naming a ``sponsor``), their sponsored periods as the
+    enrollment, the all-payer rules (every age and coverage); the frame gains ``sponsor``, the employer covering
+    the discharge date.
+
+    Raises
+    ------
+    ParameterError
+        An unknown population, or ``"employees"`` without an ``enrollment.sponsor`` column.
+    """
+    if population not in POPULATIONS:
+        raise ParameterError(f"unknown population {population!r}; choose from {', '.join(POPULATIONS)}")
+    if population == "medicare":
+        cohort = index_stays(tables["stays"], tables["facilities"], tables["patients"], tables.get("enrollment"))
+        return cohort, explorer_frame(tables, cohort=cohort)
+    if tables.get("enrollment") is None:
+        raise ParameterError("the employee populations need an enrollment table with a sponsor column")
+    periods = sponsor_periods(tables["enrollment"])
+    enrollment = tables["enrollment"][tables["enrollment"]["sponsor"].notna().to_numpy()]
+    members = periods["patient_id"].unique()
+    part = {**tables, "enrollment": enrollment,
+            "patients": tables["patients"][tables["patients"]["patient_id"].isin(members).to_numpy()],
+            "stays": tables["stays"][tables["stays"]["patient_id"].isin(members).to_numpy()]}
+    cohort = index_stays(part["stays"], part["facilities"], part["patients"], enrollment, rules=ALL_PAYER_RULES)
+    frame = explorer_frame(part, cohort=cohort)
+    index = cohort.index
+    frame["sponsor"] = covering_sponsor(index["patient_id"], pd.to_datetime(index["discharge_date"]), periods)
+    return cohort, frame
 
 
 # ---------------------------------------------------------------------------------------------- filters
@@ -376,7 +420,8 @@ def table_one(frame: pd.DataFrame, *, groupby: str | None = "partner", min_cell:
     _grouping(groupby, "groupby")
     continuous = [c for c in _CONTINUOUS if c in frame.columns]
     categorical = [c for c in _CATEGORICAL if c in frame.columns and c != groupby]
-    missing = [c for c in (*_CATEGORICAL, "age", "los_days") if c not in frame.columns and c != groupby]
+    missing = [c for c in (*_CATEGORICAL, "age", "los_days") if c not in frame.columns and c != groupby
+               and c != "sponsor"]  # sponsor: the employer populations' frames only
     if groupby is not None and groupby not in frame.columns:
         missing.append(groupby)
     if missing:
@@ -614,40 +659,50 @@ class CohortExplorer:
         Disclosure threshold of the tables and the chart.
     """
 
-    def __init__(self, cohort: MeasuredCohort, *, attrition_plot: Callable | None = None, min_cell: int = 11,
-                 cache: int = 3):
-        self.cohort, self.attrition_plot, self.min_cell = cohort, attrition_plot, min_cell
+    def __init__(self, cohort: MeasuredCohort, *, dataset: str | Path | None = None,
+                 attrition_plot: Callable | None = None, min_cell: int = 11, cache: int = 3):
+        self.cohort, self.dataset, self.attrition_plot, self.min_cell = cohort, dataset, attrition_plot, min_cell
         self.view = lru_cache(maxsize=cache)(self._view)
 
-    def _view(self, market: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-        return market_view(self.cohort, market)
+    def _view(self, market: str, population: str = "medicare") -> tuple[pd.DataFrame, pd.DataFrame]:
+        if population == "medicare":
+            return market_view(self.cohort, market)
+        if population not in POPULATIONS:
+            raise ParameterError(f"unknown population {population!r}; choose from {', '.join(POPULATIONS)}")
+        if self.dataset is None:
+            raise ParameterError("CohortExplorer: the employee populations need dataset= (the prepared dataset)")
+        cohort, frame = population_cohort(read_market(self.dataset, market).tables, population)
+        return cohort.attrition[["step", "description", "excluded", "remaining"]].reset_index(drop=True), frame
 
     def tables(self, market: str, condition: str = "all", partner: str = "all", age_bands=None, start=None,
-               end=None) -> tuple[str, pd.DataFrame, str]:
-        """The heading, the Table 1 and the outcome rates (as HTML) of the market's stays matching the choices."""
-        chosen = filter_explorer(self.view(market)[1], condition=condition, partner=partner, age_bands=age_bands,
-                                 start=start, end=end)
-        rates = with_interval_text(explorer_rates(chosen, by="partner", min_cell=self.min_cell), percent=True)
-        return (f"### {market}: index stays by the discharging hospital's partner status",
-                table_one(chosen, groupby="partner", min_cell=self.min_cell),
-                table_html(displayed(rates, "explorer_rates")))
+               end=None, population: str = "medicare") -> tuple[str, pd.DataFrame, str]:
+        """The heading, the Table 1 and the outcome rates (as HTML) of the market's stays of ``population``
+        matching the choices: by the discharging hospital's partner status, or for the employees by employer."""
+        chosen = filter_explorer(self.view(market, population)[1], condition=condition, partner=partner,
+                                 age_bands=age_bands, start=start, end=end)
+        by = "sponsor" if population == "employees" else "partner"
+        rates = with_interval_text(explorer_rates(chosen, by=by, min_cell=self.min_cell), percent=True)
+        heading = (f"### {market}: index stays by the discharging hospital's partner status" if by == "partner"
+                   else f"### {market}, {POPULATIONS[population]}: index stays by employer")
+        return (heading, table_one(chosen, groupby=by, min_cell=self.min_cell),
+                table_html(displayed(rates, "explorer_rates" if by == "partner" else "explorer_rates_employer")))
 
     def show_tables(self, market: str, condition: str = "all", partner: str = "all", age_bands=None, start=None,
-                    end=None) -> None:
+                    end=None, population: str = "medicare") -> None:
         """Display :meth:`tables` in a notebook (the callback of the explorer's controls)."""
         from IPython.display import HTML, Markdown, display  # only in a notebook kernel
 
-        heading, one, rates = self.tables(market, condition, partner, age_bands, start, end)
+        heading, one, rates = self.tables(market, condition, partner, age_bands, start, end, population)
         display(Markdown(heading))
         display(one)
         display(HTML(rates))
 
-    def show_attrition(self, market: str) -> None:
+    def show_attrition(self, market: str, population: str = "medicare") -> None:
         """Draw the market's attrition chart (:func:`attrition_for_chart`) with ``attrition_plot`` and show it."""
         import matplotlib.pyplot as plt  # only where a chart is drawn
 
         if self.attrition_plot is None:
             raise ParameterError("CohortExplorer.show_attrition needs attrition_plot (carequal.plots.attrition_plot)")
-        self.attrition_plot(attrition_for_chart(self.view(market)[0], min_cell=self.min_cell),
+        self.attrition_plot(attrition_for_chart(self.view(market, population)[0], min_cell=self.min_cell),
                             title=f"{market}: acute stays to index stays")
         plt.show()

@@ -71,17 +71,26 @@ def partnership_exposure(frame: pd.DataFrame, facilities: pd.DataFrame, *, facil
 
 def difference_in_differences(frame: pd.DataFrame, *, outcome: str, facility: str, covariates: list[str] = (),
                               period: str = "period", exposed: str = "exposed", link: str = "logit",
-                              level: float = 0.95) -> dict:
+                              level: float = 0.95, exposure: str | None = None, cluster: bool = True) -> dict:
     """Two-way fixed-effects difference-in-differences with facility-clustered standard errors.
 
     Parameters
     ----------
     frame : DataFrame
         Stay rows with the outcome (bool), the facility, the period and ``exposed`` (from
-        :func:`partnership_exposure`), and numeric risk covariates.
-    link : {"logit", "linear"}
+        :func:`partnership_exposure`), and numeric risk covariates. With ``link="poisson"``: cells with a count
+        ``outcome`` and their person-time ``exposure`` (e.g. events and member-years of one sponsor, quarter,
+        age band and sex).
+    link : {"logit", "linear", "poisson"}
         ``"logit"``: effect on the log-odds (``odds_ratio`` = exp); ``"linear"``: linear probability model,
-        effect in percentage points.
+        effect in percentage points; ``"poisson"``: log-linear rate model with ``log(exposure)`` as offset,
+        effect on the log-rate scale (``rate_ratio`` = exp).
+    exposure : str, optional
+        Person-time column (``link="poisson"`` only; required there).
+    cluster : bool
+        Standard errors clustered by ``facility`` (the default). False: model-based standard errors, scaled
+        by the Pearson chi-square over the residual degrees of freedom when that is above 1 (quasi-likelihood)
+        — the choice when the units are few (clustered standard errors need many clusters, some 30 or more).
 
     Raises
     ------
@@ -94,17 +103,22 @@ def difference_in_differences(frame: pd.DataFrame, *, outcome: str, facility: st
     Returns
     -------
     dict
-        ``effect`` (log-odds for logit, a difference of proportions for linear) with ``effect_lower``,
-        ``effect_upper`` (its interval, on the same scale), ``se``, ``p_value``, ``level``; for logit also
-        ``odds_ratio`` = exp(``effect``) with ``odds_ratio_lower``, ``odds_ratio_upper`` (the interval
-        exponentiated); ``n``, ``n_facilities``, ``n_exposed``, ``n_left_out`` (rows without a usable exposure),
-        ``method``, and ``converged``, ``gradient_norm``, ``objective_change`` (:mod:`carequal.convergence`).
+        ``effect`` (log-odds for logit, a difference of proportions for linear, a log rate ratio for poisson)
+        with ``effect_lower``, ``effect_upper`` (its interval, on the same scale), ``se``, ``p_value``,
+        ``level``; for logit also ``odds_ratio`` = exp(``effect``) with ``odds_ratio_lower``,
+        ``odds_ratio_upper`` (the interval exponentiated), for poisson ``rate_ratio`` and its limits; ``n``,
+        ``n_facilities``, ``n_exposed``, ``n_left_out`` (rows without a usable exposure), ``method``, and
+        ``converged``, ``gradient_norm``, ``objective_change`` (:mod:`carequal.convergence`).
     """
     import statsmodels.api as sm  # statsmodels.api takes seconds to import: loaded on the first fit
 
-    if link not in ("logit", "linear"):
-        raise ParameterError(f"link must be 'logit' or 'linear', not {link!r}")
-    usable = frame[exposed].notna().to_numpy()
+    if link not in ("logit", "linear", "poisson"):
+        raise ParameterError(f"link must be 'logit', 'linear' or 'poisson', not {link!r}")
+    if (link == "poisson") != (exposure is not None):
+        raise ParameterError("exposure (a person-time column) is required with link='poisson' and only there")
+    usable = frame[exposed].notna().to_numpy().copy()
+    if exposure is not None:  # cells without person-time carry no information (and no log offset)
+        usable &= (frame[exposure].to_numpy(dtype=float) > 0)
     data = frame.loc[usable].reset_index(drop=True)
     if data[exposed].astype(bool).sum() == 0:
         raise ParameterError("no exposed rows (partner facilities after their start): nothing to estimate")
@@ -117,15 +131,26 @@ def difference_in_differences(frame: pd.DataFrame, *, outcome: str, facility: st
     ], axis=1)
     X.insert(0, "const", 1.0)
     y = data[outcome].astype(float).to_numpy()
-    family = sm.families.Binomial() if link == "logit" else sm.families.Gaussian()
+    family = {"logit": sm.families.Binomial(), "linear": sm.families.Gaussian(),
+              "poisson": sm.families.Poisson()}[link]
+    offset = np.log(data[exposure].to_numpy(dtype=float)) if exposure is not None else None
     n_facilities = int(fac_codes.max() + 1)
 
     def fail(cause: str, detail: str) -> ModelError:
         return ModelError(measure=outcome, facilities=describe_facilities(n_facilities, scope=""), cause=cause,
                           detail=detail, model="difference-in-differences model", n=len(data), cases="stays")
 
-    result, _ = guarded_fit(lambda: sm.GLM(y, X, family=family).fit(cov_type="cluster",
-                                                                     cov_kwds={"groups": fac_codes}), fail)
+    def fit():
+        model = sm.GLM(y, X, family=family, offset=offset)
+        if cluster:
+            return model.fit(cov_type="cluster", cov_kwds={"groups": fac_codes})
+        result = model.fit()
+        scale = float(result.pearson_chi2 / result.df_resid) if result.df_resid > 0 else 1.0
+        if link == "linear" or scale <= 1:
+            return result
+        return model.fit(scale=scale, start_params=result.params)  # the same estimates, wider intervals
+
+    result, _ = guarded_fit(fit, fail)
     convergence = glm_convergence(result)
     warn_unless_converged(convergence, f"difference_in_differences ({outcome})")
     effect, se = float(result.params["exposed"]), float(result.bse["exposed"])
@@ -135,13 +160,19 @@ def difference_in_differences(frame: pd.DataFrame, *, outcome: str, facility: st
            "n_facilities": n_facilities, "n_exposed": int(data[exposed].astype(bool).sum()),
            "n_left_out": int((~usable).sum()), "converged": convergence.converged,
            "gradient_norm": convergence.gradient_norm, "objective_change": convergence.objective_change,
-           "method": f"two-way fixed effects {'logistic' if link == 'logit' else 'linear probability'} "
-                     "model, facility and period effects, facility-clustered standard errors"}
-    if link == "logit":  # each interval beside the estimate on its own scale
-        out["odds_ratio"] = float(np.exp(effect))
-        out["odds_ratio_lower"] = float(np.exp(out["effect_lower"]))
-        out["odds_ratio_upper"] = float(np.exp(out["effect_upper"]))
+           "method": f"two-way fixed effects {_MODEL_NAMES[link]} model, facility and period effects, "
+                     + ("facility-clustered standard errors" if cluster else
+                        "model-based standard errors (quasi-likelihood scale when overdispersed)")}
+    if link in ("logit", "poisson"):  # each interval beside the estimate on its own scale
+        name = "odds_ratio" if link == "logit" else "rate_ratio"
+        with np.errstate(over="ignore"):  # an estimate on the boundary has an infinite upper limit
+            out[name] = float(np.exp(effect))
+            out[f"{name}_lower"] = float(np.exp(out["effect_lower"]))
+            out[f"{name}_upper"] = float(np.exp(out["effect_upper"]))
     return out
+
+
+_MODEL_NAMES = {"logit": "logistic", "linear": "linear probability", "poisson": "Poisson (log person-time offset)"}
 
 
 def event_study(frame: pd.DataFrame, facilities: pd.DataFrame, *, outcome: str, facility: str, date: str,

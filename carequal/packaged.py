@@ -21,7 +21,7 @@ from pathlib import Path
 
 __all__ = ["NOTEBOOKS", "as_path", "files", "notebook", "template_dir"]
 
-NOTEBOOKS = ("market_report", "partner_packet", "population_health", "cohort_explorer")
+NOTEBOOKS = ("market_report", "partner_packet", "population_health", "cohort_explorer", "employee_health")
 """The notebooks shipped in ``carequal/notebooks/`` (each as ``.ipynb`` and its jupytext ``.py`` source)."""
 
 _EXTRACTED: dict[tuple[str, ...], Path] = {}

@@ -139,7 +139,8 @@ def utilisation_by_market(tables: dict[str, pd.DataFrame], *, years: list[int] |
     min_age : int or None
         Leave out person-time and events below this age (65, the default: the Medicare population, so that
         a market's younger residents — disability, employees — do not take the weight of the under-65 bands
-        of the all-ages standard); None for all ages.
+        of the all-ages standard); None for all ages. The employees of the alliance's members are shown by
+        employer in :mod:`carequal.employers` (the ``employee_health`` notebook).
     level : float
         Confidence level of the intervals.
 

@@ -74,8 +74,11 @@ move a person into the next age band, from age 18: bands 18-24, 25-29, ..., 80-8
 so PQI 05's 40+ and PQI 15's 18-39 are whole bands). Each indicator's denominator is the person-time in its ages.
 Person-time of sex ``U`` or without a birth date is left out, as are such admissions.
 
-Period of an admission: its admission date (AHRQ counts discharges by discharge quarter; the admission date puts
-each event in the person-time at risk when it happened; the two differ only for stays across a period boundary).
+Period of an admission: its **discharge date**. The PQI numerators are discharges: AHRQ's software reads one record
+per discharge and places it in the data year and quarter of discharge (``YEAR``, ``DQTR``), so a stay admitted on
+30 December 2023 and discharged on 3 January 2024 is a 2024 event, and one still in hospital at the end of the
+reporting window is not yet counted. Age (AHRQ ``AGE``), the enrollment that puts the patient in the population
+and the ``by`` groups taken from it (e.g. the sponsor) are those of the admission date.
 
 Standardisation (:func:`pqi_standardised`): direct age-sex standardisation to the 2000 U.S. standard population
 (NCHS, 19 age groups, Census P25-1130; ``carequal/data/standard_population_us2000_19.csv``), restricted to each
@@ -848,16 +851,17 @@ def _strata_table(admissions: pd.DataFrame, person_time: pd.DataFrame, by: list[
                   where: str) -> pd.DataFrame:
     """Events and person-years per (by, period, indicator, age band, sex), over every stratum of the
     indicator's ages with person-time or events (zeros filled)."""
-    _require(admissions, ["indicator", "counted", "admit_date", "age", "sex"] + by, where)
+    _require(admissions, ["indicator", "counted", "discharge_date", "age", "sex"] + by, where)
     _require(person_time, by + ["period", "period_start", "period_end", "age_band", "sex", "person_years"], where)
     wanted = _indicator_list(indicators if indicators is not None else sorted(admissions["indicator"].unique()))
     periods = person_time[["period", "period_start", "period_end"]].drop_duplicates().sort_values("period_start")
     counted = admissions[admissions["counted"].astype(bool) & admissions["indicator"].isin(wanted)]
-    admit = _days(counted["admit_date"])
+    # AHRQ counts discharges: an admission belongs to the period of its discharge date (module docstring)
+    discharge = _days(counted["discharge_date"])
     p_start, p_end = _days(periods["period_start"]), _days(periods["period_end"])
-    pos = np.searchsorted(p_start, admit, side="right") - 1
+    pos = np.searchsorted(p_start, discharge, side="right") - 1
     ok = (pos >= 0) & (pos < len(periods))
-    ok &= np.where(ok, admit <= p_end[np.clip(pos, 0, None)], False)
+    ok &= np.where(ok, discharge <= p_end[np.clip(pos, 0, None)], False)
     events = counted[ok].assign(period=periods["period"].to_numpy()[pos[ok]],
                                 age_band=pqi_age_band(counted.loc[ok, "age"]).to_numpy())
     keys = by + ["period", "indicator", "age_band", "sex"]
@@ -894,7 +898,7 @@ def pqi_rates(admissions: pd.DataFrame, person_time: pd.DataFrame, *, by: Sequen
     ----------
     admissions : DataFrame
         From :func:`pqi_admissions` (with the ``by`` columns attached); only ``counted`` rows are events, placed
-        in the period holding their admission date.
+        in the period holding their discharge date.
     person_time : DataFrame
         From :func:`pqi_person_time` with the same ``by``; each indicator's denominator is the person-time in
         its ages (PQI 05: 40+, PQI 15: 18-39, the others 18+).
@@ -918,7 +922,7 @@ def pqi_rates(admissions: pd.DataFrame, person_time: pd.DataFrame, *, by: Sequen
     >>> pt = pd.DataFrame({"period": "2024", "period_start": pd.Timestamp("2024-01-01"),
     ...     "period_end": pd.Timestamp("2024-12-31"), "age_band": ["35-39", "40-44"], "sex": "F",
     ...     "person_years": [1000.0, 1000.0]})
-    >>> adm = pd.DataFrame({"indicator": "05", "counted": True, "admit_date": pd.to_datetime(["2024-05-01"]),
+    >>> adm = pd.DataFrame({"indicator": "05", "counted": True, "discharge_date": pd.to_datetime(["2024-05-04"]),
     ...     "age": [41], "sex": ["F"]})
     >>> pqi_rates(adm, pt)[["period", "indicator", "events", "person_years", "rate"]]
       period indicator  events  person_years  rate
@@ -990,7 +994,7 @@ def pqi_standardised(admissions: pd.DataFrame, person_time: pd.DataFrame, *, by:
     ...     "period_end": pd.Timestamp("2024-12-31"), "age_band": ["80-84", "85+"], "sex": "F",
     ...     "person_years": [1000.0, 1000.0]})
     >>> adm = pd.DataFrame({"indicator": "08", "counted": True, "age": [82, 90], "sex": "F",
-    ...     "admit_date": pd.to_datetime(["2024-05-01", "2024-06-01"])})
+    ...     "discharge_date": pd.to_datetime(["2024-05-01", "2024-06-01"])})
     >>> std = pd.DataFrame({"age_band": ["80-84", "85+"], "population": [3.0, 1.0]})
     >>> float(pqi_standardised(adm, pt, standard=std)["rate"].iloc[0])  # (3 × 100 + 1 × 100) / 4
     100.0
@@ -1054,7 +1058,7 @@ def pqi_observed_expected(admissions: pd.DataFrame, person_time: pd.DataFrame, *
     ...     "period_end": pd.Timestamp("2024-12-31"), "age_band": "45-49", "sex": "M",
     ...     "person_years": [1000.0, 1000.0]})
     >>> adm = pd.DataFrame({"sponsor": ["A", "A", "A", "B"], "indicator": "08", "counted": True,
-    ...     "admit_date": pd.Timestamp("2024-03-01"), "age": 46, "sex": "M"})
+    ...     "discharge_date": pd.Timestamp("2024-03-01"), "age": 46, "sex": "M"})
     >>> pqi_observed_expected(adm, pt, by=["sponsor"])[["sponsor", "observed", "expected", "ratio"]]
       sponsor  observed  expected  ratio
     0       A         3       2.0    1.5

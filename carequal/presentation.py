@@ -161,6 +161,9 @@ DISPLAYS: dict[str, dict] = {
     "explorer_rates": {"columns": {"label": "Measure", "partner": "Hospital", "n": None, "events": None,
                                    "rate": "Rate", "interval": "95% CI"},
                        "counts": ("n", "events"), "percent": ("rate",)},
+    "explorer_rates_employer": {"columns": {"label": "Measure", "sponsor": "Employer", "n": None, "events": None,
+                                   "rate": "Rate", "interval": "95% CI"},
+                       "counts": ("n", "events"), "percent": ("rate",)},
 }
 """How each report table is shown (the keyword arguments of :func:`presentable`): which columns, under which
 names, in which order, and how each is written. The notebooks name a table's display by its key

@@ -20,7 +20,8 @@ up to five example keys:
    row-level rules between columns of one table (``discharge_date >= admit_date``...).
 3. *Cross-table rules* (our code; pandera validates one frame at a time): foreign keys from stays,
    enrollment and ED visits to patients and facilities, a patient's death date before one of their stays,
-   stays that start before the patient was born, and overlapping stays of one patient in one care setting.
+   stays that start before the patient was born, overlapping stays of one patient in one care setting, and
+   enrollment periods of one patient naming different sponsors on the same day.
 
 ``mode="strict"`` raises one :class:`~carequal.errors.SchemaError` listing every failure. ``mode="quarantine"``
 moves failing rows to a quarantine table (the row as given, its ``row_number`` in the input and a ``reason``
@@ -70,8 +71,8 @@ __all__ = ["ADMISSION_TYPES", "CODE_SEPARATOR", "CONTRACT", "COVERAGE_TYPES", "C
            "EXACT_INTEGER_LIMIT", "Failure", "ICD10CM_PATTERN", "ICD10PCS_PATTERN", "KEYS", "NONEMPTY_TABLES",
            "OPEN_ENDED_DATES", "OPTIONAL_TABLES", "POA_FLAGS", "POST_ACUTE_SETTINGS", "RULES", "SETTINGS", "SEXES",
            "TABLES", "ValidatedTables", "column_list", "contract_markdown", "date_window", "diagnoses_long",
-           "key_positions", "normalise_code", "normalise_code_list", "overlapping_stays", "parse_table", "table_schema",
-           "take", "take_text", "validate_tables"]
+           "key_positions", "normalise_code", "normalise_code_list", "overlapping_sponsors", "overlapping_stays",
+           "parse_table", "table_schema", "take", "take_text", "validate_tables"]
 
 TABLES: tuple[str, ...] = ("facilities", "patients", "stays", "enrollment", "ed_visits")
 """Contract tables in dependency order (parents before children)."""
@@ -197,6 +198,12 @@ CONTRACT: dict[str, tuple[ColumnSpec, ...]] = {
                    "commercial, other; empty means unknown. The CMS-style index-stay rules count only ffs periods "
                    "towards the 12-month look-back and 30-day follow-up (IndexRules.coverage; ALL_PAYER_RULES "
                    "counts every type).", required=False, nullable=True, allowed=COVERAGE_TYPES),
+        ColumnSpec("sponsor", "text", "Employer or plan sponsor of the period, e.g. the alliance member whose "
+                   "employees these are ('Northvale Health'); empty where there is none (Medicare, Medicaid, an "
+                   "individual plan) or it is not known. A period without a sponsor is left out of views by "
+                   "sponsor. A change of sponsor starts a new period; a period may overlap one without a sponsor "
+                   "(e.g. Medicare beside an employer plan), but not one naming another sponsor (rule "
+                   "sponsor_overlap: views by sponsor need one sponsor a day).", required=False, nullable=True),
     ),
     "ed_visits": (
         ColumnSpec("visit_id", "id", "Unique visit key (optional).", required=False, nullable=True),
@@ -249,6 +256,8 @@ RULES: dict[str, str] = {
                              "carries it; its stays, enrollment and ED visits follow as parent_quarantined)",
     "admit_before_birth": "the stay starts before the patient's birth_date",
     "overlapping_stay": "the stay starts before the patient's previous stay in the same setting ended",
+    "sponsor_overlap": "the enrollment period names a sponsor and overlaps an earlier period of the same patient "
+                       "that names another sponsor (one sponsor a day)",
 }
 """Every rule of the contract, by name, with the sentence used in error messages."""
 
@@ -585,7 +594,7 @@ def table_schema(table: str, columns: list[str] | None = None) -> pa.DataFrameSc
     Examples
     --------
     >>> sorted(table_schema("enrollment").columns)
-    ['coverage', 'end_date', 'patient_id', 'start_date']
+    ['coverage', 'end_date', 'patient_id', 'sponsor', 'start_date']
     """
     if table not in CONTRACT:
         raise ParameterError(f"unknown table {table!r}; the contract tables are {', '.join(TABLES)}")
@@ -874,6 +883,44 @@ def overlapping_stays(stays: pd.DataFrame, facilities: pd.DataFrame) -> np.ndarr
     return np.sort(order[overlap])
 
 
+def overlapping_sponsors(enrollment: pd.DataFrame) -> np.ndarray:
+    """Positions of enrollment periods that name a sponsor and overlap an earlier period of the same patient
+    naming another sponsor.
+
+    Periods with a sponsor are ordered by patient, start date and end date; each is compared with the earlier
+    period of the patient that reaches furthest (ties: the later in that order). Periods without a sponsor
+    never conflict. The later period of a conflicting pair is the one reported.
+
+    Examples
+    --------
+    >>> enr = pd.DataFrame({"patient_id": ["p", "p", "p", "q"], "sponsor": ["A", "B", None, "A"],
+    ...     "start_date": pd.to_datetime(["2024-01-01", "2024-06-01", "2024-02-01", "2024-01-01"]),
+    ...     "end_date": pd.to_datetime(["2024-06-30", "2024-12-31", "2024-12-31", "2024-12-31"])})
+    >>> overlapping_sponsors(enr).tolist()  # B starts on 1 June, while A runs to 30 June
+    [1]
+    """
+    named = np.flatnonzero(enrollment["sponsor"].notna().to_numpy())
+    if len(named) < 2:
+        return np.zeros(0, dtype=np.int64)
+    frame = enrollment.iloc[named]
+    patient = pd.factorize(frame["patient_id"])[0].astype(np.int64)
+    sponsor = pd.factorize(frame["sponsor"])[0].astype(np.int64)
+    start = frame["start_date"].to_numpy().astype("datetime64[D]").astype(np.int64)
+    end = frame["end_date"].to_numpy().astype("datetime64[D]").astype(np.int64)
+    order = np.lexsort((end, start, patient))
+    p, s, e, k = patient[order], start[order], end[order], sponsor[order]
+    new_patient = np.r_[True, p[1:] != p[:-1]]
+    # the earlier period reaching furthest: the running maximum of the end within each patient (each patient's
+    # days offset so that one accumulate serves all), and the last row that reached it
+    days = e - e.min()
+    block = np.cumsum(new_patient).astype(np.int64) * (int(days.max()) + 1)
+    running = np.maximum.accumulate(days + block)
+    holder = np.maximum.accumulate(np.where(days + block == running, np.arange(len(order)), -1))
+    prev = np.r_[-1, holder[:-1]]
+    conflict = ~new_patient & (s <= e[prev]) & (k != k[prev])
+    return np.sort(named[order[conflict]])
+
+
 def _is_in(values, value_set: pa_arrow.Array) -> np.ndarray:
     return pc.is_in(values, value_set=value_set).to_numpy(zero_copy_only=False).astype(bool)
 
@@ -1021,6 +1068,14 @@ def validate_tables(raw_tables: Mapping[str, pd.DataFrame], *, mode: str = "stri
             overlap = overlapping_stays(frame.iloc[ok_pos], accepted["facilities"])
             if len(overlap):
                 fails.append(Failure(table, "admit_date", "overlapping_stay", ok_pos[overlap]))
+        if table == "enrollment" and "sponsor" in frame.columns:
+            bad = np.zeros(len(frame), dtype=bool)
+            for f in fails:
+                bad[f.rows] = True
+            ok_pos = np.flatnonzero(~bad)
+            overlap = overlapping_sponsors(frame.iloc[ok_pos])
+            if len(overlap):
+                fails.append(Failure(table, "sponsor", "sponsor_overlap", ok_pos[overlap]))
         failures[table] = fails
         finish(table)
 

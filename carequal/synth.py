@@ -21,8 +21,23 @@ of readmission, normal with SD ``facility_effect_sd``. Home-health agencies have
 
 *Patients.* A Medicare population (age 65–97 at the start, some ageing into Medicare during the period,
 ~17 % dual eligible, fee-for-service or Medicare Advantage coverage with yearly switches) and, optionally,
-an under-65 ``employees`` population with commercial coverage. Chronic conditions are drawn with a shared
-latent frailty, so comorbidities, admissions and deaths are correlated.
+the employer populations below. Chronic conditions are drawn with a shared latent frailty, so comorbidities,
+admissions and deaths are correlated.
+
+*Employer populations.* The employees of ``n_sponsors`` alliance members (the plan sponsors, named
+``enrollment.sponsor``; ``population_group = "employees"``, commercial coverage), ages 18–64: hired before or
+during the period (20 %), leaving at 8 % a year and at 65, 2 % moving to another member on 1 January (a new
+enrollment period). Dependants are not simulated. Their community admissions and ED visits come from Poisson
+processes whose rates are known exactly by sponsor, period, age band and sex (:func:`employer_rates`): the
+AHRQ PQI admissions (principal diagnoses from each indicator's v2023 list; the chronic indicators only for
+people with the condition, whose prevalence by age band is fixed), other admissions and ED visits without
+admission, each times a sponsor multiplier, a yearly trend of 0.97 and, for ``programme_sponsor``'s employees
+from ``programme_start`` on, ``1 - programme_pqi_reduction`` (PQI) and ``1 - programme_ed_reduction`` (ED);
+other admissions are not changed by the programme (a negative control). Days in a stay and the 30 days after an
+acute discharge are not at risk of a new community admission (the true rates are per member-year at risk in
+the community; the measured rates per member-year are a little lower). Acute payments are the Medicare amounts
+times a sponsor multiplier (1.6–1.85). The employees are drawn from random streams of their own, so the
+Medicare part of a seed does not depend on them (``truth.json``, ``employers``).
 
 *Timelines.* Each patient's history is simulated forward, event by event, vectorised over patients (one loop
 iteration handles the next acute stay of every patient still in the data). An acute stay comes from a
@@ -47,7 +62,8 @@ exactly the observable one: the first acute admission 1–30 days after discharg
 chemotherapy (as in the CMS rule that only the first readmission counts).
 
 *Payments.* ``stays.payment``: acute stays by condition (lognormal noise, longer stays and PCI cost more,
-employees 1.7 times); SNF 530 a day; IRF and LTCH lognormal per stay; home health per started 30-day period.
+employees times their sponsor's multiplier); SNF 530 a day; IRF and LTCH lognormal per stay; home health per
+started 30-day period.
 Every post-acute stay at a partner provider admitted on or after its ``partner_since`` is paid
 ``exp(payment_partnership_effect)`` times as much (default ``exp(-0.15)`` = 0.86): a fixed multiplier, not a
 random draw, so the rest of the data does not depend on it. Amounts and the effect are in ``truth.json``.
@@ -66,7 +82,8 @@ Outputs and truth files
     ``partnership_definition``, ``seasonality``, ``day_offsets``), ``in_hospital_death``,
     ``post_discharge_death``, ``discharge_to_community``, ``partnership_choice``, ``admissions``,
     ``acute_discharge_status_weights``, ``length_of_stay``, ``payment`` (amounts per setting and
-    ``partnership_effect``), ``comorbidities`` and ``files``.
+    ``partnership_effect``), ``comorbidities``, ``employers`` (sponsors, programme, every true employer rate's
+    parts) and ``files``.
 ``truth_facility_effects.csv``
     ``facility_id``, ``setting``, ``effect`` (readmission log-odds effect; a post-acute provider's effect
     lowers its discharge-to-community log-odds by the same amount).
@@ -77,12 +94,15 @@ Outputs and truth files
 Determinism
 -----------
 Facilities use the random stream ``SeedSequence(seed, spawn_key=(0,))``; patients are generated in blocks of
-``chunk_patients`` and block ``b`` uses ``SeedSequence(seed, spawn_key=(1, b))`` (the ``b``-th child of the
-second child of ``SeedSequence(seed)``), so a block does not depend on any other and the files are
-byte-identical for the same configuration. ``chunk_patients`` is part of the recipe: another block size
+``chunk_patients`` and Medicare block ``b`` uses ``SeedSequence(seed, spawn_key=(1, b))`` (the ``b``-th child of the
+second child of ``SeedSequence(seed)``), employee block ``b`` ``spawn_key=(2, b)``, so a block does not depend on
+any other, the Medicare part does not depend on the employer settings, and the files are byte-identical for the
+same configuration. (Medicare blocks still make the draws of a simpler under-65 group of earlier versions and drop
+its people, :data:`_FORMER_EMPLOYEE_SHARE`, so every earlier seed's Medicare rows are unchanged.)
+``chunk_patients`` is part of the recipe: another block size
 gives another (equally valid) sample.
 
-Size: about 1,700 lines, one module because the generator is one simulation: within a block, calendar, people and
+Size: about 2,350 lines, one module because the generator is one simulation: within a block, calendar, people and
 stays are drawn from one random stream in a fixed order (above), so that a seed reproduces the data, and the truth it
 writes must name the same parameters the draws used; split, that order and those parameters would be spread across
 files.
@@ -111,6 +131,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from scipy.special import ndtr
 
 from carequal.errors import ParameterError
 from carequal.schema import CONTRACT
@@ -182,9 +203,22 @@ class SynthConfig:
     start, end : str
         First and last day of the data (ISO dates); stays are kept when they end within it.
     employee_population : bool
-        Add an under-65 population (``population_group = "employees"``, commercial coverage).
+        Add the employer populations: the employees (ages 18-64, ``population_group = "employees"``, commercial
+        coverage with a ``sponsor``) of ``n_sponsors`` alliance members (see *Employer populations* above).
     employee_share : float
-        Employees per market as a share of ``patients_per_market``.
+        Employees of all sponsors together per Medicare beneficiary (``n_markets * patients_per_market``); may
+        be above 1 (a large employer population beside a small Medicare one).
+    n_sponsors : int
+        Alliance members whose employees are simulated (the plan sponsors; 1 to 99). Member ``j`` (from 1) is
+        based in market ``(j - 1) % n_markets``; sizes fall in the ratio ``n : n - 1 : ... : 1``.
+    programme_sponsor : int
+        The member (1 to ``n_sponsors``) that starts the care-management programme; 0 for none.
+    programme_start : str
+        The programme's start date (ISO), after ``start`` and not after ``end``.
+    programme_pqi_reduction, programme_ed_reduction : float
+        Relative reduction (0 to < 1) of the PQI admission rates and of the ED visit rate of the programme
+        sponsor's employees from ``programme_start`` on (the rate is multiplied by ``1 - reduction``); other
+        admissions are not changed (a negative control).
     chunk_patients : int
         Patients per generation block (memory bound; part of the random recipe).
     partner_share : float
@@ -221,7 +255,12 @@ class SynthConfig:
     start: str = "2022-01-01"
     end: str = "2024-12-31"
     employee_population: bool = True
-    employee_share: float = 0.15
+    employee_share: float = 0.3
+    n_sponsors: int = 4
+    programme_sponsor: int = 2
+    programme_start: str = "2023-07-01"
+    programme_pqi_reduction: float = 0.25
+    programme_ed_reduction: float = 0.15
     chunk_patients: int = 50_000
     partner_share: float = 0.4
     facility_effect_sd: float = 0.25
@@ -245,9 +284,29 @@ class SynthConfig:
             raise ParameterError(f"SynthConfig.start/end must be ISO dates: {exc}") from exc
         if end < start + pd.Timedelta(days=180):
             raise ParameterError(f"SynthConfig: the period {self.start} to {self.end} must span 180 days or more")
-        for name in ("employee_share", "partner_share"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ParameterError(f"SynthConfig.{name} must be between 0 and 1, not {getattr(self, name)!r}")
+        if not 0 <= self.partner_share <= 1:
+            raise ParameterError(f"SynthConfig.partner_share must be between 0 and 1, not {self.partner_share!r}")
+        if not isinstance(self.employee_share, int | float | np.integer | np.floating) or not (
+                np.isfinite(self.employee_share) and self.employee_share >= 0):
+            raise ParameterError(f"SynthConfig.employee_share must be a number of at least 0, not "
+                                 f"{self.employee_share!r}")
+        if not isinstance(self.n_sponsors, int | np.integer) or not 1 <= self.n_sponsors <= 99:
+            raise ParameterError(f"SynthConfig.n_sponsors must be from 1 to 99, not {self.n_sponsors!r}")
+        if not isinstance(self.programme_sponsor, int | np.integer) or not 0 <= self.programme_sponsor <= \
+                self.n_sponsors:
+            raise ParameterError(f"SynthConfig.programme_sponsor must be from 0 (no programme) to n_sponsors "
+                                 f"({self.n_sponsors}), not {self.programme_sponsor!r}")
+        try:
+            programme = pd.Timestamp(self.programme_start)
+        except ValueError as exc:
+            raise ParameterError(f"SynthConfig.programme_start must be an ISO date: {exc}") from exc
+        if not start < programme <= end:
+            raise ParameterError(f"SynthConfig.programme_start {self.programme_start} must be after start "
+                                 f"({self.start}) and not after end ({self.end})")
+        for name in ("programme_pqi_reduction", "programme_ed_reduction"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float | np.integer | np.floating) or not 0 <= value < 1:
+                raise ParameterError(f"SynthConfig.{name} must be from 0 to less than 1, not {value!r}")
         if self.facility_effect_sd < 0:
             raise ParameterError(f"SynthConfig.facility_effect_sd must be >= 0, not {self.facility_effect_sd!r}")
         for name in ("partnership_effect", "payment_partnership_effect"):
@@ -388,8 +447,10 @@ _PAC_DEBILITY = ("M62.81", "R26.89")
 # Principal codes that already say what a chronic category would (the category is not coded again), and
 # combination codes that require another category ("use additional code").
 _SUPPRESS = {"I50": ("chf",), "I11.0": ("hypertension",), "I13.0": ("hypertension",), "J44": ("copd",),
-             "J96": ("copd",), "I48": ("af",), "E11": ("diabetes",)}
-_FORCE = {"I11.0": ("chf",), "I13.0": ("chf", "ckd")}
+             "J96": ("copd",), "I48": ("af",), "E11": ("diabetes",), "I11.9": ("hypertension",),
+             "I16": ("hypertension",)}
+_FORCE = {"I11.0": ("chf",), "I13.0": ("chf", "ckd"), "E11.22": ("ckd",), "I70.261": ("diabetes",),
+          "I70.262": ("diabetes",), "I96": ("diabetes",)}
 _COMPANION = {"J44.0": "J20.9", "J96.01": "J44.1", "J96.02": "J44.1"}
 
 # Acute secondary diagnoses: codes of one slot (at most one drawn), probability by condition ("*" default),
@@ -430,6 +491,80 @@ PAC_PAYMENT = {"snf_per_day": 530.0, "irf": 21000.0, "ltch": 45000.0, "hha_per_p
 """Post-acute payment amounts: SNF per day, IRF and LTCH median per stay, home health per started 30-day period."""
 
 
+# ------------------------------------------------------------------------------- the employer populations
+
+EMPLOYEE_AGE_BANDS: tuple[str, ...] = ("18-24", "25-29", "30-34", "35-39", "40-44", "45-49", "50-54", "55-59",
+                                       "60-64")
+"""The employees' age bands: the PQI age bands of :mod:`carequal.pqi` from 18 to 64 (age in whole years on the
+day, a birthday counting from the day itself)."""
+_BAND_EDGES: tuple[int, ...] = (18, 25, 30, 35, 40, 45, 50, 55, 60, 65)
+
+PQI_INDICATORS: tuple[str, ...] = ("01", "03", "05", "07", "08", "11", "12", "14", "15", "16")
+"""The component PQIs the generator emits for the employer populations (v2023; the composites follow)."""
+PQI_COMPOSITES: dict[str, tuple[str, ...]] = {"90": PQI_INDICATORS, "91": ("11", "12"),
+                                              "92": ("01", "03", "05", "07", "08", "14", "15", "16")}
+
+# PQI admissions of employees, per indicator: the chronic category an admission requires (None: anyone), the
+# condition the stay is simulated as (length of stay, payment, readmission model), the men's rate as a multiple
+# of the women's, the women's rate per 100,000 member-years by age band (18-24 ... 60-64; 05 is 40+, 15 is
+# 18-39 in AHRQ's definitions) and the principal diagnoses with their shares. Every code is in the indicator's
+# v2023 numerator list and in no other's (so PQI 90 is the sum of its components); tests check both.
+_EMPLOYER_PQI: dict[str, tuple] = {
+    "01": ("diabetes", "other", 1.1, (45, 40, 38, 38, 38, 38, 38, 36, 34),
+           (("E11.10", .6), ("E11.11", .05), ("E11.641", .2), ("E11.00", .1), ("E11.01", .05))),
+    "03": ("diabetes", "other", 1.5, (4, 6, 9, 14, 22, 34, 50, 66, 80),
+           (("E11.22", .25), ("E11.21", .1), ("E11.40", .15), ("E11.42", .15), ("E11.51", .1), ("E11.621", .15),
+            ("E11.59", .1))),
+    "05": ("copd", "copd", 0.9, (0, 0, 0, 0, 14, 22, 40, 70, 110), (("J44.1", .6), ("J44.0", .25), ("J45.901", .15))),
+    "07": ("hypertension", "other", 1.1, (2, 3, 5, 8, 12, 16, 20, 24, 28),
+           (("I10", .35), ("I16.0", .25), ("I16.1", .15), ("I11.9", .25))),
+    "08": ("chf", "hf", 1.5, (2, 3, 5, 9, 16, 28, 48, 75, 110), tuple((c, w) for c, w, _ in _PRINCIPAL["hf"])),
+    "11": (None, "pneumonia", 1.1, (12, 12, 14, 16, 20, 26, 34, 46, 62),
+           (("J18.9", .67), ("J15.9", .1), ("J13", .1), ("J18.1", .1), ("J15.212", .03))),
+    "12": (None, "other", 0.35, (16, 14, 14, 14, 14, 16, 18, 22, 28), (("N39.0", .75), ("N10", .15), ("N30.00", .1))),
+    "14": ("diabetes", "other", 1.2, (3, 3, 4, 5, 6, 7, 8, 9, 10), (("E11.65", .8), ("E11.649", .2))),
+    "15": (None, "copd", 0.6, (18, 15, 14, 13, 0, 0, 0, 0, 0),
+           (("J45.901", .6), ("J45.41", .2), ("J45.51", .1), ("J45.31", .1))),
+    "16": ("diabetes", "other", 2.5, (0.3, 0.5, 1, 2, 3, 5, 8, 11, 14),
+           (("I70.261", .4), ("I70.262", .4), ("I96", .2))),
+}
+_AMPUTATION = {"I70.261": "0Y6H0Z1", "I70.262": "0Y6J0Z1", "I96": "0Y6M0Z0"}
+"""PQI 16 stays: gangrene or atherosclerosis with gangrene of a leg, an amputation on the same side (every one
+of them; an any-listed diabetes code is forced too, so each counts)."""
+_PQI_PRINCIPAL_CODES = frozenset(code for v in _EMPLOYER_PQI.values() for code, _ in v[4])
+"""Codes of a PQI numerator: employees' admissions other than the PQI process never have one as principal."""
+
+EMPLOYER_UTILISATION: dict[str, tuple[float, tuple[float, ...]]] = {
+    "other_admissions": (1.1, (18, 19, 21, 24, 28, 35, 44, 55, 68)),
+    "ed_visits": (0.85, (240, 215, 200, 185, 170, 160, 155, 150, 150)),
+}
+"""Employees' rates per 1,000 member-years by age band (women; men: times the first number): admissions from the
+community for conditions outside the PQIs (no obstetrics: not simulated), and emergency department visits
+without admission."""
+EMPLOYER_YEARLY_TREND = 0.97
+"""Every employer rate is multiplied by this each calendar year after the first (a shared secular decline)."""
+_EMPLOYEE_OTHER_MIX = {"ami": .06, "pneumonia": .01, "copd": .005, "sepsis": .05, "stroke": .025, "hip_knee": .08,
+                       "other": .77}
+"""Conditions of employees' admissions outside the PQIs (codes of a PQI numerator are never drawn for them)."""
+_EMPLOYEE_CHRONIC_SLOPE = {"diabetes": .45, "chf": .7, "af": .7, "copd": .6, "ckd": .5, "dementia": 0.0,
+                           "obesity": .1, "depression": 0.0, "anemia": .1, "metastatic_cancer": .5,
+                           "malnutrition": .3, "hypertension": .55, "hyperlipidemia": .5}
+"""Log-odds per 10 years of age of each chronic category among employees (prevalence at 45: ``_CHRONIC``)."""
+EMPLOYEE_LATENT_CORRELATION = 0.4
+"""Correlation of the employees' latent chronic-disease scores (a shared normal factor: comorbidities cluster)."""
+_SPONSOR_SUFFIXES = ("Health", "Medical Group", "Care Network", "Physicians")
+_SPONSOR_PROFILES = (
+    # PQI, other admission and ED visit rate multipliers, payment multiplier, share of women, age Beta(a, b)
+    (1.00, 1.00, 1.00, 1.70, .76, 1.6, 1.7),
+    (1.25, 1.05, 1.15, 1.85, .78, 1.8, 1.5),
+    (0.85, 0.95, 0.90, 1.60, .72, 1.4, 1.9),
+    (1.10, 1.00, 1.05, 1.75, .70, 1.7, 1.6),
+)
+_EMPLOYEE_HIRE_SHARE = 0.2
+_EMPLOYEE_LEAVE_RATE = 0.08
+_SPONSOR_SWITCH = 0.02
+
+
 def truth(config: SynthConfig) -> dict:
     """The parameters the synthetic data were drawn from (written as ``truth.json``).
 
@@ -442,7 +577,9 @@ def truth(config: SynthConfig) -> dict:
     dict
         JSON-serialisable; keys ``seed``, ``config``, ``period``, ``readmission``, ``in_hospital_death``,
         ``post_discharge_death``, ``discharge_to_community``, ``partnership_choice``, ``admissions``,
-        ``acute_discharge_status_weights``, ``length_of_stay``, ``payment``, ``comorbidities``, ``files``.
+        ``acute_discharge_status_weights``, ``length_of_stay``, ``payment``, ``comorbidities``, ``employers``
+        (sponsors with their sizes and multipliers, the programme, base rates per member-year by measure, sex
+        and age band, the multiplier of every sponsor and period, chronic prevalence by age band), ``files``.
 
     Examples
     --------
@@ -523,7 +660,8 @@ def truth(config: SynthConfig) -> dict:
             "acute": {
                 "base_by_condition": dict(_ACUTE_PAYMENT),
                 "formula": "max(base[condition] * exp(0.25 z) * (1 + 0.05 (los - median_los[condition])) "
-                           "+ 8000 if the first procedure is PCI (027034Z), 1500) * 1.7 for employees; "
+                           "+ 8000 if the first procedure is PCI (027034Z), 1500) * the sponsor's multiplier "
+                           "for employees (employers.sponsors); "
                            "z standard normal, los = discharge_date - admit_date",
             },
             "snf": f"{PAC_PAYMENT['snf_per_day']:g} per day, days = max(discharge_date - admit_date, 1)",
@@ -543,13 +681,164 @@ def truth(config: SynthConfig) -> dict:
             "codes": {c[0]: list(c[5]) for c in _CHRONIC},
             "prevalence_at_75": {c[0]: c[1] for c in _CHRONIC},
             "coded_share": _CODED_SHARE,
-            "principal_codes": {k: [p[0] for p in v] for k, v in _PRINCIPAL.items()},
+            "principal_codes": _principal_codes(),
         },
+        "employers": _employer_truth(config),
         "files": {
             "truth_facility_effects.csv": "facility_id, setting, effect",
             "truth_stays.csv": "stay_id, p_readmit, readmit, p_community, community",
         },
     }
+
+
+def _principal_codes() -> dict[str, list[str]]:
+    """Principal codes by the condition a stay is simulated as (the employees' PQI codes under theirs)."""
+    out = {k: [p[0] for p in v] for k, v in _PRINCIPAL.items()}
+    for _, condition, _, _, codes in _EMPLOYER_PQI.values():
+        out[condition] += [code for code, _ in codes if code not in out[condition]]
+    return out
+
+
+def _employer_truth(config: SynthConfig) -> dict:
+    """The ``employers`` part of :func:`truth`."""
+    if not config.employee_population:
+        return {}
+    spons = _sponsors(config)
+    markets = _market_names(config.n_markets)
+    base = _employer_base_rates()
+    return {
+        "description": "employees of alliance members (enrollment.sponsor), ages 18-64, commercial coverage; rate "
+                       "= base[measure][sex][age band] * multipliers[sponsor][period][group], group pqi for pqi_*, "
+                       "else the measure's own; per member-year at risk in the community (days in a stay and the "
+                       "30 days after an acute discharge are not at risk of a community admission); "
+                       "carequal.synth.employer_rates gives every rate",
+        "sponsors": [{"name": name, "market": markets[spons.market[j]], "employees": int(spons.size[j]),
+                      "share_female": float(spons.female[j]), "pqi_multiplier": float(spons.pqi[j]),
+                      "other_admissions_multiplier": float(spons.other[j]), "ed_multiplier": float(spons.ed[j]),
+                      "acute_payment_multiplier": float(spons.payment[j])} for j, name in enumerate(spons.names)],
+        "programme": ({"sponsor": spons.names[spons.programme], "start": config.programme_start,
+                       "pqi_reduction": config.programme_pqi_reduction,
+                       "ed_reduction": config.programme_ed_reduction,
+                       "not_changed": "other_admissions (a negative control)"} if spons.programme >= 0 else None),
+        "yearly_trend": EMPLOYER_YEARLY_TREND,
+        "age_bands": list(EMPLOYEE_AGE_BANDS),
+        "base_rates_per_member_year": {
+            measure: {sex: [round(base[measure, sex, band], 10) for band in EMPLOYEE_AGE_BANDS]
+                      for sex in ("F", "M")} for measure in EMPLOYER_MEASURES},
+        "multipliers": _period_multipliers(config),
+        "chronic_prevalence_by_age_band": {c[0]: [round(float(v), 6) for v in _employee_prevalence()[k]]
+                                           for k, c in enumerate(_CHRONIC)},
+        "pqi_principal_codes": {number: [code for code, _ in v[4]] for number, v in _EMPLOYER_PQI.items()},
+        "dependants": "not simulated",
+    }
+
+
+def _employer_periods(config: SynthConfig) -> list[tuple[str, pd.Timestamp, pd.Timestamp, int]]:
+    """The periods over which every employer rate is constant: calendar years (their part within the data), the
+    year of the programme start cut at it. Each: label, first day, last day, year index (0 = first year)."""
+    start, end = pd.Timestamp(config.start), pd.Timestamp(config.end)
+    cut = pd.Timestamp(config.programme_start) if config.programme_sponsor else None
+    out = []
+    for y, year in enumerate(range(start.year, end.year + 1)):
+        lo, hi = max(start, pd.Timestamp(year, 1, 1)), min(end, pd.Timestamp(year, 12, 31))
+        parts = [(lo, cut - pd.Timedelta(days=1)), (cut, hi)] if cut is not None and lo < cut <= hi else [(lo, hi)]
+        for a, b in parts:
+            whole = a == pd.Timestamp(year, 1, 1) and b == pd.Timestamp(year, 12, 31)
+            out.append((str(year) if whole else f"{a:%Y-%m-%d}/{b:%Y-%m-%d}", a, b, y))
+    return out
+
+
+def _period_multipliers(config: SynthConfig) -> dict[str, dict[str, dict[str, float]]]:
+    """Sponsor -> period -> multiplier of the base rates of each group of measures (``pqi``, ``other_admissions``,
+    ``ed_visits``): the sponsor's multiplier, the yearly trend and the programme's reduction where it runs."""
+    spons = _sponsors(config)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for j, name in enumerate(spons.names):
+        out[name] = {}
+        for label, first, _, y in _employer_periods(config):
+            trend = EMPLOYER_YEARLY_TREND ** y
+            running = j == spons.programme and first >= pd.Timestamp(config.programme_start)
+            out[name][label] = {
+                "pqi": round(float(spons.pqi[j] * trend * (1 - config.programme_pqi_reduction * running)), 10),
+                "other_admissions": round(float(spons.other[j] * trend), 10),
+                "ed_visits": round(float(spons.ed[j] * trend * (1 - config.programme_ed_reduction * running)), 10),
+            }
+    return out
+
+
+EMPLOYER_MEASURES: tuple[str, ...] = tuple(f"pqi_{n}" for n in PQI_INDICATORS + tuple(PQI_COMPOSITES)) + (
+    "other_admissions", "community_admissions", "ed_visits")
+"""The measures of :func:`employer_rates`: PQI admissions by indicator and composite (AHRQ v2023 numbers),
+admissions from the community outside the PQIs, all admissions from the community (PQI 90 + other) and ED
+visits."""
+
+
+def employer_rates(config: SynthConfig | None = None) -> pd.DataFrame:
+    """The true rates of the employer populations: every sponsor, period, age band, sex and measure.
+
+    The rates the employees' events are drawn at under ``config`` (default: the committed sample's,
+    ``SynthConfig()``).
+
+    Returns
+    -------
+    DataFrame
+        ``sponsor``, ``period`` (a calendar year such as ``"2022"``, or ``first/last`` for the two parts of the
+        year the programme starts in), ``period_start``, ``period_end``, ``programme`` (the programme runs for
+        this sponsor in this period), ``age_band`` (:data:`EMPLOYEE_AGE_BANDS`), ``sex`` (F, M), ``measure``
+        (:data:`EMPLOYER_MEASURES`) and ``rate`` per member-year: the expected events per year of enrollment
+        of a person of that age band and sex, with that sponsor, in that period (``truth.json``, ``employers``:
+        base rate times the period multiplier). PQI rates are per member-year here; ``carequal.pqi`` reports
+        them per 100,000.
+
+    Examples
+    --------
+    >>> r = employer_rates()
+    >>> sorted(r["period"].unique())
+    ['2022', '2023-01-01/2023-06-30', '2023-07-01/2023-12-31', '2024']
+    >>> cell = r[(r.sponsor == "Riverton Health") & (r.age_band == "55-59") & (r.sex == "F")].set_index(
+    ...     ["period", "measure"])["rate"]
+    >>> # 75 per 100,000 x 1.25 (the sponsor); in 2024 also x 0.97^2 (trend) x 0.75 (the programme)
+    >>> round(float(cell["2022", "pqi_08"]) * 100_000, 2), round(float(cell["2024", "pqi_08"]) * 100_000, 2)
+    (93.75, 66.16)
+    """
+    config = SynthConfig() if config is None else config
+    multipliers = _period_multipliers(config)
+    base = _employer_base_rates()
+    periods = {label: (first, last) for label, first, last, _ in _employer_periods(config)}
+    programme = _sponsors(config)
+    rows = []
+    for j, (name, by_period) in enumerate(multipliers.items()):
+        for label, mult in by_period.items():
+            first, last = periods[label]
+            running = j == programme.programme and first >= pd.Timestamp(config.programme_start)
+            for (measure, sex, band), rate in base.items():
+                group = "pqi" if measure.startswith("pqi_") else ("other_admissions" if measure ==
+                                                                  "other_admissions" else "ed_visits")
+                value = rate * mult[group]
+                if measure == "community_admissions":  # PQI 90 and the other admissions scale differently
+                    value = base["pqi_90", sex, band] * mult["pqi"] + base["other_admissions", sex, band] * \
+                        mult["other_admissions"]
+                rows.append((name, label, first, last, running, band, sex, measure, value))
+    return pd.DataFrame(rows, columns=["sponsor", "period", "period_start", "period_end", "programme", "age_band",
+                                       "sex", "measure", "rate"])
+
+
+def _employer_base_rates() -> dict[tuple[str, str, str], float]:
+    """(measure, sex, age band) -> rate per member-year with multiplier 1 (first year, a sponsor with multiplier 1,
+    no programme)."""
+    out: dict[tuple[str, str, str], float] = {}
+    for sex in ("F", "M"):
+        for b, band in enumerate(EMPLOYEE_AGE_BANDS):
+            for number in PQI_INDICATORS:
+                _, _, men, women, _ = _EMPLOYER_PQI[number]
+                out[f"pqi_{number}", sex, band] = women[b] * (men if sex == "M" else 1.0) / 100_000
+            for number, parts in PQI_COMPOSITES.items():
+                out[f"pqi_{number}", sex, band] = sum(out[f"pqi_{c}", sex, band] for c in parts)
+            for measure, (men, women) in EMPLOYER_UTILISATION.items():
+                out[measure, sex, band] = women[b] * (men if sex == "M" else 1.0) / 1000
+            out["community_admissions", sex, band] = out["pqi_90", sex, band] + out["other_admissions", sex, band]
+    return {key: out[key] for key in sorted(out, key=lambda k: (EMPLOYER_MEASURES.index(k[0]), k[1],
+                                                                  EMPLOYEE_AGE_BANDS.index(k[2])))}
 
 
 # ---------------------------------------------------------------------------------------------- codebook
@@ -577,12 +866,19 @@ class _Codebook:
     cancer_ids: np.ndarray
     debility_ids: np.ndarray
     is_z: np.ndarray  # dx id -> Z code (POA exempt flag "1")
+    other_cum: np.ndarray  # (conditions, options) cumulative shares without the codes of a PQI numerator
+    has_other: np.ndarray  # condition -> has a principal code outside the PQI numerators
+    pqi_ids: np.ndarray  # (indicators, options) principal codes of the employees' PQI admissions
+    pqi_cum: np.ndarray
+    pqi_cond: np.ndarray  # indicator -> condition of the stay
 
 
 def _cumulative(shares) -> np.ndarray:
-    """Cumulative shares ending at exactly 1 (so a uniform draw never falls past the last option)."""
-    cum = np.cumsum(np.asarray(shares, float) / np.sum(shares))
-    cum[-1] = 1.0
+    """Cumulative shares ending at exactly 1 from the last positive share on (so a uniform draw never falls past
+    the last option with a share)."""
+    shares = np.asarray(shares, float)
+    cum = np.cumsum(shares / np.sum(shares))
+    cum[np.flatnonzero(shares > 0)[-1]:] = 1.0
     return cum
 
 
@@ -628,6 +924,23 @@ def _codebook() -> _Codebook:
         d(comp)
     for _, pac in pac_pairs:
         d(pac)
+    # the employer populations' PQI admissions (codes added last: the ids above do not depend on them)
+    pqi_width = max(len(v[4]) for v in _EMPLOYER_PQI.values())
+    pqi_ids = np.full((len(PQI_INDICATORS), pqi_width), -1, np.int64)
+    pqi_cum = np.ones((len(PQI_INDICATORS), pqi_width))
+    for i, number in enumerate(PQI_INDICATORS):
+        opts = _EMPLOYER_PQI[number][4]
+        pqi_ids[i, :len(opts)] = [d(code) for code, _ in opts]
+        pqi_cum[i, :len(opts)] = _cumulative([w for _, w in opts])
+    pqi_cond = np.array([CONDITIONS.index(_EMPLOYER_PQI[number][1]) for number in PQI_INDICATORS])
+    other_cum = principal_cum.copy()
+    has_other = np.zeros(n_cond, bool)
+    for c, name in enumerate(CONDITIONS):
+        opts = _PRINCIPAL[name]
+        shares = [0.0 if o[0] in _PQI_PRINCIPAL_CODES else o[1] for o in opts]
+        if sum(shares) > 0:
+            other_cum[c, :len(opts)] = _cumulative(shares)
+            has_other[c] = True
 
     n_dx = len(dx)
     pac_code = np.arange(n_dx)
@@ -657,6 +970,9 @@ def _codebook() -> _Codebook:
     for name, (proc, prob) in _CONDITION_PROCEDURE.items():
         cond_proc[CONDITIONS.index(name)] = p(proc)
         cond_proc_prob[CONDITIONS.index(name)] = prob
+    for code, proc in _AMPUTATION.items():
+        proc_code[dx.index(code)] = p(proc)
+        proc_prob[dx.index(code)] = 1.0
     ewidth = max(len(s[0]) for s in _EXTRA_SLOTS)
     extra_ids = np.full((len(_EXTRA_SLOTS), ewidth), -1, np.int64)
     extra_prob = np.zeros((len(_EXTRA_SLOTS), n_cond, ewidth))
@@ -670,7 +986,8 @@ def _codebook() -> _Codebook:
     is_z = np.array([code.startswith("Z") for code in dx])
     return _Codebook(tuple(dx), tuple(pcs), principal_ids, principal_cum, pac_code, suppress, force, companion,
                      proc_code, proc_prob, cond_proc, cond_proc_prob, chronic_ids, chronic_cum, extra_ids,
-                     extra_prob, extra_poa_n, cancer_ids, debility_ids, is_z)
+                     extra_prob, extra_poa_n, cancer_ids, debility_ids, is_z, other_cum, has_other, pqi_ids,
+                     pqi_cum, pqi_cond)
 
 
 # ------------------------------------------------------------------------------------------- small helpers
@@ -836,19 +1153,36 @@ def _next_event(cum: np.ndarray, t: np.ndarray, rate_per_day: np.ndarray, rng: n
     return np.where(inside & (day < len(cum) - 1), day, _INF).astype(np.int64)
 
 
-def _blocks(config: SynthConfig) -> list[tuple[int, int]]:
-    """Global patient ranges [g0, g1) of the generation blocks."""
-    total = config.n_markets * _patients_per_market_total(config)
-    edges = list(range(0, total, config.chunk_patients)) + [total]
-    return list(zip(edges[:-1], edges[1:], strict=True))
+def _blocks(config: SynthConfig) -> list[tuple[tuple[int, int], int, int]]:
+    """The generation blocks: (random stream's spawn key, first and one-past-last global patient number).
+
+    The Medicare beneficiaries come first, market by market, each market followed by its *former draws*
+    (:data:`_FORMER_EMPLOYEE_SHARE`): streams ``(1, b)`` as in every earlier version of the generator. The
+    employees follow, sponsor by sponsor, in blocks of their own with streams ``(2, b)``: no block holds both, so
+    the Medicare part does not depend on any setting of the employer populations."""
+    medicare = config.n_markets * _medicare_stride(config)
+    edges = []
+    for stream, lo, hi in ((1, 0, medicare), (2, medicare, medicare + _n_employees(config))):
+        cuts = list(range(lo, hi, config.chunk_patients)) + [hi]
+        edges += [((stream, i), a, b) for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True))]
+    return edges
 
 
-def _employees_per_market(config: SynthConfig) -> int:
-    return int(round(config.patients_per_market * config.employee_share)) if config.employee_population else 0
+_FORMER_EMPLOYEE_SHARE = 0.15
+"""Earlier versions of the generator drew a simple under-65 group inside each market's block, 15 % of the market's
+beneficiaries, interleaved with them in every vectorised draw. Those draws are still made, and their people
+dropped, so that the Medicare beneficiaries of a seed are the same, row for row, as before the employer
+populations were added (the committed sample's Medicare numbers stay as they were); the employees come from
+streams of their own."""
 
 
-def _patients_per_market_total(config: SynthConfig) -> int:
-    return config.patients_per_market + _employees_per_market(config)
+def _former_per_market(config: SynthConfig) -> int:
+    return int(round(config.patients_per_market * _FORMER_EMPLOYEE_SHARE)) if config.employee_population else 0
+
+
+def _medicare_stride(config: SynthConfig) -> int:
+    """Global patient numbers per market in the Medicare blocks (beneficiaries, then the former draws)."""
+    return config.patients_per_market + _former_per_market(config)
 
 
 # ---------------------------------------------------------------------------------------------- facilities
@@ -976,12 +1310,12 @@ class _People:
     birth: np.ndarray  # birth day index (negative)
     male: np.ndarray
     dual: np.ndarray
-    chronic: np.ndarray  # (n, chronic) bool
+    chronic: np.ndarray  # (n, chronic) bool (employees: on their first day in the data)
     variant: np.ndarray  # (n, chronic) dx id of the patient's code of each category
     counted: np.ndarray  # bool per chronic category
-    lam: np.ndarray  # admissions per day
+    lam: np.ndarray  # admissions per day (Medicare; employees' admissions come from _employee_events)
     mu: np.ndarray  # deaths per day
-    ed: np.ndarray  # ED visits per day
+    ed: np.ndarray  # ED visits per day (Medicare; employees' visits come from _employee_events)
     t0: np.ndarray  # first day in the data
     t_end: np.ndarray  # last day covered
     enroll_start: np.ndarray  # first day of coverage (may be before day 0)
@@ -989,18 +1323,24 @@ class _People:
     chemo: np.ndarray
     cancer_site: np.ndarray
     cond_logw: np.ndarray  # (n, conditions) log weight of spontaneous conditions
+    # employees only
+    sponsor_year: np.ndarray | None = None  # (n, calendar years) sponsor index of each year of the data
+    latent: np.ndarray | None = None  # (n, chronic) uniform latent scores: category present when below prevalence
+    anniversary: np.ndarray | None = None  # (n, band edges) day the person turns 18, 25, 30, ..., 60, 65
 
 
 def _people(config: SynthConfig, cal: _Calendar, fac: _Facilities, g0: int, g1: int,
             rng: np.random.Generator) -> _People:
+    """The Medicare beneficiaries and the former draws (``employee`` true: dropped from the tables) of numbers
+    ``g0 .. g1 - 1``. Every draw is made for both, in the order of earlier versions (see _FORMER_EMPLOYEE_SHARE)."""
     cb = _codebook()
-    per_market = _patients_per_market_total(config)
+    per_market = _medicare_stride(config)
     gid = np.arange(g0, g1)
     n = len(gid)
     market = gid // per_market
     employee = (gid % per_market) >= config.patients_per_market
     med = ~employee
-    # age on day 0: Medicare 65-95 (6 % ageing in from 62-65), employees 25-62
+    # age on day 0: 65-95 (6 % ageing in from 62-65); former draws 25-62
     age0 = np.where(med, 65 + 30 * rng.beta(1.1, 2.6, n), 25 + 37 * rng.random(n))
     ageing_in = med & (rng.random(n) < 0.06)
     age0 = np.where(ageing_in, 65 - min(3.0, 0.9 * cal.horizon / 365.25) * rng.random(n), age0)
@@ -1015,13 +1355,7 @@ def _people(config: SynthConfig, cal: _Calendar, fac: _Facilities, g0: int, g1: 
         prev = np.where(med, c[1], max(c[3], 1e-6))
         logit = np.log(prev / (1 - prev)) + np.where(med, c[2] * age10, 0.0) + 0.9 * z
         chronic[:, k] = rng.random(n) < _expit(logit)
-    variant_pick = _pick_rows(np.repeat(cb.chronic_cum[None], n, axis=0).reshape(n * n_chronic, -1),
-                              rng.random(n * n_chronic)).reshape(n, n_chronic)
-    # codes that name CKD (E11.22, D63.1) only for patients with CKD
-    ckd_only = np.isin(cb.chronic_ids, [cb.dx.index("E11.22"), cb.dx.index("D63.1")])
-    variant_pick = np.where(ckd_only[np.arange(n_chronic)[None, :], variant_pick] & ~chronic[:, [_CK["ckd"]]],
-                            0, variant_pick)
-    variant = cb.chronic_ids[np.arange(n_chronic)[None, :], variant_pick]
+    variant = _variants(cb, chronic, rng)
     counted = np.array([c[4] for c in _CHRONIC])
     frailty = rng.gamma(2.0, 0.5, n) * np.exp(0.35 * z - 0.35**2 / 2)
     base = np.where(med, ADMISSION_RATE["medicare"], ADMISSION_RATE["employees"])
@@ -1029,18 +1363,16 @@ def _people(config: SynthConfig, cal: _Calendar, fac: _Facilities, g0: int, g1: 
     mu = np.where(med, DEATH_RATE["medicare"] * np.exp(0.85 * age10 + 0.25 * z),
                   DEATH_RATE["employees"] * np.exp(0.8 * (age0 - 45) / 10)) / 365.25
     ed = np.where(med, ED_RATE["medicare"], ED_RATE["employees"]) * np.sqrt(frailty) / 365.25
-    # coverage: Medicare from the first of the month of the 65th birthday; employees from a hire date
+    # Medicare coverage from the first of the month of the 65th birthday; former draws from a hire date
     birth_dates = cal.start + birth.astype("timedelta64[D]")
     at65 = (birth_dates.astype("datetime64[M]") + np.timedelta64(65 * 12, "M")).astype("datetime64[D]")
     medicare_start = (at65 - cal.start).astype(np.int64)
     hired_in = rng.random(n) < 0.15
-    hire = np.where(hired_in, rng.integers(0, int(cal.horizon * 0.8) + 1, n),
-                    -rng.integers(1, 15 * 365, n))
+    hire = np.where(hired_in, rng.integers(0, int(cal.horizon * 0.8) + 1, n), -rng.integers(1, 15 * 365, n))
     enroll_start = np.where(med, medicare_start, hire)
     # stays start on the 65th birthday at the earliest (coverage starts on the first of that month)
-    birthday65 = ((birth_dates.astype("datetime64[M]") + np.timedelta64(65 * 12, "M")).astype("datetime64[D]")
-                  + (birth_dates - birth_dates.astype("datetime64[M]").astype("datetime64[D]")) - cal.start)
-    t0 = np.maximum(np.where(med, np.maximum(birthday65.astype(np.int64), enroll_start), enroll_start), 0)
+    birthday65 = _anniversaries(cal, birth, (65,))[:, 0]
+    t0 = np.maximum(np.where(med, np.maximum(birthday65, enroll_start), enroll_start), 0)
     leave = t0 + np.ceil(rng.exponential(365.25 / 0.08, n)).astype(np.int64)
     t_end = np.where(med, cal.horizon, np.minimum(leave, cal.horizon))
     preferred = _choose_facility(fac, market, _ACUTE, rng.random(n))
@@ -1048,15 +1380,251 @@ def _people(config: SynthConfig, cal: _Calendar, fac: _Facilities, g0: int, g1: 
     cancer_site = cb.cancer_ids[rng.integers(0, len(cb.cancer_ids), n)]
     mix = np.array([[_SPONTANEOUS_MIX[g].get(c, 0.0) for c in CONDITIONS] for g in _GROUPS])
     with np.errstate(divide="ignore"):
-        cond_logw = np.log(mix[employee.astype(int)])
-    cond_logw[:, _HF] += np.log(4.0) * chronic[:, _CK["chf"]]
-    cond_logw[:, _COPD] += np.log(5.0) * chronic[:, _CK["copd"]]
-    cond_logw[:, _PN] += np.log(1.4) * (chronic[:, _CK["copd"]] | chronic[:, _CK["dementia"]])
-    cond_logw[:, _STROKE] += np.log(1.6) * chronic[:, _CK["af"]]
-    cond_logw[:, _AMI] += np.log(1.3) * chronic[:, _CK["diabetes"]]
-    cond_logw[:, _SEPSIS] += np.log(1.3) * chronic[:, _CK["ckd"]]
+        cond_logw = _condition_weights(np.log(mix[employee.astype(int)]), chronic)
     return _People(n, gid, market, employee, age0, birth, male, dual, chronic, variant, counted, lam, mu, ed,
                    t0, t_end, enroll_start, preferred, chemo, cancer_site, cond_logw)
+
+
+def _variants(cb: _Codebook, chronic: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The code of each chronic category for each person (codes that name CKD only for people with CKD)."""
+    n, n_chronic = chronic.shape
+    variant_pick = _pick_rows(np.repeat(cb.chronic_cum[None], n, axis=0).reshape(n * n_chronic, -1),
+                              rng.random(n * n_chronic)).reshape(n, n_chronic)
+    ckd_only = np.isin(cb.chronic_ids, [cb.dx.index("E11.22"), cb.dx.index("D63.1")])
+    variant_pick = np.where(ckd_only[np.arange(n_chronic)[None, :], variant_pick] & ~chronic[:, [_CK["ckd"]]],
+                            0, variant_pick)
+    return cb.chronic_ids[np.arange(n_chronic)[None, :], variant_pick]
+
+
+def _condition_weights(logw: np.ndarray, chronic: np.ndarray) -> np.ndarray:
+    """Log weights of the conditions of spontaneous admissions, raised by the chronic conditions that lead to them."""
+    logw = logw.copy()
+    logw[:, _HF] += np.log(4.0) * chronic[:, _CK["chf"]]
+    logw[:, _COPD] += np.log(5.0) * chronic[:, _CK["copd"]]
+    logw[:, _PN] += np.log(1.4) * (chronic[:, _CK["copd"]] | chronic[:, _CK["dementia"]])
+    logw[:, _STROKE] += np.log(1.6) * chronic[:, _CK["af"]]
+    logw[:, _AMI] += np.log(1.3) * chronic[:, _CK["diabetes"]]
+    logw[:, _SEPSIS] += np.log(1.3) * chronic[:, _CK["ckd"]]
+    return logw
+
+
+def _anniversaries(cal: _Calendar, birth: np.ndarray, ages) -> np.ndarray:
+    """Day index on which each person (``birth``: day index) turns each of ``ages``; born on 29 February, on
+    1 March in other years (as :func:`carequal.cohorts.age_in_years` and the PQI person-time count it).
+
+    Examples
+    --------
+    >>> cal = _calendar(SynthConfig())
+    >>> birth = (np.datetime64("2004-02-29") - cal.start).astype(np.int64)
+    >>> [str(cal.start + d) for d in _anniversaries(cal, np.array([birth]), (18, 20))[0]]
+    ['2022-03-01', '2024-02-29']
+    """
+    dates = cal.start + np.asarray(birth, np.int64).astype("timedelta64[D]")
+    months = dates.astype("datetime64[M]")
+    day = (dates - months.astype("datetime64[D]")).astype("timedelta64[D]")
+    out = np.empty((len(dates), len(ages)), np.int64)
+    for j, age in enumerate(ages):  # the first of the month, then the day: 29 February + 28 days = 1 March
+        out[:, j] = ((months + np.timedelta64(12 * int(age), "M")).astype("datetime64[D]") + day
+                     - cal.start).astype(np.int64)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- employers
+
+
+@dataclass(frozen=True)
+class _Sponsors:
+    names: tuple[str, ...]
+    programme: int  # index of the programme sponsor, -1 if none
+    market: np.ndarray  # home market of each sponsor
+    size: np.ndarray  # employees
+    female: np.ndarray  # share of women
+    age_a: np.ndarray  # Beta parameters of the age on the first day in the data
+    age_b: np.ndarray
+    programme_day: int  # day index of the programme start (_INF if none)
+    pqi: np.ndarray  # rate multipliers
+    other: np.ndarray
+    ed: np.ndarray
+    payment: np.ndarray  # multiplier of acute payments
+
+
+def _n_employees(config: SynthConfig) -> int:
+    if not config.employee_population:
+        return 0
+    return int(round(config.employee_share * config.patients_per_market * config.n_markets))
+
+
+def _sponsors(config: SynthConfig) -> _Sponsors:
+    """The alliance members (plan sponsors): names, home markets, sizes and their known rate multipliers."""
+    k = config.n_sponsors
+    markets = _market_names(config.n_markets)
+    names, market = [], []
+    for j in range(k):
+        suffix = _SPONSOR_SUFFIXES[(j // config.n_markets) % len(_SPONSOR_SUFFIXES)]
+        repeat = j // (config.n_markets * len(_SPONSOR_SUFFIXES))
+        names.append(f"{markets[j % config.n_markets]} {suffix}" + (f" {repeat + 1}" if repeat else ""))
+        market.append(j % config.n_markets)
+    weights = np.arange(k, 0, -1, dtype=float)
+    total = _n_employees(config)
+    exact = total * weights / weights.sum()
+    size = np.floor(exact).astype(np.int64)
+    size[np.argsort(-(exact - size), kind="stable")[:total - int(size.sum())]] += 1  # largest remainders
+    prof = np.array([_SPONSOR_PROFILES[j % len(_SPONSOR_PROFILES)] for j in range(k)], float)
+    day = (pd.Timestamp(config.programme_start) - pd.Timestamp(config.start)).days
+    return _Sponsors(names=tuple(names), programme=config.programme_sponsor - 1, market=np.array(market, np.int64),
+                     size=size, female=prof[:, 4], age_a=prof[:, 5], age_b=prof[:, 6],
+                     programme_day=day if config.programme_sponsor else _INF, pqi=prof[:, 0], other=prof[:, 1],
+                     ed=prof[:, 2], payment=prof[:, 3])
+
+
+@lru_cache(maxsize=1)
+def _employee_prevalence() -> np.ndarray:
+    """Prevalence of each chronic category (rows) among employees in each age band (columns)."""
+    mid = np.array([(lo + hi - 1) / 2 for lo, hi in zip(_BAND_EDGES[:-1], _BAND_EDGES[1:], strict=True)])
+    out = np.zeros((len(_CHRONIC), len(mid)))
+    for k, c in enumerate(_CHRONIC):
+        if c[3] > 0:
+            out[k] = _expit(np.log(c[3] / (1 - c[3])) + _EMPLOYEE_CHRONIC_SLOPE[c[0]] * (mid - 45) / 10)
+    return out
+
+
+def _employees(config: SynthConfig, cal: _Calendar, fac: _Facilities, spons: _Sponsors, g0: int, g1: int,
+               rng: np.random.Generator) -> _People:
+    """The employees ``g0 .. g1 - 1`` (global numbers after the Medicare beneficiaries), sponsor by sponsor."""
+    cb = _codebook()
+    gid = np.arange(g0, g1)
+    n = len(gid)
+    first = config.n_markets * _medicare_stride(config)
+    sponsor = np.searchsorted(np.cumsum(spons.size), gid - first, side="right")
+    market = spons.market[sponsor]
+    # in the data from hire (20 %: during the period) to leaving (8 % a year), retirement at 65 or the end
+    hired_in = rng.random(n) < _EMPLOYEE_HIRE_SHARE
+    hire = np.where(hired_in, rng.integers(0, int(cal.horizon * 0.8) + 1, n), -rng.integers(1, 15 * 365, n))
+    t0 = np.maximum(hire, 0)
+    male = rng.random(n) >= spons.female[sponsor]
+    # age on the first day in the data 18-64 (new hires younger), with a margin from the birthdays at both ends
+    age_in = 18.05 + 46.8 * rng.beta(spons.age_a[sponsor], spons.age_b[sponsor] * np.where(hired_in, 1.4, 1.0))
+    birth = t0 - np.rint(age_in * 365.25).astype(np.int64)
+    age0 = -birth / 365.25
+    anniversary = _anniversaries(cal, birth, _BAND_EDGES)
+    enroll_start = np.maximum(hire, anniversary[:, 0])  # coverage as an employee from 18 at the earliest
+    leave = t0 + np.ceil(rng.exponential(365.25 / _EMPLOYEE_LEAVE_RATE, n)).astype(np.int64)
+    t_end = np.minimum(np.minimum(leave, anniversary[:, -1] - 1), cal.horizon)
+    # chronic categories: present while a latent uniform score is below the prevalence of the age band, so that
+    # on any day the prevalence in each band is exact; a shared normal factor makes comorbidities cluster
+    rho = np.sqrt(EMPLOYEE_LATENT_CORRELATION)
+    w = rng.standard_normal(n)
+    latent = ndtr(rho * w[:, None] + np.sqrt(1 - rho**2) * rng.standard_normal((n, len(_CHRONIC))))
+    chronic = latent < _employee_prevalence()[:, _band(anniversary, t0)].T
+    variant = _variants(cb, chronic, rng)
+    variant[:, _CK["malnutrition"]] = cb.dx.index("E44.0")  # not E43: an immunocompromised state (PQI 11, 12)
+    counted = np.array([c[4] for c in _CHRONIC])
+    mu = DEATH_RATE["employees"] * np.exp(0.8 * (age0 - 45) / 10) / 365.25
+    preferred = _choose_facility(fac, market, _ACUTE, rng.random(n))
+    chemo = chronic[:, _CK["metastatic_cancer"]] & (rng.random(n) < 0.30)
+    cancer_site = cb.cancer_ids[rng.integers(0, len(cb.cancer_ids), n)]
+    with np.errstate(divide="ignore"):
+        mix = np.log(np.array([_EMPLOYEE_OTHER_MIX.get(c, 0.0) for c in CONDITIONS]))
+    cond_logw = _condition_weights(np.repeat(mix[None], n, axis=0), chronic)
+    # the sponsor of each calendar year: 2 % move to another member on 1 January
+    years = len(cal.jan_firsts) + 1
+    sponsor_year = np.repeat(sponsor[:, None], years, axis=1)
+    for y, jan in enumerate(cal.jan_firsts, start=1):
+        current = sponsor_year[:, y - 1]
+        move = (rng.random(n) < _SPONSOR_SWITCH) & (jan > t0) & (jan <= t_end) & (spons.size.sum()
+                                                                                  > spons.size[current])
+        weights = np.repeat(spons.size[None, :].astype(float), move.sum(), axis=0)  # another member, by size
+        weights[np.arange(move.sum()), current[move]] = 0.0
+        sponsor_year[move, y:] = _pick_weighted(weights, rng.random(move.sum()))[:, None]
+    zero = np.zeros(n)
+    return _People(n, gid, market, np.ones(n, bool), age0, birth, male, np.zeros(n, bool), chronic, variant, counted,
+                   zero, mu, zero, t0, t_end, enroll_start, preferred, chemo, cancer_site, cond_logw,
+                   sponsor_year, latent, anniversary)
+
+
+def _band(anniversary: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Index of the age band (0 = 18-24 ... 8 = 60-64) on ``day`` from the band birthdays (25 ... 60)."""
+    return (anniversary[:, 1:-1] <= np.asarray(day)[:, None]).sum(axis=1)
+
+
+def _chronic_on(ppl: _People, pats: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """The chronic categories the patients have on ``day`` (Medicare: fixed; employees: by their age band)."""
+    if ppl.latent is None:
+        return ppl.chronic[pats]
+    return ppl.latent[pats] < _employee_prevalence()[:, _band(ppl.anniversary[pats], day)].T
+
+
+def _year_index(cal: _Calendar, day: np.ndarray) -> np.ndarray:
+    """Calendar year of each day index, counted from the year of the first day (0)."""
+    return np.searchsorted(cal.jan_firsts, day, side="right")
+
+
+def _employee_rates(config: SynthConfig, cal: _Calendar, ppl: _People, spons: _Sponsors, pats: np.ndarray,
+                    start: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rates per day of each employee segment starting on ``start`` (constant until the next birthday of a band
+    edge, 1 January or the programme start): PQI admissions by indicator (rows, indicators), other admissions
+    and ED visits."""
+    band = _band(ppl.anniversary[pats], start)
+    year = _year_index(cal, start)
+    sponsor = ppl.sponsor_year[pats, year]
+    in_programme = (sponsor == spons.programme) & (start >= spons.programme_day)
+    male = ppl.male[pats]
+    trend = EMPLOYER_YEARLY_TREND ** year
+    prevalence = _employee_prevalence()
+    pqi = np.zeros((len(pats), len(PQI_INDICATORS)))
+    for i, number in enumerate(PQI_INDICATORS):
+        category, _, men, women, _ = _EMPLOYER_PQI[number]
+        rate = np.asarray(women, float)[band] * np.where(male, men, 1.0) / 100_000
+        if category is not None:  # only people with the condition, at a rate that keeps the band's rate
+            k = _CK[category]
+            p = prevalence[k, band]
+            rate = np.where(ppl.latent[pats, k] < p, rate / np.where(p > 0, p, 1.0), 0.0)
+        pqi[:, i] = rate
+    pqi *= (spons.pqi[sponsor] * trend * np.where(in_programme, 1 - config.programme_pqi_reduction, 1.0))[:, None]
+    men, women = EMPLOYER_UTILISATION["other_admissions"]
+    other = np.asarray(women, float)[band] * np.where(male, men, 1.0) / 1000 * spons.other[sponsor] * trend
+    men, women = EMPLOYER_UTILISATION["ed_visits"]
+    ed = (np.asarray(women, float)[band] * np.where(male, men, 1.0) / 1000 * spons.ed[sponsor] * trend
+          * np.where(in_programme, 1 - config.programme_ed_reduction, 1.0))
+    return pqi / 365.25, other / 365.25, ed / 365.25
+
+
+def _employee_events(config: SynthConfig, cal: _Calendar, ppl: _People, spons: _Sponsors,
+                     rng: np.random.Generator):
+    """The employees' Poisson processes over their days in the data (``t0`` to ``t_end``), drawn segment by
+    segment (rates constant within one): candidate community admissions (PQI indicator index, or
+    ``len(PQI_INDICATORS)`` for another condition), sorted by patient and day, and ED visits.
+
+    The timeline takes the first candidate on or after the day the patient is back in the community; candidates
+    on days in a stay or in the 30 days after an acute discharge are passed over (those days are not at risk)."""
+    n = ppl.n
+    cuts = list(cal.jan_firsts) + ([spons.programme_day] if 0 < spons.programme_day <= cal.horizon else [])
+    cuts = np.concatenate([np.broadcast_to(np.array(cuts, np.int64), (n, len(cuts))), ppl.anniversary[:, 1:-1]],
+                          axis=1)
+    cuts = np.sort(np.where((cuts > ppl.t0[:, None]) & (cuts <= ppl.t_end[:, None]), cuts, _INF), axis=1)
+    starts = np.concatenate([ppl.t0[:, None], cuts], axis=1)
+    ends = np.concatenate([np.where(cuts < _INF, cuts - 1, ppl.t_end[:, None]), ppl.t_end[:, None]], axis=1)
+    valid = (starts < _INF) & (ends >= starts)
+    pat, col = np.nonzero(valid)
+    start, end = starts[pat, col], ends[pat, col]
+    length = (end - start + 1).astype(float)
+    pqi, other, ed = _employee_rates(config, cal, ppl, spons, pat, start)
+
+    def draw(rate: np.ndarray):
+        k = rng.poisson(rate * length)
+        seg = np.repeat(np.arange(len(pat)), k)
+        return seg, start[seg] + (rng.random(len(seg)) * length[seg]).astype(np.int64)
+
+    total = pqi.sum(axis=1)
+    seg_p, day_p = draw(total)
+    kind_p = _pick_weighted(pqi[seg_p], rng.random(len(seg_p)))
+    seg_o, day_o = draw(other)
+    seg_e, day_e = draw(ed)
+    cand_pat = np.concatenate([pat[seg_p], pat[seg_o]])
+    cand_day = np.concatenate([day_p, day_o])
+    cand_kind = np.concatenate([kind_p, np.full(len(seg_o), len(PQI_INDICATORS))])
+    order = np.lexsort((cand_kind, cand_day, cand_pat))
+    return (cand_pat[order], cand_day[order], cand_kind[order]), (pat[seg_e], day_e)
 
 
 # ------------------------------------------------------------------------------------------- the timeline
@@ -1084,11 +1652,11 @@ def _pad(matrix: np.ndarray, width: int) -> np.ndarray:
     return np.concatenate([matrix, np.full((matrix.shape[0], width - matrix.shape[1]), -1, matrix.dtype)], 1)
 
 
-def _acute_codes(cb: _Codebook, ppl: _People, pats: np.ndarray, cond: np.ndarray, code: np.ndarray,
-                 rng: np.random.Generator):
-    """Secondary diagnoses with POA flags, procedures and the comorbidity count of acute stays."""
+def _acute_codes(cb: _Codebook, ppl: _People, pats: np.ndarray, has: np.ndarray, cond: np.ndarray,
+                 code: np.ndarray, rng: np.random.Generator):
+    """Secondary diagnoses with POA flags, procedures and the comorbidity count of acute stays (``has``: the
+    patients' chronic categories on the admission day)."""
     m = len(pats)
-    has = ppl.chronic[pats]
     coded = has & (rng.random(has.shape) < _CODED_SHARE)
     coded = (coded | cb.force[code]) & ~cb.suppress[code]
     # a forced category the patient does not have is coded with the category's first code
@@ -1123,24 +1691,32 @@ def _acute_codes(cb: _Codebook, ppl: _People, pats: np.ndarray, cond: np.ndarray
     return sec, poa, procs, comorbidity
 
 
-def _pac_codes(cb: _Codebook, ppl: _People, pats: np.ndarray, acute_code: np.ndarray, setting: np.ndarray,
-               rng: np.random.Generator):
+def _pac_codes(cb: _Codebook, ppl: _People, pats: np.ndarray, has: np.ndarray, acute_code: np.ndarray,
+               setting: np.ndarray, rng: np.random.Generator):
     m = len(pats)
     principal = cb.pac_code[acute_code]
     debility = np.isin(setting, [_SNF, _HHA]) & (rng.random(m) < 0.3)
     principal = np.where(debility, cb.debility_ids[rng.integers(0, 2, m)], principal)
-    coded = ppl.chronic[pats] & (rng.random(ppl.chronic[pats].shape) < 0.7)
+    coded = has & (rng.random(has.shape) < 0.7)
     sec = np.where(coded, ppl.variant[pats], -1)
     sec = np.where((sec == principal[:, None]) | cb.suppress[principal], -1, sec)
     return principal, sec
 
 
-def _simulate_block(config: SynthConfig, cal: _Calendar, fac: _Facilities, block: int, g0: int,
-                    g1: int) -> dict[str, pa.Table]:
-    """Simulate the timelines of patients ``g0 .. g1 - 1`` (one block) and return their tables."""
-    rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(1, block)))
+def _simulate_block(config: SynthConfig, cal: _Calendar, fac: _Facilities, block: int, stream: tuple[int, int],
+                    g0: int, g1: int) -> dict[str, pa.Table]:
+    """Simulate the timelines of patients ``g0 .. g1 - 1`` (one block, numbered ``block`` in the key of its stays
+    and visits, drawn from the random stream ``stream``) and return their tables."""
+    rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=stream))
     cb = _codebook()
-    ppl = _people(config, cal, fac, g0, g1, rng)
+    employees = stream[0] == 2  # a block is all Medicare (with the former draws) or all employees
+    if employees:
+        spons = _sponsors(config)
+        ppl = _employees(config, cal, fac, spons, g0, g1, rng)
+        (c_pat, c_day, c_kind), (ed_pat, ed_day) = _employee_events(config, cal, ppl, spons, rng)
+        c_key = c_pat * (cal.horizon + 2) + c_day
+    else:
+        ppl = _people(config, cal, fac, g0, g1, rng)
     n = ppl.n
     rec = _Recorder()
     partner_hospital = fac.partner & (fac.setting == _ACUTE)
@@ -1183,7 +1759,7 @@ def _simulate_block(config: SynthConfig, cal: _Calendar, fac: _Facilities, block
     cc = COMMUNITY_MODEL["coefficients"]
     deaths = np.array([_S["20"], _S["50"], _S["51"]])
 
-    def pac_stay(pats, setting, facility, start, age10, comorbidity, acute_code, y, r, can_hha, can_snf):
+    def pac_stay(pats, has, setting, facility, start, age10, comorbidity, acute_code, y, r, can_hha, can_snf):
         """Record one post-acute stay per row; return its discharge day and status."""
         m = len(pats)
         partner_post = fac.partner[facility] & (fac.partner_day[facility] <= start)
@@ -1214,7 +1790,7 @@ def _simulate_block(config: SynthConfig, cal: _Calendar, fac: _Facilities, block
         status = np.where((status == _S["03"]) & ~can_snf, _S["64"], status)
         status = np.where(y & np.isin(status, deaths), _S["64"], status)  # readmitted later: did not die here
         status = np.where(interrupted, _S["02"], status)
-        principal, sec = _pac_codes(cb, ppl, pats, acute_code, setting, rng)
+        principal, sec = _pac_codes(cb, ppl, pats, has, acute_code, setting, rng)
         days = np.maximum(end - start, 1)
         noise = rng.standard_normal(m)
         payment = np.select([setting == _SNF, setting == _IRF, setting == _LTCH],
@@ -1240,17 +1816,26 @@ def _simulate_block(config: SynthConfig, cal: _Calendar, fac: _Facilities, block
 
         # patients in the community: next admission, death or planned stay, whichever comes first
         nf = a[~forced]
-        s_day = _next_event(cal.cum_admission, t_free[nf], ppl.lam[nf], rng)
+        if employees:  # the first candidate admission on or after the day back in the community
+            pos = np.searchsorted(c_key, nf * (cal.horizon + 2) + t_free[nf])
+            hit = pos < len(c_key)
+            hit[hit] = c_pat[pos[hit]] == nf[hit]
+            s_day = np.where(hit, c_day[np.minimum(pos, len(c_key) - 1)], _INF)
+            s_kind = np.where(hit, c_kind[np.minimum(pos, len(c_key) - 1)], -1)
+        else:
+            s_day = _next_event(cal.cum_admission, t_free[nf], ppl.lam[nf], rng)
         b_day = _next_event(cal.cum_death, t_free[nf], ppl.mu[nf], rng)
         stacked = np.stack([b_day, planned[nf], s_day])
         which = np.argmin(stacked, axis=0)
         ev = stacked[which, np.arange(len(nf))]
         limit = ppl.t_end[nf]
-        span = np.maximum(np.minimum(ev, limit + 1) - t_free[nf], 0)  # ED visits while in the community
-        n_ed = rng.poisson(ppl.ed[nf] * span)
-        ed_pat = np.repeat(nf, n_ed)
-        ed_day = np.repeat(t_free[nf], n_ed) + (rng.random(n_ed.sum()) * np.repeat(span, n_ed)).astype(np.int64)
-        rec.add_ed(ed_pat, ed_day, ppl.preferred[ed_pat])
+        if not employees:  # ED visits while in the community (employees': drawn with their admissions)
+            span = np.maximum(np.minimum(ev, limit + 1) - t_free[nf], 0)
+            n_ed = rng.poisson(ppl.ed[nf] * span)
+            ed_pat = np.repeat(nf, n_ed)
+            ed_day = (np.repeat(t_free[nf], n_ed)
+                      + (rng.random(n_ed.sum()) * np.repeat(span, n_ed)).astype(np.int64))
+            rec.add_ed(ed_pat, ed_day, ppl.preferred[ed_pat])
         happens = ev <= limit
         dies = happens & (which == 0)
         death[nf[dies]] = b_day[dies]
@@ -1262,6 +1847,9 @@ def _simulate_block(config: SynthConfig, cal: _Calendar, fac: _Facilities, block
         pats = np.concatenate([fa[f_ok], nf[go]])
         day = np.concatenate([f_day[fa[f_ok]], ev[go]])
         kind = np.concatenate([f_kind[fa[f_ok]], np.where(which[go] == 1, _PLANNED, _SPONTANEOUS)])
+        if employees:  # the PQI indicator of an admission from the PQI process, else -1
+            indicator = np.concatenate([np.full(len(fa[f_ok]), -1), np.where(
+                (which[go] == 2) & (s_kind[go] < len(PQI_INDICATORS)), s_kind[go], -1)])
         f_day[a] = -1
         m = len(pats)
         if m == 0:
@@ -1276,11 +1864,20 @@ def _simulate_block(config: SynthConfig, cal: _Calendar, fac: _Facilities, block
         logw = ppl.cond_logw[pats].copy()
         logw[:, [_PN, _COPD, _SEPSIS]] += np.log1p(0.45 * _seasonal(cal.start, day, 1.0))[:, None]
         cond = _pick_weighted(np.exp(logw - logw.max(axis=1, keepdims=True)), rng.random(m))
-        cond = np.where((is_re & (rng.random(m) < 0.35)) | tr, f_cond[pats], cond)
+        keep = rng.random(m) < 0.35
+        if employees:  # an employee's admission outside the PQI process has a principal code of no PQI
+            keep &= cb.has_other[f_cond[pats]]
+        cond = np.where((is_re & keep) | tr, f_cond[pats], cond)
         cond = np.where(is_re & np.isin(cond, [_HIPKNEE, _CHEMO]), _OTHER, cond)
         cond = np.where(kind == _PLANNED, _CHEMO, cond)
-        code = cb.principal_ids[cond, _pick_rows(cb.principal_cum[cond], rng.random(m))]
+        cum = cb.other_cum if employees else cb.principal_cum
+        code = cb.principal_ids[cond, _pick_rows(cum[cond], rng.random(m))]
         code = np.where(tr, f_code[pats], code)
+        if employees and (indicator >= 0).any():
+            rows = np.flatnonzero(indicator >= 0)
+            ind = indicator[rows]
+            cond[rows] = cb.pqi_cond[ind]
+            code[rows] = cb.pqi_ids[ind, _pick_rows(cb.pqi_cum[ind], rng.random(len(rows)))]
 
         # hospital: mostly the preferred one; readmissions mostly where the patient was discharged
         anywhere = _choose_facility(fac, mk, _ACUTE, rng.random(m))
@@ -1299,12 +1896,14 @@ def _simulate_block(config: SynthConfig, cal: _Calendar, fac: _Facilities, block
         adm = np.where(tr, np.where(u < 0.5, 0, 1), adm)
         adm = np.where(np.isin(cond, [_HIPKNEE, _CHEMO]) & ~tr, 2, adm)
 
-        sec, poa, procs, comorbidity = _acute_codes(cb, ppl, pats, cond, code, rng)
+        has = _chronic_on(ppl, pats, day)
+        sec, poa, procs, comorbidity = _acute_codes(cb, ppl, pats, has, cond, code, rng)
         los = _lognormal_days(rng, los_med[cond] * np.exp(0.04 * (comorbidity - 3)), los_sd[cond], 1, 60)
         disch = day + los
         payment = (pay_base[cond] * np.exp(0.25 * rng.standard_normal(m)) * (1 + 0.05 * (los - los_med[cond]))
                    + 8000 * (procs[:, 0] == pci))
-        payment = np.maximum(payment, 1500) * np.where(emp, 1.7, 1.0)
+        payer = spons.payment[ppl.sponsor_year[pats, _year_index(cal, day)]] if employees else 1.0
+        payment = np.maximum(payment, 1500) * payer
 
         # discharge status: death in hospital, else a disposition by condition, age, dementia, population
         died = rng.random(m) < _expit(ih_intercept[cond] + ih_coef["age10"] * age10
@@ -1350,7 +1949,7 @@ def _simulate_block(config: SynthConfig, cal: _Calendar, fac: _Facilities, block
         p1_status = np.full(m, -1, np.int64)
         if len(pp):
             p1_end[pp], p1_status[pp] = pac_stay(
-                pats[pp], pac_setting[pp], p1_fac[pp], p1_start[pp], age10[pp], comorbidity[pp], code[pp],
+                pats[pp], has[pp], pac_setting[pp], p1_fac[pp], p1_start[pp], age10[pp], comorbidity[pp], code[pp],
                 y[pp], r[pp], has_setting[mk[pp], _HHA], has_setting[mk[pp], _SNF])
         second = np.where(p1_status == _S["06"], _HHA, np.where(p1_status == _S["03"], _SNF, -1))
         p2 = np.flatnonzero(second >= 0)
@@ -1361,8 +1960,8 @@ def _simulate_block(config: SynthConfig, cal: _Calendar, fac: _Facilities, block
             fac2 = _choose_facility(fac, mk[p2], second[p2], rng.random(len(p2)), day=start2,
                                     from_partner=hosp_partner[p2])
             no = np.zeros(len(p2), bool)
-            p2_end[p2], p2_status[p2] = pac_stay(pats[p2], second[p2], fac2, start2, age10[p2], comorbidity[p2],
-                                                 code[p2], y[p2], r[p2], no, no)
+            p2_end[p2], p2_status[p2] = pac_stay(pats[p2], has[p2], second[p2], fac2, start2, age10[p2],
+                                                 comorbidity[p2], code[p2], y[p2], r[p2], no, no)
 
         rec.add_stays(pat=pats, fac=hosp, admit=day, disch=disch, status=status, adm_type=adm, principal=code,
                       principal_poa=np.where(cb.is_z[code], 4, np.where(rng.random(m) < 0.997, 0, 2)),
@@ -1400,16 +1999,21 @@ def _simulate_block(config: SynthConfig, cal: _Calendar, fac: _Facilities, block
         f_hosp[pats[nxt]] = hosp[nxt]
         f_cond[pats[nxt]] = cond[nxt]
         back = ~dead & ~y & ~transfer
-        # no unplanned admission in the 30 days after a discharge other than the drawn readmission
-        t_free[pats[back]] = np.maximum(disch[back] + 31, last_end[back] + 1)
+        # no unplanned admission in the 30 days after a discharge other than the drawn readmission (employees:
+        # nor on the day after a post-acute discharge, which the PQIs would take for a transfer)
+        t_free[pats[back]] = np.maximum(disch[back] + 31, last_end[back] + 1 + employees)
         chemo_now = kind == _PLANNED
         planned[pats[chemo_now]] = np.where(rng.random(chemo_now.sum()) < 0.7,
                                             disch[chemo_now] + 21 + rng.integers(0, 4, chemo_now.sum()), _INF)
         later = planned[pats] < _INF
         planned[pats[later]] = np.maximum(planned[pats[later]], np.maximum(disch[later] + 7, last_end[later] + 1))
-        ed_after = home & ~dead & (rng.random(m) < 0.08)  # ED visit within 30 days, not admitted
-        rec.add_ed(pats[ed_after], disch[ed_after] + rng.integers(1, 31, ed_after.sum()), hosp[ed_after])
+        if not employees:
+            ed_after = home & ~dead & (rng.random(m) < 0.08)  # ED visit within 30 days, not admitted
+            rec.add_ed(pats[ed_after], disch[ed_after] + rng.integers(1, 31, ed_after.sum()), hosp[ed_after])
 
+    if employees:
+        rec.add_ed(ed_pat, ed_day, ppl.preferred[ed_pat])
+        return _assemble(config, cal, fac, ppl, rec, death, block, rng, spons)
     return _assemble(config, cal, fac, ppl, rec, death, block, rng)
 
 
@@ -1446,15 +2050,14 @@ def _concat_records(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]
 
 
 def _enrollment(cal: _Calendar, ppl: _People, death: np.ndarray, rng: np.random.Generator):
-    """Coverage periods: Medicare FFS or MA with yearly switches on 1 January; employees commercial."""
+    """Medicare coverage periods: FFS or MA with yearly switches on 1 January (no sponsor: -1)."""
     end_day = np.minimum(np.minimum(death, ppl.t_end), cal.horizon)
-    med = ~ppl.employee
-    cov = np.where(med, np.where(rng.random(ppl.n) < 0.72, 0, 1), 2)
+    cov = np.where(rng.random(ppl.n) < 0.72, 0, 1)
     start = ppl.enroll_start.copy()
     rows: list[tuple[np.ndarray, ...]] = []
     for jan in cal.jan_firsts:
         u = rng.random(ppl.n)
-        switch = med & (jan > start) & (jan <= end_day) & (u < np.where(cov == 0, 0.06, 0.03))
+        switch = (jan > start) & (jan <= end_day) & (u < np.where(cov == 0, 0.06, 0.03))
         idx = np.flatnonzero(switch)
         rows.append((idx, start[idx], np.full(len(idx), jan - 1), cov[idx]))
         start[idx] = jan
@@ -1463,11 +2066,30 @@ def _enrollment(cal: _Calendar, ppl: _People, death: np.ndarray, rng: np.random.
     rows.append((idx, start, end_day, cov))
     pat, s, e, c = (np.concatenate(col) for col in zip(*rows, strict=True))
     order = np.lexsort((s, pat))
-    return pat[order], s[order], e[order], c[order]
+    return pat[order], s[order], e[order], c[order], np.full(len(pat), -1)
+
+
+def _employee_enrollment(cal: _Calendar, ppl: _People, death: np.ndarray):
+    """Employees' coverage periods: commercial, from hire (18 at the earliest) to leaving, the day before the 65th
+    birthday, death or the end of the data, a new period on the 1 January they move to another sponsor."""
+    end_day = np.minimum(np.minimum(death, ppl.t_end), cal.horizon)
+    start = ppl.enroll_start.copy()
+    rows: list[tuple[np.ndarray, ...]] = []
+    for y, jan in enumerate(cal.jan_firsts, start=1):
+        change = (ppl.sponsor_year[:, y] != ppl.sponsor_year[:, y - 1]) & (jan > start) & (jan <= end_day)
+        idx = np.flatnonzero(change)
+        rows.append((idx, start[idx], np.full(len(idx), jan - 1), ppl.sponsor_year[idx, y - 1]))
+        start[idx] = jan
+    idx = np.arange(ppl.n)
+    rows.append((idx, start, end_day, ppl.sponsor_year[idx, _year_index(cal, start)]))
+    pat, s, e, sponsor = (np.concatenate(col) for col in zip(*rows, strict=True))
+    order = np.lexsort((s, pat))
+    return pat[order], s[order], e[order], np.full(len(pat), 2), sponsor[order]
 
 
 def _assemble(config: SynthConfig, cal: _Calendar, fac: _Facilities, ppl: _People, rec: _Recorder,
-              death: np.ndarray, block: int, rng: np.random.Generator) -> dict[str, pa.Table]:
+              death: np.ndarray, block: int, rng: np.random.Generator,
+              spons: _Sponsors | None = None) -> dict[str, pa.Table]:
     cb = _codebook()
     epoch = cal.epoch_day
     patient_ids = _string_array("P", ppl.gid + 1, 9)
@@ -1517,19 +2139,25 @@ def _assemble(config: SynthConfig, cal: _Calendar, fac: _Facilities, ppl: _Peopl
         "population_group": _take(_GROUPS, ppl.employee.astype(np.int64)),
     }, schema=_schema("patients"))
 
-    e_pat, e_start, e_end, e_cov = _enrollment(cal, ppl, death, rng)
+    if spons is None:
+        e_pat, e_start, e_end, e_cov, e_sponsor = _enrollment(cal, ppl, death, rng)
+    else:
+        e_pat, e_start, e_end, e_cov, e_sponsor = _employee_enrollment(cal, ppl, death)
     enrollment = pa.table({
         "patient_id": pc.take(patient_ids, pa.array(e_pat)),
         "start_date": _dates(epoch, e_start),
         "end_date": _dates(epoch, e_end),
         "coverage": _take(_COVERAGE, e_cov),
+        "sponsor": _take(spons.names if spons is not None else (), e_sponsor),
     }, schema=_schema("enrollment"))
 
     if rec.ed:
         v_pat, v_day, v_fac = (np.concatenate(col) for col in zip(*rec.ed, strict=True))
     else:
         v_pat = v_day = v_fac = np.zeros(0, np.int64)
-    ok = (v_day <= np.minimum(ppl.t_end[v_pat], cal.horizon)) & (v_day < death[v_pat]) & (v_day >= ppl.t0[v_pat])
+    # employees' visits on the day of death count (their person-time includes it)
+    ok = ((v_day <= np.minimum(ppl.t_end[v_pat], cal.horizon)) & (v_day < death[v_pat] + ppl.employee[v_pat])
+          & (v_day >= ppl.t0[v_pat]))
     key = np.unique(v_pat[ok] * (2 * _INF) + v_day[ok], return_index=True)[1]  # one visit a day, sorted
     v_pat, v_day, v_fac = v_pat[ok][key], v_day[ok][key], v_fac[ok][key]
     ed_visits = pa.table({
@@ -1541,6 +2169,11 @@ def _assemble(config: SynthConfig, cal: _Calendar, fac: _Facilities, ppl: _Peopl
     out = {"patients": patients, "stays": stays, "enrollment": enrollment, "ed_visits": ed_visits}
     if config.truth_stays:
         out["truth_stays"] = truth_stays
+    if spons is None and ppl.employee.any():  # the former draws leave no row (keys are given before this)
+        kept = ~ppl.employee
+        masks = {"patients": kept, "stays": kept[st["pat"]], "enrollment": kept[e_pat], "ed_visits": kept[v_pat],
+                 "truth_stays": kept[st["pat"]][truth_rows]}
+        out = {name: table.filter(pa.array(masks[name])) for name, table in out.items()}
     return out
 
 
@@ -1555,8 +2188,8 @@ def _tables(config: SynthConfig):
     cal = _calendar(config)
     fac = _facilities(config, cal)
     yield "facilities", fac.table.cast(_schema("facilities"))
-    for block, (g0, g1) in enumerate(_blocks(config)):
-        yield from _simulate_block(config, cal, fac, block, g0, g1).items()
+    for block, (stream, g0, g1) in enumerate(_blocks(config)):
+        yield from _simulate_block(config, cal, fac, block, stream, g0, g1).items()
     yield "truth_facility_effects", _facility_effects(fac)
 
 

@@ -176,7 +176,7 @@ _RAW = {
     "patients": "patient_id, birth_date, sex, dual_eligible, death_date, market, population_group",
     "stays": "stay_id, patient_id, facility_id, admit_date, discharge_date, discharge_status, admission_type, "
              "principal_dx, principal_dx_poa, secondary_dx, secondary_poa, procedures, payment",
-    "enrollment": "patient_id, start_date, end_date, coverage",
+    "enrollment": "patient_id, start_date, end_date, coverage, sponsor",
     "ed_visits": "visit_id, patient_id, visit_date, facility_id",
 }
 
@@ -209,7 +209,8 @@ CREATE VIEW warehouse.stays_v AS
     FROM warehouse.claims c JOIN warehouse.claim_dx d ON d.claim_id = c.claim_id;
 CREATE TABLE warehouse.eligibility AS SELECT
     patient_id AS mbr_id, start_date::date AS elig_start, end_date::date AS elig_end,
-    CASE coverage WHEN 'ffs' THEN 'A' WHEN 'ma' THEN 'C' WHEN 'commercial' THEN 'G' ELSE coverage END AS cov_type
+    CASE coverage WHEN 'ffs' THEN 'A' WHEN 'ma' THEN 'C' WHEN 'commercial' THEN 'G' ELSE coverage END AS cov_type,
+    sponsor AS grp_name
   FROM staging.enrollment;
 CREATE TABLE warehouse.er_visits AS SELECT
     visit_id AS er_id, patient_id AS mbr_id, visit_date::date AS visit_dt, facility_id AS prvdr_num

@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("national reference", ("carequal.national", "carequal.scale", "carequal.inputs")),
     ("presentation", ("carequal.presentation",)),
     ("report content", ("carequal.report", "carequal.screening", "carequal.packet", "carequal.population",
-                        "carequal.explore", "carequal.sample")),
+                        "carequal.employers", "carequal.explore", "carequal.sample")),
     ("plots", ("carequal.plots",)),
     ("batch", ("carequal.batch", "carequal.batch.parameters", "carequal.batch.state", "carequal.batch.kernels",
                "carequal.batch.pdf", "carequal.batch.jobs", "carequal.batch.dashboard", "carequal.batch.index",

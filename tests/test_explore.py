@@ -351,3 +351,28 @@ def test_cohort_explorer_shows_a_market_from_the_cohort_read_once(sample_work, m
     assert drawn[0][1] == "Northvale: acute stays to index stays" and views == ["Northvale"]
     with pytest.raises(ParameterError, match="attrition_plot"):
         CohortExplorer(stored).show_attrition("Northvale")
+def test_populations_medicare_as_before_and_the_employees_by_employer(northvale):
+    from carequal.cohorts import ALL_PAYER_RULES
+    from carequal.explore import POPULATIONS, population_cohort
+
+    assert set(POPULATIONS) == {"medicare", "employees"}
+    cohort, frame = population_cohort(northvale, "medicare")
+    pd.testing.assert_frame_equal(frame, explorer_frame(northvale))  # the default population is unchanged
+    cohort, frame = population_cohort(northvale, "employees")
+    employees = northvale["patients"].loc[northvale["patients"]["population_group"] == "employees", "patient_id"]
+    # every index stay is an employee's (all-payer rules: under 65, commercial coverage), one per row
+    assert len(frame) == len(cohort.index) > 100 and cohort.index["patient_id"].isin(employees).all()
+    assert frame["age"].max() < 65 and cohort.rules == ALL_PAYER_RULES
+    # the employer is the sponsor covering the discharge date
+    enr = northvale["enrollment"].dropna(subset=["sponsor"])
+    first = cohort.index.iloc[0]
+    covering = enr[(enr["patient_id"] == first["patient_id"]) & (enr["start_date"] <= first["discharge_date"])
+                   & (enr["end_date"] >= first["discharge_date"])]
+    assert frame["sponsor"].iloc[0] == covering["sponsor"].item()
+    assert frame["sponsor"].notna().all()
+    rates = explorer_rates(frame, by="sponsor")
+    assert set(rates["sponsor"]) >= set(frame["sponsor"]) | {"all"}
+    by_employer = table_one(frame, groupby="sponsor")  # what the explorer shows for the employees
+    assert by_employer.loc[("n", ""), by_employer.columns[0]] == f"{len(frame):,d}".replace(",", "")
+    with pytest.raises(ParameterError, match="population"):
+        population_cohort(northvale, "retirees")

@@ -25,7 +25,8 @@ SAMPLE = ROOT / "data" / "sample"
 
 
 def test_the_notebooks_are_there():
-    assert {p.stem for p in NOTEBOOKS} == {"market_report", "partner_packet", "cohort_explorer", "population_health"}
+    assert {p.stem for p in NOTEBOOKS} == {"market_report", "partner_packet", "cohort_explorer", "population_health",
+                                           "employee_health"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -130,7 +131,7 @@ def test_opening_and_saving_in_jupyterlab_leaves_git_status_clean(tmp_path):
     assert git("status", "--porcelain").split() == ["M", "carequal/notebooks/market_report.py"]
 
 
-@pytest.mark.parametrize("name", ["cohort_explorer", "population_health", "partner_packet"])
+@pytest.mark.parametrize("name", ["cohort_explorer", "population_health", "partner_packet", "employee_health"])
 def test_notebook_runs_on_the_sample(name, tmp_path, sample_work, monkeypatch):
     from carequal.batch import ipc_kernel_manager
 
@@ -142,7 +143,7 @@ def test_notebook_runs_on_the_sample(name, tmp_path, sample_work, monkeypatch):
     monkeypatch.setenv("CAREQUAL_CACHE", str(tmp_path / "cache"))
     parameters = {"cohort_explorer": {"data": str(SAMPLE), "work": str(sample_work.dataset.parent.parent)},
                   "population_health": {"work": str(sample_work.dataset.parent.parent)},
-                  "partner_packet": {}}[name]
+                  "partner_packet": {}, "employee_health": {}}[name]
     # IPC kernels, as the batch uses: TCP kernels started at the same moment by another process can collide
     papermill.execute_notebook(str(FOLDER / f"{name}.ipynb"), str(out), parameters=parameters, kernel_name="python3",
                                cwd=str(tmp_path), progress_bar=False, execution_timeout=600,
@@ -154,5 +155,6 @@ def test_notebook_runs_on_the_sample(name, tmp_path, sample_work, monkeypatch):
     assert not [o for o in outputs if o.get("name") == "stderr"], "warnings or progress bars leaked into output"
     assert sorted(p.name for p in FOLDER.iterdir()) == before  # nothing written beside the notebooks
     cache = sorted(p.name for p in (tmp_path / "cache").iterdir()) if (tmp_path / "cache").exists() else []
-    expected = {"cohort_explorer": 0, "population_health": 1, "partner_packet": 2}[name]  # sample (and .work)
+    expected = {"cohort_explorer": 0, "population_health": 1, "partner_packet": 2,  # sample (and .work)
+                "employee_health": 1}[name]
     assert len(cache) == expected and all(n.startswith("sample-") for n in cache)

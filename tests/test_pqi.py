@@ -409,7 +409,23 @@ def _pt(rows: list[tuple]) -> pd.DataFrame:
 def _adm(rows: list[tuple], indicator: str = "08") -> pd.DataFrame:
     """Counted admissions (group, age, sex) in 2024."""
     return pd.DataFrame([{"g": g, "indicator": indicator, "counted": True, "admit_date": pd.Timestamp("2024-06-01"),
+                          "discharge_date": pd.Timestamp("2024-06-05"),
                           "age": a, "sex": s} for g, a, s in rows])
+
+
+def test_an_admission_belongs_to_the_period_of_its_discharge():
+    # AHRQ counts discharges by discharge year and quarter. Three PQI 08 admissions of one 50-year-old woman:
+    # admitted 30 Dec 2023 and discharged 3 Jan 2024 (a 2024 event), admitted and discharged in March 2024 (2024),
+    # admitted 29 Dec 2024 and discharged 2 Jan 2025 (after the window: not yet counted). 2023 has none.
+    pt = pd.concat([_pt([("A", "50-54", "F", 1000.0)]),
+                    _pt([("A", "50-54", "F", 1000.0)]).assign(period="2023", period_start=pd.Timestamp("2023-01-01"),
+                                                              period_end=pd.Timestamp("2023-12-31"))])
+    adm = pd.DataFrame({"g": "A", "indicator": "08", "counted": True, "age": 50, "sex": "F",
+                        "admit_date": pd.to_datetime(["2023-12-30", "2024-03-01", "2024-12-29"]),
+                        "discharge_date": pd.to_datetime(["2024-01-03", "2024-03-04", "2025-01-02"])})
+    out = pqi.pqi_rates(adm, pt, by=["g"]).set_index("period")
+    assert out["events"].to_dict() == {"2023": 0, "2024": 2}
+    assert out.loc["2024", "rate"] == 200.0  # 2 in 1,000 person-years
 
 
 def test_rate_and_exact_interval_against_scipy():
@@ -805,17 +821,17 @@ def test_synthetic_person_time_and_rates_agree_with_sql(synthetic):
     pt = pqi.pqi_person_time(enr, pat, start=start, end=end, by=["sponsor"], freq="quarter")
     sql_pt = _sql_person_days(con, start, end, "e.sponsor")
     _compare_person_days(pt, sql_pt, "sponsor")
-    # numerators by sponsor (of the enrollment period covering the admission) and quarter, and each indicator's
-    # denominator over its ages
+    # numerators by sponsor (of the enrollment period covering the admission) and quarter of discharge, and each
+    # indicator's denominator over its ages
     rates = pqi.pqi_rates(adm, pt, by=["sponsor"])
     _sql_numerators(con)
     sql_events = con.execute(f"""
-        SELECT e.sponsor, year(s.admit) || 'Q' || quarter(s.admit) AS period, num.indicator,
+        SELECT e.sponsor, year(s.disch) || 'Q' || quarter(s.disch) AS period, num.indicator,
                count(DISTINCT stay_id) AS events
         FROM num JOIN s USING (stay_id)
         JOIN (SELECT DISTINCT patient_id, sponsor, CAST(start_date AS DATE) AS sd, CAST(end_date AS DATE) AS ed
               FROM enrollment) e ON e.patient_id = s.patient_id AND e.sd <= s.admit AND s.admit <= e.ed
-        WHERE s.admit BETWEEN DATE '{start}' AND DATE '{end}'
+        WHERE s.disch BETWEEN DATE '{start}' AND DATE '{end}'
         GROUP BY ALL
     """).df()
     lib = rates[rates.events > 0].set_index(["sponsor", "period", "indicator"])["events"].to_dict()

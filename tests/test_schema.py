@@ -128,6 +128,13 @@ CASES = [
      "stays", "admit_date", "admit_before_birth", "A6"),
     ("overlapping stays", set_cell("stays", "stay_id", "A3", "admit_date", "2024-01-04"),
      "stays", "admit_date", "overlapping_stay", "A3"),
+    # P3 is covered 2013-01-01..2024-12-31 by Northvale Health; a period from 2020 naming Riverton Health is the
+    # later of the conflicting pair
+    ("two sponsors on one day", lambda t: (set_cell("enrollment", "patient_id", "P3", "sponsor", "Northvale Health")(t),
+                                           append_row("enrollment", patient_id="P3", start_date="2020-01-01",
+                                                      end_date="2024-12-31", coverage="commercial",
+                                                      sponsor="Riverton Health")(t)),
+     "enrollment", "sponsor", "sponsor_overlap", "P3/2020-01-01"),
 ]
 
 
@@ -263,6 +270,38 @@ def test_quarantine_keeps_the_row_as_given(raw_tables):
     assert q["row_number"].tolist() == [4]
     assert q["principal_dx"].tolist() == ["428.0"]  # as given, not normalised
     assert q["reason"].iloc[0] == "discharge_status: allowed_values; principal_dx: code_format"
+
+
+def test_sponsor_is_optional_trimmed_and_may_overlap_a_period_without_one(raw_tables):
+    out = validate_tables(raw_tables)  # the fixture's enrollment has no sponsor column
+    assert "sponsor" not in out.tables["enrollment"].columns
+    raw_tables["enrollment"]["sponsor"] = ["  Northvale Health ", "", "Riverton Health"]
+    # P1 also has Medicare (no sponsor) from 2015; the employer period beside it is not a conflict, and a second
+    # period of the same sponsor that overlaps is not one either
+    extra = pd.DataFrame({"patient_id": ["P1", "P3"], "start_date": ["2024-01-01", "2020-01-01"],
+                          "end_date": ["2024-06-30", "2020-12-31"], "coverage": ["ffs", "commercial"],
+                          "sponsor": ["", "Riverton Health"]})
+    raw_tables["enrollment"] = pd.concat([raw_tables["enrollment"], extra], ignore_index=True)
+    enr = validate_tables(raw_tables, mode="strict").tables["enrollment"]
+    got = enr.assign(start=enr["start_date"].dt.strftime("%Y-%m-%d")).set_index(["patient_id", "start"])["sponsor"]
+    assert got.fillna("(none)").to_dict() == {
+        ("P1", "2015-01-01"): "Northvale Health", ("P1", "2024-01-01"): "(none)", ("P2", "2017-12-01"): "(none)",
+        ("P3", "2013-01-01"): "Riverton Health", ("P3", "2020-01-01"): "Riverton Health"}
+
+
+def test_overlapping_sponsors_compares_with_the_period_reaching_furthest():
+    # p: A covers all of 2024; B (Feb) conflicts with A; C (Mar, sponsor A) does not; D (from July, sponsor B)
+    # conflicts with A, which still reaches furthest. q: E then F, one ending the day before the other starts.
+    enr = pd.DataFrame({"patient_id": ["p", "p", "p", "p", "q", "q"],
+                        "sponsor": ["A", "B", "A", "B", "E", "F"],
+                        "start_date": pd.to_datetime(["2024-01-01", "2024-02-01", "2024-03-01", "2024-07-01",
+                                                      "2024-01-01", "2024-07-01"]),
+                        "end_date": pd.to_datetime(["2024-12-31", "2024-02-28", "2024-03-31", "2025-03-31",
+                                                    "2024-06-30", "2024-12-31"])})
+    from carequal.schema import overlapping_sponsors
+
+    assert overlapping_sponsors(enr).tolist() == [1, 3]
+    assert overlapping_sponsors(enr.iloc[::-1].reset_index(drop=True)).tolist() == [2, 4]
 
 
 def test_same_day_transfer_is_not_an_overlap():

@@ -116,10 +116,12 @@ def test_blocks_do_not_depend_on_the_order_they_are_generated_in():
     cal = synth._calendar(SMALL)
     fac = synth._facilities(SMALL, cal)
     blocks = synth._blocks(SMALL)
-    assert len(blocks) == 4  # 2 markets x 460 patients in blocks of 300
-    forward = [synth._simulate_block(SMALL, cal, fac, b, g0, g1) for b, (g0, g1) in enumerate(blocks)]
-    backward = [synth._simulate_block(SMALL, cal, fac, b, g0, g1)
-                for b, (g0, g1) in reversed(list(enumerate(blocks)))][::-1]
+    # Medicare: 2 markets x 460 numbers (400 beneficiaries, 60 former draws) in blocks of 300; employees: 240
+    assert [(s, g1 - g0) for s, g0, g1 in blocks] == [((1, 0), 300), ((1, 1), 300), ((1, 2), 300), ((1, 3), 20),
+                                                      ((2, 0), 240)]
+    forward = [synth._simulate_block(SMALL, cal, fac, b, s, g0, g1) for b, (s, g0, g1) in enumerate(blocks)]
+    backward = [synth._simulate_block(SMALL, cal, fac, b, s, g0, g1)
+                for b, (s, g0, g1) in reversed(list(enumerate(blocks)))][::-1]
     for f, b in zip(forward, backward, strict=True):
         for name in f:
             assert f[name].equals(b[name]), name
@@ -501,3 +503,16 @@ def test_a_market_without_some_settings_still_gives_valid_data():
     assert not stays["discharge_status"].isin(["62", "63", "06"]).any()
     assert not stays.loc[stays["setting"] == "acute", "discharge_status"].eq("02").any()  # one hospital
     assert set(out["patients"]["population_group"]) == {"medicare"}
+
+
+def test_the_medicare_part_does_not_depend_on_the_employer_settings():
+    # the employees come from streams of their own: other sponsors, sizes and programme leave every Medicare row
+    # (patients, stays with their keys, enrollment, ED visits) as it was
+    base = generate(SMALL)
+    other = generate(replace(SMALL, n_sponsors=2, employee_share=0.9, programme_sponsor=1,
+                             programme_start="2024-01-01", programme_pqi_reduction=0.5))
+    medicare = set(base["patients"].loc[base["patients"]["population_group"] == "medicare", "patient_id"])
+    for name in ("patients", "stays", "enrollment", "ed_visits"):
+        a, b = (t[name][t[name]["patient_id"].isin(medicare)].reset_index(drop=True) for t in (base, other))
+        pd.testing.assert_frame_equal(a, b, obj=name)
+    assert (other["patients"]["population_group"] == "employees").sum() == round(0.9 * 800)

@@ -323,7 +323,7 @@ def test_ingest_writes_the_csv_paths_dataset(env, tmp_path, capsys):
     out = capsys.readouterr()
     _assert_same_tables(read_dataset_tables(tmp_path / "db"), read_dataset_tables(tmp_path / "csv"))
     about = json.loads((tmp_path / "db" / "source.json").read_text())
-    assert about["rows"]["stays"] == 29349 and len(about["fingerprint"]) == 64
+    assert about["rows"]["stays"] == 29632 and len(about["fingerprint"]) == 64
     _no_password(env, out.out, out.err, folders=(tmp_path,))
 
 

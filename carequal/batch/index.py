@@ -12,7 +12,7 @@ from carequal.batch.dashboard import change_html, mark_html, sparkline_svg, stat
 from carequal.disclosure import suppression_statement
 from carequal.national import MEASURES
 
-__all__ = ["render_index", "render_market_index", "render_partner_index"]
+__all__ = ["render_index", "render_market_index", "render_partner_index", "render_sponsor_index"]
 
 
 _INDEX_CSS = """
@@ -302,6 +302,36 @@ def render_partner_index(manifest: dict) -> str:
                  _run_line(manifest, manifest["partners"], "partner packets"), intro, _PARTNER_KEY, head, groups, foot)
 
 
+def render_sponsor_index(manifest: dict) -> str:
+    """``index.html`` of a sponsor run: the alliance and each sponsor with headline rates, status and link."""
+    measures = (("admissions", "Hospital admissions"), ("ed_visits", "ED visits"),
+                ("pqi_admissions", "Avoidable admissions (PQI 90)"), ("inpatient_spending", "Inpatient $ PMPM"))
+    rows = []
+    for unit, record in manifest["sponsors"].items():
+        k = record.get("kpis", {}) if record.get("status") == "ok" else {}
+        cells = [f"<td>{escape(str(record.get('name', unit)))}</td>"]
+        years = k.get("member_years")
+        cells.append(f"<td>{years:,.0f}</td>" if isinstance(years, int | float) else "<td>–</td>")
+        for key, _ in measures:
+            value = k.get(key)
+            cells.append(f"<td>{value:,.1f}</td>" if isinstance(value, int | float) else
+                         ("<td>suppressed</td>" if k and key in k else "<td>–</td>"))
+        cells.append(_report_cell(record, "report", f'<a href="{escape(str(record.get("html")))}">open report</a>'))
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    period = escape(str(next((r.get("kpis", {}).get("period") for r in manifest["sponsors"].values()
+                              if r.get("kpis")), "")))
+    head = ["Employer", f"Member-years {period}"] + [f"{label} {period}" for _, label in measures] + \
+        ["Report"]
+    intro = ("One report for the alliance's employees together and one for each member's own employees (ages 18 to "
+             "64). Rates are per 1,000 member-years (one employee covered for a year), spending per member per "
+             "month from inpatient payments only. " + _threshold_sentence(manifest))
+    return _page("Our employees' health", manifest, _run_line(manifest, manifest["sponsors"], "employee reports"),
+                 intro, "", head, [("The alliance and each member", rows)], _foot(manifest))
+
+
 def render_index(manifest: dict) -> str:
     """The index page for the manifest's kind of run."""
-    return render_partner_index(manifest) if manifest.get("by") == "partner" else render_market_index(manifest)
+    by = manifest.get("by")
+    if by == "sponsor":
+        return render_sponsor_index(manifest)
+    return render_partner_index(manifest) if by == "partner" else render_market_index(manifest)

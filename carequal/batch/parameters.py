@@ -26,8 +26,8 @@ from carequal.packaged import notebook as _shipped_notebook
 from carequal.periods import parse_period
 from carequal.report import parse_choices
 
-__all__ = ["AGREEMENT_NAMES", "DEFAULT_NOTEBOOK", "PACKET_NOTEBOOK", "RunConfig", "available_markets",
-           "check_parameters", "configure", "find_agreement", "select_markets"]
+__all__ = ["AGREEMENT_NAMES", "DEFAULT_NOTEBOOK", "EMPLOYEE_NOTEBOOK", "PACKET_NOTEBOOK", "RunConfig",
+           "available_markets", "check_parameters", "configure", "find_agreement", "select_markets"]
 
 DEFAULT_NOTEBOOK = _shipped_notebook("market_report")
 """The report notebook shipped in the package (``carequal/notebooks/market_report.ipynb``): a
@@ -35,6 +35,9 @@ DEFAULT_NOTEBOOK = _shipped_notebook("market_report")
 
 PACKET_NOTEBOOK = _shipped_notebook("partner_packet")
 """The partner packet notebook shipped in the package (``carequal report --by partner``)."""
+
+EMPLOYEE_NOTEBOOK = _shipped_notebook("employee_health")
+"""The employee health notebook shipped in the package (``carequal report --by sponsor``)."""
 
 AGREEMENT_NAMES = ("agreement.toml", "agreement.yaml", "agreement.yml")
 """Agreement files looked for in the data folder when ``--agreement`` is not given."""
@@ -189,8 +192,8 @@ def configure(data, out, *, work=None, notebook=None, by: str = "market", market
     floor without ``allow_small_cells``; a malformed period; workers < 1; ``patient_lists`` inside ``out``;
     ``pdf`` without a Chromium to print with (the message says what to install).
     """
-    if by not in ("market", "partner"):
-        raise ParameterError(f"--by must be 'market' or 'partner', not {by!r}")
+    if by not in ("market", "partner", "sponsor"):
+        raise ParameterError(f"--by must be 'market', 'partner' or 'sponsor', not {by!r}")
     from carequal.loaders import TableSource
 
     source = isinstance(data, TableSource)  # a database: no data folder to keep outputs out of
@@ -212,7 +215,7 @@ def configure(data, out, *, work=None, notebook=None, by: str = "market", market
         raise ParameterError(f"the work folder {work} must not be inside the shared output folder {out}: it "
                              "holds patient-level data")
     if notebook is None:
-        notebook = as_path(PACKET_NOTEBOOK if by == "partner" else DEFAULT_NOTEBOOK)
+        notebook = as_path({"partner": PACKET_NOTEBOOK, "sponsor": EMPLOYEE_NOTEBOOK}.get(by, DEFAULT_NOTEBOOK))
     notebook = Path(notebook).resolve()
     if not notebook.is_file():
         raise ParameterError(f"report notebook {notebook} does not exist")

@@ -141,8 +141,9 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
         ``by="partner"`` ``carequal/notebooks/partner_packet.ipynb``).
     scheduler : str, optional
         Address of a Dask distributed scheduler (``tcp://host:8786``) to run the markets on.
-    by : {"market", "partner"}
-        One report per market, or one packet per partner of the agreement (with an aggregate extract).
+    by : {"market", "partner", "sponsor"}
+        One report per market, one packet per partner of the agreement (with an aggregate extract), or one
+        employee health report for the alliance and one per sponsor of ``enrollment.sponsor``.
     agreement : path, optional
         The partnership agreement for ``by="partner"`` (default: ``agreement.toml`` / ``.yaml`` beside the data).
     patient_lists : path, optional
@@ -215,6 +216,8 @@ def _prepare(config: RunConfig, client):
 def _units(config: RunConfig, prepared, chosen: list[str], staging: Path) -> tuple[list, dict, dict]:
     """``(units, report_set, extra)``: each unit as (name, notebook parameters, title, record fields)."""
     start, end = prepared.period
+    if config.by == "sponsor":
+        return _sponsor_units(config, prepared)
     if config.by == "market":
         base = {"period_start": start, "period_end": end, "measures": config.measures,
                 "conditions": config.conditions, "min_cell": config.min_cell}
@@ -230,6 +233,25 @@ def _units(config: RunConfig, prepared, chosen: list[str], staging: Path) -> tup
         report_set = {"by": "market", **base}
         return units, report_set, {}
     return _partner_units(config, prepared, chosen, staging)
+
+
+def _sponsor_units(config: RunConfig, prepared) -> tuple[list, dict, dict]:
+    """One employee health report for the alliance (every sponsor) and one per sponsor of ``enrollment``."""
+    from carequal.employers import ALL_SPONSORS, sponsors
+
+    start, end = prepared.period
+    base = {"period_start": start, "period_end": end, "min_cell": config.min_cell}
+    check_parameters(config.notebook, {**base, "sponsor": "", "data": "", "kpi_path": ""})
+    names = sponsors(read_dataset_tables(prepared.dataset)["enrollment"])
+    if not names:
+        raise ParameterError("--by sponsor: the enrollment table names no sponsor (the optional column "
+                             "enrollment.sponsor: the employer or plan sponsor of each period; see data/README.md)")
+    units = []
+    for unit, sponsor in [(ALL_SPONSORS, ""), *((n, n) for n in names)]:
+        units.append((unit, {**base, "sponsor": sponsor, "data": str(prepared.dataset),
+                             "kpi_path": str(config.work / "kpis" / f"{safe_name(unit)}.json")},
+                      f"{sponsor or 'The alliance'}: employee health", {"name": sponsor or "The alliance"}))
+    return units, {"by": "sponsor", **base}, {}
 
 
 def _partner_units(config: RunConfig, prepared, chosen: list[str], staging: Path) -> tuple[list, dict, dict]:
@@ -386,7 +408,7 @@ def _run(config: RunConfig, client) -> BatchResult:
     units, report_set, extra = _units(config, prepared, chosen, staging)
     notes = (notes if config.by == "market" else []) + extra.pop("_notes", [])
     previous = _open_folder(config, report_set)
-    kind = "partners" if config.by == "partner" else "markets"
+    kind = {"partner": "partners", "sponsor": "sponsors"}.get(config.by, "markets")
     records = dict(previous.get(kind, {}))
     notebook_hash = file_sha256(config.notebook)
     footer = (f"Reporting period {prepared.period[0]} to {prepared.period[1]}. "

@@ -17,6 +17,7 @@
 # %% tags=["parameters"]
 # Parameters (papermill injects values after this cell; every one is typed for validation)
 market: str = "Northvale"
+population: str = "medicare"  # or "employees": the alliance's employer populations (carequal.explore.POPULATIONS)
 data: str = ""  # contract tables or an ingested dataset; empty: the sample (carequal.sample)
 work: str = ""  # patient-level work files; empty: <data>.work beside the data folder
 period_start: str = "2024-01-01"
@@ -25,10 +26,12 @@ period_end: str = "2024-12-31"
 # %% [markdown]
 # # Cohort explorer
 #
-# Index stays of one market's residents (CMS hospital-wide rules), described with a Table 1 and three outcome
-# rates, by the partner status of the discharging hospital. Choose the market, condition, partner status, age
-# bands and discharge months below; the tables follow. Counts from 1 to 10, and the cells that would give
-# them back, are hidden ("<11" or "suppressed"), so the tables can be shown as they are.
+# Index stays of one market's residents, described with a Table 1 and three outcome rates, by the partner status
+# of the discharging hospital (or, for the employees, by employer). Choose the population (Medicare residents 65
+# and over under the CMS hospital-wide rules, or the employees of the alliance's employers under all-payer rules),
+# the market, condition, partner status, age bands and discharge months below; the tables follow. Counts from 1
+# to 10, and the cells that would give them back, are hidden ("<11" or "suppressed"), so the tables can be shown
+# as they are.
 # Everything here is computed by `carequal.explore`; this notebook only wires it to the controls.
 
 # %% tags=["setup"]
@@ -52,15 +55,19 @@ display(HTML(pres.REPORT_CSS))
 
 data, work = notebook_folders(data, work)  # data empty: the sample
 inputs = prepare(data, work, period_start=period_start, period_end=period_end)
-# the measured cohort prepare built, read once per session; each market's view is computed once
-explorer = ex.CohortExplorer(read_cohort(inputs.cohort, cms=True), attrition_plot=plots.attrition_plot)
-choices = ex.explorer_choices(explorer.view(market)[1])
+# the measured cohort prepare built, read once per session; each market's view is computed once (the employee
+# populations from the prepared dataset)
+explorer = ex.CohortExplorer(read_cohort(inputs.cohort, cms=True), dataset=inputs.dataset,
+                             attrition_plot=plots.attrition_plot)
+choices = ex.explorer_choices(explorer.view(market, population)[1])
 
 # %% [markdown]
 # ## Controls
 
 # %%
 controls = {
+    "population": widgets.Dropdown(options=[(label, key) for key, label in ex.POPULATIONS.items()], value=population,
+                                   description="Population"),
     "market": widgets.Dropdown(options=markets_in_dataset(inputs.dataset), value=market, description="Market"),
     "condition": widgets.Dropdown(options=choices["condition"], value="all", description="Condition"),
     "partner": widgets.Dropdown(options=choices["partner"], value="all", description="Hospital"),
@@ -70,8 +77,10 @@ controls = {
     "end": widgets.DatePicker(value=pd.Timestamp(period_end).date(), description="To month"),
 }
 tables_out = widgets.interactive_output(explorer.show_tables, controls)
-attrition_out = widgets.interactive_output(explorer.show_attrition, {"market": controls["market"]})
-display(widgets.VBox([widgets.HBox([controls["market"], controls["condition"], controls["partner"]]),
+attrition_out = widgets.interactive_output(explorer.show_attrition, {"population": controls["population"],
+                                                                     "market": controls["market"]})
+display(widgets.VBox([widgets.HBox([controls["population"], controls["market"]]),
+                      widgets.HBox([controls["condition"], controls["partner"]]),
                       widgets.HBox([controls["age_bands"], widgets.VBox([controls["start"], controls["end"]])])]))
 
 # %% [markdown]

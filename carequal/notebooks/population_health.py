@@ -132,8 +132,9 @@ for name in outcomes:
 # market's residents aged 65 and over in each calendar year, divided by their person-years of enrollment at
 # those ages that year. Rates are directly standardised by age band (65–74, 75–84, 85 and over) and sex to the
 # 2000 U.S. standard population of those ages; the intervals are Dobson's. Younger residents (disability,
-# employee plans) are left out, so that their small numbers do not carry the weight of the standard's under-65
-# bands.
+# employee plans) are left out here, so that their small numbers do not carry the weight of the standard's
+# under-65 bands; the employees of the alliance's members, ages 18 to 64, are shown in the employee health
+# reports (`employee_health`, `carequal report --by sponsor`).
 #
 # **Outcomes.** Index hospital stays as in the market reports (CMS hospital-wide readmission conventions),
 # counted for the market of the hospital. Rates carry Wilson 95% intervals; expected rates come from the

@@ -146,7 +146,12 @@ def shared_tables(result) -> dict[str, pd.DataFrame]:
              "period_end": report_set.get("period_end")}
     ok = {unit: r for unit, r in result.markets.items() if r.get("status") == "ok"}
     tables: dict[str, list[pd.DataFrame]] = {}
-    if manifest.get("by") == "partner":
+    if manifest.get("by") == "sponsor":  # the headline rates each report shows (already suppressed: None)
+        rows = [{"sponsor": unit, "measure": key, "rate": value} for unit, record in ok.items()
+                for key, value in (record.get("kpis") or {}).items() if key not in ("period", "member_years")]
+        if rows:
+            tables[f"{PREFIX}sponsor_kpis"] = [pd.DataFrame(rows)]
+    elif manifest.get("by") == "partner":
         for unit, record in ok.items():
             folder = Path(result.out) / str(record.get("extract_dir"))
             for path in sorted(folder.glob("*.csv")):
