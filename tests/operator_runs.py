@@ -11,6 +11,7 @@ module warms its own work folder, so the two modules can run in separate workers
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -116,7 +117,8 @@ def assert_consistent(out: Path, *, interrupted: bool = False) -> None:
         return
     assert verify_folder(out, interrupted=interrupted) == []
     period = f"{manifest['set']['period_start']} to {manifest['set']['period_end']}"
-    assert period in (out / "index.html").read_text().replace("Reporting period ", "")
+    start, end = (datetime.date.fromisoformat(manifest["set"][k]) for k in ("period_start", "period_end"))
+    assert f"Reporting period {start.day} {start:%B %Y} to {end.day} {end:%B %Y}" in (out / "index.html").read_text()
     for unit, record in manifest["markets"].items():
         if record["status"] == "ok":
             assert f"{unit}: report for {period}" in (out / record["html"]).read_text()

@@ -69,7 +69,7 @@ def test_another_report_set_is_refused_or_replaced_whole(stand_in, work, tmp_pat
     kill(proc)
     assert_consistent(out, interrupted=True)
     index = (out / "index.html").read_text()
-    assert "2023-01-01 to 2023-12-31" in index and "2024-01-01" not in index
+    assert "1 January 2023 to 31 December 2023" in index and "January 2024" not in index
     assert not [p for p in out.glob("*.html") if "2024-01-01" in p.read_text()]
     code, stdout, stderr = finish(start_run(stand_in, out, work, period="2023"))
     assert code == 0, stderr

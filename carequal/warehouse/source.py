@@ -84,11 +84,15 @@ _CONVERT = {"date": "to_date(\"{c}\"::text, 'YYYYMMDD') for a yyyymmdd number",
             "int": "\"{c}\"::text", "float": "\"{c}\"::text", "bool": "\"{c}\" = 'Y'"}
 
 
+# pyarrow 16 added the string_view type (and its test); an older pyarrow never reads one
+_is_string_view = getattr(pa.types, "is_string_view", lambda t: False)
+
+
 def _family(t: pa.DataType) -> str:
     if pa.types.is_dictionary(t):
         return _family(t.value_type)
     for name, test in (("string", lambda x: pa.types.is_string(x) or pa.types.is_large_string(x)
-                        or pa.types.is_string_view(x)),
+                        or _is_string_view(x)),
                        ("boolean", pa.types.is_boolean), ("integer", pa.types.is_integer),
                        ("floating", pa.types.is_floating), ("decimal", pa.types.is_decimal),
                        ("date", pa.types.is_date), ("timestamp", pa.types.is_timestamp), ("null", pa.types.is_null)):
@@ -423,7 +427,9 @@ class Source:
             bar.close()
         table = pa.Table.from_batches(chunks, schema=schema)
         del chunks
-        return table.to_pandas(self_destruct=True)
+        # text as pandas' "str" dtype, the CSV reader's (pyarrow before 19 would give object columns)
+        text = pd.api.types.pandas_dtype("str")
+        return table.to_pandas(self_destruct=True, types_mapper={pa.string(): text, pa.large_string(): text}.get)
 
     def read_tables(self) -> dict[str, pd.DataFrame]:
         """Every mapped contract table as text (see the module docstring), ready for
