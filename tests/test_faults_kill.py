@@ -10,18 +10,8 @@ import time
 
 import pytest
 
+import operator_runs as run
 from carequal.batch import verify_folder
-from operator_runs import (
-    MARKETS,
-    assert_consistent,
-    executed_since,
-    finish,
-    kill,
-    manifest_of,
-    revision_of,
-    start_run,
-    wait_for,
-)
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="process groups and SIGKILL are POSIX")
 
@@ -30,13 +20,13 @@ KILL_POINTS = {
     # killed while validating and fitting the national models (a cold work folder)
     "preparing": lambda out, work, t0: (work / "prepared").is_dir(),
     # the first commit (every market pending) is written; the first market is executing
-    "executing": lambda out, work, t0: revision_of(out) >= 1,
+    "executing": lambda out, work, t0: run.revision_of(out) >= 1,
     # the first market's notebook has run: it is being rendered, staged, moved into place or committed
-    "rendering": lambda out, work, t0: executed_since(work, t0),
+    "rendering": lambda out, work, t0: run.executed_since(work, t0),
     # the first market is committed; the second is executing
-    "first committed": lambda out, work, t0: revision_of(out) >= 2,
+    "first committed": lambda out, work, t0: run.revision_of(out) >= 2,
     # two markets are committed; the third is executing
-    "second committed": lambda out, work, t0: revision_of(out) >= 3,
+    "second committed": lambda out, work, t0: run.revision_of(out) >= 3,
 }
 FINISHED_AT_KILL = {"preparing": {0}, "executing": {0}, "rendering": {0, 1}, "first committed": {1},
                     "second committed": {2}}
@@ -47,24 +37,24 @@ def test_kill_then_resume_redoes_only_unfinished_markets(point, stand_in, work, 
     out = tmp_path / "reports"
     run_work = tmp_path / "cold_work" if point == "preparing" else work
     t0 = time.time()
-    proc = start_run(stand_in, out, run_work, delay=1.5)
-    wait_for(lambda: KILL_POINTS[point](out, run_work, t0), proc)
+    proc = run.start_run(stand_in, out, run_work, delay=1.5)
+    run.wait_for(lambda: KILL_POINTS[point](out, run_work, t0), proc)
     if point == "preparing":
         time.sleep(0.3)
-    kill(proc)
-    assert_consistent(out, interrupted=True)
-    before = manifest_of(out) or {"markets": {}}
+    run.kill(proc)
+    run.assert_consistent(out, interrupted=True)
+    before = run.manifest_of(out) or {"markets": {}}
     done = {m: r["started"] for m, r in before["markets"].items() if r.get("status") == "ok"}
     assert len(done) in FINISHED_AT_KILL[point], before["markets"]
 
-    code, stdout, stderr = finish(start_run(stand_in, out, run_work))
+    code, stdout, stderr = run.finish(run.start_run(stand_in, out, run_work))
     assert code == 0, stderr
     assert "Traceback" not in stdout + stderr
-    assert_consistent(out)
-    after = manifest_of(out)
-    assert [m for m, r in after["markets"].items() if r["status"] == "ok"] == MARKETS
+    run.assert_consistent(out)
+    after = run.manifest_of(out)
+    assert [m for m, r in after["markets"].items() if r["status"] == "ok"] == run.MARKETS
     for market, record in after["markets"].items():
-        if market in done:  # finished before the kill: kept, not redone
+        if market in done:  # finished before the run.kill: kept, not redone
             assert record["reused"] is True and record["started"] == done[market]
         else:
             assert record["reused"] is False and record["started"] > before.get("started", "")
@@ -73,17 +63,17 @@ def test_kill_then_resume_redoes_only_unfinished_markets(point, stand_in, work, 
 
 
 def test_an_unrecorded_report_is_not_published(stand_in, work, tmp_path):
-    """A kill between moving a report into place and committing it leaves a report the manifest does not record:
+    """A run.kill between moving a report into place and committing it leaves a report the manifest does not record:
     the next run removes it and redoes that market (and the index never linked it)."""
     out = tmp_path / "reports"
-    assert finish(start_run(stand_in, out, work))[0] == 0
-    manifest = manifest_of(out)
+    assert run.finish(run.start_run(stand_in, out, work))[0] == 0
+    manifest = run.manifest_of(out)
     record = manifest["markets"]["Northvale"]
     record.update(status="pending", html=None)  # the state just before Northvale's commit
     (out / "manifest.json").write_text(json.dumps(manifest))
     assert "Northvale.html is not recorded in the manifest" in " ".join(verify_folder(out))
-    code, stdout, stderr = finish(start_run(stand_in, out, work))
+    code, stdout, stderr = run.finish(run.start_run(stand_in, out, work))
     assert code == 0, stderr
-    assert_consistent(out)
-    reused = {m: r["reused"] for m, r in manifest_of(out)["markets"].items()}
+    run.assert_consistent(out)
+    reused = {m: r["reused"] for m, r in run.manifest_of(out)["markets"].items()}
     assert reused == {"Lakeshore": True, "Northvale": False, "Riverton": True}
