@@ -98,6 +98,8 @@ def setup(lock_name: str = "test", deps: str = "locked") -> tuple[Path, Path]:
     if deps == "newest":
         _, bin_dir, py = create_venv(".venv-newest")
         run(py, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+        # the build requirements too (newest allowed): the wheel test builds carequal without build isolation
+        run(py, "-m", "pip", "install", "--quiet", "--upgrade", "-r", LOCKS / "build.in")
         run(py, "-m", "pip", "install", "--quiet", "--upgrade", "--upgrade-strategy", "eager", "-e", ".[test]")
         run(py, "-m", "pip", "list", "--format", "freeze")
         return bin_dir, py

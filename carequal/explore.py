@@ -662,9 +662,13 @@ class CohortExplorer:
     def __init__(self, cohort: MeasuredCohort, *, dataset: str | Path | None = None,
                  attrition_plot: Callable | None = None, min_cell: int = 11, cache: int = 3):
         self.cohort, self.dataset, self.attrition_plot, self.min_cell = cohort, dataset, attrition_plot, min_cell
-        self.view = lru_cache(maxsize=cache)(self._view)
+        self._views = lru_cache(maxsize=cache)(self._view)
 
-    def _view(self, market: str, population: str = "medicare") -> tuple[pd.DataFrame, pd.DataFrame]:
+    def view(self, market: str, population: str = "medicare") -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``(attrition, frame)`` of the market's ``population``, computed once (the last ``cache`` kept)."""
+        return self._views(market, population)
+
+    def _view(self, market: str, population: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         if population == "medicare":
             return market_view(self.cohort, market)
         if population not in POPULATIONS:

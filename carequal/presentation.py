@@ -157,6 +157,17 @@ DISPLAYS: dict[str, dict] = {
     "market_outcomes": {"columns": {"unit_market": "Market", "n": None, "events": None, "rate": "Rate",
                                     "expected_rate": "Expected rate", "ratio": "O/E", "interval": "95% CI"},
                         "counts": ("n", "events"), "percent": ("rate", "expected_rate"), "ratio": ("ratio",)},
+    # employee health (carequal.employers)
+    "pqi_by_sponsor": {"columns": {"indicator": "PQI", "name": "Indicator", "sponsor": "Member",
+                                   "events": "Admissions", "rate": "Per 100,000", "interval": "95% CI",
+                                   "ratio": "O/E"},
+                       "counts": ("events",), "number": ("rate",), "ratio": ("ratio",)},
+    "pqi_by_age_band": {"columns": {"indicator": "PQI", "name": "Indicator", "age_band": "Age band",
+                                    "events": "Admissions", "rate": "Per 100,000", "interval": "95% CI"},
+                        "counts": ("events",), "number": ("rate",)},
+    "chronic_prevalence": {"columns": {"condition": "Condition", "events": "Members with it", "n": "Members",
+                                       "rate": "Share", "interval": "95% CI"},
+                           "counts": ("events", "n"), "percent": ("rate",)},
     # cohort explorer (carequal.explore)
     "explorer_rates": {"columns": {"label": "Measure", "partner": "Hospital", "n": None, "events": None,
                                    "rate": "Rate", "interval": "95% CI"},

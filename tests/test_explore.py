@@ -351,6 +351,8 @@ def test_cohort_explorer_shows_a_market_from_the_cohort_read_once(sample_work, m
     assert drawn[0][1] == "Northvale: acute stays to index stays" and views == ["Northvale"]
     with pytest.raises(ParameterError, match="attrition_plot"):
         CohortExplorer(stored).show_attrition("Northvale")
+
+
 def test_populations_medicare_as_before_and_the_employees_by_employer(northvale):
     from carequal.cohorts import ALL_PAYER_RULES
     from carequal.explore import POPULATIONS, population_cohort

@@ -1,16 +1,17 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (carequal)
 #     language: python
-#     name: python3
+#     name: carequal
 # ---
 
 # %% tags=["parameters"]
@@ -34,6 +35,7 @@ from IPython.display import HTML, Markdown, display
 
 from carequal import employers as em
 from carequal import plots
+from carequal import presentation as pres
 from carequal import report as rpt
 from carequal.loaders import load_tables
 from carequal.sample import notebook_folders
@@ -43,7 +45,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=FutureWarning)
 plots.set_theme()
 plt.rcParams["figure.dpi"] = 96
-display(HTML(rpt.REPORT_CSS))
+display(HTML(pres.REPORT_CSS))
 
 folder, _ = notebook_folders(data)  # data empty: the sample
 tables = load_tables(folder).tables
@@ -82,9 +84,9 @@ display(Markdown(f"# {who}: our employees' health\n\n"
 # is not the total cost of care.
 
 # %%
-rpt.show_findings(em.employer_findings(utilisation, period=latest, previous=previous, by=by))
+pres.show_findings(em.employer_findings(utilisation, period=latest, previous=previous, by=by))
 display(Markdown(f"**{'By age band' if chosen else 'By alliance member'}, {latest}**"))
-rpt.show_table(em.employer_comparison(utilisation, latest, by=by))
+pres.show_table(em.employer_comparison(utilisation, latest, by=by))
 
 # %% [markdown]
 # ## Trends
@@ -120,13 +122,8 @@ plt.show()
 
 # %%
 pqi = em.pqi_table(tables, start=window[0], end=window[1], by=by, sponsor=chosen, min_cell=min_cell)
-pqi = rpt.with_interval_text(pqi)
-columns = {"indicator": "PQI", "name": "Indicator", by: "Member" if by == "sponsor" else "Age band",
-           "events": "Admissions", "rate": "Per 100,000", "interval": "95% CI"}
-if by == "sponsor":
-    columns["ratio"] = "O/E"
-rpt.show_table(rpt.presentable(pqi[pqi["indicator"].isin(["90", "91", "92"])], columns=columns, counts=("events",),
-                               number=("rate",), ratio=("ratio",) if by == "sponsor" else ()))
+pqi = pres.with_interval_text(pqi)
+pres.show_table(pqi[pqi["indicator"].isin(["90", "91", "92"])], f"pqi_by_{by}")
 
 # %% [markdown]
 # ## Chronic conditions
@@ -139,10 +136,7 @@ rpt.show_table(rpt.presentable(pqi[pqi["indicator"].isin(["90", "91", "92"])], c
 chronic = em.chronic_prevalence(tables, start=period_start, end=period_end, by=by, sponsor=chosen,
                                 min_cell=min_cell)
 chronic = chronic[chronic["total"]]  # the alliance, or the member (all ages)
-rpt.show_table(rpt.presentable(rpt.with_interval_text(chronic, percent=True),
-                               columns={"condition": "Condition", "events": "Members with it", "n": "Members",
-                                        "rate": "Share", "interval": "95% CI"},
-                               counts=("events", "n"), percent=("rate",)))
+pres.show_table(pres.with_interval_text(chronic, percent=True), "chronic_prevalence")
 
 # %% [markdown]
 # ## Is the care-management programme working?
@@ -161,7 +155,7 @@ if has_programme:
         result = em.programme_impact(tables, sponsor=programme_sponsor, start=programme_start, measure=measure,
                                      window_start=window[0], window_end=window[1], events=events)
         findings.append(em.impact_finding(result, min_cell=min_cell))
-    rpt.show_findings(findings)
+    pres.show_findings(findings)
 else:
     display(Markdown("No care-management programme is set for this report (parameters `programme_sponsor`, "
                      "`programme_start`)." if not programme_sponsor or programme_sponsor not in
