@@ -356,7 +356,7 @@ PATS = patients(("p0", "1940-01-01", None), ("p1", "1950-01-01", None), ("p2", "
                 ("p3", "1935-01-01", None), ("zz", "1940-01-01", None))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(histories(), st.randoms(use_true_random=False), st.sampled_from([None, "heart_failure", "ami"]))
 def test_properties_shuffle_and_accounting(rows, rnd, condition):
     st_ = stays(*rows)

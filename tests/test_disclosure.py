@@ -294,7 +294,7 @@ def keyed(table: pd.DataFrame) -> pd.DataFrame:
                         rate=table["events"] / table["n"].where(table["n"] > 0))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=75, deadline=None)
 @given(table=markets(), seed=st.integers(0, 2**32 - 1))
 @example(table=keyed(market([0, 40, 15, 5], [0, 28, 15, 0])), seed=0)  # needs a second pass
 @example(table=keyed(market([30, 5], [30, 0])), seed=0)  # hidden total, only a hidden 0 among the cells
@@ -315,7 +315,7 @@ def test_properties_with_displayed_totals(table, seed):
     assert a["suppression_reason"].equals(b["suppression_reason"])
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(table=markets(totals=False), seed=st.integers(0, 2**32 - 1))
 def test_properties_without_total_rows(table, seed):
     with warnings.catch_warnings():

@@ -126,7 +126,7 @@ def test_index_must_be_acute_stays():
         readmissions(st_, st_, FAC)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(histories())
 def test_properties_readmissions(rows):
     st_ = stays(*rows)
@@ -264,7 +264,7 @@ def test_count_rates_and_standardisation_hand_worked():
     assert cr["rate"].iloc[0] == pytest.approx(4 / (2 * py) * 1000) and cr["method"].iloc[0] == "exact Poisson"
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(hst.lists(hst.tuples(hst.sampled_from(["A", "B", "C", None]), hst.booleans()), min_size=0, max_size=40))
 def test_rate_table_numerators_never_exceed_denominators(rows):
     frame = pd.DataFrame(rows, columns=["facility_id", "readmitted_30d"])
