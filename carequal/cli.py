@@ -157,7 +157,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
                        allow_small_cells=args.allow_small_cells, work=args.work, force=args.force,
                        strict=args.strict, wait=args.wait, progress=not args.quiet, scheduler=args.scheduler,
                        by=args.by, agreement=args.agreement, patient_lists=args.patient_lists,
-                       fresh_kernels=args.fresh_kernels, pdf=args.pdf,
+                       fresh_kernels=args.fresh_kernels, pdf=args.pdf, programme=args.programme,
                        **({"notebook": args.notebook} if args.notebook else {}))
     for line in result.quarantine:
         print(f"carequal report: quarantined {line}", file=sys.stderr)
@@ -234,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "without code, and write index.html and manifest.json to --out.")
     _input_arguments(p, "contract tables (CSV/Parquet) or an ingested market dataset")
     p.add_argument("--out", required=True, help="folder for the shareable reports (e.g. reports/)")
-    p.add_argument("--markets", default="all", help="'all' (default) or a comma-separated list")
+    p.add_argument("--markets", default="all",
+                   help="'all' (default) or a comma-separated list (not with --by sponsor: its reports cover every "
+                        "sponsor's members wherever they live)")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes, one kernel each")
     p.add_argument("--period", default=None,
                    help="YYYY, YYYY-Qn, YYYY-MM or START:END (default: the calendar year of the last discharge)")
@@ -260,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patient-lists", default=None, metavar="DIR",
                    help="--by partner only: also write each partner's own readmitted patients (patient-level "
                         "CSV, for care coordination) to DIR, which must be outside --out")
+    p.add_argument("--programme", default=None, metavar="SPONSOR:YYYY-MM-DD",
+                   help="--by sponsor only: a care-management programme run by SPONSOR (as named in "
+                        "enrollment.sponsor) from that day; the alliance's and the sponsor's reports estimate its "
+                        "effect on avoidable admissions and ED visits (default: no programme)")
     p.add_argument("--fresh-kernels", action="store_true",
                    help="a new kernel for every report (default: each worker reuses one kernel for up to 25)")
     p.add_argument("--pdf", action="store_true",

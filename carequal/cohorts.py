@@ -976,7 +976,15 @@ def person_time(enrollment: pd.DataFrame, patients: pd.DataFrame, *, start: str 
 
 @cache
 def chronic_condition_codes() -> pd.DataFrame:
-    """Chronic-condition ICD-10-CM prefix sets (``condition``, ``prefixes``, ``note``)."""
+    """Chronic-condition ICD-10-CM prefix sets: ``condition`` (the key, a column of :func:`chronic_conditions`),
+    ``label`` (the name reports show), ``prefixes``, ``note``.
+
+    Examples
+    --------
+    >>> codes = chronic_condition_codes().set_index("condition")
+    >>> codes.loc["heart_failure", "label"], codes.loc["copd", "prefixes"]
+    ('Heart failure', 'J41|J42|J43|J44')
+    """
     path = resources.files("carequal") / "data" / "chronic_conditions.csv"
     with path.open(encoding="utf-8") as fh:
         return pd.read_csv(fh, dtype=str)

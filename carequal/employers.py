@@ -50,10 +50,12 @@ from carequal.impact import difference_in_differences, interrupted_time_series
 from carequal.intervals import poisson_exact, wilson
 from carequal.pqi import pqi_admissions, pqi_age_band, pqi_person_time
 
-__all__ = ["ALL_AGES", "ALL_SPONSORS", "EMPLOYER_AGE_BANDS", "EMPLOYER_MEASURES", "MEASURE_LABELS", "PQI_SHOWN",
+__all__ = ["ALL_AGES", "ALL_SPONSORS", "EMPLOYER_AGE_BANDS", "EMPLOYER_MEASURES", "MEASURE_LABELS", "MEASURE_UNITS",
+           "PQI_SHOWN", "SHORT_LABELS",
            "chronic_prevalence", "covering_sponsor", "employer_comparison", "employer_events", "employer_findings",
            "employer_trend", "employer_utilisation", "impact_finding", "kpi_record", "member_time", "pqi_rates_by",
-           "pqi_table", "programme_impact", "sponsor_periods", "sponsors"]
+           "pqi_table", "programme_findings", "programme_impact", "sponsor_periods", "sponsors",
+           "trend_window"]
 
 EMPLOYER_AGE_BANDS: tuple[str, ...] = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
 """Age bands of the employer views (age in whole years on the day of the event or of the member-time)."""
@@ -195,6 +197,28 @@ def member_time(tables: dict[str, pd.DataFrame], *, start, end, freq: str | None
         keys = ["sponsor", "period", "period_start", "period_end", "age_band", "sex"]
         pt = pt.groupby(keys, sort=False, dropna=False)[["member_days", "member_years"]].sum().reset_index()
     return pt
+
+
+def trend_window(tables: dict[str, pd.DataFrame], *, end, years: int = 3) -> tuple[str, str]:
+    """The window of a report's trends: up to ``years`` whole years ending on ``end`` (inclusive), starting no
+    earlier than the first admission in the data. Dates as ``YYYY-MM-DD`` text (notebook parameters).
+
+    Examples
+    --------
+    >>> stays = pd.DataFrame({"admit_date": pd.to_datetime(["2021-03-02", "2024-05-01"])})
+    >>> trend_window({"stays": stays}, end="2024-12-31")
+    ('2022-01-01', '2024-12-31')
+    >>> trend_window({"stays": stays}, end="2024-12-31", years=5)  # the data start later
+    ('2021-03-02', '2024-12-31')
+    """
+    if isinstance(years, bool) or not isinstance(years, int) or years < 1:
+        raise ParameterError(f"years must be a whole number of at least 1, not {years!r}")
+    last = pd.Timestamp(end).normalize()
+    first = last - pd.DateOffset(years=years) + pd.Timedelta(days=1)
+    admitted = pd.to_datetime(tables["stays"]["admit_date"]).min()
+    if pd.notna(admitted):
+        first = max(first, admitted.normalize())
+    return f"{first:%Y-%m-%d}", f"{last:%Y-%m-%d}"
 
 
 # ------------------------------------------------------------------------------------------------ events
@@ -377,7 +401,8 @@ def chronic_prevalence(tables: dict[str, pd.DataFrame], *, start, end, by: str =
     Returns
     -------
     DataFrame
-        The ``by`` column (its total row :data:`ALL_SPONSORS` / :data:`ALL_AGES`), ``condition``, ``events``
+        The ``by`` column (its total row :data:`ALL_SPONSORS` / :data:`ALL_AGES`), ``condition`` (the key),
+        ``label`` (its display name: :func:`carequal.cohorts.chronic_condition_codes`), ``events``
         (members with it), ``n`` (members), ``rate`` (share), ``lower``, ``upper`` (Wilson), ``level``,
         ``method``, ``total``, ``suppressed``, ``suppression_reason``.
     """
@@ -392,7 +417,8 @@ def chronic_prevalence(tables: dict[str, pd.DataFrame], *, start, end, by: str =
         members = members[members["sponsor"].isin(time["sponsor"].unique())]
     stays = tables["stays"][tables["stays"]["patient_id"].isin(members["patient_id"])]
     cc = chronic_conditions(stays, start=start, end=end)
-    names = list(chronic_condition_codes()["condition"])
+    codes = chronic_condition_codes()
+    names, labels = list(codes["condition"]), dict(zip(codes["condition"], codes["label"], strict=True))
     flagged = members.merge(cc[["patient_id"] + names], on="patient_id", how="left")
     flagged[names] = flagged[names].fillna(False).astype(bool)
     rows = []
@@ -400,9 +426,10 @@ def chronic_prevalence(tables: dict[str, pd.DataFrame], *, start, end, by: str =
                                                        flagged.drop_duplicates("patient_id"))]:
         n = grp["patient_id"].nunique()
         for name in names:
-            rows.append({by: key, "condition": name, "events": int(grp.loc[grp[name], "patient_id"].nunique()),
-                         "n": int(n), "total": key in (ALL_SPONSORS, ALL_AGES)})
-    table = pd.DataFrame(rows, columns=[by, "condition", "events", "n", "total"])
+            rows.append({by: key, "condition": name, "label": labels[name],
+                         "events": int(grp.loc[grp[name], "patient_id"].nunique()), "n": int(n),
+                         "total": key in (ALL_SPONSORS, ALL_AGES)})
+    table = pd.DataFrame(rows, columns=[by, "condition", "label", "events", "n", "total"])
     lo, hi = wilson(table["events"].to_numpy(), table["n"].to_numpy(), level=level)
     table["rate"] = table["events"] / table["n"].where(table["n"] > 0)
     table["lower"], table["upper"], table["level"], table["method"] = lo, hi, level, "Wilson"
@@ -468,6 +495,7 @@ def employer_trend(tables: dict[str, pd.DataFrame], *, measure: str, start, end,
     chart.loc[small, "signal"] = "hidden (small count)"
     chart["events"] = chart["events"].astype("Int64").mask(small)
     chart["measure"], chart["label"] = measure, MEASURE_LABELS[measure]
+    chart.attrs["freq"] = freq  # plots.spc_plot(chart, period="period_start"): periods on a date axis
     return chart
 
 
@@ -688,19 +716,41 @@ def pqi_rates_by(admissions: pd.DataFrame, person_time: pd.DataFrame, by: list[s
 
 def employer_comparison(utilisation: pd.DataFrame, period: str, *, by: str = "sponsor") -> pd.DataFrame:
     """One period of :func:`employer_utilisation` laid out for reading: rows by sponsor (or age band), each
-    measure's rate and interval as text (:func:`carequal.population.market_comparison`'s layout)."""
+    measure's rate with its interval in one cell, "34.0 (23.5–47.5)" (the values of
+    :func:`carequal.population.market_comparison`; one column a measure, so the table fits a page).
+
+    Examples
+    --------
+    >>> u = pd.DataFrame({"sponsor": ["A", "All sponsors"], "period": "2024", "measure": "ed_visits",
+    ...     "events": [250, 250], "member_years": [1000.0, 1000.0], "rate": [250.0, 250.0],
+    ...     "lower": [220.0, 220.0], "upper": [283.0, 283.0], "level": 0.95, "suppressed": False})
+    >>> employer_comparison(u, "2024").iloc[0].tolist()
+    ['A', '1,000', '250.0 (220.0–283.0)']
+    """
     from carequal.population import market_comparison
 
     part = utilisation.rename(columns={by: "market", "member_years": "person_years"}).assign(
-        measure=utilisation["measure"].map(_SHORT), year=utilisation["period"])
+        measure=utilisation["measure"].map(SHORT_LABELS), year=utilisation["period"])
     out = market_comparison(part, period)
-    return out.rename(columns={"Market": "Sponsor" if by == "sponsor" else "Age band",
+    for ci in [c for c in out.columns if str(c).endswith("% CI") and ": " in str(c)]:
+        rate, level = ci.rsplit(": ", 1)
+        out[rate] = [r if r in ("suppressed", "–", "") or i in ("suppressed", "–", "") else f"{r} ({i})"
+                     for r, i in zip(out[rate], out[ci], strict=True)]
+        header = f"{rate} ({level})" if (out[ci] != "–").any() else rate  # spending has no interval
+        out = out.drop(columns=ci).rename(columns={rate: header})
+    return out.rename(columns={"Market": "Member" if by == "sponsor" else "Age band",
                                "Person-years": "Member-years"})
 
 
-_SHORT = {"admissions": "Hospital admissions", "pqi_admissions": "Avoidable admissions (PQI 90)",
-          "ed_visits": "ED visits", "post_acute_admissions": "Post-acute admissions",
-          "inpatient_spending": "Inpatient $ PMPM"}
+SHORT_LABELS: dict[str, str] = {
+    "admissions": "Hospital admissions", "pqi_admissions": "Avoidable admissions (PQI 90)",
+    "ed_visits": "ED visits", "post_acute_admissions": "Post-acute admissions",
+    "inpatient_spending": "Inpatient $ PMPM"}
+"""Short names of the measures (table columns, chart titles)."""
+
+MEASURE_UNITS: dict[str, str] = {m: "per 1,000 member-years" for m in EMPLOYER_MEASURES} | {
+    "inpatient_spending": "$ per member per month"}
+"""The unit of each measure's rate (a chart's axis)."""
 
 
 def employer_findings(utilisation: pd.DataFrame, *, period: str, previous: str | None = None,
@@ -723,7 +773,7 @@ def employer_findings(utilisation: pd.DataFrame, *, period: str, previous: str |
         if measure == "inpatient_spending":
             text = f"Inpatient spending was ${r['rate']:,.0f} per member per month in {period}"
         else:
-            text = (f"{_SHORT[measure]}: {r['rate']:,.1f} per 1,000 member-years in {period} "
+            text = (f"{SHORT_LABELS[measure]}: {r['rate']:,.1f} per 1,000 member-years in {period} "
                     f"(95% CI {r['lower']:,.1f}–{r['upper']:,.1f})")
         if before is not None and measure in before.index and not pd.isna(before.loc[measure, "rate"]) \
                 and before.loc[measure, "rate"] > 0:
@@ -735,9 +785,9 @@ def employer_findings(utilisation: pd.DataFrame, *, period: str, previous: str |
             high = groups.loc[groups["lower"] > r["rate"], "sponsor"].tolist()
             low = groups.loc[groups["upper"] < r["rate"], "sponsor"].tolist()
             if high:
-                out.append(f"{_SHORT[measure]} were higher than the alliance's rate at {', '.join(high)}.")
+                out.append(f"{SHORT_LABELS[measure]} were higher than the alliance's rate at {', '.join(high)}.")
             if low:
-                out.append(f"{_SHORT[measure]} were lower than the alliance's rate at {', '.join(low)}.")
+                out.append(f"{SHORT_LABELS[measure]} were lower than the alliance's rate at {', '.join(low)}.")
     return out
 
 
@@ -761,6 +811,42 @@ def impact_finding(result: dict, *, min_cell: int = 11) -> str:
     return (f"Since {result['sponsor']} started its programme on {start:%-d %B %Y}, its members had "
             f"{abs(pct):.0f}% {direction} {what} than members without it would lead us to expect "
             f"(95% CI {lo:+.0f}% to {hi:+.0f}%); {sure}.")
+
+
+def programme_findings(tables: dict[str, pd.DataFrame], *, programme_sponsor: str, programme_start,
+                       window: tuple, sponsor: str | None = None, min_cell: int = 11,
+                       events: pd.DataFrame | None = None) -> list[str]:
+    """The report's sentences on a care-management programme: :func:`impact_finding` of :func:`programme_impact`
+    on avoidable (PQI) admissions and on ED visits over ``window`` (``(first day, last day)``, e.g.
+    :func:`trend_window`), or one sentence saying why no effect is shown: no programme named, a sponsor not in the
+    data, another sponsor's report (``sponsor``), or a start outside the window.
+
+    Examples
+    --------
+    >>> enr = pd.DataFrame({"patient_id": ["p"], "sponsor": ["A"], "start_date": pd.to_datetime(["2022-01-01"]),
+    ...                     "end_date": pd.to_datetime(["2024-12-31"])})
+    >>> programme_findings({"enrollment": enr}, programme_sponsor="", programme_start="",
+    ...                    window=("2022-01-01", "2024-12-31"))
+    ['No care-management programme was named for this report.']
+    >>> programme_findings({"enrollment": enr}, programme_sponsor="A", programme_start="2021-07-01",
+    ...                    window=("2022-01-01", "2024-12-31"))[0].split(":")[0]
+    "A's programme started on 1 July 2021, before the period these reports look at (1 January 2022 to 31 December 2024)"
+    """
+    if not programme_sponsor:
+        return ["No care-management programme was named for this report."]
+    if programme_sponsor not in sponsors(tables["enrollment"]):
+        return [f"The programme's sponsor, {programme_sponsor}, has no members in the data: no effect can be shown."]
+    if sponsor is not None and sponsor != programme_sponsor:
+        return [f"The care-management programme runs at {programme_sponsor}; its effect is shown in that member's "
+                "report and in the alliance's."]
+    start, lo, hi = pd.Timestamp(programme_start), pd.Timestamp(window[0]), pd.Timestamp(window[1])
+    if not lo < start <= hi:
+        when = "before" if start <= lo else "after"
+        return [f"{programme_sponsor}'s programme started on {start:%-d %B %Y}, {when} the period these reports "
+                f"look at ({lo:%-d %B %Y} to {hi:%-d %B %Y}): its effect cannot be estimated from them."]
+    return [impact_finding(programme_impact(tables, sponsor=programme_sponsor, start=start, measure=measure,
+                                            window_start=lo, window_end=hi, events=events), min_cell=min_cell)
+            for measure in ("pqi_admissions", "ed_visits")]
 
 
 def kpi_record(utilisation: pd.DataFrame, *, period: str) -> dict:

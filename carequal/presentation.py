@@ -31,7 +31,8 @@ COUNT_LABELS: dict[str, str] = {
     "n": "Cases", "events": "Events", "observed": "Observed", "prev_n": "Cases (last period)",
     "prev_events": "Events (last period)", "discharges": "Discharges", "removed": "Stays removed",
     "patients": "Patients", "person_years": "Person-years", "remaining": "Stays remaining",
-    "dtc_n": "Post-acute stays",
+    "dtc_n": "Post-acute stays", "admissions": "Admissions", "members": "Members",
+    "members_with": "Members with it",
 }
 """Display names of the count columns of the report's tables. Every column shown under one of these names has
 passed small-cell suppression; the safe-to-share test reads the rendered tables by these names."""
@@ -158,16 +159,18 @@ DISPLAYS: dict[str, dict] = {
                                     "expected_rate": "Expected rate", "ratio": "O/E", "interval": "95% CI"},
                         "counts": ("n", "events"), "percent": ("rate", "expected_rate"), "ratio": ("ratio",)},
     # employee health (carequal.employers)
-    "pqi_by_sponsor": {"columns": {"indicator": "PQI", "name": "Indicator", "sponsor": "Member",
-                                   "events": "Admissions", "rate": "Per 100,000", "interval": "95% CI",
-                                   "ratio": "O/E"},
-                       "counts": ("events",), "number": ("rate",), "ratio": ("ratio",)},
-    "pqi_by_age_band": {"columns": {"indicator": "PQI", "name": "Indicator", "age_band": "Age band",
-                                    "events": "Admissions", "rate": "Per 100,000", "interval": "95% CI"},
-                        "counts": ("events",), "number": ("rate",)},
-    "chronic_prevalence": {"columns": {"condition": "Condition", "events": "Members with it", "n": "Members",
+    "pqi_by_sponsor": {"rename": {"events": "admissions"},
+                       "columns": {"indicator": "PQI", "name": "Indicator", "sponsor": "Member", "admissions": None,
+                                   "rate": "Per 100,000", "interval": "95% CI", "ratio": "O/E"},
+                       "counts": ("admissions",), "number": ("rate",), "ratio": ("ratio",)},
+    "pqi_by_age_band": {"rename": {"events": "admissions"},
+                        "columns": {"indicator": "PQI", "name": "Indicator", "age_band": "Age band",
+                                    "admissions": None, "rate": "Per 100,000", "interval": "95% CI"},
+                        "counts": ("admissions",), "number": ("rate",)},
+    "chronic_prevalence": {"rename": {"events": "members_with", "n": "members"},
+                           "columns": {"label": "Condition", "members_with": None, "members": None,
                                        "rate": "Share", "interval": "95% CI"},
-                           "counts": ("events", "n"), "percent": ("rate",)},
+                           "counts": ("members_with", "members"), "percent": ("rate",)},
     # cohort explorer (carequal.explore)
     "explorer_rates": {"columns": {"label": "Measure", "partner": "Hospital", "n": None, "events": None,
                                    "rate": "Rate", "interval": "95% CI"},
@@ -176,8 +179,9 @@ DISPLAYS: dict[str, dict] = {
                                    "rate": "Rate", "interval": "95% CI"},
                        "counts": ("n", "events"), "percent": ("rate",)},
 }
-"""How each report table is shown (the keyword arguments of :func:`presentable`): which columns, under which
-names, in which order, and how each is written. The notebooks name a table's display by its key
+"""How each report table is shown (the keyword arguments of :func:`presentable`, and ``rename``: columns renamed
+first, so that a count shows under another name of :data:`COUNT_LABELS`): which columns, under which names, in
+which order, and how each is written. The notebooks name a table's display by its key
 (:func:`displayed`, :func:`show_table`) and hold no column names of their own."""
 
 
@@ -193,7 +197,9 @@ def displayed(table: pd.DataFrame, display: str) -> pd.DataFrame:
     """
     if display not in DISPLAYS:
         raise KeyError(f"no display {display!r}; choose from {', '.join(DISPLAYS)}")
-    return presentable(table, **DISPLAYS[display])
+    settings = dict(DISPLAYS[display])
+    rename = settings.pop("rename", None)
+    return presentable(table.rename(columns=rename) if rename else table, **settings)
 
 
 REPORT_CSS = """<style>

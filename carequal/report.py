@@ -38,7 +38,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from carequal.cohorts import CONDITIONS, age_band, chronic_conditions, index_stays, person_time, standard_population
+from carequal.cohorts import (
+    CONDITIONS,
+    age_band,
+    chronic_condition_codes,
+    chronic_conditions,
+    index_stays,
+    person_time,
+    standard_population,
+)
 from carequal.compare import funnel_data, indirect_standardisation, p_chart, scorecard
 from carequal.disclosure import cell_threshold, suppress_counts, suppression_statement
 from carequal.errors import CarequalWarning, ModelError, ParameterError, describe_facilities
@@ -755,10 +763,11 @@ def chronic_table(tables: dict[str, pd.DataFrame], *, market: str, period, min_c
     cc = chronic_conditions(tables["stays"], start=period[0], end=period[1])
     cc = cc[cc["patient_id"].map(pats.set_index("patient_id")["market"]) == market]
     names = [c for c in cc.columns if c not in ("patient_id", "n_conditions")]
-    table = pd.DataFrame({"condition": [n.replace("_", " ") for n in names],
+    labels = chronic_condition_codes().set_index("condition")["label"]
+    table = pd.DataFrame({"condition": [labels.get(n, n) for n in names],
                           "patients": [int(cc[n].sum()) for n in names]})
     table["per_1000"] = 1000 * table["patients"] / max(len(cc), 1)
-    table = pd.concat([table, pd.DataFrame({"condition": ["residents with a stay"], "patients": [len(cc)],
+    table = pd.concat([table, pd.DataFrame({"condition": ["Residents with a stay"], "patients": [len(cc)],
                                             "per_1000": [1000.0]})], ignore_index=True)
     return suppress_counts(table, count_cols="patients", threshold=cell_threshold(min_cell), derived_cols="per_1000",
                            denominator=None).sort_values("patients", ascending=False, ignore_index=True)

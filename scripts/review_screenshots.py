@@ -1,7 +1,9 @@
-"""Screenshots of a rendered report set for review (issue 16): the index, one market report and one partner
-packet at desktop (1280 px) and phone (390 px) width, in headless Chromium (``tests/headless.py``).
+"""Screenshots of rendered report sets for review (issues 16, 19): the index, one market report and one partner
+packet, and the employee reports' index and the alliance's report, at desktop (1280 px) and phone (390 px) width,
+in headless Chromium (``tests/headless.py``); each set only when its folder is given.
 
     python scripts/review_screenshots.py --reports reports --packets packets --out benchmarks/results/screenshots
+    python scripts/review_screenshots.py --employees employees --out benchmarks/results/screenshots
 
 Each PNG is the first ``--height`` CSS pixels of the page (what a reader sees first, and a little more),
 saved as an 8-bit palette image to stay small.
@@ -23,8 +25,9 @@ VIEWPORTS = {"desktop": (1280, 900, False), "phone": (390, 844, True)}
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reports", type=Path, required=True, help="a market report set (carequal report)")
-    parser.add_argument("--packets", type=Path, required=True, help="a packet set (carequal report --by partner)")
+    parser.add_argument("--reports", type=Path, help="a market report set (carequal report)")
+    parser.add_argument("--packets", type=Path, help="a packet set (carequal report --by partner)")
+    parser.add_argument("--employees", type=Path, help="an employee report set (carequal report --by sponsor)")
     parser.add_argument("--market", default="Riverton")
     parser.add_argument("--partner", default="A001001")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "screenshots")
@@ -32,8 +35,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from PIL import Image
 
-    pages = {"index": args.reports / "index.html", "market_report": args.reports / f"{args.market}.html",
-             "packet_index": args.packets / "index.html", "packet": args.packets / f"{args.partner}.html"}
+    pages = {}
+    if args.reports:
+        pages.update(index=args.reports / "index.html", market_report=args.reports / f"{args.market}.html")
+    if args.packets:
+        pages.update(packet_index=args.packets / "index.html", packet=args.packets / f"{args.partner}.html")
+    if args.employees:
+        pages.update(employee_index=args.employees / "index.html",
+                     employee_report=args.employees / "All_sponsors.html")
+    if not pages:
+        parser.error("give at least one of --reports, --packets, --employees")
     browser = Browser()
     try:
         for name, page in pages.items():

@@ -11,7 +11,9 @@ checkout; ``--notebook`` (hidden) runs another one.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from carequal.batch.pdf import require_chromium
@@ -27,7 +29,8 @@ from carequal.periods import parse_period
 from carequal.report import parse_choices
 
 __all__ = ["AGREEMENT_NAMES", "DEFAULT_NOTEBOOK", "EMPLOYEE_NOTEBOOK", "PACKET_NOTEBOOK", "RunConfig",
-           "available_markets", "check_parameters", "configure", "find_agreement", "select_markets"]
+           "available_markets", "check_parameters", "configure", "find_agreement", "parse_programme",
+           "select_markets"]
 
 DEFAULT_NOTEBOOK = _shipped_notebook("market_report")
 """The report notebook shipped in the package (``carequal/notebooks/market_report.ipynb``): a
@@ -163,6 +166,7 @@ class RunConfig:
     progress: bool = True
     pdf: bool = False
     chromium: str | None = None  # the browser that prints the PDFs (--pdf)
+    programme: tuple[str, str] | None = None  # --by sponsor: (sponsor, start date) of a care-management programme
 
 
 def _inside(a: Path, b: Path) -> bool:
@@ -179,18 +183,45 @@ def _check_folder(path: Path, what: str) -> None:
         raise ParameterError(f"{what} {path}: {parent} is a file, not a folder")
 
 
+def parse_programme(text: str | None) -> tuple[str, str] | None:
+    """``--programme SPONSOR:YYYY-MM-DD`` as ``(sponsor, start)``: the sponsor (``enrollment.sponsor``) running a
+    care-management programme and the day it started (the last colon separates them); None for none.
+
+    Examples
+    --------
+    >>> parse_programme("Riverton Health:2023-07-01")
+    ('Riverton Health', '2023-07-01')
+    >>> parse_programme(None) is None
+    True
+    """
+    if text is None or text == "":
+        return None
+    sponsor, sep, start = str(text).rpartition(":")
+    sponsor, start = sponsor.strip(), start.strip()
+    try:
+        day = date.fromisoformat(start) if sep and sponsor and re.fullmatch(r"\d{4}-\d{2}-\d{2}", start) else None
+    except ValueError:
+        day = None
+    if day is None:
+        raise ParameterError(f"--programme must be SPONSOR:YYYY-MM-DD (the sponsor running the programme and the "
+                             f"day it started, e.g. 'Riverton Health:2023-07-01'), not {text!r}")
+    return sponsor, f"{day:%Y-%m-%d}"
+
+
 def configure(data, out, *, work=None, notebook=None, by: str = "market", markets="all", period: str | None = None,
               measures: str = "all", conditions: str = "all", min_cell: int = 11, allow_small_cells: bool = False,
               workers: int = 1, force: bool = False, strict: bool = False, wait: float = 0.0,
               scheduler: str | None = None, agreement=None, patient_lists=None, fresh_kernels: bool = False,
-              progress: bool = True, pdf: bool = False) -> RunConfig:
+              progress: bool = True, pdf: bool = False, programme: str | None = None) -> RunConfig:
     """Check a run's arguments (no data read beyond what the paths need) and resolve its folders.
 
     Refused: a missing ``data``; an ``out`` (or ``work``) that is a file, lies inside ``data`` (patient-level
     work files would land in the data folder, and the input's fingerprint would include the outputs) or holds
     ``data``; a work folder inside ``out`` (it holds patient-level data); ``min_cell`` below the disclosure
     floor without ``allow_small_cells``; a malformed period; workers < 1; ``patient_lists`` inside ``out``;
-    ``pdf`` without a Chromium to print with (the message says what to install).
+    ``pdf`` without a Chromium to print with (the message says what to install); ``markets`` other than "all"
+    or a malformed ``programme`` (``SPONSOR:YYYY-MM-DD``) with ``by="sponsor"``, and ``programme`` with any other
+    ``by``.
     """
     if by not in ("market", "partner", "sponsor"):
         raise ParameterError(f"--by must be 'market', 'partner' or 'sponsor', not {by!r}")
@@ -236,6 +267,12 @@ def configure(data, out, *, work=None, notebook=None, by: str = "market", market
         agreement = find_agreement(data, agreement)
     elif agreement is not None:
         raise ParameterError("--agreement goes with --by partner only")
+    if by == "sponsor" and markets not in ("all", None):
+        raise ParameterError("--markets goes with --by market or partner: --by sponsor reports on every sponsor's "
+                             "members wherever they live (one report for the alliance, one per sponsor)")
+    programme = parse_programme(programme) if by == "sponsor" else programme
+    if programme is not None and by != "sponsor":
+        raise ParameterError("--programme goes with --by sponsor only")
     if by == "market":
         parse_choices(measures, tuple(MEASURES), "measure(s)")
         parse_choices(conditions, (*CONDITIONS, "other"), "condition(s)")
@@ -244,4 +281,5 @@ def configure(data, out, *, work=None, notebook=None, by: str = "market", market
                      period=parse_period(period) if period else None, measures=measures, conditions=conditions,
                      min_cell=min_cell, workers=workers, force=force, strict=strict, wait=float(wait),
                      scheduler=scheduler, agreement=agreement, patient_lists=patient_lists,
-                     reuse_kernels=not fresh_kernels, progress=progress, pdf=bool(pdf), chromium=chromium)
+                     reuse_kernels=not fresh_kernels, progress=progress, pdf=bool(pdf), chromium=chromium,
+                     programme=programme)

@@ -108,7 +108,7 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
               work: str | Path | None = None, force: bool = False, strict: bool = False, wait: float = 0.0,
               notebook: str | Path | None = None, progress: bool = True, scheduler: str | None = None,
               by: str = "market", agreement: str | Path | None = None, patient_lists: str | Path | None = None,
-              fresh_kernels: bool = False, pdf: bool = False) -> BatchResult:
+              fresh_kernels: bool = False, pdf: bool = False, programme: str | None = None) -> BatchResult:
     """Run the report notebook for each market (or the packet for each partner): see the module docstring.
 
     Parameters
@@ -154,6 +154,10 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
         Also print each report to a PDF beside it (:mod:`carequal.batch.pdf`: headless Chromium, refused before
         any work when none is installed), staged and moved into place with its report and recorded in the
         manifest with its SHA-256.
+    programme : str, optional
+        With ``by="sponsor"``: ``"SPONSOR:YYYY-MM-DD"``, a care-management programme run by that sponsor from that
+        day; its reports (the alliance's and the sponsor's) estimate the programme's effect on avoidable admissions
+        and ED visits. Without it no programme is shown. The sponsor must be named in ``enrollment.sponsor``.
 
     Returns
     -------
@@ -163,7 +167,7 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
                        measures=measures, conditions=conditions, min_cell=min_cell,
                        allow_small_cells=allow_small_cells, workers=workers, force=force, strict=strict, wait=wait,
                        scheduler=scheduler, agreement=agreement, patient_lists=patient_lists,
-                       fresh_kernels=fresh_kernels, progress=progress, pdf=pdf)
+                       fresh_kernels=fresh_kernels, progress=progress, pdf=pdf, programme=programme)
     select_markets(config.markets, available_markets(config.data))  # cheap, before any lock or validation
     with hold(config.out, wait=config.wait, what="output"), hold(config.work, wait=config.wait, what="work"):
         client = None
@@ -241,14 +245,23 @@ def _sponsor_units(config: RunConfig, prepared) -> tuple[list, dict, dict]:
 
     start, end = prepared.period
     base = {"period_start": start, "period_end": end, "min_cell": config.min_cell}
-    check_parameters(config.notebook, {**base, "sponsor": "", "data": "", "kpi_path": ""})
+    programme_sponsor, programme_start = config.programme or ("", "")
+    # the notebook's own defaults are the sample's programme: a run names its programme, or none
+    programme = {"programme_sponsor": programme_sponsor, "programme_start": programme_start}
+    check_parameters(config.notebook, {**base, **programme, "sponsor": "", "data": "", "kpi_path": ""})
     names = sponsors(read_dataset_tables(prepared.dataset)["enrollment"])
     if not names:
         raise ParameterError("--by sponsor: the enrollment table names no sponsor (the optional column "
                              "enrollment.sponsor: the employer or plan sponsor of each period; see data/README.md)")
+    if programme_sponsor and programme_sponsor not in names:
+        raise ParameterError(f"--programme: sponsor {programme_sponsor!r} is not in enrollment.sponsor; the sponsors "
+                             f"are {', '.join(names)}")
+    if programme_start and programme_start > end:
+        raise ParameterError(f"--programme: the start {programme_start} is after the reporting period "
+                             f"({start} to {end})")
     units = []
     for unit, sponsor in [(ALL_SPONSORS, ""), *((n, n) for n in names)]:
-        units.append((unit, {**base, "sponsor": sponsor, "data": str(prepared.dataset),
+        units.append((unit, {**base, **programme, "sponsor": sponsor, "data": str(prepared.dataset),
                              "kpi_path": str(config.work / "kpis" / f"{safe_name(unit)}.json")},
                       f"{sponsor or 'The alliance'}: employee health", {"name": sponsor or "The alliance"}))
     return units, {"by": "sponsor", **base}, {}
@@ -448,6 +461,8 @@ def _run(config: RunConfig, client) -> BatchResult:
         kind: {u: records[u] for u in order},
         **extra,
     }
+    if config.by == "sponsor":
+        manifest["parameters"]["programme"] = ":".join(config.programme) if config.programme else None
     if config.by == "market":
         manifest["measures"] = list(parse_choices(config.measures, tuple(MEASURES), "measure(s)"))
         # measures whose national model could not be fitted: each report says so (reasons name no patient)

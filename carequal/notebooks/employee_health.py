@@ -22,7 +22,7 @@ period_start: str = "2024-01-01"
 period_end: str = "2024-12-31"
 min_cell: int = 11
 programme_sponsor: str = "Riverton Health"  # the member running a care-management programme ("" for none)
-programme_start: str = "2023-07-01"  # the day it started (the sample's programme)
+programme_start: str = "2023-07-01"  # the day it started (the sample's; carequal report --programme SPONSOR:DATE)
 kpi_path: str = ""  # the batch's record of the headline numbers (empty: none written)
 
 # %% tags=["setup"]
@@ -50,9 +50,7 @@ display(HTML(pres.REPORT_CSS))
 folder, _ = notebook_folders(data)  # data empty: the sample
 tables = load_tables(folder).tables
 start, end = pd.Timestamp(period_start), pd.Timestamp(period_end)
-first_day = max(pd.to_datetime(tables["stays"]["admit_date"]).min(), end - pd.DateOffset(years=3)
-                + pd.Timedelta(days=1))
-window = (f"{first_day:%Y-%m-%d}", period_end)  # trends: up to three years to the end of the period
+window = em.trend_window(tables, end=period_end, years=3)  # trends: up to three years to the end of the period
 chosen = sponsor or None
 by = "age_band" if chosen else "sponsor"
 events = em.employer_events(tables, start=window[0], end=window[1])
@@ -99,15 +97,13 @@ pres.show_table(em.employer_comparison(utilisation, latest, by=by))
 # %%
 quarters = em.member_time(tables, start=window[0], end=window[1], freq="quarter")
 shown = ("admissions", "ed_visits", "inpatient_spending")
-fig, axes = plt.subplots(1, len(shown), figsize=(17, 4.5))
+fig, axes = plt.subplots(len(shown), 1, figsize=(10, 3.4 * len(shown)))
 for ax, measure in zip(axes, shown, strict=True):
     chart = em.employer_trend(tables, measure=measure, start=window[0], end=window[1], freq="quarter",
                               sponsor=chosen, min_cell=min_cell, events=events, time=quarters)
-    plots.spc_plot(chart, percent=False, ax=ax, title=em.MEASURE_LABELS[measure].replace(" per 1,000", "\nper 1,000"),
-                   ylabel="")
-    ax.tick_params(axis="x", labelrotation=90, labelsize=8)
-fig.tight_layout()
-plt.show()
+    plots.spc_plot(chart, period="period_start", percent=False, ax=ax, title=em.SHORT_LABELS[measure],
+                   ylabel=em.MEASURE_UNITS[measure])
+plots.show(fig)
 
 # %% [markdown]
 # ## Avoidable admissions
@@ -148,20 +144,9 @@ pres.show_table(pres.with_interval_text(chronic, percent=True), "chronic_prevale
 # members when it started.
 
 # %%
-has_programme = programme_sponsor in em.sponsors(tables["enrollment"]) and (chosen in (None, programme_sponsor))
-if has_programme:
-    findings = []
-    for measure in ("pqi_admissions", "ed_visits"):
-        result = em.programme_impact(tables, sponsor=programme_sponsor, start=programme_start, measure=measure,
-                                     window_start=window[0], window_end=window[1], events=events)
-        findings.append(em.impact_finding(result, min_cell=min_cell))
-    pres.show_findings(findings)
-else:
-    display(Markdown("No care-management programme is set for this report (parameters `programme_sponsor`, "
-                     "`programme_start`)." if not programme_sponsor or programme_sponsor not in
-                     em.sponsors(tables["enrollment"]) else
-                     f"The programme runs at {programme_sponsor}; its effect is shown in that member's report and "
-                     "in the alliance's."))
+findings = em.programme_findings(tables, programme_sponsor=programme_sponsor, programme_start=programme_start,
+                                 window=window, sponsor=chosen, min_cell=min_cell, events=events)
+pres.show_findings(findings)
 
 # %% [markdown]
 # ## Methods

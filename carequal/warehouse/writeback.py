@@ -7,7 +7,9 @@ What is written is what the run already shares, never a patient-level row:
   1–10 already hidden), one table per extract table (``carequal_packet_metrics``, …) with the partner's
   ``partner_id`` and ``partner_name`` in front;
 * ``carequal report`` by market: the headline KPIs each report shows (``carequal_market_kpis``: market, measure,
-  cases, rate, ratio; ``carequal_market_flags``: facilities flagged higher or lower than expected).
+  cases, rate, ratio; ``carequal_market_flags``: facilities flagged higher or lower than expected);
+* ``carequal report --by sponsor``: the headline rates each employee report shows (``carequal_sponsor_kpis``:
+  sponsor, the alliance as "All sponsors", measure, rate; a hidden rate is missing).
 
 Every table is checked again before anything is written: no column of the contract's patient-level keys or
 dates (:data:`IDENTIFIER_COLUMNS`) and :func:`carequal.disclosure.check_suppressed` at the run's threshold; a
