@@ -74,6 +74,17 @@ def sample_work(tmp_path_factory):
                    period_end="2024-12-31")
 
 
+def copy_prepared(prepared, work):
+    """A new work folder ``work`` holding a copy of ``prepared``'s inputs (``sample_work``): a batch on the sample
+    for 2024 with every measure and ``--work`` there reuses them (keyed by the data's fingerprint, the period and
+    the measures) instead of preparing again. For tests of what a batch does after its prepare step."""
+    import shutil
+    from pathlib import Path
+
+    shutil.copytree(Path(prepared.dataset).parent, Path(work) / "prepared")
+    return Path(work)
+
+
 @pytest.fixture(scope="module")
 def stand_in(tmp_path_factory):
     """The fault tests' stand-in report notebook (operator_runs.write_stand_in)."""
@@ -83,15 +94,14 @@ def stand_in(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory, stand_in):
-    """The fault tests' work folder, prepared (2024) by a first run once per module."""
-    from operator_runs import warm_work
-
-    return warm_work(stand_in, tmp_path_factory.mktemp("faults"))
+def work(tmp_path_factory, sample_work):
+    """The fault tests' work folder, holding the sample's prepared inputs for 2024 (a copy of ``sample_work``, one
+    per module): their runs start from a warm work folder, as an operator's second run does."""
+    return copy_prepared(sample_work, tmp_path_factory.mktemp("faults") / "work")
 
 
 @pytest.fixture(scope="session")
-def rendered_sample(tmp_path_factory):
+def rendered_sample(tmp_path_factory, sample_work):
     """The sample batch rendered once for the tests that open it in a browser or read its PDF: Riverton's
     report (the market with measures worse than expected) with its PDF, and the index. Rendered once per test
     run, also under pytest-xdist (the first worker renders, under a file lock; the others reuse it). Skips,
@@ -113,8 +123,10 @@ def rendered_sample(tmp_path_factory):
     with open(root / "rendered_sample.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.is_file():
+            work = copy_prepared(sample_work, out.with_name("work"))
             code = main(["report", "--data", str(Path(__file__).resolve().parents[1] / "data" / "sample"),
-                         "--out", str(out), "--markets", "Riverton", "--period", "2024", "--workers", "1", "--pdf",
+                         "--out", str(out), "--work", str(work), "--markets", "Riverton", "--period", "2024",
+                         "--workers", "1", "--pdf",
                          "--quiet"])
             assert code == 0, f"the sample batch failed (exit status {code})"
             done.write_text("rendered\n")

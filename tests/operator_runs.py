@@ -6,7 +6,8 @@ The batch machinery is under test, not the report's content: the runs use a smal
 report notebook's parameters (it sleeps ``CAREQUAL_TEST_DELAY`` seconds, waits while the file named by
 ``CAREQUAL_TEST_HOLD`` exists, writes a KPI record and shows its market and period), so a kill can land inside a
 market and a whole batch takes seconds. The fixtures ``stand_in`` and ``work`` (conftest.py) are module-scoped: each
-module warms its own work folder, so the two modules can run in separate workers.
+module has its own warm work folder (a copy of the session's prepared sample), so the two modules can run in
+separate workers.
 """
 
 from __future__ import annotations
@@ -52,15 +53,6 @@ def write_stand_in(folder: Path) -> Path:
     path = folder / "stand_in.ipynb"
     nbformat.write(nb, str(path))
     return path
-
-
-def warm_work(stand_in: Path, base: Path) -> Path:
-    """A work folder under ``base`` whose prepared inputs (2024) are built by a first run."""
-    folder = base / "work"
-    out = base / "warm"
-    proc = start_run(stand_in, out, folder)
-    assert proc.wait(timeout=600) == 0, proc.stderr.read()
-    return folder
 
 
 def start_run(notebook: Path, out: Path, work: Path, *extra: str, delay: float = 0.0, data: Path = SAMPLE,

@@ -11,6 +11,7 @@ import pytest
 from nbclient.exceptions import CellExecutionError
 
 from carequal import batch
+from conftest import copy_prepared
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -67,15 +68,15 @@ def test_the_kernel_is_replaced_after_max_runs(session):
     assert pids[0] == pids[1] == pids[2] != pids[3]  # max_runs = 3
 
 
-def test_reused_kernel_reports_equal_fresh_kernel_reports(tmp_path):
+def test_reused_kernel_reports_equal_fresh_kernel_reports(tmp_path, sample_work):
     """Two markets in one kernel: the second market's executed notebook has the same outputs, cell for cell,
     as from a kernel of its own (papermill)."""
     executed = {}
+    work = copy_prepared(sample_work, tmp_path / "work")  # both runs read the session's prepared inputs
     # the reused kernel runs Lakeshore then Northvale; the fresh kernel needs Northvale alone (the one compared)
     for mode, fresh, markets in (("reused", False, "Lakeshore,Northvale"), ("fresh", True, "Northvale")):
-        # one work folder: the second run reuses the prepared inputs
         result = batch.run_batch(SAMPLE, tmp_path / mode, markets=markets, workers=1, period="2024",
-                                 progress=False, fresh_kernels=fresh, work=tmp_path / "work")
+                                 progress=False, fresh_kernels=fresh, work=work)
         assert result.ok and result.manifest["parameters"]["reuse_kernel"] is (not fresh)
         executed[mode] = json.loads((result.work / "notebooks" / "Northvale.ipynb").read_text())
     a, b = executed["reused"], executed["fresh"]
