@@ -410,7 +410,8 @@ def reports(pg, tmp_path_factory):
     for name, value in pg.environment().items():
         mp.setenv(name, value)
     target = f"{pg.url(password='${CAREQUAL_DB_PASSWORD}')}/bi"
-    common = ["--period", "2024", "--quiet"]
+    # one work folder: the packets' run reuses the inputs the market run prepared from the database
+    common = ["--period", "2024", "--quiet", "--work", str(folder / "work")]
     runs = {}
     import contextlib
     import io
@@ -449,7 +450,7 @@ def test_report_from_the_database_is_the_csv_report(reports, sample_work):
     assert manifest["markets"]["Lakeshore"]["status"] == "ok"
     assert manifest["data"]["path"].startswith(str(MAPPING)) and manifest["data"]["fingerprint"] != \
         sample_work.fingerprint
-    prepared = db["out"].with_name(db["out"].name + ".work") / "prepared"
+    prepared = reports["folder"] / "work" / "prepared"
     [dataset] = [p for p in prepared.glob("dataset-*") if p.is_dir()]
     [reference] = [p for p in prepared.glob("reference-*") if p.is_dir()]
     _assert_same_tables(read_dataset_tables(dataset), read_dataset_tables(sample_work.dataset))
