@@ -445,7 +445,9 @@ def expected_spending(frame: pd.DataFrame, *, outcome: str, covariates: list[str
     >>> round(float((df["spend"] / model.expected).mean()), 6)  # the gamma score equation of the intercept
     1.0
     """
-    import statsmodels.api as sm  # statsmodels.api takes seconds to import: loaded on the first fit
+    # loaded on the first fit, and not through statsmodels.api, which loads every model (time series, plots)
+    from statsmodels.genmod import families
+    from statsmodels.genmod.generalized_linear_model import GLM
 
     covariates = tuple(covariates)
     if not covariates:
@@ -505,7 +507,7 @@ def expected_spending(frame: pd.DataFrame, *, outcome: str, covariates: list[str
         warnings.warn(f"expected_spending: {', '.join(constant)} constant on the {n_fit} fitted rows; "
                       "left out of the model", CarequalWarning, stacklevel=2)
         X = X.drop(columns=constant)
-    result, _ = guarded_fit(lambda: sm.GLM(y[mask], X, family=sm.families.Gamma(sm.families.links.Log())).fit(
+    result, _ = guarded_fit(lambda: GLM(y[mask], X, family=families.Gamma(families.links.Log())).fit(
         cov_type="HC0"), lambda cause, detail: fail(cause, detail, advice="check the payments and the covariates"))
     with np.errstate(all="ignore"):
         finite = (np.isfinite(np.asarray(result.params, dtype=float)).all()
