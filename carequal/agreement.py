@@ -736,12 +736,15 @@ def _risk_fit(metric: Metric, cases: pd.DataFrame, facilities: str):
         return exc
 
 
-def _spending_summaries(cases: pd.DataFrame, keys: list[str], level: float, model) -> pd.DataFrame:
-    """Risk-adjusted spending per group: :func:`carequal.cost.spending_ratio` times the national mean."""
+def _spending_summaries(cases: pd.DataFrame, keys: list[str], level: float, model,
+                        design: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Risk-adjusted spending per group: :func:`carequal.cost.spending_ratio` times the national mean.
+    ``design``: the model's design matrix of the cases and others, by the cases' index (built once per model)."""
     cols = [*keys, "n", "expected", "ratio", "value", "lower", "upper", "method", "events"]
     if cases.empty:
         return pd.DataFrame(columns=cols)
-    out = spending_ratio(cases, by=keys, observed="value", expected="expected", level=level, model=model)
+    out = spending_ratio(cases, by=keys, observed="value", expected="expected", level=level, model=model,
+                         design=None if design is None else design.loc[cases.index].to_numpy(dtype=float))
     national = out["national_rate"].to_numpy(float)
     out["value"] = out["ratio"] * national
     out["lower"], out["upper"] = out["lower"] * national, out["upper"] * national
@@ -845,7 +848,7 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
             left_out = data["excluded"].notna().to_numpy()
             mine_out = data[left_out & data["unit_id"].isin(group["facility_id"]).to_numpy()]
             data = data[~left_out]
-            national, model, failure = np.nan, None, None
+            national, model, design, failure = np.nan, None, None, None
             if m.risk_adjusted:
                 if key[1]:
                     data = data[(data["unit_id"].map(setting) == key[1]).to_numpy()]
@@ -863,22 +866,22 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
                 else:
                     expected, national, model = fits[fit_key]
                     data = data.assign(expected=expected.reindex(data.index).to_numpy(), national_rate=national)
+                    if dollars and model is not None:  # spending's interval needs the design: built once
+                        design = pd.DataFrame(model.design(data), index=data.index)
             unit = data["unit_id"]
             mine_all = data[unit.isin(group["facility_id"]).to_numpy()]
             peers_all = data[~unit.isin(partner_ids).to_numpy()].assign(market=unit.map(market),
                                                                           setting=unit.map(setting))
-            pairs = group[["market", "setting"]].drop_duplicates()
-            peers_all = peers_all.merge(pairs.assign(_in=True), on=["market", "setting"], how="left")
-            peers_all = peers_all[peers_all["_in"].notna().to_numpy()].drop(columns="_in")
+            peers_all = peers_all[_pairs_in(peers_all, group)]
             failed = {fid: failure for fid in group["facility_id"]} if failure is not None else {}
-            groups.append((group, mine_all, peers_all, mine_out, national, model, failed))
+            groups.append((group, mine_all, peers_all, mine_out, national, (model, design), failed))
         for name, column in columns.items():
             parts = []
-            for group, mine_all, peers_all, mine_out, national, model, failed in groups:
+            for group, mine_all, peers_all, mine_out, national, fitted, failed in groups:
                 if dollars and not m.risk_adjusted:  # a crude mean is as spoilt by a wrong payment
                     failed = {**failed, **_spending_checks(m, group, mine_all, peers_all, column)}
                 parts.append(_evaluate_view(m, group, mine_all, peers_all, mine_out, column, grids[name],
-                                            national, model, failed, level=level,
+                                            national, fitted, failed, level=level,
                                             review_period=agreement.review_period))
             order = {fid: k for k, fid in enumerate(eligible["facility_id"])}
             rows = pd.concat(parts, ignore_index=True)
@@ -918,6 +921,12 @@ def _assign_periods(day: pd.Series, lo: pd.Timestamp, hi: pd.Timestamp, freq: st
     return period.to_numpy(), pd.DataFrame({"period": span.start_time, "period_end": span.end_time.normalize()})
 
 
+def _pairs_in(cases: pd.DataFrame, partners: pd.DataFrame) -> np.ndarray:
+    """Which cases (with their unit's ``market`` and ``setting``) share a market and setting with a partner."""
+    pairs = pd.MultiIndex.from_frame(partners[["market", "setting"]])
+    return pd.MultiIndex.from_frame(cases[["market", "setting"]]).isin(pairs)
+
+
 def _spending_checks(m: Metric, group: pd.DataFrame, mine_all: pd.DataFrame, peers_all: pd.DataFrame,
                      column: str) -> dict[str, ModelError]:
     """A crude spending metric's partners whose cases or benchmark cases in a view's periods hold an unusable
@@ -942,13 +951,14 @@ def _spending_checks(m: Metric, group: pd.DataFrame, mine_all: pd.DataFrame, pee
 
 
 def _evaluate_view(m: Metric, group: pd.DataFrame, mine_all: pd.DataFrame, peers_all: pd.DataFrame,
-                   mine_out: pd.DataFrame, column: str, grid_periods: pd.DataFrame, national, model,
+                   mine_out: pd.DataFrame, column: str, grid_periods: pd.DataFrame, national, fitted: tuple,
                    failed: dict[str, ModelError], *, level: float, review_period: str) -> pd.DataFrame:
     """One metric × the partners of ``group`` (rows of :func:`partner_table` judged by one risk model) in one view:
     each partner's periods' values, benchmark, target and status (see :func:`evaluate_agreement`), partner by
     partner in ``group``'s order. ``column`` holds the cases' periods of the view; ``mine_all`` are the partners'
     cases (``unit_id``), ``peers_all`` the benchmark's (with the unit's ``market`` and ``setting``); ``failed``
-    the partners whose metric could not be computed, with the error."""
+    the partners whose metric could not be computed, with the error; ``fitted`` the risk model (or None) and, for
+    spending, its design matrix of the cases (by their index)."""
     mine = mine_all[mine_all[column].notna().to_numpy()].rename(columns={column: "period"})
     peers = peers_all[peers_all[column].notna().to_numpy()].rename(columns={column: "period"})
     mine_out = mine_out[mine_out[column].notna().to_numpy()]
@@ -963,16 +973,15 @@ def _evaluate_view(m: Metric, group: pd.DataFrame, mine_all: pd.DataFrame, peers
     ok = group[~group["facility_id"].isin(failed).to_numpy()]
     if len(ok):
         parts.append(_evaluated(m, ok, mine[mine["unit_id"].isin(ok["facility_id"]).to_numpy()],
-                                peers.merge(ok[["market", "setting"]].drop_duplicates(), on=["market", "setting"]),
-                                mine_out, column, grid_periods, national, model, level=level,
-                                review_period=review_period))
+                                peers[_pairs_in(peers, ok)], mine_out, column, grid_periods, national, fitted,
+                                level=level, review_period=review_period))
     rows = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     order = {fid: k for k, fid in enumerate(group["facility_id"])}
     return rows.iloc[np.argsort(rows["facility_id"].map(order).to_numpy(), kind="stable")].reset_index(drop=True)
 
 
 def _evaluated(m: Metric, partners: pd.DataFrame, mine: pd.DataFrame, peers: pd.DataFrame, mine_out: pd.DataFrame,
-               column: str, grid_periods: pd.DataFrame, national, model, *, level: float,
+               column: str, grid_periods: pd.DataFrame, national, fitted: tuple, *, level: float,
                review_period: str) -> pd.DataFrame:
     """:func:`_evaluate_view` for the partners whose metric could be computed: the grid of partners × periods,
     their own summaries (by partner and period) and the benchmark's (by market, setting and period)."""
@@ -980,8 +989,9 @@ def _evaluated(m: Metric, partners: pd.DataFrame, mine: pd.DataFrame, peers: pd.
     keys = ["period", "national_rate"] if m.risk_adjusted else ["period"]
     own_keys, bench_keys = ["unit_id", *keys], ["market", "setting", *keys]
     if m.risk_adjusted and spec.unit == "dollars":
-        own = _spending_summaries(mine, own_keys, level, model)
-        bench = _spending_summaries(peers, bench_keys, level, model)
+        model, design = fitted
+        own = _spending_summaries(mine, own_keys, level, model, design)
+        bench = _spending_summaries(peers, bench_keys, level, model, design)
     else:
         own = _summaries(mine, own_keys, spec.kind, level)
         bench = _summaries(peers, bench_keys, spec.kind, level)

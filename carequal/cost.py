@@ -535,7 +535,8 @@ def expected_spending(frame: pd.DataFrame, *, outcome: str, covariates: list[str
 
 
 def spending_ratio(frame: pd.DataFrame, *, by: list[str], observed: str, expected: str, level: float = 0.95,
-                   model: SpendingModel | None = None, include_empty: pd.DataFrame | None = None) -> pd.DataFrame:
+                   model: SpendingModel | None = None, include_empty: pd.DataFrame | None = None,
+                   design: np.ndarray | None = None) -> pd.DataFrame:
     """Observed-to-expected spending ratio per group, with a log-scale delta-method interval.
 
     Parameters
@@ -553,6 +554,9 @@ def spending_ratio(frame: pd.DataFrame, *, by: list[str], observed: str, expecte
         the interval. Without it, expected spending is treated as known.
     include_empty : DataFrame, optional
         Groups that must appear (e.g. every partner provider); groups without episodes get ``n = 0``.
+    design : array, optional
+        ``model.design(frame)``, when the caller has it already (building a design matrix takes longer than
+        the ratios of a small frame).
 
     Returns
     -------
@@ -620,7 +624,7 @@ def spending_ratio(frame: pd.DataFrame, *, by: list[str], observed: str, expecte
         var_log = np.bincount(group, weights=resid**2, minlength=k) * n / (n - 1) / o**2
     method = RATIO_METHOD
     if model is not None:
-        X = model.design(frame)
+        X = model.design(frame) if design is None else np.asarray(design, dtype=float)
         if not np.allclose(np.exp(X @ np.asarray(model.result.params, dtype=float)), mu, rtol=1e-6):
             raise ParameterError(f"spending_ratio: {expected} is not the prediction of the model given; pass the "
                                  "model's own expected values (SpendingModel.expected or .predict)")
