@@ -220,6 +220,11 @@ def _error_summary(exc: BaseException) -> str:
 def _warm_worker(notebook: str, cwd: str, markets_per_kernel: int) -> None:
     kernel_environment()
     warm_session(notebook, cwd, markets_per_kernel)
+    try:  # what a worker loads for its first report: papermill's parameters and nbconvert's exporter
+        import nbconvert  # noqa: F401
+        import papermill  # noqa: F401
+    except ImportError:  # the report that needs them says so
+        pass
 
 
 def start_workers(workers: int, *, notebook: str, cwd: str, reuse_kernel: bool = True,
