@@ -945,7 +945,7 @@ def _spending_checks(m: Metric, group: pd.DataFrame, mine_all: pd.DataFrame, pee
                             facilities=describe_facilities(int(both["unit_id"].nunique()), _KINDS[p["setting"]],
                                                            p["market"]))
         except ModelError as exc:
-            warnings.warn(f"{exc}; the metric is shown as {NOT_COMPUTED}", ModelWarning, stacklevel=4)
+            warnings.warn(f"{exc}; the metric is shown as {NOT_COMPUTED}", ModelWarning, stacklevel=3)
             failed[p["facility_id"]] = exc
     return failed
 
