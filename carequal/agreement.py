@@ -736,12 +736,15 @@ def _risk_fit(metric: Metric, cases: pd.DataFrame, facilities: str):
         return exc
 
 
-def _spending_summaries(cases: pd.DataFrame, keys: list[str], level: float, model) -> pd.DataFrame:
-    """Risk-adjusted spending per group: :func:`carequal.cost.spending_ratio` times the national mean."""
+def _spending_summaries(cases: pd.DataFrame, keys: list[str], level: float, model,
+                        design: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Risk-adjusted spending per group: :func:`carequal.cost.spending_ratio` times the national mean.
+    ``design``: the model's design matrix of the cases and others, by the cases' index (built once per model)."""
     cols = [*keys, "n", "expected", "ratio", "value", "lower", "upper", "method", "events"]
     if cases.empty:
         return pd.DataFrame(columns=cols)
-    out = spending_ratio(cases, by=keys, observed="value", expected="expected", level=level, model=model)
+    out = spending_ratio(cases, by=keys, observed="value", expected="expected", level=level, model=model,
+                         design=None if design is None else design.loc[cases.index].to_numpy(dtype=float))
     national = out["national_rate"].to_numpy(float)
     out["value"] = out["ratio"] * national
     out["lower"], out["upper"] = out["lower"] * national, out["upper"] * national
@@ -821,51 +824,69 @@ def evaluate_agreement(agreement: Agreement, tables: dict[str, pd.DataFrame], *,
     setting = fac.set_index("facility_id")["setting"]
     market = fac.set_index("facility_id")["market"]
     partner_ids = set(partners["facility_id"])
-    # one risk model per metric × role (spending: × setting), shared by partners and views
+    # one risk model per metric × role (spending: × setting), shared by partners and views; every partner of a
+    # model is evaluated at once, per view (its own cases grouped by partner, the benchmark by market and setting)
     fits: dict[tuple, tuple | ModelError] = {}
-    checks: dict[tuple, tuple | ModelError] = {}
     out: dict[str, list[pd.DataFrame]] = {name: [] for name in schemes}
     for m in agreement.metrics:
         spec = m.spec
         metric_cases = cases[(cases["metric"] == m.id).to_numpy()]
-        for _, p in partners.iterrows():
-            if p["setting"] not in spec.settings:
-                continue
-            role = "hospital" if p["setting"] == "acute" else "post_acute"
-            data = metric_cases[(metric_cases["role"] == role).to_numpy()]
+        eligible = partners[partners["setting"].isin(spec.settings).to_numpy()].reset_index(drop=True)
+        if eligible.empty:
+            continue
+        dollars = spec.unit == "dollars"
+        role = np.where(eligible["setting"] == "acute", "hospital", "post_acute")
+        # rates: one model per metric and role (the national model's, or a variant's), every setting of a role
+        # together as in the national post-acute model; spending: a gamma model per setting
+        own_setting = m.risk_adjusted & dollars & (role == "post_acute")
+        eligible["_key"] = list(zip(role, np.where(own_setting, eligible["setting"], ""), strict=True))
+        groups = []
+        for key in dict.fromkeys(eligible["_key"]):
+            group = eligible[(eligible["_key"] == key).to_numpy()]
+            data = metric_cases[(metric_cases["role"] == key[0]).to_numpy()]
             # episodes left out (spending: incomplete follow-up, missing payment) are counted, not judged
             left_out = data["excluded"].notna().to_numpy()
-            mine_out = data[left_out & (data["unit_id"] == p["facility_id"]).to_numpy()]
+            mine_out = data[left_out & data["unit_id"].isin(group["facility_id"]).to_numpy()]
             data = data[~left_out]
-            national, model, failure = np.nan, None, None
+            national, model, design, failure = np.nan, None, None, None
             if m.risk_adjusted:
-                # rates: one model per metric and role (the national model's, or a variant's), every setting of
-                # a role together as in the national post-acute model; spending: a gamma model per setting
-                dollars = spec.unit == "dollars"
-                if dollars and role == "post_acute":
-                    data = data[(data["unit_id"].map(setting) == p["setting"]).to_numpy()]
-                key = (m.id, role, p["setting"] if dollars and role == "post_acute" else "")
-                if key not in fits:
-                    kind = _KINDS["acute"] if role == "hospital" else \
-                        (_KINDS[p["setting"]] if dollars else "post-acute providers")
+                if key[1]:
+                    data = data[(data["unit_id"].map(setting) == key[1]).to_numpy()]
+                fit_key = (m.id, *key)
+                if fit_key not in fits:
+                    kind = _KINDS["acute"] if key[0] == "hospital" else (_KINDS[key[1]] if key[1] else
+                                                                          "post-acute providers")
                     fitted = _risk_fit(m, data, describe_facilities(int(data["unit_id"].nunique()), kind,
                                                                     "all markets"))
                     if not isinstance(fitted, ModelError):
                         fitted = (pd.Series(fitted[0], index=data.index), *fitted[1:])
-                    fits[key] = fitted
-                if isinstance(fits[key], ModelError):
-                    failure = fits[key]
+                    fits[fit_key] = fitted
+                if isinstance(fits[fit_key], ModelError):
+                    failure = fits[fit_key]
                 else:
-                    expected, national, model = fits[key]
+                    expected, national, model = fits[fit_key]
                     data = data.assign(expected=expected.reindex(data.index).to_numpy(), national_rate=national)
+                    if dollars and model is not None:  # spending's interval needs the design: built once
+                        design = pd.DataFrame(model.design(data), index=data.index)
             unit = data["unit_id"]
-            mine_all = data[(unit == p["facility_id"]).to_numpy()]
-            peers_all = data[((unit.map(market) == p["market"]) & (unit.map(setting) == p["setting"])
-                              & ~unit.isin(partner_ids)).to_numpy()]
-            for name, column in columns.items():
-                rows = _evaluate_view(m, p, mine_all, peers_all, mine_out, column, grids[name], national, model,
-                                      failure, checks, view=name, level=level, review_period=agreement.review_period)
-                out[name].append(rows if views is None else rows.assign(view=name))
+            mine_all = data[unit.isin(group["facility_id"]).to_numpy()]
+            peers_all = data[~unit.isin(partner_ids).to_numpy()].assign(market=unit.map(market),
+                                                                          setting=unit.map(setting))
+            peers_all = peers_all[_pairs_in(peers_all, group)]
+            failed = {fid: failure for fid in group["facility_id"]} if failure is not None else {}
+            groups.append((group, mine_all, peers_all, mine_out, national, (model, design), failed))
+        for name, column in columns.items():
+            parts = []
+            for group, mine_all, peers_all, mine_out, national, fitted, failed in groups:
+                if dollars and not m.risk_adjusted:  # a crude mean is as spoilt by a wrong payment
+                    failed = {**failed, **_spending_checks(m, group, mine_all, peers_all, column)}
+                parts.append(_evaluate_view(m, group, mine_all, peers_all, mine_out, column, grids[name],
+                                            national, fitted, failed, level=level,
+                                            review_period=agreement.review_period))
+            order = {fid: k for k, fid in enumerate(eligible["facility_id"])}
+            rows = pd.concat(parts, ignore_index=True)
+            rows = rows.iloc[np.argsort(rows["facility_id"].map(order).to_numpy(), kind="stable")]
+            out[name].append(rows.reset_index(drop=True) if views is None else rows.assign(view=name))
     cols = ["metric", "metric_label", "measure", "facility_id", "name", "setting", "market", "start", "period",
             "period_end", "phase", "n", "excluded", "events", "expected", "ratio", "value", "lower", "upper",
             "level", "method", "national_rate", "benchmark", "benchmark_n", "benchmark_events", "target",
@@ -900,44 +921,93 @@ def _assign_periods(day: pd.Series, lo: pd.Timestamp, hi: pd.Timestamp, freq: st
     return period.to_numpy(), pd.DataFrame({"period": span.start_time, "period_end": span.end_time.normalize()})
 
 
-def _evaluate_view(m: Metric, p: pd.Series, mine_all: pd.DataFrame, peers_all: pd.DataFrame,
-                   mine_out: pd.DataFrame, column: str, grid_periods: pd.DataFrame, national, model, failure,
-                   checks: dict, *, view: str, level: float, review_period: str) -> pd.DataFrame:
-    """One metric × partner in one view: its periods' values, benchmark, target and status (see
-    :func:`evaluate_agreement`); ``column`` holds the cases' periods of the view."""
-    spec = m.spec
+def _pairs_in(cases: pd.DataFrame, partners: pd.DataFrame) -> np.ndarray:
+    """Which cases (with their unit's ``market`` and ``setting``) share a market and setting with a partner."""
+    pairs = pd.MultiIndex.from_frame(partners[["market", "setting"]])
+    return pd.MultiIndex.from_frame(cases[["market", "setting"]]).isin(pairs)
+
+
+def _spending_checks(m: Metric, group: pd.DataFrame, mine_all: pd.DataFrame, peers_all: pd.DataFrame,
+                     column: str) -> dict[str, ModelError]:
+    """A crude spending metric's partners whose cases or benchmark cases in a view's periods hold an unusable
+    payment (:func:`_check_spending`), with the error, announced once per partner and view as a
+    :class:`carequal.errors.ModelWarning`."""
+    failed = {}
+    mine = mine_all[mine_all[column].notna().to_numpy()]
+    peers = peers_all[peers_all[column].notna().to_numpy()]
+    if not (unusable_spending(mine["value"])[0].any() or unusable_spending(peers["value"])[0].any()):
+        return failed
+    for _, p in group.iterrows():
+        both = pd.concat([mine[(mine["unit_id"] == p["facility_id"]).to_numpy()],
+                          peers[((peers["market"] == p["market"]) & (peers["setting"] == p["setting"])).to_numpy()]])
+        try:
+            _check_spending(both, measure=m.id, model="mean spending", action="computed",
+                            facilities=describe_facilities(int(both["unit_id"].nunique()), _KINDS[p["setting"]],
+                                                           p["market"]))
+        except ModelError as exc:
+            warnings.warn(f"{exc}; the metric is shown as {NOT_COMPUTED}", ModelWarning, stacklevel=3)
+            failed[p["facility_id"]] = exc
+    return failed
+
+
+def _evaluate_view(m: Metric, group: pd.DataFrame, mine_all: pd.DataFrame, peers_all: pd.DataFrame,
+                   mine_out: pd.DataFrame, column: str, grid_periods: pd.DataFrame, national, fitted: tuple,
+                   failed: dict[str, ModelError], *, level: float, review_period: str) -> pd.DataFrame:
+    """One metric × the partners of ``group`` (rows of :func:`partner_table` judged by one risk model) in one view:
+    each partner's periods' values, benchmark, target and status (see :func:`evaluate_agreement`), partner by
+    partner in ``group``'s order. ``column`` holds the cases' periods of the view; ``mine_all`` are the partners'
+    cases (``unit_id``), ``peers_all`` the benchmark's (with the unit's ``market`` and ``setting``); ``failed``
+    the partners whose metric could not be computed, with the error; ``fitted`` the risk model (or None) and, for
+    spending, its design matrix of the cases (by their index)."""
     mine = mine_all[mine_all[column].notna().to_numpy()].rename(columns={column: "period"})
     peers = peers_all[peers_all[column].notna().to_numpy()].rename(columns={column: "period"})
-    excluded = mine_out[mine_out[column].notna().to_numpy()].groupby(column).size()
-    if spec.unit == "dollars" and not m.risk_adjusted:  # a crude mean is as spoilt by a wrong payment
-        both = pd.concat([mine, peers])
-        key = (m.id, p["facility_id"], view)
-        if key not in checks:  # on this view's periods
-            try:
-                _check_spending(both, measure=m.id, model="mean spending", action="computed",
-                                facilities=describe_facilities(int(both["unit_id"].nunique()),
-                                                               _KINDS[p["setting"]], p["market"]))
-                checks[key] = ()
-            except ModelError as exc:
-                warnings.warn(f"{exc}; the metric is shown as {NOT_COMPUTED}", ModelWarning, stacklevel=3)
-                checks[key] = exc
-        failure = checks[key] or None
-    if failure is not None:
-        return _not_computed(m, p, failure, grid_periods, mine, peers, excluded, level=level,
-                             review_period=review_period)
+    mine_out = mine_out[mine_out[column].notna().to_numpy()]
+    parts = []
+    for _, p in group[group["facility_id"].isin(failed).to_numpy()].iterrows():
+        fid = p["facility_id"]
+        parts.append(_not_computed(
+            m, p, failed[fid], grid_periods, mine[(mine["unit_id"] == fid).to_numpy()],
+            peers[((peers["market"] == p["market"]) & (peers["setting"] == p["setting"])).to_numpy()],
+            mine_out[(mine_out["unit_id"] == fid).to_numpy()].groupby(column).size(), level=level,
+            review_period=review_period))
+    ok = group[~group["facility_id"].isin(failed).to_numpy()]
+    if len(ok):
+        parts.append(_evaluated(m, ok, mine[mine["unit_id"].isin(ok["facility_id"]).to_numpy()],
+                                peers[_pairs_in(peers, ok)], mine_out, column, grid_periods, national, fitted,
+                                level=level, review_period=review_period))
+    rows = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    order = {fid: k for k, fid in enumerate(group["facility_id"])}
+    return rows.iloc[np.argsort(rows["facility_id"].map(order).to_numpy(), kind="stable")].reset_index(drop=True)
+
+
+def _evaluated(m: Metric, partners: pd.DataFrame, mine: pd.DataFrame, peers: pd.DataFrame, mine_out: pd.DataFrame,
+               column: str, grid_periods: pd.DataFrame, national, fitted: tuple, *, level: float,
+               review_period: str) -> pd.DataFrame:
+    """:func:`_evaluate_view` for the partners whose metric could be computed: the grid of partners × periods,
+    their own summaries (by partner and period) and the benchmark's (by market, setting and period)."""
+    spec = m.spec
     keys = ["period", "national_rate"] if m.risk_adjusted else ["period"]
+    own_keys, bench_keys = ["unit_id", *keys], ["market", "setting", *keys]
     if m.risk_adjusted and spec.unit == "dollars":
-        own = _spending_summaries(mine, keys, level, model)
-        bench = _spending_summaries(peers, keys, level, model)
+        model, design = fitted
+        own = _spending_summaries(mine, own_keys, level, model, design)
+        bench = _spending_summaries(peers, bench_keys, level, model, design)
     else:
-        own = _summaries(mine, keys, spec.kind, level)
-        bench = _summaries(peers, keys, spec.kind, level)
-    own = own.drop(columns="national_rate", errors="ignore")
-    bench = bench[["period", "n", "events", "value"]].rename(
+        own = _summaries(mine, own_keys, spec.kind, level)
+        bench = _summaries(peers, bench_keys, spec.kind, level)
+    own = own.drop(columns="national_rate", errors="ignore").rename(columns={"unit_id": "facility_id"})
+    bench = bench[["market", "setting", "period", "n", "events", "value"]].rename(
         columns={"n": "benchmark_n", "events": "benchmark_events", "value": "benchmark"})
-    rows = grid_periods.merge(own, on="period", how="left").merge(bench, on="period", how="left")
+    excluded = mine_out.groupby(["unit_id", column]).size()
+    when = grid_periods["period"].dtype  # the grid's resolution (a view's explicit periods are in ns)
+    own["period"], bench["period"] = own["period"].astype(when), bench["period"].astype(when)
+    who = ["facility_id", "name", "setting", "market", "start"]
+    rows = partners[who].merge(grid_periods, how="cross")
+    rows = rows.merge(own, on=["facility_id", "period"], how="left").merge(
+        bench, on=["market", "setting", "period"], how="left")
     rows["n"] = rows["n"].fillna(0).astype(int)
-    rows["excluded"] = rows["period"].map(excluded).fillna(0).astype(int)
+    rows["excluded"] = excluded.reindex(pd.MultiIndex.from_frame(rows[["facility_id", "period"]])).fillna(0).astype(
+        int).to_numpy() if len(excluded) else 0
     rows["benchmark_n"] = rows["benchmark_n"].fillna(0).astype(int)
     rows["events"] = np.where(rows["n"] == 0, 0.0, rows["events"]) if spec.kind == "rate" else np.nan
     if spec.kind == "count":  # a volume has no interval and no pooled benchmark
@@ -955,14 +1025,13 @@ def _evaluate_view(m: Metric, p: pd.Series, mine_all: pd.DataFrame, peers_all: p
     status, reason = judge(rows["value"], rows["lower"], rows["upper"], target, better=m.better,
                            n=rows["n"], min_cases=0 if spec.kind == "count" else m.min_cases)
     rows["status"], rows["status_reason"] = status, reason
-    rows["previous_value"] = rows["value"].shift(1)
+    rows["previous_value"] = rows.groupby("facility_id", sort=False)["value"].shift(1)
     rows["change"] = rows["value"] - rows["previous_value"]
-    begins = p["start"]
+    begins = rows["start"]
     rows["phase"] = np.where(rows["period_end"] < begins, "before",
                              np.where(rows["period"] >= begins, "after", "starting"))
-    return rows.assign(metric=m.id, metric_label=m.title, measure=m.measure, facility_id=p["facility_id"],
-                       name=p["name"], setting=p["setting"], market=p["market"], start=begins,
-                       better=m.better, level=level, national_rate=national)
+    return rows.assign(metric=m.id, metric_label=m.title, measure=m.measure, better=m.better, level=level,
+                       national_rate=national)
 
 
 def _not_computed(m: Metric, p: pd.Series, failure: ModelError, grid_periods: pd.DataFrame, mine: pd.DataFrame,

@@ -445,7 +445,9 @@ def expected_spending(frame: pd.DataFrame, *, outcome: str, covariates: list[str
     >>> round(float((df["spend"] / model.expected).mean()), 6)  # the gamma score equation of the intercept
     1.0
     """
-    import statsmodels.api as sm  # statsmodels.api takes seconds to import: loaded on the first fit
+    # loaded on the first fit, and not through statsmodels.api, which loads every model (time series, plots)
+    from statsmodels.genmod import families
+    from statsmodels.genmod.generalized_linear_model import GLM
 
     covariates = tuple(covariates)
     if not covariates:
@@ -505,7 +507,7 @@ def expected_spending(frame: pd.DataFrame, *, outcome: str, covariates: list[str
         warnings.warn(f"expected_spending: {', '.join(constant)} constant on the {n_fit} fitted rows; "
                       "left out of the model", CarequalWarning, stacklevel=2)
         X = X.drop(columns=constant)
-    result, _ = guarded_fit(lambda: sm.GLM(y[mask], X, family=sm.families.Gamma(sm.families.links.Log())).fit(
+    result, _ = guarded_fit(lambda: GLM(y[mask], X, family=families.Gamma(families.links.Log())).fit(
         cov_type="HC0"), lambda cause, detail: fail(cause, detail, advice="check the payments and the covariates"))
     with np.errstate(all="ignore"):
         finite = (np.isfinite(np.asarray(result.params, dtype=float)).all()
@@ -533,7 +535,8 @@ def expected_spending(frame: pd.DataFrame, *, outcome: str, covariates: list[str
 
 
 def spending_ratio(frame: pd.DataFrame, *, by: list[str], observed: str, expected: str, level: float = 0.95,
-                   model: SpendingModel | None = None, include_empty: pd.DataFrame | None = None) -> pd.DataFrame:
+                   model: SpendingModel | None = None, include_empty: pd.DataFrame | None = None,
+                   design: np.ndarray | None = None) -> pd.DataFrame:
     """Observed-to-expected spending ratio per group, with a log-scale delta-method interval.
 
     Parameters
@@ -551,6 +554,9 @@ def spending_ratio(frame: pd.DataFrame, *, by: list[str], observed: str, expecte
         the interval. Without it, expected spending is treated as known.
     include_empty : DataFrame, optional
         Groups that must appear (e.g. every partner provider); groups without episodes get ``n = 0``.
+    design : array, optional
+        ``model.design(frame)``, when the caller has it already (building a design matrix takes longer than
+        the ratios of a small frame).
 
     Returns
     -------
@@ -618,7 +624,7 @@ def spending_ratio(frame: pd.DataFrame, *, by: list[str], observed: str, expecte
         var_log = np.bincount(group, weights=resid**2, minlength=k) * n / (n - 1) / o**2
     method = RATIO_METHOD
     if model is not None:
-        X = model.design(frame)
+        X = model.design(frame) if design is None else np.asarray(design, dtype=float)
         if not np.allclose(np.exp(X @ np.asarray(model.result.params, dtype=float)), mu, rtol=1e-6):
             raise ParameterError(f"spending_ratio: {expected} is not the prediction of the model given; pass the "
                                  "model's own expected values (SpendingModel.expected or .predict)")

@@ -78,8 +78,9 @@ Statistical Disclosure Limitation Methodology, ch. 4 (primary and complementary 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -101,9 +102,15 @@ REASONS = ("primary", "complementary", "derived")
 
 @dataclass(frozen=True)
 class _Group:
-    key: str
     cells: np.ndarray
     total: int | None
+    describe: Callable[[], str]
+    """The group's keys as text ("market=A"), built only for a message: a row lookup per group costs more than
+    the suppression of a small group."""
+
+    @property
+    def key(self) -> str:
+        return self.describe()
 
 
 # ---------------------------------------------------------------------------------------- the threshold
@@ -281,16 +288,19 @@ def _groups(table: pd.DataFrame, group_cols: list[str], is_total: np.ndarray, ra
         codes = np.zeros(len(table), dtype=np.int64)
     order = np.lexsort((rank, codes))
     bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    def describe(first: int) -> str:
+        return ", ".join(f"{c}={v}" for c, v in table[group_cols].iloc[first].items()) if group_cols \
+            else "(whole table)"
+
     groups = []
     for members in np.split(order, bounds):
-        first = table[group_cols].iloc[members[0]] if group_cols else {}
-        key = ", ".join(f"{c}={v}" for c, v in first.items()) if group_cols else "(whole table)"
         totals = members[is_total[members]]
         if len(totals) > 1:
-            raise ParameterError(f"group {key}: {len(totals)} total rows (rows "
+            raise ParameterError(f"group {describe(members[0])}: {len(totals)} total rows (rows "
                                  f"{_examples(table.index, np.isin(np.arange(len(table)), totals))}); "
                                  "a group has at most one total row")
-        groups.append(_Group(key, members[~is_total[members]], int(totals[0]) if len(totals) else None))
+        groups.append(_Group(members[~is_total[members]], int(totals[0]) if len(totals) else None,
+                             partial(describe, members[0])))
     return groups
 
 

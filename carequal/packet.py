@@ -32,7 +32,7 @@ flows, leakage, the extract), sharing :class:`PartnerPacket` and the suppression
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -313,6 +313,9 @@ class PartnerPacket:
     period: tuple[pd.Timestamp, pd.Timestamp]
     min_cell: int
     leakage: pd.DataFrame | None = None  # hospital partners: :func:`partner_leakage` rows
+    _trends: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    """:func:`metric_trend`'s results by metric, each with the inputs it was computed from (the glance, the
+    trends and the record all draw on them; a field replaced since is noticed)."""
 
 
 def load_partner_packet(inputs: str | Path, partner: str, *, period_start: str, period_end: str,
@@ -512,7 +515,17 @@ def metric_trend(packet: PartnerPacket, metric: str) -> pd.DataFrame:
     Returns ``period``, ``value``, ``lower``, ``upper``, ``target``, ``benchmark``, ``phase``, ``signal``,
     and for crude rates the p-chart columns (``centre``, limits). A metric that could not be computed in any
     period has ``attrs["not_computed"]``: the sentence to show instead of a chart.
+
+    Computed once per packet and metric (a copy is returned), while the packet's fields stay the same.
     """
+    objects, values = (packet.results, packet.agreement, packet.partner), (packet.min_cell, packet.period)
+    cached = packet._trends.get(metric)
+    if cached is None or any(a is not b for a, b in zip(cached[0], objects, strict=True)) or cached[1] != values:
+        cached = packet._trends[metric] = (objects, values, _metric_trend(packet, metric))
+    return cached[2].copy()
+
+
+def _metric_trend(packet: PartnerPacket, metric: str) -> pd.DataFrame:
     m = packet.agreement.metric(metric)
     freq = packet.agreement.review_period
     for view in ("review", "year"):

@@ -357,7 +357,7 @@ def show(fig=None, *, alt: str | None = None, caption: str | None = None, dpi: i
     alt = alt or described or "Chart"
     caption = caption if caption is not None else described_caption
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches=_tight_bbox(fig, dpi))
     plt.close(fig)
     png = buffer.getvalue()
     width = int.from_bytes(png[16:20], "big") * 96 // dpi  # shown at the size the figure was drawn at
@@ -365,6 +365,18 @@ def show(fig=None, *, alt: str | None = None, caption: str | None = None, dpi: i
             metadata={"image/png": {"alt": alt, "width": width}})
     if caption:
         display(HTML(f'<p class="carequal-caption">{escape(caption)}</p>'))
+
+
+def _tight_bbox(fig, dpi: int):
+    """The box ``savefig(bbox_inches="tight")`` would save (inches, padded by ``savefig.pad_inches``), measured
+    at ``dpi`` without drawing the figure: given the box, ``savefig`` draws the figure once, where "tight"
+    draws it twice (a layout pass to find the box, then the image) — two fifths of a chart's rendering."""
+    original = fig.dpi
+    fig.dpi = dpi  # text is measured at the dpi it is drawn at
+    try:
+        return fig.get_tightbbox(fig.canvas.get_renderer()).padded(plt.rcParams["savefig.pad_inches"])
+    finally:
+        fig.dpi = original
 
 
 def _share(x: float) -> str:

@@ -259,3 +259,20 @@ def test_show_sets_the_alt_text_on_the_image_and_the_template_writes_it(monkeypa
     assert f'alt="{alt}"' in html.replace("&quot;", '"') or f"alt=\"{alt}\"" in html
     assert 'content: "Period \\"2024\\""' in html  # the printed footer, a CSS string
     assert html.count("No description has been provided for this image") == 1  # only the bare figure
+
+
+def test_a_shown_chart_is_the_tight_png_drawn_once():
+    # plots.show saves the box "tight" finds, measured without its layout draw: the same PNG, byte for byte,
+    # with a legend outside the axes (beyond the figure) and a title
+    import io
+
+    plots.set_theme()
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(pd.date_range("2023-01-01", periods=8, freq="QS"), np.linspace(0.1, 0.2, 8), label="Partner")
+    ax.set_title("A title long enough to matter")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    tight, once = io.BytesIO(), io.BytesIO()
+    fig.savefig(tight, format="png", dpi=144, bbox_inches="tight")
+    fig.savefig(once, format="png", dpi=144, bbox_inches=plots._tight_bbox(fig, 144))
+    plt.close(fig)
+    assert tight.getvalue() == once.getvalue()

@@ -87,3 +87,12 @@ def test_reused_kernel_reports_equal_fresh_kernel_reports(tmp_path, sample_work)
 
     assert sum(len(o) for o in outputs(a)) > 20
     assert outputs(a) == outputs(b)
+
+
+def test_a_warm_kernel_loads_the_notebooks_imports_only():
+    from carequal.batch.kernels import setup_imports
+    from carequal.packaged import notebook
+
+    code = setup_imports(notebook("partner_packet"))
+    assert code.splitlines()[0] == "%matplotlib inline" and "from carequal import packet as pk" in code
+    assert all(line.startswith(("%", "import ", "from ")) for line in code.splitlines())  # no parameter is read

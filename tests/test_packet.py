@@ -452,3 +452,15 @@ def test_extract_refuses_an_unsafe_table(tmp_path, monkeypatch):
     with pytest.raises(DisclosureError):
         packet.write_extract(pp, tmp_path / "unsafe")
     assert not (tmp_path / "unsafe").exists()
+
+
+def test_a_trend_is_computed_once_and_again_when_the_packet_changes():
+    pp = _packet(_results([100, 60, 95], [20, 15, 30]), pd.DataFrame(columns=["facility_id", "direction",
+                                                                              "other_id", "category", "n"]))
+    first = packet.metric_trend(pp, "r")
+    first.loc[0, "value"] = -1.0  # a caller's change does not reach the packet's copy
+    assert packet.metric_trend(pp, "r")["value"].iloc[0] == pytest.approx(0.2)
+    pp.results = _results([100, 60, 95], [30, 15, 30])  # a field replaced: computed again
+    assert packet.metric_trend(pp, "r")["value"].iloc[0] == pytest.approx(0.3)
+    pp.min_cell = 16  # 15 events are now hidden
+    assert packet.metric_trend(pp, "r")["suppressed"].tolist() == [False, True, False]

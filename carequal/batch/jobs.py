@@ -20,16 +20,24 @@ import tempfile
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from carequal.batch.kernels import KERNEL, close_sessions, execute_in_session, ipc_kernel_manager, kernel_environment
+from carequal.batch.kernels import (
+    KERNEL,
+    close_sessions,
+    execute_in_session,
+    ipc_kernel_manager,
+    kernel_environment,
+    warm_session,
+)
 from carequal.batch.state import write_atomic
 
-__all__ = ["EXECUTION_TIMEOUT", "MarketJob", "execute_jobs", "render_html", "run_market", "safe_name"]
+__all__ = ["EXECUTION_TIMEOUT", "MarketJob", "execute_jobs", "render_html", "run_market", "safe_name", "start_workers"]
 
 EXECUTION_TIMEOUT = 3600
 """Seconds one notebook cell may run before the market is failed (a hung kernel must not hang the batch)."""
@@ -209,8 +217,34 @@ def _error_summary(exc: BaseException) -> str:
     return f"{name}: {first}"[:500]
 
 
-def execute_jobs(jobs: list, *, workers: int, progress: bool, client=None):
-    """Yield ``(result, key)`` as markets finish: local worker processes, or a Dask cluster's workers."""
+def _warm_worker(notebook: str, cwd: str, markets_per_kernel: int) -> None:
+    kernel_environment()
+    warm_session(notebook, cwd, markets_per_kernel)
+    try:  # what a worker loads for its first report: papermill's parameters and nbconvert's exporter
+        import nbconvert  # noqa: F401
+        import papermill  # noqa: F401
+    except ImportError:  # the report that needs them says so
+        pass
+
+
+def start_workers(workers: int, *, notebook: str, cwd: str, reuse_kernel: bool = True,
+                  markets_per_kernel: int = 25) -> ProcessPoolExecutor:
+    """The worker processes of :func:`execute_jobs` (``pool=``), started now: each starts its report kernel and
+    loads ``notebook``'s imports (:func:`carequal.batch.kernels.warm_session`) while the batch is still
+    computing what the reports share (a partner batch's packet inputs), so the first reports do not wait for
+    it. ``cwd`` is the executed notebooks' folder. With ``reuse_kernel=False`` (a fresh kernel per report) the
+    processes start without a kernel. The caller shuts the pool down."""
+    context = multiprocessing.get_context("spawn")  # no forked copies of a parent's threads or kernels
+    warm = {"initializer": _warm_worker, "initargs": (notebook, cwd, markets_per_kernel)} if reuse_kernel else {}
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, **warm)
+    for _ in range(workers):  # a spawning pool starts a process per task submitted while none is idle
+        pool.submit(int)
+    return pool
+
+
+def execute_jobs(jobs: list, *, workers: int, progress: bool, client=None, pool: ProcessPoolExecutor | None = None):
+    """Yield ``(result, key)`` as markets finish: local worker processes (``pool``: already started by
+    :func:`start_workers`, and left running), or a Dask cluster's workers."""
     if not jobs:
         return
     kind = "partner" if jobs[0][0].parameters.get("partner") else "market"
@@ -236,8 +270,9 @@ def execute_jobs(jobs: list, *, workers: int, progress: bool, client=None):
             return
 
         context = multiprocessing.get_context("spawn")  # no forked copies of a parent's threads or kernels
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
-            futures = {pool.submit(run_market, job): key for job, key in jobs}
+        with nullcontext(pool) if pool is not None else ProcessPoolExecutor(
+                max_workers=min(workers, len(jobs)), mp_context=context) as running:
+            futures = {running.submit(run_market, job): key for job, key in jobs}
             for future in as_completed(futures):
                 bar.update()
                 yield future.result(), futures[future]

@@ -13,7 +13,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-__all__ = ["KERNEL", "KernelSession", "close_sessions", "execute_in_session", "ipc_kernel_manager", "session"]
+__all__ = ["KERNEL", "KernelSession", "close_sessions", "execute_in_session", "ipc_kernel_manager", "session",
+           "setup_imports", "warm_session"]
 
 KERNEL = "python3"
 """The kernel the batch runs every notebook on: the interpreter running the batch (jupyter's native ``python3``
@@ -102,6 +103,20 @@ class KernelSession:
         self.kc = client.kc
         self.runs += 1
 
+    def warm(self, code: str, *, timeout: int = 600) -> bool:
+        """Start the kernel and run ``code`` on it (a notebook's imports: :func:`setup_imports`), so that the
+        first report finds its modules loaded; the namespace is cleared before that report as before any other.
+        Not counted as a report. A failure only stops the kernel (the first report starts another); returns
+        whether the kernel is warm."""
+        import nbformat  # Jupyter stack: see ipc_kernel_manager
+
+        try:
+            self.execute(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), timeout=timeout)
+        except Exception:  # noqa: BLE001 - execute() has stopped the kernel; the first report starts its own
+            return False
+        self.runs -= 1
+        return True
+
     def close(self) -> None:
         """Stop the kernel (if any) and remove its socket folder."""
         from nbclient.util import run_sync  # Jupyter stack: see ipc_kernel_manager
@@ -139,6 +154,37 @@ def close_sessions() -> None:
         _, session = _SESSIONS.popitem()
         session.close()
 
+
+
+def setup_imports(notebook: str | Path) -> str:
+    """The imports (and line magics) of a notebook's cells tagged ``setup``, as code: what a kernel can load
+    before the notebook's parameters are known. Empty when the notebook has no such cell."""
+    import ast
+
+    import nbformat  # Jupyter stack: see ipc_kernel_manager
+
+    lines = []
+    for cell in nbformat.read(str(notebook), as_version=4).cells:
+        if cell.cell_type != "code" or "setup" not in cell.metadata.get("tags", []):
+            continue
+        magics = [line for line in cell.source.splitlines() if line.lstrip().startswith("%")]
+        code = "\n".join("" if line.lstrip().startswith("%") else line for line in cell.source.splitlines())
+        try:
+            tree = ast.parse(code)
+        except SyntaxError:
+            continue
+        lines += magics + [ast.unparse(node) for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
+    return "\n".join(lines)
+
+
+def warm_session(notebook: str, cwd: str, markets_per_kernel: int) -> None:
+    """Start this thread's kernel session for reports written to ``cwd`` and load ``notebook``'s imports on it
+    (:meth:`KernelSession.warm`); never raises (a report starts its own kernel if this one failed)."""
+    try:
+        code = setup_imports(notebook)
+    except Exception:  # noqa: BLE001 - an unreadable notebook fails in its report, with the error recorded there
+        code = ""
+    session(cwd, markets_per_kernel).warm(code)
 
 
 def execute_in_session(notebook: str, parameters: dict, output: Path, *, timeout: int, markets_per_kernel: int) -> None:

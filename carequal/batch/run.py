@@ -44,7 +44,7 @@ from pathlib import Path
 from carequal import __version__
 from carequal.agreement import NOT_COMPUTED, load_agreement
 from carequal.batch.index import render_index
-from carequal.batch.jobs import MarketJob, execute_jobs, safe_name
+from carequal.batch.jobs import MarketJob, execute_jobs, safe_name, start_workers
 from carequal.batch.parameters import RunConfig, available_markets, check_parameters, configure, select_markets
 from carequal.batch.state import (
     MANIFEST_FORMAT,
@@ -418,70 +418,81 @@ def _run(config: RunConfig, client) -> BatchResult:
     prepare_seconds = {**prepared.seconds, "total": time.perf_counter() - t0, "reused": prepared.reused}
     chosen = select_markets(config.markets, prepared.markets)
     staging = staging_dir(config.out, run_id)
-    units, report_set, extra = _units(config, prepared, chosen, staging)
-    notes = (notes if config.by == "market" else []) + extra.pop("_notes", [])
-    previous = _open_folder(config, report_set)
-    kind = {"partner": "partners", "sponsor": "sponsors"}.get(config.by, "markets")
-    records = dict(previous.get(kind, {}))
-    notebook_hash = file_sha256(config.notebook)
-    footer = (f"Reporting period {prepared.period[0]} to {prepared.period[1]}. "
-              f"{suppression_statement(config.min_cell)}")
-    jobs = []
-    for unit, params, title, fields in units:
-        key = _unit_key(prepared.fingerprint, params, notebook_hash, report_set, pdf=config.pdf)
-        before = records.get(unit, {})
-        if not config.force and before.get("status") == "ok" and before.get("key") == key:
-            records[unit] = {**before, **fields, "reused": True}
-            continue
-        remove_unit_files(config.out, before)  # a stale report must not pass for the current one
-        records[unit] = {"status": "pending", "key": key, **fields}
-        name = safe_name(unit)
-        record_key = "record_path" if config.by == "partner" else "kpi_path"
-        Path(params[record_key]).parent.mkdir(parents=True, exist_ok=True)
-        Path(params[record_key]).unlink(missing_ok=True)
-        jobs.append((MarketJob(market=unit, notebook=str(config.notebook), parameters=params,
-                               html=str(staging / f"{name}.html"),
-                               executed=str(config.work / "notebooks" / f"{name}.ipynb"), kpis=params[record_key],
-                               error=str(config.work / "notebooks" / f"{name}.error.txt"), title=title,
-                               reuse_kernel=config.reuse_kernels, footer=footer,
-                               pdf=str(staging / f"{name}.pdf") if config.pdf else ""), key))
-    # units of this set from earlier runs that this run does not cover stay listed, in the set's order
-    order = [u for u, *_ in units] + [u for u in records if u not in {x for x, *_ in units}]
-    manifest = {
-        "format": MANIFEST_FORMAT, "by": config.by, "set": report_set, "set_key": set_key(report_set),
-        "revision": previous.get("revision", 0), "state": "running", "carequal_version": __version__,
-        "run_id": run_id, "started": started.isoformat(), "finished": None,
-        "parameters": {**report_set, "markets": chosen, "workers": config.workers, "force": config.force,
-                       "strict": config.strict, "notebook": str(config.notebook), "scheduler": config.scheduler,
-                       "reuse_kernel": config.reuse_kernels, "pdf": config.pdf},
-        "data": {"path": str(config.data), "fingerprint": prepared.fingerprint, "markets": prepared.markets},
-        "validation": _validation_record(prepared),
-        "work": str(config.work), "packages": _package_versions(), "host": platform.node(),
-        "seconds": {"prepare": prepare_seconds},
-        kind: {u: records[u] for u in order},
-        **extra,
-    }
-    if config.by == "sponsor":
-        manifest["parameters"]["programme"] = ":".join(config.programme) if config.programme else None
-    if config.by == "market":
-        manifest["measures"] = list(parse_choices(config.measures, tuple(MEASURES), "measure(s)"))
-        # measures whose national model could not be fitted: each report says so (reasons name no patient)
-        manifest["not_available"] = {m: r for m, r in unavailable.items() if m in manifest["measures"]}
-    commit(config.out, manifest, render_index)
-
-    t0 = time.perf_counter()
-    by_unit = {job.market: job for job, _ in jobs}
-    for result, key in execute_jobs(jobs, workers=config.workers, progress=config.progress, client=client):
-        unit = result["market"]
-        manifest[kind][unit] = _finish_unit(config, {**manifest[kind][unit], "key": key}, result, by_unit[unit],
-                                            staging)
+    pool = None
+    if config.by == "partner" and client is None and config.workers > 1:
+        # the workers start their kernels and load the notebook's imports while the packet inputs are computed
+        (config.work / "notebooks").mkdir(parents=True, exist_ok=True)
+        pool = start_workers(config.workers, notebook=str(config.notebook), cwd=str(config.work / "notebooks"),
+                             reuse_kernel=config.reuse_kernels)
+    try:
+        units, report_set, extra = _units(config, prepared, chosen, staging)
+        notes = (notes if config.by == "market" else []) + extra.pop("_notes", [])
+        previous = _open_folder(config, report_set)
+        kind = {"partner": "partners", "sponsor": "sponsors"}.get(config.by, "markets")
+        records = dict(previous.get(kind, {}))
+        notebook_hash = file_sha256(config.notebook)
+        footer = (f"Reporting period {prepared.period[0]} to {prepared.period[1]}. "
+                  f"{suppression_statement(config.min_cell)}")
+        jobs = []
+        for unit, params, title, fields in units:
+            key = _unit_key(prepared.fingerprint, params, notebook_hash, report_set, pdf=config.pdf)
+            before = records.get(unit, {})
+            if not config.force and before.get("status") == "ok" and before.get("key") == key:
+                records[unit] = {**before, **fields, "reused": True}
+                continue
+            remove_unit_files(config.out, before)  # a stale report must not pass for the current one
+            records[unit] = {"status": "pending", "key": key, **fields}
+            name = safe_name(unit)
+            record_key = "record_path" if config.by == "partner" else "kpi_path"
+            Path(params[record_key]).parent.mkdir(parents=True, exist_ok=True)
+            Path(params[record_key]).unlink(missing_ok=True)
+            jobs.append((MarketJob(market=unit, notebook=str(config.notebook), parameters=params,
+                                   html=str(staging / f"{name}.html"),
+                                   executed=str(config.work / "notebooks" / f"{name}.ipynb"), kpis=params[record_key],
+                                   error=str(config.work / "notebooks" / f"{name}.error.txt"), title=title,
+                                   reuse_kernel=config.reuse_kernels, footer=footer,
+                                   pdf=str(staging / f"{name}.pdf") if config.pdf else ""), key))
+        # units of this set from earlier runs that this run does not cover stay listed, in the set's order
+        order = [u for u, *_ in units] + [u for u in records if u not in {x for x, *_ in units}]
+        manifest = {
+            "format": MANIFEST_FORMAT, "by": config.by, "set": report_set, "set_key": set_key(report_set),
+            "revision": previous.get("revision", 0), "state": "running", "carequal_version": __version__,
+            "run_id": run_id, "started": started.isoformat(), "finished": None,
+            "parameters": {**report_set, "markets": chosen, "workers": config.workers, "force": config.force,
+                           "strict": config.strict, "notebook": str(config.notebook), "scheduler": config.scheduler,
+                           "reuse_kernel": config.reuse_kernels, "pdf": config.pdf},
+            "data": {"path": str(config.data), "fingerprint": prepared.fingerprint, "markets": prepared.markets},
+            "validation": _validation_record(prepared),
+            "work": str(config.work), "packages": _package_versions(), "host": platform.node(),
+            "seconds": {"prepare": prepare_seconds},
+            kind: {u: records[u] for u in order},
+            **extra,
+        }
+        if config.by == "sponsor":
+            manifest["parameters"]["programme"] = ":".join(config.programme) if config.programme else None
+        if config.by == "market":
+            manifest["measures"] = list(parse_choices(config.measures, tuple(MEASURES), "measure(s)"))
+            # measures whose national model could not be fitted: each report says so (reasons name no patient)
+            manifest["not_available"] = {m: r for m, r in unavailable.items() if m in manifest["measures"]}
         commit(config.out, manifest, render_index)
-    manifest["seconds"].update({kind: time.perf_counter() - t0, "total": time.perf_counter() - t_run})
-    manifest.update(state="finished", finished=datetime.now(UTC).isoformat())
-    commit(config.out, manifest, render_index)
-    shutil.rmtree(staging, ignore_errors=True)
-    return BatchResult(out=config.out, work=config.work, markets=manifest[kind], manifest=manifest,
-                       quarantine=quarantine, notes=notes)
+
+        t0 = time.perf_counter()
+        by_unit = {job.market: job for job, _ in jobs}
+        for result, key in execute_jobs(jobs, workers=config.workers, progress=config.progress, client=client,
+                                        pool=pool):
+            unit = result["market"]
+            manifest[kind][unit] = _finish_unit(config, {**manifest[kind][unit], "key": key}, result, by_unit[unit],
+                                                staging)
+            commit(config.out, manifest, render_index)
+        manifest["seconds"].update({kind: time.perf_counter() - t0, "total": time.perf_counter() - t_run})
+        manifest.update(state="finished", finished=datetime.now(UTC).isoformat())
+        commit(config.out, manifest, render_index)
+        shutil.rmtree(staging, ignore_errors=True)
+        return BatchResult(out=config.out, work=config.work, markets=manifest[kind], manifest=manifest,
+                           quarantine=quarantine, notes=notes)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
 
 def _validation_record(prepared) -> dict:
