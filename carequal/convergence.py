@@ -285,7 +285,7 @@ def guarded_fit(fit: Callable[[], object], fail: Callable[[str, str], Exception]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            with np.errstate(over="warn", invalid="warn", divide="warn"):
+            with np.errstate(over="warn", invalid="warn", divide="warn"), one_blas_thread():
                 result = fit()
             failure = None
         except (ValueError, FloatingPointError, OverflowError, np.linalg.LinAlgError) as exc:
@@ -308,3 +308,21 @@ def guarded_fit(fit: Callable[[], object], fail: Callable[[str, str], Exception]
 
 
 _PASSED_ON: dict = {}
+
+_BLAS = None
+
+
+def one_blas_thread():
+    """A context that limits BLAS to one thread, as every :func:`guarded_fit` runs. The fits' BLAS calls are
+    small (statsmodels' IRLS solves a least-squares problem of a few thousand rows and a few dozen columns each
+    iteration); a second OpenBLAS thread gains nothing there and, when the other core is busy (two report
+    workers, two test workers), waits for it: ``numpy.linalg.lstsq`` of 3,000 x 25 took 50-100 ms a call with
+    OpenBLAS's two threads on a loaded 2-core machine against 1.3-2 ms with one (see also
+    :func:`carequal.risk._one_blas_thread`). One threadpoolctl controller, made on the first fit (scipy, which
+    the fits load, then has its OpenBLAS loaded too)."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")

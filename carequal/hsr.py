@@ -96,6 +96,7 @@ CMS, FY 2023 HRRP Hospital-Specific Report (mock), Table 2 footnotes [b]-[f], [k
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -170,7 +171,13 @@ class _Header:
 
     def matches(self, key: str) -> bool:
         # a footnote number may follow the wording: "... (ERR) 3" and "... Days2" have the keys "... err 3", "... days2"
-        return bool(key) and re.fullmatch(rf"(?:{self.pattern})(?: ?\d{{1,2}})?", key) is not None
+        return bool(key) and _header_regex(self.pattern).fullmatch(key) is not None
+
+
+@functools.cache
+def _header_regex(pattern: str) -> re.Pattern:
+    """A header pattern compiled once (a reader matches it against every text cell of the workbook)."""
+    return re.compile(rf"(?:{pattern})(?: ?\d{{1,2}})?")
 
 
 DISCHARGE_HEADERS: tuple[_Header, ...] = (
@@ -515,6 +522,13 @@ def normalise_header(value) -> str:
     return re.sub(r"[\W_]+", " ", text).strip()
 
 
+@functools.lru_cache(maxsize=8192)
+def _header_key(text: str) -> str:
+    """:func:`normalise_header` for the header search, which keys every text cell of every sheet: a text met
+    again (``"0"``, ``"1"``, a repeated label) is keyed once."""
+    return normalise_header(text)
+
+
 def shown_decimals(number_format: str | None) -> int | None:
     """How many decimals of the stored value an Excel number format displays; None if it does not fix them.
 
@@ -613,8 +627,14 @@ def _stay_id(value) -> int | None:
 
 
 def _roles_in_row(row: list, headers: tuple[_Header, ...]) -> dict[str, list[int]]:
-    keys = [normalise_header(v) if isinstance(v, str) else "" for v in row]
-    return {h.role: [j for j, k in enumerate(keys) if h.matches(k)] for h in headers}
+    # each distinct text is keyed and matched once (a stay row repeats "0" and "1" in dozens of cells)
+    keys: dict[str, str] = {}
+    for v in row:
+        if isinstance(v, str) and v not in keys:
+            keys[v] = _header_key(v)
+    hits = {h.role: {v for v, k in keys.items() if h.matches(k)} for h in headers}
+    return {role: [j for j, v in enumerate(row) if isinstance(v, str) and v in texts] if texts else []
+            for role, texts in hits.items()}
 
 
 def _requirements(headers: tuple[_Header, ...]) -> list[tuple[_Header, ...]]:

@@ -54,6 +54,7 @@ cross-table checks, rendered whole for ``data/README.md`` by :func:`contract_mar
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -135,8 +136,10 @@ class ColumnSpec:
     maximum: float | None = None
 
 
+@functools.cache
 def discharge_codes() -> tuple[str, ...]:
-    """The discharge status codes the contract accepts (CMS patient discharge status), as text."""
+    """The discharge status codes the contract accepts (CMS patient discharge status), as text (the packaged
+    value set, read once: every table schema asks for it)."""
     path = resources.files("carequal") / "data" / "valuesets" / "discharge_disposition_code.csv"
     with path.open(encoding="utf-8-sig") as fh:
         codes = pd.read_csv(fh, dtype=str)["discharge_disposition_code"]

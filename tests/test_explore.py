@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,8 +23,6 @@ from carequal.explore import (
     table_one,
 )
 from carequal.measures import index_measures, rate_table
-
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 
 
 def rows(n: int, **values) -> pd.DataFrame:
@@ -279,20 +276,24 @@ def test_attrition_for_chart():
 
 
 @pytest.fixture(scope="module")
-def northvale():
-    from carequal.loaders import load_tables
+def northvale(sample_work):
+    from carequal.loaders import read_market
 
-    tables = load_tables(SAMPLE).tables
-    residents = tables["patients"].loc[tables["patients"]["market"] == "Northvale", "patient_id"]
-    # what read_market gives: the market's residents with all their stays, and every facility
-    return {name: frame if name == "facilities" else frame[frame["patient_id"].isin(residents)].reset_index(drop=True)
-            for name, frame in tables.items()}
+    # the market's residents with all their stays, and every facility: read from the sample prepared once for the
+    # session, as the notebook reads a market (rather than validating the whole sample again here)
+    return read_market(sample_work.dataset, "Northvale").tables
 
 
-def test_sample_frame_and_rates(northvale):
+@pytest.fixture(scope="module")
+def northvale_frame(northvale):
+    """explorer_frame(northvale), computed once for the two tests that use it."""
+    return explorer_frame(northvale)
+
+
+def test_sample_frame_and_rates(northvale, northvale_frame):
     cohort = index_stays(northvale["stays"], northvale["facilities"], northvale["patients"],
                          northvale["enrollment"])
-    frame = explorer_frame(northvale)
+    frame = northvale_frame
     assert len(frame) == len(cohort.index) > 1000  # one row per index stay
     assert tuple(frame.columns) == FRAME_COLUMNS
     assert frame["age"].tolist() == cohort.index["age"].tolist()
@@ -353,13 +354,13 @@ def test_cohort_explorer_shows_a_market_from_the_cohort_read_once(sample_work, m
         CohortExplorer(stored).show_attrition("Northvale")
 
 
-def test_populations_medicare_as_before_and_the_employees_by_employer(northvale):
+def test_populations_medicare_as_before_and_the_employees_by_employer(northvale, northvale_frame):
     from carequal.cohorts import ALL_PAYER_RULES
     from carequal.explore import POPULATIONS, population_cohort
 
     assert set(POPULATIONS) == {"medicare", "employees"}
     cohort, frame = population_cohort(northvale, "medicare")
-    pd.testing.assert_frame_equal(frame, explorer_frame(northvale))  # the default population is unchanged
+    pd.testing.assert_frame_equal(frame, northvale_frame)  # the default population is unchanged
     cohort, frame = population_cohort(northvale, "employees")
     employees = northvale["patients"].loc[northvale["patients"]["population_group"] == "employees", "patient_id"]
     # every index stay is an employee's (all-payer rules: under 65, commercial coverage), one per row

@@ -28,8 +28,10 @@ PERIOD = ("2024-01-01", "2024-12-31")
 
 
 @pytest.fixture(scope="module")
-def sample_tables():
-    return load_tables(SAMPLE, mode="quarantine").tables
+def sample_tables(sample_work):
+    # the sample's tables, validated from the dataset the session prepared once (the same rows as the CSV files:
+    # the sample has no rejected row), rather than parsed and validated from the CSV files again
+    return load_tables(sample_work.dataset, mode="quarantine").tables
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +145,8 @@ def test_prepare_default_period_is_the_last_accepted_discharge_year(tmp_path):
     assert any("stays" in line for line in prepared.quarantine_summary())
 
 
-def test_prepare_accepts_an_ingested_dataset(tmp_path):
-    first = prepare(SAMPLE, tmp_path / "work", period_start=PERIOD[0], period_end=PERIOD[1])
+def test_prepare_accepts_an_ingested_dataset(tmp_path, sample_work):
+    first = sample_work  # prepare(SAMPLE, <work>, period 2024), done once for the session
     second = prepare(first.dataset, tmp_path / "work2", period_start=PERIOD[0], period_end=PERIOD[1])
     assert second.dataset == first.dataset
     assert not [p for p in (tmp_path / "work2").rglob("dataset-*") if p.is_dir()]  # the dataset is not copied

@@ -14,7 +14,6 @@ Three kinds of check:
 from __future__ import annotations
 
 from importlib import resources
-from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -25,7 +24,6 @@ from scipy import stats
 from carequal import pqi
 from carequal.errors import ParameterError
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 VS_PATH = str(resources.files("carequal") / "data" / "valuesets_pqi" / "pqi_value_sets.csv")
 VS = pqi.pqi_value_sets()
 
@@ -644,10 +642,12 @@ def _compare_person_days(pt: pd.DataFrame, sql: pd.DataFrame, by: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def sample_tables():
+def sample_tables(sample_work):
     from carequal.loaders import load_tables
 
-    return load_tables(SAMPLE).tables
+    # the sample's tables, validated from the dataset the session prepared once (the same rows as the CSV files:
+    # the sample has no rejected row), rather than parsed and validated from the CSV files again
+    return load_tables(sample_work.dataset).tables
 
 
 def test_sample_agrees_with_sql(sample_tables):
