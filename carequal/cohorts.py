@@ -323,7 +323,7 @@ def time_order(stays: pd.DataFrame, *, patient: np.ndarray | None = None, admit:
         return order
     tie_break = np.zeros(len(order), dtype=np.int64)
     tied_rows = order[tie]
-    ids = stays["stay_id"].to_numpy()[tied_rows].astype(str)
+    ids = stays["stay_id"].iloc[tied_rows].to_numpy().astype(str)
     tie_break[tied_rows] = np.argsort(np.argsort(ids, kind="stable"), kind="stable")
     return _key_order(patient, admit, discharge, tie_break)
 

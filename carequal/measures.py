@@ -299,7 +299,7 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     return pd.DataFrame({
         "stay_id": index["stay_id"].array,
         "readmit_stay_id": take_text(stays["stay_id"], link),
-        "readmit_facility_id": take_text(stays["facility_id"], link),
+        "readmit_facility_id": take_text(facilities["facility_id"], np.where(has_next, fpos[next_row], -1)),
         "days_to_readmit": days,
         f"readmitted_{window_days}d": within,
         "readmit_planned": readmit_planned,
