@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
-from carequal.cohorts import day_numbers, post_acute_episodes, standard_population, time_order
+from carequal.cohorts import _time_order, day_numbers, post_acute_episodes, standard_population
 from carequal.errors import ParameterError
 from carequal.intervals import count_interval, dobson_dsr, wilson
 from carequal.schema import CODE_SEPARATOR, _arrow_text, key_positions, take, take_text
@@ -272,9 +272,9 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     acute_rows = np.flatnonzero((fpos >= 0) & acute_facility[np.clip(fpos, 0, None)])
     patient = _patient_codes(stays["patient_id"], acute_rows)
     admit = day_numbers(stays["admit_date"])
-    acute = stays[["stay_id"]].iloc[acute_rows]
-    in_order = time_order(acute, patient=patient, admit=admit[acute_rows],
-                          discharge=day_numbers(stays["discharge_date"])[acute_rows])
+    # time_order's rule; the ids of acute stays are gathered only where stays tie on patient and dates
+    in_order = _time_order(patient, admit[acute_rows], day_numbers(stays["discharge_date"])[acute_rows],
+                           lambda rows: stays["stay_id"].iloc[acute_rows[rows]])
     sorted_rows, patient = acute_rows[in_order], patient[in_order]
     rank = np.full(len(stays), -1, dtype=np.int64)
     rank[sorted_rows] = np.arange(len(sorted_rows))
