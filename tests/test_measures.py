@@ -120,6 +120,26 @@ def test_planned_algorithm_rules():
     assert not got.loc["hf", "planned"]
 
 
+def test_flags_do_not_depend_on_patient_order_or_repeated_index_stays():
+    # stays sorted by patient are numbered where the id changes, others factorised; an index stay given twice
+    # is looked up the other way round: every path gives the same flags (a→b day 30, d→e day 0)
+    st_ = stays(("a", "p", "H1", "2024-01-01", "2024-01-05", "01", "I509"),
+                ("b", "p", "H2", "2024-02-04", "2024-02-06", "01", "J189"),
+                ("c", "p", "H1", "2024-03-08", "2024-03-10", "01", "I509"),
+                ("d", "q", "H1", "2024-01-01", "2024-01-03", "01", "I509"),
+                ("e", "q", "H1", "2024-01-03", "2024-01-04", "01", "J189"))
+    index = index_stays(st_, FAC, patients(("p", "1940-01-01", None), ("q", "1940-01-01", None)),
+                        rules=NO_RUNOUT).index
+    by_patient = readmissions(index, st_, FAC)
+    got = by_patient.set_index("stay_id")["readmit_stay_id"].fillna("-").to_dict()
+    assert got == {"a": "b", "b": "c", "c": "-", "d": "e", "e": "-"}
+    mixed = readmissions(index, st_.iloc[[3, 0, 4, 2, 1]], FAC)
+    pd.testing.assert_frame_equal(mixed, by_patient)
+    twice = readmissions(pd.concat([index, index.iloc[[3]]], ignore_index=True), st_.iloc[[3, 0, 4, 2, 1]], FAC)
+    pd.testing.assert_frame_equal(twice.iloc[:5], by_patient)
+    pd.testing.assert_frame_equal(twice.iloc[[5]].reset_index(drop=True), by_patient.iloc[[3]].reset_index(drop=True))
+
+
 def test_index_must_be_acute_stays():
     st_ = stays(("s", "p", "S1", "2024-01-01", "2024-01-05", "01", "Z471"))
     with pytest.raises(ParameterError, match="not among the acute stays"):
