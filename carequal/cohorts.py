@@ -294,13 +294,17 @@ def acute_stays(stays: pd.DataFrame, facilities: pd.DataFrame) -> pd.DataFrame:
 
 
 def time_order(stays: pd.DataFrame, *, patient: np.ndarray | None = None, admit: np.ndarray | None = None,
-               discharge: np.ndarray | None = None) -> np.ndarray:
+               discharge: np.ndarray | None = None,
+               stay_ids: Callable[[np.ndarray], pd.Series] | None = None) -> np.ndarray:
     """Row order by patient, admission, discharge and stay_id, computed on integer keys.
 
     Patients are ordered by their sorted id unless integer ``patient`` codes are given (then only the
     grouping matters); ties of (patient, admission, discharge) (same-day stays) are broken by ``stay_id``,
     ranked only among the tied rows, so the order within a patient never depends on the input order.
-    ``admit`` and ``discharge`` may be given as :func:`day_numbers` already computed.
+    ``admit`` and ``discharge`` may be given as :func:`day_numbers` already computed. With all three keys given,
+    ``stay_ids(rows)`` may give the ids of those rows (positions in the keys) in place of ``stays["stay_id"]``:
+    it is asked for the tied rows only, so a caller ordering a subset of a large table need not gather a whole
+    id column.
 
     Examples
     --------
@@ -314,7 +318,10 @@ def time_order(stays: pd.DataFrame, *, patient: np.ndarray | None = None, admit:
         patient = pd.factorize(stays["patient_id"], sort=True)[0]
     admit = day_numbers(stays["admit_date"]) if admit is None else admit
     discharge = day_numbers(stays["discharge_date"]) if discharge is None else discharge
-    return _time_order(patient, admit, discharge, lambda rows: stays["stay_id"].iloc[rows])
+    if stay_ids is None:
+        def stay_ids(rows: np.ndarray) -> pd.Series:
+            return stays["stay_id"].iloc[rows]
+    return _time_order(patient, admit, discharge, stay_ids)
 
 
 def _time_order(patient: np.ndarray, admit: np.ndarray, discharge: np.ndarray,

@@ -34,10 +34,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
-from carequal.cohorts import _time_order, day_numbers, post_acute_episodes, standard_population
+from carequal.cohorts import day_numbers, post_acute_episodes, standard_population, time_order
 from carequal.errors import ParameterError
 from carequal.intervals import count_interval, dobson_dsr, wilson
-from carequal.schema import CODE_SEPARATOR, _arrow_text, key_positions, take, take_text
+from carequal.schema import CODE_SEPARATOR, arrow_text, key_positions, take, take_text
 
 __all__ = ["DTC_EXCLUDED_STATUSES", "INSTITUTIONAL_SETTINGS", "PAC_READMISSION_SETTINGS", "READMISSION_WINDOW_DAYS",
            "ccs_diagnosis", "ccs_procedure", "check_input_column", "count_rate_table", "days_at_home",
@@ -156,7 +156,7 @@ def planned_stays(stays: pd.DataFrame) -> pd.DataFrame:
     procs = stays["procedures"] if "procedures" in stays.columns else pd.Series(np.nan, index=stays.index)
     has_proc = procs.notna().to_numpy()
     # one code per row, with its stay's row: Arrow splits the lists without a Python string per code
-    proc_lists = pc.split_pattern(_arrow_text(procs[has_proc].astype(str)), CODE_SEPARATOR)
+    proc_lists = pc.split_pattern(arrow_text(procs[has_proc].astype(str)), CODE_SEPARATOR)
     owner = np.flatnonzero(has_proc)[pc.list_parent_indices(proc_lists).to_numpy(zero_copy_only=False)]
     flat = pd.Series(pd.array(pc.list_flatten(proc_lists), dtype="str"))
     flat_ccs = ccs_procedure(flat).to_numpy()
@@ -217,7 +217,7 @@ def _patient_codes(patient_ids: pd.Series, rows: np.ndarray) -> np.ndarray:
     >>> _patient_codes(pd.Series(["q", "p", "q", None]), np.array([0, 1, 2, 3])).tolist()
     [0, 1, 0, -1]
     """
-    ids = _arrow_text(patient_ids)
+    ids = arrow_text(patient_ids)
     if len(ids) > 1 and ids.null_count == 0 and all(  # a short prefix first: unsorted ids fail fast
             pc.all(pc.less_equal(part[:-1], part[1:])).as_py() for part in (ids[:4097], ids)):
         change = pc.not_equal(ids[1:], ids[:-1]).to_numpy(zero_copy_only=False)
@@ -275,8 +275,9 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     patient = _patient_codes(stays["patient_id"], acute_rows)
     admit = day_numbers(stays["admit_date"])
     # time_order's rule; the ids of acute stays are gathered only where stays tie on patient and dates
-    in_order = _time_order(patient, admit[acute_rows], day_numbers(stays["discharge_date"])[acute_rows],
-                           lambda rows: stays["stay_id"].iloc[acute_rows[rows]])
+    in_order = time_order(stays, patient=patient, admit=admit[acute_rows],
+                          discharge=day_numbers(stays["discharge_date"])[acute_rows],
+                          stay_ids=lambda rows: stays["stay_id"].iloc[acute_rows[rows]])
     sorted_rows, patient = acute_rows[in_order], patient[in_order]
     rank = np.full(len(stays), -1, dtype=np.int64)
     rank[sorted_rows] = np.arange(len(sorted_rows))

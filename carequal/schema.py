@@ -71,9 +71,9 @@ __all__ = ["ADMISSION_TYPES", "CODE_SEPARATOR", "CONTRACT", "COVERAGE_TYPES", "C
            "discharge_codes", "DATE_DTYPE", "DATE_FLOOR",
            "EXACT_INTEGER_LIMIT", "Failure", "ICD10CM_PATTERN", "ICD10PCS_PATTERN", "KEYS", "NONEMPTY_TABLES",
            "OPEN_ENDED_DATES", "OPTIONAL_TABLES", "POA_FLAGS", "POST_ACUTE_SETTINGS", "RULES", "SETTINGS", "SEXES",
-           "TABLES", "ValidatedTables", "column_list", "contract_markdown", "date_window", "diagnoses_long",
-           "key_positions", "normalise_code", "normalise_code_list", "overlapping_sponsors", "overlapping_stays",
-           "parse_table", "table_schema", "take", "take_text", "validate_tables"]
+           "TABLES", "ValidatedTables", "arrow_text", "column_list", "contract_markdown", "date_window",
+           "diagnoses_long", "key_positions", "normalise_code", "normalise_code_list", "overlapping_sponsors",
+           "overlapping_stays", "parse_table", "table_schema", "take", "take_text", "validate_tables"]
 
 TABLES: tuple[str, ...] = ("facilities", "patients", "stays", "enrollment", "ed_visits")
 """Contract tables in dependency order (parents before children)."""
@@ -308,9 +308,17 @@ _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 
 
-def _arrow_text(values: pd.Series) -> pa_arrow.Array:
+def arrow_text(values: pd.Series) -> pa_arrow.Array:
     """The values as an Arrow string array; pyarrow kernels parse and normalise text at tens of millions of
-    values per second, where pandas' regex replacement and object conversions fall back to Python."""
+    values per second, where pandas' regex replacement and object conversions fall back to Python.
+
+    Examples
+    --------
+    >>> arrow_text(pd.Series(["a", None, "c"])).to_pylist()
+    ['a', None, 'c']
+    >>> arrow_text(pd.Series([20, 30])).type
+    DataType(string)
+    """
     if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
         arr = pa_arrow.array(values.array)
     elif values.dtype == object or isinstance(values.dtype, pd.StringDtype):
@@ -333,7 +341,7 @@ def key_positions(values: pd.Series, keys: pd.Series) -> np.ndarray:
     >>> key_positions(pd.Series(["b", "z", "a"]), pd.Series(["a", "b"])).tolist()
     [1, -1, 0]
     """
-    found = pc.index_in(_arrow_text(values), value_set=_arrow_text(keys))
+    found = pc.index_in(arrow_text(values), value_set=arrow_text(keys))
     return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
@@ -360,7 +368,7 @@ def take_text(values: pd.Series, positions: np.ndarray) -> pd.api.extensions.Ext
     """
     indices = pa_arrow.array(np.clip(positions, 0, None), mask=positions < 0) if len(values) else \
         pa_arrow.nulls(len(positions), pa_arrow.int64())
-    arr = _arrow_text(values) if len(values) else pa_arrow.array([], pa_arrow.string())
+    arr = arrow_text(values) if len(values) else pa_arrow.array([], pa_arrow.string())
     return pd.array(pc.take(arr, indices), dtype="str")
 
 
@@ -394,7 +402,7 @@ def normalise_code(codes: pd.Series) -> pd.Series:
     >>> normalise_code(pd.Series(["i50.9", " E11.9 ", "", None])).tolist()
     ['I509', 'E119', nan, nan]
     """
-    return _text_series(_strip_code(_arrow_text(codes)), codes.index)
+    return _text_series(_strip_code(arrow_text(codes)), codes.index)
 
 
 def normalise_code_list(codes: pd.Series) -> pd.Series:
@@ -405,7 +413,7 @@ def normalise_code_list(codes: pd.Series) -> pd.Series:
     >>> normalise_code_list(pd.Series(["e11.9; i10", "N18.3|Z79.4", ";;", ""])).tolist()
     ['E119;I10', 'N183;Z794', nan, nan]
     """
-    arr = _strip_code(_arrow_text(codes))
+    arr = _strip_code(arrow_text(codes))
     for separator in ("|", ","):
         arr = pc.replace_substring(arr, separator, CODE_SEPARATOR)
     if pc.any(pc.match_substring(arr, CODE_SEPARATOR * 2)).as_py():
@@ -488,7 +496,7 @@ def _parse_column(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, dict[
         parsed = pd.to_datetime(values, errors="coerce")  # python date objects (e.g. from some Parquet writers)
         bad = values.notna().to_numpy() & parsed.isna().to_numpy()
         return parsed.astype(DATE_DTYPE).dt.normalize(), {"type": np.flatnonzero(bad)}
-    arr = _clean_text(_arrow_text(values))
+    arr = _clean_text(arrow_text(values))
     present = pc.is_valid(arr).to_numpy(zero_copy_only=False)
     if kind == "date":
         # ISO 8601 dates only (2024-03-01): unambiguous, parsed by Arrow in C++; invalid dates become null
@@ -577,8 +585,8 @@ def _table_checks(table: str) -> list[pa.Check]:
 def _poa_counts_match(df: pd.DataFrame) -> pd.Series:
     if "secondary_poa" not in df.columns:
         return pd.Series(True, index=df.index)
-    poa = _arrow_text(df["secondary_poa"])
-    dx = _arrow_text(df["secondary_dx"])
+    poa = arrow_text(df["secondary_poa"])
+    dx = arrow_text(df["secondary_dx"])
     same = pc.equal(pc.count_substring(poa, CODE_SEPARATOR), pc.count_substring(dx, CODE_SEPARATOR))
     ok = pc.or_(pc.is_null(poa), pc.fill_null(same, False))
     return pd.Series(ok.to_numpy(zero_copy_only=False).astype(bool), index=df.index)
@@ -930,7 +938,7 @@ def _is_in(values, value_set: pa_arrow.Array) -> np.ndarray:
 
 def _foreign_key(table: str, frame: pd.DataFrame, column: str, parent_keys: pa_arrow.Array,
                  quarantined_keys: pa_arrow.Array) -> list[Failure]:
-    values = _arrow_text(frame[column])
+    values = arrow_text(frame[column])
     known = _is_in(values, parent_keys)
     in_quarantine = _is_in(values, quarantined_keys)
     out = []
@@ -1033,8 +1041,8 @@ def validate_tables(raw_tables: Mapping[str, pd.DataFrame], *, mode: str = "stri
                                              _pandera_failures(table, parsed[table], failures[table]))
 
     finish("facilities")
-    fac_ok = _arrow_text(accepted["facilities"]["facility_id"])
-    fac_q = _arrow_text(quarantine["facilities"]["facility_id"].astype("str"))
+    fac_ok = arrow_text(accepted["facilities"]["facility_id"])
+    fac_q = arrow_text(quarantine["facilities"]["facility_id"].astype("str"))
     facility_fk = {t: _foreign_key(t, parsed[t], "facility_id", fac_ok, fac_q)
                    for t in ("stays", "ed_visits") if t in parsed and "facility_id" in parsed[t].columns}
     # a death date before a stay is the patient's failure (module docstring); the evidence is every stay that
@@ -1047,8 +1055,8 @@ def validate_tables(raw_tables: Mapping[str, pd.DataFrame], *, mode: str = "stri
     finish("patients")
 
     # key sets as Arrow arrays, built once for every child table
-    pat_ok = _arrow_text(accepted["patients"]["patient_id"])
-    pat_q = _arrow_text(quarantine["patients"]["patient_id"].astype("str"))
+    pat_ok = arrow_text(accepted["patients"]["patient_id"])
+    pat_q = arrow_text(quarantine["patients"]["patient_id"].astype("str"))
 
     for table in ("stays", "enrollment", "ed_visits"):
         if table not in parsed:
