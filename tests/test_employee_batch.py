@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 from carequal import batch
 from carequal.errors import ParameterError
+from conftest import copy_prepared
 from safe_to_share import identifiers_in, sample_identifiers, small_counts_in_tables
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,3 +114,15 @@ def test_by_sponsor_is_checked_before_it_runs(tmp_path):
     with pytest.raises(ParameterError, match="--programme goes with --by sponsor only"):
         batch.run_batch(SAMPLE, tmp_path / "r", programme="Riverton Health:2023-07-01")
     assert batch.parse_programme(" Riverton Health : 2023-07-01 ") == ("Riverton Health", "2023-07-01")
+
+
+@pytest.mark.parametrize(("programme", "message"), [
+    ("Nobody Health:2023-07-01", "--programme: sponsor 'Nobody Health' is not in enrollment.sponsor"),
+    ("Riverton Health:2025-03-01", "--programme: the start 2025-03-01 is after the reporting period"),
+])
+def test_a_programme_the_data_cannot_hold_is_refused_before_any_report(programme, message, tmp_path, sample_work):
+    # checked against the prepared data (the session's, copied: nothing is prepared again), before any kernel runs
+    out, work = tmp_path / "r", copy_prepared(sample_work, tmp_path / "work")
+    with pytest.raises(ParameterError, match=re.escape(message)):
+        batch.run_batch(SAMPLE, out, by="sponsor", period="2024", work=work, programme=programme, progress=False)
+    assert not list(out.glob("*.html")) and not (work / "notebooks").exists()
