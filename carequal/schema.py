@@ -972,10 +972,20 @@ def _is_in(values, value_set: pa_arrow.Array) -> np.ndarray:
     return pc.is_in(values, value_set=value_set).to_numpy(zero_copy_only=False).astype(bool)
 
 
+def _known_keys(columns: list[pd.Series], keys: pa_arrow.Array) -> list[np.ndarray]:
+    """Whether each value of each column is among ``keys``: one ``is_in`` over all the columns as one chunked
+    array, so the hash table of ``keys`` (millions of patients) is built once rather than once per table."""
+    arrays = [arrow_text(c) for c in columns]
+    found = _is_in(pa_arrow.chunked_array(arrays, type=pa_arrow.string()), keys)
+    return np.split(found, np.cumsum([len(a) for a in arrays])[:-1])
+
+
 def _foreign_key(table: str, frame: pd.DataFrame, column: str, parent_keys: pa_arrow.Array,
-                 quarantined_keys: pa_arrow.Array) -> list[Failure]:
+                 quarantined_keys: pa_arrow.Array, known: np.ndarray | None = None) -> list[Failure]:
+    """Unknown and quarantined parents of ``frame[column]``; ``known`` (from :func:`_known_keys`) saves the
+    look-up among ``parent_keys``."""
     values = arrow_text(frame[column])
-    known = _is_in(values, parent_keys)
+    known = _is_in(values, parent_keys) if known is None else known
     # no quarantined parent (the usual case): no second hash look-up
     in_quarantine = _is_in(values, quarantined_keys) if len(quarantined_keys) else np.zeros(len(values), bool)
     out = []
@@ -1101,12 +1111,14 @@ def validate_tables(raw_tables: Mapping[str, pd.DataFrame], *, mode: str = "stri
     # key sets as Arrow arrays, built once for every child table
     pat_ok = arrow_text(accepted["patients"]["patient_id"])
     pat_q = arrow_text(quarantine["patients"]["patient_id"].astype("str"))
+    children = [t for t in ("stays", "enrollment", "ed_visits") if t in parsed]
+    pat_known = dict(zip(children, _known_keys([parsed[t]["patient_id"] for t in children], pat_ok), strict=True))
 
     for table in ("stays", "enrollment", "ed_visits"):
         if table not in parsed:
             continue
         frame = parsed[table]
-        fails = failures[table] + _foreign_key(table, frame, "patient_id", pat_ok, pat_q)
+        fails = failures[table] + _foreign_key(table, frame, "patient_id", pat_ok, pat_q, pat_known[table])
         fails += facility_fk.get(table, [])
         if table == "stays":
             bad = np.zeros(len(frame), dtype=bool)
