@@ -529,7 +529,9 @@ def render(info: dict, args: argparse.Namespace, r: dict) -> str:
             lines += ["Where `validate_tables` spends its time: cProfile in a separate child on the same data "
                       f"(total {prof['seconds']:.0f} s under the profiler, {val['seconds']:.0f} s without). Times "
                       "include everything a function calls (pandas, pyarrow, pandera), so nested rows overlap "
-                      "and do not add up.", ""]
+                      "and do not add up. cProfile sees only the thread that starts it: `parse_table` runs in "
+                      "worker threads (two tables at once), so it is absent below and its time shows only in "
+                      "the total of `validate_tables`.", ""]
             lines += markdown_table(["carequal function", "calls", "time s (incl. callees)", "share of total"],
                             [[f"`{f['function']}`", f["calls"], f"{f['cumulative']:.1f}",
                               f"{f['cumulative'] / prof['seconds']:.0%}"] for f in prof["functions"]])
