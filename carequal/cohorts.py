@@ -39,7 +39,8 @@ from carequal.schema import CODE_SEPARATOR, POST_ACUTE_SETTINGS, key_positions, 
 
 __all__ = ["ALL_PAYER_RULES", "AMA_STATUS", "COMMUNITY_STATUSES", "CONDITIONS", "CONDITION_CODES_VERSION", "Cohort",
            "DIED_STATUSES", "EXCLUSION_STEPS", "IndexRules", "MEDICARE_FFS_RULES", "TRANSFER_STATUSES", "acute_stays",
-           "age_band", "age_in_years", "assign_conditions", "chronic_condition_codes", "chronic_conditions",
+           "age_band", "age_in_years", "assign_conditions", "attrition_by", "attrition_of",
+           "chronic_condition_codes", "chronic_conditions",
            "condition_codes", "day_numbers", "filter_cohort", "index_stays", "link_transfers", "person_time",
            "post_acute_episodes", "recorded_reasons", "restrict_cohort", "rules_table", "standard_population",
            "time_order"]
@@ -791,6 +792,50 @@ def attrition_of(reasons: pd.Series | np.ndarray) -> pd.DataFrame:
         remaining -= k
         steps.append((step, description, k, remaining))
     return pd.DataFrame(steps, columns=["step", "description", "excluded", "remaining"])
+
+
+def attrition_by(reasons: pd.Series | np.ndarray, groups: pd.Series | np.ndarray) -> pd.DataFrame:
+    """The attrition table of :func:`attrition_of` for every group at once: ``group`` (in sorted order; stays
+    whose group is missing are in no group), then ``step``, ``description``, ``excluded``, ``remaining``. The same
+    rows as calling :func:`attrition_of` on each group's reasons, in one pass over the stays (one count per group
+    and step) instead of one pass per group.
+
+    Examples
+    --------
+    >>> table = attrition_by(pd.Series(["under_min_age", None, "data_runout", None]),
+    ...                      pd.Series(["north", "south", "north", None]))
+    >>> table.iloc[[0, 4, 9, 12, 16]][["group", "step", "excluded", "remaining"]]
+        group           step  excluded  remaining
+    0   north    acute_stays         0          2
+    4   north  under_min_age         1          1
+    9   north    data_runout         1          0
+    12  south    acute_stays         0          1
+    16  south  under_min_age         0          1
+    """
+    reasons = np.asarray(reasons, dtype=object)
+    groups = np.asarray(groups, dtype=object)
+    if len(reasons) != len(groups):
+        raise ParameterError(f"attrition_by: {len(reasons)} reasons but {len(groups)} groups")
+    steps = [s for s, _ in EXCLUSION_STEPS]
+    present = pd.notna(reasons)
+    step_code = pd.Index(steps, dtype=object).get_indexer(reasons).astype(np.int64)
+    unknown = present & (step_code < 0)
+    if unknown.any():
+        raise ParameterError(f"unknown exclusion reason(s) {', '.join(map(str, sorted(set(reasons[unknown]))))}")
+    group_code, names = pd.factorize(pd.Series(groups), sort=True)
+    keep = group_code >= 0
+    width = len(steps) + 1  # column 0: index stays (no reason)
+    counts = np.bincount(group_code[keep].astype(np.int64) * width + step_code[keep] + 1,
+                         minlength=len(names) * width).reshape(len(names), width)
+    given = counts.sum(axis=1)
+    excluded = np.concatenate([np.zeros((len(names), 1), np.int64), counts[:, 1:]], axis=1)
+    remaining = given[:, None] - np.cumsum(excluded, axis=1)
+    descriptions = ["acute stays given", *(d for _, d in EXCLUSION_STEPS)]
+    return pd.DataFrame({
+        "group": np.repeat(np.asarray(names, dtype=object), width),
+        "step": np.tile(np.asarray(["acute_stays", *steps], dtype=object), len(names)),
+        "description": np.tile(np.asarray(descriptions, dtype=object), len(names)),
+        "excluded": excluded.ravel(), "remaining": remaining.ravel()})
 
 
 def recorded_reasons(stays: pd.DataFrame) -> np.ndarray:

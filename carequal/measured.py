@@ -34,6 +34,7 @@ from carequal.cohorts import (
     ALL_PAYER_RULES,
     MEDICARE_FFS_RULES,
     IndexRules,
+    attrition_by,
     attrition_of,
     index_stays,
     post_acute_episodes,
@@ -108,10 +109,9 @@ def measure_cohort(tables: dict[str, pd.DataFrame], *, rules: IndexRules | None 
     if record is not None:
         reasons["cms"] = recorded_reasons(cohort.stays)
     parts = []
-    for name, reason in reasons.items():
+    for name, reason in reasons.items():  # all markets, then each residence market (one pass: attrition_by)
         parts.append(attrition_of(reason).assign(rules=name, market=""))
-        for m in sorted(pd.unique(market[pd.notna(market)])):
-            parts.append(attrition_of(reason[market == m]).assign(rules=name, market=m))
+        parts.append(attrition_by(reason, market).rename(columns={"group": "market"}).assign(rules=name))
     attrition = pd.concat(parts, ignore_index=True)[list(ATTRITION_COLUMNS)]
     return MeasuredCohort(rows=rows, attrition=attrition)
 

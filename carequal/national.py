@@ -50,6 +50,7 @@ from carequal.risk import (
     hosmer_lemeshow,
     risk_covariates,
 )
+from carequal.schema import key_positions, take
 
 __all__ = ["MEASURED_COLUMNS", "MEASURES", "MeasureSpec", "Reference", "attach_expected", "build_reference",
            "cohort_and_reference", "measure_rows", "measured_index_stays", "read_cohort", "read_reference",
@@ -165,12 +166,12 @@ def measure_rows(measured: pd.DataFrame, facilities: pd.DataFrame, spec: Measure
     if spec.post_acute_only:
         data = data[(data["pac_setting"] != "none") & data[spec.unit].notna()]
     data = data.reset_index(drop=True)
-    fac = facilities.set_index("facility_id")
     unit = data[spec.unit].astype("str")
+    at = key_positions(unit, facilities["facility_id"])  # one hash look-up for the three facility columns
     out = data.assign(
         measure=spec.name, unit_id=unit.to_numpy(),
-        unit_market=unit.map(fac["market"]).to_numpy(), unit_setting=unit.map(fac["setting"]).to_numpy(),
-        unit_is_partner=unit.map(fac["is_partner"]).fillna(False).astype(bool).to_numpy(),
+        unit_market=take(facilities["market"], at), unit_setting=take(facilities["setting"], at),
+        unit_is_partner=take(facilities["is_partner"], at, False).astype(bool),
         observed=data[spec.outcome].fillna(False).astype(float).to_numpy())
     return out
 
@@ -190,9 +191,10 @@ def _fit_measure(rows: pd.DataFrame, spec: MeasureSpec, covariates: list[str], i
     model = HierarchicalLogit(usable).fit(fit_rows, outcome="observed", group="unit_id", measure=spec.name,
                                           facilities=facilities)
     lp = model.linear_predictor(rows)
-    effect = rows["unit_id"].map(pd.Series(model.effects_["effect"].to_numpy(), index=model.groups_)).fillna(0.0)
+    at = key_positions(rows["unit_id"], pd.Series(model.groups_))
+    effect = np.asarray(take(model.effects_["effect"], at, 0.0), dtype=float)  # 0: a facility the fit never saw
     expected = 1 / (1 + np.exp(-lp))
-    predicted = 1 / (1 + np.exp(-(lp + effect.to_numpy())))
+    predicted = 1 / (1 + np.exp(-(lp + effect)))
     y, p = fit_rows["observed"].to_numpy(), expected[in_period]
     c = c_statistic(y, p)
     hl = hosmer_lemeshow(y, p)
@@ -319,10 +321,12 @@ def _write_rows(rows: pd.DataFrame, out_dir: Path, market: str) -> pd.DataFrame:
     """``rows`` written to ``out_dir/rows/<market>=<m>/`` (Parquet, hive partitions; a missing market is
     ``(unknown)``), replacing what was there; returns the rows as written."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = rows.copy()
+    rows = rows.copy(deep=False)  # copy-on-write: only the market column is new
     rows[market] = rows[market].fillna("(unknown)").astype("str")
+    # preserve_order: each partition's rows in the frame's order, the same on every run (threads otherwise
+    # interleave batches differently from one run to the next)
     ds.write_dataset(pa.Table.from_pandas(rows, preserve_index=False), out_dir / "rows", format="parquet",
-                     partitioning=[market], partitioning_flavor="hive",
+                     partitioning=[market], partitioning_flavor="hive", preserve_order=True,
                      existing_data_behavior="delete_matching", basename_template="part-{i}.parquet")
     return rows
 
@@ -386,16 +390,17 @@ def attach_expected(cohort: MeasuredCohort, reference: Reference) -> MeasuredCoh
     and, per measure of the reference, ``expected_<measure>`` and ``predicted_<measure>`` (missing for stays the
     measure does not count, for stays outside the CMS cohort and for a measure whose model could not be
     fitted)."""
-    rows = cohort.rows.copy()
+    rows = cohort.rows.copy(deep=False)  # copy-on-write: the added columns never reach cohort.rows
     start, end = (pd.Timestamp(reference.meta[k]) for k in ("period_start", "period_end"))
     when = pd.to_datetime(rows["discharge_date"])
     rows["in_period"] = ((when >= start) & (when <= end)).to_numpy()
     for name in MEASURES:
-        part = reference.rows[reference.rows["measure"] == name].set_index("stay_id")
+        part = reference.rows[(reference.rows["measure"] == name).to_numpy()]
         if not len(part) and name not in reference.meta.get("unavailable", {}):
             continue
+        at = key_positions(rows["stay_id"], part["stay_id"])  # one look-up per measure (a stay is scored once)
         for kind in ("expected", "predicted"):
-            rows[f"{kind}_{name}"] = part[kind].reindex(rows["stay_id"]).to_numpy(dtype=float)
+            rows[f"{kind}_{name}"] = np.asarray(take(part[kind], at), dtype=float)
     return MeasuredCohort(rows=rows, attrition=cohort.attrition)
 
 

@@ -17,6 +17,8 @@ from carequal.cohorts import (
     MEDICARE_FFS_RULES,
     IndexRules,
     assign_conditions,
+    attrition_by,
+    attrition_of,
     condition_codes,
     index_stays,
     post_acute_episodes,
@@ -269,6 +271,32 @@ def test_attrition_accounts_for_every_acute_stay():
     assert att["excluded"].iloc[1:].sum() + att["remaining"].iloc[-1] == 3
     assert att["remaining"].iloc[-1] == len(cohort.index) == 1
     assert (np.diff(att["remaining"]) == -att["excluded"].iloc[1:].to_numpy()).all()
+
+
+def test_attrition_by_group_is_attrition_of_each_group():
+    """Hand-worked: north has 3 stays (one under age, one past the data's end, one index), south 2 (one died,
+    one index); the stay with no market is in no group. Then random reasons and groups against attrition_of."""
+    reasons = pd.Series(["under_min_age", "data_runout", None, "died_in_hospital", None, "not_enrolled"])
+    groups = pd.Series(["north", "north", "north", "south", "south", None])
+    table = attrition_by(reasons, groups).set_index(["group", "step"])
+    assert table.loc[("north", "acute_stays"), "remaining"] == 3
+    assert table.loc[("north", "under_min_age"), ["excluded", "remaining"]].tolist() == [1, 2]
+    assert table.loc[("north", "data_runout"), ["excluded", "remaining"]].tolist() == [1, 1]
+    assert table.loc[("north", "within_washout_of_index"), "remaining"] == 1
+    assert table.loc[("south", "died_in_hospital"), ["excluded", "remaining"]].tolist() == [1, 1]
+    assert table.loc[("south", "not_enrolled"), "excluded"] == 0  # the no-market stay counts nowhere
+    assert sorted(table.index.get_level_values("group").unique()) == ["north", "south"]
+
+    rng = np.random.default_rng(7)
+    steps = np.array([None, *(s for s, _ in EXCLUSION_STEPS)], dtype=object)
+    reasons = steps[rng.integers(0, len(steps), 5_000)]
+    groups = np.array(["m3", "m1", "m2", None], dtype=object)[rng.integers(0, 4, 5_000)]
+    got = attrition_by(reasons, groups)
+    want = pd.concat([attrition_of(reasons[groups == g]).assign(group=g) for g in ["m1", "m2", "m3"]],
+                     ignore_index=True)[list(got.columns)]
+    pd.testing.assert_frame_equal(got, want)
+    with pytest.raises(ParameterError, match="unknown exclusion reason"):
+        attrition_by(pd.Series(["gone_fishing"]), pd.Series(["m1"]))
 
 
 def test_unknown_condition():
