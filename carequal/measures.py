@@ -538,7 +538,9 @@ def discharge_to_community_days(stays: pd.DataFrame, facilities: pd.DataFrame, p
     """
     setting = take(facilities["setting"], key_positions(stays["facility_id"], facilities["facility_id"]), None)
     is_pac = np.isin(setting, settings)
-    pac = stays[is_pac].reset_index(drop=True)
+    # only the columns used (a row filter copies every column it keeps: the code lists are the bulk of a stay)
+    pac = stays[["stay_id", "patient_id", "facility_id", "discharge_status", "discharge_date"]][is_pac] \
+        .reset_index(drop=True)
     pac_setting = setting[is_pac]
     status = pac["discharge_status"].astype("string").fillna("").to_numpy(dtype=object)
     community = np.isin(status, ["01", "06", "81", "86"])
@@ -548,7 +550,8 @@ def discharge_to_community_days(stays: pd.DataFrame, facilities: pd.DataFrame, p
                              np.datetime64("NaT")))
     to_death = np.where(death != _NAT, (death - discharge).astype(float), np.nan)
     # unplanned acute or LTCH admissions after the PAC discharge
-    hosp = stays[np.isin(setting, ["acute", "ltch"])]
+    hosp = stays[[c for c in ("stay_id", "patient_id", "admit_date", "principal_dx", "procedures")
+                  if c in stays.columns]][np.isin(setting, ["acute", "ltch"])]
     unplanned = hosp[~planned_stays(hosp)["planned"].to_numpy()]
     n = len(pac)
     codes = pd.factorize(pd.concat([pac["patient_id"], unplanned["patient_id"]], ignore_index=True))[0]
