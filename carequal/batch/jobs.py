@@ -17,6 +17,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import tempfile
+import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -80,13 +81,33 @@ def _is_port_collision(exc: BaseException) -> bool:
     return "Address already in use" in text or "Kernel died before replying" in text or "ZMQError" in text
 
 
+_EXPORTERS = threading.local()
+
+
+def _exporter(templates: str):
+    """This thread's HTML exporter for carequal's report template in ``templates``, built once: an exporter
+    compiles its Jinja templates on first use (about a quarter of a second), and its options are the same for
+    every report. A report's own title and footer reach the template through the notebook's metadata, never
+    through the exporter, so one exporter renders every report of a process (one per thread: a Dask worker may
+    render in several threads)."""
+    from nbconvert import HTMLExporter  # Jupyter stack: see render_html
+
+    cache = getattr(_EXPORTERS, "by_dir", None)
+    if cache is None:
+        cache = _EXPORTERS.by_dir = {}
+    if templates not in cache:
+        # carequal's template: the lab page without CDN scripts (reports are read offline and hold no LaTeX)
+        cache[templates] = HTMLExporter(extra_template_basedirs=[templates], template_name="carequal_report",
+                                        exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    return cache[templates]
+
+
 def render_html(executed: str | Path, html: str | Path, *, title: str, footer: str = "") -> float:
     """Render an executed notebook to one self-contained HTML file with code, prompts and stderr hidden;
     returns the seconds taken. Written to a temporary name first, then moved into place. ``footer`` is printed
     at the foot of every page when the report is printed (with the page number)."""
     # the Jupyter stack is loaded only where a notebook runs (worker processes), never by the planning parent
     import nbformat
-    from nbconvert import HTMLExporter
 
     from carequal.packaged import template_dir
 
@@ -99,11 +120,7 @@ def render_html(executed: str | Path, html: str | Path, *, title: str, footer: s
     nb.metadata["title"] = title
     # for the print style's page footer (a CSS string: quotes and backslashes escaped)
     nb.metadata["carequal_footer"] = footer.replace("\\", "\\\\").replace('"', '\\"')
-    # carequal's template: the lab page without CDN scripts (reports are read offline and hold no LaTeX)
-    exporter = HTMLExporter(extra_template_basedirs=[str(template_dir())],
-                            template_name="carequal_report", exclude_input=True, exclude_input_prompt=True,
-                            exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nb)
+    body, _ = _exporter(str(template_dir())).from_notebook_node(nb)
     write_atomic(Path(html), body)
     return time.perf_counter() - started
 
