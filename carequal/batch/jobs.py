@@ -234,13 +234,30 @@ def _error_summary(exc: BaseException) -> str:
     return f"{name}: {first}"[:500]
 
 
+_WARM_NOTEBOOK = {
+    "cells": [{"cell_type": "markdown", "metadata": {}, "source": "# warm"},
+              {"cell_type": "code", "execution_count": 1, "metadata": {}, "source": "",
+               "outputs": [{"output_type": "stream", "name": "stdout", "text": "x"},
+                           {"output_type": "display_data", "metadata": {},
+                            "data": {"text/html": "<p>x</p>", "text/plain": "x"}},
+                           {"output_type": "execute_result", "execution_count": 1, "metadata": {},
+                            "data": {"text/plain": "x"}}]}],
+    "metadata": {}, "nbformat": 4, "nbformat_minor": 4}
+"""A notebook with the kinds of cells and outputs a report has, rendered once by a worker before its first
+report so that its exporter has compiled the templates those need (:func:`_warm_worker`)."""
+
+
 def _warm_worker(notebook: str, cwd: str, markets_per_kernel: int) -> None:
     kernel_environment()
     warm_session(notebook, cwd, markets_per_kernel)
-    try:  # what a worker loads for its first report: papermill's parameters and nbconvert's exporter
-        import nbconvert  # noqa: F401
+    try:  # what a worker needs for its first report: papermill's parameters, and the exporter's compiled templates
+        import nbformat
         import papermill  # noqa: F401
-    except ImportError:  # the report that needs them says so
+
+        from carequal.packaged import template_dir
+
+        _exporter(str(template_dir())).from_notebook_node(nbformat.from_dict(_WARM_NOTEBOOK))
+    except Exception:  # noqa: BLE001 - the report that needs them fails with the error recorded there
         pass
 
 
