@@ -24,17 +24,19 @@ import time
 import warnings
 from pathlib import Path
 
-import pandas as pd
-
-from carequal.adapters.desynpuf import read_desynpuf
 from carequal.errors import CarequalError, DataQualityWarning
-from carequal.loaders import load_tables, summarise, write_market_dataset
-from carequal.synth import SynthConfig, config_for_stays, write_synthetic
+
+# Each subcommand imports what it needs (pandas, the loaders, the generator, the batch) inside its function: the
+# worker processes a report run spawns import this module again (as ``__mp_main__``), and must not pay for them.
 
 __all__ = ["build_parser", "main"]
 
 
 def _print_validation(validated, out=None) -> None:
+    import pandas as pd
+
+    from carequal.loaders import summarise
+
     print("Rows per table (loaded = accepted + quarantined):", file=out)
     print(validated.counts.to_string(index=False), file=out)
     if len(validated.failures):
@@ -58,6 +60,8 @@ def _input(args: argparse.Namespace):
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from carequal.loaders import load_tables
+
     started = time.perf_counter()
     data = _input(args)
     validated = load_tables(data, mode=args.mode)
@@ -84,6 +88,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
+    from carequal.synth import SynthConfig, config_for_stays, write_synthetic
+
     if args.stays:
         config = config_for_stays(args.stays, seed=args.seed)
     else:
@@ -99,6 +105,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
+    from carequal.loaders import load_tables, write_market_dataset
+
     data = _input(args)
     fingerprint = data.fingerprint() if args.source is not None else None  # a snapshot signature reads once
     validated = load_tables(data, mode=args.mode)
@@ -118,6 +126,10 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _cmd_desynpuf(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from carequal.adapters.desynpuf import read_desynpuf
+
     with warnings.catch_warnings(record=True) as caught:  # the notes below say it all, without source lines
         warnings.simplefilter("always")
         tables = read_desynpuf(args.claims)

@@ -59,6 +59,17 @@ def test_a_failure_replaces_the_kernel(session):
     assert pid != _text(first).strip() and leaked == "False"
 
 
+def test_a_failed_reset_replaces_the_kernel(session):
+    """A kernel whose namespace cannot be cleared (here: closing its figures fails) is not reused: the next
+    notebook runs, on a new kernel."""
+    first = _nb("import os, sys\nsys.modules['matplotlib.pyplot'] = None\nleftover = 1\nprint(os.getpid())")
+    session.execute(first, timeout=60)
+    again = _nb("import os\nprint(os.getpid(), 'leftover' in globals())")
+    session.execute(again, timeout=60)
+    pid, leaked = _text(again).split()
+    assert pid != _text(first).strip() and leaked == "False"
+
+
 def test_the_kernel_is_replaced_after_max_runs(session):
     pids = []
     for _ in range(4):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import tempfile
+import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -80,13 +81,33 @@ def _is_port_collision(exc: BaseException) -> bool:
     return "Address already in use" in text or "Kernel died before replying" in text or "ZMQError" in text
 
 
+_EXPORTERS = threading.local()
+
+
+def _exporter(templates: str):
+    """This thread's HTML exporter for carequal's report template in ``templates``, built once: an exporter
+    compiles its Jinja templates on first use (about a quarter of a second), and its options are the same for
+    every report. A report's own title and footer reach the template through the notebook's metadata, never
+    through the exporter, so one exporter renders every report of a process (one per thread: a Dask worker may
+    render in several threads)."""
+    from nbconvert import HTMLExporter  # Jupyter stack: see render_html
+
+    cache = getattr(_EXPORTERS, "by_dir", None)
+    if cache is None:
+        cache = _EXPORTERS.by_dir = {}
+    if templates not in cache:
+        # carequal's template: the lab page without CDN scripts (reports are read offline and hold no LaTeX)
+        cache[templates] = HTMLExporter(extra_template_basedirs=[templates], template_name="carequal_report",
+                                        exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    return cache[templates]
+
+
 def render_html(executed: str | Path, html: str | Path, *, title: str, footer: str = "") -> float:
     """Render an executed notebook to one self-contained HTML file with code, prompts and stderr hidden;
     returns the seconds taken. Written to a temporary name first, then moved into place. ``footer`` is printed
     at the foot of every page when the report is printed (with the page number)."""
     # the Jupyter stack is loaded only where a notebook runs (worker processes), never by the planning parent
     import nbformat
-    from nbconvert import HTMLExporter
 
     from carequal.packaged import template_dir
 
@@ -99,11 +120,7 @@ def render_html(executed: str | Path, html: str | Path, *, title: str, footer: s
     nb.metadata["title"] = title
     # for the print style's page footer (a CSS string: quotes and backslashes escaped)
     nb.metadata["carequal_footer"] = footer.replace("\\", "\\\\").replace('"', '\\"')
-    # carequal's template: the lab page without CDN scripts (reports are read offline and hold no LaTeX)
-    exporter = HTMLExporter(extra_template_basedirs=[str(template_dir())],
-                            template_name="carequal_report", exclude_input=True, exclude_input_prompt=True,
-                            exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nb)
+    body, _ = _exporter(str(template_dir())).from_notebook_node(nb)
     write_atomic(Path(html), body)
     return time.perf_counter() - started
 
@@ -217,23 +234,41 @@ def _error_summary(exc: BaseException) -> str:
     return f"{name}: {first}"[:500]
 
 
+_WARM_NOTEBOOK = {
+    "cells": [{"cell_type": "markdown", "metadata": {}, "source": "# warm"},
+              {"cell_type": "code", "execution_count": 1, "metadata": {}, "source": "",
+               "outputs": [{"output_type": "stream", "name": "stdout", "text": "x"},
+                           {"output_type": "display_data", "metadata": {},
+                            "data": {"text/html": "<p>x</p>", "text/plain": "x"}},
+                           {"output_type": "execute_result", "execution_count": 1, "metadata": {},
+                            "data": {"text/plain": "x"}}]}],
+    "metadata": {}, "nbformat": 4, "nbformat_minor": 4}
+"""A notebook with the kinds of cells and outputs a report has, rendered once by a worker before its first
+report so that its exporter has compiled the templates those need (:func:`_warm_worker`)."""
+
+
 def _warm_worker(notebook: str, cwd: str, markets_per_kernel: int) -> None:
     kernel_environment()
     warm_session(notebook, cwd, markets_per_kernel)
-    try:  # what a worker loads for its first report: papermill's parameters and nbconvert's exporter
-        import nbconvert  # noqa: F401
+    try:  # what a worker needs for its first report: papermill's parameters, and the exporter's compiled templates
+        import nbformat
         import papermill  # noqa: F401
-    except ImportError:  # the report that needs them says so
+
+        from carequal.packaged import template_dir
+
+        _exporter(str(template_dir())).from_notebook_node(nbformat.from_dict(_WARM_NOTEBOOK))
+    except Exception:  # noqa: BLE001 - the report that needs them fails with the error recorded there
         pass
 
 
 def start_workers(workers: int, *, notebook: str, cwd: str, reuse_kernel: bool = True,
                   markets_per_kernel: int = 25) -> ProcessPoolExecutor:
     """The worker processes of :func:`execute_jobs` (``pool=``), started now: each starts its report kernel and
-    loads ``notebook``'s imports (:func:`carequal.batch.kernels.warm_session`) while the batch is still
-    computing what the reports share (a partner batch's packet inputs), so the first reports do not wait for
-    it. ``cwd`` is the executed notebooks' folder. With ``reuse_kernel=False`` (a fresh kernel per report) the
-    processes start without a kernel. The caller shuts the pool down."""
+    loads ``notebook``'s imports (:func:`carequal.batch.kernels.warm_session`), then builds its HTML exporter
+    and compiles the report template (:data:`_WARM_NOTEBOOK`), while the batch is still computing what the
+    reports share (a partner batch's packet inputs), so the first reports do not wait for it. ``cwd`` is the
+    executed notebooks' folder. With ``reuse_kernel=False`` (a fresh kernel per report) the processes start
+    without a kernel (and without this warm-up). The caller shuts the pool down."""
     context = multiprocessing.get_context("spawn")  # no forked copies of a parent's threads or kernels
     warm = {"initializer": _warm_worker, "initargs": (notebook, cwd, markets_per_kernel)} if reuse_kernel else {}
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, **warm)

@@ -55,7 +55,8 @@ class KernelSession:
     fresh kernel pays them every time. A session keeps the kernel: between notebooks it clears the user
     namespace (``%reset -f``) and closes every figure, so no variable, figure or data frame of one market
     reaches the next; imported modules and their caches (code lists, value sets) stay, which is the point.
-    After ``max_runs`` notebooks, after any failure, or if the kernel died, the kernel is replaced.
+    After ``max_runs`` notebooks, after any failure (of a notebook, or of clearing the namespace before one), or
+    if the kernel died, the kernel is replaced.
     """
 
     def __init__(self, cwd: str, *, max_runs: int = 25):
@@ -68,27 +69,39 @@ class KernelSession:
 
         return bool(run_sync(self.km.is_alive)())
 
-    def _reset(self) -> None:
-        import nbformat  # Jupyter stack: see ipc_kernel_manager
-        from nbclient import NotebookClient  # Jupyter stack: see ipc_kernel_manager
+    RESET = "%reset -f\nimport matplotlib.pyplot\nmatplotlib.pyplot.close('all')\ndel matplotlib"
+    """What runs on the kernel before every notebook but its first: clears the user namespace, closes every
+    figure."""
 
-        code = "%reset -f\nimport matplotlib.pyplot\nmatplotlib.pyplot.close('all')\ndel matplotlib"
-        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
-        client = NotebookClient(nb, km=self.km, timeout=120, kernel_name=KERNEL)
-        client.kc = self.kc
-        client.execute()
+    def _reset(self, timeout: float = 120) -> None:
+        """Run :attr:`RESET` on the kernel through the session's own client and wait until the kernel is idle
+        again (a request and its reply: no notebook client is built for it). Raises ``RuntimeError`` if the
+        code failed, ``TimeoutError`` if the kernel did not answer within ``timeout`` seconds."""
+        from nbclient.util import run_sync  # Jupyter stack: see ipc_kernel_manager
+
+        reply = run_sync(self.kc.execute_interactive)(self.RESET, allow_stdin=False, timeout=timeout,
+                                                      output_hook=lambda msg: None)
+        if reply["content"].get("status") != "ok":
+            content = reply["content"]
+            raise RuntimeError(f"resetting the kernel failed: {content.get('ename')}: {content.get('evalue')}")
 
     def execute(self, nb, *, timeout: int) -> None:
-        """Execute ``nb`` (parameters already injected) in place; raises what nbclient raises."""
+        """Execute ``nb`` (parameters already injected) in place; raises what nbclient raises.
+
+        On a kernel that has run a notebook, :attr:`RESET` runs first; if it fails (or the kernel does not
+        answer), that kernel is stopped and ``nb`` runs on a new one."""
         from nbclient import NotebookClient  # Jupyter stack: see ipc_kernel_manager
 
-        if self.km is not None and (self.runs >= self.max_runs or not self._alive()):
+        if self.km is not None and (self.runs >= self.max_runs or self.kc is None or not self._alive()):
             self.close()
+        if self.km is not None:
+            try:
+                self._reset()
+            except Exception:  # noqa: BLE001 - a kernel that cannot be cleared is replaced, never reused
+                self.close()
         if self.km is None:
             self._folder = tempfile.TemporaryDirectory(prefix="carequal-kernel-")
             self.km = ipc_kernel_manager(self._folder.name)(kernel_name=KERNEL)
-        else:
-            self._reset()
         client = NotebookClient(nb, km=self.km, timeout=timeout, kernel_name=KERNEL,
                                 resources={"metadata": {"path": self.cwd}})
         client.kc = self.kc
@@ -107,11 +120,19 @@ class KernelSession:
         """Start the kernel and run ``code`` on it (a notebook's imports: :func:`setup_imports`), so that the
         first report finds its modules loaded; the namespace is cleared before that report as before any other.
         Not counted as a report. A failure only stops the kernel (the first report starts another); returns
-        whether the kernel is warm."""
+        whether the kernel is warm.
+
+        What the warm-up leaves (the modules and everything they hold) is then frozen for the garbage collector
+        (:func:`gc.freeze`): it stays loaded for the kernel's life anyway, and :attr:`RESET` (``%reset -f``
+        runs two full collections) and the reports' own full collections no longer scan it each time (a reset
+        on a kernel with a packet's imports: about 0.3 s before, 0.02 s after). Objects the reports create are
+        collected as before."""
         import nbformat  # Jupyter stack: see ipc_kernel_manager
 
+        freeze = "import gc\ngc.collect()\ngc.freeze()\ndel gc"
         try:
-            self.execute(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), timeout=timeout)
+            self.execute(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code),
+                                                         nbformat.v4.new_code_cell(freeze)]), timeout=timeout)
         except Exception:  # noqa: BLE001 - execute() has stopped the kernel; the first report starts its own
             return False
         self.runs -= 1
