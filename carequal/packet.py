@@ -316,6 +316,8 @@ class PartnerPacket:
     _trends: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     """:func:`metric_trend`'s results by metric, each with the inputs it was computed from (the glance, the
     trends and the record all draw on them; a field replaced since is noticed)."""
+    _views: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    """:func:`_suppressed_view`'s results by view, each with the results and ``min_cell`` it was computed from."""
 
 
 def load_partner_packet(inputs: str | Path, partner: str, *, period_start: str, period_end: str,
@@ -368,34 +370,62 @@ def _in_period(packet: PartnerPacket, view: str = "review") -> pd.DataFrame:
 
 def _suppressed(results: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     """Results with small counts hidden: the partner's n/events (and its value, interval, change) and the
-    benchmark's (and the target derived from it). A previous period's hidden value hides the change too."""
+    benchmark's (and the target derived from it). A previous period's hidden value hides the change too.
+
+    Rows come back in the order of their index labels (as ``results`` when its index is sorted). A column is
+    blanked only when some row needs it: on these small tables pandas' per-call overhead, not the data, is the
+    cost."""
     lo, hi = cell_threshold(min_cell)
-    r = results.copy()
-    r["events"] = r["events"].astype(float)
-    counts = r[["n"]].assign(events=r["events"].fillna(0)).astype(float)
-    safe = suppress_counts(counts.assign(key=np.arange(len(r))), count_cols=["n", "events"], group_cols="key",
-                           threshold=(lo, hi))
+    events = results["events"].astype(float)
+    counts = pd.DataFrame({"n": results["n"].astype(float).to_numpy(), "events": events.fillna(0).to_numpy(),
+                           "key": np.arange(len(results))}, index=results.index)
+    safe = suppress_counts(counts, count_cols=["n", "events"], group_cols="key", threshold=(lo, hi))
     hidden = safe["suppressed"].to_numpy(bool)
-    out = r.assign(n=safe["n"].astype("Float64"), events=np.where(r["events"].isna(), np.nan, safe["events"]))
-    for c in ("value", "lower", "upper", "ratio", "expected"):
-        out.loc[hidden, c] = np.nan
-    b_n = r["benchmark_n"].to_numpy(float)
-    b_e = r["benchmark_events"].fillna(0).to_numpy(float)
+    b_n = results["benchmark_n"].to_numpy(float)
+    b_e = results["benchmark_events"].fillna(0).to_numpy(float)
     b_hidden = ((b_n >= lo) & (b_n <= hi)) | ((b_e >= lo) & (b_e <= hi)) | ((b_n - b_e >= lo) & (b_n - b_e <= hi)
-                                                                             & r["benchmark_events"].notna())
-    out.loc[b_hidden, "benchmark"] = np.nan
-    out.loc[b_hidden & r["target_basis"].str.startswith("market"), "target"] = np.nan
+                                                                             & results["benchmark_events"].notna())
+    out = results.drop(columns=["benchmark_n", "benchmark_events"]).assign(
+        n=safe["n"].astype("Float64"), events=np.where(events.isna(), np.nan, safe["events"]))
+    if hidden.any():
+        _blank(out, hidden, ["value", "lower", "upper", "ratio", "expected"])
+    if b_hidden.any():
+        _blank(out, b_hidden, ["benchmark"])
+        _blank(out, b_hidden & results["target_basis"].str.startswith("market"), ["target"])
     out["suppressed"] = hidden
     out["benchmark_suppressed"] = b_hidden
     # "too few cases (7, fewer than 25)" would quote a hidden count
     few = out["n"].isna().to_numpy() & out["status_reason"].astype("string").str.startswith(
         "too few cases").fillna(False).to_numpy()
-    out.loc[few, "status_reason"] = "too few cases to share"
-    # the change needs this and the previous period's value, both shown
-    out = out.sort_values(["metric", "period"])
-    prev_hidden = out.groupby("metric")["suppressed"].shift(1).fillna(False).astype(bool)
-    out.loc[out["suppressed"] | prev_hidden, ["change", "previous_value"]] = np.nan
-    return out.drop(columns=["benchmark_n", "benchmark_events"]).sort_index()
+    if few.any():
+        out.loc[few, "status_reason"] = "too few cases to share"
+    # the change needs this and the previous period's value, both shown: the previous period is the row before
+    # in (metric, period) order
+    keys = pd.DataFrame({"metric": results["metric"].to_numpy(), "period": results["period"].to_numpy(),
+                         "suppressed": hidden}).sort_values(["metric", "period"])
+    prev_hidden = keys.groupby("metric")["suppressed"].shift(1).fillna(False).astype(bool)
+    clear = np.zeros(len(out), dtype=bool)
+    clear[keys.index.to_numpy()] = (keys["suppressed"] | prev_hidden).to_numpy()
+    if clear.any():
+        _blank(out, clear, ["change", "previous_value"])
+    return out if out.index.is_monotonic_increasing else out.sort_index()
+
+
+def _blank(frame: pd.DataFrame, rows, columns: list[str]) -> None:
+    """Set ``columns`` of ``frame`` missing in ``rows`` (a boolean array or Series), in place."""
+    for c in columns:
+        frame.loc[rows, c] = np.nan
+
+
+def _suppressed_view(packet: PartnerPacket, view: str) -> pd.DataFrame:
+    """:func:`_suppressed` of the packet's ``view`` rows, computed once per packet and view while its results and
+    ``min_cell`` stay the same (the status table, the changes and every metric's trend draw on it). Callers
+    select rows from it and never change it."""
+    cached = packet._views.get(view)
+    if cached is None or cached[0] is not packet.results or cached[1] != packet.min_cell:
+        cached = packet._views[view] = (packet.results, packet.min_cell,
+                                        _suppressed(_view(packet, view), packet.min_cell))
+    return cached[2]
 
 
 def status_table(packet: PartnerPacket, *, period: pd.Timestamp | None = None) -> pd.DataFrame:
@@ -409,7 +439,7 @@ def status_table(packet: PartnerPacket, *, period: pd.Timestamp | None = None) -
         ``benchmark``, ``status``, ``status_reason``, ``change``, ``better``, ``measure``, ``suppressed``.
     """
     if period is None:  # the reporting period as a whole, with the change from the one before it
-        r = _suppressed(_view(packet, "reporting"), packet.min_cell)
+        r = _suppressed_view(packet, "reporting")
         r = r[r["period"] == packet.period[0]]
     else:
         r = _suppressed(_in_period(packet), packet.min_cell)
@@ -529,9 +559,10 @@ def _metric_trend(packet: PartnerPacket, metric: str) -> pd.DataFrame:
     m = packet.agreement.metric(metric)
     freq = packet.agreement.review_period
     for view in ("review", "year"):
-        r = _view(packet, view)
-        r = r[(r["metric"] == metric) & (r["period"] <= packet.period[1])]
-        safe = _suppressed(r, packet.min_cell).sort_values("period", ignore_index=True)
+        # the view's rows suppressed once for every metric: a row's suppression depends only on its own counts
+        # and on the metric's previous period, both kept by selecting the metric's periods up to the end
+        r = _suppressed_view(packet, view)
+        safe = r[(r["metric"] == metric) & (r["period"] <= packet.period[1])].sort_values("period", ignore_index=True)
         hidden = safe["suppressed"] | (safe["n"].fillna(0) == 0)
         if not len(safe) or hidden.mean() <= 1 / 3:
             break
@@ -557,11 +588,11 @@ def trend_findings(trend: pd.DataFrame) -> list[str]:
     label = trend.attrs.get("label", "the metric")
     out = []
     for kind, words in (("improvement", "improvement"), ("concern", "concern")):
-        hit = trend[trend["signal"] == kind]
+        hit = trend["period"][(trend["signal"] == kind).to_numpy()]  # the periods only: the rows are wide
         if len(hit):
             freq = trend.attrs.get("freq", "quarter")
             periods = ", ".join(str(p.year) if freq == "year" else f"{p.year} Q{p.quarter}" if freq == "quarter"
-                                else f"{p:%b %Y}" for p in hit["period"])
+                                else f"{p:%b %Y}" for p in hit)
             out.append(f"{label}: a special-cause signal of {words} in {periods}.")
     return out
 
@@ -902,7 +933,7 @@ def change_verdicts(table: pd.DataFrame, packet: PartnerPacket) -> dict[str, str
     """For each metric of :func:`status_table` with a change shown, whether it changed for real since the period
     before: "better", "worse" (the change's 95% interval, :func:`carequal.intervals.difference_interval`,
     excludes 0), "no clear change", or None (a volume, or no interval)."""
-    reporting = _suppressed(_view(packet, "reporting"), packet.min_cell)
+    reporting = _suppressed_view(packet, "reporting")
     before = reporting[reporting["period"] < packet.period[0]].sort_values("period").groupby("metric").tail(1)
     before = before.set_index("metric")
     out = {}
@@ -969,9 +1000,7 @@ def packet_glance(table: pd.DataFrame, packet: PartnerPacket, *, at_most: int = 
         if metric.id not in set(table["metric"]):
             continue
         trend = metric_trend(packet, metric.id)
-        in_period = trend[(trend["period"] >= packet.period[0]) & (trend["signal"] == "concern")] \
-            if "signal" in trend else trend.iloc[:0]
-        if len(in_period):
+        if "signal" in trend and ((trend["period"] >= packet.period[0]) & (trend["signal"] == "concern")).any():
             concerns.append(metric.title)
     if concerns:
         out.append((f"A signal of concern on the control chart in the reporting period: {'; '.join(concerns)}.",

@@ -154,8 +154,9 @@ def period_positions(periods, *, freq: str | None = None) -> tuple[pd.DatetimeIn
     start = pd.DatetimeIndex(pd.to_datetime(pd.Series(periods)))
     freq = _period_freq(pd.Series(start), freq)
     code = {"month": "M", "quarter": "Q", "year": "Y"}[freq]
-    ends = pd.DatetimeIndex([pd.NaT if pd.isna(p) else p.to_period(code).end_time.normalize() + pd.Timedelta(days=1)
-                             for p in start])
+    # the day after each period's last (all at once; with no period at all, the missing dates as they come)
+    ends = start.to_period(code).end_time.normalize() + pd.Timedelta(days=1) if start.notna().any() else \
+        pd.DatetimeIndex([pd.NaT] * len(start))
     mid = start + (ends - start) / 2
     mid = mid.floor("D")
     labels = [("" if pd.isna(p) else f"{p:%b %Y}" if freq == "month" else f"{p.year} Q{p.quarter}"
@@ -182,7 +183,9 @@ def _period_ticks(ax: Axes, mid, labels: list[str], freq: str, *, at_most: int =
     # two lines ("Q1" over "2024", "Mar" over "2024"): short enough not to run into each other
     ax.set_xticks([m for m, _ in major], labels=[t.replace(" ", "\n", 1) if freq == "month" else
                                                  "\n".join(t.split(" ")[::-1]) for _, t in major])
-    ax.set_xticks([m for m, _ in keep], minor=True)
+    # the minor ticks that a labelled one covers are never drawn (matplotlib drops them): not made at all
+    labelled = {m for m, _ in major}
+    ax.set_xticks([m for m, _ in keep if m not in labelled], minor=True)
     ax.tick_params(axis="x", which="minor", length=3)
     half = pd.Timedelta(days={"month": 16, "quarter": 46, "year": 183}[freq])
     ax.set_xlim(min(m for m, _ in keep) - half, max(m for m, _ in keep) + half)
