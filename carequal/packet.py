@@ -359,12 +359,14 @@ def _view(packet: PartnerPacket, view: str) -> pd.DataFrame:
     return r[r["view"] == view] if "view" in r.columns else r
 
 
-def _in_period(packet: PartnerPacket, view: str = "review") -> pd.DataFrame:
-    """The review periods (or years) that overlap the reporting period."""
+def _in_period(packet: PartnerPacket, view: str = "review", rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The review periods (or years) that overlap the reporting period: of ``rows`` (default the view's
+    results). Small counts must be hidden *before* this filter (``rows=_suppressed_view(...)``): whether a
+    period's change can be shown depends on the period before it, which may lie outside the reporting period."""
     lo, hi = packet.period
     freq = packet.agreement.review_period if view == "review" else "year"
     first = pd.Timestamp(lo).to_period({"month": "M", "quarter": "Q", "year": "Y"}[freq]).start_time
-    r = _view(packet, view)
+    r = _view(packet, view) if rows is None else rows
     return r[(r["period"] >= first) & (r["period"] <= hi)]
 
 
@@ -442,7 +444,7 @@ def status_table(packet: PartnerPacket, *, period: pd.Timestamp | None = None) -
         r = _suppressed_view(packet, "reporting")
         r = r[r["period"] == packet.period[0]]
     else:
-        r = _suppressed(_in_period(packet), packet.min_cell)
+        r = _in_period(packet, "review", _suppressed_view(packet, "review"))
         r = r[r["period"] == pd.Timestamp(period)]
     if r.empty:
         return r
@@ -868,8 +870,10 @@ def _letters(k: int) -> str:
 def extract_tables(packet: PartnerPacket) -> dict[str, pd.DataFrame]:
     """The packet's aggregate extract: the status of every metric in every period, and the flows; every count
     already suppressed."""
-    r = pd.concat([_suppressed(_in_period(packet, "reporting" if v == "reporting" else "review"), packet.min_cell)
-                   .assign(view=v) for v in ("reporting", "review")], ignore_index=True)
+    # hidden over each whole view, then cut to the reporting period: the first period's change is shown only
+    # when the period before it (outside the reporting period) is shown too
+    r = pd.concat([_in_period(packet, v, _suppressed_view(packet, v)).assign(view=v)
+                   for v in ("reporting", "review")], ignore_index=True)
     r = r[(r["view"] == "review") | (r["period"] == packet.period[0])]
     r["view"] = r["view"].map({"reporting": "reporting period", "review": "review period"})
     metrics = r[["view", "metric", "metric_label", "period", "period_end", "phase", "n", "events", "value", "lower",

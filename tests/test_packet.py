@@ -431,6 +431,21 @@ def test_small_counts_hide_their_value_change_and_benchmark():
     assert safe.loc[1, "events"] == 15 and pd.isna(safe.loc[0, "events"])
 
 
+def test_a_change_from_a_hidden_period_before_the_reporting_period_is_hidden_everywhere():
+    """2023 Q4 (before the 2024 reporting period) has 8 events: hidden. 2024 Q1 is shown (60 cases, 15 events),
+    but its change (0.25 - 0.08) would give Q4's hidden value away: blank in the status table of Q1 and in the
+    extract, as in the packet's own table (found in the sample: S001003's extract showed such changes)."""
+    pp = _packet(_results([100, 60, 95], [8, 15, 85]), pd.DataFrame(columns=["facility_id", "direction",
+                                                                             "other_id", "category", "n"]))
+    q1 = packet.status_table(pp, period=pd.Timestamp("2024-01-01"))
+    assert q1["value"].tolist() == [0.25] and q1["change"].isna().all()
+    metrics = packet.extract_tables(pp)["metrics"]
+    rows = metrics[metrics["view"] == "review period"].set_index("period")
+    assert list(rows.index.astype(str)) == ["2024-01-01", "2024-04-01"]  # Q4 2023 is not in the extract
+    assert rows["value"].iloc[0] == 0.25 and pd.isna(rows["change"].iloc[0])
+    assert rows["change"].isna().all()  # Q2 is hidden itself (10 non-events)
+
+
 def test_flows_anonymous_unless_the_agreement_allows_names():
     flows = pd.DataFrame({"facility_id": "S1", "direction": "came from", "other_id": ["H1", "H2", "H3"],
                           "category": "Hospital", "n": [40, 30, 5]})
