@@ -476,6 +476,12 @@ def _run(config: RunConfig, client) -> BatchResult:
             manifest["not_available"] = {m: r for m, r in unavailable.items() if m in manifest["measures"]}
         commit(config.out, manifest, render_index)
 
+        if pool is None and jobs and client is None and config.workers > 1 and config.reuse_kernels:
+            # market and sponsor batches: warm workers too (the notebook's imports loaded, then frozen for the
+            # garbage collector: each later report's namespace reset takes ~0.02 s instead of ~0.3 s)
+            (config.work / "notebooks").mkdir(parents=True, exist_ok=True)
+            pool = start_workers(min(config.workers, len(jobs)), notebook=str(config.notebook),
+                                 cwd=str(config.work / "notebooks"))
         t0 = time.perf_counter()
         by_unit = {job.market: job for job, _ in jobs}
         for result, key in execute_jobs(jobs, workers=config.workers, progress=config.progress, client=client,
