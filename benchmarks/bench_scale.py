@@ -4,7 +4,7 @@ process against Dask.
 Run from the repository root (on a quiet machine: nothing else running)::
 
     python benchmarks/bench_scale.py [--stays 5000000] [--workdir /tmp/carequal-bench-scale] [--keep]
-    python benchmarks/bench_scale.py --pipeline-only   # sections 1-3 only: the pipeline and its stage peers
+    python benchmarks/bench_scale.py --pipeline-only   # data, pipeline and stage peers only (no Dask measures)
     python benchmarks/bench_scale.py --quick     # smoke test: 200,000 stays, report in --workdir only
 
 To measure a clean commit while others edit the work tree, import a snapshot of the package::
