@@ -217,7 +217,7 @@ def _prepare(config: RunConfig, client):
     return prepared, summary, notes, {name: info["reason"] for name, info in unavailable.items()}
 
 
-def _units(config: RunConfig, prepared, chosen: list[str], staging: Path) -> tuple[list, dict, dict]:
+def _units(config: RunConfig, prepared, chosen: list[str], staging: Path, pool=None) -> tuple[list, dict, dict]:
     """``(units, report_set, extra)``: each unit as (name, notebook parameters, title, record fields)."""
     start, end = prepared.period
     if config.by == "sponsor":
@@ -236,7 +236,7 @@ def _units(config: RunConfig, prepared, chosen: list[str], staging: Path) -> tup
                           f"{market}: partnership quality report", {}))
         report_set = {"by": "market", **base}
         return units, report_set, {}
-    return _partner_units(config, prepared, chosen, staging)
+    return _partner_units(config, prepared, chosen, staging, pool)
 
 
 def _sponsor_units(config: RunConfig, prepared) -> tuple[list, dict, dict]:
@@ -267,10 +267,16 @@ def _sponsor_units(config: RunConfig, prepared) -> tuple[list, dict, dict]:
     return units, {"by": "sponsor", **base}, {}
 
 
-def _partner_units(config: RunConfig, prepared, chosen: list[str], staging: Path) -> tuple[list, dict, dict]:
+def _partner_units(config: RunConfig, prepared, chosen: list[str], staging: Path, pool=None
+                   ) -> tuple[list, dict, dict]:
     start, end = prepared.period
-    check_parameters(config.notebook, {"partner": "x", "period_start": start, "period_end": end, "inputs": "",
-                                       "min_cell": config.min_cell, "extract_dir": "", "record_path": ""})
+    parameters = {"partner": "x", "period_start": start, "period_end": end, "inputs": "", "min_cell": config.min_cell,
+                  "extract_dir": "", "record_path": ""}
+    # the check needs papermill (~0.5 s to import): a started worker, which loads it anyway, checks while this
+    # process computes the packet inputs; a mismatch is refused before any packet runs, as without workers
+    checked = pool.submit(check_parameters, str(config.notebook), parameters) if pool is not None else None
+    if checked is None:
+        check_parameters(config.notebook, parameters)
     tables = read_dataset_tables(prepared.dataset)
     agreement = load_agreement(config.agreement, tables["facilities"])
     ag_hash = file_sha256(config.agreement)
@@ -278,6 +284,8 @@ def _partner_units(config: RunConfig, prepared, chosen: list[str], staging: Path
     inputs, notes = _model_notes(packet_inputs, tables, agreement, period_start=start, period_end=end, cohort=cohort)
     folder = write_packet_inputs(inputs, config.work / "agreement" / f"{ag_hash[:12]}-{start}-{end}", agreement,
                                  tables["facilities"])
+    if checked is not None:
+        checked.result()  # raises the worker's ParameterError here
     partners = inputs["partners"][inputs["partners"]["market"].isin(chosen)]
     if partners.empty:
         raise ParameterError(f"no partner of {agreement.name!r} is in market(s) {', '.join(chosen)}; its partners "
@@ -425,7 +433,7 @@ def _run(config: RunConfig, client) -> BatchResult:
         pool = start_workers(config.workers, notebook=str(config.notebook), cwd=str(config.work / "notebooks"),
                              reuse_kernel=config.reuse_kernels)
     try:
-        units, report_set, extra = _units(config, prepared, chosen, staging)
+        units, report_set, extra = _units(config, prepared, chosen, staging, pool)
         notes = (notes if config.by == "market" else []) + extra.pop("_notes", [])
         previous = _open_folder(config, report_set)
         kind = {"partner": "partners", "sponsor": "sponsors"}.get(config.by, "markets")
