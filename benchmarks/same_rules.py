@@ -68,7 +68,10 @@ def _text(col: str, dtype: str) -> str:
     value = _q(col) if dtype.upper() == "VARCHAR" else f"CAST({_q(col)} AS VARCHAR)"
     if dtype.upper() == "BOOLEAN":  # pandas writes booleans as True/False
         value = f"CASE WHEN {_q(col)} THEN 'True' WHEN NOT {_q(col)} THEN 'False' END"
-    return f"nullif(trim({value}, {_BLANKS}), '')"
+    # trimming only text that starts or ends with a character up to the blank (DuckDB's trim with a character set
+    # is several times slower than the test; a string without such a character at either end trims to itself)
+    return (f"nullif(CASE WHEN ascii({value}) <= 32 OR ascii(right({value}, 1)) <= 32 "
+            f"THEN trim({value}, {_BLANKS}) ELSE {value} END, '')")
 
 
 def _strip_code(text: str) -> str:
@@ -78,7 +81,7 @@ def _strip_code(text: str) -> str:
 def _code_list(text: str) -> str:
     s = _strip_code(text)
     s = f"replace(replace({s}, '|', ';'), ',', ';')"
-    s = f"regexp_replace({s}, ';{{2,}}', ';', 'g')"
+    s = f"CASE WHEN contains({s}, ';;') THEN regexp_replace({s}, ';{{2,}}', ';', 'g') ELSE {s} END"
     return f"nullif(trim({s}, ';'), '')"
 
 
@@ -132,8 +135,8 @@ def _parse(table: str, spec, dtype: str, window: tuple[str, str], open_ended: bo
         return _code_list(t), flags
     if col in ("discharge_status", "admission_type"):
         width = 2 if col == "discharge_status" else 1
-        s = f"regexp_replace({t}, '\\.0$', '')"
-        return (f"nullif(CASE WHEN regexp_full_match({s}, '\\d+') AND length({s}) < {width} "
+        s = f"CASE WHEN suffix({t}, '.0') THEN left({t}, length({t}) - 2) ELSE {t} END"  # regex \.0$
+        return (f"nullif(CASE WHEN length({s}) < {width} AND regexp_full_match({s}, '\\d+') "
                 f"THEN lpad({s}, {width}, '0') ELSE {s} END, '')"), flags
     if col in ("sex", "principal_dx_poa"):
         return f"upper({t})", flags
@@ -273,12 +276,13 @@ def same_rules_sql(sources: dict[str, str], columns: dict[str, dict[str, str]], 
                 "LEFT JOIN died ON p.rn = died.rn)")
     outputs += [("patients", "death_date", "admit_after_death", "g_death_date__admit_after_death"),
                 ("patients", "death_date", "discharge_after_death", "g_death_date__discharge_after_death")]
-    ctes.append("pat_ok AS (SELECT v_patient_id AS id, any_value(v_birth_date) AS birth FROM patients_x "
-                "WHERE own_ok AND NOT g_death_date__admit_after_death AND NOT g_death_date__discharge_after_death "
-                "GROUP BY v_patient_id)")
-    ctes.append("pat_keys1 AS (SELECT id, bool_or(accepted) AS accepted, true AS hit FROM (SELECT id, true AS accepted "
-                "FROM pat_ok UNION ALL SELECT r_patient_id, false FROM patients_x WHERE NOT (own_ok AND NOT "
-                "g_death_date__admit_after_death AND NOT g_death_date__discharge_after_death)) GROUP BY id)")
+    ok = ("own_ok AND NOT g_death_date__admit_after_death AND NOT g_death_date__discharge_after_death")
+    # one row per key a child may name: accepted patients' ids (parsed, with the birth date), quarantined ones'
+    # ids as given
+    ctes.append("pat_keys1 AS (SELECT id, bool_or(accepted) AS accepted, any_value(birth) FILTER (WHERE accepted) "
+                "AS birth, true AS hit FROM (SELECT v_patient_id AS id, true AS accepted, v_birth_date AS birth "
+                f"FROM patients_x WHERE {ok} UNION ALL SELECT r_patient_id, false, NULL FROM patients_x "
+                f"WHERE NOT ({ok})) GROUP BY id)")
 
     def fk(column: str, keys: str, rule: str) -> tuple[str, str, str]:
         alias = f"k_{column}"
@@ -302,7 +306,7 @@ def same_rules_sql(sources: dict[str, str], columns: dict[str, dict[str, str]], 
                     f"FROM {table}_r AS c {' '.join(joins)})")
     if "stays" in present:
         ctes.append("stays_b AS (SELECT s.*, coalesce(s.clean AND s.v_admit_date < po.birth, false) "
-                    "AS g_admit_date__admit_before_birth FROM stays_x AS s LEFT JOIN pat_ok AS po "
+                    "AS g_admit_date__admit_before_birth FROM stays_x AS s LEFT JOIN pat_keys1 AS po "
                     "ON s.clean AND s.v_patient_id = po.id)")
         ctes.append("stays_o AS (SELECT s.rn, coalesce(s.v_admit_date < max(s.v_discharge_date) OVER (PARTITION BY "
                     "s.v_patient_id, f.setting ORDER BY s.v_admit_date, s.v_discharge_date, s.v_stay_id "
