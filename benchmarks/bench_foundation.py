@@ -31,7 +31,7 @@ kernel reports it to the parent at exit (``os.wait4`` rusage ``ru_maxrss``; ``RU
 the maximum over *all* children so far). Times are ``time.perf_counter`` around the measured call inside
 the child (interpreter start and imports excluded); the child's whole wall time is kept in ``<workdir>/results.json``.
 
-Nothing here asserts a time: it is a script, not a test. Defaults take about 4 minutes on the reference
+Nothing here asserts a time: it is a script, not a test. Defaults take about 5 minutes on the reference
 machine (2 cores, 24 GB).
 
 OPENBLAS_CORETYPE (and OPENBLAS_L2_SIZE) may be set on this machine; they only matter to BLAS-backed numpy
