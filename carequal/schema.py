@@ -16,8 +16,8 @@ up to five example keys:
    (``missing_column``), and a ``facilities``, ``patients`` or ``stays`` table without rows (``table_empty``), is
    refused whole in both modes. (Faults of the file itself — empty, not UTF-8, not comma-separated, a repeated
    header name — are refused by :func:`carequal.loaders.read_table` before any of this.)
-2. *Per-table rules* (pandera): required values, unique keys, allowed values, code patterns, ranges and the
-   row-level rules between columns of one table (``discharge_date >= admit_date``...).
+2. *Per-table rules* (pandera, but unique keys: Arrow): required values, unique keys, allowed values, code
+   patterns, ranges and the row-level rules between columns of one table (``discharge_date >= admit_date``...).
 3. *Cross-table rules* (our code; pandera validates one frame at a time): foreign keys from stays,
    enrollment and ED visits to patients and facilities, a patient's death date before one of their stays,
    stays that start before the patient was born, overlapping stays of one patient in one care setting, and
@@ -50,11 +50,19 @@ row-addressable.
 
 Where the rules run (issue 18, speed): parsing, code normalisation and the cross-table rules are Arrow compute
 (``pyarrow.compute``) and numpy; the five tables are parsed in two threads, since Arrow kernels release the
-GIL, and gathered in table order so that failures and messages never depend on scheduling. Pandera keeps every
-per-table rule of layer 2 (required values, unique keys, allowed values, code formats, ranges and the row
-rules), which it states well; none of them has been moved out of it so far.
+GIL, and gathered in table order so that failures and messages never depend on scheduling. Pandera keeps the
+per-table rules it states well: required values (``not_nullable``), allowed values, code formats, ranges and
+the row rules between columns of one table. Unique keys (rule ``unique``, which :func:`_exact_duplicates` then
+splits off ``exact_duplicate`` from) are Arrow: :func:`duplicated_keys` finds the rows pandera's
+``unique=True`` reported (every copy of a repeated key, missing keys left out) in one hash pass, and the
+failure takes pandera's place in the list (after the column's ``not_nullable``); pandera's check was a pandas
+hash pass plus failure-case bookkeeping for every copy. The code formats stay in pandera: pandas already runs
+them as Arrow regular expressions. The cross-table rules share one look-up of every child row's patient among
+the patients (:func:`_key_positions_many`), used by the death and birth checks, the foreign keys and the
+patient groups of overlapping stays. Where the time goes, and DuckDB counting exactly these rules for
+comparison: ``benchmarks/bench_foundation.py`` and ``benchmarks/results/foundation.md``.
 
-Size: about 1,100 lines, one module because the contract is one document: each table's columns and rules and the
+Size: about 1,300 lines, one module because the contract is one document: each table's columns and rules and the
 cross-table checks, rendered whole for ``data/README.md`` by :func:`contract_markdown`.
 """
 
@@ -74,13 +82,13 @@ import pyarrow.compute as pc
 
 from carequal.errors import ParameterError, SchemaError
 
-__all__ = ["ADMISSION_TYPES", "CODE_SEPARATOR", "CONTRACT", "COVERAGE_TYPES", "ColumnSpec",
-           "discharge_codes", "DATE_DTYPE", "DATE_FLOOR",
-           "EXACT_INTEGER_LIMIT", "Failure", "ICD10CM_PATTERN", "ICD10PCS_PATTERN", "KEYS", "NONEMPTY_TABLES",
-           "OPEN_ENDED_DATES", "OPTIONAL_TABLES", "POA_FLAGS", "POST_ACUTE_SETTINGS", "RULES", "SETTINGS", "SEXES",
-           "TABLES", "ValidatedTables", "arrow_text", "column_list", "contract_markdown", "date_window",
-           "diagnoses_long", "key_positions", "normalise_code", "normalise_code_list", "overlapping_sponsors",
-           "overlapping_stays", "parse_table", "table_schema", "take", "take_text", "validate_tables"]
+__all__ = ["ADMISSION_TYPES", "CODE_SEPARATOR", "CONTRACT", "COVERAGE_TYPES", "ColumnSpec", "discharge_codes",
+           "DATE_DTYPE", "DATE_FLOOR", "EXACT_INTEGER_LIMIT", "Failure", "ICD10CM_PATTERN", "ICD10PCS_PATTERN",
+           "KEYS", "NONEMPTY_TABLES", "OPEN_ENDED_DATES", "OPTIONAL_TABLES", "POA_FLAGS", "POST_ACUTE_SETTINGS",
+           "RULES", "SETTINGS", "SEXES", "TABLES", "UNIQUE_COLUMNS", "ValidatedTables", "arrow_text", "column_list",
+           "contract_markdown", "date_window", "diagnoses_long", "duplicated_keys", "key_positions",
+           "normalise_code", "normalise_code_list", "overlapping_sponsors", "overlapping_stays", "parse_table",
+           "table_schema", "take", "take_text", "validate_tables"]
 
 TABLES: tuple[str, ...] = ("facilities", "patients", "stays", "enrollment", "ed_visits")
 """Contract tables in dependency order (parents before children)."""
@@ -231,6 +239,12 @@ KEYS: dict[str, tuple[str, ...]] = {
     "ed_visits": ("patient_id", "visit_date"),
 }
 """Columns that name a row in error messages and quarantine tables."""
+
+UNIQUE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "facilities": ("facility_id",), "patients": ("patient_id",), "stays": ("stay_id",), "enrollment": (),
+    "ed_visits": ("visit_id",),
+}
+"""Columns whose values must be unique (rule ``unique``): the one-column keys, and ``ed_visits.visit_id``."""
 
 RULES: dict[str, str] = {
     "missing_column": "a required column is missing",
@@ -424,14 +438,18 @@ def normalise_code_list(codes: pd.Series) -> pd.Series:
     >>> normalise_code_list(pd.Series(["e11.9; i10", "N18.3|Z79.4", ";;", ""])).tolist()
     ['E119;I10', 'N183;Z794', nan, nan]
     """
-    arr = _strip_code(arrow_text(codes))
+    return _text_series(_code_list(arrow_text(codes)), codes.index)
+
+
+def _code_list(arr: pa_arrow.Array) -> pa_arrow.Array:
+    """:func:`normalise_code_list` on an Arrow array (empty text left for :func:`_text_series` to make missing)."""
+    arr = _strip_code(arr)
     for separator in ("|", ","):
         if pc.any(pc.match_substring(arr, separator)).as_py():
             arr = pc.replace_substring(arr, separator, CODE_SEPARATOR)
     if pc.any(pc.match_substring(arr, CODE_SEPARATOR * 2)).as_py():
         arr = pc.replace_substring_regex(arr, ";{2,}", CODE_SEPARATOR)
-    arr = pc.utf8_trim(arr, CODE_SEPARATOR)
-    return _text_series(arr, codes.index)
+    return pc.utf8_trim(arr, CODE_SEPARATOR)
 
 
 def _holds_dates(values: pd.Series) -> bool:
@@ -528,17 +546,21 @@ def _parse_column(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, dict[
     if kind in ("int", "float"):
         parsed = pd.to_numeric(pd.Series(pd.array(arr, dtype="str"), index=index), errors="coerce")
         return _numbers(parsed, kind, present)
+    # codes stay in Arrow from here on (normalise_code and normalise_code_list without the pandas round trip)
     if kind == "icd10cm":
-        return normalise_code(pd.Series(pd.array(arr, dtype="str"), index=index)), {}
+        return _text_series(_strip_code(arr), index), {}
     if kind in ("icd10cm_list", "icd10pcs_list", "poa_list"):
-        return normalise_code_list(pd.Series(pd.array(arr, dtype="str"), index=index)), {}
+        return _text_series(_code_list(arr), index), {}
     if kind in ("poa", "category"):
         if spec.name in ("discharge_status", "admission_type"):
-            # "1" and "01" are the same discharge status; Parquet or spreadsheets drop the leading zero.
+            # "1" and "01" are the same discharge status; Parquet or spreadsheets drop the leading zero. Each
+            # step runs only where it can change something (most files: nowhere), as testing is cheaper
             width = 2 if spec.name == "discharge_status" else 1
-            arr = pc.replace_substring_regex(arr, r"\.0$", "")
-            digits = pc.match_substring_regex(arr, r"^\d+$")
-            arr = pc.if_else(digits, pc.utf8_lpad(arr, width, "0"), arr)
+            if pc.any(pc.ends_with(arr, ".0")).as_py():
+                arr = pc.replace_substring_regex(arr, r"\.0$", "")
+            if pc.any(pc.less(pc.utf8_length(arr), width)).as_py():  # padding changes only shorter text
+                digits = pc.match_substring_regex(arr, r"^\d+$")
+                arr = pc.if_else(digits, pc.utf8_lpad(arr, width, "0"), arr)
         elif spec.name in ("sex", "principal_dx_poa"):
             arr = pc.utf8_upper(arr)
         elif spec.name in ("setting", "coverage"):
@@ -604,7 +626,7 @@ def _poa_counts_match(df: pd.DataFrame) -> pd.Series:
     return pd.Series(ok.to_numpy(zero_copy_only=False).astype(bool), index=df.index)
 
 
-def table_schema(table: str, columns: list[str] | None = None) -> pa.DataFrameSchema:
+def table_schema(table: str, columns: list[str] | None = None, *, unique_keys: bool = True) -> pa.DataFrameSchema:
     """The pandera schema of one contract table (value rules after parsing; types are parsed beforehand).
 
     Parameters
@@ -613,6 +635,9 @@ def table_schema(table: str, columns: list[str] | None = None) -> pa.DataFrameSc
         One of :data:`TABLES`.
     columns : list of str, optional
         Columns present in the data; optional contract columns that are absent are left out of the schema.
+    unique_keys : bool
+        Whether the schema checks that keys are unique (:func:`validate_tables` checks them itself, with Arrow:
+        :func:`duplicated_keys`).
 
     Examples
     --------
@@ -626,11 +651,9 @@ def table_schema(table: str, columns: list[str] | None = None) -> pa.DataFrameSc
     for spec in CONTRACT[table]:
         if columns is not None and spec.name not in columns:
             continue
-        unique = spec.kind == "id" and len(KEYS[table]) == 1 and KEYS[table][0] == spec.name
-        if table == "ed_visits" and spec.name == "visit_id":
-            unique = True
         cols[spec.name] = pa.Column(
-            None, checks=_column_checks(spec, codes), nullable=spec.nullable, unique=unique,
+            None, checks=_column_checks(spec, codes), nullable=spec.nullable,
+            unique=unique_keys and spec.name in UNIQUE_COLUMNS[table],
             required=spec.required, description=spec.description,
         )
     checks = _table_checks(table)
@@ -639,17 +662,44 @@ def table_schema(table: str, columns: list[str] | None = None) -> pa.DataFrameSc
     return pa.DataFrameSchema(cols, checks=checks, name=table, strict=False, coerce=False)
 
 
+def duplicated_keys(values: pd.Series) -> np.ndarray:
+    """Positions of the values that occur more than once, every copy, in row order; missing values are not
+    duplicates. The rows pandera's ``unique=True`` reports (``Series.duplicated(keep=False)``, missing values
+    left out), from one Arrow hash pass instead of pandas' ``is_unique`` and ``duplicated``.
+
+    Examples
+    --------
+    >>> duplicated_keys(pd.Series(["a", None, "b", None, "a"])).tolist()
+    [0, 4]
+    """
+    arr = arrow_text(values)
+    distinct = len(pc.unique(arr)) - (arr.null_count > 0)  # (count_distinct is twice as slow as unique)
+    if distinct == len(arr) - arr.null_count:  # the usual case: no key repeats
+        return np.zeros(0, dtype=np.int64)
+    codes = pc.fill_null(pc.dictionary_encode(arr).indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    present = codes >= 0
+    counts = np.bincount(codes[present])
+    return np.flatnonzero(present & (counts[np.where(present, codes, 0)] > 1))
+
+
 def _pandera_failures(table: str, df: pd.DataFrame, unparsed: list[Failure] = ()) -> list[Failure]:
-    """Failures of the pandera schema; a cell already reported as unparseable (``unparsed``, parsed to missing)
-    is not reported again as ``not_nullable``."""
-    schema = table_schema(table, list(df.columns))
+    """Failures of the pandera schema, with ``unique`` checked by :func:`duplicated_keys` and placed where pandera
+    reports it (after the column's ``not_nullable``); a cell already reported as unparseable (``unparsed``,
+    parsed to missing) is not reported again as ``not_nullable``."""
+    schema = table_schema(table, list(df.columns), unique_keys=False)
+    failures = []
+    for column in UNIQUE_COLUMNS[table]:
+        if column in df.columns:
+            rows = duplicated_keys(df[column])
+            if len(rows):
+                failures.append(Failure(table, column, "unique", rows))
     try:
         schema.validate(df, lazy=True, inplace=True)  # checks only: no copy of the frame
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases
     else:
-        return []
-    failures = []
+        return failures
+    unique, failures = failures, []
     cases = cases[cases["index"].notna()]
     row_level = (cases["schema_context"] == "DataFrameSchema").to_numpy()
     for (column, check), group in cases[~row_level].groupby(["column", "check"], dropna=False, sort=False):
@@ -662,12 +712,23 @@ def _pandera_failures(table: str, df: pd.DataFrame, unparsed: list[Failure] = ()
                 continue
         failures.append(Failure(table, str(column), rule, rows,
                                 detail=_allowed_text(table, str(column)) if rule == "allowed_values" else ""))
+    # pandera checks a column's nullability, then its uniqueness, then its other checks
+    for f in unique:
+        rank = _column_rank(table, f.column)
+        at = next((i + 1 for i, g in enumerate(failures) if g.column == f.column and g.rule == "not_nullable"),
+                  next((i for i, g in enumerate(failures) if _column_rank(table, g.column) > rank), len(failures)))
+        failures.insert(at, f)
     # a row-level check reports every column of each failing row: name it by the check, once per row
     for number, group in cases[row_level].groupby("check_number", sort=True):
         rule = schema.checks[int(number)].name
         rows = np.unique(group["index"].astype(np.int64).to_numpy())
         failures.append(Failure(table, _ROW_RULE_COLUMNS.get(rule, table), rule, rows))
     return failures
+
+
+def _column_rank(table: str, column: str) -> int:
+    """Position of a column in the contract (the order pandera checks columns in)."""
+    return next((i for i, spec in enumerate(CONTRACT[table]) if spec.name == column), len(CONTRACT[table]))
 
 
 _ROW_RULE_COLUMNS = {
@@ -802,12 +863,13 @@ def _failures_frame(failures: list[Failure], frames: Mapping[str, pd.DataFrame])
     return pd.DataFrame(rows, columns=["table", "column", "rule", "n_rows", "examples", "message"])
 
 
-def _died_before_stays(patients: pd.DataFrame, stays: pd.DataFrame) -> list[Failure]:
+def _died_before_stays(patients: pd.DataFrame, stays: pd.DataFrame, pos: np.ndarray | None = None) -> list[Failure]:
     """Patients whose ``death_date`` is before the admission (``admit_after_death``) or the discharge
     (``discharge_after_death``) of one of the given stays: failures of the **patient** rows, on ``death_date``
     (see the module docstring for why the patient carries them). ``detail`` names up to five of the
-    contradicting stays, those of the first patients reported."""
-    pos = key_positions(stays["patient_id"], patients["patient_id"])
+    contradicting stays, those of the first patients reported. ``pos``: each stay's patient row
+    (:func:`key_positions`), if already known."""
+    pos = key_positions(stays["patient_id"], patients["patient_id"]) if pos is None else pos
     death = pd.Series(take(patients["death_date"], pos, np.datetime64("NaT")), index=stays.index)
     admitted_after = (stays["admit_date"] > death).fillna(False).to_numpy()
     ended_after = (stays["discharge_date"] > death).fillna(False).to_numpy() & ~admitted_after
@@ -826,8 +888,9 @@ def _died_before_stays(patients: pd.DataFrame, stays: pd.DataFrame) -> list[Fail
     return out
 
 
-def _stays_before_birth(stays: pd.DataFrame, patients: pd.DataFrame) -> list[Failure]:
-    pos = key_positions(stays["patient_id"], patients["patient_id"])
+def _stays_before_birth(stays: pd.DataFrame, patients: pd.DataFrame, pos: np.ndarray | None = None) -> list[Failure]:
+    """Stays admitted before their patient's birth; ``pos``: each stay's row in ``patients``, if already known."""
+    pos = key_positions(stays["patient_id"], patients["patient_id"]) if pos is None else pos
     birth = pd.Series(take(patients["birth_date"], pos, np.datetime64("NaT")), index=stays.index)
     rows = np.flatnonzero((stays["admit_date"] < birth).fillna(False).to_numpy())
     return [Failure("stays", "admit_date", "admit_before_birth", rows)] if len(rows) else []
@@ -883,12 +946,14 @@ def _sort_order(keys: tuple[np.ndarray, ...]) -> np.ndarray:
     return np.argsort(packed, kind="stable")
 
 
-def overlapping_stays(stays: pd.DataFrame, facilities: pd.DataFrame) -> np.ndarray:
+def overlapping_stays(stays: pd.DataFrame, facilities: pd.DataFrame,
+                      patient_codes: np.ndarray | None = None) -> np.ndarray:
     """Positions of stays that start before the same patient's previous stay in the same setting ended.
 
     Stays are ordered by admit date, then discharge date, then stay_id; a stay that starts on the day the
     previous one ended (a same-day transfer) is not an overlap. The later stay of an overlapping pair is
-    the one reported.
+    the one reported. ``patient_codes``: one non-negative integer per patient for each stay (e.g. its
+    patient's row), if already known; by default the patient ids are factorised.
 
     Examples
     --------
@@ -901,7 +966,7 @@ def overlapping_stays(stays: pd.DataFrame, facilities: pd.DataFrame) -> np.ndarr
     [2]
     """
     # integer keys: patient codes, setting codes and day numbers sort an order of magnitude faster than text
-    patient = pd.factorize(stays["patient_id"])[0].astype(np.int64)
+    patient = (pd.factorize(stays["patient_id"])[0] if patient_codes is None else patient_codes).astype(np.int64)
     setting = key_positions(stays["facility_id"], facilities["facility_id"])
     setting = pd.factorize(take(facilities["setting"], setting, ""))[0].astype(np.int64)
     admit = stays["admit_date"].to_numpy().astype("datetime64[D]").astype(np.int64)
@@ -972,17 +1037,18 @@ def _is_in(values, value_set: pa_arrow.Array) -> np.ndarray:
     return pc.is_in(values, value_set=value_set).to_numpy(zero_copy_only=False).astype(bool)
 
 
-def _known_keys(columns: list[pd.Series], keys: pa_arrow.Array) -> list[np.ndarray]:
-    """Whether each value of each column is among ``keys``: one ``is_in`` over all the columns as one chunked
-    array, so the hash table of ``keys`` (millions of patients) is built once rather than once per table."""
+def _key_positions_many(columns: list[pd.Series], keys: pd.Series) -> list[np.ndarray]:
+    """:func:`key_positions` of each column among ``keys``, by one ``index_in`` over all the columns as one
+    chunked array, so the hash table of ``keys`` (millions of patients) is built once rather than once per table."""
     arrays = [arrow_text(c) for c in columns]
-    found = _is_in(pa_arrow.chunked_array(arrays, type=pa_arrow.string()), keys)
+    found = pc.index_in(pa_arrow.chunked_array(arrays, type=pa_arrow.string()), value_set=arrow_text(keys))
+    found = pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     return np.split(found, np.cumsum([len(a) for a in arrays])[:-1])
 
 
 def _foreign_key(table: str, frame: pd.DataFrame, column: str, parent_keys: pa_arrow.Array,
                  quarantined_keys: pa_arrow.Array, known: np.ndarray | None = None) -> list[Failure]:
-    """Unknown and quarantined parents of ``frame[column]``; ``known`` (from :func:`_known_keys`) saves the
+    """Unknown and quarantined parents of ``frame[column]``; ``known`` (from :func:`_key_positions_many`) saves the
     look-up among ``parent_keys``."""
     values = arrow_text(frame[column])
     known = _is_in(values, parent_keys) if known is None else known
@@ -1104,15 +1170,23 @@ def validate_tables(raw_tables: Mapping[str, pd.DataFrame], *, mode: str = "stri
     evidence = np.ones(len(parsed["stays"]), dtype=bool)
     for f in failures["stays"] + facility_fk["stays"]:
         evidence[f.rows] = False
+    # one look-up of every child row's patient among the parsed patients (the first row of each id) serves the
+    # death and birth checks and the foreign keys: the only row of an id that can be accepted is its first
+    # (copies that differ are all quarantined, exact copies after the first too)
+    children = [t for t in ("stays", "enrollment", "ed_visits") if t in parsed]
+    patient_pos = dict(zip(children, _key_positions_many([parsed[t]["patient_id"] for t in children],
+                                                         parsed["patients"]["patient_id"]), strict=True))
     stays = parsed["stays"][["stay_id", "patient_id", "admit_date", "discharge_date"]]  # no copy of the rest
-    failures["patients"] += _died_before_stays(parsed["patients"], stays.iloc[np.flatnonzero(evidence)])
+    evidence = np.flatnonzero(evidence)
+    failures["patients"] += _died_before_stays(parsed["patients"], stays.iloc[evidence],
+                                               patient_pos["stays"][evidence])
     finish("patients")
 
-    # key sets as Arrow arrays, built once for every child table
     pat_ok = arrow_text(accepted["patients"]["patient_id"])
     pat_q = arrow_text(quarantine["patients"]["patient_id"].astype("str"))
-    children = [t for t in ("stays", "enrollment", "ed_visits") if t in parsed]
-    pat_known = dict(zip(children, _known_keys([parsed[t]["patient_id"] for t in children], pat_ok), strict=True))
+    patient_accepted = np.ones(len(parsed["patients"]), dtype=bool)
+    patient_accepted[quarantine["patients"]["row_number"].to_numpy() - 1] = False
+    pat_known = {t: (pos >= 0) & patient_accepted[np.maximum(pos, 0)] for t, pos in patient_pos.items()}
 
     for table in ("stays", "enrollment", "ed_visits"):
         if table not in parsed:
@@ -1126,13 +1200,13 @@ def validate_tables(raw_tables: Mapping[str, pd.DataFrame], *, mode: str = "stri
                 bad[f.rows] = True
             ok_pos = np.flatnonzero(~bad)
             clean = frame.iloc[ok_pos]
-            for f in _stays_before_birth(clean, accepted["patients"]):
+            for f in _stays_before_birth(clean, parsed["patients"], patient_pos["stays"][ok_pos]):
                 fails.append(Failure(table, f.column, f.rule, ok_pos[f.rows]))
             bad2 = bad.copy()
             for f in fails:
                 bad2[f.rows] = True
             ok_pos = np.flatnonzero(~bad2)
-            overlap = overlapping_stays(frame.iloc[ok_pos], accepted["facilities"])
+            overlap = overlapping_stays(frame.iloc[ok_pos], accepted["facilities"], patient_pos["stays"][ok_pos])
             if len(overlap):
                 fails.append(Failure(table, "admit_date", "overlapping_stay", ok_pos[overlap]))
         if table == "enrollment" and "sponsor" in frame.columns:
