@@ -31,10 +31,6 @@ files), which raise before any row is counted.
 
 Where the counts can differ from carequal's (none of these is in the benchmark data or the test's faults):
 
-* ``facilities.partner_since: partner_since_without_partner`` when some facility has ``is_partner`` empty and
-  ``partner_since`` given: pandera cannot turn the check's missing result into true/false, reports the check as
-  an error without row numbers, and carequal then reports no row for that rule at all; DuckDB counts the rows
-  that break it. (A carequal defect left for its own issue: the rule's failures are lost in that case.)
 * Text that only one of the two parsers reads: blanks other than ASCII ones (carequal trims Unicode blanks),
   numbers such as ``1_000`` (DuckDB reads it, pandas does not) or dates with years before 1000.
 * A code list whose text ends in a newline inside the list (Python's ``$`` matches before a final newline, a

@@ -107,6 +107,13 @@ CASES = [
      "patients", "birth_date", "birth_in_future", "P3"),
     ("partner_since on a non-partner", set_cell("facilities", "facility_id", "H2", "partner_since", "2023-01-01"),
      "facilities", "partner_since", "partner_since_without_partner", "H2"),
+    # another facility with is_partner empty (and a partner_since) fails not_nullable; that row must not stop the
+    # rule from being checked on H2 (pandera once lost the whole rule to the empty row's undecided result)
+    ("partner_since on a non-partner, beside an empty is_partner",
+     lambda t: (set_cell("facilities", "facility_id", "H2", "partner_since", "2023-01-01")(t),
+                set_cell("facilities", "facility_id", "S1", "is_partner", None)(t),
+                set_cell("facilities", "facility_id", "S1", "partner_since", "2023-01-01")(t)),
+     "facilities", "partner_since", "partner_since_without_partner", "H2"),
     ("poa count mismatch", set_cell("stays", "stay_id", "A1", "secondary_poa", "Y"),
      "stays", "secondary_poa", "poa_count_mismatch", "A1"),
     ("unknown patient", set_cell("stays", "stay_id", "A6", "patient_id", "P404"),
