@@ -38,7 +38,8 @@ from carequal.batch.kernels import (
 )
 from carequal.batch.state import write_atomic
 
-__all__ = ["EXECUTION_TIMEOUT", "MarketJob", "execute_jobs", "render_html", "run_market", "safe_name", "start_workers"]
+__all__ = ["EXECUTION_TIMEOUT", "MarketJob", "execute_jobs", "render_html", "run_market", "safe_name", "start_workers",
+           "warm_kernels"]
 
 EXECUTION_TIMEOUT = 3600
 """Seconds one notebook cell may run before the market is failed (a hung kernel must not hang the batch)."""
@@ -247,10 +248,11 @@ _WARM_NOTEBOOK = {
 report so that its exporter has compiled the templates those need (:func:`_warm_worker`)."""
 
 
-def _warm_worker(notebook: str, cwd: str, markets_per_kernel: int) -> None:
+def _import_worker() -> None:
+    """A worker's start: what its first report needs besides a kernel (papermill's parameters, the exporter's
+    compiled templates), loaded while the batch prepares."""
     kernel_environment()
-    warm_session(notebook, cwd, markets_per_kernel)
-    try:  # what a worker needs for its first report: papermill's parameters, and the exporter's compiled templates
+    try:
         import nbformat
         import papermill  # noqa: F401
 
@@ -261,20 +263,40 @@ def _warm_worker(notebook: str, cwd: str, markets_per_kernel: int) -> None:
         pass
 
 
+def _warm_worker(notebook: str, cwd: str, markets_per_kernel: int) -> None:
+    _import_worker()
+    warm_session(notebook, cwd, markets_per_kernel)
+
+
 def start_workers(workers: int, *, notebook: str, cwd: str, reuse_kernel: bool = True,
-                  markets_per_kernel: int = 25) -> ProcessPoolExecutor:
-    """The worker processes of :func:`execute_jobs` (``pool=``), started now: each starts its report kernel and
-    loads ``notebook``'s imports (:func:`carequal.batch.kernels.warm_session`), then builds its HTML exporter
-    and compiles the report template (:data:`_WARM_NOTEBOOK`), while the batch is still computing what the
-    reports share (a partner batch's packet inputs), so the first reports do not wait for it. ``cwd`` is the
-    executed notebooks' folder. With ``reuse_kernel=False`` (a fresh kernel per report) the processes start
-    without a kernel (and without this warm-up). The caller shuts the pool down."""
+                  markets_per_kernel: int = 25, kernels: bool = True) -> ProcessPoolExecutor:
+    """The worker processes of :func:`execute_jobs` (``pool=``), started now: each loads what its reports need
+    (papermill, the HTML exporter with the report template compiled: :data:`_WARM_NOTEBOOK`) and, with
+    ``kernels`` (and ``reuse_kernel``), starts its report kernel and loads ``notebook``'s imports
+    (:func:`carequal.batch.kernels.warm_session`), while the batch is still preparing or computing what the
+    reports share, so the first reports do not wait for it. Without ``kernels`` the kernels are started later by
+    :func:`warm_kernels` (a batch that may still be refused starts no kernel: a refusal would wait for it).
+    ``cwd`` is the executed notebooks' folder. With ``reuse_kernel=False`` (a fresh kernel per report) the
+    processes start without a kernel. The caller shuts the pool down."""
     context = multiprocessing.get_context("spawn")  # no forked copies of a parent's threads or kernels
-    warm = {"initializer": _warm_worker, "initargs": (notebook, cwd, markets_per_kernel)} if reuse_kernel else {}
+    if reuse_kernel and kernels:
+        warm = {"initializer": _warm_worker, "initargs": (notebook, cwd, markets_per_kernel)}
+    else:
+        warm = {"initializer": _import_worker}
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, **warm)
     for _ in range(workers):  # a spawning pool starts a process per task submitted while none is idle
         pool.submit(int)
     return pool
+
+
+def warm_kernels(pool: ProcessPoolExecutor, workers: int, *, notebook: str, cwd: str,
+                 markets_per_kernel: int = 25) -> None:
+    """Start the report kernel of each of ``workers`` idle workers of ``pool`` (:func:`start_workers` with
+    ``kernels=False``) and load ``notebook``'s imports on it, without waiting. One task per worker: idle workers
+    each take one; should one worker take two, the second finds its kernel warm, and the other worker's first
+    report starts its own."""
+    for _ in range(workers):
+        pool.submit(warm_session, notebook, cwd, markets_per_kernel)
 
 
 def execute_jobs(jobs: list, *, workers: int, progress: bool, client=None, pool: ProcessPoolExecutor | None = None):

@@ -44,7 +44,7 @@ from pathlib import Path
 from carequal import __version__
 from carequal.agreement import NOT_COMPUTED, load_agreement
 from carequal.batch.index import render_index
-from carequal.batch.jobs import MarketJob, execute_jobs, safe_name, start_workers
+from carequal.batch.jobs import MarketJob, execute_jobs, safe_name, start_workers, warm_kernels
 from carequal.batch.parameters import RunConfig, available_markets, check_parameters, configure, select_markets
 from carequal.batch.state import (
     MANIFEST_FORMAT,
@@ -421,18 +421,23 @@ def _run(config: RunConfig, client) -> BatchResult:
     t_run = time.perf_counter()
     started = datetime.now(UTC)
     run_id = f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-    t0 = time.perf_counter()
-    prepared, quarantine, notes, unavailable = _prepare(config, client)
-    prepare_seconds = {**prepared.seconds, "total": time.perf_counter() - t0, "reused": prepared.reused}
-    chosen = select_markets(config.markets, prepared.markets)
-    staging = staging_dir(config.out, run_id)
+    cwd = config.work / "notebooks"  # the kernels' working folder: the executed notebooks'
     pool = None
-    if config.by == "partner" and client is None and config.workers > 1:
-        # the workers start their kernels and load the notebook's imports while the packet inputs are computed
-        (config.work / "notebooks").mkdir(parents=True, exist_ok=True)
-        pool = start_workers(config.workers, notebook=str(config.notebook), cwd=str(config.work / "notebooks"),
-                             reuse_kernel=config.reuse_kernels)
+    if client is None and config.workers > 1:
+        # the worker processes start and load papermill and the report template while the batch prepares (on a
+        # core the preparing process leaves idle); their kernels start once the data have been accepted
+        pool = start_workers(config.workers, notebook=str(config.notebook), cwd=str(cwd),
+                             reuse_kernel=config.reuse_kernels, kernels=False)
     try:
+        t0 = time.perf_counter()
+        prepared, quarantine, notes, unavailable = _prepare(config, client)
+        prepare_seconds = {**prepared.seconds, "total": time.perf_counter() - t0, "reused": prepared.reused}
+        chosen = select_markets(config.markets, prepared.markets)
+        staging = staging_dir(config.out, run_id)
+        if pool is not None and config.by == "partner" and config.reuse_kernels:
+            # the kernels start and load the notebook's imports while the packet inputs are computed
+            cwd.mkdir(parents=True, exist_ok=True)
+            warm_kernels(pool, config.workers, notebook=str(config.notebook), cwd=str(cwd))
         units, report_set, extra = _units(config, prepared, chosen, staging, pool)
         notes = (notes if config.by == "market" else []) + extra.pop("_notes", [])
         previous = _open_folder(config, report_set)
@@ -484,12 +489,11 @@ def _run(config: RunConfig, client) -> BatchResult:
             manifest["not_available"] = {m: r for m, r in unavailable.items() if m in manifest["measures"]}
         commit(config.out, manifest, render_index)
 
-        if pool is None and jobs and client is None and config.workers > 1 and config.reuse_kernels:
-            # market and sponsor batches: warm workers too (the notebook's imports loaded, then frozen for the
+        if pool is not None and config.by != "partner" and jobs and config.reuse_kernels:
+            # market and sponsor batches warm their kernels too (the notebook's imports loaded, then frozen for the
             # garbage collector: each later report's namespace reset takes ~0.02 s instead of ~0.3 s)
-            (config.work / "notebooks").mkdir(parents=True, exist_ok=True)
-            pool = start_workers(min(config.workers, len(jobs)), notebook=str(config.notebook),
-                                 cwd=str(config.work / "notebooks"))
+            cwd.mkdir(parents=True, exist_ok=True)
+            warm_kernels(pool, min(config.workers, len(jobs)), notebook=str(config.notebook), cwd=str(cwd))
         t0 = time.perf_counter()
         by_unit = {job.market: job for job, _ in jobs}
         for result, key in execute_jobs(jobs, workers=config.workers, progress=config.progress, client=client,
