@@ -90,6 +90,7 @@ from report import (  # benchmarks/report.py: shared report helpers and the meas
     idle_check,
     markdown_table,
     measure,
+    measurements_table,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results" / "batch.md"
@@ -418,6 +419,14 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b and not (math.isnan(a) or math.isnan(b)) else "n/a"
 
 
+MEASUREMENTS_ABOUT = (
+    "Each a child process, in this order. Other cores: CPU time the rest of the machine used while the child ran,"
+    " in cores. Load: 1-minute load average before / highest (every 5 s) / after; the 'before' reading still "
+    "carries the tail of the previous measurement. Own: the load the measurement makes by itself (its worker "
+    "processes).")
+"""How the measurements table is read (its paragraph)."""
+
+
 def render(info: dict, args: argparse.Namespace, r: dict) -> str:
     command = ("python benchmarks/bench_batch.py" + (" --quick" if args.quick else "")
                + f" --patients-per-market {args.patients_per_market} --markets {' '.join(map(str, args.markets))}"
@@ -575,17 +584,7 @@ def render(info: dict, args: argparse.Namespace, r: dict) -> str:
               "nbconvert. The *markets phase / process* ratio is the whole difference between the batch (1 worker) "
               "and one plain script doing every market in turn.", ""]
 
-    lines += ["## Measurements", "",
-              "Each a child process, in this order. Other cores: CPU time the rest of the machine used while the "
-              "child ran, in cores. Load: 1-minute load average before / highest (every 5 s) / after; the "
-              "'before' reading still carries the tail of the previous measurement. Own: the load the "
-              "measurement makes by itself (its worker processes).", ""]
-    lines += markdown_table(["measurement", "wall s", "child CPU s", "other cores", "load before / max / after",
-                             "own", "flag"],
-                            [[m["label"], f1(m["wall_seconds"]), f1(m["child_cpu_seconds"]), f2(m["other_cores"]),
-                              f"{m['load_before']:.2f} / {m['load_max']:.2f} / {m['load_after']:.2f}",
-                              f"{m['own_load']:.0f}", "**contended**" if m["contended"] else ""]
-                             for m in measurements])
+    lines += measurements_table(measurements, MEASUREMENTS_ABOUT)
     lines += [f"Total benchmark wall time: {r['total_seconds'] / 60:.1f} min.", ""]
     return "\n".join(lines)
 

@@ -106,6 +106,7 @@ from report import (  # benchmarks/report.py: shared report helpers
     idle_check,
     markdown_table,
     measure,
+    measurements_table,
 )
 
 FULL_STAYS = 5_000_000
@@ -564,6 +565,13 @@ def verdicts(r: dict) -> dict[str, tuple[bool, str]]:
     return out
 
 
+MEASUREMENTS_ABOUT = (
+    "Each a child process, in this order. Other cores: CPU time the rest of the machine used while the child ran,"
+    " in cores (machine CPU from /proc/stat less the child's own and its waited-for descendants'). Load: 1-minute"
+    " load average before / highest (every 5 s) / after; own: the load the measurement makes by itself.")
+"""How the measurements table is read (its paragraph)."""
+
+
 def render(info: dict, args: argparse.Namespace, r: dict) -> str:
     data, p = r["data"], r["pipeline"]
     measures = "check" in r  # absent from a --pipeline-only run
@@ -648,17 +656,7 @@ def render(info: dict, args: argparse.Namespace, r: dict) -> str:
     lines += ["## Targets", ""]
     lines += markdown_table(["target", "value", "verdict"], [[k, v, _pass(ok)] for k, (ok, v) in verdicts(r).items()])
 
-    lines += ["## Measurements", "",
-              "Each a child process, in this order. Other cores: CPU time the rest of the machine used while the "
-              "child ran, in cores (machine CPU from /proc/stat less the child's own and its waited-for "
-              "descendants'). Load: 1-minute load average before / highest (every 5 s) / after; own: the load the "
-              "measurement makes by itself.", ""]
-    lines += markdown_table(["measurement", "wall s", "child CPU s", "other cores", "load before / max / after",
-                             "own", "flag"],
-                            [[m["label"], f1(m["wall_seconds"]), f1(m["child_cpu_seconds"]), f"{m['other_cores']:.2f}",
-                              f"{m['load_before']:.2f} / {m['load_max']:.2f} / {m['load_after']:.2f}",
-                              f"{m['own_load']:.0f}", "**contended**" if m["contended"] else ""]
-                             for m in r["measurements"]])
+    lines += measurements_table(r["measurements"], MEASUREMENTS_ABOUT)
     lines += [f"Total benchmark wall time: {r['total_seconds'] / 60:.1f} min.", ""]
     return "\n".join(lines)
 

@@ -175,3 +175,20 @@ def measure(label: str, cmd: list[str], logs: Path, *, timeout: float, own_load:
           f"{result['load_max']:.2f} / {result['load_after']:.2f})"
           + ("  ** CONTENDED **" if result["contended"] else ""), file=sys.stderr)
     return result
+
+
+def measurements_table(measurements: list[dict], about: str) -> list[str]:
+    """The "Measurements" section of a results file: each measured child with its wall and CPU time, the cores
+    other processes used meanwhile, the load average before / highest / after and whether it was contended.
+    ``about`` says how the script measures (a paragraph under the heading)."""
+    def num(x) -> str:
+        return "n/a" if x is None or (isinstance(x, float) and x != x) else f"{x:.1f}"
+
+    return ["## Measurements", "", about, "",
+            *markdown_table(["measurement", "wall s", "child CPU s", "other cores", "load before / max / after",
+                             "own", "flag"],
+                            [[m["label"], num(m["wall_seconds"]), num(m["child_cpu_seconds"]),
+                              f"{m['other_cores']:.2f}",
+                              f"{m['load_before']:.2f} / {m['load_max']:.2f} / {m['load_after']:.2f}",
+                              f"{m['own_load']:.0f}", "**contended**" if m["contended"] else ""]
+                             for m in measurements])]
