@@ -627,13 +627,15 @@ def judge(value, lower, upper, target, *, better, n, min_cases: int) -> tuple[np
 def _summaries(cases: pd.DataFrame, keys: list[str], kind: str, level: float) -> pd.DataFrame:
     """n, events/mean, value and interval per group of cases (``expected`` used when present)."""
     g = cases.groupby(keys, observed=True, sort=True)
-    if kind == "mean":  # the sum of squares, for the t interval (a function per group: only where it is used)
-        out = g.agg(n=("value", "size"), total=("value", "sum"), sq=("value", lambda v: float(np.sum(v * v))))
-    else:
-        out = g.agg(n=("value", "size"), total=("value", "sum")).assign(sq=np.nan)
+    summed = ["value", "expected"] if "expected" in cases.columns else ["value"]
+    sums = g[summed].sum()  # pandas' (compensated) group sums, every column in one pass
+    out = sums.index.to_frame(index=False)
+    out["n"] = g.size().to_numpy()
+    out["total"] = sums["value"].to_numpy()
+    out["sq"] = _sums_of_squares(cases["value"].to_numpy(float), g.ngroup().to_numpy(), out["n"].to_numpy()) \
+        if kind == "mean" else np.nan  # for the t interval: only where it is used
     if "expected" in cases.columns:
-        out["expected"] = g["expected"].sum()
-    out = out.reset_index()
+        out["expected"] = sums["expected"].to_numpy()
     n, total = out["n"].to_numpy(float), out["total"].to_numpy(float)
     if kind == "rate" and "expected" in out.columns:
         lo, hi, method = count_interval(total, level=level)
@@ -665,6 +667,21 @@ def _summaries(cases: pd.DataFrame, keys: list[str], kind: str, level: float) ->
         out["value"] = out["lower"] = out["upper"] = n
         out["method"], out["events"] = "count", np.nan
     return out.drop(columns=["total", "sq"])
+
+
+def _sums_of_squares(values: np.ndarray, group: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """The sum of the squared ``values`` of each group (``group``: each value's group number, 0 to ``len(n) - 1``;
+    ``n``: each group's size), missing values left out. Each group's sum is numpy's (pairwise) sum of its values
+    in their order, as ``np.sum`` of the group's values gives it.
+
+    Examples
+    --------
+    >>> _sums_of_squares(np.array([1.0, 2.0, 3.0, np.nan]), np.array([1, 0, 1, 0]), np.array([2, 2]))
+    array([ 4., 10.])
+    """
+    squares = (values * values)[np.argsort(group, kind="stable")]
+    ends = np.cumsum(n)
+    return np.array([np.nansum(squares[end - k:end]) for k, end in zip(n, ends, strict=True)], dtype=float)
 
 
 def _expected_rates(cases: pd.DataFrame, *, measure: str = "outcome", facilities: str = "the cases given"
