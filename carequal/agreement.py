@@ -940,8 +940,11 @@ def _assign_periods(day: pd.Series, lo: pd.Timestamp, hi: pd.Timestamp, freq: st
 
 def _pairs_in(cases: pd.DataFrame, partners: pd.DataFrame) -> np.ndarray:
     """Which cases (with their unit's ``market`` and ``setting``) share a market and setting with a partner."""
-    pairs = pd.MultiIndex.from_frame(partners[["market", "setting"]])
-    return pd.MultiIndex.from_frame(cases[["market", "setting"]]).isin(pairs)
+    market, setting = cases["market"].to_numpy(object), cases["setting"].to_numpy(object)
+    inside = np.zeros(len(cases), bool)
+    for pair in dict.fromkeys(zip(partners["market"], partners["setting"], strict=True)):
+        inside |= (market == pair[0]) & (setting == pair[1])
+    return inside
 
 
 def _spending_checks(m: Metric, group: pd.DataFrame, mine_all: pd.DataFrame, peers_all: pd.DataFrame,
@@ -1012,19 +1015,28 @@ def _evaluated(m: Metric, partners: pd.DataFrame, mine: pd.DataFrame, peers: pd.
     else:
         own = _summaries(mine, own_keys, spec.kind, level)
         bench = _summaries(peers, bench_keys, spec.kind, level)
-    own = own.drop(columns="national_rate", errors="ignore").rename(columns={"unit_id": "facility_id"})
-    bench = bench[["market", "setting", "period", "n", "events", "value"]].rename(
-        columns={"n": "benchmark_n", "events": "benchmark_events", "value": "benchmark"})
-    excluded = mine_out.groupby(["unit_id", column]).size()
-    when = grid_periods["period"].dtype  # the grid's resolution (a view's explicit periods are in ns)
-    own["period"], bench["period"] = own["period"].astype(when), bench["period"].astype(when)
+    # the grid: each partner's periods, partner by partner; each row's own summary and the benchmark of its
+    # market, setting and period looked up by position (missing where there is none, as a left join)
     who = ["facility_id", "name", "setting", "market", "start"]
-    rows = partners[who].merge(grid_periods, how="cross")
-    rows = rows.merge(own, on=["facility_id", "period"], how="left").merge(
-        bench, on=["market", "setting", "period"], how="left")
+    when = grid_periods["period"].dtype  # the grid's resolution (a view's explicit periods are in ns)
+    k, p = len(partners), len(grid_periods)
+    rows = pd.concat([partners[who].iloc[np.repeat(np.arange(k), p)].reset_index(drop=True),
+                      grid_periods.iloc[np.tile(np.arange(p), k)].reset_index(drop=True)], axis=1)
+    cells = pd.Index(partners["facility_id"]), pd.Index(grid_periods["period"])
+    own_at = np.full(len(rows), -1)
+    at = _cells(own["unit_id"], own["period"].astype(when), *cells)
+    own_at[at[at >= 0]] = np.flatnonzero(at >= 0)
+    bench_row = {key: i for i, key in enumerate(zip(bench["market"], bench["setting"],
+                                                    _ticks(bench["period"].astype(when)), strict=True))}
+    bench_at = np.array([bench_row.get(key, -1) for key in zip(rows["market"], rows["setting"],
+                                                                _ticks(rows["period"]), strict=True)], dtype=int)
+    shown = {"n": "benchmark_n", "events": "benchmark_events", "value": "benchmark"}
+    rows = pd.concat([rows, own.drop(columns=own_keys).reset_index(drop=True).reindex(own_at).reset_index(drop=True),
+                      bench[list(shown)].rename(columns=shown).reset_index(drop=True).reindex(bench_at).reset_index(
+                          drop=True)], axis=1)
     rows["n"] = rows["n"].fillna(0).astype(int)
-    rows["excluded"] = excluded.reindex(pd.MultiIndex.from_frame(rows[["facility_id", "period"]])).fillna(0).astype(
-        int).to_numpy() if len(excluded) else 0
+    left_out = _cells(mine_out["unit_id"], mine_out[column].astype(when), *cells)
+    rows["excluded"] = np.bincount(left_out[left_out >= 0], minlength=len(rows))
     rows["benchmark_n"] = rows["benchmark_n"].fillna(0).astype(int)
     rows["events"] = np.where(rows["n"] == 0, 0.0, rows["events"]) if spec.kind == "rate" else np.nan
     if spec.kind == "count":  # a volume has no interval and no pooled benchmark
@@ -1049,6 +1061,18 @@ def _evaluated(m: Metric, partners: pd.DataFrame, mine: pd.DataFrame, peers: pd.
                              np.where(rows["period"] >= begins, "after", "starting"))
     return rows.assign(metric=m.id, metric_label=m.title, measure=m.measure, better=m.better, level=level,
                        national_rate=national)
+
+
+def _cells(facility: pd.Series, period: pd.Series, facilities: pd.Index, periods: pd.Index) -> np.ndarray:
+    """The row of each (``facility``, ``period``) in the grid of ``facilities`` × ``periods`` (facility by
+    facility, each with every period), -1 where the facility or the period is not in the grid."""
+    f, t = facilities.get_indexer(facility), periods.get_indexer(period)
+    return np.where((f >= 0) & (t >= 0), f * len(periods) + t, -1)
+
+
+def _ticks(when: pd.Series) -> np.ndarray:
+    """Dates as integers in their resolution (to compare or hash them quickly; only dates of one resolution)."""
+    return when.to_numpy().view("i8")
 
 
 def _not_computed(m: Metric, p: pd.Series, failure: ModelError, grid_periods: pd.DataFrame, mine: pd.DataFrame,
