@@ -627,13 +627,15 @@ def judge(value, lower, upper, target, *, better, n, min_cases: int) -> tuple[np
 def _summaries(cases: pd.DataFrame, keys: list[str], kind: str, level: float) -> pd.DataFrame:
     """n, events/mean, value and interval per group of cases (``expected`` used when present)."""
     g = cases.groupby(keys, observed=True, sort=True)
-    if kind == "mean":  # the sum of squares, for the t interval (a function per group: only where it is used)
-        out = g.agg(n=("value", "size"), total=("value", "sum"), sq=("value", lambda v: float(np.sum(v * v))))
-    else:
-        out = g.agg(n=("value", "size"), total=("value", "sum")).assign(sq=np.nan)
+    summed = ["value", "expected"] if "expected" in cases.columns else ["value"]
+    sums = g[summed].sum()  # pandas' (compensated) group sums, every column in one pass
+    out = sums.index.to_frame(index=False)
+    out["n"] = g.size().to_numpy()
+    out["total"] = sums["value"].to_numpy()
+    out["sq"] = _sums_of_squares(cases["value"].to_numpy(float), g.ngroup().to_numpy(), out["n"].to_numpy()) \
+        if kind == "mean" else np.nan  # for the t interval: only where it is used
     if "expected" in cases.columns:
-        out["expected"] = g["expected"].sum()
-    out = out.reset_index()
+        out["expected"] = sums["expected"].to_numpy()
     n, total = out["n"].to_numpy(float), out["total"].to_numpy(float)
     if kind == "rate" and "expected" in out.columns:
         lo, hi, method = count_interval(total, level=level)
@@ -665,6 +667,21 @@ def _summaries(cases: pd.DataFrame, keys: list[str], kind: str, level: float) ->
         out["value"] = out["lower"] = out["upper"] = n
         out["method"], out["events"] = "count", np.nan
     return out.drop(columns=["total", "sq"])
+
+
+def _sums_of_squares(values: np.ndarray, group: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """The sum of the squared ``values`` of each group (``group``: each value's group number, 0 to ``len(n) - 1``;
+    ``n``: each group's size), missing values left out. Each group's sum is numpy's (pairwise) sum of its values
+    in their order, as ``np.sum`` of the group's values gives it.
+
+    Examples
+    --------
+    >>> _sums_of_squares(np.array([1.0, 2.0, 3.0, np.nan]), np.array([1, 0, 1, 0]), np.array([2, 2]))
+    array([ 4., 10.])
+    """
+    squares = (values * values)[np.argsort(group, kind="stable")]
+    ends = np.cumsum(n)
+    return np.array([np.nansum(squares[end - k:end]) for k, end in zip(n, ends, strict=True)], dtype=float)
 
 
 def _expected_rates(cases: pd.DataFrame, *, measure: str = "outcome", facilities: str = "the cases given"
@@ -923,8 +940,11 @@ def _assign_periods(day: pd.Series, lo: pd.Timestamp, hi: pd.Timestamp, freq: st
 
 def _pairs_in(cases: pd.DataFrame, partners: pd.DataFrame) -> np.ndarray:
     """Which cases (with their unit's ``market`` and ``setting``) share a market and setting with a partner."""
-    pairs = pd.MultiIndex.from_frame(partners[["market", "setting"]])
-    return pd.MultiIndex.from_frame(cases[["market", "setting"]]).isin(pairs)
+    market, setting = cases["market"].to_numpy(object), cases["setting"].to_numpy(object)
+    inside = np.zeros(len(cases), bool)
+    for pair in dict.fromkeys(zip(partners["market"], partners["setting"], strict=True)):
+        inside |= (market == pair[0]) & (setting == pair[1])
+    return inside
 
 
 def _spending_checks(m: Metric, group: pd.DataFrame, mine_all: pd.DataFrame, peers_all: pd.DataFrame,
@@ -995,19 +1015,28 @@ def _evaluated(m: Metric, partners: pd.DataFrame, mine: pd.DataFrame, peers: pd.
     else:
         own = _summaries(mine, own_keys, spec.kind, level)
         bench = _summaries(peers, bench_keys, spec.kind, level)
-    own = own.drop(columns="national_rate", errors="ignore").rename(columns={"unit_id": "facility_id"})
-    bench = bench[["market", "setting", "period", "n", "events", "value"]].rename(
-        columns={"n": "benchmark_n", "events": "benchmark_events", "value": "benchmark"})
-    excluded = mine_out.groupby(["unit_id", column]).size()
-    when = grid_periods["period"].dtype  # the grid's resolution (a view's explicit periods are in ns)
-    own["period"], bench["period"] = own["period"].astype(when), bench["period"].astype(when)
+    # the grid: each partner's periods, partner by partner; each row's own summary and the benchmark of its
+    # market, setting and period looked up by position (missing where there is none, as a left join)
     who = ["facility_id", "name", "setting", "market", "start"]
-    rows = partners[who].merge(grid_periods, how="cross")
-    rows = rows.merge(own, on=["facility_id", "period"], how="left").merge(
-        bench, on=["market", "setting", "period"], how="left")
+    when = grid_periods["period"].dtype  # the grid's resolution (a view's explicit periods are in ns)
+    k, p = len(partners), len(grid_periods)
+    rows = pd.concat([partners[who].iloc[np.repeat(np.arange(k), p)].reset_index(drop=True),
+                      grid_periods.iloc[np.tile(np.arange(p), k)].reset_index(drop=True)], axis=1)
+    cells = pd.Index(partners["facility_id"]), pd.Index(grid_periods["period"])
+    own_at = np.full(len(rows), -1)
+    at = _cells(own["unit_id"], own["period"].astype(when), *cells)
+    own_at[at[at >= 0]] = np.flatnonzero(at >= 0)
+    bench_row = {key: i for i, key in enumerate(zip(bench["market"], bench["setting"],
+                                                    _ticks(bench["period"].astype(when)), strict=True))}
+    bench_at = np.array([bench_row.get(key, -1) for key in zip(rows["market"], rows["setting"],
+                                                                _ticks(rows["period"]), strict=True)], dtype=int)
+    shown = {"n": "benchmark_n", "events": "benchmark_events", "value": "benchmark"}
+    rows = pd.concat([rows, own.drop(columns=own_keys).reset_index(drop=True).reindex(own_at).reset_index(drop=True),
+                      bench[list(shown)].rename(columns=shown).reset_index(drop=True).reindex(bench_at).reset_index(
+                          drop=True)], axis=1)
     rows["n"] = rows["n"].fillna(0).astype(int)
-    rows["excluded"] = excluded.reindex(pd.MultiIndex.from_frame(rows[["facility_id", "period"]])).fillna(0).astype(
-        int).to_numpy() if len(excluded) else 0
+    left_out = _cells(mine_out["unit_id"], mine_out[column].astype(when), *cells)
+    rows["excluded"] = np.bincount(left_out[left_out >= 0], minlength=len(rows))
     rows["benchmark_n"] = rows["benchmark_n"].fillna(0).astype(int)
     rows["events"] = np.where(rows["n"] == 0, 0.0, rows["events"]) if spec.kind == "rate" else np.nan
     if spec.kind == "count":  # a volume has no interval and no pooled benchmark
@@ -1032,6 +1061,18 @@ def _evaluated(m: Metric, partners: pd.DataFrame, mine: pd.DataFrame, peers: pd.
                              np.where(rows["period"] >= begins, "after", "starting"))
     return rows.assign(metric=m.id, metric_label=m.title, measure=m.measure, better=m.better, level=level,
                        national_rate=national)
+
+
+def _cells(facility: pd.Series, period: pd.Series, facilities: pd.Index, periods: pd.Index) -> np.ndarray:
+    """The row of each (``facility``, ``period``) in the grid of ``facilities`` × ``periods`` (facility by
+    facility, each with every period), -1 where the facility or the period is not in the grid."""
+    f, t = facilities.get_indexer(facility), periods.get_indexer(period)
+    return np.where((f >= 0) & (t >= 0), f * len(periods) + t, -1)
+
+
+def _ticks(when: pd.Series) -> np.ndarray:
+    """Dates as integers in their resolution (to compare or hash them quickly; only dates of one resolution)."""
+    return when.to_numpy().view("i8")
 
 
 def _not_computed(m: Metric, p: pd.Series, failure: ModelError, grid_periods: pd.DataFrame, mine: pd.DataFrame,
