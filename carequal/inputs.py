@@ -216,6 +216,11 @@ def prepare(data, work: str | Path, *, period_start=None, period_end=None,
             shutil.rmtree(dataset, ignore_errors=True)
             tmp.rename(dataset)
             seconds["ingest"] = time.perf_counter() - t0
+            # the reference reads the columns it reads from a reused dataset, no more (the code lists of POA
+            # flags, payments, sponsors... would only hold memory while the cohort is built beside them)
+            tables = {name: frame[[c for c in INPUT_COLUMNS[name] if c in frame.columns]]
+                      if name in INPUT_COLUMNS else frame for name, frame in tables.items()}
+            del validated
         about_path.write_text(json.dumps({"fingerprint": fingerprint, "last_discharge": _last_discharge(tables)}))
     about = json.loads(about_path.read_text())
     if refuse_quarantine:
