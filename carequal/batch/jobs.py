@@ -245,7 +245,7 @@ _WARM_NOTEBOOK = {
                             "data": {"text/plain": "x"}}]}],
     "metadata": {}, "nbformat": 4, "nbformat_minor": 4}
 """A notebook with the kinds of cells and outputs a report has, rendered once by a worker before its first
-report so that its exporter has compiled the templates those need (:func:`_warm_worker`)."""
+report so that its exporter has compiled the templates those need (:func:`_import_worker`)."""
 
 
 def _import_worker() -> None:
@@ -263,27 +263,14 @@ def _import_worker() -> None:
         pass
 
 
-def _warm_worker(notebook: str, cwd: str, markets_per_kernel: int) -> None:
-    _import_worker()
-    warm_session(notebook, cwd, markets_per_kernel)
-
-
-def start_workers(workers: int, *, notebook: str, cwd: str, reuse_kernel: bool = True,
-                  markets_per_kernel: int = 25, kernels: bool = True) -> ProcessPoolExecutor:
+def start_workers(workers: int) -> ProcessPoolExecutor:
     """The worker processes of :func:`execute_jobs` (``pool=``), started now: each loads what its reports need
-    (papermill, the HTML exporter with the report template compiled: :data:`_WARM_NOTEBOOK`) and, with
-    ``kernels`` (and ``reuse_kernel``), starts its report kernel and loads ``notebook``'s imports
-    (:func:`carequal.batch.kernels.warm_session`), while the batch is still preparing or computing what the
-    reports share, so the first reports do not wait for it. Without ``kernels`` the kernels are started later by
-    :func:`warm_kernels` (a batch that may still be refused starts no kernel: a refusal would wait for it).
-    ``cwd`` is the executed notebooks' folder. With ``reuse_kernel=False`` (a fresh kernel per report) the
-    processes start without a kernel. The caller shuts the pool down."""
+    besides a kernel (papermill, the HTML exporter with the report template compiled: :data:`_WARM_NOTEBOOK`)
+    while the batch is still preparing, so the first reports do not wait for it. Their report kernels start
+    later, once the data are accepted (:func:`warm_kernels`): a run that is refused starts no kernel, and its
+    refusal never waits for one. The caller shuts the pool down."""
     context = multiprocessing.get_context("spawn")  # no forked copies of a parent's threads or kernels
-    if reuse_kernel and kernels:
-        warm = {"initializer": _warm_worker, "initargs": (notebook, cwd, markets_per_kernel)}
-    else:
-        warm = {"initializer": _import_worker}
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, **warm)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_import_worker)
     for _ in range(workers):  # a spawning pool starts a process per task submitted while none is idle
         pool.submit(int)
     return pool
@@ -291,10 +278,9 @@ def start_workers(workers: int, *, notebook: str, cwd: str, reuse_kernel: bool =
 
 def warm_kernels(pool: ProcessPoolExecutor, workers: int, *, notebook: str, cwd: str,
                  markets_per_kernel: int = 25) -> None:
-    """Start the report kernel of each of ``workers`` idle workers of ``pool`` (:func:`start_workers` with
-    ``kernels=False``) and load ``notebook``'s imports on it, without waiting. One task per worker: idle workers
-    each take one; should one worker take two, the second finds its kernel warm, and the other worker's first
-    report starts its own."""
+    """Start the report kernel of each of ``workers`` idle workers of ``pool`` (:func:`start_workers`) and load
+    ``notebook``'s imports on it, without waiting. One task per worker: idle workers each take one; should one
+    worker take two, the second finds its kernel warm, and the other worker's first report starts its own."""
     for _ in range(workers):
         pool.submit(warm_session, notebook, cwd, markets_per_kernel)
 

@@ -274,8 +274,10 @@ def _partner_units(config: RunConfig, prepared, chosen: list[str], staging: Path
                   "extract_dir": "", "record_path": ""}
     # the check needs papermill (~0.5 s to import): a started worker, which loads it anyway, checks while this
     # process computes the packet inputs; a mismatch is refused before any packet runs, as without workers
-    checked = pool.submit(check_parameters, str(config.notebook), parameters) if pool is not None else None
-    if checked is None:
+    checked = None
+    if pool is not None:
+        checked = pool.submit(check_parameters, str(config.notebook), parameters)
+    else:
         check_parameters(config.notebook, parameters)
     tables = read_dataset_tables(prepared.dataset)
     agreement = load_agreement(config.agreement, tables["facilities"])
@@ -426,8 +428,7 @@ def _run(config: RunConfig, client) -> BatchResult:
     if client is None and config.workers > 1:
         # the worker processes start and load papermill and the report template while the batch prepares (on a
         # core the preparing process leaves idle); their kernels start once the data have been accepted
-        pool = start_workers(config.workers, notebook=str(config.notebook), cwd=str(cwd),
-                             reuse_kernel=config.reuse_kernels, kernels=False)
+        pool = start_workers(config.workers)
     try:
         t0 = time.perf_counter()
         prepared, quarantine, notes, unavailable = _prepare(config, client)
