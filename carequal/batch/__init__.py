@@ -23,10 +23,11 @@ from carequal.errors import FolderBusyError
 from carequal.lazy import lazy_attributes
 
 _NAMES: dict[str, tuple[str, ...]] = {
-    "carequal.batch.jobs": ("EXECUTION_TIMEOUT", "MarketJob", "render_html", "run_market", "safe_name"),
+    "carequal.batch.jobs": ("EXECUTION_TIMEOUT", "MarketJob", "check_parameters", "render_html", "run_market",
+                            "safe_name"),
     "carequal.batch.kernels": ("KernelSession", "close_sessions", "ipc_kernel_manager"),
     "carequal.batch.parameters": ("DEFAULT_NOTEBOOK", "PACKET_NOTEBOOK", "RunConfig", "available_markets",
-                                  "check_parameters", "configure", "find_agreement", "parse_programme"),
+                                  "configure", "find_agreement", "parse_programme"),
     "carequal.batch.run": ("BatchResult", "run_batch"),
     "carequal.batch.state": ("verify_folder", "write_atomic"),
     "carequal.periods": ("parse_period",),

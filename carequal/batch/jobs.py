@@ -10,6 +10,11 @@ The kernel's working folder is the folder of the executed notebook (``<work>/not
 own: the shipped notebooks live inside the installed package (read-only, perhaps zipped), and whatever a kernel
 writes to a relative path must land in the work folder. The report template (``carequal/templates``) is found
 through :mod:`importlib.resources` (:func:`carequal.packaged.template_dir`).
+
+:func:`check_parameters` (a run's parameters against the notebook's ``parameters`` cell) lives here, beside the
+execution it guards, rather than with the run's other checks in :mod:`carequal.batch.parameters`: the partner
+batch runs it in a started worker while it computes the packet inputs, and a worker unpickling it from here loads
+only this module (papermill, which it needs anyway), not the run's data stack.
 """
 
 from __future__ import annotations
@@ -37,9 +42,10 @@ from carequal.batch.kernels import (
     warm_session,
 )
 from carequal.batch.state import write_atomic
+from carequal.errors import ParameterError
 
-__all__ = ["EXECUTION_TIMEOUT", "MarketJob", "execute_jobs", "render_html", "run_market", "safe_name", "start_workers",
-           "warm_kernels"]
+__all__ = ["EXECUTION_TIMEOUT", "MarketJob", "check_parameters", "execute_jobs", "render_html", "run_market",
+           "safe_name", "start_workers", "warm_kernels"]
 
 EXECUTION_TIMEOUT = 3600
 """Seconds one notebook cell may run before the market is failed (a hung kernel must not hang the batch)."""
@@ -75,6 +81,42 @@ def safe_name(market: str) -> str:
     'St__Louis___East'
     """
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in market)
+
+
+_PYTYPES = {"str": str, "int": int, "float": (int, float), "bool": bool}
+"""Python types of the type names papermill infers from a notebook's ``parameters`` cell."""
+
+
+def check_parameters(notebook: str | Path, parameters: dict) -> None:
+    """Check parameter names and types against the notebook's typed ``parameters`` cell.
+
+    Raises
+    ------
+    ParameterError
+        Naming every unknown parameter (with the declared ones) and every value of the wrong type.
+    """
+    import papermill  # ~0.5 s with its Jupyter stack, for this one check: loaded when it runs
+
+    declared = papermill.inspect_notebook(str(notebook))
+    problems = []
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        problems.append(f"unknown parameter(s) {', '.join(unknown)}; {Path(notebook).name} declares "
+                        f"{', '.join(declared)}")
+    for name, value in parameters.items():
+        spec = declared.get(name)
+        if spec is None:
+            continue
+        typename = spec.get("inferred_type_name")
+        if typename in (None, "None"):
+            problems.append(f"parameter {name} has no type annotation in {Path(notebook).name}; annotate it "
+                            "(e.g. `min_cell: int = 11`) so values can be checked")
+            continue
+        want = _PYTYPES.get(typename)
+        if want is not None and (not isinstance(value, want) or (want is int and isinstance(value, bool))):
+            problems.append(f"parameter {name} must be {typename}, not {type(value).__name__} ({value!r})")
+    if problems:
+        raise ParameterError("report parameters: " + "; ".join(problems))
 
 
 def _is_port_collision(exc: BaseException) -> bool:

@@ -29,7 +29,7 @@ from carequal.periods import parse_period
 from carequal.report import parse_choices
 
 __all__ = ["AGREEMENT_NAMES", "DEFAULT_NOTEBOOK", "EMPLOYEE_NOTEBOOK", "PACKET_NOTEBOOK", "RunConfig",
-           "available_markets", "check_parameters", "configure", "find_agreement", "parse_programme",
+           "available_markets", "configure", "find_agreement", "parse_programme",
            "select_markets"]
 
 DEFAULT_NOTEBOOK = _shipped_notebook("market_report")
@@ -44,9 +44,6 @@ EMPLOYEE_NOTEBOOK = _shipped_notebook("employee_health")
 
 AGREEMENT_NAMES = ("agreement.toml", "agreement.yaml", "agreement.yml")
 """Agreement files looked for in the data folder when ``--agreement`` is not given."""
-
-_PYTYPES = {"str": str, "int": int, "float": (int, float), "bool": bool}
-
 
 def available_markets(data: str | Path) -> list[str]:
     """Markets in the input: partition names of an ingested dataset, or the distinct ``patients.market``.
@@ -74,38 +71,6 @@ def available_markets(data: str | Path) -> list[str]:
                           "facilities, patients and stays need at least one row each: there is nothing to report on")
     markets = frame["market"].dropna().astype("str").str.strip()
     return sorted(m for m in markets.unique() if m)
-
-
-def check_parameters(notebook: str | Path, parameters: dict) -> None:
-    """Check parameter names and types against the notebook's typed ``parameters`` cell.
-
-    Raises
-    ------
-    ParameterError
-        Naming every unknown parameter (with the declared ones) and every value of the wrong type.
-    """
-    import papermill  # ~0.5 s with its Jupyter stack, for this one check: loaded when it runs
-
-    declared = papermill.inspect_notebook(str(notebook))
-    problems = []
-    unknown = sorted(set(parameters) - set(declared))
-    if unknown:
-        problems.append(f"unknown parameter(s) {', '.join(unknown)}; {Path(notebook).name} declares "
-                        f"{', '.join(declared)}")
-    for name, value in parameters.items():
-        spec = declared.get(name)
-        if spec is None:
-            continue
-        typename = spec.get("inferred_type_name")
-        if typename in (None, "None"):
-            problems.append(f"parameter {name} has no type annotation in {Path(notebook).name}; annotate it "
-                            "(e.g. `min_cell: int = 11`) so values can be checked")
-            continue
-        want = _PYTYPES.get(typename)
-        if want is not None and (not isinstance(value, want) or (want is int and isinstance(value, bool))):
-            problems.append(f"parameter {name} must be {typename}, not {type(value).__name__} ({value!r})")
-    if problems:
-        raise ParameterError("report parameters: " + "; ".join(problems))
 
 
 def select_markets(requested, available: list[str]) -> list[str]:

@@ -44,8 +44,8 @@ from pathlib import Path
 from carequal import __version__
 from carequal.agreement import NOT_COMPUTED, load_agreement
 from carequal.batch.index import render_index
-from carequal.batch.jobs import MarketJob, execute_jobs, safe_name, start_workers, warm_kernels
-from carequal.batch.parameters import RunConfig, available_markets, check_parameters, configure, select_markets
+from carequal.batch.jobs import MarketJob, check_parameters, execute_jobs, safe_name, start_workers, warm_kernels
+from carequal.batch.parameters import RunConfig, available_markets, configure, select_markets
 from carequal.batch.state import (
     MANIFEST_FORMAT,
     STATE_DIR,
