@@ -360,6 +360,7 @@ def show(fig=None, *, alt: str | None = None, caption: str | None = None, dpi: i
     alt = alt or described or "Chart"
     caption = caption if caption is not None else described_caption
     buffer = io.BytesIO()
+    _pin_titles(fig, dpi)
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches=_tight_bbox(fig, dpi))
     plt.close(fig)
     png = buffer.getvalue()
@@ -368,6 +369,52 @@ def show(fig=None, *, alt: str | None = None, caption: str | None = None, dpi: i
             metadata={"image/png": {"alt": alt, "width": width}})
     if caption:
         display(HTML(f'<p class="carequal-caption">{escape(caption)}</p>'))
+
+
+def _pin_titles(fig, dpi: int) -> None:
+    """Keep each title of a one-axes figure where matplotlib's automatic placement would leave it (at the top of
+    the axes), so that neither the layout pass nor the drawing searches for decorations that could push it up.
+
+    matplotlib moves a title up only over x tick marks, tick labels or an x label at the top, over the y axis's
+    offset text (e.g. "1e6"), or when the title would reach below the top of the axes; finding that out measures
+    every y tick label (and, when the x ticks are not plainly at the bottom, as with seaborn's themes, every x
+    tick label), twice a chart: about a tenth of drawing a packet's trend chart. A title is pinned only when
+    none of these can happen: one axes (no twin, no inset) with automatic aspect; no x tick mark, tick label or
+    axis label at the top (the x axis's labels then lie below the axes); no y offset text (a formatter that
+    never writes one, such as percent or "$" formats, or a ``ScalarFormatter`` whose offset for the ticks it
+    will label is empty); and the title already clear of the axes at ``dpi``. Anything else keeps the automatic
+    placement. The PNG is the same, byte for byte, either way (``tests/test_chart_defects.py``). Pinning sets
+    the flag ``Axes.set_title(y=...)`` sets, without re-applying the title's style; should a matplotlib version
+    not have it, nothing changes but the speed."""
+    from matplotlib.ticker import Formatter, ScalarFormatter
+
+    if len(fig.axes) != 1:
+        return
+    ax = fig.axes[0]
+    titles = [t for t in (ax.title, ax._left_title, ax._right_title) if t.get_text()]
+    if (not titles or ax.child_axes or getattr(ax, "_autotitlepos", None) is not True
+            or ax.xaxis.get_label_position() != "bottom"
+            or any(t.tick2line.get_visible() or t.label2.get_visible()  # anything at the top (matplotlib looks
+                   for t in (ax.xaxis.majorTicks[0], ax.xaxis.minorTicks[0]))  # at the first tick of each kind)
+            or ax.yaxis.offsetText.get_text() or ax.get_aspect() != "auto"):
+        return
+    formatter = ax.yaxis.get_major_formatter()
+    if type(formatter).get_offset is not Formatter.get_offset:
+        if not isinstance(formatter, ScalarFormatter):
+            return
+        # the offset the drawing will find: the formatter set to the ticks it will label (as drawing does)
+        formatter.set_locs(ax.yaxis.get_majorticklocs())
+        if formatter.get_offset():
+            return
+    original = fig.dpi
+    fig.dpi = dpi  # text is measured at the dpi it is drawn at
+    try:
+        renderer = fig.canvas.get_renderer()
+        top = ax.get_window_extent(renderer).ymax
+        if all(t.get_position()[1] == 1.0 and t.get_window_extent(renderer).ymin >= top for t in titles):
+            ax._autotitlepos = False
+    finally:
+        fig.dpi = original
 
 
 def _tight_bbox(fig, dpi: int):

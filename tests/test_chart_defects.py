@@ -276,3 +276,51 @@ def test_a_shown_chart_is_the_tight_png_drawn_once():
     fig.savefig(once, format="png", dpi=144, bbox_inches=plots._tight_bbox(fig, 144))
     plt.close(fig)
     assert tight.getvalue() == once.getvalue()
+
+
+def _titled_chart(kind: str):
+    """A one-axes chart with a left title (the packets' style), in one of the layouts _pin_titles must tell
+    apart; built afresh for every save."""
+    from matplotlib.ticker import PercentFormatter, StrMethodFormatter
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    x = pd.date_range("2023-01-01", periods=8, freq="QS")
+    y = {"big": np.linspace(1.0e6, 3.5e6, 8), "dollars": np.linspace(15000, 19000, 8)}.get(
+        kind, np.linspace(0.1, 0.2, 8))
+    ax.plot(x, y)
+    ax.set_title("A left title", loc="left")
+    if kind == "percent":
+        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
+    elif kind == "dollars":
+        ax.yaxis.set_major_formatter(StrMethodFormatter("${x:,.0f}"))
+    elif kind == "top ticks":
+        ax.xaxis.tick_top()
+    elif kind == "twin":
+        ax.twinx().plot(x, y[::-1])
+    return fig, ax
+
+
+@pytest.mark.parametrize(("kind", "pinned"), [("percent", True), ("dollars", True), ("scalar", True),
+                                               ("big", False), ("top ticks", False), ("twin", False)])
+def test_a_title_is_pinned_only_where_matplotlib_would_not_move_it(kind, pinned):
+    # plots.show pins a title where automatic placement would leave it (a tenth of a trend chart's drawing):
+    # the PNG is the one `bbox_inches="tight"` gives with the automatic placement, byte for byte; a "1e6" offset
+    # text, ticks at the top or a twin axes keep the automatic placement (which moves the title or may)
+    import io
+
+    plots.set_theme()
+    fig, ax = _titled_chart(kind)
+    auto = io.BytesIO()
+    fig.savefig(auto, format="png", dpi=144, bbox_inches="tight")
+    plt.close(fig)
+    fig, ax = _titled_chart(kind)
+    plots._pin_titles(fig, 144)
+    assert (ax._autotitlepos is False) == pinned
+    shown = io.BytesIO()
+    fig.savefig(shown, format="png", dpi=144, bbox_inches=plots._tight_bbox(fig, 144))
+    plt.close(fig)
+    assert shown.getvalue() == auto.getvalue()
+    if kind == "big":  # the case the rule exists for: the offset text pushes the title up
+        fig, ax = _titled_chart(kind)
+        fig.canvas.draw()
+        assert ax.yaxis.offsetText.get_text() and ax._left_title.get_position()[1] > 1.0
