@@ -155,22 +155,33 @@ def _cmd_desynpuf(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    # the batch loads the whole report stack (statistics, notebooks: seconds): only this subcommand needs it
-    from carequal.batch import run_batch
-
     started = time.perf_counter()
-    target = None
-    if args.to_db is not None:  # checked (and connected to) before the run, not after it
-        from carequal.warehouse.writeback import open_target
+    pool = None
+    if args.workers > 1 and args.scheduler is None:
+        # the worker processes start first, so that they load papermill and the report template on the core this
+        # process leaves idle while it loads the batch (~2 s); run_batch uses them and shuts them down
+        from carequal.batch.jobs import start_workers
 
-        target = open_target(args.to_db)
-    result = run_batch(_input(args), args.out, markets=args.markets, workers=args.workers, period=args.period,
-                       measures=args.measures, conditions=args.conditions, min_cell=args.min_cell,
-                       allow_small_cells=args.allow_small_cells, work=args.work, force=args.force,
-                       strict=args.strict, wait=args.wait, progress=not args.quiet, scheduler=args.scheduler,
-                       by=args.by, agreement=args.agreement, patient_lists=args.patient_lists,
-                       fresh_kernels=args.fresh_kernels, pdf=args.pdf, programme=args.programme,
-                       **({"notebook": args.notebook} if args.notebook else {}))
+        pool = start_workers(args.workers)
+    try:
+        # the batch loads the whole report stack (statistics, notebooks: seconds): only this subcommand needs it
+        from carequal.batch import run_batch
+
+        target = None
+        if args.to_db is not None:  # checked (and connected to) before the run, not after it
+            from carequal.warehouse.writeback import open_target
+
+            target = open_target(args.to_db)
+        result = run_batch(_input(args), args.out, markets=args.markets, workers=args.workers, period=args.period,
+                           measures=args.measures, conditions=args.conditions, min_cell=args.min_cell,
+                           allow_small_cells=args.allow_small_cells, work=args.work, force=args.force,
+                           strict=args.strict, wait=args.wait, progress=not args.quiet, scheduler=args.scheduler,
+                           by=args.by, agreement=args.agreement, patient_lists=args.patient_lists,
+                           fresh_kernels=args.fresh_kernels, pdf=args.pdf, programme=args.programme,
+                           pool=pool, **({"notebook": args.notebook} if args.notebook else {}))
+    finally:
+        if pool is not None:  # refused before run_batch took them (a bad --to-db): they stop here
+            pool.shutdown(cancel_futures=True)
     for line in result.quarantine:
         print(f"carequal report: quarantined {line}", file=sys.stderr)
     for line in result.notes:

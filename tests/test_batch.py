@@ -172,6 +172,19 @@ def test_parameters_are_checked_before_anything_runs(tmp_path):
     assert not out.exists() and not work.exists()  # nothing was prepared or run
 
 
+def test_workers_started_before_the_run_stop_when_it_is_refused(tmp_path):
+    # the command line starts the worker processes before it loads the batch (run_batch(pool=...)): a run
+    # refused before it starts (here a bad period) still shuts them down, and says why
+    from carequal.batch.jobs import start_workers
+
+    pool = start_workers(2)
+    with pytest.raises(ParameterError, match="--period 'bogus'"):
+        batch.run_batch(SAMPLE, tmp_path / "out", by="partner", period="bogus", workers=2, pool=pool, progress=False)
+    with pytest.raises(RuntimeError, match="shutdown"):
+        pool.submit(int)
+    assert not (tmp_path / "out").exists()
+
+
 def test_check_parameters_against_the_notebook(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

@@ -36,6 +36,7 @@ import shutil
 import time
 import uuid
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -108,7 +109,8 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
               work: str | Path | None = None, force: bool = False, strict: bool = False, wait: float = 0.0,
               notebook: str | Path | None = None, progress: bool = True, scheduler: str | None = None,
               by: str = "market", agreement: str | Path | None = None, patient_lists: str | Path | None = None,
-              fresh_kernels: bool = False, pdf: bool = False, programme: str | None = None) -> BatchResult:
+              fresh_kernels: bool = False, pdf: bool = False, programme: str | None = None,
+              pool: ProcessPoolExecutor | None = None) -> BatchResult:
     """Run the report notebook for each market (or the packet for each partner): see the module docstring.
 
     Parameters
@@ -158,32 +160,41 @@ def run_batch(data: str | Path, out: str | Path, *, markets="all", workers: int 
         With ``by="sponsor"``: ``"SPONSOR:YYYY-MM-DD"``, a care-management programme run by that sponsor from that
         day; its reports (the alliance's and the sponsor's) estimate the programme's effect on avoidable admissions
         and ED visits. Without it no programme is shown. The sponsor must be named in ``enrollment.sponsor``.
+    pool : ProcessPoolExecutor, optional
+        ``workers`` worker processes already started by :func:`carequal.batch.jobs.start_workers`: the command
+        line starts them before it loads the batch, so that they load papermill and the report template on the
+        core its own imports leave idle. Used when the run executes on local workers; shut down when the run
+        ends, whatever happened (also when it is refused).
 
     Returns
     -------
     BatchResult
     """
-    config = configure(data, out, work=work, notebook=notebook, by=by, markets=markets, period=period,
-                       measures=measures, conditions=conditions, min_cell=min_cell,
-                       allow_small_cells=allow_small_cells, workers=workers, force=force, strict=strict, wait=wait,
-                       scheduler=scheduler, agreement=agreement, patient_lists=patient_lists,
-                       fresh_kernels=fresh_kernels, progress=progress, pdf=pdf, programme=programme)
-    select_markets(config.markets, available_markets(config.data))  # cheap, before any lock or validation
-    with hold(config.out, wait=config.wait, what="output"), hold(config.work, wait=config.wait, what="work"):
-        client = None
-        if config.scheduler:
-            from distributed import Client  # only with --scheduler (heavy, optional)
+    try:
+        config = configure(data, out, work=work, notebook=notebook, by=by, markets=markets, period=period,
+                           measures=measures, conditions=conditions, min_cell=min_cell,
+                           allow_small_cells=allow_small_cells, workers=workers, force=force, strict=strict, wait=wait,
+                           scheduler=scheduler, agreement=agreement, patient_lists=patient_lists,
+                           fresh_kernels=fresh_kernels, progress=progress, pdf=pdf, programme=programme)
+        select_markets(config.markets, available_markets(config.data))  # cheap, before any lock or validation
+        with hold(config.out, wait=config.wait, what="output"), hold(config.work, wait=config.wait, what="work"):
+            client = None
+            if config.scheduler:
+                from distributed import Client  # only with --scheduler (heavy, optional)
 
+                try:
+                    client = Client(config.scheduler, timeout=30)
+                except (OSError, TimeoutError) as exc:
+                    raise ParameterError(f"--scheduler {config.scheduler}: cannot connect to a Dask scheduler there "
+                                         f"({exc})") from None
             try:
-                client = Client(config.scheduler, timeout=30)
-            except (OSError, TimeoutError) as exc:
-                raise ParameterError(f"--scheduler {config.scheduler}: cannot connect to a Dask scheduler there "
-                                     f"({exc})") from None
-        try:
-            return _run(config, client)
-        finally:
-            if client is not None:
-                client.close()
+                return _run(config, client, pool)
+            finally:
+                if client is not None:
+                    client.close()
+    finally:
+        if pool is not None:  # refused before it ran, or run on a Dask cluster: the started workers stop
+            pool.shutdown(cancel_futures=True)
 
 
 # ---------------------------------------------------------------------------------------------- preparation
@@ -419,16 +430,17 @@ def _finish_unit(config: RunConfig, record: dict, result: dict, job: MarketJob, 
     return record
 
 
-def _run(config: RunConfig, client) -> BatchResult:
+def _run(config: RunConfig, client, started_pool: ProcessPoolExecutor | None = None) -> BatchResult:
     t_run = time.perf_counter()
     started = datetime.now(UTC)
     run_id = f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     cwd = config.work / "notebooks"  # the kernels' working folder: the executed notebooks'
     pool = None
     if client is None and config.workers > 1:
-        # the worker processes start and load papermill and the report template while the batch prepares (on a
-        # core the preparing process leaves idle); their kernels start once the data have been accepted
-        pool = start_workers(config.workers)
+        # the worker processes start (unless the command line started them) and load papermill and the report
+        # template while the batch prepares (on a core the preparing process leaves idle); their kernels start
+        # once the data have been accepted
+        pool = started_pool if started_pool is not None else start_workers(config.workers)
     try:
         t0 = time.perf_counter()
         prepared, quarantine, notes, unavailable = _prepare(config, client)
