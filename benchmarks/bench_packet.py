@@ -10,7 +10,8 @@ One run measures, prints and writes ``benchmarks/results/packet.md`` (with the m
 
 1. **Snapshots.** ``git archive <commit> carequal`` of ``--old`` and of ``--new`` (default: the commit a branch
    started from, ``git merge-base main HEAD``, and ``HEAD``; a branch is measured against the code it changed,
-   not against what was merged into main meanwhile), each unpacked under ``--workdir`` with a ``SNAPSHOT`` file
+   not against what was merged into main meanwhile), each unpacked under ``--workdir`` (and byte-compiled, as
+   an installed package is) with a ``SNAPSHOT`` file
    naming the commit, and imported through ``PYTHONPATH`` by the measured child (the notebooks and the
    templates ship inside the package, so each snapshot runs its own). Both read the work tree's
    ``data/sample`` and its ``agreement.toml``.
@@ -73,13 +74,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def snapshot(ref: str, folder: Path) -> str:
-    """``git archive`` of ``ref``'s carequal into ``folder``; returns the short commit."""
+    """``git archive`` of ``ref``'s carequal into ``folder``, byte-compiled as pip compiles an installed package
+    (otherwise, where ``PYTHONDONTWRITEBYTECODE`` is set, every process of every run would compile it again);
+    returns the short commit."""
     commit = subprocess.run(["git", "rev-parse", "--short", ref], cwd=REPO, capture_output=True, text=True,
                             check=True).stdout.strip()
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     archive = subprocess.run(["git", "archive", commit, "carequal"], cwd=REPO, capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(folder / "carequal")], check=True)
     (folder / "SNAPSHOT").write_text(commit + "\n")
     return commit
 
