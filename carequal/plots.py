@@ -355,12 +355,12 @@ def show(fig=None, *, alt: str | None = None, caption: str | None = None, dpi: i
     from IPython.display import HTML, display  # only in a notebook kernel
 
     fig = fig if fig is not None else plt.gcf()
+    _pin_titles(fig, dpi)  # before the layout, whose passes place the titles too
     layout(fig)
     described, described_caption = describe(fig)
     alt = alt or described or "Chart"
     caption = caption if caption is not None else described_caption
     buffer = io.BytesIO()
-    _pin_titles(fig, dpi)
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches=_tight_bbox(fig, dpi))
     plt.close(fig)
     png = buffer.getvalue()
@@ -372,49 +372,62 @@ def show(fig=None, *, alt: str | None = None, caption: str | None = None, dpi: i
 
 
 def _pin_titles(fig, dpi: int) -> None:
-    """Keep each title of a one-axes figure where matplotlib's automatic placement would leave it (at the top of
-    the axes), so that neither the layout pass nor the drawing searches for decorations that could push it up.
+    """Keep each axes' title where matplotlib's automatic placement would leave it (at the top of the axes), so
+    that neither the layout passes nor the drawing search for decorations that could push it up.
 
     matplotlib moves a title up only over x tick marks, tick labels or an x label at the top, over the y axis's
     offset text (e.g. "1e6"), or when the title would reach below the top of the axes; finding that out measures
     every y tick label (and, when the x ticks are not plainly at the bottom, as with seaborn's themes, every x
-    tick label), twice a chart: about a tenth of drawing a packet's trend chart. A title is pinned only when
-    none of these can happen: one axes (no twin, no inset) with automatic aspect; no x tick mark, tick label or
-    axis label at the top (the x axis's labels then lie below the axes); no y offset text (a formatter that
-    never writes one, such as percent or "$" formats, or a ``ScalarFormatter`` whose offset for the ticks it
-    will label is empty); and the title already clear of the axes at ``dpi``. Anything else keeps the automatic
-    placement. The PNG is the same, byte for byte, either way (``tests/test_chart_defects.py``). Pinning sets
-    the flag ``Axes.set_title(y=...)`` sets, without re-applying the title's style; should a matplotlib version
-    not have it, nothing changes but the speed."""
-    from matplotlib.ticker import Formatter, ScalarFormatter
-
-    if len(fig.axes) != 1:
+    tick label), in every layout pass and drawing: about a tenth of drawing a packet's trend chart, a seventh
+    of a market report's charts. An axes' titles are pinned only when none of these can happen: no twin, inset
+    or title-aligned axes (whose decorations count too) and automatic aspect; no x tick mark, tick label or axis
+    label at the top (the x axis's labels then lie below the axes); no y offset text (a formatter that never
+    writes one, such as percent or "$" formats, or a ``ScalarFormatter`` whose offset for the ticks it will
+    label is empty); and the titles already clear of the axes at ``dpi`` (their distance to the axes' top is
+    the title pad less the text's descent, wherever the layout puts the axes). Anything else keeps the
+    automatic placement. The PNG is the same, byte for byte, either way (``tests/test_chart_defects.py``).
+    Pinning sets the flag ``Axes.set_title(y=...)`` sets, without re-applying the title's style; should a
+    matplotlib version lack what this reads, nothing changes but the speed."""
+    try:
+        candidates = [ax for ax in fig.axes if _title_may_be_pinned(fig, ax)]
+    except AttributeError:  # another matplotlib's internals: keep the automatic placement
         return
-    ax = fig.axes[0]
-    titles = [t for t in (ax.title, ax._left_title, ax._right_title) if t.get_text()]
-    if (not titles or ax.child_axes or getattr(ax, "_autotitlepos", None) is not True
-            or ax.xaxis.get_label_position() != "bottom"
-            or any(t.tick2line.get_visible() or t.label2.get_visible()  # anything at the top (matplotlib looks
-                   for t in (ax.xaxis.majorTicks[0], ax.xaxis.minorTicks[0]))  # at the first tick of each kind)
-            or ax.yaxis.offsetText.get_text() or ax.get_aspect() != "auto"):
+    if not candidates:
         return
-    formatter = ax.yaxis.get_major_formatter()
-    if type(formatter).get_offset is not Formatter.get_offset:
-        if not isinstance(formatter, ScalarFormatter):
-            return
-        # the offset the drawing will find: the formatter set to the ticks it will label (as drawing does)
-        formatter.set_locs(ax.yaxis.get_majorticklocs())
-        if formatter.get_offset():
-            return
     original = fig.dpi
     fig.dpi = dpi  # text is measured at the dpi it is drawn at
     try:
         renderer = fig.canvas.get_renderer()
-        top = ax.get_window_extent(renderer).ymax
-        if all(t.get_position()[1] == 1.0 and t.get_window_extent(renderer).ymin >= top for t in titles):
-            ax._autotitlepos = False
+        for ax in candidates:
+            top = ax.get_window_extent(renderer).ymax
+            titles = [t for t in (ax.title, ax._left_title, ax._right_title) if t.get_text()]
+            if all(t.get_position()[1] == 1.0 and t.get_window_extent(renderer).ymin >= top for t in titles):
+                ax._autotitlepos = False
     finally:
         fig.dpi = original
+
+
+def _title_may_be_pinned(fig, ax) -> bool:
+    """Whether nothing but the title's own height could move ``ax``'s titles (see :func:`_pin_titles`)."""
+    from matplotlib.ticker import Formatter, ScalarFormatter
+
+    if (not any(t.get_text() for t in (ax.title, ax._left_title, ax._right_title))
+            or ax._autotitlepos is not True or ax.child_axes or ax.get_aspect() != "auto"
+            or ax._twinned_axes.get_siblings(ax) != [ax]
+            or fig._align_label_groups["title"].get_siblings(ax) != [ax]
+            or ax.xaxis.get_label_position() != "bottom"
+            or any(t.tick2line.get_visible() or t.label2.get_visible()  # anything at the top (matplotlib looks
+                   for t in (ax.xaxis.majorTicks[0], ax.xaxis.minorTicks[0]))  # at the first tick of each kind)
+            or ax.yaxis.offsetText.get_text()):
+        return False
+    formatter = ax.yaxis.get_major_formatter()
+    if type(formatter).get_offset is Formatter.get_offset:
+        return True
+    if not isinstance(formatter, ScalarFormatter):
+        return False
+    # the offset the drawing will find: the formatter set to the ticks it will label (as drawing does)
+    formatter.set_locs(ax.yaxis.get_majorticklocs())
+    return not formatter.get_offset()
 
 
 def _tight_bbox(fig, dpi: int):

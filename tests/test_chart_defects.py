@@ -279,16 +279,18 @@ def test_a_shown_chart_is_the_tight_png_drawn_once():
 
 
 def _titled_chart(kind: str):
-    """A one-axes chart with a left title (the packets' style), in one of the layouts _pin_titles must tell
-    apart; built afresh for every save."""
+    """A chart with a left title (the packets' style), in one of the layouts _pin_titles must tell apart; built
+    afresh for every save. ``grid``: two titled axes side by side (laid out by ``plots.layout``)."""
     from matplotlib.ticker import PercentFormatter, StrMethodFormatter
 
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig, axes = plt.subplots(1, 2 if kind == "grid" else 1, figsize=(6, 3), squeeze=False)
     x = pd.date_range("2023-01-01", periods=8, freq="QS")
     y = {"big": np.linspace(1.0e6, 3.5e6, 8), "dollars": np.linspace(15000, 19000, 8)}.get(
         kind, np.linspace(0.1, 0.2, 8))
-    ax.plot(x, y)
-    ax.set_title("A left title", loc="left")
+    for k, ax in enumerate(axes[0]):
+        ax.plot(x, y)
+        ax.set_title(f"A left title {k}", loc="left")
+    ax = axes[0][0]
     if kind == "percent":
         ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
     elif kind == "dollars":
@@ -301,21 +303,25 @@ def _titled_chart(kind: str):
 
 
 @pytest.mark.parametrize(("kind", "pinned"), [("percent", True), ("dollars", True), ("scalar", True),
-                                               ("big", False), ("top ticks", False), ("twin", False)])
+                                               ("grid", True), ("big", False), ("top ticks", False),
+                                               ("twin", False)])
 def test_a_title_is_pinned_only_where_matplotlib_would_not_move_it(kind, pinned):
     # plots.show pins a title where automatic placement would leave it (a tenth of a trend chart's drawing):
-    # the PNG is the one `bbox_inches="tight"` gives with the automatic placement, byte for byte; a "1e6" offset
+    # the PNG is the one the automatic placement gives (laid out, saved "tight"), byte for byte; a "1e6" offset
     # text, ticks at the top or a twin axes keep the automatic placement (which moves the title or may)
     import io
 
     plots.set_theme()
     fig, ax = _titled_chart(kind)
+    plots.layout(fig)
     auto = io.BytesIO()
     fig.savefig(auto, format="png", dpi=144, bbox_inches="tight")
     plt.close(fig)
     fig, ax = _titled_chart(kind)
-    plots._pin_titles(fig, 144)
-    assert (ax._autotitlepos is False) == pinned
+    plots._pin_titles(fig, 144)  # as plots.show: pinned, laid out, saved in the box "tight" finds
+    assert [a._autotitlepos is False for a in fig.axes if a.get_title(loc="left")] == \
+        [pinned] * (2 if kind == "grid" else 1)
+    plots.layout(fig)
     shown = io.BytesIO()
     fig.savefig(shown, format="png", dpi=144, bbox_inches=plots._tight_bbox(fig, 144))
     plt.close(fig)
