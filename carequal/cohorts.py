@@ -262,6 +262,10 @@ class Cohort:
         ``step``, ``description``, ``excluded``, ``remaining``; the first row is the number of acute stays.
     rules : IndexRules
     condition : str or None
+    patient_rows : ndarray or None
+        Each acute stay's (``stays``') patient as its row in the patients table given (−1 if absent), as
+        :func:`index_stays` looked it up: callers joining the stays or the index stays (``patient_rows[is_index]``)
+        to the patients reuse it instead of hashing millions of ids again.
     """
 
     stays: pd.DataFrame
@@ -269,6 +273,7 @@ class Cohort:
     attrition: pd.DataFrame
     rules: IndexRules = field(default_factory=IndexRules)
     condition: str | None = None
+    patient_rows: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def acute_stays(stays: pd.DataFrame, facilities: pd.DataFrame) -> pd.DataFrame:
@@ -475,16 +480,18 @@ def age_in_years(birth: np.ndarray, on: np.ndarray) -> np.ndarray:
 
 
 def _merged_coverage(enrollment: pd.DataFrame, coverage: tuple[str, ...] | None,
-                     patients: pd.Series) -> pd.DataFrame:
+                     patient: np.ndarray) -> pd.DataFrame:
     """Union of each patient's coverage periods (overlapping or touching periods are merged).
 
-    ``patients`` are the patient ids; the result's ``patient`` is the position of the id among them
-    (integer keys: sorting and searching millions of periods by text ids is slow).
+    ``patient`` is the position of each enrollment row's patient among the patient ids
+    (``key_positions(enrollment["patient_id"], patients["patient_id"])``, looked up once by the caller for
+    every coverage type asked for); the result's ``patient`` is that position (integer keys: sorting and
+    searching millions of periods by text ids is slow).
     """
     enr = enrollment
     if coverage is not None and "coverage" in enr.columns:
-        enr = enr[enr["coverage"].isin(coverage)]
-    patient = key_positions(enr["patient_id"], patients)
+        counted = enr["coverage"].isin(coverage).to_numpy(dtype=bool)
+        enr, patient = enr[counted], patient[counted]
     start = day_numbers(enr["start_date"])
     end = day_numbers(enr["end_date"])
     order = np.lexsort((end, start, patient))
@@ -664,10 +671,12 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
         window_end = discharge + rules.followup_days
         window_end = np.where(death_days != _NAT_DAYS, np.minimum(window_end, death_days), window_end)
         # two steps, so the attrition separates gaps in coverage from coverage of a type that does not count
+        # each enrollment row's patient, looked up once for every coverage type asked for
+        enrolled_patient = key_positions(enrollment["patient_id"], patients["patient_id"])
         masks["not_enrolled"] = ~_enrolled(patient, window_start, window_end,
-                                           _merged_coverage(enrollment, None, patients["patient_id"]))
+                                           _merged_coverage(enrollment, None, enrolled_patient))
         if rules.coverage is not None and "coverage" in enrollment.columns:
-            counted = _merged_coverage(enrollment, rules.coverage, patients["patient_id"])
+            counted = _merged_coverage(enrollment, rules.coverage, enrolled_patient)
             masks["coverage_not_counted"] = ~_enrolled(patient, window_start, window_end, counted)
         else:
             masks["coverage_not_counted"] = np.zeros(n, dtype=bool)
@@ -691,7 +700,7 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
         record_age = (age < record.min_age) if record.min_age is not None else np.zeros(n, dtype=bool)
         if enrollment is not None and record.require_enrollment and record.coverage is not None \
                 and "coverage" in enrollment.columns:
-            counted = _merged_coverage(enrollment, record.coverage, patients["patient_id"])
+            counted = _merged_coverage(enrollment, record.coverage, enrolled_patient)
             record_coverage = ~_enrolled(patient, window_start, window_end, counted)
         else:
             record_coverage = np.zeros(n, dtype=bool)
@@ -746,7 +755,8 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
         index["population_group"] = take(patients["population_group"], ppos[remaining], None)
     if record is not None:
         index["in_record"] = ~(record_age | record_coverage)[remaining]
-    return Cohort(stays=stay_table, index=index, attrition=attrition, rules=rules, condition=condition)
+    return Cohort(stays=stay_table, index=index, attrition=attrition, rules=rules, condition=condition,
+                  patient_rows=ppos)
 
 
 def _check_record(rules: IndexRules, record: IndexRules, condition: str | None) -> None:
@@ -880,7 +890,7 @@ def restrict_cohort(cohort: Cohort) -> Cohort:
     stays["is_index"] = pd.isna(reason)
     index = cohort.index[cohort.index["in_record"].to_numpy(dtype=bool)].drop(columns="in_record")
     return Cohort(stays=stays, index=index.reset_index(drop=True), attrition=attrition_of(reason),
-                  rules=cohort.rules, condition=cohort.condition)
+                  rules=cohort.rules, condition=cohort.condition, patient_rows=cohort.patient_rows)
 
 
 def _unlinked(acute: pd.DataFrame) -> pd.DataFrame:
@@ -1071,7 +1081,7 @@ def person_time(enrollment: pd.DataFrame, patients: pd.DataFrame, *, start: str 
     bands = bands if bands is not None else standard_population()
     lo_day = day_numbers(np.array([pd.Timestamp(start)]))[0]
     hi_day = day_numbers(np.array([pd.Timestamp(end)]))[0]
-    merged = _merged_coverage(enrollment, None, patients["patient_id"])
+    merged = _merged_coverage(enrollment, None, key_positions(enrollment["patient_id"], patients["patient_id"]))
     merged = merged[merged["patient"] >= 0]
     birth = pd.Series(take(patients["birth_date"], merged["patient"].to_numpy(), np.datetime64("NaT")))
     death = day_numbers(take(patients["death_date"], merged["patient"].to_numpy(), np.datetime64("NaT")))

@@ -43,10 +43,10 @@ from carequal.cohorts import (
 from carequal.errors import ParameterError
 from carequal.measures import discharge_to_community_days, index_measures, mortality, readmissions
 from carequal.risk import risk_covariates
-from carequal.schema import key_positions, take
+from carequal.schema import take
 
-__all__ = ["ATTRITION_COLUMNS", "POST_ACUTE", "MeasuredCohort", "dtc_outcome", "episodes_of", "measure_cohort",
-           "mortality_outcome", "readmission_outcome"]
+__all__ = ["ATTRITION_COLUMNS", "POST_ACUTE", "MeasuredCohort", "dtc_outcome", "episodes_of", "episodes_of_index",
+           "measure_cohort", "mortality_outcome", "readmission_outcome"]
 
 POST_ACUTE = ("snf", "irf", "ltch", "hha")
 _ANY_WINDOW = 100_000
@@ -99,12 +99,17 @@ def measure_cohort(tables: dict[str, pd.DataFrame], *, rules: IndexRules | None 
     cohort = index_stays(stays, fac, pats, tables.get("enrollment"), rules=rules, record=record)
     index = cohort.index
     in_record = index.pop("in_record").to_numpy(dtype=bool) if record is not None else np.ones(len(index), bool)
-    rows = index_measures(index, tables)
-    rows = pd.concat([rows, stay_outcomes(index, tables).drop(columns="stay_id").set_axis(rows.index)], axis=1)
+    # what index_stays looked up and the episodes both steps read: computed once
+    patient_rows = cohort.patient_rows[cohort.stays["is_index"].to_numpy(dtype=bool)]
+    episodes = episodes_of_index(index, tables)
+    rows = index_measures(index, tables, episodes=episodes, patient_rows=patient_rows)
+    outcomes = stay_outcomes(index, tables, episodes=episodes, patient_rows=patient_rows)
+    del episodes
+    rows = pd.concat([rows, outcomes.drop(columns="stay_id").set_axis(rows.index)], axis=1)
     rows = risk_covariates(rows, stays)
     rows.insert(0, "order", np.arange(len(rows), dtype=np.int64))
     rows.insert(1, "cms", in_record)
-    market = take(pats["market"], key_positions(cohort.stays["patient_id"], pats["patient_id"]), None)
+    market = take(pats["market"], cohort.patient_rows, None)  # the patients index_stays looked up
     reasons = {"all_payer" if record is not None else "cms": cohort.stays["exclusion_reason"].to_numpy(dtype=object)}
     if record is not None:
         reasons["cms"] = recorded_reasons(cohort.stays)
@@ -116,8 +121,20 @@ def measure_cohort(tables: dict[str, pd.DataFrame], *, rules: IndexRules | None 
     return MeasuredCohort(rows=rows, attrition=attrition)
 
 
-def stay_outcomes(index: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def episodes_of_index(index: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The post-acute episodes (:func:`carequal.cohorts.post_acute_episodes`, CMS's one-day gap) of the index
+    stays, one row per index stay in the index's order: what :func:`carequal.measures.index_measures` and
+    :func:`stay_outcomes` both read, computed once."""
+    episodes = post_acute_episodes(tables["stays"], tables["facilities"], hospital_stays=index)
+    return episodes.set_index("stay_id").reindex(index["stay_id"]).reset_index()
+
+
+def stay_outcomes(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *, episodes: pd.DataFrame | None = None,
+                  patient_rows: np.ndarray | None = None) -> pd.DataFrame:
     """The outcome columns any window derives from (see the module docstring), one row per index stay, in order.
+
+    ``episodes`` (:func:`episodes_of_index`) and ``patient_rows`` (each index stay's patient as its row in
+    ``tables["patients"]``) when the caller has them; computed here otherwise.
 
     Returns
     -------
@@ -129,8 +146,8 @@ def stay_outcomes(index: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> pd.Da
     stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
     index = index.reset_index(drop=True)
     first = readmissions(index, stays, fac, window_days=_ANY_WINDOW)
-    death = mortality(index, pats, anchor="discharge")
-    ep = post_acute_episodes(stays, fac, hospital_stays=index).set_index("stay_id").reindex(index["stay_id"])
+    death = mortality(index, pats, anchor="discharge", patient_rows=patient_rows)
+    ep = episodes_of_index(index, tables) if episodes is None else episodes
     dtc = discharge_to_community_days(stays, fac, pats, settings=POST_ACUTE)
     dtc = dtc.set_index("stay_id").reindex(ep["pac_stay_id"].astype("str"))
     return pd.DataFrame({

@@ -315,12 +315,15 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
 
 
 def mortality(index: pd.DataFrame, patients: pd.DataFrame, *, days: int = 30,
-              anchor: str = "admission") -> pd.DataFrame:
+              anchor: str = "admission", patient_rows: np.ndarray | None = None) -> pd.DataFrame:
     """Death from any cause within ``days`` of the index admission (CMS) or discharge.
 
     ``anchor="admission"`` counts from the episode's admission (``episode_admit_date`` if present, so a
     transfer chain is measured from its first hospital, else ``admit_date``); ``"discharge"`` from the
-    discharge date. Day 0 through day ``days`` inclusive; deaths during the stay count.
+    discharge date. Day 0 through day ``days`` inclusive; deaths during the stay count. ``patient_rows``: each
+    index stay's patient as its row in ``patients`` (``key_positions(index["patient_id"],
+    patients["patient_id"])``), when the caller has it (:class:`carequal.cohorts.Cohort` ``patient_rows``);
+    looked up otherwise.
 
     Returns
     -------
@@ -344,8 +347,9 @@ def mortality(index: pd.DataFrame, patients: pd.DataFrame, *, days: int = 30,
         raise ParameterError(f"anchor must be 'admission' or 'discharge', not {anchor!r}")
     start_col = "discharge_date" if anchor == "discharge" else (
         "episode_admit_date" if "episode_admit_date" in index.columns else "admit_date")
-    death = take(patients["death_date"], key_positions(index["patient_id"], patients["patient_id"]),
-                 np.datetime64("NaT"))
+    if patient_rows is None:
+        patient_rows = key_positions(index["patient_id"], patients["patient_id"])
+    death = take(patients["death_date"], patient_rows, np.datetime64("NaT"))
     delta = (pd.to_datetime(pd.Series(death)) - pd.to_datetime(index[start_col]).to_numpy()).dt.days.to_numpy(
         dtype=float)
     return pd.DataFrame({"stay_id": index["stay_id"].to_numpy(), "days_to_death": delta,
@@ -399,12 +403,12 @@ INSTITUTIONAL_SETTINGS = ("acute", "snf", "irf", "ltch")
 
 
 def days_at_home(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.DataFrame,
-                 *, windows: tuple[int, ...] = (30, 90)) -> pd.DataFrame:
+                 *, windows: tuple[int, ...] = (30, 90), patient_rows: np.ndarray | None = None) -> pd.DataFrame:
     """Days alive and out of any institution in the ``w`` days after the index discharge (days 1..w).
 
     A day in an institutional stay is a day from its admission up to, not including, its discharge day
     (Medicare counting; a same-day stay takes its one day); from the death date on, days are not at home.
-    Home health days are days at home.
+    Home health days are days at home. ``patient_rows``: as :func:`mortality`'s.
 
     Returns
     -------
@@ -438,8 +442,9 @@ def days_at_home(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     s_, e_ = pairs["s"].to_numpy(), pairs["e"].to_numpy()
     keep = (j != self_pos[i]) & (e_ > d[i] + 1) & (s_ <= d[i] + max(windows))
     i, s_, e_ = i[keep], s_[keep], e_[keep]
-    death = day_numbers(take(patients["death_date"], key_positions(index["patient_id"], patients["patient_id"]),
-                             np.datetime64("NaT")))
+    if patient_rows is None:
+        patient_rows = key_positions(index["patient_id"], patients["patient_id"])
+    death = day_numbers(take(patients["death_date"], patient_rows, np.datetime64("NaT")))
     alive_all = death == _NAT
     out = pd.DataFrame({"stay_id": index["stay_id"].to_numpy()})
     for w in windows:
@@ -819,7 +824,8 @@ def standardised_rates(events: pd.DataFrame, person_time: pd.DataFrame, *, by: l
 
 def index_measures(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *,
                    window_days: int = READMISSION_WINDOW_DAYS, mortality_anchor: str = "admission",
-                   home_windows: tuple[int, ...] = (30, 90), pac_gap_days: int = 1) -> pd.DataFrame:
+                   home_windows: tuple[int, ...] = (30, 90), pac_gap_days: int = 1,
+                   episodes: pd.DataFrame | None = None, patient_rows: np.ndarray | None = None) -> pd.DataFrame:
     """Every per-index-stay measure in one tidy table (one row per index stay, in the order given).
 
     Columns: the index columns, ``los_days`` (Medicare counting), the readmission flags of
@@ -835,17 +841,25 @@ def index_measures(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *,
         Index stays (``Cohort.index``).
     tables : dict of DataFrame
         Validated contract tables (``stays``, ``facilities``, ``patients``, optional ``ed_visits``).
+    episodes : DataFrame, optional
+        ``post_acute_episodes(stays, facilities, max_gap_days=pac_gap_days, hospital_stays=index)`` when the
+        caller needs them too (:func:`carequal.measured.measure_cohort`): computed here otherwise.
+    patient_rows : ndarray, optional
+        Each index stay's patient as its row in ``tables["patients"]`` (:class:`carequal.cohorts.Cohort`
+        ``patient_rows`` of the index stays); looked up otherwise.
     """
     stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
     out = index.reset_index(drop=True).copy()
     out["los_days"] = length_of_stay(out).to_numpy()
     parts = [readmissions(out, stays, fac, window_days=window_days),
-             mortality(out, pats, days=30, anchor=mortality_anchor),
-             days_at_home(out, stays, fac, pats, windows=home_windows)]
+             mortality(out, pats, days=30, anchor=mortality_anchor, patient_rows=patient_rows),
+             days_at_home(out, stays, fac, pats, windows=home_windows, patient_rows=patient_rows)]
     if tables.get("ed_visits") is not None:
         parts.append(ed_visits_after(out, tables["ed_visits"], days=window_days))
-    episodes = post_acute_episodes(stays, fac, max_gap_days=pac_gap_days, hospital_stays=out)
-    episodes = episodes.set_index("stay_id").reindex(out["stay_id"]).reset_index()
+    if episodes is None:
+        episodes = post_acute_episodes(stays, fac, max_gap_days=pac_gap_days, hospital_stays=out)
+    if not (len(episodes) == len(out) and episodes["stay_id"].array.equals(out["stay_id"].array)):
+        episodes = episodes.set_index("stay_id").reindex(out["stay_id"]).reset_index()  # one row per index stay
     parts.append(episodes[["stay_id", "pac_setting", "pac_facility_id", "pac_is_partner", "pac_los_days",
                            "episode_days"]])
     parts.append(post_acute_use(episodes))
