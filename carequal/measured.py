@@ -43,7 +43,7 @@ from carequal.cohorts import (
 from carequal.errors import ParameterError
 from carequal.measures import discharge_to_community_days, index_measures, mortality, readmissions
 from carequal.risk import risk_covariates
-from carequal.schema import take
+from carequal.schema import key_positions, take, take_text
 
 __all__ = ["ATTRITION_COLUMNS", "POST_ACUTE", "MeasuredCohort", "dtc_outcome", "episodes_of", "episodes_of_index",
            "measure_cohort", "mortality_outcome", "readmission_outcome"]
@@ -126,7 +126,10 @@ def episodes_of_index(index: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> p
     stays, one row per index stay in the index's order: what :func:`carequal.measures.index_measures` and
     :func:`stay_outcomes` both read, computed once."""
     episodes = post_acute_episodes(tables["stays"], tables["facilities"], hospital_stays=index)
-    return episodes.set_index("stay_id").reindex(index["stay_id"]).reset_index()
+    at = key_positions(index["stay_id"], episodes["stay_id"])
+    if (at < 0).any():  # not every index stay is an acute stay of ``tables``: missing rows, as a reindex makes them
+        return episodes.set_index("stay_id").reindex(index["stay_id"]).reset_index()
+    return episodes.take(at).reset_index(drop=True)
 
 
 def stay_outcomes(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *, episodes: pd.DataFrame | None = None,
@@ -149,7 +152,7 @@ def stay_outcomes(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *, episo
     death = mortality(index, pats, anchor="discharge", patient_rows=patient_rows)
     ep = episodes_of_index(index, tables) if episodes is None else episodes
     dtc = discharge_to_community_days(stays, fac, pats, settings=POST_ACUTE)
-    dtc = dtc.set_index("stay_id").reindex(ep["pac_stay_id"].astype("str"))
+    at = key_positions(ep["pac_stay_id"], dtc["stay_id"])  # each first post-acute stay's row (−1: none)
     return pd.DataFrame({
         "stay_id": index["stay_id"].to_numpy(),
         "first_readmit_planned": first["readmit_planned"].to_numpy(dtype=bool),
@@ -159,10 +162,10 @@ def stay_outcomes(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *, episo
         "pac_discharge_date": ep["pac_discharge_date"].to_numpy(),
         "pac_discharge_status": ep["pac_discharge_status"].astype("string").array,
         "final_discharge_status": ep["final_discharge_status"].astype("string").array,
-        "dtc_excluded": dtc["dtc_excluded"].astype("string").array,
-        "dtc_community": dtc["discharged_to_community"].astype("boolean").array,
-        "dtc_days_to_death": dtc["days_to_death"].to_numpy(dtype=float),
-        "dtc_days_to_unplanned": dtc["days_to_unplanned"].to_numpy(dtype=float),
+        "dtc_excluded": pd.Series(take_text(dtc["dtc_excluded"], at)).astype("string").array,
+        "dtc_community": pd.Series(take(dtc["discharged_to_community"], at, None)).astype("boolean").array,
+        "dtc_days_to_death": take(dtc["days_to_death"], at).astype(float),
+        "dtc_days_to_unplanned": take(dtc["days_to_unplanned"], at).astype(float),
     })
 
 

@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 from carequal.cohorts import day_numbers, post_acute_episodes, standard_population, time_order
 from carequal.errors import ParameterError
 from carequal.intervals import count_interval, dobson_dsr, wilson
-from carequal.schema import CODE_SEPARATOR, arrow_text, key_positions, take, take_text
+from carequal.schema import CODE_SEPARATOR, arrow_text, few_key_positions, key_positions, take, take_text
 
 __all__ = ["DTC_EXCLUDED_STATUSES", "INSTITUTIONAL_SETTINGS", "PAC_READMISSION_SETTINGS", "READMISSION_WINDOW_DAYS",
            "ccs_diagnosis", "ccs_procedure", "check_input_column", "count_rate_table", "days_at_home",
@@ -181,28 +181,6 @@ def planned_stays(stays: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------- readmissions
 
 
-def _index_rows(index_ids: pd.Series, stay_ids: pd.Series) -> np.ndarray:
-    """``key_positions(index_ids, stay_ids)``: the first row of ``stay_ids`` holding each index stay's id.
-
-    Arrow's hash look-up costs most in building the table of the value set, so the table is built on the
-    index stays (fewer than the stays) and the stays are looked up in it; the first stay row per index row
-    is kept. Index rows this does not place (an id repeated in the index, which the hash table holds once,
-    or an id absent from the stays) are looked up the other way round.
-
-    Examples
-    --------
-    >>> _index_rows(pd.Series(["b", "z", "b"]), pd.Series(["a", "b", "b"])).tolist()
-    [1, -1, 1]
-    """
-    found = key_positions(stay_ids, index_ids)
-    stay_rows = np.flatnonzero(found >= 0)
-    rows = np.full(len(index_ids), len(stay_ids), dtype=np.int64)
-    np.minimum.at(rows, found[stay_rows], stay_rows)
-    rest = np.flatnonzero(rows == len(stay_ids))
-    rows[rest] = key_positions(index_ids.iloc[rest], stay_ids) if len(rest) else -1
-    return rows
-
-
 def _patient_codes(patient_ids: pd.Series, rows: np.ndarray) -> np.ndarray:
     """Integer codes telling apart the patients of ``patient_ids`` at ``rows`` (−1 for a missing id).
 
@@ -281,7 +259,7 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     sorted_rows, patient = acute_rows[in_order], patient[in_order]
     rank = np.full(len(stays), -1, dtype=np.int64)
     rank[sorted_rows] = np.arange(len(sorted_rows))
-    row = _index_rows(index["stay_id"], stays["stay_id"])
+    row = few_key_positions(index["stay_id"], stays["stay_id"])
     position = np.where(row >= 0, rank[np.clip(row, 0, None)], -1)
     if (position < 0).any():
         missing = index["stay_id"].to_numpy()[position < 0][:5]
@@ -435,7 +413,7 @@ def days_at_home(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     codes = pd.factorize(pd.concat([index["patient_id"], inst["patient_id"]], ignore_index=True))[0]
     n = len(index)
     d = day_numbers(index["discharge_date"])
-    self_pos = key_positions(index["stay_id"], inst["stay_id"])  # the index stay among the institutional ones
+    self_pos = few_key_positions(index["stay_id"], inst["stay_id"])  # the index stay among the institutional ones
     pairs = pd.DataFrame({"i": np.arange(n), "p": codes[:n]}).merge(
         pd.DataFrame({"j": np.arange(len(inst)), "p": codes[n:], "s": start, "e": end}), on="p")
     i, j = pairs["i"].to_numpy(), pairs["j"].to_numpy()
