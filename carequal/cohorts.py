@@ -823,7 +823,8 @@ def attrition_by(reasons: pd.Series | np.ndarray, groups: pd.Series | np.ndarray
     16  south  under_min_age         0          1
     """
     reasons = np.asarray(reasons, dtype=object)
-    groups = np.asarray(groups, dtype=object)
+    # a Series is factorised as it is (Arrow text by Arrow's kernels): Python strings are slow at millions of stays
+    groups = groups if isinstance(groups, pd.Series) else pd.Series(np.asarray(groups, dtype=object))
     if len(reasons) != len(groups):
         raise ParameterError(f"attrition_by: {len(reasons)} reasons but {len(groups)} groups")
     steps = [s for s, _ in EXCLUSION_STEPS]
@@ -832,7 +833,7 @@ def attrition_by(reasons: pd.Series | np.ndarray, groups: pd.Series | np.ndarray
     unknown = present & (step_code < 0)
     if unknown.any():
         raise ParameterError(f"unknown exclusion reason(s) {', '.join(map(str, sorted(set(reasons[unknown]))))}")
-    group_code, names = pd.factorize(pd.Series(groups), sort=True)
+    group_code, names = pd.factorize(groups, sort=True)
     keep = group_code >= 0
     width = len(steps) + 1  # column 0: index stays (no reason)
     counts = np.bincount(group_code[keep].astype(np.int64) * width + step_code[keep] + 1,

@@ -109,7 +109,8 @@ def measure_cohort(tables: dict[str, pd.DataFrame], *, rules: IndexRules | None 
     rows = risk_covariates(rows, stays)
     rows.insert(0, "order", np.arange(len(rows), dtype=np.int64))
     rows.insert(1, "cms", in_record)
-    market = take(pats["market"], cohort.patient_rows, None)  # the patients index_stays looked up
+    # each acute stay's residence market from the patients index_stays looked up, kept in Arrow (no Python strings)
+    market = pd.Series(take_text(pats["market"], cohort.patient_rows))
     reasons = {"all_payer" if record is not None else "cms": cohort.stays["exclusion_reason"].to_numpy(dtype=object)}
     if record is not None:
         reasons["cms"] = recorded_reasons(cohort.stays)

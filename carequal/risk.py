@@ -1035,7 +1035,7 @@ def risk_covariates(index: pd.DataFrame, stays: pd.DataFrame) -> pd.DataFrame:
                if c not in index.columns]
     if missing:
         raise ParameterError(f"risk_covariates: index has no column(s) {', '.join(missing)}")
-    out = index.copy()
+    out = index.copy(deep=False)  # copy-on-write: only the added columns are new
     group = out["population_group"] if "population_group" in out else pd.Series("", index=out.index)
     out["age10"] = (out["age"].astype(float) - 75) / 10
     out["male"] = (out["sex"] == "M").astype(float)
