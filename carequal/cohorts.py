@@ -91,18 +91,26 @@ def condition_codes() -> pd.DataFrame:
         return pd.read_csv(fh, dtype=str, keep_default_na=False)
 
 
-def _starts_with_any(codes: pd.Series, prefixes: list[str]) -> np.ndarray:
-    text = codes.astype("string[pyarrow]").fillna("")
-    out = np.zeros(len(codes), dtype=bool)
-    for p in prefixes:
-        out |= text.str.startswith(p).to_numpy(dtype=bool, na_value=False)
-    return out
+def _code_text(codes: pd.Series) -> pd.Series:
+    """Codes or code lists as Arrow text, missing as empty (converted once per column, not once per code)."""
+    return codes.astype("string[pyarrow]").fillna("")
 
 
 def _list_has_prefix(lists: pd.Series, prefixes: list[str]) -> np.ndarray:
     pattern = rf"(?:^|{CODE_SEPARATOR})(?:{'|'.join(prefixes)})"
-    text = lists.astype("string[pyarrow]").fillna("")
+    text = _code_text(lists)
     return text.str.contains(pattern, regex=True).to_numpy(dtype=bool, na_value=False)
+
+
+def _narrowed(match: np.ndarray, test: Callable[[np.ndarray | None], np.ndarray]) -> np.ndarray:
+    """``match & test(rows)``, the test run only on the rows still matching (``test(None)``: on every row): a
+    code list's regular expression costs far more than a principal diagnosis' prefix, which few stays pass."""
+    if match.all():
+        return test(None)
+    rows = np.flatnonzero(match)
+    out = np.zeros(len(match), dtype=bool)
+    out[rows] = test(rows)
+    return out
 
 
 def assign_conditions(stays: pd.DataFrame, *, conditions: tuple[str, ...] = CONDITIONS) -> pd.DataFrame:
@@ -139,6 +147,13 @@ def assign_conditions(stays: pd.DataFrame, *, conditions: tuple[str, ...] = COND
     codes = condition_codes()
     out = pd.DataFrame({"stay_id": stays["stay_id"].to_numpy()})
     procedures = stays["procedures"] if "procedures" in stays.columns else pd.Series(np.nan, index=stays.index)
+    principal = _code_text(stays["principal_dx"]).reset_index(drop=True)
+    secondary = _code_text(stays["secondary_dx"]).reset_index(drop=True)
+    procedures = _code_text(procedures).reset_index(drop=True)
+
+    def has_prefix(lists: pd.Series, prefixes: list[str]) -> Callable[[np.ndarray | None], np.ndarray]:
+        return lambda rows: _list_has_prefix(lists if rows is None else lists.take(rows), prefixes)
+
     label = np.full(len(stays), "other", dtype=object)
     for condition in conditions:
         include = np.zeros(len(stays), dtype=bool)
@@ -146,11 +161,11 @@ def assign_conditions(stays: pd.DataFrame, *, conditions: tuple[str, ...] = COND
         for row in codes[codes["condition"] == condition].itertuples(index=False):
             match = np.ones(len(stays), dtype=bool)
             if row.principal_dx:
-                match &= _starts_with_any(stays["principal_dx"], [row.principal_dx])
+                match &= principal.str.startswith(row.principal_dx).to_numpy(dtype=bool, na_value=False)
             if row.secondary_dx:
-                match &= _list_has_prefix(stays["secondary_dx"], row.secondary_dx.split("|"))
+                match = _narrowed(match, has_prefix(secondary, row.secondary_dx.split("|")))
             if row.procedure:
-                match &= _list_has_prefix(procedures, [row.procedure])
+                match = _narrowed(match, has_prefix(procedures, [row.procedure]))
             if row.action == "include":
                 include |= match
             else:
@@ -452,7 +467,7 @@ def link_transfers(acute: pd.DataFrame, *, gap_days: int = 1) -> pd.DataFrame:
     starts = np.ones(n, dtype=bool)
     starts[1:] = ~linked[:-1]
     episode_pos = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
-    out = acute.copy()
+    out = acute.copy(deep=False)  # copy-on-write: only the added columns are new
     out["episode_id"] = take_text(acute["stay_id"], episode_pos)
     out["episode_admit_date"] = acute["admit_date"].to_numpy()[episode_pos]
     out["first_facility_id"] = facility[episode_pos]
