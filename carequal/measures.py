@@ -503,6 +503,39 @@ def pac_readmissions(episodes: pd.DataFrame, stays: pd.DataFrame, facilities: pd
     })
 
 
+def _days_to_next(patient: np.ndarray, day: np.ndarray, other_patient: np.ndarray,
+                  other_day: np.ndarray) -> np.ndarray:
+    """Days from each (``patient``, ``day``) to that patient's first ``other_day`` on or after it (inf: none), as
+    floats; patients as integer codes shared by both sides, days as :func:`carequal.cohorts.day_numbers`.
+
+    One sort and a binary search: pairing every row with each of its patient's other rows (a merge) costs memory
+    in proportion to the pairs, hundreds of megabytes at millions of stays. Missing days (NaT) are paired the
+    old way, so their (meaningless) results stay what they were.
+
+    Examples
+    --------
+    >>> _days_to_next(np.array([0, 0, 1]), np.array([10, 30, 5]), np.array([0, 0, 1]), np.array([12, 20, 1]))
+    array([ 2., inf, inf])
+    """
+    if (day == _NAT).any() or (other_day == _NAT).any():
+        pairs = pd.DataFrame({"i": np.arange(len(day)), "p": patient, "d": day}).merge(
+            pd.DataFrame({"p": other_patient, "a": other_day}), on="p")
+        gap = pairs["a"].to_numpy() - pairs["d"].to_numpy()
+        after = gap >= 0
+        first = np.full(len(day), np.inf)
+        np.minimum.at(first, pairs["i"].to_numpy()[after], gap[after].astype(float))
+        return first
+    if len(other_day) == 0:
+        return np.full(len(day), np.inf)
+    shift, base = np.int64(1 << 32), np.int64(1 << 31)  # (patient, day) packed: one sorted int64 key
+    other_key = np.sort(other_patient.astype(np.int64) * shift + other_day + base)
+    key = patient.astype(np.int64) * shift + day + base
+    pos = np.searchsorted(other_key, key, side="left")
+    at = np.minimum(pos, len(other_key) - 1)
+    found = (pos < len(other_key)) & (other_key[at] // shift == patient)
+    return np.where(found, (other_key[at] - key).astype(float), np.inf)
+
+
 def discharge_to_community_days(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.DataFrame, *,
                                  settings: tuple[str, ...] = ("snf", "irf", "ltch", "hha")) -> pd.DataFrame:
     """What DTC-PAC needs of each post-acute stay, for any window: where it ended and how many days after its
@@ -538,12 +571,7 @@ def discharge_to_community_days(stays: pd.DataFrame, facilities: pd.DataFrame, p
     unplanned = hosp[~planned_stays(hosp)["planned"].to_numpy()]
     n = len(pac)
     codes = pd.factorize(pd.concat([pac["patient_id"], unplanned["patient_id"]], ignore_index=True))[0]
-    pairs = pd.DataFrame({"i": np.arange(n), "p": codes[:n], "d": discharge}).merge(
-        pd.DataFrame({"p": codes[n:], "a": day_numbers(unplanned["admit_date"])}), on="p")
-    gap = pairs["a"].to_numpy() - pairs["d"].to_numpy()
-    after = gap >= 0
-    first = np.full(n, np.inf)
-    np.minimum.at(first, pairs["i"].to_numpy()[after], gap[after].astype(float))
+    first = _days_to_next(codes[:n], discharge, codes[n:], day_numbers(unplanned["admit_date"]))
     return pd.DataFrame({
         "stay_id": pac["stay_id"].to_numpy(), "facility_id": pac["facility_id"].to_numpy(), "setting": pac_setting,
         "dtc_excluded": pd.array(excluded, dtype="str"), "discharged_to_community": community,
@@ -827,7 +855,7 @@ def index_measures(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *,
         ``patient_rows`` of the index stays); looked up otherwise.
     """
     stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
-    out = index.reset_index(drop=True).copy()
+    out = index.reset_index(drop=True).copy(deep=False)  # copy-on-write: the index's columns are not copied
     out["los_days"] = length_of_stay(out).to_numpy()
     parts = [readmissions(out, stays, fac, window_days=window_days),
              mortality(out, pats, days=30, anchor=mortality_anchor, patient_rows=patient_rows),
