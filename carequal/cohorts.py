@@ -306,12 +306,13 @@ def acute_stays(stays: pd.DataFrame, facilities: pd.DataFrame) -> pd.DataFrame:
     ['1', '2']
     """
     fpos = key_positions(stays["facility_id"], facilities["facility_id"])
-    is_acute = take(facilities["setting"], fpos, None) == "acute"
-    out = stays[is_acute]
-    fpos = fpos[is_acute]
-    out = out.assign(setting="acute", facility_market=take(facilities["market"], fpos, None),
-                     facility_is_partner=take(facilities["is_partner"], fpos, False))
-    return out.iloc[time_order(out)].reset_index(drop=True)
+    rows = np.flatnonzero(take(facilities["setting"], fpos, None) == "acute")
+    # ordered on the sort keys alone, then every column gathered once (not filtered, then reordered: two copies)
+    rows = rows[time_order(stays[["stay_id", "patient_id", "admit_date", "discharge_date"]].iloc[rows])]
+    out = stays.iloc[rows].reset_index(drop=True)
+    fpos = fpos[rows]
+    return out.assign(setting="acute", facility_market=take(facilities["market"], fpos, None),
+                      facility_is_partner=take(facilities["is_partner"], fpos, False))
 
 
 def time_order(stays: pd.DataFrame, *, patient: np.ndarray | None = None, admit: np.ndarray | None = None,

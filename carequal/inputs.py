@@ -247,9 +247,9 @@ def prepare(data, work: str | Path, *, period_start=None, period_end=None,
         if tables is None and client is None:
             tables = read_dataset_tables(dataset, columns=INPUT_COLUMNS)
         if client is None:  # one index_stays run: the measured cohort, and the reference from its CMS rows
-            cohort = measure_cohort(tables)
             facilities = tables["facilities"]
-            tables = None  # the other contract tables are no longer needed: not held while the models are fitted
+            cohort = measure_cohort(tables, release=True)  # each table let go once the cohort has read it
+            tables = None
             cohort, built = reference_of_cohort(cohort, facilities, period_start=start, period_end=end,
                                                 measures=measures)
         else:  # the stay-level measures on the cluster, partition by partition; the models here

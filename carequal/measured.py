@@ -33,6 +33,7 @@ import pandas as pd
 from carequal.cohorts import (
     ALL_PAYER_RULES,
     MEDICARE_FFS_RULES,
+    Cohort,
     IndexRules,
     attrition_by,
     attrition_of,
@@ -80,7 +81,7 @@ class MeasuredCohort:
 
 
 def measure_cohort(tables: dict[str, pd.DataFrame], *, rules: IndexRules | None = ALL_PAYER_RULES,
-                   record: IndexRules | None = MEDICARE_FFS_RULES) -> MeasuredCohort:
+                   record: IndexRules | None = MEDICARE_FFS_RULES, release: bool = False) -> MeasuredCohort:
     """Build the measured cohort of ``tables`` with one :func:`carequal.cohorts.index_stays` run.
 
     Parameters
@@ -93,33 +94,57 @@ def measure_cohort(tables: dict[str, pd.DataFrame], *, rules: IndexRules | None 
     record : IndexRules or None
         The narrower rules whose cohort is flagged in ``cms`` (default CMS Medicare FFS); None: ``rules`` are the
         cohort's only rules, every row is flagged.
+    release : bool
+        Remove each table but ``facilities`` from the dict ``tables`` as soon as no later step reads it (the
+        enrollment after the index stays, the ED visits after the measures, the patients after the outcomes,
+        the stays at the end): a caller done with the tables (:func:`carequal.inputs.prepare`) then does not hold
+        them while the cohort is built, the peak memory of the national reference.
     """
     stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
     rules = rules or IndexRules()
     cohort = index_stays(stays, fac, pats, tables.get("enrollment"), rules=rules, record=record)
+    attrition = _attrition(cohort, pats, record)  # now: the acute stays' table is not needed after it
+    _release(tables, "enrollment", release)
     index = cohort.index
     in_record = index.pop("in_record").to_numpy(dtype=bool) if record is not None else np.ones(len(index), bool)
     # what index_stays looked up and the episodes both steps read: computed once
     patient_rows = cohort.patient_rows[cohort.stays["is_index"].to_numpy(dtype=bool)]
+    del cohort
     episodes = episodes_of_index(index, tables)
     rows = index_measures(index, tables, episodes=episodes, patient_rows=patient_rows)
+    _release(tables, "ed_visits", release)
     outcomes = stay_outcomes(index, tables, episodes=episodes, patient_rows=patient_rows)
-    del episodes
+    del episodes, index, pats
+    _release(tables, "patients", release)
     rows = pd.concat([rows, outcomes.drop(columns="stay_id").set_axis(rows.index)], axis=1)
+    del outcomes
     rows = risk_covariates(rows, stays)
+    del stays
+    _release(tables, "stays", release)
     rows.insert(0, "order", np.arange(len(rows), dtype=np.int64))
     rows.insert(1, "cms", in_record)
+    return MeasuredCohort(rows=rows, attrition=attrition)
+
+
+def _release(tables: dict[str, pd.DataFrame], name: str, release: bool) -> None:
+    """``tables`` without ``name`` when ``release`` (see :func:`measure_cohort`)."""
+    if release:
+        tables.pop(name, None)
+
+
+def _attrition(cohort: Cohort, patients: pd.DataFrame, record: IndexRules | None) -> pd.DataFrame:
+    """:data:`ATTRITION_COLUMNS` of both rule sets (``record`` given) or of the cohort's only rules: all markets,
+    then each residence market (one pass over the acute stays: :func:`carequal.cohorts.attrition_by`)."""
     # each acute stay's residence market from the patients index_stays looked up, kept in Arrow (no Python strings)
-    market = pd.Series(take_text(pats["market"], cohort.patient_rows))
+    market = pd.Series(take_text(patients["market"], cohort.patient_rows))
     reasons = {"all_payer" if record is not None else "cms": cohort.stays["exclusion_reason"].to_numpy(dtype=object)}
     if record is not None:
         reasons["cms"] = recorded_reasons(cohort.stays)
     parts = []
-    for name, reason in reasons.items():  # all markets, then each residence market (one pass: attrition_by)
+    for name, reason in reasons.items():
         parts.append(attrition_of(reason).assign(rules=name, market=""))
         parts.append(attrition_by(reason, market).rename(columns={"group": "market"}).assign(rules=name))
-    attrition = pd.concat(parts, ignore_index=True)[list(ATTRITION_COLUMNS)]
-    return MeasuredCohort(rows=rows, attrition=attrition)
+    return pd.concat(parts, ignore_index=True)[list(ATTRITION_COLUMNS)]
 
 
 def episodes_of_index(index: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
