@@ -27,6 +27,7 @@ never follows a chain through the module.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import cache
 from importlib import resources
 
@@ -380,6 +381,33 @@ INSTITUTIONAL_SETTINGS = ("acute", "snf", "irf", "ltch")
 """Settings whose days are not days at home (home health care is at home)."""
 
 
+def _patient_pairs(patient: np.ndarray, other_patient: np.ndarray, *,
+                   max_pairs: int = 1 << 22) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Every ``(i, j)`` with ``patient[i] == other_patient[j]`` (integer codes), what a merge on the codes gives,
+    in chunks of consecutive ``i`` of about ``max_pairs`` pairs: a caller keeping few of the pairs never holds
+    them all (a merge holds every pair and its columns at once: hundreds of megabytes at millions of stays).
+
+    Examples
+    --------
+    >>> [(i.tolist(), j.tolist()) for i, j in _patient_pairs(np.array([1, 0, 2]), np.array([0, 1, 1]))]
+    [([0, 0, 1], [1, 2, 0])]
+    """
+    order = np.argsort(other_patient, kind="stable")
+    ordered = other_patient[order]
+    first_row = np.searchsorted(ordered, patient, side="left")
+    counts = np.searchsorted(ordered, patient, side="right") - first_row
+    ends = np.cumsum(counts)
+    start = 0
+    while start < len(patient):
+        stop = max(int(np.searchsorted(ends, ends[start] - counts[start] + max_pairs, side="right")), start + 1)
+        rows = np.arange(start, stop)
+        c = counts[rows]
+        i = np.repeat(rows, c)
+        within = np.arange(len(i)) - np.repeat(np.cumsum(c) - c, c)
+        yield i, order[np.repeat(first_row[rows], c) + within]
+        start = stop
+
+
 def days_at_home(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.DataFrame,
                  *, windows: tuple[int, ...] = (30, 90), patient_rows: np.ndarray | None = None) -> pd.DataFrame:
     """Days alive and out of any institution in the ``w`` days after the index discharge (days 1..w).
@@ -414,12 +442,12 @@ def days_at_home(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     n = len(index)
     d = day_numbers(index["discharge_date"])
     self_pos = few_key_positions(index["stay_id"], inst["stay_id"])  # the index stay among the institutional ones
-    pairs = pd.DataFrame({"i": np.arange(n), "p": codes[:n]}).merge(
-        pd.DataFrame({"j": np.arange(len(inst)), "p": codes[n:], "s": start, "e": end}), on="p")
-    i, j = pairs["i"].to_numpy(), pairs["j"].to_numpy()
-    s_, e_ = pairs["s"].to_numpy(), pairs["e"].to_numpy()
-    keep = (j != self_pos[i]) & (e_ > d[i] + 1) & (s_ <= d[i] + max(windows))
-    i, s_, e_ = i[keep], s_[keep], e_[keep]
+    kept: list[tuple[np.ndarray, ...]] = [(np.zeros(0, dtype=np.int64),) * 3]
+    for i, j in _patient_pairs(codes[:n], codes[n:]):  # the index stay's patient's institutional stays
+        s_, e_ = start[j], end[j]
+        keep = (j != self_pos[i]) & (e_ > d[i] + 1) & (s_ <= d[i] + max(windows))
+        kept.append((i[keep], s_[keep], e_[keep]))
+    i, s_, e_ = (np.concatenate(parts) for parts in zip(*kept, strict=True))
     if patient_rows is None:
         patient_rows = key_positions(index["patient_id"], patients["patient_id"])
     death = day_numbers(take(patients["death_date"], patient_rows, np.datetime64("NaT")))
