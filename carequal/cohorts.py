@@ -655,6 +655,8 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
     status = acute["discharge_status"].astype("string").fillna("").to_numpy(dtype=object) \
         if "discharge_status" in acute.columns else np.full(n, "", dtype=object)
     conds = assign_conditions(acute)
+    # the code lists are read by the conditions only: not held through the rest (the bulk of a stay's text)
+    acute = acute.drop(columns=[c for c in ("secondary_dx", "procedures") if c in acute.columns])
     admit = day_numbers(acute["admit_date"])
     discharge = day_numbers(acute["discharge_date"])
     episode_admit = acute["episode_admit_date"].to_numpy()
@@ -1009,9 +1011,11 @@ def post_acute_episodes(stays: pd.DataFrame, facilities: pd.DataFrame, *, max_ga
         partner_then = partner & (since.isna() | (since <= pac_admit)).to_numpy()
     else:
         partner_then = partner
-    has_status = "discharge_status" in stays.columns
-    hosp_status = hosp["discharge_status"].to_numpy() if has_status else np.full(n, np.nan)
-    pac_status = pac_column("discharge_status", np.nan)
+    if "discharge_status" in stays.columns:  # kept in Arrow: no Python strings
+        pac_status = pd.Series(take_text(pac["discharge_status"], link))
+        final_status = pac_status.where(found, pd.Series(take_text(hosp["discharge_status"], np.arange(n))))
+    else:
+        pac_status = final_status = pd.Series(pd.array(np.full(n, np.nan, dtype=object), dtype="str"))
     end = np.where(found, pac_discharge.to_numpy(), hosp["discharge_date"].to_numpy())
     out = pd.DataFrame({
         "stay_id": hosp["stay_id"].array, "patient_id": hosp["patient_id"].array,
@@ -1021,9 +1025,9 @@ def post_acute_episodes(stays: pd.DataFrame, facilities: pd.DataFrame, *, max_ga
         "pac_is_partner": partner_then, "pac_admit_date": pac_admit.to_numpy(),
         "pac_discharge_date": pac_discharge.to_numpy(),
         "pac_los_days": (pac_discharge - pac_admit).dt.days.to_numpy(dtype=float),
-        "pac_discharge_status": pd.array(pac_status, dtype="str"),
+        "pac_discharge_status": pac_status.array,
         "episode_days": (pd.to_datetime(end) - hosp["admit_date"].to_numpy()).days.to_numpy(),
-        "final_discharge_status": pd.array(np.where(found, pac_status, hosp_status), dtype="str"),
+        "final_discharge_status": final_status.array,
     })
     return out.reset_index(drop=True)
 
