@@ -103,8 +103,8 @@ def measure_cohort(tables: dict[str, pd.DataFrame], *, rules: IndexRules | None 
     stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
     rules = rules or IndexRules()
     cohort = index_stays(stays, fac, pats, tables.get("enrollment"), rules=rules, record=record)
-    attrition = _attrition(cohort, pats, record)  # now: the acute stays' table is not needed after it
     _release(tables, "enrollment", release)
+    attrition = _attrition(cohort, pats, record)  # now: the acute stays' table is not needed after it
     index = cohort.index
     in_record = index.pop("in_record").to_numpy(dtype=bool) if record is not None else np.ones(len(index), bool)
     # what index_stays looked up and the episodes both steps read: computed once
