@@ -764,17 +764,23 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
                           else np.full(int(remaining.sum()), condition, dtype=object))
     index["transfers_in_episode"] = keep["transfers_in_episode"].to_numpy()
     index["age"] = age[remaining]
-    index["sex"] = take(patients["sex"], ppos[remaining], None)
+    index["sex"] = _patient_column(patients["sex"], ppos[remaining])
     index["dual_eligible"] = take(patients["dual_eligible"], ppos[remaining], None)
-    index["patient_market"] = take(patients["market"], ppos[remaining], None)
+    index["patient_market"] = _patient_column(patients["market"], ppos[remaining])
     index["market"] = keep["facility_market"].to_numpy()
     index["is_partner"] = keep["facility_is_partner"].to_numpy()
     if "population_group" in patients.columns:
-        index["population_group"] = take(patients["population_group"], ppos[remaining], None)
+        index["population_group"] = _patient_column(patients["population_group"], ppos[remaining])
     if record is not None:
         index["in_record"] = ~(record_age | record_coverage)[remaining]
     return Cohort(stays=stay_table, index=index, attrition=attrition, rules=rules, condition=condition,
                   patient_rows=ppos)
+
+
+def _patient_column(values: pd.Series, rows: np.ndarray):
+    """:func:`carequal.schema.take` (missing where −1) of a patients' column; Arrow text stays in Arrow
+    (:func:`carequal.schema.take_text`): millions of Python strings of every patient would be made otherwise."""
+    return take_text(values, rows) if isinstance(values.dtype, pd.StringDtype) else take(values, rows, None)
 
 
 def _check_record(rules: IndexRules, record: IndexRules, condition: str | None) -> None:
