@@ -91,18 +91,26 @@ def condition_codes() -> pd.DataFrame:
         return pd.read_csv(fh, dtype=str, keep_default_na=False)
 
 
-def _starts_with_any(codes: pd.Series, prefixes: list[str]) -> np.ndarray:
-    text = codes.astype("string[pyarrow]").fillna("")
-    out = np.zeros(len(codes), dtype=bool)
-    for p in prefixes:
-        out |= text.str.startswith(p).to_numpy(dtype=bool, na_value=False)
-    return out
+def _code_text(codes: pd.Series) -> pd.Series:
+    """Codes or code lists as Arrow text, missing as empty (converted once per column, not once per code)."""
+    return codes.astype("string[pyarrow]").fillna("")
 
 
 def _list_has_prefix(lists: pd.Series, prefixes: list[str]) -> np.ndarray:
     pattern = rf"(?:^|{CODE_SEPARATOR})(?:{'|'.join(prefixes)})"
-    text = lists.astype("string[pyarrow]").fillna("")
+    text = _code_text(lists)
     return text.str.contains(pattern, regex=True).to_numpy(dtype=bool, na_value=False)
+
+
+def _narrowed(match: np.ndarray, test: Callable[[np.ndarray | None], np.ndarray]) -> np.ndarray:
+    """``match & test(rows)``, the test run only on the rows still matching (``test(None)``: on every row): a
+    code list's regular expression costs far more than a principal diagnosis' prefix, which few stays pass."""
+    if match.all():
+        return test(None)
+    rows = np.flatnonzero(match)
+    out = np.zeros(len(match), dtype=bool)
+    out[rows] = test(rows)
+    return out
 
 
 def assign_conditions(stays: pd.DataFrame, *, conditions: tuple[str, ...] = CONDITIONS) -> pd.DataFrame:
@@ -139,6 +147,13 @@ def assign_conditions(stays: pd.DataFrame, *, conditions: tuple[str, ...] = COND
     codes = condition_codes()
     out = pd.DataFrame({"stay_id": stays["stay_id"].to_numpy()})
     procedures = stays["procedures"] if "procedures" in stays.columns else pd.Series(np.nan, index=stays.index)
+    principal = _code_text(stays["principal_dx"]).reset_index(drop=True)
+    secondary = _code_text(stays["secondary_dx"]).reset_index(drop=True)
+    procedures = _code_text(procedures).reset_index(drop=True)
+
+    def has_prefix(lists: pd.Series, prefixes: list[str]) -> Callable[[np.ndarray | None], np.ndarray]:
+        return lambda rows: _list_has_prefix(lists if rows is None else lists.take(rows), prefixes)
+
     label = np.full(len(stays), "other", dtype=object)
     for condition in conditions:
         include = np.zeros(len(stays), dtype=bool)
@@ -146,11 +161,11 @@ def assign_conditions(stays: pd.DataFrame, *, conditions: tuple[str, ...] = COND
         for row in codes[codes["condition"] == condition].itertuples(index=False):
             match = np.ones(len(stays), dtype=bool)
             if row.principal_dx:
-                match &= _starts_with_any(stays["principal_dx"], [row.principal_dx])
+                match &= principal.str.startswith(row.principal_dx).to_numpy(dtype=bool, na_value=False)
             if row.secondary_dx:
-                match &= _list_has_prefix(stays["secondary_dx"], row.secondary_dx.split("|"))
+                match = _narrowed(match, has_prefix(secondary, row.secondary_dx.split("|")))
             if row.procedure:
-                match &= _list_has_prefix(procedures, [row.procedure])
+                match = _narrowed(match, has_prefix(procedures, [row.procedure]))
             if row.action == "include":
                 include |= match
             else:
@@ -262,6 +277,10 @@ class Cohort:
         ``step``, ``description``, ``excluded``, ``remaining``; the first row is the number of acute stays.
     rules : IndexRules
     condition : str or None
+    patient_rows : ndarray or None
+        Each acute stay's (``stays``') patient as its row in the patients table given (−1 if absent), as
+        :func:`index_stays` looked it up: callers joining the stays or the index stays (``patient_rows[is_index]``)
+        to the patients reuse it instead of hashing millions of ids again.
     """
 
     stays: pd.DataFrame
@@ -269,6 +288,7 @@ class Cohort:
     attrition: pd.DataFrame
     rules: IndexRules = field(default_factory=IndexRules)
     condition: str | None = None
+    patient_rows: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def acute_stays(stays: pd.DataFrame, facilities: pd.DataFrame) -> pd.DataFrame:
@@ -286,12 +306,13 @@ def acute_stays(stays: pd.DataFrame, facilities: pd.DataFrame) -> pd.DataFrame:
     ['1', '2']
     """
     fpos = key_positions(stays["facility_id"], facilities["facility_id"])
-    is_acute = take(facilities["setting"], fpos, None) == "acute"
-    out = stays[is_acute]
-    fpos = fpos[is_acute]
-    out = out.assign(setting="acute", facility_market=take(facilities["market"], fpos, None),
-                     facility_is_partner=take(facilities["is_partner"], fpos, False))
-    return out.iloc[time_order(out)].reset_index(drop=True)
+    rows = np.flatnonzero(take(facilities["setting"], fpos, None) == "acute")
+    # ordered on the sort keys alone, then every column gathered once (not filtered, then reordered: two copies)
+    rows = rows[time_order(stays[["stay_id", "patient_id", "admit_date", "discharge_date"]].iloc[rows])]
+    out = stays.iloc[rows].reset_index(drop=True)
+    fpos = fpos[rows]
+    return out.assign(setting="acute", facility_market=take(facilities["market"], fpos, None),
+                      facility_is_partner=take(facilities["is_partner"], fpos, False))
 
 
 def time_order(stays: pd.DataFrame, *, patient: np.ndarray | None = None, admit: np.ndarray | None = None,
@@ -447,7 +468,7 @@ def link_transfers(acute: pd.DataFrame, *, gap_days: int = 1) -> pd.DataFrame:
     starts = np.ones(n, dtype=bool)
     starts[1:] = ~linked[:-1]
     episode_pos = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
-    out = acute.copy()
+    out = acute.copy(deep=False)  # copy-on-write: only the added columns are new
     out["episode_id"] = take_text(acute["stay_id"], episode_pos)
     out["episode_admit_date"] = acute["admit_date"].to_numpy()[episode_pos]
     out["first_facility_id"] = facility[episode_pos]
@@ -475,16 +496,18 @@ def age_in_years(birth: np.ndarray, on: np.ndarray) -> np.ndarray:
 
 
 def _merged_coverage(enrollment: pd.DataFrame, coverage: tuple[str, ...] | None,
-                     patients: pd.Series) -> pd.DataFrame:
+                     patient: np.ndarray) -> pd.DataFrame:
     """Union of each patient's coverage periods (overlapping or touching periods are merged).
 
-    ``patients`` are the patient ids; the result's ``patient`` is the position of the id among them
-    (integer keys: sorting and searching millions of periods by text ids is slow).
+    ``patient`` is the position of each enrollment row's patient among the patient ids
+    (``key_positions(enrollment["patient_id"], patients["patient_id"])``, looked up once by the caller for
+    every coverage type asked for); the result's ``patient`` is that position (integer keys: sorting and
+    searching millions of periods by text ids is slow).
     """
     enr = enrollment
     if coverage is not None and "coverage" in enr.columns:
-        enr = enr[enr["coverage"].isin(coverage)]
-    patient = key_positions(enr["patient_id"], patients)
+        counted = enr["coverage"].isin(coverage).to_numpy(dtype=bool)
+        enr, patient = enr[counted], patient[counted]
     start = day_numbers(enr["start_date"])
     end = day_numbers(enr["end_date"])
     order = np.lexsort((end, start, patient))
@@ -632,6 +655,8 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
     status = acute["discharge_status"].astype("string").fillna("").to_numpy(dtype=object) \
         if "discharge_status" in acute.columns else np.full(n, "", dtype=object)
     conds = assign_conditions(acute)
+    # the code lists are read by the conditions only: not held through the rest (the bulk of a stay's text)
+    acute = acute.drop(columns=[c for c in ("secondary_dx", "procedures") if c in acute.columns])
     admit = day_numbers(acute["admit_date"])
     discharge = day_numbers(acute["discharge_date"])
     episode_admit = acute["episode_admit_date"].to_numpy()
@@ -664,10 +689,12 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
         window_end = discharge + rules.followup_days
         window_end = np.where(death_days != _NAT_DAYS, np.minimum(window_end, death_days), window_end)
         # two steps, so the attrition separates gaps in coverage from coverage of a type that does not count
+        # each enrollment row's patient, looked up once for every coverage type asked for
+        enrolled_patient = key_positions(enrollment["patient_id"], patients["patient_id"])
         masks["not_enrolled"] = ~_enrolled(patient, window_start, window_end,
-                                           _merged_coverage(enrollment, None, patients["patient_id"]))
+                                           _merged_coverage(enrollment, None, enrolled_patient))
         if rules.coverage is not None and "coverage" in enrollment.columns:
-            counted = _merged_coverage(enrollment, rules.coverage, patients["patient_id"])
+            counted = _merged_coverage(enrollment, rules.coverage, enrolled_patient)
             masks["coverage_not_counted"] = ~_enrolled(patient, window_start, window_end, counted)
         else:
             masks["coverage_not_counted"] = np.zeros(n, dtype=bool)
@@ -691,7 +718,7 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
         record_age = (age < record.min_age) if record.min_age is not None else np.zeros(n, dtype=bool)
         if enrollment is not None and record.require_enrollment and record.coverage is not None \
                 and "coverage" in enrollment.columns:
-            counted = _merged_coverage(enrollment, record.coverage, patients["patient_id"])
+            counted = _merged_coverage(enrollment, record.coverage, enrolled_patient)
             record_coverage = ~_enrolled(patient, window_start, window_end, counted)
         else:
             record_coverage = np.zeros(n, dtype=bool)
@@ -737,16 +764,23 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
                           else np.full(int(remaining.sum()), condition, dtype=object))
     index["transfers_in_episode"] = keep["transfers_in_episode"].to_numpy()
     index["age"] = age[remaining]
-    index["sex"] = take(patients["sex"], ppos[remaining], None)
+    index["sex"] = _patient_column(patients["sex"], ppos[remaining])
     index["dual_eligible"] = take(patients["dual_eligible"], ppos[remaining], None)
-    index["patient_market"] = take(patients["market"], ppos[remaining], None)
+    index["patient_market"] = _patient_column(patients["market"], ppos[remaining])
     index["market"] = keep["facility_market"].to_numpy()
     index["is_partner"] = keep["facility_is_partner"].to_numpy()
     if "population_group" in patients.columns:
-        index["population_group"] = take(patients["population_group"], ppos[remaining], None)
+        index["population_group"] = _patient_column(patients["population_group"], ppos[remaining])
     if record is not None:
         index["in_record"] = ~(record_age | record_coverage)[remaining]
-    return Cohort(stays=stay_table, index=index, attrition=attrition, rules=rules, condition=condition)
+    return Cohort(stays=stay_table, index=index, attrition=attrition, rules=rules, condition=condition,
+                  patient_rows=ppos)
+
+
+def _patient_column(values: pd.Series, rows: np.ndarray):
+    """:func:`carequal.schema.take` (missing where −1) of a patients' column; Arrow text stays in Arrow
+    (:func:`carequal.schema.take_text`): millions of Python strings of every patient would be made otherwise."""
+    return take_text(values, rows) if isinstance(values.dtype, pd.StringDtype) else take(values, rows, None)
 
 
 def _check_record(rules: IndexRules, record: IndexRules, condition: str | None) -> None:
@@ -813,7 +847,8 @@ def attrition_by(reasons: pd.Series | np.ndarray, groups: pd.Series | np.ndarray
     16  south  under_min_age         0          1
     """
     reasons = np.asarray(reasons, dtype=object)
-    groups = np.asarray(groups, dtype=object)
+    # a Series is factorised as it is (Arrow text by Arrow's kernels): Python strings are slow at millions of stays
+    groups = groups if isinstance(groups, pd.Series) else pd.Series(np.asarray(groups, dtype=object))
     if len(reasons) != len(groups):
         raise ParameterError(f"attrition_by: {len(reasons)} reasons but {len(groups)} groups")
     steps = [s for s, _ in EXCLUSION_STEPS]
@@ -822,7 +857,7 @@ def attrition_by(reasons: pd.Series | np.ndarray, groups: pd.Series | np.ndarray
     unknown = present & (step_code < 0)
     if unknown.any():
         raise ParameterError(f"unknown exclusion reason(s) {', '.join(map(str, sorted(set(reasons[unknown]))))}")
-    group_code, names = pd.factorize(pd.Series(groups), sort=True)
+    group_code, names = pd.factorize(groups, sort=True)
     keep = group_code >= 0
     width = len(steps) + 1  # column 0: index stays (no reason)
     counts = np.bincount(group_code[keep].astype(np.int64) * width + step_code[keep] + 1,
@@ -880,7 +915,7 @@ def restrict_cohort(cohort: Cohort) -> Cohort:
     stays["is_index"] = pd.isna(reason)
     index = cohort.index[cohort.index["in_record"].to_numpy(dtype=bool)].drop(columns="in_record")
     return Cohort(stays=stays, index=index.reset_index(drop=True), attrition=attrition_of(reason),
-                  rules=cohort.rules, condition=cohort.condition)
+                  rules=cohort.rules, condition=cohort.condition, patient_rows=cohort.patient_rows)
 
 
 def _unlinked(acute: pd.DataFrame) -> pd.DataFrame:
@@ -982,9 +1017,11 @@ def post_acute_episodes(stays: pd.DataFrame, facilities: pd.DataFrame, *, max_ga
         partner_then = partner & (since.isna() | (since <= pac_admit)).to_numpy()
     else:
         partner_then = partner
-    has_status = "discharge_status" in stays.columns
-    hosp_status = hosp["discharge_status"].to_numpy() if has_status else np.full(n, np.nan)
-    pac_status = pac_column("discharge_status", np.nan)
+    if "discharge_status" in stays.columns:  # kept in Arrow: no Python strings
+        pac_status = pd.Series(take_text(pac["discharge_status"], link))
+        final_status = pac_status.where(found, pd.Series(take_text(hosp["discharge_status"], np.arange(n))))
+    else:
+        pac_status = final_status = pd.Series(pd.array(np.full(n, np.nan, dtype=object), dtype="str"))
     end = np.where(found, pac_discharge.to_numpy(), hosp["discharge_date"].to_numpy())
     out = pd.DataFrame({
         "stay_id": hosp["stay_id"].array, "patient_id": hosp["patient_id"].array,
@@ -994,9 +1031,9 @@ def post_acute_episodes(stays: pd.DataFrame, facilities: pd.DataFrame, *, max_ga
         "pac_is_partner": partner_then, "pac_admit_date": pac_admit.to_numpy(),
         "pac_discharge_date": pac_discharge.to_numpy(),
         "pac_los_days": (pac_discharge - pac_admit).dt.days.to_numpy(dtype=float),
-        "pac_discharge_status": pd.array(pac_status, dtype="str"),
+        "pac_discharge_status": pac_status.array,
         "episode_days": (pd.to_datetime(end) - hosp["admit_date"].to_numpy()).days.to_numpy(),
-        "final_discharge_status": pd.array(np.where(found, pac_status, hosp_status), dtype="str"),
+        "final_discharge_status": final_status.array,
     })
     return out.reset_index(drop=True)
 
@@ -1071,7 +1108,7 @@ def person_time(enrollment: pd.DataFrame, patients: pd.DataFrame, *, start: str 
     bands = bands if bands is not None else standard_population()
     lo_day = day_numbers(np.array([pd.Timestamp(start)]))[0]
     hi_day = day_numbers(np.array([pd.Timestamp(end)]))[0]
-    merged = _merged_coverage(enrollment, None, patients["patient_id"])
+    merged = _merged_coverage(enrollment, None, key_positions(enrollment["patient_id"], patients["patient_id"]))
     merged = merged[merged["patient"] >= 0]
     birth = pd.Series(take(patients["birth_date"], merged["patient"].to_numpy(), np.datetime64("NaT")))
     death = day_numbers(take(patients["death_date"], merged["patient"].to_numpy(), np.datetime64("NaT")))

@@ -29,7 +29,8 @@ from carequal.loaders import (
     read_validation_summary,
     write_market_dataset,
 )
-from carequal.national import INPUT_COLUMNS, MEASURES, cohort_and_reference, write_cohort, write_reference
+from carequal.measured import measure_cohort
+from carequal.national import INPUT_COLUMNS, MEASURES, reference_of_cohort, write_cohort, write_reference
 from carequal.periods import reporting_period
 from carequal.scale import cohort_reference_partitioned
 
@@ -246,7 +247,11 @@ def prepare(data, work: str | Path, *, period_start=None, period_end=None,
         if tables is None and client is None:
             tables = read_dataset_tables(dataset, columns=INPUT_COLUMNS)
         if client is None:  # one index_stays run: the measured cohort, and the reference from its CMS rows
-            cohort, built = cohort_and_reference(tables, period_start=start, period_end=end, measures=measures)
+            facilities = tables["facilities"]
+            cohort = measure_cohort(tables, release=True)  # each table let go once the cohort has read it
+            tables = None
+            cohort, built = reference_of_cohort(cohort, facilities, period_start=start, period_end=end,
+                                                measures=measures)
         else:  # the stay-level measures on the cluster, partition by partition; the models here
 
             cohort, built = cohort_reference_partitioned(dataset, period_start=start, period_end=end,

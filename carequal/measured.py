@@ -33,6 +33,7 @@ import pandas as pd
 from carequal.cohorts import (
     ALL_PAYER_RULES,
     MEDICARE_FFS_RULES,
+    Cohort,
     IndexRules,
     attrition_by,
     attrition_of,
@@ -43,10 +44,10 @@ from carequal.cohorts import (
 from carequal.errors import ParameterError
 from carequal.measures import discharge_to_community_days, index_measures, mortality, readmissions
 from carequal.risk import risk_covariates
-from carequal.schema import key_positions, take
+from carequal.schema import key_positions, take, take_text
 
-__all__ = ["ATTRITION_COLUMNS", "POST_ACUTE", "MeasuredCohort", "dtc_outcome", "episodes_of", "measure_cohort",
-           "mortality_outcome", "readmission_outcome"]
+__all__ = ["ATTRITION_COLUMNS", "POST_ACUTE", "MeasuredCohort", "dtc_outcome", "episodes_of", "episodes_of_index",
+           "measure_cohort", "mortality_outcome", "readmission_outcome"]
 
 POST_ACUTE = ("snf", "irf", "ltch", "hha")
 _ANY_WINDOW = 100_000
@@ -80,7 +81,7 @@ class MeasuredCohort:
 
 
 def measure_cohort(tables: dict[str, pd.DataFrame], *, rules: IndexRules | None = ALL_PAYER_RULES,
-                   record: IndexRules | None = MEDICARE_FFS_RULES) -> MeasuredCohort:
+                   record: IndexRules | None = MEDICARE_FFS_RULES, release: bool = False) -> MeasuredCohort:
     """Build the measured cohort of ``tables`` with one :func:`carequal.cohorts.index_stays` run.
 
     Parameters
@@ -93,31 +94,76 @@ def measure_cohort(tables: dict[str, pd.DataFrame], *, rules: IndexRules | None 
     record : IndexRules or None
         The narrower rules whose cohort is flagged in ``cms`` (default CMS Medicare FFS); None: ``rules`` are the
         cohort's only rules, every row is flagged.
+    release : bool
+        Remove each table but ``facilities`` from the dict ``tables`` as soon as no later step reads it (the
+        enrollment after the index stays, the ED visits after the measures, the patients after the outcomes,
+        the stays at the end): a caller done with the tables (:func:`carequal.inputs.prepare`) then does not hold
+        them while the cohort is built, the peak memory of the national reference.
     """
     stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
     rules = rules or IndexRules()
     cohort = index_stays(stays, fac, pats, tables.get("enrollment"), rules=rules, record=record)
+    _release(tables, "enrollment", release)
+    attrition = _attrition(cohort, pats, record)  # now: the acute stays' table is not needed after it
     index = cohort.index
     in_record = index.pop("in_record").to_numpy(dtype=bool) if record is not None else np.ones(len(index), bool)
-    rows = index_measures(index, tables)
-    rows = pd.concat([rows, stay_outcomes(index, tables).drop(columns="stay_id").set_axis(rows.index)], axis=1)
+    # what index_stays looked up and the episodes both steps read: computed once
+    patient_rows = cohort.patient_rows[cohort.stays["is_index"].to_numpy(dtype=bool)]
+    del cohort
+    episodes = episodes_of_index(index, tables)
+    rows = index_measures(index, tables, episodes=episodes, patient_rows=patient_rows)
+    _release(tables, "ed_visits", release)
+    outcomes = stay_outcomes(index, tables, episodes=episodes, patient_rows=patient_rows)
+    del episodes, index, pats
+    _release(tables, "patients", release)
+    rows = pd.concat([rows, outcomes.drop(columns="stay_id").set_axis(rows.index)], axis=1)
+    del outcomes
     rows = risk_covariates(rows, stays)
+    del stays
+    _release(tables, "stays", release)
     rows.insert(0, "order", np.arange(len(rows), dtype=np.int64))
     rows.insert(1, "cms", in_record)
-    market = take(pats["market"], key_positions(cohort.stays["patient_id"], pats["patient_id"]), None)
+    return MeasuredCohort(rows=rows, attrition=attrition)
+
+
+def _release(tables: dict[str, pd.DataFrame], name: str, release: bool) -> None:
+    """``tables`` without ``name`` when ``release`` (see :func:`measure_cohort`)."""
+    if release:
+        tables.pop(name, None)
+
+
+def _attrition(cohort: Cohort, patients: pd.DataFrame, record: IndexRules | None) -> pd.DataFrame:
+    """:data:`ATTRITION_COLUMNS` of both rule sets (``record`` given) or of the cohort's only rules: all markets,
+    then each residence market (one pass over the acute stays: :func:`carequal.cohorts.attrition_by`)."""
+    # each acute stay's residence market from the patients index_stays looked up, kept in Arrow (no Python strings)
+    market = pd.Series(take_text(patients["market"], cohort.patient_rows))
     reasons = {"all_payer" if record is not None else "cms": cohort.stays["exclusion_reason"].to_numpy(dtype=object)}
     if record is not None:
         reasons["cms"] = recorded_reasons(cohort.stays)
     parts = []
-    for name, reason in reasons.items():  # all markets, then each residence market (one pass: attrition_by)
+    for name, reason in reasons.items():
         parts.append(attrition_of(reason).assign(rules=name, market=""))
         parts.append(attrition_by(reason, market).rename(columns={"group": "market"}).assign(rules=name))
-    attrition = pd.concat(parts, ignore_index=True)[list(ATTRITION_COLUMNS)]
-    return MeasuredCohort(rows=rows, attrition=attrition)
+    return pd.concat(parts, ignore_index=True)[list(ATTRITION_COLUMNS)]
 
 
-def stay_outcomes(index: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def episodes_of_index(index: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The post-acute episodes (:func:`carequal.cohorts.post_acute_episodes`, CMS's one-day gap) of the index
+    stays, one row per index stay in the index's order: what :func:`carequal.measures.index_measures` and
+    :func:`stay_outcomes` both read, computed once."""
+    episodes = post_acute_episodes(tables["stays"], tables["facilities"], hospital_stays=index)
+    at = key_positions(index["stay_id"], episodes["stay_id"])
+    if (at < 0).any():  # not every index stay is an acute stay of ``tables``: missing rows, as a reindex makes them
+        return episodes.set_index("stay_id").reindex(index["stay_id"]).reset_index()
+    return episodes.take(at).reset_index(drop=True)
+
+
+def stay_outcomes(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *, episodes: pd.DataFrame | None = None,
+                  patient_rows: np.ndarray | None = None) -> pd.DataFrame:
     """The outcome columns any window derives from (see the module docstring), one row per index stay, in order.
+
+    ``episodes`` (:func:`episodes_of_index`) and ``patient_rows`` (each index stay's patient as its row in
+    ``tables["patients"]``) when the caller has them; computed here otherwise.
 
     Returns
     -------
@@ -129,10 +175,10 @@ def stay_outcomes(index: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> pd.Da
     stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
     index = index.reset_index(drop=True)
     first = readmissions(index, stays, fac, window_days=_ANY_WINDOW)
-    death = mortality(index, pats, anchor="discharge")
-    ep = post_acute_episodes(stays, fac, hospital_stays=index).set_index("stay_id").reindex(index["stay_id"])
+    death = mortality(index, pats, anchor="discharge", patient_rows=patient_rows)
+    ep = episodes_of_index(index, tables) if episodes is None else episodes
     dtc = discharge_to_community_days(stays, fac, pats, settings=POST_ACUTE)
-    dtc = dtc.set_index("stay_id").reindex(ep["pac_stay_id"].astype("str"))
+    at = key_positions(ep["pac_stay_id"], dtc["stay_id"])  # each first post-acute stay's row (−1: none)
     return pd.DataFrame({
         "stay_id": index["stay_id"].to_numpy(),
         "first_readmit_planned": first["readmit_planned"].to_numpy(dtype=bool),
@@ -142,10 +188,10 @@ def stay_outcomes(index: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> pd.Da
         "pac_discharge_date": ep["pac_discharge_date"].to_numpy(),
         "pac_discharge_status": ep["pac_discharge_status"].astype("string").array,
         "final_discharge_status": ep["final_discharge_status"].astype("string").array,
-        "dtc_excluded": dtc["dtc_excluded"].astype("string").array,
-        "dtc_community": dtc["discharged_to_community"].astype("boolean").array,
-        "dtc_days_to_death": dtc["days_to_death"].to_numpy(dtype=float),
-        "dtc_days_to_unplanned": dtc["days_to_unplanned"].to_numpy(dtype=float),
+        "dtc_excluded": pd.Series(take_text(dtc["dtc_excluded"], at)).astype("string").array,
+        "dtc_community": pd.Series(take(dtc["discharged_to_community"], at, None)).astype("boolean").array,
+        "dtc_days_to_death": take(dtc["days_to_death"], at).astype(float),
+        "dtc_days_to_unplanned": take(dtc["days_to_unplanned"], at).astype(float),
     })
 
 

@@ -27,6 +27,7 @@ never follows a chain through the module.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import cache
 from importlib import resources
 
@@ -37,7 +38,7 @@ import pyarrow.compute as pc
 from carequal.cohorts import day_numbers, post_acute_episodes, standard_population, time_order
 from carequal.errors import ParameterError
 from carequal.intervals import count_interval, dobson_dsr, wilson
-from carequal.schema import CODE_SEPARATOR, arrow_text, key_positions, take, take_text
+from carequal.schema import CODE_SEPARATOR, arrow_text, few_key_positions, key_positions, take, take_text
 
 __all__ = ["DTC_EXCLUDED_STATUSES", "INSTITUTIONAL_SETTINGS", "PAC_READMISSION_SETTINGS", "READMISSION_WINDOW_DAYS",
            "ccs_diagnosis", "ccs_procedure", "check_input_column", "count_rate_table", "days_at_home",
@@ -181,28 +182,6 @@ def planned_stays(stays: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------- readmissions
 
 
-def _index_rows(index_ids: pd.Series, stay_ids: pd.Series) -> np.ndarray:
-    """``key_positions(index_ids, stay_ids)``: the first row of ``stay_ids`` holding each index stay's id.
-
-    Arrow's hash look-up costs most in building the table of the value set, so the table is built on the
-    index stays (fewer than the stays) and the stays are looked up in it; the first stay row per index row
-    is kept. Index rows this does not place (an id repeated in the index, which the hash table holds once,
-    or an id absent from the stays) are looked up the other way round.
-
-    Examples
-    --------
-    >>> _index_rows(pd.Series(["b", "z", "b"]), pd.Series(["a", "b", "b"])).tolist()
-    [1, -1, 1]
-    """
-    found = key_positions(stay_ids, index_ids)
-    stay_rows = np.flatnonzero(found >= 0)
-    rows = np.full(len(index_ids), len(stay_ids), dtype=np.int64)
-    np.minimum.at(rows, found[stay_rows], stay_rows)
-    rest = np.flatnonzero(rows == len(stay_ids))
-    rows[rest] = key_positions(index_ids.iloc[rest], stay_ids) if len(rest) else -1
-    return rows
-
-
 def _patient_codes(patient_ids: pd.Series, rows: np.ndarray) -> np.ndarray:
     """Integer codes telling apart the patients of ``patient_ids`` at ``rows`` (−1 for a missing id).
 
@@ -281,7 +260,7 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     sorted_rows, patient = acute_rows[in_order], patient[in_order]
     rank = np.full(len(stays), -1, dtype=np.int64)
     rank[sorted_rows] = np.arange(len(sorted_rows))
-    row = _index_rows(index["stay_id"], stays["stay_id"])
+    row = few_key_positions(index["stay_id"], stays["stay_id"])
     position = np.where(row >= 0, rank[np.clip(row, 0, None)], -1)
     if (position < 0).any():
         missing = index["stay_id"].to_numpy()[position < 0][:5]
@@ -315,12 +294,15 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
 
 
 def mortality(index: pd.DataFrame, patients: pd.DataFrame, *, days: int = 30,
-              anchor: str = "admission") -> pd.DataFrame:
+              anchor: str = "admission", patient_rows: np.ndarray | None = None) -> pd.DataFrame:
     """Death from any cause within ``days`` of the index admission (CMS) or discharge.
 
     ``anchor="admission"`` counts from the episode's admission (``episode_admit_date`` if present, so a
     transfer chain is measured from its first hospital, else ``admit_date``); ``"discharge"`` from the
-    discharge date. Day 0 through day ``days`` inclusive; deaths during the stay count.
+    discharge date. Day 0 through day ``days`` inclusive; deaths during the stay count. ``patient_rows``: each
+    index stay's patient as its row in ``patients`` (``key_positions(index["patient_id"],
+    patients["patient_id"])``), when the caller has it (:class:`carequal.cohorts.Cohort` ``patient_rows``);
+    looked up otherwise.
 
     Returns
     -------
@@ -344,8 +326,9 @@ def mortality(index: pd.DataFrame, patients: pd.DataFrame, *, days: int = 30,
         raise ParameterError(f"anchor must be 'admission' or 'discharge', not {anchor!r}")
     start_col = "discharge_date" if anchor == "discharge" else (
         "episode_admit_date" if "episode_admit_date" in index.columns else "admit_date")
-    death = take(patients["death_date"], key_positions(index["patient_id"], patients["patient_id"]),
-                 np.datetime64("NaT"))
+    if patient_rows is None:
+        patient_rows = key_positions(index["patient_id"], patients["patient_id"])
+    death = take(patients["death_date"], patient_rows, np.datetime64("NaT"))
     delta = (pd.to_datetime(pd.Series(death)) - pd.to_datetime(index[start_col]).to_numpy()).dt.days.to_numpy(
         dtype=float)
     return pd.DataFrame({"stay_id": index["stay_id"].to_numpy(), "days_to_death": delta,
@@ -398,13 +381,40 @@ INSTITUTIONAL_SETTINGS = ("acute", "snf", "irf", "ltch")
 """Settings whose days are not days at home (home health care is at home)."""
 
 
+def _patient_pairs(patient: np.ndarray, other_patient: np.ndarray, *,
+                   max_pairs: int = 1 << 22) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Every ``(i, j)`` with ``patient[i] == other_patient[j]`` (integer codes), what a merge on the codes gives,
+    in chunks of consecutive ``i`` of about ``max_pairs`` pairs: a caller keeping few of the pairs never holds
+    them all (a merge holds every pair and its columns at once: hundreds of megabytes at millions of stays).
+
+    Examples
+    --------
+    >>> [(i.tolist(), j.tolist()) for i, j in _patient_pairs(np.array([1, 0, 2]), np.array([0, 1, 1]))]
+    [([0, 0, 1], [1, 2, 0])]
+    """
+    order = np.argsort(other_patient, kind="stable")
+    ordered = other_patient[order]
+    first_row = np.searchsorted(ordered, patient, side="left")
+    counts = np.searchsorted(ordered, patient, side="right") - first_row
+    ends = np.cumsum(counts)
+    start = 0
+    while start < len(patient):
+        stop = max(int(np.searchsorted(ends, ends[start] - counts[start] + max_pairs, side="right")), start + 1)
+        rows = np.arange(start, stop)
+        c = counts[rows]
+        i = np.repeat(rows, c)
+        within = np.arange(len(i)) - np.repeat(np.cumsum(c) - c, c)
+        yield i, order[np.repeat(first_row[rows], c) + within]
+        start = stop
+
+
 def days_at_home(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.DataFrame,
-                 *, windows: tuple[int, ...] = (30, 90)) -> pd.DataFrame:
+                 *, windows: tuple[int, ...] = (30, 90), patient_rows: np.ndarray | None = None) -> pd.DataFrame:
     """Days alive and out of any institution in the ``w`` days after the index discharge (days 1..w).
 
     A day in an institutional stay is a day from its admission up to, not including, its discharge day
     (Medicare counting; a same-day stay takes its one day); from the death date on, days are not at home.
-    Home health days are days at home.
+    Home health days are days at home. ``patient_rows``: as :func:`mortality`'s.
 
     Returns
     -------
@@ -431,15 +441,16 @@ def days_at_home(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     codes = pd.factorize(pd.concat([index["patient_id"], inst["patient_id"]], ignore_index=True))[0]
     n = len(index)
     d = day_numbers(index["discharge_date"])
-    self_pos = key_positions(index["stay_id"], inst["stay_id"])  # the index stay among the institutional ones
-    pairs = pd.DataFrame({"i": np.arange(n), "p": codes[:n]}).merge(
-        pd.DataFrame({"j": np.arange(len(inst)), "p": codes[n:], "s": start, "e": end}), on="p")
-    i, j = pairs["i"].to_numpy(), pairs["j"].to_numpy()
-    s_, e_ = pairs["s"].to_numpy(), pairs["e"].to_numpy()
-    keep = (j != self_pos[i]) & (e_ > d[i] + 1) & (s_ <= d[i] + max(windows))
-    i, s_, e_ = i[keep], s_[keep], e_[keep]
-    death = day_numbers(take(patients["death_date"], key_positions(index["patient_id"], patients["patient_id"]),
-                             np.datetime64("NaT")))
+    self_pos = few_key_positions(index["stay_id"], inst["stay_id"])  # the index stay among the institutional ones
+    kept: list[tuple[np.ndarray, ...]] = [(np.zeros(0, dtype=np.int64),) * 3]
+    for i, j in _patient_pairs(codes[:n], codes[n:]):  # the index stay's patient's institutional stays
+        s_, e_ = start[j], end[j]
+        keep = (j != self_pos[i]) & (e_ > d[i] + 1) & (s_ <= d[i] + max(windows))
+        kept.append((i[keep], s_[keep], e_[keep]))
+    i, s_, e_ = (np.concatenate(parts) for parts in zip(*kept, strict=True))
+    if patient_rows is None:
+        patient_rows = key_positions(index["patient_id"], patients["patient_id"])
+    death = day_numbers(take(patients["death_date"], patient_rows, np.datetime64("NaT")))
     alive_all = death == _NAT
     out = pd.DataFrame({"stay_id": index["stay_id"].to_numpy()})
     for w in windows:
@@ -520,6 +531,39 @@ def pac_readmissions(episodes: pd.DataFrame, stays: pd.DataFrame, facilities: pd
     })
 
 
+def _days_to_next(patient: np.ndarray, day: np.ndarray, other_patient: np.ndarray,
+                  other_day: np.ndarray) -> np.ndarray:
+    """Days from each (``patient``, ``day``) to that patient's first ``other_day`` on or after it (inf: none), as
+    floats; patients as integer codes shared by both sides, days as :func:`carequal.cohorts.day_numbers`.
+
+    One sort and a binary search: pairing every row with each of its patient's other rows (a merge) costs memory
+    in proportion to the pairs, hundreds of megabytes at millions of stays. Missing days (NaT) are paired the
+    old way, so their (meaningless) results stay what they were.
+
+    Examples
+    --------
+    >>> _days_to_next(np.array([0, 0, 1]), np.array([10, 30, 5]), np.array([0, 0, 1]), np.array([12, 20, 1]))
+    array([ 2., inf, inf])
+    """
+    if (day == _NAT).any() or (other_day == _NAT).any():
+        pairs = pd.DataFrame({"i": np.arange(len(day)), "p": patient, "d": day}).merge(
+            pd.DataFrame({"p": other_patient, "a": other_day}), on="p")
+        gap = pairs["a"].to_numpy() - pairs["d"].to_numpy()
+        after = gap >= 0
+        first = np.full(len(day), np.inf)
+        np.minimum.at(first, pairs["i"].to_numpy()[after], gap[after].astype(float))
+        return first
+    if len(other_day) == 0:
+        return np.full(len(day), np.inf)
+    shift, base = np.int64(1 << 32), np.int64(1 << 31)  # (patient, day) packed: one sorted int64 key
+    other_key = np.sort(other_patient.astype(np.int64) * shift + other_day + base)
+    key = patient.astype(np.int64) * shift + day + base
+    pos = np.searchsorted(other_key, key, side="left")
+    at = np.minimum(pos, len(other_key) - 1)
+    found = (pos < len(other_key)) & (other_key[at] // shift == patient)
+    return np.where(found, (other_key[at] - key).astype(float), np.inf)
+
+
 def discharge_to_community_days(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.DataFrame, *,
                                  settings: tuple[str, ...] = ("snf", "irf", "ltch", "hha")) -> pd.DataFrame:
     """What DTC-PAC needs of each post-acute stay, for any window: where it ended and how many days after its
@@ -555,12 +599,7 @@ def discharge_to_community_days(stays: pd.DataFrame, facilities: pd.DataFrame, p
     unplanned = hosp[~planned_stays(hosp)["planned"].to_numpy()]
     n = len(pac)
     codes = pd.factorize(pd.concat([pac["patient_id"], unplanned["patient_id"]], ignore_index=True))[0]
-    pairs = pd.DataFrame({"i": np.arange(n), "p": codes[:n], "d": discharge}).merge(
-        pd.DataFrame({"p": codes[n:], "a": day_numbers(unplanned["admit_date"])}), on="p")
-    gap = pairs["a"].to_numpy() - pairs["d"].to_numpy()
-    after = gap >= 0
-    first = np.full(n, np.inf)
-    np.minimum.at(first, pairs["i"].to_numpy()[after], gap[after].astype(float))
+    first = _days_to_next(codes[:n], discharge, codes[n:], day_numbers(unplanned["admit_date"]))
     return pd.DataFrame({
         "stay_id": pac["stay_id"].to_numpy(), "facility_id": pac["facility_id"].to_numpy(), "setting": pac_setting,
         "dtc_excluded": pd.array(excluded, dtype="str"), "discharged_to_community": community,
@@ -819,7 +858,8 @@ def standardised_rates(events: pd.DataFrame, person_time: pd.DataFrame, *, by: l
 
 def index_measures(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *,
                    window_days: int = READMISSION_WINDOW_DAYS, mortality_anchor: str = "admission",
-                   home_windows: tuple[int, ...] = (30, 90), pac_gap_days: int = 1) -> pd.DataFrame:
+                   home_windows: tuple[int, ...] = (30, 90), pac_gap_days: int = 1,
+                   episodes: pd.DataFrame | None = None, patient_rows: np.ndarray | None = None) -> pd.DataFrame:
     """Every per-index-stay measure in one tidy table (one row per index stay, in the order given).
 
     Columns: the index columns, ``los_days`` (Medicare counting), the readmission flags of
@@ -835,17 +875,25 @@ def index_measures(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *,
         Index stays (``Cohort.index``).
     tables : dict of DataFrame
         Validated contract tables (``stays``, ``facilities``, ``patients``, optional ``ed_visits``).
+    episodes : DataFrame, optional
+        ``post_acute_episodes(stays, facilities, max_gap_days=pac_gap_days, hospital_stays=index)`` when the
+        caller needs them too (:func:`carequal.measured.measure_cohort`): computed here otherwise.
+    patient_rows : ndarray, optional
+        Each index stay's patient as its row in ``tables["patients"]`` (:class:`carequal.cohorts.Cohort`
+        ``patient_rows`` of the index stays); looked up otherwise.
     """
     stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
-    out = index.reset_index(drop=True).copy()
+    out = index.reset_index(drop=True).copy(deep=False)  # copy-on-write: the index's columns are not copied
     out["los_days"] = length_of_stay(out).to_numpy()
     parts = [readmissions(out, stays, fac, window_days=window_days),
-             mortality(out, pats, days=30, anchor=mortality_anchor),
-             days_at_home(out, stays, fac, pats, windows=home_windows)]
+             mortality(out, pats, days=30, anchor=mortality_anchor, patient_rows=patient_rows),
+             days_at_home(out, stays, fac, pats, windows=home_windows, patient_rows=patient_rows)]
     if tables.get("ed_visits") is not None:
         parts.append(ed_visits_after(out, tables["ed_visits"], days=window_days))
-    episodes = post_acute_episodes(stays, fac, max_gap_days=pac_gap_days, hospital_stays=out)
-    episodes = episodes.set_index("stay_id").reindex(out["stay_id"]).reset_index()
+    if episodes is None:
+        episodes = post_acute_episodes(stays, fac, max_gap_days=pac_gap_days, hospital_stays=out)
+    if not (len(episodes) == len(out) and episodes["stay_id"].array.equals(out["stay_id"].array)):
+        episodes = episodes.set_index("stay_id").reindex(out["stay_id"]).reset_index()  # one row per index stay
     parts.append(episodes[["stay_id", "pac_setting", "pac_facility_id", "pac_is_partner", "pac_los_days",
                            "episode_days"]])
     parts.append(post_acute_use(episodes))

@@ -54,7 +54,7 @@ from carequal.schema import key_positions, take
 
 __all__ = ["MEASURED_COLUMNS", "MEASURES", "MeasureSpec", "Reference", "attach_expected", "build_reference",
            "cohort_and_reference", "measure_rows", "measured_index_stays", "read_cohort", "read_reference",
-           "reference_from_measured", "write_cohort", "write_reference"]
+           "reference_from_measured", "reference_of_cohort", "write_cohort", "write_reference"]
 
 
 @dataclass(frozen=True)
@@ -377,10 +377,21 @@ def cohort_and_reference(tables: dict[str, pd.DataFrame], *, period_start, perio
     (:func:`attach_expected`)."""
     _check_measures(measures)
     reporting_period(period_start, period_end)
-    cohort = measure_cohort(tables)
+    return reference_of_cohort(measure_cohort(tables), tables["facilities"], period_start=period_start,
+                               period_end=period_end, measures=measures)
+
+
+def reference_of_cohort(cohort: MeasuredCohort, facilities: pd.DataFrame, *, period_start, period_end,
+                        measures: tuple[str, ...] | list[str] = tuple(MEASURES)) -> tuple[MeasuredCohort, Reference]:
+    """:func:`cohort_and_reference` from a measured cohort: the reference fitted on its CMS rows, and the cohort
+    with each model's expected and predicted values (:func:`attach_expected`). Needs only the facilities of the
+    contract tables, so a caller that measured the cohort can let the other tables go first
+    (:func:`carequal.inputs.prepare`: the peak memory)."""
+    _check_measures(measures)
     cms = cohort.cms()
     measured = cms[[c for c in MEASURED_COLUMNS if c in cms.columns]]
-    reference = reference_from_measured(measured, tables["facilities"], period_start=period_start,
+    del cms
+    reference = reference_from_measured(measured, facilities, period_start=period_start,
                                         period_end=period_end, measures=measures)
     return attach_expected(cohort, reference), reference
 

@@ -30,7 +30,7 @@ from threadpoolctl import ThreadpoolController
 
 from carequal.convergence import GRADIENT_TOL, glm_convergence, guarded_fit, minimise, warn_unless_converged
 from carequal.errors import ModelError, ParameterError, describe_facilities
-from carequal.schema import diagnoses_long
+from carequal.schema import diagnoses_long, few_key_positions, take_text
 
 __all__ = ["HIERARCHIES", "HierarchicalLogit", "LogisticRiskModel", "PRESENT_ON_ADMISSION", "RISK_CONDITIONS",
            "RISK_COVARIATES", "SCHEMES", "WEIGHTS", "apply_hierarchy", "brier_score", "c_statistic",
@@ -1035,13 +1035,14 @@ def risk_covariates(index: pd.DataFrame, stays: pd.DataFrame) -> pd.DataFrame:
                if c not in index.columns]
     if missing:
         raise ParameterError(f"risk_covariates: index has no column(s) {', '.join(missing)}")
-    out = index.copy()
+    out = index.copy(deep=False)  # copy-on-write: only the added columns are new
     group = out["population_group"] if "population_group" in out else pd.Series("", index=out.index)
     out["age10"] = (out["age"].astype(float) - 75) / 10
     out["male"] = (out["sex"] == "M").astype(float)
     out["dual"] = out["dual_eligible"].fillna(False).astype(float)
     out["employees"] = (group == "employees").astype(float)
-    secondary = stays.set_index("stay_id")["secondary_dx"].reindex(out["stay_id"])
+    # each index stay's row among the stays (an Arrow hash look-up: a pandas reindex by text ids is slower)
+    secondary = pd.Series(take_text(stays["secondary_dx"], few_key_positions(out["stay_id"], stays["stay_id"])))
     out["n_secondary"] = secondary.str.count(";").add(1).fillna(0).to_numpy(dtype=float)
     out["chemotherapy"] = out["principal_dx"].str.startswith("Z511").fillna(False).astype(float)
     for name in RISK_CONDITIONS:

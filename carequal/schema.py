@@ -86,9 +86,9 @@ __all__ = ["ADMISSION_TYPES", "CODE_SEPARATOR", "CONTRACT", "COVERAGE_TYPES", "C
            "DATE_DTYPE", "DATE_FLOOR", "EXACT_INTEGER_LIMIT", "Failure", "ICD10CM_PATTERN", "ICD10PCS_PATTERN",
            "KEYS", "NONEMPTY_TABLES", "OPEN_ENDED_DATES", "OPTIONAL_TABLES", "POA_FLAGS", "POST_ACUTE_SETTINGS",
            "RULES", "SETTINGS", "SEXES", "TABLES", "UNIQUE_COLUMNS", "ValidatedTables", "arrow_text", "column_list",
-           "contract_markdown", "date_window", "diagnoses_long", "duplicated_keys", "key_positions",
-           "normalise_code", "normalise_code_list", "overlapping_sponsors", "overlapping_stays", "parse_table",
-           "table_schema", "take", "take_text", "validate_tables"]
+           "contract_markdown", "date_window", "diagnoses_long", "duplicated_keys", "few_key_positions",
+           "key_positions", "normalise_code", "normalise_code_list", "overlapping_sponsors", "overlapping_stays",
+           "parse_table", "table_schema", "take", "take_text", "validate_tables"]
 
 TABLES: tuple[str, ...] = ("facilities", "patients", "stays", "enrollment", "ed_visits")
 """Contract tables in dependency order (parents before children)."""
@@ -364,6 +364,29 @@ def key_positions(values: pd.Series, keys: pd.Series) -> np.ndarray:
     """
     found = pc.index_in(arrow_text(values), value_set=arrow_text(keys))
     return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def few_key_positions(values: pd.Series, keys: pd.Series) -> np.ndarray:
+    """:func:`key_positions` for fewer values than keys (an index stay's row among all stays): the same result,
+    the first row of ``keys`` holding each value (−1 where absent).
+
+    Arrow's hash look-up costs most in building the table of the value set, so the table is built on the
+    values (fewer than the keys) and the keys are looked up in it; the first key row per value is kept. Values
+    this does not place (a repeated value, which the hash table holds once, or a value absent from the keys)
+    are looked up the other way round.
+
+    Examples
+    --------
+    >>> few_key_positions(pd.Series(["b", "z", "b"]), pd.Series(["a", "b", "b"])).tolist()
+    [1, -1, 1]
+    """
+    found = key_positions(keys, values)
+    key_rows = np.flatnonzero(found >= 0)
+    rows = np.full(len(values), len(keys), dtype=np.int64)
+    np.minimum.at(rows, found[key_rows], key_rows)
+    rest = np.flatnonzero(rows == len(keys))
+    rows[rest] = key_positions(values.iloc[rest], keys) if len(rest) else -1
+    return rows
 
 
 def take(values: pd.Series, positions: np.ndarray, fill=np.nan) -> np.ndarray:
