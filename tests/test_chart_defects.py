@@ -23,7 +23,10 @@ from carequal.compare import funnel_data, p_chart  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _close_figures():
-    yield
+    # the theme some tests apply (plots.set_theme: a left-aligned title...) must not reach other tests of the
+    # same worker process
+    with matplotlib.rc_context():
+        yield
     plt.close("all")
 
 
