@@ -35,6 +35,8 @@ helpers; a reader looks up the one chart in hand.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -394,17 +396,12 @@ def _pin_titles(fig, dpi: int) -> None:
         return
     if not candidates:
         return
-    original = fig.dpi
-    fig.dpi = dpi  # text is measured at the dpi it is drawn at
-    try:
-        renderer = fig.canvas.get_renderer()
+    with _measured_at(fig, dpi) as renderer:
         for ax in candidates:
             top = ax.get_window_extent(renderer).ymax
             titles = [t for t in (ax.title, ax._left_title, ax._right_title) if t.get_text()]
             if all(t.get_position()[1] == 1.0 and t.get_window_extent(renderer).ymin >= top for t in titles):
                 ax._autotitlepos = False
-    finally:
-        fig.dpi = original
 
 
 def _title_may_be_pinned(fig, ax) -> bool:
@@ -434,10 +431,18 @@ def _tight_bbox(fig, dpi: int):
     """The box ``savefig(bbox_inches="tight")`` would save (inches, padded by ``savefig.pad_inches``), measured
     at ``dpi`` without drawing the figure: given the box, ``savefig`` draws the figure once, where "tight"
     draws it twice (a layout pass to find the box, then the image) — two fifths of a chart's rendering."""
+    with _measured_at(fig, dpi) as renderer:
+        return fig.get_tightbbox(renderer).padded(plt.rcParams["savefig.pad_inches"])
+
+
+@contextmanager
+def _measured_at(fig, dpi: int):
+    """``fig``'s renderer with the figure set to ``dpi`` meanwhile (text is measured at the dpi it is drawn at;
+    the figure's own dpi is restored after)."""
     original = fig.dpi
-    fig.dpi = dpi  # text is measured at the dpi it is drawn at
+    fig.dpi = dpi
     try:
-        return fig.get_tightbbox(fig.canvas.get_renderer()).padded(plt.rcParams["savefig.pad_inches"])
+        yield fig.canvas.get_renderer()
     finally:
         fig.dpi = original
 
