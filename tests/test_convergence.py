@@ -224,12 +224,20 @@ def test_glm_convergence_judges_a_hand_stopped_fit():
 
 
 def test_abnormal_line_search_at_the_optimum_does_not_warn(monkeypatch):
-    """The reported case: scipy >= 1.15 ends ABNORMAL when ftol is below what the line search can reach."""
+    """The reported case: scipy >= 1.15 ends ABNORMAL when ftol is below what the line search can reach.
+
+    Whether L-BFGS-B's last line search fails, or instead finds the objective exactly unchanged ("RELATIVE
+    REDUCTION OF F"), depends on the processor's floating point (AVX2 and AVX-512 builds of OpenBLAS differ): where
+    it does not end ABNORMAL by itself, the optimizer's verdict is set to what the reported machine gave, at the
+    point it reached. ``minimise`` must judge that point by its gradient and not warn."""
     flags = []
 
     def wrapped(*args, **kwargs):
         kwargs["options"] = {**kwargs.get("options", {}), "ftol": 1e-300, "gtol": 0.0, "maxiter": 15000}
         result = _ORIGINAL_MINIMIZE(*args, **kwargs)
+        if result.success:
+            result.success, result.status = False, 2
+            result.message = "ABNORMAL: (set by the test, as scipy >= 1.15 ended on the reported machine)"
         flags.append((bool(result.success), str(result.message)))
         return result
 
