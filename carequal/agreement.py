@@ -88,7 +88,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from scipy import stats
+from scipy import special
 
 from carequal.cohorts import CONDITIONS, IndexRules
 from carequal.cost import SPENDING_CEILING, episode_spending, expected_spending, spending_ratio, unusable_spending
@@ -659,7 +659,7 @@ def _summaries(cases: pd.DataFrame, keys: list[str], kind: str, level: float) ->
         with np.errstate(divide="ignore", invalid="ignore"):
             mean = total / n
             var = (out["sq"].to_numpy(float) - n * mean ** 2) / (n - 1)
-            half = stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1)) * np.sqrt(np.maximum(var, 0) / n)
+            half = special.stdtrit(np.maximum(n - 1, 1), 0.5 + level / 2) * np.sqrt(np.maximum(var, 0) / n)
         out["value"], out["lower"], out["upper"] = mean, np.where(n > 1, mean - half, np.nan), \
             np.where(n > 1, mean + half, np.nan)
         out["method"], out["events"] = "mean, t interval", np.nan

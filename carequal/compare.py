@@ -57,7 +57,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import special
 
 from carequal.convergence import minimise, warn_unless_converged
 from carequal.errors import FunnelWarning, NoBetweenUnitVarianceWarning, ParameterError
@@ -117,7 +117,7 @@ def _check_levels(levels) -> tuple[float, ...]:
 
 
 def _z(level: float) -> float:
-    return float(stats.norm.ppf(1 - (1 - level) / 2))
+    return float(special.ndtri(1 - (1 - level) / 2))
 
 
 def _pct(level: float) -> str:
@@ -261,13 +261,13 @@ def _exact_limits(x: np.ndarray, level: float, *, data_type: str, target: float)
     with np.errstate(divide="ignore", invalid="ignore"):
         if data_type == "SR":
             # χ²_{α/2}(2m)/2 and χ²_{1−α/2}(2m + 2)/2: as FunnelPlotR's unadjusted limits (target 1)
-            lower = stats.chi2.ppf(a / 2, 2 * m) / 2 / x
-            upper = stats.chi2.ppf(1 - a / 2, 2 * m + 2) / 2 / x
+            lower = special.gammaincinv(m, a / 2) / x
+            upper = special.gammaincinv(m + 1, 1 - a / 2) / x
         else:
             # Beta_{α/2}(m, x − m + 1) and Beta_{1−α/2}(m + 1, x − m); 0 and 1 at the ends (m = 0, m = x)
             has_low, has_high = m > 0, m < x
-            lower = np.where(has_low, stats.beta.ppf(a / 2, np.where(has_low, m, 1), x - m + 1), 0.0)
-            upper = np.where(has_high, stats.beta.ppf(1 - a / 2, m + 1, np.where(has_high, x - m, 1)), 1.0)
+            lower = np.where(has_low, special.betaincinv(np.where(has_low, m, 1), x - m + 1, a / 2), 0.0)
+            upper = np.where(has_high, special.betaincinv(m + 1, np.where(has_high, x - m, 1), 1 - a / 2), 1.0)
     return lower, upper
 
 
@@ -434,7 +434,7 @@ def _robust_z(z: np.ndarray, method: str, trim: float) -> np.ndarray:
     """SHMI: truncate ``trim`` of each tail (NaN = left out); otherwise winsorise at the trim quantiles."""
     if method == "SHMI":
         k = 1 / trim
-        rank = stats.rankdata(z, method="average")
+        rank = pd.Series(z).rank(method="average").to_numpy()
         # FunnelPlotR keeps 0 < floor(rank·k/(N+1)) < k − 1 (k = 10); written without the floor it also holds for
         # a k that is not whole (keep trim ≤ rank/(N+1) < 1 − trim). Rounding guards float noise (3·10/30 = 1).
         v = np.round(rank * k / (len(z) + 1), 9)
@@ -1089,8 +1089,8 @@ def beta_binomial_shrinkage(frame: pd.DataFrame, *, by, events: str = "events", 
     out["reliability"] = m / (a + b + m)
     out["shrunken_rate"] = (x + a) / (m + a + b)
     alpha = 1 - level
-    out["lower"] = stats.beta.ppf(alpha / 2, x + a, m - x + b)
-    out["upper"] = stats.beta.ppf(1 - alpha / 2, x + a, m - x + b)
+    out["lower"] = special.betaincinv(x + a, m - x + b, alpha / 2)
+    out["upper"] = special.betaincinv(x + a, m - x + b, 1 - alpha / 2)
     out["level"] = level
     out["prior_mean"] = a / (a + b)
     out["a"], out["b"] = a, b

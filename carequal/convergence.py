@@ -27,7 +27,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize
 
 from carequal.errors import NotConvergedWarning
 
@@ -159,6 +158,9 @@ def minimise(fun: Callable[..., tuple[float, np.ndarray]], x0: np.ndarray, *, ar
     >>> np.round(result.x, 6).tolist(), conv.converged
     ([1.0, -2.0], True)
     """
+    # scipy.optimize takes 0.2-0.3 s to import and a report's kernel fits nothing: loaded by the first fit
+    from scipy import optimize
+
     x0 = np.asarray(x0, dtype=float)
     T = None if transform is None else np.asarray(transform, dtype=float)
     if T is not None and bounds is not None:

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import patsy
-from scipy import stats
+from scipy import special
 
 from carequal.cohorts import acute_stays, day_numbers, link_transfers, post_acute_episodes
 from carequal.compare import p_chart
@@ -634,7 +634,7 @@ def spending_ratio(frame: pd.DataFrame, *, by: list[str], observed: str, expecte
         var_log = var_log + np.einsum("gp,pq,gq->g", gradient, cov, gradient)
         method = RATIO_METHOD_MODEL
     se_log = np.sqrt(var_log)
-    z = stats.norm.ppf(1 - (1 - level) / 2)
+    z = special.ndtri(1 - (1 - level) / 2)
     ok = n >= 2
     with np.errstate(invalid="ignore", over="ignore"):
         lower = np.where(ok, np.where(o > 0, ratio * np.exp(-z * se_log), 0.0), np.nan)

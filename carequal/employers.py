@@ -40,7 +40,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 from carequal.cohorts import chronic_condition_codes, chronic_conditions, day_numbers
 from carequal.compare import xmr_chart
@@ -630,7 +630,7 @@ def programme_impact(tables: dict[str, pd.DataFrame], *, sponsor: str, start, me
     rate = per["events"] / per["member_years"] * _PER
     series = pd.DataFrame({"period": rate.index, "difference": (rate["programme"] - rate["comparison"]).to_numpy()})
     its = interrupted_time_series(series, start=start, rate="difference", period="period", weight=None)
-    z = stats.norm.ppf(1 - (1 - level) / 2)
+    z = special.ndtri(1 - (1 - level) / 2)
     out.update({k: did[k] for k in ("rate_ratio", "rate_ratio_lower", "rate_ratio_upper", "effect", "effect_lower",
                                     "effect_upper", "se", "p_value", "converged")})
     out.update({

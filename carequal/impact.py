@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 from carequal.cohorts import ALL_PAYER_RULES, MEDICARE_FFS_RULES, index_stays, post_acute_episodes
 from carequal.convergence import glm_convergence, guarded_fit, warn_unless_converged
@@ -154,7 +154,7 @@ def difference_in_differences(frame: pd.DataFrame, *, outcome: str, facility: st
     convergence = glm_convergence(result)
     warn_unless_converged(convergence, f"difference_in_differences ({outcome})")
     effect, se = float(result.params["exposed"]), float(result.bse["exposed"])
-    z = stats.norm.ppf(1 - (1 - level) / 2)
+    z = special.ndtri(1 - (1 - level) / 2)
     out = {"effect": effect, "effect_lower": effect - z * se, "effect_upper": effect + z * se, "se": se,
            "p_value": float(result.pvalues["exposed"]), "level": level, "n": len(data),
            "n_facilities": n_facilities, "n_exposed": int(data[exposed].astype(bool).sum()),

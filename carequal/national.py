@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
-from scipy import stats
+from scipy import special
 
 from carequal.cohorts import index_stays
 from carequal.errors import ModelError, ModelWarning, ParameterError, describe_facilities
@@ -205,7 +205,7 @@ def _fit_measure(rows: pd.DataFrame, spec: MeasureSpec, covariates: list[str], i
                "converged": model.converged_, "gradient_norm": model.convergence_.gradient_norm,
                "objective_change": model.convergence_.objective_change, "covariates": len(usable)}
 
-    z = stats.norm.ppf(0.975)
+    z = special.ndtri(0.975)
     coef = pd.DataFrame({"measure": spec.name, "term": model.params_.index, "estimate": model.params_.to_numpy(),
                          "se": model.bse_.to_numpy()})
     with np.errstate(over="ignore"):  # a covariate with almost no events has a huge SE: its upper limit is inf

@@ -25,7 +25,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 import patsy
-from scipy import stats
+from scipy import special
 from threadpoolctl import ThreadpoolController
 
 from carequal.convergence import GRADIENT_TOL, glm_convergence, guarded_fit, minimise, warn_unless_converged
@@ -416,6 +416,12 @@ def _design_like(design_info, frame: pd.DataFrame) -> pd.DataFrame:
     return patsy.build_design_matrices([design_info], frame, return_type="dataframe")[0]
 
 
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 1, ties given their average rank (``scipy.stats.rankdata``'s default, without importing
+    scipy.stats: see :mod:`carequal.intervals`)."""
+    return pd.Series(values).rank(method="average").to_numpy()
+
+
 def c_statistic(y, p, *, level: float = 0.95) -> dict:
     """Area under the ROC curve with a DeLong confidence interval.
 
@@ -430,13 +436,13 @@ def c_statistic(y, p, *, level: float = 0.95) -> dict:
     m, n = len(pos), len(neg)
     if m == 0 or n == 0:
         raise ParameterError("the c-statistic needs both outcomes present")
-    ranks = stats.rankdata(np.concatenate([pos, neg]))
+    ranks = _average_ranks(np.concatenate([pos, neg]))
     auc = (ranks[:m].sum() - m * (m + 1) / 2) / (m * n)
     # DeLong: structural components from within-group ranks
-    v10 = (ranks[:m] - stats.rankdata(pos)) / n
-    v01 = 1 - (ranks[m:] - stats.rankdata(neg)) / m
+    v10 = (ranks[:m] - _average_ranks(pos)) / n
+    v01 = 1 - (ranks[m:] - _average_ranks(neg)) / m
     se = np.sqrt(np.var(v10, ddof=1) / m + np.var(v01, ddof=1) / n) if m > 1 and n > 1 else np.nan
-    z = stats.norm.ppf(1 - (1 - level) / 2)
+    z = special.ndtri(1 - (1 - level) / 2)
     return {"c": float(auc), "lower": float(max(0.0, auc - z * se)), "upper": float(min(1.0, auc + z * se)),
             "level": level, "method": "DeLong"}
 
@@ -476,7 +482,7 @@ def hosmer_lemeshow(y, p, *, groups: int = 10) -> dict:
     o, e, n = table["observed"], table["expected"], table["n"]
     stat = float((((o - e) ** 2) / (e * (1 - e / n))).sum())
     df = len(table) - 2
-    return {"statistic": stat, "df": df, "p_value": float(stats.chi2.sf(stat, df))}
+    return {"statistic": stat, "df": df, "p_value": float(special.chdtrc(df, stat))}
 
 
 # --------------------------------------------------------------------- hierarchical (random-intercept) logit
