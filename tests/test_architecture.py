@@ -228,6 +228,14 @@ def test_a_batch_worker_does_not_load_the_report_stack():
     assert heavy == []
 
 
+def test_a_report_kernel_does_not_load_scipy_stats_or_optimize():
+    # a packet's or market report's kernel imports its notebook's modules and fits nothing: scipy.stats (~0.7 s of
+    # distribution docstrings) and scipy.optimize (0.2-0.3 s) are for the processes that fit (carequal.intervals)
+    heavy, ours = _loaded_by("import carequal.packet, carequal.plots, carequal.presentation, carequal.report")
+    assert {"carequal.agreement", "carequal.compare", "carequal.cost", "carequal.risk"} <= set(ours)
+    assert [m for m in heavy if m.startswith(("scipy.stats", "scipy.optimize", "statsmodels"))] == []
+
+
 def test_public_face_resolves_to_each_home():
     import carequal
 
