@@ -35,13 +35,16 @@ helpers; a reader looks up the one chart in hand.
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.collections import Collection, PathCollection
+from matplotlib.colors import ListedColormap
 from matplotlib.container import Container
 from matplotlib.dates import date2num
 from matplotlib.lines import Line2D
@@ -51,9 +54,10 @@ from matplotlib.ticker import PercentFormatter
 
 from carequal.errors import ParameterError
 
-__all__ = ["OKABE_ITO", "PALETTE", "set_theme", "funnel_plot", "caterpillar_plot", "spc_plot", "trend_plot",
-           "target_trend_plot", "flow_heatmap", "calibration_plot", "attrition_plot", "candidate_plot", "describe",
-           "layout", "legend", "period_positions", "place_labels", "show", "shared_legend"]
+__all__ = ["OKABE_ITO", "PALETTE", "THEME_RC", "set_theme", "seaborn_theme", "write_stored_theme", "funnel_plot",
+           "caterpillar_plot", "spc_plot", "trend_plot", "target_trend_plot", "flow_heatmap", "calibration_plot",
+           "attrition_plot", "candidate_plot", "describe", "layout", "legend", "period_positions", "place_labels",
+           "show", "shared_legend"]
 
 #: The Okabe–Ito colour-blind-safe palette (black first, as published).
 OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
@@ -75,10 +79,22 @@ PALETTE = {
 _SIGNAL_LABELS = {"concern": "Concern", "improvement": "Improvement", "neither": "Special cause"}
 
 
+#: carequal's settings over seaborn's ``whitegrid`` theme (:func:`set_theme`).
+THEME_RC = {"axes.titleweight": "bold", "axes.titlelocation": "left", "axes.spines.top": False,
+            "axes.spines.right": False, "figure.dpi": 100, "savefig.dpi": 200, "savefig.bbox": "tight",
+            "legend.frameon": False}
+
+
 def set_theme(*, font_scale: float = 1.2, context: str = "notebook") -> None:
-    """Apply the carequal chart theme (seaborn ``whitegrid``, Okabe–Ito palette, large fonts).
+    """Apply carequal's chart theme to matplotlib (global rcParams): seaborn's ``whitegrid`` style and
+    ``context`` sizes, the Okabe–Ito palette, left-aligned bold titles, no top/right spines, PNGs at 200 dpi.
 
     Call once per session or report; plotting functions never call it.
+
+    The settings are :func:`seaborn_theme`'s. For the notebooks' arguments (the defaults) they are read from
+    ``carequal/data/theme.json``, written from seaborn and checked against ``seaborn.set_theme`` by
+    ``tests/test_plots.py``: importing seaborn costs a report's kernel about 0.6 s (it imports scipy.stats),
+    and a packet draws no seaborn chart.
 
     Parameters
     ----------
@@ -96,12 +112,61 @@ def set_theme(*, font_scale: float = 1.2, context: str = "notebook") -> None:
     ...     to_hex(matplotlib.rcParams["axes.prop_cycle"].by_key()["color"][1])
     '#e69f00'
     """
-    import seaborn as sns  # ~0.6 s, for the theme and one chart: loaded when they are used
+    stored = _stored_theme()
+    if stored["font_scale"] == font_scale and stored["context"] == context:
+        from matplotlib.rcsetup import cycler
 
-    sns.set_theme(context=context, style="whitegrid", palette=OKABE_ITO, font_scale=font_scale,
-                  rc={"axes.titleweight": "bold", "axes.titlelocation": "left", "axes.spines.top": False,
-                      "axes.spines.right": False, "figure.dpi": 100, "savefig.dpi": 200,
-                      "savefig.bbox": "tight", "legend.frameon": False})
+        for name, colors in stored["colormaps"].items():  # seaborn's default image colormap, which it registers
+            if name not in matplotlib.colormaps:
+                matplotlib.colormaps.register(ListedColormap(colors, name=name))
+        plt.rcParams.update({**stored["rc"], "axes.prop_cycle": cycler(color=[tuple(c) for c in stored["colors"]])})
+    else:
+        plt.rcParams.update(seaborn_theme(font_scale=font_scale, context=context))
+
+
+def seaborn_theme(*, font_scale: float = 1.2, context: str = "notebook") -> dict:
+    """The rcParams :func:`set_theme` applies, from seaborn: what ``seaborn.set_theme(context, style="whitegrid",
+    palette=OKABE_ITO, font_scale=font_scale, rc=THEME_RC)`` sets, in the order it sets them (its context, its
+    style with the sans-serif font family, the palette as the colour cycle, then :data:`THEME_RC`).
+
+    Examples
+    --------
+    >>> theme = seaborn_theme()
+    >>> theme["axes.titlelocation"], theme["axes.grid"], round(theme["axes.titlesize"], 1)
+    ('left', True, 14.4)
+    """
+    import seaborn as sns  # ~0.6 s (it imports scipy.stats): only here and for the heatmap
+    from matplotlib.rcsetup import cycler
+
+    return {**sns.plotting_context(context, font_scale), **sns.axes_style("whitegrid", {"font.family": "sans-serif"}),
+            "axes.prop_cycle": cycler(color=sns.color_palette(OKABE_ITO)), **THEME_RC}
+
+
+def _stored_theme() -> dict:
+    """``carequal/data/theme.json``: :func:`seaborn_theme` of its ``font_scale`` and ``context``, its colour cycle
+    as RGB triples (``colors``) and the colours of the image colormap it names (``colormaps``: seaborn's
+    "rocket", which matplotlib registers only once seaborn is imported); written by :func:`write_stored_theme`."""
+    from importlib import resources
+
+    return json.loads(resources.files("carequal").joinpath("data", "theme.json").read_text())
+
+
+def write_stored_theme(path) -> None:
+    """Write ``carequal/data/theme.json`` (``path``) from seaborn: :func:`seaborn_theme` of :func:`set_theme`'s
+    defaults. Run again when seaborn's theme changes (``tests/test_plots.py`` says when)::
+
+        python -c "from carequal import plots; plots.write_stored_theme('carequal/data/theme.json')"
+    """
+    import seaborn as sns
+
+    rc = seaborn_theme()
+    colors = [list(map(float, c)) for c in rc.pop("axes.prop_cycle").by_key()["color"]]
+    rc = {k: (list(v) if isinstance(v, tuple) else v) for k, v in rc.items()}
+    cmap = matplotlib.colormaps[rc["image.cmap"]]
+    stored = {"written_by": f"seaborn {sns.__version__}", "font_scale": 1.2, "context": "notebook", "rc": rc,
+              "colors": colors, "colormaps": {rc["image.cmap"]: [list(map(float, c)) for c in cmap.colors]}}
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(json.dumps(stored, indent=1) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------- helpers

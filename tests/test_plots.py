@@ -101,6 +101,60 @@ def test_set_theme_applies_okabe_ito_palette():
     assert len(set(plots.PALETTE[k] for k in ("partner", "non_partner", "concern", "improvement"))) == 4
 
 
+def _rc_after(apply, base: str) -> dict:
+    """Every rcParam after ``apply()`` from matplotlib's ``base`` style ("default" or "classic")."""
+    with matplotlib.rc_context():
+        matplotlib.style.use(base)
+        apply()
+        return dict(matplotlib.rcParams)
+
+
+@pytest.mark.parametrize("arguments", [{}, {"font_scale": 1.0, "context": "talk"}], ids=["stored", "seaborn"])
+@pytest.mark.parametrize("base", ["default", "classic"])
+def test_set_theme_sets_what_seaborn_set_theme_sets(arguments, base):
+    """The stored theme (the notebooks' arguments) and any other from seaborn's functions: every rcParam the same
+    as ``seaborn.set_theme`` leaves it, from matplotlib's defaults and from its classic style (which differs in
+    most of them, so a key the theme missed shows)."""
+    import seaborn as sns
+
+    font_scale, context = arguments.get("font_scale", 1.2), arguments.get("context", "notebook")
+    ours = _rc_after(lambda: plots.set_theme(**arguments), base)
+    theirs = _rc_after(lambda: sns.set_theme(context=context, style="whitegrid", palette=plots.OKABE_ITO,
+                                             font_scale=font_scale, rc=plots.THEME_RC), base)
+    assert ours.keys() == theirs.keys()
+    assert {k: (ours[k], theirs[k]) for k in ours if ours[k] != theirs[k]} == {}
+    assert sum(ours[k] != _rc_after(lambda: None, base)[k] for k in ours) >= 20  # the theme changed things
+
+
+def test_stored_theme_is_seaborns_for_set_themes_defaults():
+    """``carequal/data/theme.json`` is what seaborn gives today for set_theme's default arguments: after a seaborn
+    upgrade that changes its theme, write it again (``plots.write_stored_theme``)."""
+    import inspect
+    import json
+    from importlib import resources
+
+    import seaborn as sns
+
+    stored = json.loads(resources.files("carequal").joinpath("data", "theme.json").read_text())
+    defaults = {k: v.default for k, v in inspect.signature(plots.set_theme).parameters.items()}
+    assert {"font_scale": stored["font_scale"], "context": stored["context"]} == defaults
+    fresh = plots.seaborn_theme(**defaults)
+    assert [list(c) for c in fresh.pop("axes.prop_cycle").by_key()["color"]] == stored["colors"]
+    assert {k: list(v) if isinstance(v, tuple) else v for k, v in fresh.items()} == stored["rc"], \
+        "seaborn's theme changed: run plots.write_stored_theme('carequal/data/theme.json')"
+    assert list(stored["colormaps"]) == [fresh["image.cmap"]] == ["rocket"]
+    np.testing.assert_array_equal(np.array(stored["colormaps"]["rocket"]), np.array(sns.cm.rocket.colors))
+
+
+def test_set_theme_with_the_notebooks_arguments_does_not_import_seaborn():
+    # a PNG needs a valid image colormap even for RGBA pixels: the theme's ("rocket") must be registered
+    code = ("import io, sys\nimport matplotlib.pyplot as plt\nfrom carequal import plots\nplots.set_theme()\n"
+            "fig, ax = plt.subplots(); ax.plot([0, 1]); ax.imshow([[0, 1], [1, 0]]); fig.savefig(io.BytesIO())\n"
+            "assert plt.rcParams['image.cmap'] == 'rocket'\n"
+            "assert 'seaborn' not in sys.modules and 'scipy.stats' not in sys.modules, 'seaborn imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "MPLBACKEND": "Agg"})
+
+
 # ---------------------------------------------------------------------------------------------- funnel
 
 
