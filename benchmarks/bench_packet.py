@@ -23,7 +23,9 @@ One run measures, prints and writes ``benchmarks/results/packet.md`` (with the m
    the cores other processes used meanwhile, flagged when contended); its manifest gives ``prepare`` and the
    partners phase.
 3. **Summary.** Minimum and median wall time per commit and the ratio new / old of each (the issue's target:
-   the new commit at most 0.5 × the old one).
+   the new commit at most 0.5 × the old one). For reading the figures on a host whose speed drifts, each run
+   also records the host's speed just before it (:func:`host_speed`, a fixed CPU workload) and each round's
+   own new / old ratio is listed; neither changes the verdict.
 
 The last round's output folders stay in ``--workdir`` (``outputs/old``, ``outputs/new``) for comparing the
 packets and extracts (``benchmarks/compare_outputs.py``); ``--keep`` keeps every round's.
@@ -88,6 +90,19 @@ def snapshot(ref: str, folder: Path) -> str:
     return commit
 
 
+def host_speed() -> float:
+    """CPU seconds of a fixed pure-Python workload (3 million integer steps, best of 3), timed just before a run:
+    the host's speed at that moment. On the reference machine it varied by up to 60% from minute to minute with
+    nothing else running; the *Runs* table shows it beside each run, so a ratio can be read against the speed each
+    side ran at. It changes no verdict."""
+    def once() -> float:
+        started, total = time.process_time(), 0
+        for i in range(3_000_000):
+            total += i * i % 7
+        return time.process_time() - started
+    return min(once() for _ in range(3))
+
+
 def run_packets(side: str, source: Path, round_: int, args: argparse.Namespace, logs: Path) -> dict:
     """One partner batch of the snapshot in ``source``, into fresh folders; the measurement and its manifest."""
     base = args.workdir / "runs" / f"{side}-{round_}"
@@ -97,7 +112,9 @@ def run_packets(side: str, source: Path, round_: int, args: argparse.Namespace, 
     cmd = ["env", f"PYTHONPATH={source}", sys.executable, "-m", "carequal.cli", "report", "--data", str(SAMPLE),
            "--out", str(out), "--work", str(work), "--by", "partner", "--period", "2024",
            "--workers", str(args.workers), "--force", "--quiet"]
+    speed = host_speed()
     result = measure(f"{side}-{round_}", cmd, logs, timeout=args.timeout, own_load=float(args.workers))
+    result["host_speed"] = speed
     manifest = json.loads((out / "manifest.json").read_text())
     seconds = manifest["seconds"]
     units = manifest.get("partners") or manifest.get("markets") or {}
@@ -132,21 +149,28 @@ def render(info: dict, args: argparse.Namespace, commits: dict, runs: list[dict]
     ratio_min = stats["new"][0] / stats["old"][0]
     ratio_median = stats["new"][1] / stats["old"][1]
     verdict = "meets" if ratio_median <= 0.5 and ratio_min <= 0.5 else "does not meet"
+    paired = [r["wall_seconds"] / o["wall_seconds"] for r in runs if r["side"] == "new"
+              for o in runs if o["side"] == "old" and o["round"] == r["round"]]
     lines += [f"**Ratio new / old: {ratio_min:.2f} (minimum), {ratio_median:.2f} (median)** — {verdict} the "
               f"target of 0.5. CPU time (the batch and every process it waited for), median: "
-              f"{cpu['new'] / cpu['old']:.2f}.", "",
+              f"{cpu['new'] / cpu['old']:.2f}. Each round's own ratio (its new run over its old run, minutes "
+              f"apart): {', '.join(f'{x:.2f}' for x in paired)}, median {statistics.median(paired):.2f} "
+              "(for reading only: the verdict is the minimum and median above).", "",
               "*Packet inputs* is the batch's time between the prepare step and the first packet (agreement cases, "
               "their evaluation, flows, leakage, patient lists: `carequal.packet.packet_inputs` and its writing); "
               "the *partners phase* runs the packets' notebooks. What the packets and extracts show, old against "
               "new, is listed in `packet_outputs.md`.", ""]
     lines += ["## Runs", ""]
     lines += markdown_table(
-        ["run", "wall (s)", "prepare (s)", "partners phase (s)", "CPU (s)", "packets ready", "other cores",
-         "load before / max / after", "contended"],
+        ["run", "wall (s)", "prepare (s)", "partners phase (s)", "CPU (s)", "packets ready", "host speed (s)",
+         "other cores", "load before / max / after", "contended"],
         [[r["label"], f"{r['wall_seconds']:.1f}", f"{r['prepare']:.1f}", f"{r['phase']:.1f}",
-          f"{r['child_cpu_seconds']:.1f}", f"{r['ready']} of {r['units']}", f"{r['other_cores']:.2f}",
+          f"{r['child_cpu_seconds']:.1f}", f"{r['ready']} of {r['units']}",
+          f"{r['host_speed']:.3f}" if "host_speed" in r else "n/a", f"{r['other_cores']:.2f}",
           f"{r['load_before']:.2f} / {r['load_max']:.2f} / {r['load_after']:.2f}",
           "yes" if r["contended"] else "no"] for r in runs])
+    lines += ["*Host speed*: CPU seconds of a fixed pure-Python workload timed just before the run "
+              "(`host_speed`; lower is faster).", ""]
     if any(r["contended"] for r in runs) or initial[1] > OTHER_CORES_LIMIT:
         lines += ["Some runs shared the machine with other work (column *contended*): their times are inflated, "
                   "and the ratio is the more telling number.", ""]
