@@ -64,14 +64,29 @@ def raw_tables() -> dict[str, pd.DataFrame]:
 
 @pytest.fixture(scope="session")
 def sample_work(tmp_path_factory):
-    """The sample's inputs prepared once: a :class:`~carequal.inputs.Prepared` (``.dataset``, ``.reference`` 2024)."""
+    """The sample's inputs prepared once per test run, also under pytest-xdist (the first worker prepares, under a
+    file lock; the others' ``prepare`` reuses them): a :class:`~carequal.inputs.Prepared` (``.dataset``,
+    ``.reference`` 2024). Read it, or copy it (:func:`copy_prepared`) for a batch's work folder: never run a batch
+    in it (a batch locks its work folder and writes into it, and other workers read it at the same time)."""
+    import fcntl
     from pathlib import Path
 
     from carequal.inputs import prepare
 
-    work = tmp_path_factory.mktemp("sample_work")
-    return prepare(Path(__file__).resolve().parents[1] / "data" / "sample", work, period_start="2024-01-01",
-                   period_end="2024-12-31")
+    root = shared_root(tmp_path_factory)
+    with open(root / "sample_work.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker prepares; the others find it prepared and reuse it
+        return prepare(Path(__file__).resolve().parents[1] / "data" / "sample", root / "sample_work",
+                       period_start="2024-01-01", period_end="2024-12-31")
+
+
+def shared_root(tmp_path_factory):
+    """The folder every process of this test run shares: the base temporary folder, or under pytest-xdist the
+    folder holding every worker's. Session fixtures built there under a file lock are built once per run."""
+    import os
+
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
 
 
 def copy_prepared(prepared, work):
@@ -107,7 +122,6 @@ def rendered_sample(tmp_path_factory, sample_work):
     run, also under pytest-xdist (the first worker renders, under a file lock; the others reuse it). Skips,
     saying what to install, when there is no Chromium."""
     import fcntl
-    import os
     from pathlib import Path
 
     from carequal.batch.pdf import find_chromium
@@ -116,9 +130,7 @@ def rendered_sample(tmp_path_factory, sample_work):
     if find_chromium() is None:
         pytest.skip("no Chromium to print and open the reports: install Debian's `chromium` package (`.ci/run` "
                     "does, as root) or set CAREQUAL_CHROMIUM to a Chromium or Chrome binary")
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # the folder the workers of this run share
+    root = shared_root(tmp_path_factory)
     out, done = root / "rendered_sample" / "reports", root / "rendered_sample.done"
     with open(root / "rendered_sample.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

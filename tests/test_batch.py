@@ -148,6 +148,17 @@ def test_rendered_reports_are_safe_to_share(runs):
     assert report.count("data:image/png;base64") >= 8  # the charts are embedded: one self-contained file
 
 
+def test_the_identifier_scan_finds_what_a_whole_text_search_finds(runs):
+    # identifiers_in searches its second pattern word by word (fast on base64 charts): on a rendered report and on
+    # hand-made text (identifiers inside words, next to punctuation, non-ASCII digits) it finds the same tokens
+    from safe_to_share import _same_as_whole_text
+
+    assert _same_as_whole_text((runs["out"] / "Northvale.html").read_text())
+    text = "S00000000000, xH001001; Ab12cD34567 Z1234a5678_9999 é١٢٣٤٥ A12 B1234x 12345678 <td>P0000123</td>"
+    assert _same_as_whole_text(text)
+    assert identifiers_in(text) >= {"S00000000000", "H001001", "D34567", "Z1234a5678_9999", "B1234", "P0000123"}
+
+
 # ------------------------------------------------------------------------------------------------ parameters
 
 

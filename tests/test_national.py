@@ -145,23 +145,16 @@ def test_prepare_default_period_is_the_last_accepted_discharge_year(tmp_path):
     assert any("stays" in line for line in prepared.quarantine_summary())
 
 
-def test_prepare_accepts_an_ingested_dataset(tmp_path, sample_work):
-    first = sample_work  # prepare(SAMPLE, <work>, period 2024), done once for the session
-    second = prepare(first.dataset, tmp_path / "work2", period_start=PERIOD[0], period_end=PERIOD[1])
-    assert second.dataset == first.dataset
-    assert not [p for p in (tmp_path / "work2").rglob("dataset-*") if p.is_dir()]  # the dataset is not copied
-    a = read_reference(first.reference).rows.sort_values(["measure", "stay_id"], ignore_index=True)
-    b = read_reference(second.reference).rows.sort_values(["measure", "stay_id"], ignore_index=True)
-    np.testing.assert_allclose(a["expected"], b["expected"], rtol=1e-6)
-    pd.testing.assert_series_equal(a["stay_id"], b["stay_id"])
-
-
-def test_prepare_on_a_dataset_reads_only_the_columns_it_needs(tmp_path, sample_work):
+@pytest.fixture(scope="module")
+def from_a_dataset(tmp_path_factory, sample_work):
+    """``prepare`` given an ingested dataset (a copy of the session's, its stays files cut to the columns the
+    reference needs): the input of the two tests below, built once (one reference fit, not two)."""
     import pyarrow.parquet as pq
 
     from carequal.national import INPUT_COLUMNS
 
-    dataset = tmp_path / "dataset"
+    base = tmp_path_factory.mktemp("from_a_dataset")
+    dataset = base / "dataset"
     shutil.copytree(sample_work.dataset, dataset)
     # drop every stays column the reference does not need from the files: prepare must not miss them
     for part in (dataset / "stays").rglob("*.parquet"):
@@ -169,7 +162,23 @@ def test_prepare_on_a_dataset_reads_only_the_columns_it_needs(tmp_path, sample_w
         keep = [c for c in table.column_names if c in INPUT_COLUMNS["stays"] or c == "market"]
         pq.write_table(table.select(keep), part)
     assert "payment" not in pq.read_table(next((dataset / "stays").rglob("*.parquet"))).column_names
-    prepared = prepare(dataset, tmp_path / "work", period_start=PERIOD[0], period_end=PERIOD[1])
+    prepared = prepare(dataset, base / "work", period_start=PERIOD[0], period_end=PERIOD[1])
+    return dataset, base / "work", prepared
+
+
+def test_prepare_accepts_an_ingested_dataset(from_a_dataset, sample_work):
+    first = sample_work  # prepare(SAMPLE, <work>, period 2024), done once for the session
+    dataset, work, second = from_a_dataset  # prepare(<a copy of first's dataset>, <work>, period 2024)
+    assert second.dataset == dataset  # read in place
+    assert not [p for p in work.rglob("dataset-*") if p.is_dir()]  # the dataset is not copied
+    a = read_reference(first.reference).rows.sort_values(["measure", "stay_id"], ignore_index=True)
+    b = read_reference(second.reference).rows.sort_values(["measure", "stay_id"], ignore_index=True)
+    np.testing.assert_allclose(a["expected"], b["expected"], rtol=1e-6)
+    pd.testing.assert_series_equal(a["stay_id"], b["stay_id"])
+
+
+def test_prepare_on_a_dataset_reads_only_the_columns_it_needs(from_a_dataset, sample_work):
+    _, _, prepared = from_a_dataset  # its stays files hold only the columns the reference needs
     a = read_reference(prepared.reference).rows.sort_values(["measure", "stay_id"], ignore_index=True)
     b = read_reference(sample_work.reference).rows.sort_values(["measure", "stay_id"], ignore_index=True)
     np.testing.assert_allclose(a["expected"], b["expected"], rtol=1e-9)

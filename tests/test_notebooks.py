@@ -131,27 +131,82 @@ def test_opening_and_saving_in_jupyterlab_leaves_git_status_clean(tmp_path):
     assert git("status", "--porcelain").split() == ["M", "carequal/notebooks/market_report.py"]
 
 
-@pytest.mark.parametrize("name", ["cohort_explorer", "population_health", "partner_packet", "employee_health"])
-def test_notebook_runs_on_the_sample(name, tmp_path, sample_work, monkeypatch):
+def _kernel_manager(folder: str):
+    """The batch's IPC kernel manager (``carequal.batch.ipc_kernel_manager``) whose client waits for each cell's
+    shell reply in slices of at most a second, each ending in a poll of the socket: a reply whose wake-up the
+    event loop missed is read within a second, not when the cell's timeout ends (jupyter/nbclient#312: seen here
+    as the explorer's widget cell taking exactly its timeout, a minute of an idle worker, under load). Only the
+    waiting changes: a reply is read as soon as it is seen, and no reply by the timeout still raises ``Empty``."""
+    import time
+    from queue import Empty
+
+    from jupyter_client.asynchronous import AsyncKernelClient
+    from jupyter_client.channels import AsyncZMQSocketChannel
+    from traitlets import Type
+
     from carequal.batch import ipc_kernel_manager
 
+    class SlicedShellChannel(AsyncZMQSocketChannel):
+        async def get_msg(self, timeout=None):
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    return await super().get_msg(timeout=1.0 if left is None else min(1.0, left))
+                except Empty:
+                    if left is not None and left <= 1.0:
+                        raise
+
+    class SlicedClient(AsyncKernelClient):
+        shell_channel_class = Type(SlicedShellChannel)
+
+    class Manager(ipc_kernel_manager(folder)):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.client_factory = SlicedClient
+
+    return Manager
+
+
+@pytest.fixture(scope="module")
+def cache_sample_prepared(tmp_path_factory):
+    """The sample as a notebook run by hand writes it to the cache (``carequal.sample.sample_folder``: the sample's
+    tables without data/sample's warehouse.toml, so another fingerprint than data/sample's), and its inputs
+    prepared for the notebooks' default period: the ``prepared/`` folder of a work folder, built once for the
+    notebooks below that prepare from the cache's sample (each still writes the sample to a cache of its own)."""
+    from carequal.inputs import prepare
+    from carequal.sample import notebook_folders
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CAREQUAL_CACHE", str(tmp_path_factory.mktemp("cache")))
+        data, work = notebook_folders()
+        prepare(data, work, period_start="2024-01-01", period_end="2024-12-31")
+    return data.name, work / "prepared"
+
+
+@pytest.mark.parametrize("name", ["cohort_explorer", "population_health", "partner_packet", "employee_health"])
+def test_notebook_runs_on_the_sample(name, tmp_path, sample_work, cache_sample_prepared, monkeypatch):
     out = tmp_path / f"{name}.ipynb"
     before = sorted(p.name for p in FOLDER.iterdir())
-    # parameters left at their defaults, as by hand, mean the sample, written to the cache (the same bytes as
-    # data/sample, so a work folder prepared from data/sample is reused); partner_packet: every default, so its
-    # inputs are prepared from the sample and the shipped agreement
+    # parameters left at their defaults, as by hand, mean the sample, written to the cache; the work folders the
+    # notebooks prepare in hold the inputs prepared from that sample (the cache's, a copy: prepare reuses them).
+    # population_health: an explicit work folder; partner_packet: every default, so its work folder is the
+    # cache's <sample>.work, where it prepares the packet inputs from the sample and the shipped agreement
     monkeypatch.setenv("CAREQUAL_CACHE", str(tmp_path / "cache"))
+    sample_name, prepared = cache_sample_prepared
+    default_work = tmp_path / "cache" / f"{sample_name}.work"
+    if name in ("population_health", "partner_packet"):
+        shutil.copytree(prepared, (tmp_path / "work" if name == "population_health" else default_work) / "prepared")
     parameters = {"cohort_explorer": {"data": str(SAMPLE), "work": str(sample_work.dataset.parent.parent)},
-                  "population_health": {"work": str(sample_work.dataset.parent.parent)},
+                  "population_health": {"work": str(tmp_path / "work")},
                   "partner_packet": {}, "employee_health": {}}[name]
-    # IPC kernels, as the batch uses: TCP kernels started at the same moment by another process can collide
-    # the explorer's widget cell: nbclient can miss the shell reply of a cell that opens widget comms and then
-    # take it only when its wait times out (jupyter/nbclient#312; seen here as that cell taking exactly the
-    # timeout under load). Its cells each take seconds, so a one-minute limit caps the stall
+    # IPC kernels, as the batch uses: TCP kernels started at the same moment by another process can collide;
+    # a shell reply missed by the event loop is read within a second (_kernel_manager). The explorer's widget
+    # cell is where nbclient missed it (jupyter/nbclient#312): its cells each take seconds, so a one-minute limit
     timeout = 60 if name == "cohort_explorer" else 600
     papermill.execute_notebook(str(FOLDER / f"{name}.ipynb"), str(out), parameters=parameters, kernel_name="python3",
                                cwd=str(tmp_path), progress_bar=False, execution_timeout=timeout,
-                               kernel_manager_class=ipc_kernel_manager(str(tmp_path)))
+                               kernel_manager_class=_kernel_manager(str(tmp_path)))
     executed = nbformat.read(str(out), as_version=4)
     outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert outputs, "the notebook showed nothing"
@@ -162,3 +217,8 @@ def test_notebook_runs_on_the_sample(name, tmp_path, sample_work, monkeypatch):
     expected = {"cohort_explorer": 0, "population_health": 1, "partner_packet": 2,  # sample (and .work)
                 "employee_health": 1}[name]
     assert len(cache) == expected and all(n.startswith("sample-") for n in cache)
+    if name in ("population_health", "partner_packet"):  # the copied inputs were reused: nothing prepared again
+        work = tmp_path / "work" if name == "population_health" else default_work
+        assert sorted(p.name for p in (work / "prepared").iterdir()) == sorted(p.name for p in prepared.iterdir())
+    if name == "partner_packet":  # its inputs prepared in the default work folder, <sample>.work in the cache
+        assert [p.name for p in (default_work / "agreement").iterdir()] == ["sample-2024-01-01-2024-12-31"]

@@ -3,7 +3,6 @@ names and small counts; the patient list only on request; and the sharing rules 
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from carequal import batch, packet
 from carequal.agreement import agreement_cases, read_agreement
 from carequal.errors import DisclosureError, ParameterError
 from carequal.loaders import load_tables
+from conftest import copy_prepared
 from safe_to_share import identifiers_in, sample_identifiers, small_counts_in_tables
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,13 +23,16 @@ SAMPLE = ROOT / "data" / "sample"
 
 
 @pytest.fixture(scope="module")
-def packets(tmp_path_factory):
+def packets(tmp_path_factory, sample_work):
     base = tmp_path_factory.mktemp("packets")
     out, lists = base / "packets", base / "lists"
+    # a warm work folder (a copy of the session's prepared sample, as an operator's run after the market reports):
+    # the prepare step itself, and its one index_stays run, are tested on a cold folder in test_batch
+    work = copy_prepared(sample_work, base / "work")
     with pytest.MonkeyPatch.context() as mp:
         calls = count_calls("carequal.cohorts:index_stays", base / "calls", mp)
         result = batch.run_batch(SAMPLE, out, by="partner", workers=2, period="2024", progress=False,
-                                 patient_lists=lists)
+                                 patient_lists=lists, work=work)
         index_stays_calls = calls()
     return {"out": out, "work": result.work, "lists": lists, "result": result, "index_stays_calls": index_stays_calls}
 
@@ -61,9 +64,11 @@ def test_a_packet_and_an_extract_per_partner(packets):
 
 
 def test_index_stays_runs_once_per_batch(packets):
-    # prepare builds the measured cohort with one index_stays run (in the batch's own process); packet_inputs,
-    # the workers and the packets' kernels read it, and one set of risk models serves the three views
-    assert packets["index_stays_calls"] == [os.getpid()]
+    # prepare builds the measured cohort with one index_stays run (in the batch's own process: test_batch's
+    # cold run); packet_inputs, the workers and the packets' kernels read it, and one set of risk models serves
+    # the three views: on the prepared sample, no process of the partner batch runs index_stays at all
+    assert packets["result"].manifest["seconds"]["prepare"]["reused"] is True
+    assert packets["index_stays_calls"] == []
 
 
 def test_every_packet_opens_with_at_a_glance_and_never_hides_a_target(packets):
