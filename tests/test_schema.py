@@ -375,6 +375,31 @@ def test_quarantine_reconciles_whatever_breaks(order, broken):
     assert np.array_equal(np.sort(out.quarantine["stays"]["row_number"]), out.quarantine["stays"]["row_number"])
 
 
+@pytest.mark.parametrize("quarantined", [(), ("bad_birth",), ("bad_birth", "changed_copy", "exact_copy")])
+def test_patient_rows_are_each_accepted_rows_patient_among_the_accepted_patients(quarantined):
+    """``patient_rows`` (kept from validation's foreign-key look-up) is the look-up made again on the accepted
+    tables, whatever patient rows were quarantined before or beside the accepted ones."""
+    from carequal.schema import key_positions
+
+    tables = valid_raw_tables()
+    tables["patients"] = tables["patients"].iloc[[2, 0, 1]].reset_index(drop=True)  # not in the children's order
+    if "bad_birth" in quarantined:  # P1 quarantined: its stays, enrollment and ED visit too
+        set_cell("patients", "patient_id", "P1", "birth_date", "1940-13-01")(tables)
+    if "changed_copy" in quarantined:  # two differing P2 rows: both quarantined, P2's children too
+        repeat_row("patients", "patient_id", "P2", sex="F")(tables)
+    if "exact_copy" in quarantined:  # an exact copy of P3 after it: the copy quarantined, P3 accepted
+        repeat_row("patients", "patient_id", "P3")(tables)
+    out = validate_tables(tables, mode="quarantine")
+    assert set(out.patient_rows) == {"stays", "enrollment", "ed_visits"}
+    for table, rows in out.patient_rows.items():
+        expected = key_positions(out.tables[table]["patient_id"], out.tables["patients"]["patient_id"])
+        assert (expected >= 0).all()
+        assert rows.tolist() == expected.tolist(), table
+    assert sorted(out.quarantine["patients"]["patient_id"]) == sorted(
+        {(): [], ("bad_birth",): ["P1"]}.get(quarantined, ["P1", "P2", "P2", "P3"]))
+    assert "P3" in set(out.tables["patients"]["patient_id"])
+
+
 # ----------------------------------------------------------------------- input faults: rules added for them
 
 
