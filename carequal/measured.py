@@ -42,12 +42,19 @@ from carequal.cohorts import (
     recorded_reasons,
 )
 from carequal.errors import ParameterError
-from carequal.measures import discharge_to_community_days, index_measures, mortality, readmissions
+from carequal.measures import (
+    READMISSION_WINDOW_DAYS,
+    discharge_to_community_days,
+    index_measures,
+    mortality,
+    planned_stays,
+    readmissions,
+)
 from carequal.risk import risk_covariates
-from carequal.schema import key_positions, take, take_text
+from carequal.schema import few_key_positions, key_positions, take, take_text
 
 __all__ = ["ATTRITION_COLUMNS", "POST_ACUTE", "MeasuredCohort", "dtc_outcome", "episodes_of", "episodes_of_index",
-           "measure_cohort", "mortality_outcome", "readmission_outcome"]
+           "first_readmit_planned", "measure_cohort", "mortality_outcome", "readmission_outcome"]
 
 POST_ACUTE = ("snf", "irf", "ltch", "hha")
 _ANY_WINDOW = 100_000
@@ -111,9 +118,11 @@ def measure_cohort(tables: dict[str, pd.DataFrame], *, rules: IndexRules | None 
     patient_rows = cohort.patient_rows[cohort.stays["is_index"].to_numpy(dtype=bool)]
     del cohort
     episodes = episodes_of_index(index, tables)
-    rows = index_measures(index, tables, episodes=episodes, patient_rows=patient_rows)
+    rows = index_measures(index, tables, episodes=episodes, patient_rows=patient_rows,
+                          window_days=READMISSION_WINDOW_DAYS)
     _release(tables, "ed_visits", release)
-    outcomes = stay_outcomes(index, tables, episodes=episodes, patient_rows=patient_rows)
+    outcomes = stay_outcomes(index, tables, episodes=episodes, patient_rows=patient_rows,
+                             readmits=(rows, READMISSION_WINDOW_DAYS))
     del episodes, index, pats
     _release(tables, "patients", release)
     rows = pd.concat([rows, outcomes.drop(columns="stay_id").set_axis(rows.index)], axis=1)
@@ -159,11 +168,14 @@ def episodes_of_index(index: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> p
 
 
 def stay_outcomes(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *, episodes: pd.DataFrame | None = None,
-                  patient_rows: np.ndarray | None = None) -> pd.DataFrame:
+                  patient_rows: np.ndarray | None = None,
+                  readmits: tuple[pd.DataFrame, int] | None = None) -> pd.DataFrame:
     """The outcome columns any window derives from (see the module docstring), one row per index stay, in order.
 
-    ``episodes`` (:func:`episodes_of_index`) and ``patient_rows`` (each index stay's patient as its row in
-    ``tables["patients"]``) when the caller has them; computed here otherwise.
+    ``episodes`` (:func:`episodes_of_index`), ``patient_rows`` (each index stay's patient as its row in
+    ``tables["patients"]``) and ``readmits`` (:func:`carequal.measures.readmissions` of the index stays with
+    some window, and that window: :func:`first_readmit_planned`) when the caller has them; computed here
+    otherwise.
 
     Returns
     -------
@@ -174,14 +186,17 @@ def stay_outcomes(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *, episo
     """
     stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
     index = index.reset_index(drop=True)
-    first = readmissions(index, stays, fac, window_days=_ANY_WINDOW)
+    if readmits is None:
+        planned = readmissions(index, stays, fac, window_days=_ANY_WINDOW)["readmit_planned"].to_numpy(dtype=bool)
+    else:
+        planned = first_readmit_planned(*readmits, stays)
     death = mortality(index, pats, anchor="discharge", patient_rows=patient_rows)
     ep = episodes_of_index(index, tables) if episodes is None else episodes
     dtc = discharge_to_community_days(stays, fac, pats, settings=POST_ACUTE)
     at = key_positions(ep["pac_stay_id"], dtc["stay_id"])  # each first post-acute stay's row (−1: none)
     return pd.DataFrame({
         "stay_id": index["stay_id"].to_numpy(),
-        "first_readmit_planned": first["readmit_planned"].to_numpy(dtype=bool),
+        "first_readmit_planned": planned,
         "days_to_death_discharge": death["days_to_death"].to_numpy(dtype=float),
         "pac_stay_id": ep["pac_stay_id"].astype("string").array,
         "pac_admit_date": ep["pac_admit_date"].to_numpy(),
@@ -193,6 +208,33 @@ def stay_outcomes(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *, episo
         "dtc_days_to_death": take(dtc["days_to_death"], at).astype(float),
         "dtc_days_to_unplanned": take(dtc["days_to_unplanned"], at).astype(float),
     })
+
+
+def first_readmit_planned(readmits: pd.DataFrame, window: int, stays: pd.DataFrame) -> np.ndarray:
+    """Whether each index stay's first readmission (any time after it) is planned, from
+    :func:`carequal.measures.readmissions` output with a window of ``window`` days: identical to
+    ``readmissions(..., window_days=_ANY_WINDOW)["readmit_planned"]`` without a second pass over every acute stay.
+
+    Inside ``window`` the flag is ``readmit_planned`` as given; the CMS Planned Readmission Algorithm
+    (:func:`carequal.measures.planned_stays`, one stay at a time) runs only on the first readmissions after it,
+    found by their ``readmit_stay_id`` among ``stays`` (stay ids are the contract's unique key).
+
+    Examples
+    --------
+    >>> st = pd.DataFrame({"stay_id": ["r1", "r2"], "principal_dx": ["Z5111", "I509"], "procedures": np.nan})
+    >>> r = pd.DataFrame({"readmit_stay_id": ["r2", "r1", None], "days_to_readmit": [3.0, 40.0, np.nan],
+    ...                   "readmit_planned": [False, False, False]})
+    >>> first_readmit_planned(r, 30, st).tolist()
+    [False, True, False]
+    """
+    days = readmits["days_to_readmit"].to_numpy(dtype=float)
+    planned = readmits["readmit_planned"].to_numpy(dtype=bool).copy()
+    beyond = np.flatnonzero((days > window) & (days <= _ANY_WINDOW))  # NaN (no readmission): never
+    if len(beyond):
+        rows = few_key_positions(readmits["readmit_stay_id"].iloc[beyond].reset_index(drop=True), stays["stay_id"])
+        needed = [c for c in ("stay_id", "principal_dx", "procedures") if c in stays.columns]
+        planned[beyond] = planned_stays(stays[needed].iloc[rows])["planned"].to_numpy(dtype=bool)
+    return planned
 
 
 def _check(rows: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:

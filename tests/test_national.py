@@ -174,3 +174,20 @@ def test_prepare_on_a_dataset_reads_only_the_columns_it_needs(tmp_path, sample_w
     b = read_reference(sample_work.reference).rows.sort_values(["measure", "stay_id"], ignore_index=True)
     np.testing.assert_allclose(a["expected"], b["expected"], rtol=1e-9)
     assert "read" in prepared.seconds and "validate" not in prepared.seconds  # no second validation
+
+
+@pytest.mark.parametrize("window", [30, 7])
+def test_first_readmit_planned_from_the_windowed_readmissions_is_the_second_pass(sample_tables, window):
+    """``first_readmit_planned`` from one window's readmissions (the planned algorithm run again only on the first
+    readmissions after the window) is what a second pass with an unbounded window gives, stay for stay."""
+    from carequal.measured import first_readmit_planned
+    from carequal.measures import readmissions
+
+    t = sample_tables
+    index = index_stays(t["stays"], t["facilities"], t["patients"], t["enrollment"]).index
+    windowed = readmissions(index, t["stays"], t["facilities"], window_days=window)
+    unbounded = readmissions(index, t["stays"], t["facilities"], window_days=100_000)
+    got = first_readmit_planned(windowed, window, t["stays"])
+    assert got.tolist() == unbounded["readmit_planned"].tolist()
+    beyond = windowed["days_to_readmit"].to_numpy() > window
+    assert got[beyond].any() and not got[beyond].all()  # the path after the window is taken, both ways
