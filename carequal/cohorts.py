@@ -33,9 +33,10 @@ from importlib import resources
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
 from carequal.errors import ParameterError
-from carequal.schema import CODE_SEPARATOR, POST_ACUTE_SETTINGS, key_positions, take, take_text
+from carequal.schema import CODE_SEPARATOR, POST_ACUTE_SETTINGS, arrow_text, key_positions, take, take_text
 
 __all__ = ["ALL_PAYER_RULES", "AMA_STATUS", "COMMUNITY_STATUSES", "CONDITIONS", "CONDITION_CODES_VERSION", "Cohort",
            "DIED_STATUSES", "EXCLUSION_STEPS", "IndexRules", "MEDICARE_FFS_RULES", "TRANSFER_STATUSES", "acute_stays",
@@ -154,14 +155,21 @@ def assign_conditions(stays: pd.DataFrame, *, conditions: tuple[str, ...] = COND
     def has_prefix(lists: pd.Series, prefixes: list[str]) -> Callable[[np.ndarray | None], np.ndarray]:
         return lambda rows: _list_has_prefix(lists if rows is None else lists.take(rows), prefixes)
 
-    label = np.full(len(stays), "other", dtype=object)
-    for condition in conditions:
+    # each prefix tested on the distinct principal diagnoses (thousands), not on every stay (millions)
+    encoded = pc.dictionary_encode(arrow_text(principal))
+    principal_codes = encoded.indices.to_numpy(zero_copy_only=False)
+
+    def principal_starts(prefix: str) -> np.ndarray:
+        return pc.starts_with(encoded.dictionary, prefix).to_numpy(zero_copy_only=False)[principal_codes]
+
+    # the first matching condition's number (len(conditions): none), named once at the end: comparing an array
+    # of Python strings per condition costs more than the conditions' own tests at millions of stays
+    first = np.full(len(stays), len(conditions), dtype=np.int8 if len(conditions) < 127 else np.int64)
+    for number, condition in enumerate(conditions):
         include = np.zeros(len(stays), dtype=bool)
         exclude = np.zeros(len(stays), dtype=bool)
         for row in codes[codes["condition"] == condition].itertuples(index=False):
-            match = np.ones(len(stays), dtype=bool)
-            if row.principal_dx:
-                match &= principal.str.startswith(row.principal_dx).to_numpy(dtype=bool, na_value=False)
+            match = principal_starts(row.principal_dx) if row.principal_dx else np.ones(len(stays), dtype=bool)
             if row.secondary_dx:
                 match = _narrowed(match, has_prefix(secondary, row.secondary_dx.split("|")))
             if row.procedure:
@@ -172,8 +180,8 @@ def assign_conditions(stays: pd.DataFrame, *, conditions: tuple[str, ...] = COND
                 exclude |= match
         flag = include & ~exclude
         out[condition] = flag
-        label = np.where((label == "other") & flag, condition, label)
-    out["condition"] = label
+        first[(first == len(conditions)) & flag] = number
+    out["condition"] = np.array([*conditions, "other"], dtype=object)[first]
     return out
 
 

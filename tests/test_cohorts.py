@@ -329,6 +329,44 @@ def test_every_condition_row_flags_a_one_code_stay():
             assert not without.loc[i, row.condition], row
 
 
+def test_conditions_agree_with_the_code_rows_applied_stay_by_stay(sample_work):
+    """Independent check of :func:`assign_conditions` (prefixes tested on the distinct principal diagnoses, the
+    first condition named by number): every code row applied to each stay in plain Python, on the sample's stays
+    and on stays made to hit each row and its near misses (missing codes included)."""
+    from carequal.loaders import read_table
+
+    codes = condition_codes()
+    sample = read_table(sample_work.dataset / "stays", columns=["stay_id", "principal_dx", "secondary_dx",
+                                                                 "procedures"])
+    made = []
+    for i, r in enumerate(codes.itertuples(index=False)):
+        for j, principal in enumerate([r.principal_dx + "1", r.principal_dx[:-1] or None, ""]):
+            made.append({"stay_id": f"m{i}_{j}", "principal_dx": principal or None,
+                         "secondary_dx": f"E119;{r.secondary_dx.split('|')[-1]}9" if r.secondary_dx and j != 2
+                         else None, "procedures": f"{r.procedure}0Z" if r.procedure and j != 1 else None})
+    stays = pd.concat([sample.astype(object), pd.DataFrame(made)], ignore_index=True)
+
+    def listed(text) -> list[str]:
+        return text.split(";") if isinstance(text, str) and text else []
+
+    def matches(r, stay) -> bool:
+        principal = stay.principal_dx if isinstance(stay.principal_dx, str) else ""
+        return ((not r.principal_dx or principal.startswith(r.principal_dx))
+                and (not r.secondary_dx or any(c.startswith(p) for c in listed(stay.secondary_dx)
+                                               for p in r.secondary_dx.split("|")))
+                and (not r.procedure or any(c.startswith(r.procedure) for c in listed(stay.procedures))))
+
+    got = assign_conditions(stays)
+    rows = list(codes.itertuples(index=False))
+    for k, stay in enumerate(stays.itertuples(index=False)):
+        flags = {c: any(matches(r, stay) for r in rows if r.condition == c and r.action == "include")
+                 and not any(matches(r, stay) for r in rows if r.condition == c and r.action != "include")
+                 for c in CONDITIONS}
+        assert got.loc[k, list(CONDITIONS)].tolist() == [flags[c] for c in CONDITIONS], stay
+        assert got.loc[k, "condition"] == next((c for c in CONDITIONS if flags[c]), "other"), stay
+    assert got["condition"].nunique() == len(CONDITIONS) + 1  # every label, "other" too, is met
+
+
 def test_exclusions_win_over_inclusions():
     stay = pd.DataFrame({"stay_id": ["fx", "oa"], "principal_dx": ["S72001A", "M1611"],
                          "secondary_dx": np.nan, "procedures": ["0SR9019", "0SR9019"]})
