@@ -289,6 +289,9 @@ class Cohort:
         Each acute stay's (``stays``') patient as its row in the patients table given (−1 if absent), as
         :func:`index_stays` looked it up: callers joining the stays or the index stays (``patient_rows[is_index]``)
         to the patients reuse it instead of hashing millions of ids again.
+    stay_rows : ndarray or None
+        Each acute stay's row in the stays table given (``stay_rows[is_index]``: the index stays' rows), so that
+        callers need not look the index stays up among the stays by id.
     """
 
     stays: pd.DataFrame
@@ -297,6 +300,7 @@ class Cohort:
     rules: IndexRules = field(default_factory=IndexRules)
     condition: str | None = None
     patient_rows: np.ndarray | None = field(default=None, repr=False, compare=False)
+    stay_rows: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def acute_stays(stays: pd.DataFrame, facilities: pd.DataFrame) -> pd.DataFrame:
@@ -313,6 +317,11 @@ def acute_stays(stays: pd.DataFrame, facilities: pd.DataFrame) -> pd.DataFrame:
     >>> acute_stays(st, fac)["stay_id"].tolist()
     ['1', '2']
     """
+    return _acute_stays(stays, facilities)[0]
+
+
+def _acute_stays(stays: pd.DataFrame, facilities: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """:func:`acute_stays`, and each acute stay's row in ``stays``."""
     fpos = key_positions(stays["facility_id"], facilities["facility_id"])
     rows = np.flatnonzero(take(facilities["setting"], fpos, None) == "acute")
     # ordered on the sort keys alone, then every column gathered once (not filtered, then reordered: two copies)
@@ -320,7 +329,7 @@ def acute_stays(stays: pd.DataFrame, facilities: pd.DataFrame) -> pd.DataFrame:
     out = stays.iloc[rows].reset_index(drop=True)
     fpos = fpos[rows]
     return out.assign(setting="acute", facility_market=take(facilities["market"], fpos, None),
-                      facility_is_partner=take(facilities["is_partner"], fpos, False))
+                      facility_is_partner=take(facilities["is_partner"], fpos, False)), rows
 
 
 def time_order(stays: pd.DataFrame, *, patient: np.ndarray | None = None, admit: np.ndarray | None = None,
@@ -654,8 +663,8 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
         raise ParameterError(f"unknown condition {condition!r}; choose from {', '.join(CONDITIONS)}")
     if record is not None:
         _check_record(rules, record, condition)
-    acute = link_transfers(acute_stays(stays, facilities), gap_days=rules.transfer_gap_days) \
-        if rules.chain_transfers else _unlinked(acute_stays(stays, facilities))
+    acute, stay_rows = _acute_stays(stays, facilities)
+    acute = link_transfers(acute, gap_days=rules.transfer_gap_days) if rules.chain_transfers else _unlinked(acute)
     n = len(acute)
     ppos = key_positions(acute["patient_id"], patients["patient_id"])
     birth = take(patients["birth_date"], ppos, np.datetime64("NaT"))
@@ -782,7 +791,7 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
     if record is not None:
         index["in_record"] = ~(record_age | record_coverage)[remaining]
     return Cohort(stays=stay_table, index=index, attrition=attrition, rules=rules, condition=condition,
-                  patient_rows=ppos)
+                  patient_rows=ppos, stay_rows=stay_rows)
 
 
 def _patient_column(values: pd.Series, rows: np.ndarray):
@@ -923,7 +932,8 @@ def restrict_cohort(cohort: Cohort) -> Cohort:
     stays["is_index"] = pd.isna(reason)
     index = cohort.index[cohort.index["in_record"].to_numpy(dtype=bool)].drop(columns="in_record")
     return Cohort(stays=stays, index=index.reset_index(drop=True), attrition=attrition_of(reason),
-                  rules=cohort.rules, condition=cohort.condition, patient_rows=cohort.patient_rows)
+                  rules=cohort.rules, condition=cohort.condition, patient_rows=cohort.patient_rows,
+                  stay_rows=cohort.stay_rows)
 
 
 def _unlinked(acute: pd.DataFrame) -> pd.DataFrame:
@@ -946,7 +956,8 @@ def rules_table(rules: IndexRules) -> pd.DataFrame:
 
 
 def post_acute_episodes(stays: pd.DataFrame, facilities: pd.DataFrame, *, max_gap_days: int = 1,
-                        hospital_stays: pd.DataFrame | None = None) -> pd.DataFrame:
+                        hospital_stays: pd.DataFrame | None = None,
+                        hospital_rows: np.ndarray | None = None) -> pd.DataFrame:
     """Link each acute discharge to the first post-acute stay (SNF, IRF, LTCH, HHA) that starts within
     ``max_gap_days`` of it.
 
@@ -958,6 +969,9 @@ def post_acute_episodes(stays: pd.DataFrame, facilities: pd.DataFrame, *, max_ga
         The PAC stay must start on the discharge day or up to this many days after (CMS SNFRM: 1).
     hospital_stays : DataFrame, optional
         Restrict the hospital side to these stays (e.g. a cohort's index stays, by ``stay_id``).
+    hospital_rows : ndarray, optional
+        With ``hospital_stays``: their rows in ``stays`` (``Cohort.stay_rows`` of the index stays), which saves
+        looking their ids up (stay ids are the contract's unique key).
 
     Returns
     -------
@@ -985,7 +999,11 @@ def post_acute_episodes(stays: pd.DataFrame, facilities: pd.DataFrame, *, max_ga
     fpos_all = key_positions(stays["facility_id"], facilities["facility_id"])
     setting = take(facilities["setting"], fpos_all, None)
     is_hosp = setting == "acute"
-    if hospital_stays is not None:
+    if hospital_stays is not None and hospital_rows is not None:
+        chosen = np.zeros(len(stays), dtype=bool)
+        chosen[hospital_rows] = True
+        is_hosp &= chosen
+    elif hospital_stays is not None:
         is_hosp &= key_positions(stays["stay_id"], hospital_stays["stay_id"]) >= 0
     is_pac = np.isin(setting, POST_ACUTE_SETTINGS)
     columns = [c for c in ("stay_id", "patient_id", "facility_id", "admit_date", "discharge_date", "discharge_status")

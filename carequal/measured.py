@@ -115,10 +115,11 @@ def measure_cohort(tables: dict[str, pd.DataFrame], *, rules: IndexRules | None 
     index = cohort.index
     in_record = index.pop("in_record").to_numpy(dtype=bool) if record is not None else np.ones(len(index), bool)
     # what index_stays looked up and the episodes both steps read: computed once
-    patient_rows = cohort.patient_rows[cohort.stays["is_index"].to_numpy(dtype=bool)]
-    del cohort
-    episodes = episodes_of_index(index, tables)
-    rows = index_measures(index, tables, episodes=episodes, patient_rows=patient_rows,
+    is_index = cohort.stays["is_index"].to_numpy(dtype=bool)
+    patient_rows, stay_rows = cohort.patient_rows[is_index], cohort.stay_rows[is_index]
+    del cohort, is_index
+    episodes = episodes_of_index(index, tables, stay_rows=stay_rows)
+    rows = index_measures(index, tables, episodes=episodes, patient_rows=patient_rows, stay_rows=stay_rows,
                           window_days=READMISSION_WINDOW_DAYS)
     _release(tables, "ed_visits", release)
     outcomes = stay_outcomes(index, tables, episodes=episodes, patient_rows=patient_rows,
@@ -127,7 +128,7 @@ def measure_cohort(tables: dict[str, pd.DataFrame], *, rules: IndexRules | None 
     _release(tables, "patients", release)
     rows = pd.concat([rows, outcomes.drop(columns="stay_id").set_axis(rows.index)], axis=1)
     del outcomes
-    rows = risk_covariates(rows, stays)
+    rows = risk_covariates(rows, stays, stay_rows=stay_rows)
     del stays
     _release(tables, "stays", release)
     rows.insert(0, "order", np.arange(len(rows), dtype=np.int64))
@@ -156,11 +157,14 @@ def _attrition(cohort: Cohort, patients: pd.DataFrame, record: IndexRules | None
     return pd.concat(parts, ignore_index=True)[list(ATTRITION_COLUMNS)]
 
 
-def episodes_of_index(index: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def episodes_of_index(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *,
+                      stay_rows: np.ndarray | None = None) -> pd.DataFrame:
     """The post-acute episodes (:func:`carequal.cohorts.post_acute_episodes`, CMS's one-day gap) of the index
     stays, one row per index stay in the index's order: what :func:`carequal.measures.index_measures` and
-    :func:`stay_outcomes` both read, computed once."""
-    episodes = post_acute_episodes(tables["stays"], tables["facilities"], hospital_stays=index)
+    :func:`stay_outcomes` both read, computed once. ``stay_rows``: each index stay's row in ``tables["stays"]``
+    (``Cohort.stay_rows`` of the index stays), when the caller has them."""
+    episodes = post_acute_episodes(tables["stays"], tables["facilities"], hospital_stays=index,
+                                   hospital_rows=stay_rows)
     at = key_positions(index["stay_id"], episodes["stay_id"])
     if (at < 0).any():  # not every index stay is an acute stay of ``tables``: missing rows, as a reindex makes them
         return episodes.set_index("stay_id").reindex(index["stay_id"]).reset_index()

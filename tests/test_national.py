@@ -191,3 +191,25 @@ def test_first_readmit_planned_from_the_windowed_readmissions_is_the_second_pass
     assert got.tolist() == unbounded["readmit_planned"].tolist()
     beyond = windowed["days_to_readmit"].to_numpy() > window
     assert got[beyond].any() and not got[beyond].all()  # the path after the window is taken, both ways
+
+
+def test_index_stays_rows_among_the_stays_give_what_the_id_look_ups_give(sample_tables):
+    """``Cohort.stay_rows`` (each acute stay's row in the stays given) is where each stay's id is; every measure
+    given the index stays' rows instead of looking their ids up returns the same frame."""
+    from carequal.cohorts import post_acute_episodes
+    from carequal.measures import days_at_home, readmissions
+    from carequal.risk import risk_covariates
+
+    t = sample_tables
+    stays = t["stays"].iloc[::-1].reset_index(drop=True)  # rows not in the stays' time order
+    cohort = index_stays(stays, t["facilities"], t["patients"], t["enrollment"])
+    assert stays["stay_id"].to_numpy()[cohort.stay_rows].tolist() == cohort.stays["stay_id"].tolist()
+    index, rows = cohort.index, cohort.stay_rows[cohort.stays["is_index"].to_numpy(dtype=bool)]
+    pd.testing.assert_frame_equal(readmissions(index, stays, t["facilities"], index_rows=rows),
+                                  readmissions(index, stays, t["facilities"]))
+    pd.testing.assert_frame_equal(days_at_home(index, stays, t["facilities"], t["patients"], index_rows=rows),
+                                  days_at_home(index, stays, t["facilities"], t["patients"]))
+    pd.testing.assert_frame_equal(
+        post_acute_episodes(stays, t["facilities"], hospital_stays=index, hospital_rows=rows),
+        post_acute_episodes(stays, t["facilities"], hospital_stays=index))
+    pd.testing.assert_frame_equal(risk_covariates(index, stays, stay_rows=rows), risk_covariates(index, stays))
