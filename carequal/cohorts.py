@@ -600,7 +600,8 @@ def _washout(patient: np.ndarray, admit: np.ndarray, discharge: np.ndarray, elig
 
 def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.DataFrame,
                 enrollment: pd.DataFrame | None = None, *, condition: str | None = None,
-                rules: IndexRules | None = None, record: IndexRules | None = None) -> Cohort:
+                rules: IndexRules | None = None, record: IndexRules | None = None,
+                known_patients: dict[str, np.ndarray] | None = None) -> Cohort:
     """Build an index-stay cohort from acute stays with the CMS exclusion pipeline.
 
     Parameters
@@ -621,6 +622,10 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
         ``record_coverage_not_counted``), and ``index`` gets ``in_record`` (the index stay is one under
         ``record`` too). Hospital-wide cohorts only (``condition`` None: the washout of a condition cohort
         depends on which stays are index stays, so it cannot be derived by filtering).
+    known_patients : dict of ndarray, optional
+        Each row's patient as a row of ``patients``, for ``stays`` and ``enrollment`` (validated tables:
+        :attr:`carequal.schema.ValidatedTables.patient_rows`, every patient known); looked up by ``patient_id``
+        otherwise.
 
     Returns
     -------
@@ -666,7 +671,9 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
     acute, stay_rows = _acute_stays(stays, facilities)
     acute = link_transfers(acute, gap_days=rules.transfer_gap_days) if rules.chain_transfers else _unlinked(acute)
     n = len(acute)
-    ppos = key_positions(acute["patient_id"], patients["patient_id"])
+    known_patients = known_patients or {}
+    ppos = known_patients["stays"][stay_rows].astype(np.int64) if "stays" in known_patients else \
+        key_positions(acute["patient_id"], patients["patient_id"])
     birth = take(patients["birth_date"], ppos, np.datetime64("NaT"))
     death = take(patients["death_date"], ppos, np.datetime64("NaT"))
     status = acute["discharge_status"].astype("string").fillna("").to_numpy(dtype=object) \
@@ -707,7 +714,8 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
         window_end = np.where(death_days != _NAT_DAYS, np.minimum(window_end, death_days), window_end)
         # two steps, so the attrition separates gaps in coverage from coverage of a type that does not count
         # each enrollment row's patient, looked up once for every coverage type asked for
-        enrolled_patient = key_positions(enrollment["patient_id"], patients["patient_id"])
+        enrolled_patient = known_patients["enrollment"].astype(np.int64) if "enrollment" in known_patients else \
+            key_positions(enrollment["patient_id"], patients["patient_id"])
         masks["not_enrolled"] = ~_enrolled(patient, window_start, window_end,
                                            _merged_coverage(enrollment, None, enrolled_patient))
         if rules.coverage is not None and "coverage" in enrollment.columns:

@@ -88,7 +88,8 @@ class MeasuredCohort:
 
 
 def measure_cohort(tables: dict[str, pd.DataFrame], *, rules: IndexRules | None = ALL_PAYER_RULES,
-                   record: IndexRules | None = MEDICARE_FFS_RULES, release: bool = False) -> MeasuredCohort:
+                   record: IndexRules | None = MEDICARE_FFS_RULES, release: bool = False,
+                   known_patients: dict[str, np.ndarray] | None = None) -> MeasuredCohort:
     """Build the measured cohort of ``tables`` with one :func:`carequal.cohorts.index_stays` run.
 
     Parameters
@@ -106,10 +107,16 @@ def measure_cohort(tables: dict[str, pd.DataFrame], *, rules: IndexRules | None 
         enrollment after the index stays, the ED visits after the measures, the patients after the outcomes,
         the stays at the end): a caller done with the tables (:func:`carequal.inputs.prepare`) then does not hold
         them while the cohort is built, the peak memory of the national reference.
+    known_patients : dict of ndarray, optional
+        Each row's patient as a row of ``tables["patients"]``, per table
+        (:attr:`carequal.schema.ValidatedTables.patient_rows`): validation's look-ups, reused.
     """
     stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
     rules = rules or IndexRules()
-    cohort = index_stays(stays, fac, pats, tables.get("enrollment"), rules=rules, record=record)
+    stay_patients = (known_patients or {}).get("stays")
+    cohort = index_stays(stays, fac, pats, tables.get("enrollment"), rules=rules, record=record,
+                         known_patients=known_patients)
+    del known_patients
     _release(tables, "enrollment", release)
     attrition = _attrition(cohort, pats, record)  # now: the acute stays' table is not needed after it
     index = cohort.index
@@ -123,7 +130,8 @@ def measure_cohort(tables: dict[str, pd.DataFrame], *, rules: IndexRules | None 
                           window_days=READMISSION_WINDOW_DAYS)
     _release(tables, "ed_visits", release)
     outcomes = stay_outcomes(index, tables, episodes=episodes, patient_rows=patient_rows,
-                             readmits=(rows, READMISSION_WINDOW_DAYS))
+                             readmits=(rows, READMISSION_WINDOW_DAYS), stay_patients=stay_patients)
+    del stay_patients
     del episodes, index, pats
     _release(tables, "patients", release)
     rows = pd.concat([rows, outcomes.drop(columns="stay_id").set_axis(rows.index)], axis=1)
@@ -173,12 +181,14 @@ def episodes_of_index(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *,
 
 def stay_outcomes(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *, episodes: pd.DataFrame | None = None,
                   patient_rows: np.ndarray | None = None,
-                  readmits: tuple[pd.DataFrame, int] | None = None) -> pd.DataFrame:
+                  readmits: tuple[pd.DataFrame, int] | None = None,
+                  stay_patients: np.ndarray | None = None) -> pd.DataFrame:
     """The outcome columns any window derives from (see the module docstring), one row per index stay, in order.
 
     ``episodes`` (:func:`episodes_of_index`), ``patient_rows`` (each index stay's patient as its row in
     ``tables["patients"]``) and ``readmits`` (:func:`carequal.measures.readmissions` of the index stays with
-    some window, and that window: :func:`first_readmit_planned`) when the caller has them; computed here
+    some window, and that window: :func:`first_readmit_planned`) and ``stay_patients`` (each row of
+    ``tables["stays"]``'s patient as its row in ``tables["patients"]``) when the caller has them; computed here
     otherwise.
 
     Returns
@@ -196,7 +206,7 @@ def stay_outcomes(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *, episo
         planned = first_readmit_planned(*readmits, stays)
     death = mortality(index, pats, anchor="discharge", patient_rows=patient_rows)
     ep = episodes_of_index(index, tables) if episodes is None else episodes
-    dtc = discharge_to_community_days(stays, fac, pats, settings=POST_ACUTE)
+    dtc = discharge_to_community_days(stays, fac, pats, settings=POST_ACUTE, patient_rows=stay_patients)
     at = key_positions(ep["pac_stay_id"], dtc["stay_id"])  # each first post-acute stay's row (−1: none)
     return pd.DataFrame({
         "stay_id": index["stay_id"].to_numpy(),

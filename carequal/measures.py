@@ -576,9 +576,12 @@ def _days_to_next(patient: np.ndarray, day: np.ndarray, other_patient: np.ndarra
 
 
 def discharge_to_community_days(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.DataFrame, *,
-                                 settings: tuple[str, ...] = ("snf", "irf", "ltch", "hha")) -> pd.DataFrame:
+                                 settings: tuple[str, ...] = ("snf", "irf", "ltch", "hha"),
+                                 patient_rows: np.ndarray | None = None) -> pd.DataFrame:
     """What DTC-PAC needs of each post-acute stay, for any window: where it ended and how many days after its
-    discharge the patient died or was next admitted unplanned to an acute hospital or an LTCH.
+    discharge the patient died or was next admitted unplanned to an acute hospital or an LTCH. ``patient_rows``:
+    each stay's patient as a row of ``patients`` (:attr:`carequal.schema.ValidatedTables.patient_rows`), when
+    the caller has them.
 
     :func:`discharge_to_community` with ``window_days = W`` is ``discharged_to_community`` and neither
     ``days_to_death <= W`` nor ``days_to_unplanned <= W``.
@@ -601,8 +604,9 @@ def discharge_to_community_days(stays: pd.DataFrame, facilities: pd.DataFrame, p
     community = np.isin(status, ["01", "06", "81", "86"])
     excluded = pd.Series(status).map(DTC_EXCLUDED_STATUSES).to_numpy()
     discharge = day_numbers(pac["discharge_date"])
-    death = day_numbers(take(patients["death_date"], key_positions(pac["patient_id"], patients["patient_id"]),
-                             np.datetime64("NaT")))
+    pac_patient = key_positions(pac["patient_id"], patients["patient_id"]) if patient_rows is None else \
+        patient_rows[is_pac]
+    death = day_numbers(take(patients["death_date"], pac_patient, np.datetime64("NaT")))
     to_death = np.where(death != _NAT, (death - discharge).astype(float), np.nan)
     # unplanned acute or LTCH admissions after the PAC discharge
     hosp = stays[[c for c in ("stay_id", "patient_id", "admit_date", "principal_dx", "procedures")

@@ -1223,7 +1223,9 @@ def validate_tables(raw_tables: Mapping[str, pd.DataFrame], *, mode: str = "stri
     patient_accepted = np.ones(len(parsed["patients"]), dtype=bool)
     patient_accepted[quarantine["patients"]["row_number"].to_numpy() - 1] = False
     pat_known = {t: (pos >= 0) & patient_accepted[np.maximum(pos, 0)] for t, pos in patient_pos.items()}
-    accepted_patient_row = np.cumsum(patient_accepted) - 1  # a parsed patient's row among the accepted ones
+    # a parsed patient's row among the accepted ones (int32 while it fits: held until the reference is built)
+    accepted_patient_row = (np.cumsum(patient_accepted) - 1).astype(
+        np.int32 if len(patient_accepted) < 2**31 else np.int64)
     patient_rows: dict[str, np.ndarray] = {}
 
     for table in ("stays", "enrollment", "ed_visits"):

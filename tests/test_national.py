@@ -213,3 +213,19 @@ def test_index_stays_rows_among_the_stays_give_what_the_id_look_ups_give(sample_
         post_acute_episodes(stays, t["facilities"], hospital_stays=index, hospital_rows=rows),
         post_acute_episodes(stays, t["facilities"], hospital_stays=index))
     pd.testing.assert_frame_equal(risk_covariates(index, stays, stay_rows=rows), risk_covariates(index, stays))
+
+
+def test_the_measured_cohort_from_validations_patient_look_ups_is_the_cohort_from_its_own():
+    """``measure_cohort(known_patients=ValidatedTables.patient_rows)`` (index_stays' and DTC's patients from
+    validation's foreign-key look-ups) builds the same cohort, row for row, as looking each patient up again."""
+    from carequal.measured import measure_cohort
+
+    validated = load_tables(SAMPLE, mode="quarantine")
+    reused = measure_cohort(dict(validated.tables), known_patients=validated.patient_rows)
+    own = measure_cohort(dict(validated.tables))
+    pd.testing.assert_frame_equal(reused.rows, own.rows)
+    pd.testing.assert_frame_equal(reused.attrition, own.attrition)
+    # the look-ups given are the ones used: every row pointed at the first patient makes another cohort
+    wrong = measure_cohort(dict(validated.tables),
+                           known_patients={t: np.zeros_like(r) for t, r in validated.patient_rows.items()})
+    assert not wrong.rows["age"].equals(own.rows["age"]) or len(wrong.rows) != len(own.rows)
