@@ -480,3 +480,19 @@ def test_chronic_conditions_window_and_counts():
     assert cc.loc["p", "n_conditions"] == 2 and cc.loc["q", "n_conditions"] == 0
     allyears = chronic_conditions(st_).set_index("patient_id")
     assert allyears.loc["p", "dementia"] and allyears.loc["p", "diabetes"]
+
+
+def test_recorded_reasons_hand_worked():
+    """The recorded rules' reason: the broad reason, unless a recorded check comes first in pipeline order
+    (under_min_age after the transfer and merge steps, coverage_not_counted right after not_enrolled)."""
+    from carequal.cohorts import recorded_reasons
+
+    stays = pd.DataFrame({
+        "exclusion_reason": pd.array([None, "transfer_to_acute", "died_in_hospital", "not_enrolled", "data_runout",
+                                      None, "not_in_condition", None], dtype="str"),
+        "record_under_min_age": [True, True, True, False, False, False, True, False],
+        "record_coverage_not_counted": [False, False, False, True, True, False, True, True]})
+    got = recorded_reasons(stays)
+    assert [None if pd.isna(r) else r for r in got] == [
+        "under_min_age", "transfer_to_acute", "under_min_age", "not_enrolled", "coverage_not_counted", None,
+        "under_min_age", "coverage_not_counted"]
