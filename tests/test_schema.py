@@ -645,3 +645,17 @@ def test_a_quarantined_stay_is_no_evidence_against_a_death_date(raw_tables, colu
     out = validate_tables(raw_tables, mode="quarantine")
     assert out.quarantine["patients"].empty
     assert out.quarantine["stays"][["stay_id", "reason"]].values.tolist() == [["A3", reason]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "c", "d", "e", None]), max_size=8), st.booleans())
+def test_duplicated_keys_is_pandas_duplicated_keep_false(keys, sort):
+    """Every copy of a repeated key (missing values never), sorted keys (the no-hash fast path) or not."""
+    from carequal.schema import duplicated_keys
+
+    if sort:
+        keys = sorted(k for k in keys if k is not None)
+    values = pd.Series(keys, dtype="str")
+    expected = np.flatnonzero(values.duplicated(keep=False).to_numpy() & values.notna().to_numpy())
+    assert duplicated_keys(values).tolist() == expected.tolist()
+    assert duplicated_keys(pd.Series(["a", "b", "b"])).tolist() == [1, 2]  # sorted, not strictly: hashed
