@@ -127,7 +127,7 @@ def measure_cohort(tables: dict[str, pd.DataFrame], *, rules: IndexRules | None 
     del cohort, is_index
     episodes = episodes_of_index(index, tables, stay_rows=stay_rows)
     rows = index_measures(index, tables, episodes=episodes, patient_rows=patient_rows, stay_rows=stay_rows,
-                          window_days=READMISSION_WINDOW_DAYS)
+                          window_days=READMISSION_WINDOW_DAYS, stay_patients=stay_patients)
     _release(tables, "ed_visits", release)
     outcomes = stay_outcomes(index, tables, episodes=episodes, patient_rows=patient_rows,
                              readmits=(rows, READMISSION_WINDOW_DAYS), stay_patients=stay_patients)

@@ -413,13 +413,15 @@ def _patient_pairs(patient: np.ndarray, other_patient: np.ndarray, *,
 
 def days_at_home(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.DataFrame,
                  *, windows: tuple[int, ...] = (30, 90), patient_rows: np.ndarray | None = None,
-                 index_rows: np.ndarray | None = None) -> pd.DataFrame:
+                 index_rows: np.ndarray | None = None, stay_patients: np.ndarray | None = None) -> pd.DataFrame:
     """Days alive and out of any institution in the ``w`` days after the index discharge (days 1..w).
 
     A day in an institutional stay is a day from its admission up to, not including, its discharge day
     (Medicare counting; a same-day stay takes its one day); from the death date on, days are not at home.
     Home health days are days at home. ``patient_rows``: as :func:`mortality`'s; ``index_rows``: as
-    :func:`readmissions`'.
+    :func:`readmissions`'; ``stay_patients``: each stay's patient as a row of ``patients``
+    (:attr:`carequal.schema.ValidatedTables.patient_rows`, every patient known), with ``patient_rows`` the
+    patients told apart by their rows instead of hashing their ids.
 
     Returns
     -------
@@ -444,7 +446,10 @@ def days_at_home(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     start = day_numbers(inst["admit_date"])
     end = day_numbers(inst["discharge_date"])
     end = np.where(end == start, end + 1, end)  # [start, end) half-open; same-day stay takes one day
-    codes = pd.factorize(pd.concat([index["patient_id"], inst["patient_id"]], ignore_index=True))[0]
+    if stay_patients is not None and patient_rows is not None:
+        codes = np.concatenate([patient_rows, stay_patients[is_inst]])
+    else:
+        codes = pd.factorize(pd.concat([index["patient_id"], inst["patient_id"]], ignore_index=True))[0]
     n = len(index)
     d = day_numbers(index["discharge_date"])
     if index_rows is None:  # the index stay among the institutional ones
@@ -609,11 +614,16 @@ def discharge_to_community_days(stays: pd.DataFrame, facilities: pd.DataFrame, p
     death = day_numbers(take(patients["death_date"], pac_patient, np.datetime64("NaT")))
     to_death = np.where(death != _NAT, (death - discharge).astype(float), np.nan)
     # unplanned acute or LTCH admissions after the PAC discharge
+    is_hosp = np.isin(setting, ["acute", "ltch"])
     hosp = stays[[c for c in ("stay_id", "patient_id", "admit_date", "principal_dx", "procedures")
-                  if c in stays.columns]][np.isin(setting, ["acute", "ltch"])]
-    unplanned = hosp[~planned_stays(hosp)["planned"].to_numpy()]
+                  if c in stays.columns]][is_hosp]
+    is_planned = planned_stays(hosp)["planned"].to_numpy()
+    unplanned = hosp[~is_planned]
     n = len(pac)
-    codes = pd.factorize(pd.concat([pac["patient_id"], unplanned["patient_id"]], ignore_index=True))[0]
+    if patient_rows is None:
+        codes = pd.factorize(pd.concat([pac["patient_id"], unplanned["patient_id"]], ignore_index=True))[0]
+    else:  # the patients told apart by their rows (each side's codes are all the next step compares)
+        codes = np.concatenate([pac_patient, patient_rows[is_hosp][~is_planned]])
     first = _days_to_next(codes[:n], discharge, codes[n:], day_numbers(unplanned["admit_date"]))
     return pd.DataFrame({
         "stay_id": pac["stay_id"].to_numpy(), "facility_id": pac["facility_id"].to_numpy(), "setting": pac_setting,
@@ -875,7 +885,7 @@ def index_measures(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *,
                    window_days: int = READMISSION_WINDOW_DAYS, mortality_anchor: str = "admission",
                    home_windows: tuple[int, ...] = (30, 90), pac_gap_days: int = 1,
                    episodes: pd.DataFrame | None = None, patient_rows: np.ndarray | None = None,
-                   stay_rows: np.ndarray | None = None) -> pd.DataFrame:
+                   stay_rows: np.ndarray | None = None, stay_patients: np.ndarray | None = None) -> pd.DataFrame:
     """Every per-index-stay measure in one tidy table (one row per index stay, in the order given).
 
     Columns: the index columns, ``los_days`` (Medicare counting), the readmission flags of
@@ -900,6 +910,9 @@ def index_measures(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *,
     stay_rows : ndarray, optional
         Each index stay's row in ``tables["stays"]`` (:class:`carequal.cohorts.Cohort` ``stay_rows`` of the index
         stays); looked up by ``stay_id`` otherwise.
+    stay_patients : ndarray, optional
+        Each row of ``tables["stays"]``'s patient as a row of ``tables["patients"]``
+        (:attr:`carequal.schema.ValidatedTables.patient_rows`): :func:`days_at_home`'s.
     """
     stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
     out = index.reset_index(drop=True).copy(deep=False)  # copy-on-write: the index's columns are not copied
@@ -907,7 +920,7 @@ def index_measures(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *,
     parts = [readmissions(out, stays, fac, window_days=window_days, index_rows=stay_rows),
              mortality(out, pats, days=30, anchor=mortality_anchor, patient_rows=patient_rows),
              days_at_home(out, stays, fac, pats, windows=home_windows, patient_rows=patient_rows,
-                          index_rows=stay_rows)]
+                          index_rows=stay_rows, stay_patients=stay_patients)]
     if tables.get("ed_visits") is not None:
         parts.append(ed_visits_after(out, tables["ed_visits"], days=window_days))
     if episodes is None:
