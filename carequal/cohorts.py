@@ -527,7 +527,7 @@ def _merged_coverage(enrollment: pd.DataFrame, coverage: tuple[str, ...] | None,
         enr, patient = enr[counted], patient[counted]
     start = day_numbers(enr["start_date"])
     end = day_numbers(enr["end_date"])
-    order = np.lexsort((end, start, patient))
+    order = _key_order(patient, start, end)  # np.lexsort((end, start, patient)), faster
     patient, start, end = patient[order], start[order], end[order]
     n = len(enr)
     if n == 0:
@@ -1025,9 +1025,9 @@ def post_acute_episodes(stays: pd.DataFrame, facilities: pd.DataFrame, *, max_ga
     codes = pd.factorize(pd.concat([hosp["patient_id"], pac["patient_id"]], ignore_index=True))[0]
     h_code, p_code = codes[: len(hosp)].astype(np.int64), codes[len(hosp):].astype(np.int64)
     base, shift = np.int64(1 << 31), np.int64(1 << 32)
-    h_order = np.lexsort((day_numbers(hosp["discharge_date"]), h_code))
+    h_order = _key_order(h_code, day_numbers(hosp["discharge_date"]))  # np.lexsort of the reversed keys, faster
     p_days = day_numbers(pac["admit_date"])
-    p_order = np.lexsort((p_days, p_code))
+    p_order = _key_order(p_code, p_days)
     hosp, h_code = hosp.iloc[h_order], h_code[h_order]
     pac, p_code, pac_fpos, p_days = pac.iloc[p_order], p_code[p_order], pac_fpos[p_order], p_days[p_order]
     p_key = p_code * shift + p_days + base

@@ -496,3 +496,16 @@ def test_recorded_reasons_hand_worked():
     assert [None if pd.isna(r) else r for r in got] == [
         "under_min_age", "transfer_to_acute", "under_min_age", "not_enrolled", "coverage_not_counted", None,
         "under_min_age", "coverage_not_counted"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(-3, 3), st.integers(-5, 5), st.sampled_from([0, 1, 2, -2**62, 2**62])),
+                max_size=30))
+def test_key_order_is_lexsort(rows):
+    """``_key_order`` (one packed sort where the keys fit, np.lexsort where not) is ``np.lexsort`` of the reversed
+    keys, ties in input order: what post_acute_episodes and the merged coverage periods now sort with."""
+    from carequal.cohorts import _key_order
+
+    keys = [np.array([r[k] for r in rows], dtype=np.int64) for k in range(3)]
+    assert _key_order(*keys).tolist() == np.lexsort(keys[::-1]).tolist()
+    assert _key_order(*keys[:2]).tolist() == np.lexsort(keys[:2][::-1]).tolist()
