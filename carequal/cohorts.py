@@ -33,6 +33,7 @@ from importlib import resources
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from carequal.errors import ParameterError
@@ -676,8 +677,13 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
         key_positions(acute["patient_id"], patients["patient_id"])
     birth = take(patients["birth_date"], ppos, np.datetime64("NaT"))
     death = take(patients["death_date"], ppos, np.datetime64("NaT"))
-    status = acute["discharge_status"].astype("string").fillna("").to_numpy(dtype=object) \
-        if "discharge_status" in acute.columns else np.full(n, "", dtype=object)
+    # the discharge statuses kept in Arrow (missing as empty): tested by Arrow's kernels, no Python string per stay
+    status = pc.fill_null(arrow_text(acute["discharge_status"]), "") if "discharge_status" in acute.columns \
+        else pa.array(np.full(n, "", dtype=object), pa.string())
+
+    def status_in(values) -> np.ndarray:
+        return pc.is_in(status, value_set=pa.array(sorted(values), pa.string())).to_numpy(zero_copy_only=False)
+
     conds = assign_conditions(acute)
     # the code lists are read by the conditions only: not held through the rest (the bulk of a stay's text)
     acute = acute.drop(columns=[c for c in ("secondary_dx", "procedures") if c in acute.columns])
@@ -688,7 +694,7 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
 
     masks: dict[str, np.ndarray] = {}
     masks["transfer_to_acute"] = ~acute["is_final"].to_numpy()
-    masks["transfer_out_unlinked"] = np.isin(status, list(TRANSFER_STATUSES)) & acute["is_final"].to_numpy() \
+    masks["transfer_out_unlinked"] = status_in(TRANSFER_STATUSES) & acute["is_final"].to_numpy() \
         if rules.chain_transfers else np.zeros(n, dtype=bool)
     # same-day readmission to the same hospital for the same condition: the first stay is merged away
     merged = np.zeros(n, dtype=bool)
@@ -705,9 +711,9 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
     masks["under_min_age"] = (age < rules.min_age) if rules.min_age is not None else np.zeros(n, dtype=bool)
     death_days = day_numbers(death)
     died_by_discharge = (death_days != _NAT_DAYS) & (death_days <= discharge)
-    masks["died_in_hospital"] = (np.isin(status, list(DIED_STATUSES)) | died_by_discharge) \
+    masks["died_in_hospital"] = (status_in(DIED_STATUSES) | died_by_discharge) \
         if rules.exclude_died else np.zeros(n, dtype=bool)
-    masks["against_medical_advice"] = (status == AMA_STATUS) if rules.exclude_ama else np.zeros(n, dtype=bool)
+    masks["against_medical_advice"] = status_in({AMA_STATUS}) if rules.exclude_ama else np.zeros(n, dtype=bool)
     if enrollment is not None and rules.require_enrollment:
         window_start = day_numbers(episode_admit) - rules.enrollment_lookback_days
         window_end = discharge + rules.followup_days
@@ -782,7 +788,7 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
     del acute, conds  # free the acute-stay copy before building the index table (peak memory)
     index = keep[["stay_id", "patient_id", "facility_id", "first_facility_id", "episode_id", "episode_admit_date",
                   "admit_date", "discharge_date"]].copy()
-    index["discharge_status"] = pd.array(status[remaining], dtype="str")
+    index["discharge_status"] = pd.array(status.filter(pa.array(remaining)), dtype="str")
     index["admission_type"] = keep["admission_type"].array if "admission_type" in keep else np.nan
     index["principal_dx"] = keep["principal_dx"].array
     index["condition"] = (condition_label if condition is None
