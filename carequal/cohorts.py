@@ -33,9 +33,11 @@ from importlib import resources
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from carequal.errors import ParameterError
-from carequal.schema import CODE_SEPARATOR, POST_ACUTE_SETTINGS, key_positions, take, take_text
+from carequal.schema import CODE_SEPARATOR, POST_ACUTE_SETTINGS, arrow_text, key_positions, take, take_text
 
 __all__ = ["ALL_PAYER_RULES", "AMA_STATUS", "COMMUNITY_STATUSES", "CONDITIONS", "CONDITION_CODES_VERSION", "Cohort",
            "DIED_STATUSES", "EXCLUSION_STEPS", "IndexRules", "MEDICARE_FFS_RULES", "TRANSFER_STATUSES", "acute_stays",
@@ -154,14 +156,21 @@ def assign_conditions(stays: pd.DataFrame, *, conditions: tuple[str, ...] = COND
     def has_prefix(lists: pd.Series, prefixes: list[str]) -> Callable[[np.ndarray | None], np.ndarray]:
         return lambda rows: _list_has_prefix(lists if rows is None else lists.take(rows), prefixes)
 
-    label = np.full(len(stays), "other", dtype=object)
-    for condition in conditions:
+    # each prefix tested on the distinct principal diagnoses (thousands), not on every stay (millions)
+    encoded = pc.dictionary_encode(arrow_text(principal))
+    principal_codes = encoded.indices.to_numpy(zero_copy_only=False)
+
+    def principal_starts(prefix: str) -> np.ndarray:
+        return pc.starts_with(encoded.dictionary, prefix).to_numpy(zero_copy_only=False)[principal_codes]
+
+    # the first matching condition's number (len(conditions): none), named once at the end: comparing an array
+    # of Python strings per condition costs more than the conditions' own tests at millions of stays
+    first = np.full(len(stays), len(conditions), dtype=np.int8 if len(conditions) < 127 else np.int64)
+    for number, condition in enumerate(conditions):
         include = np.zeros(len(stays), dtype=bool)
         exclude = np.zeros(len(stays), dtype=bool)
         for row in codes[codes["condition"] == condition].itertuples(index=False):
-            match = np.ones(len(stays), dtype=bool)
-            if row.principal_dx:
-                match &= principal.str.startswith(row.principal_dx).to_numpy(dtype=bool, na_value=False)
+            match = principal_starts(row.principal_dx) if row.principal_dx else np.ones(len(stays), dtype=bool)
             if row.secondary_dx:
                 match = _narrowed(match, has_prefix(secondary, row.secondary_dx.split("|")))
             if row.procedure:
@@ -172,8 +181,8 @@ def assign_conditions(stays: pd.DataFrame, *, conditions: tuple[str, ...] = COND
                 exclude |= match
         flag = include & ~exclude
         out[condition] = flag
-        label = np.where((label == "other") & flag, condition, label)
-    out["condition"] = label
+        first[(first == len(conditions)) & flag] = number
+    out["condition"] = np.array([*conditions, "other"], dtype=object)[first]
     return out
 
 
@@ -281,6 +290,9 @@ class Cohort:
         Each acute stay's (``stays``') patient as its row in the patients table given (−1 if absent), as
         :func:`index_stays` looked it up: callers joining the stays or the index stays (``patient_rows[is_index]``)
         to the patients reuse it instead of hashing millions of ids again.
+    stay_rows : ndarray or None
+        Each acute stay's row in the stays table given (``stay_rows[is_index]``: the index stays' rows), so that
+        callers need not look the index stays up among the stays by id.
     """
 
     stays: pd.DataFrame
@@ -289,6 +301,7 @@ class Cohort:
     rules: IndexRules = field(default_factory=IndexRules)
     condition: str | None = None
     patient_rows: np.ndarray | None = field(default=None, repr=False, compare=False)
+    stay_rows: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def acute_stays(stays: pd.DataFrame, facilities: pd.DataFrame) -> pd.DataFrame:
@@ -305,6 +318,11 @@ def acute_stays(stays: pd.DataFrame, facilities: pd.DataFrame) -> pd.DataFrame:
     >>> acute_stays(st, fac)["stay_id"].tolist()
     ['1', '2']
     """
+    return _acute_stays(stays, facilities)[0]
+
+
+def _acute_stays(stays: pd.DataFrame, facilities: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """:func:`acute_stays`, and each acute stay's row in ``stays``."""
     fpos = key_positions(stays["facility_id"], facilities["facility_id"])
     rows = np.flatnonzero(take(facilities["setting"], fpos, None) == "acute")
     # ordered on the sort keys alone, then every column gathered once (not filtered, then reordered: two copies)
@@ -312,7 +330,7 @@ def acute_stays(stays: pd.DataFrame, facilities: pd.DataFrame) -> pd.DataFrame:
     out = stays.iloc[rows].reset_index(drop=True)
     fpos = fpos[rows]
     return out.assign(setting="acute", facility_market=take(facilities["market"], fpos, None),
-                      facility_is_partner=take(facilities["is_partner"], fpos, False))
+                      facility_is_partner=take(facilities["is_partner"], fpos, False)), rows
 
 
 def time_order(stays: pd.DataFrame, *, patient: np.ndarray | None = None, admit: np.ndarray | None = None,
@@ -510,7 +528,7 @@ def _merged_coverage(enrollment: pd.DataFrame, coverage: tuple[str, ...] | None,
         enr, patient = enr[counted], patient[counted]
     start = day_numbers(enr["start_date"])
     end = day_numbers(enr["end_date"])
-    order = np.lexsort((end, start, patient))
+    order = _key_order(patient, start, end)  # np.lexsort((end, start, patient)), faster
     patient, start, end = patient[order], start[order], end[order]
     n = len(enr)
     if n == 0:
@@ -583,7 +601,8 @@ def _washout(patient: np.ndarray, admit: np.ndarray, discharge: np.ndarray, elig
 
 def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.DataFrame,
                 enrollment: pd.DataFrame | None = None, *, condition: str | None = None,
-                rules: IndexRules | None = None, record: IndexRules | None = None) -> Cohort:
+                rules: IndexRules | None = None, record: IndexRules | None = None,
+                known_patients: dict[str, np.ndarray] | None = None) -> Cohort:
     """Build an index-stay cohort from acute stays with the CMS exclusion pipeline.
 
     Parameters
@@ -604,6 +623,10 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
         ``record_coverage_not_counted``), and ``index`` gets ``in_record`` (the index stay is one under
         ``record`` too). Hospital-wide cohorts only (``condition`` None: the washout of a condition cohort
         depends on which stays are index stays, so it cannot be derived by filtering).
+    known_patients : dict of ndarray, optional
+        Each row's patient as a row of ``patients``, for ``stays`` and ``enrollment`` (validated tables:
+        :attr:`carequal.schema.ValidatedTables.patient_rows`, every patient known); looked up by ``patient_id``
+        otherwise.
 
     Returns
     -------
@@ -646,14 +669,21 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
         raise ParameterError(f"unknown condition {condition!r}; choose from {', '.join(CONDITIONS)}")
     if record is not None:
         _check_record(rules, record, condition)
-    acute = link_transfers(acute_stays(stays, facilities), gap_days=rules.transfer_gap_days) \
-        if rules.chain_transfers else _unlinked(acute_stays(stays, facilities))
+    acute, stay_rows = _acute_stays(stays, facilities)
+    acute = link_transfers(acute, gap_days=rules.transfer_gap_days) if rules.chain_transfers else _unlinked(acute)
     n = len(acute)
-    ppos = key_positions(acute["patient_id"], patients["patient_id"])
+    known_patients = known_patients or {}
+    ppos = known_patients["stays"][stay_rows].astype(np.int64) if "stays" in known_patients else \
+        key_positions(acute["patient_id"], patients["patient_id"])
     birth = take(patients["birth_date"], ppos, np.datetime64("NaT"))
     death = take(patients["death_date"], ppos, np.datetime64("NaT"))
-    status = acute["discharge_status"].astype("string").fillna("").to_numpy(dtype=object) \
-        if "discharge_status" in acute.columns else np.full(n, "", dtype=object)
+    # the discharge statuses kept in Arrow (missing as empty): tested by Arrow's kernels, no Python string per stay
+    status = pc.fill_null(arrow_text(acute["discharge_status"]), "") if "discharge_status" in acute.columns \
+        else pa.array(np.full(n, "", dtype=object), pa.string())
+
+    def status_in(values) -> np.ndarray:
+        return pc.is_in(status, value_set=pa.array(sorted(values), pa.string())).to_numpy(zero_copy_only=False)
+
     conds = assign_conditions(acute)
     # the code lists are read by the conditions only: not held through the rest (the bulk of a stay's text)
     acute = acute.drop(columns=[c for c in ("secondary_dx", "procedures") if c in acute.columns])
@@ -664,7 +694,7 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
 
     masks: dict[str, np.ndarray] = {}
     masks["transfer_to_acute"] = ~acute["is_final"].to_numpy()
-    masks["transfer_out_unlinked"] = np.isin(status, list(TRANSFER_STATUSES)) & acute["is_final"].to_numpy() \
+    masks["transfer_out_unlinked"] = status_in(TRANSFER_STATUSES) & acute["is_final"].to_numpy() \
         if rules.chain_transfers else np.zeros(n, dtype=bool)
     # same-day readmission to the same hospital for the same condition: the first stay is merged away
     merged = np.zeros(n, dtype=bool)
@@ -681,16 +711,17 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
     masks["under_min_age"] = (age < rules.min_age) if rules.min_age is not None else np.zeros(n, dtype=bool)
     death_days = day_numbers(death)
     died_by_discharge = (death_days != _NAT_DAYS) & (death_days <= discharge)
-    masks["died_in_hospital"] = (np.isin(status, list(DIED_STATUSES)) | died_by_discharge) \
+    masks["died_in_hospital"] = (status_in(DIED_STATUSES) | died_by_discharge) \
         if rules.exclude_died else np.zeros(n, dtype=bool)
-    masks["against_medical_advice"] = (status == AMA_STATUS) if rules.exclude_ama else np.zeros(n, dtype=bool)
+    masks["against_medical_advice"] = status_in({AMA_STATUS}) if rules.exclude_ama else np.zeros(n, dtype=bool)
     if enrollment is not None and rules.require_enrollment:
         window_start = day_numbers(episode_admit) - rules.enrollment_lookback_days
         window_end = discharge + rules.followup_days
         window_end = np.where(death_days != _NAT_DAYS, np.minimum(window_end, death_days), window_end)
         # two steps, so the attrition separates gaps in coverage from coverage of a type that does not count
         # each enrollment row's patient, looked up once for every coverage type asked for
-        enrolled_patient = key_positions(enrollment["patient_id"], patients["patient_id"])
+        enrolled_patient = known_patients["enrollment"].astype(np.int64) if "enrollment" in known_patients else \
+            key_positions(enrollment["patient_id"], patients["patient_id"])
         masks["not_enrolled"] = ~_enrolled(patient, window_start, window_end,
                                            _merged_coverage(enrollment, None, enrolled_patient))
         if rules.coverage is not None and "coverage" in enrollment.columns:
@@ -757,7 +788,7 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
     del acute, conds  # free the acute-stay copy before building the index table (peak memory)
     index = keep[["stay_id", "patient_id", "facility_id", "first_facility_id", "episode_id", "episode_admit_date",
                   "admit_date", "discharge_date"]].copy()
-    index["discharge_status"] = pd.array(status[remaining], dtype="str")
+    index["discharge_status"] = pd.array(status.filter(pa.array(remaining)), dtype="str")
     index["admission_type"] = keep["admission_type"].array if "admission_type" in keep else np.nan
     index["principal_dx"] = keep["principal_dx"].array
     index["condition"] = (condition_label if condition is None
@@ -774,7 +805,7 @@ def index_stays(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.Data
     if record is not None:
         index["in_record"] = ~(record_age | record_coverage)[remaining]
     return Cohort(stays=stay_table, index=index, attrition=attrition, rules=rules, condition=condition,
-                  patient_rows=ppos)
+                  patient_rows=ppos, stay_rows=stay_rows)
 
 
 def _patient_column(values: pd.Series, rows: np.ndarray):
@@ -881,7 +912,10 @@ def recorded_reasons(stays: pd.DataFrame) -> np.ndarray:
         raise ParameterError("the cohort has no recorded rules: build it with index_stays(..., record=rules)")
     reason = stays["exclusion_reason"].to_numpy(dtype=object).copy()
     order = {step: i for i, (step, _) in enumerate(EXCLUSION_STEPS)}
-    rank = np.array([order.get(r, len(order)) if isinstance(r, str) else len(order) for r in reason])
+    # each reason's place in pipeline order (after every step: none, or a reason of no step), by one Arrow hash
+    # look-up: a Python loop over millions of acute stays cost seconds
+    rank = key_positions(stays["exclusion_reason"], pd.Series(list(order), dtype="str"))
+    rank[rank < 0] = len(order)
     for step, column in (("under_min_age", "record_under_min_age"),
                          ("coverage_not_counted", "record_coverage_not_counted")):
         hit = stays[column].to_numpy(dtype=bool) & (rank > order[step])
@@ -915,7 +949,8 @@ def restrict_cohort(cohort: Cohort) -> Cohort:
     stays["is_index"] = pd.isna(reason)
     index = cohort.index[cohort.index["in_record"].to_numpy(dtype=bool)].drop(columns="in_record")
     return Cohort(stays=stays, index=index.reset_index(drop=True), attrition=attrition_of(reason),
-                  rules=cohort.rules, condition=cohort.condition, patient_rows=cohort.patient_rows)
+                  rules=cohort.rules, condition=cohort.condition, patient_rows=cohort.patient_rows,
+                  stay_rows=cohort.stay_rows)
 
 
 def _unlinked(acute: pd.DataFrame) -> pd.DataFrame:
@@ -938,7 +973,8 @@ def rules_table(rules: IndexRules) -> pd.DataFrame:
 
 
 def post_acute_episodes(stays: pd.DataFrame, facilities: pd.DataFrame, *, max_gap_days: int = 1,
-                        hospital_stays: pd.DataFrame | None = None) -> pd.DataFrame:
+                        hospital_stays: pd.DataFrame | None = None,
+                        hospital_rows: np.ndarray | None = None) -> pd.DataFrame:
     """Link each acute discharge to the first post-acute stay (SNF, IRF, LTCH, HHA) that starts within
     ``max_gap_days`` of it.
 
@@ -950,6 +986,9 @@ def post_acute_episodes(stays: pd.DataFrame, facilities: pd.DataFrame, *, max_ga
         The PAC stay must start on the discharge day or up to this many days after (CMS SNFRM: 1).
     hospital_stays : DataFrame, optional
         Restrict the hospital side to these stays (e.g. a cohort's index stays, by ``stay_id``).
+    hospital_rows : ndarray, optional
+        With ``hospital_stays``: their rows in ``stays`` (``Cohort.stay_rows`` of the index stays), which saves
+        looking their ids up (stay ids are the contract's unique key).
 
     Returns
     -------
@@ -977,7 +1016,11 @@ def post_acute_episodes(stays: pd.DataFrame, facilities: pd.DataFrame, *, max_ga
     fpos_all = key_positions(stays["facility_id"], facilities["facility_id"])
     setting = take(facilities["setting"], fpos_all, None)
     is_hosp = setting == "acute"
-    if hospital_stays is not None:
+    if hospital_stays is not None and hospital_rows is not None:
+        chosen = np.zeros(len(stays), dtype=bool)
+        chosen[hospital_rows] = True
+        is_hosp &= chosen
+    elif hospital_stays is not None:
         is_hosp &= key_positions(stays["stay_id"], hospital_stays["stay_id"]) >= 0
     is_pac = np.isin(setting, POST_ACUTE_SETTINGS)
     columns = [c for c in ("stay_id", "patient_id", "facility_id", "admit_date", "discharge_date", "discharge_status")
@@ -988,9 +1031,9 @@ def post_acute_episodes(stays: pd.DataFrame, facilities: pd.DataFrame, *, max_ga
     codes = pd.factorize(pd.concat([hosp["patient_id"], pac["patient_id"]], ignore_index=True))[0]
     h_code, p_code = codes[: len(hosp)].astype(np.int64), codes[len(hosp):].astype(np.int64)
     base, shift = np.int64(1 << 31), np.int64(1 << 32)
-    h_order = np.lexsort((day_numbers(hosp["discharge_date"]), h_code))
+    h_order = _key_order(h_code, day_numbers(hosp["discharge_date"]))  # np.lexsort of the reversed keys, faster
     p_days = day_numbers(pac["admit_date"])
-    p_order = np.lexsort((p_days, p_code))
+    p_order = _key_order(p_code, p_days)
     hosp, h_code = hosp.iloc[h_order], h_code[h_order]
     pac, p_code, pac_fpos, p_days = pac.iloc[p_order], p_code[p_order], pac_fpos[p_order], p_days[p_order]
     p_key = p_code * shift + p_days + base

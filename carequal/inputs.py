@@ -191,7 +191,7 @@ def prepare(data, work: str | Path, *, period_start=None, period_end=None,
     dataset = data if ingested else prepared_dir / f"dataset-{dataset_key}"
     quarantine = None if ingested else prepared_dir / f"quarantine-{dataset_key}"
     about_path = prepared_dir / f"dataset-{dataset_key}.json"
-    tables = None
+    tables = known_patients = None
     reused = True
     if force or not about_path.is_file() or not dataset.is_dir():
         reused = False
@@ -204,6 +204,8 @@ def prepare(data, work: str | Path, *, period_start=None, period_end=None,
         else:
             validated = load_tables(data, mode=mode)
             tables = validated.tables
+            # validation's look-ups of each stay's and enrollment's patient, reused by the reference
+            known_patients = {t: rows for t, rows in validated.patient_rows.items() if t in ("stays", "enrollment")}
             seconds["validate"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             tmp = prepared_dir / f"dataset-{dataset_key}.tmp"
@@ -248,8 +250,9 @@ def prepare(data, work: str | Path, *, period_start=None, period_end=None,
             tables = read_dataset_tables(dataset, columns=INPUT_COLUMNS)
         if client is None:  # one index_stays run: the measured cohort, and the reference from its CMS rows
             facilities = tables["facilities"]
-            cohort = measure_cohort(tables, release=True)  # each table let go once the cohort has read it
-            tables = None
+            # each table let go once the cohort has read it
+            cohort = measure_cohort(tables, release=True, known_patients=known_patients)
+            tables = known_patients = None
             cohort, built = reference_of_cohort(cohort, facilities, period_start=start, period_end=end,
                                                 measures=measures)
         else:  # the stay-level measures on the cluster, partition by partition; the models here

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import quote, unquote
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -34,6 +35,7 @@ from carequal.schema import (
     column_list,
     key_positions,
     take,
+    take_text,
     validate_tables,
 )
 
@@ -313,12 +315,21 @@ def load_tables(directory: str | Path | TableSource, *, mode: str = "strict") ->
     return validate_tables(read_tables(directory), mode=mode)
 
 
-def _with_market(table: str, frame: pd.DataFrame, patients: pd.DataFrame) -> pd.DataFrame:
+def _with_market(table: str, frame: pd.DataFrame, patients: pd.DataFrame,
+                 patient_rows: np.ndarray | None = None) -> pd.DataFrame:
+    """``frame`` with its patients' ``market``; ``patient_rows`` (each row's patient as a row of ``patients``,
+    :attr:`carequal.schema.ValidatedTables.patient_rows`) saves the look-up."""
     if table in ("facilities", "patients"):
         return frame
-    # one Arrow hash look-up (a pandas map on text keys is ~10x slower at millions of rows); every accepted row
-    # names a known patient (the contract's foreign key), so no row is left without a market
-    return frame.assign(market=take(patients["market"], key_positions(frame["patient_id"], patients["patient_id"])))
+    # one Arrow hash look-up (a pandas map on text keys is ~10x slower at millions of rows), unless validation
+    # made it; every accepted row names a known patient (the contract's foreign key), so no row is left without
+    # a market
+    if patient_rows is None:
+        patient_rows = key_positions(frame["patient_id"], patients["patient_id"])
+    market = patients["market"]
+    # Arrow text gathered in Arrow: no Python string per row, made and then converted back for the write
+    return frame.assign(market=take_text(market, patient_rows) if isinstance(market.dtype, pd.StringDtype)
+                        else take(market, patient_rows))
 
 
 def write_market_dataset(validated: ValidatedTables, out_dir: str | Path) -> dict[str, int]:
@@ -331,7 +342,7 @@ def write_market_dataset(validated: ValidatedTables, out_dir: str | Path) -> dic
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
     for table, frame in validated.tables.items():
-        data = _with_market(table, frame, validated.tables["patients"])
+        data = _with_market(table, frame, validated.tables["patients"], validated.patient_rows.get(table))
         arrow = pa.Table.from_pandas(data, preserve_index=False)
         ds.write_dataset(
             arrow, out_dir / table, format="parquet", partitioning=["market"], partitioning_flavor="hive",

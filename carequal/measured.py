@@ -42,12 +42,19 @@ from carequal.cohorts import (
     recorded_reasons,
 )
 from carequal.errors import ParameterError
-from carequal.measures import discharge_to_community_days, index_measures, mortality, readmissions
+from carequal.measures import (
+    READMISSION_WINDOW_DAYS,
+    discharge_to_community_days,
+    index_measures,
+    mortality,
+    planned_stays,
+    readmissions,
+)
 from carequal.risk import risk_covariates
-from carequal.schema import key_positions, take, take_text
+from carequal.schema import few_key_positions, key_positions, take, take_text
 
 __all__ = ["ATTRITION_COLUMNS", "POST_ACUTE", "MeasuredCohort", "dtc_outcome", "episodes_of", "episodes_of_index",
-           "measure_cohort", "mortality_outcome", "readmission_outcome"]
+           "first_readmit_planned", "measure_cohort", "mortality_outcome", "readmission_outcome"]
 
 POST_ACUTE = ("snf", "irf", "ltch", "hha")
 _ANY_WINDOW = 100_000
@@ -81,7 +88,8 @@ class MeasuredCohort:
 
 
 def measure_cohort(tables: dict[str, pd.DataFrame], *, rules: IndexRules | None = ALL_PAYER_RULES,
-                   record: IndexRules | None = MEDICARE_FFS_RULES, release: bool = False) -> MeasuredCohort:
+                   record: IndexRules | None = MEDICARE_FFS_RULES, release: bool = False,
+                   known_patients: dict[str, np.ndarray] | None = None) -> MeasuredCohort:
     """Build the measured cohort of ``tables`` with one :func:`carequal.cohorts.index_stays` run.
 
     Parameters
@@ -99,26 +107,36 @@ def measure_cohort(tables: dict[str, pd.DataFrame], *, rules: IndexRules | None 
         enrollment after the index stays, the ED visits after the measures, the patients after the outcomes,
         the stays at the end): a caller done with the tables (:func:`carequal.inputs.prepare`) then does not hold
         them while the cohort is built, the peak memory of the national reference.
+    known_patients : dict of ndarray, optional
+        Each row's patient as a row of ``tables["patients"]``, per table
+        (:attr:`carequal.schema.ValidatedTables.patient_rows`): validation's look-ups, reused.
     """
     stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
     rules = rules or IndexRules()
-    cohort = index_stays(stays, fac, pats, tables.get("enrollment"), rules=rules, record=record)
+    stay_patients = (known_patients or {}).get("stays")
+    cohort = index_stays(stays, fac, pats, tables.get("enrollment"), rules=rules, record=record,
+                         known_patients=known_patients)
+    del known_patients
     _release(tables, "enrollment", release)
     attrition = _attrition(cohort, pats, record)  # now: the acute stays' table is not needed after it
     index = cohort.index
     in_record = index.pop("in_record").to_numpy(dtype=bool) if record is not None else np.ones(len(index), bool)
     # what index_stays looked up and the episodes both steps read: computed once
-    patient_rows = cohort.patient_rows[cohort.stays["is_index"].to_numpy(dtype=bool)]
-    del cohort
-    episodes = episodes_of_index(index, tables)
-    rows = index_measures(index, tables, episodes=episodes, patient_rows=patient_rows)
+    is_index = cohort.stays["is_index"].to_numpy(dtype=bool)
+    patient_rows, stay_rows = cohort.patient_rows[is_index], cohort.stay_rows[is_index]
+    del cohort, is_index
+    episodes = episodes_of_index(index, tables, stay_rows=stay_rows)
+    rows = index_measures(index, tables, episodes=episodes, patient_rows=patient_rows, stay_rows=stay_rows,
+                          window_days=READMISSION_WINDOW_DAYS, stay_patients=stay_patients)
     _release(tables, "ed_visits", release)
-    outcomes = stay_outcomes(index, tables, episodes=episodes, patient_rows=patient_rows)
+    outcomes = stay_outcomes(index, tables, episodes=episodes, patient_rows=patient_rows,
+                             readmits=(rows, READMISSION_WINDOW_DAYS), stay_patients=stay_patients)
+    del stay_patients
     del episodes, index, pats
     _release(tables, "patients", release)
     rows = pd.concat([rows, outcomes.drop(columns="stay_id").set_axis(rows.index)], axis=1)
     del outcomes
-    rows = risk_covariates(rows, stays)
+    rows = risk_covariates(rows, stays, stay_rows=stay_rows)
     del stays
     _release(tables, "stays", release)
     rows.insert(0, "order", np.arange(len(rows), dtype=np.int64))
@@ -147,11 +165,14 @@ def _attrition(cohort: Cohort, patients: pd.DataFrame, record: IndexRules | None
     return pd.concat(parts, ignore_index=True)[list(ATTRITION_COLUMNS)]
 
 
-def episodes_of_index(index: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def episodes_of_index(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *,
+                      stay_rows: np.ndarray | None = None) -> pd.DataFrame:
     """The post-acute episodes (:func:`carequal.cohorts.post_acute_episodes`, CMS's one-day gap) of the index
     stays, one row per index stay in the index's order: what :func:`carequal.measures.index_measures` and
-    :func:`stay_outcomes` both read, computed once."""
-    episodes = post_acute_episodes(tables["stays"], tables["facilities"], hospital_stays=index)
+    :func:`stay_outcomes` both read, computed once. ``stay_rows``: each index stay's row in ``tables["stays"]``
+    (``Cohort.stay_rows`` of the index stays), when the caller has them."""
+    episodes = post_acute_episodes(tables["stays"], tables["facilities"], hospital_stays=index,
+                                   hospital_rows=stay_rows)
     at = key_positions(index["stay_id"], episodes["stay_id"])
     if (at < 0).any():  # not every index stay is an acute stay of ``tables``: missing rows, as a reindex makes them
         return episodes.set_index("stay_id").reindex(index["stay_id"]).reset_index()
@@ -159,11 +180,16 @@ def episodes_of_index(index: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> p
 
 
 def stay_outcomes(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *, episodes: pd.DataFrame | None = None,
-                  patient_rows: np.ndarray | None = None) -> pd.DataFrame:
+                  patient_rows: np.ndarray | None = None,
+                  readmits: tuple[pd.DataFrame, int] | None = None,
+                  stay_patients: np.ndarray | None = None) -> pd.DataFrame:
     """The outcome columns any window derives from (see the module docstring), one row per index stay, in order.
 
-    ``episodes`` (:func:`episodes_of_index`) and ``patient_rows`` (each index stay's patient as its row in
-    ``tables["patients"]``) when the caller has them; computed here otherwise.
+    ``episodes`` (:func:`episodes_of_index`), ``patient_rows`` (each index stay's patient as its row in
+    ``tables["patients"]``) and ``readmits`` (:func:`carequal.measures.readmissions` of the index stays with
+    some window, and that window: :func:`first_readmit_planned`) and ``stay_patients`` (each row of
+    ``tables["stays"]``'s patient as its row in ``tables["patients"]``) when the caller has them; computed here
+    otherwise.
 
     Returns
     -------
@@ -174,14 +200,17 @@ def stay_outcomes(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *, episo
     """
     stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
     index = index.reset_index(drop=True)
-    first = readmissions(index, stays, fac, window_days=_ANY_WINDOW)
+    if readmits is None:
+        planned = readmissions(index, stays, fac, window_days=_ANY_WINDOW)["readmit_planned"].to_numpy(dtype=bool)
+    else:
+        planned = first_readmit_planned(*readmits, stays)
     death = mortality(index, pats, anchor="discharge", patient_rows=patient_rows)
     ep = episodes_of_index(index, tables) if episodes is None else episodes
-    dtc = discharge_to_community_days(stays, fac, pats, settings=POST_ACUTE)
+    dtc = discharge_to_community_days(stays, fac, pats, settings=POST_ACUTE, patient_rows=stay_patients)
     at = key_positions(ep["pac_stay_id"], dtc["stay_id"])  # each first post-acute stay's row (−1: none)
     return pd.DataFrame({
         "stay_id": index["stay_id"].to_numpy(),
-        "first_readmit_planned": first["readmit_planned"].to_numpy(dtype=bool),
+        "first_readmit_planned": planned,
         "days_to_death_discharge": death["days_to_death"].to_numpy(dtype=float),
         "pac_stay_id": ep["pac_stay_id"].astype("string").array,
         "pac_admit_date": ep["pac_admit_date"].to_numpy(),
@@ -193,6 +222,33 @@ def stay_outcomes(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *, episo
         "dtc_days_to_death": take(dtc["days_to_death"], at).astype(float),
         "dtc_days_to_unplanned": take(dtc["days_to_unplanned"], at).astype(float),
     })
+
+
+def first_readmit_planned(readmits: pd.DataFrame, window: int, stays: pd.DataFrame) -> np.ndarray:
+    """Whether each index stay's first readmission (any time after it) is planned, from
+    :func:`carequal.measures.readmissions` output with a window of ``window`` days: identical to
+    ``readmissions(..., window_days=_ANY_WINDOW)["readmit_planned"]`` without a second pass over every acute stay.
+
+    Inside ``window`` the flag is ``readmit_planned`` as given; the CMS Planned Readmission Algorithm
+    (:func:`carequal.measures.planned_stays`, one stay at a time) runs only on the first readmissions after it,
+    found by their ``readmit_stay_id`` among ``stays`` (stay ids are the contract's unique key).
+
+    Examples
+    --------
+    >>> st = pd.DataFrame({"stay_id": ["r1", "r2"], "principal_dx": ["Z5111", "I509"], "procedures": np.nan})
+    >>> r = pd.DataFrame({"readmit_stay_id": ["r2", "r1", None], "days_to_readmit": [3.0, 40.0, np.nan],
+    ...                   "readmit_planned": [False, False, False]})
+    >>> first_readmit_planned(r, 30, st).tolist()
+    [False, True, False]
+    """
+    days = readmits["days_to_readmit"].to_numpy(dtype=float)
+    planned = readmits["readmit_planned"].to_numpy(dtype=bool).copy()
+    beyond = np.flatnonzero((days > window) & (days <= _ANY_WINDOW))  # NaN (no readmission): never
+    if len(beyond):
+        rows = few_key_positions(readmits["readmit_stay_id"].iloc[beyond].reset_index(drop=True), stays["stay_id"])
+        needed = [c for c in ("stay_id", "principal_dx", "procedures") if c in stays.columns]
+        planned[beyond] = planned_stays(stays[needed].iloc[rows])["planned"].to_numpy(dtype=bool)
+    return planned
 
 
 def _check(rows: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:

@@ -205,7 +205,7 @@ def _patient_codes(patient_ids: pd.Series, rows: np.ndarray) -> np.ndarray:
 
 
 def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFrame, *,
-                 window_days: int = READMISSION_WINDOW_DAYS) -> pd.DataFrame:
+                 window_days: int = READMISSION_WINDOW_DAYS, index_rows: np.ndarray | None = None) -> pd.DataFrame:
     """Flag readmissions within ``window_days`` (30) of index stays.
 
     The readmission is the patient's **first** acute admission (to any acute hospital) after the index
@@ -222,6 +222,9 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
         Contract tables: every acute stay of the patients is a possible readmission.
     window_days : int
         Length of the window (30). The flags are named for it, as :func:`mortality`'s ``died_{days}d``.
+    index_rows : ndarray, optional
+        Each index stay's row in ``stays`` (``Cohort.stay_rows`` of the index stays); looked up by ``stay_id``
+        otherwise.
 
     Returns
     -------
@@ -260,7 +263,7 @@ def readmissions(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     sorted_rows, patient = acute_rows[in_order], patient[in_order]
     rank = np.full(len(stays), -1, dtype=np.int64)
     rank[sorted_rows] = np.arange(len(sorted_rows))
-    row = few_key_positions(index["stay_id"], stays["stay_id"])
+    row = few_key_positions(index["stay_id"], stays["stay_id"]) if index_rows is None else index_rows
     position = np.where(row >= 0, rank[np.clip(row, 0, None)], -1)
     if (position < 0).any():
         missing = index["stay_id"].to_numpy()[position < 0][:5]
@@ -409,12 +412,16 @@ def _patient_pairs(patient: np.ndarray, other_patient: np.ndarray, *,
 
 
 def days_at_home(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.DataFrame,
-                 *, windows: tuple[int, ...] = (30, 90), patient_rows: np.ndarray | None = None) -> pd.DataFrame:
+                 *, windows: tuple[int, ...] = (30, 90), patient_rows: np.ndarray | None = None,
+                 index_rows: np.ndarray | None = None, stay_patients: np.ndarray | None = None) -> pd.DataFrame:
     """Days alive and out of any institution in the ``w`` days after the index discharge (days 1..w).
 
     A day in an institutional stay is a day from its admission up to, not including, its discharge day
     (Medicare counting; a same-day stay takes its one day); from the death date on, days are not at home.
-    Home health days are days at home. ``patient_rows``: as :func:`mortality`'s.
+    Home health days are days at home. ``patient_rows``: as :func:`mortality`'s; ``index_rows``: as
+    :func:`readmissions`'; ``stay_patients``: each stay's patient as a row of ``patients``
+    (:attr:`carequal.schema.ValidatedTables.patient_rows`, every patient known), with ``patient_rows`` the
+    patients told apart by their rows instead of hashing their ids.
 
     Returns
     -------
@@ -434,14 +441,23 @@ def days_at_home(index: pd.DataFrame, stays: pd.DataFrame, facilities: pd.DataFr
     0       i               10
     """
     setting = take(facilities["setting"], key_positions(stays["facility_id"], facilities["facility_id"]), None)
-    inst = stays[["stay_id", "patient_id", "admit_date", "discharge_date"]][np.isin(setting, INSTITUTIONAL_SETTINGS)]
+    is_inst = np.isin(setting, INSTITUTIONAL_SETTINGS)
+    inst = stays[["stay_id", "patient_id", "admit_date", "discharge_date"]][is_inst]
     start = day_numbers(inst["admit_date"])
     end = day_numbers(inst["discharge_date"])
     end = np.where(end == start, end + 1, end)  # [start, end) half-open; same-day stay takes one day
-    codes = pd.factorize(pd.concat([index["patient_id"], inst["patient_id"]], ignore_index=True))[0]
+    if stay_patients is not None and patient_rows is not None:
+        codes = np.concatenate([patient_rows, stay_patients[is_inst]])
+    else:
+        codes = pd.factorize(pd.concat([index["patient_id"], inst["patient_id"]], ignore_index=True))[0]
     n = len(index)
     d = day_numbers(index["discharge_date"])
-    self_pos = few_key_positions(index["stay_id"], inst["stay_id"])  # the index stay among the institutional ones
+    if index_rows is None:  # the index stay among the institutional ones
+        self_pos = few_key_positions(index["stay_id"], inst["stay_id"])
+    else:
+        inst_pos = np.full(len(stays), -1, dtype=np.int64)
+        inst_pos[is_inst] = np.arange(len(inst))
+        self_pos = inst_pos[index_rows]
     kept: list[tuple[np.ndarray, ...]] = [(np.zeros(0, dtype=np.int64),) * 3]
     for i, j in _patient_pairs(codes[:n], codes[n:]):  # the index stay's patient's institutional stays
         s_, e_ = start[j], end[j]
@@ -565,9 +581,12 @@ def _days_to_next(patient: np.ndarray, day: np.ndarray, other_patient: np.ndarra
 
 
 def discharge_to_community_days(stays: pd.DataFrame, facilities: pd.DataFrame, patients: pd.DataFrame, *,
-                                 settings: tuple[str, ...] = ("snf", "irf", "ltch", "hha")) -> pd.DataFrame:
+                                 settings: tuple[str, ...] = ("snf", "irf", "ltch", "hha"),
+                                 patient_rows: np.ndarray | None = None) -> pd.DataFrame:
     """What DTC-PAC needs of each post-acute stay, for any window: where it ended and how many days after its
-    discharge the patient died or was next admitted unplanned to an acute hospital or an LTCH.
+    discharge the patient died or was next admitted unplanned to an acute hospital or an LTCH. ``patient_rows``:
+    each stay's patient as a row of ``patients`` (:attr:`carequal.schema.ValidatedTables.patient_rows`), when
+    the caller has them.
 
     :func:`discharge_to_community` with ``window_days = W`` is ``discharged_to_community`` and neither
     ``days_to_death <= W`` nor ``days_to_unplanned <= W``.
@@ -590,15 +609,21 @@ def discharge_to_community_days(stays: pd.DataFrame, facilities: pd.DataFrame, p
     community = np.isin(status, ["01", "06", "81", "86"])
     excluded = pd.Series(status).map(DTC_EXCLUDED_STATUSES).to_numpy()
     discharge = day_numbers(pac["discharge_date"])
-    death = day_numbers(take(patients["death_date"], key_positions(pac["patient_id"], patients["patient_id"]),
-                             np.datetime64("NaT")))
+    pac_patient = key_positions(pac["patient_id"], patients["patient_id"]) if patient_rows is None else \
+        patient_rows[is_pac]
+    death = day_numbers(take(patients["death_date"], pac_patient, np.datetime64("NaT")))
     to_death = np.where(death != _NAT, (death - discharge).astype(float), np.nan)
     # unplanned acute or LTCH admissions after the PAC discharge
+    is_hosp = np.isin(setting, ["acute", "ltch"])
     hosp = stays[[c for c in ("stay_id", "patient_id", "admit_date", "principal_dx", "procedures")
-                  if c in stays.columns]][np.isin(setting, ["acute", "ltch"])]
-    unplanned = hosp[~planned_stays(hosp)["planned"].to_numpy()]
+                  if c in stays.columns]][is_hosp]
+    is_planned = planned_stays(hosp)["planned"].to_numpy()
+    unplanned = hosp[~is_planned]
     n = len(pac)
-    codes = pd.factorize(pd.concat([pac["patient_id"], unplanned["patient_id"]], ignore_index=True))[0]
+    if patient_rows is None:
+        codes = pd.factorize(pd.concat([pac["patient_id"], unplanned["patient_id"]], ignore_index=True))[0]
+    else:  # the patients told apart by their rows (each side's codes are all the next step compares)
+        codes = np.concatenate([pac_patient, patient_rows[is_hosp][~is_planned]])
     first = _days_to_next(codes[:n], discharge, codes[n:], day_numbers(unplanned["admit_date"]))
     return pd.DataFrame({
         "stay_id": pac["stay_id"].to_numpy(), "facility_id": pac["facility_id"].to_numpy(), "setting": pac_setting,
@@ -859,7 +884,8 @@ def standardised_rates(events: pd.DataFrame, person_time: pd.DataFrame, *, by: l
 def index_measures(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *,
                    window_days: int = READMISSION_WINDOW_DAYS, mortality_anchor: str = "admission",
                    home_windows: tuple[int, ...] = (30, 90), pac_gap_days: int = 1,
-                   episodes: pd.DataFrame | None = None, patient_rows: np.ndarray | None = None) -> pd.DataFrame:
+                   episodes: pd.DataFrame | None = None, patient_rows: np.ndarray | None = None,
+                   stay_rows: np.ndarray | None = None, stay_patients: np.ndarray | None = None) -> pd.DataFrame:
     """Every per-index-stay measure in one tidy table (one row per index stay, in the order given).
 
     Columns: the index columns, ``los_days`` (Medicare counting), the readmission flags of
@@ -881,17 +907,25 @@ def index_measures(index: pd.DataFrame, tables: dict[str, pd.DataFrame], *,
     patient_rows : ndarray, optional
         Each index stay's patient as its row in ``tables["patients"]`` (:class:`carequal.cohorts.Cohort`
         ``patient_rows`` of the index stays); looked up otherwise.
+    stay_rows : ndarray, optional
+        Each index stay's row in ``tables["stays"]`` (:class:`carequal.cohorts.Cohort` ``stay_rows`` of the index
+        stays); looked up by ``stay_id`` otherwise.
+    stay_patients : ndarray, optional
+        Each row of ``tables["stays"]``'s patient as a row of ``tables["patients"]``
+        (:attr:`carequal.schema.ValidatedTables.patient_rows`): :func:`days_at_home`'s.
     """
     stays, fac, pats = tables["stays"], tables["facilities"], tables["patients"]
     out = index.reset_index(drop=True).copy(deep=False)  # copy-on-write: the index's columns are not copied
     out["los_days"] = length_of_stay(out).to_numpy()
-    parts = [readmissions(out, stays, fac, window_days=window_days),
+    parts = [readmissions(out, stays, fac, window_days=window_days, index_rows=stay_rows),
              mortality(out, pats, days=30, anchor=mortality_anchor, patient_rows=patient_rows),
-             days_at_home(out, stays, fac, pats, windows=home_windows, patient_rows=patient_rows)]
+             days_at_home(out, stays, fac, pats, windows=home_windows, patient_rows=patient_rows,
+                          index_rows=stay_rows, stay_patients=stay_patients)]
     if tables.get("ed_visits") is not None:
         parts.append(ed_visits_after(out, tables["ed_visits"], days=window_days))
     if episodes is None:
-        episodes = post_acute_episodes(stays, fac, max_gap_days=pac_gap_days, hospital_stays=out)
+        episodes = post_acute_episodes(stays, fac, max_gap_days=pac_gap_days, hospital_stays=out,
+                                       hospital_rows=stay_rows)
     if not (len(episodes) == len(out) and episodes["stay_id"].array.equals(out["stay_id"].array)):
         episodes = episodes.set_index("stay_id").reindex(out["stay_id"]).reset_index()  # one row per index stay
     parts.append(episodes[["stay_id", "pac_setting", "pac_facility_id", "pac_is_partner", "pac_los_days",

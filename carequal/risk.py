@@ -1015,7 +1015,7 @@ condition cohort. They describe the patient on admission only: discharge destina
 choices of the provider being judged and are deliberately left out (CMS convention)."""
 
 
-def risk_covariates(index: pd.DataFrame, stays: pd.DataFrame) -> pd.DataFrame:
+def risk_covariates(index: pd.DataFrame, stays: pd.DataFrame, *, stay_rows: np.ndarray | None = None) -> pd.DataFrame:
     """The :data:`RISK_COVARIATES` of index stays, as float columns added to a copy of ``index``.
 
     Parameters
@@ -1025,6 +1025,9 @@ def risk_covariates(index: pd.DataFrame, stays: pd.DataFrame) -> pd.DataFrame:
         optional ``population_group`` (``Cohort.index`` has them all).
     stays : DataFrame
         Contract stays: ``secondary_dx`` of each index stay is counted there.
+    stay_rows : ndarray, optional
+        Each index stay's row in ``stays`` (``Cohort.stay_rows`` of the index stays); looked up by ``stay_id``
+        otherwise.
 
     Examples
     --------
@@ -1048,7 +1051,9 @@ def risk_covariates(index: pd.DataFrame, stays: pd.DataFrame) -> pd.DataFrame:
     out["dual"] = out["dual_eligible"].fillna(False).astype(float)
     out["employees"] = (group == "employees").astype(float)
     # each index stay's row among the stays (an Arrow hash look-up: a pandas reindex by text ids is slower)
-    secondary = pd.Series(take_text(stays["secondary_dx"], few_key_positions(out["stay_id"], stays["stay_id"])))
+    if stay_rows is None:
+        stay_rows = few_key_positions(out["stay_id"], stays["stay_id"])
+    secondary = pd.Series(take_text(stays["secondary_dx"], stay_rows))
     out["n_secondary"] = secondary.str.count(";").add(1).fillna(0).to_numpy(dtype=float)
     out["chemotherapy"] = out["principal_dx"].str.startswith("Z511").fillna(False).astype(float)
     for name in RISK_CONDITIONS:

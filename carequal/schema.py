@@ -312,12 +312,18 @@ class ValidatedTables:
         One row per (table, column, rule): ``n_rows`` and up to five ``examples`` keys.
     counts : DataFrame
         Per table: ``loaded``, ``accepted``, ``quarantined`` (loaded == accepted + quarantined).
+    patient_rows : dict of ndarray
+        Per table with ``patient_id`` (``stays``, ``enrollment``, ``ed_visits``): each accepted row's patient as a
+        row of ``tables["patients"]`` — the foreign-key look-up validation made anyway, kept so that a caller
+        (:func:`carequal.loaders.write_market_dataset`) need not hash millions of ids again. Empty when not
+        known (a ``ValidatedTables`` made by hand).
     """
 
     tables: dict[str, pd.DataFrame]
     quarantine: dict[str, pd.DataFrame]
     failures: pd.DataFrame
     counts: pd.DataFrame = field(default_factory=pd.DataFrame)
+    patient_rows: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> pd.DataFrame:
         return self.tables[name]
@@ -698,6 +704,11 @@ def duplicated_keys(values: pd.Series) -> np.ndarray:
     [0, 4]
     """
     arr = arrow_text(values)
+    # keys in strictly increasing order (an extract sorted by its key) repeat none: two vectorised comparisons,
+    # a short prefix first so that unsorted keys fail fast, instead of hashing millions of keys
+    if arr.null_count == 0 and all(pc.all(pc.less(part[:-1], part[1:])).as_py() is not False
+                                   for part in (arr[:4097], arr)):
+        return np.zeros(0, dtype=np.int64)
     distinct = len(pc.unique(arr)) - (arr.null_count > 0)  # (count_distinct is twice as slow as unique)
     if distinct == len(arr) - arr.null_count:  # the usual case: no key repeats
         return np.zeros(0, dtype=np.int64)
@@ -1217,6 +1228,10 @@ def validate_tables(raw_tables: Mapping[str, pd.DataFrame], *, mode: str = "stri
     patient_accepted = np.ones(len(parsed["patients"]), dtype=bool)
     patient_accepted[quarantine["patients"]["row_number"].to_numpy() - 1] = False
     pat_known = {t: (pos >= 0) & patient_accepted[np.maximum(pos, 0)] for t, pos in patient_pos.items()}
+    # a parsed patient's row among the accepted ones (int32 while it fits: held until the reference is built)
+    accepted_patient_row = (np.cumsum(patient_accepted) - 1).astype(
+        np.int32 if len(patient_accepted) < 2**31 else np.int64)
+    patient_rows: dict[str, np.ndarray] = {}
 
     for table in ("stays", "enrollment", "ed_visits"):
         if table not in parsed:
@@ -1249,6 +1264,11 @@ def validate_tables(raw_tables: Mapping[str, pd.DataFrame], *, mode: str = "stri
                 fails.append(Failure(table, "sponsor", "sponsor_overlap", ok_pos[overlap]))
         failures[table] = fails
         finish(table)
+        # every accepted row names an accepted patient (else the foreign key quarantined it): its row among the
+        # accepted patients, from the look-up above
+        accepted_rows = np.ones(len(frame), dtype=bool)
+        accepted_rows[quarantine[table]["row_number"].to_numpy() - 1] = False
+        patient_rows[table] = accepted_patient_row[patient_pos[table][accepted_rows]]
 
     failures_df = _failures_frame(all_failures, parsed)
     if mode == "strict" and len(all_failures):
@@ -1263,7 +1283,7 @@ def validate_tables(raw_tables: Mapping[str, pd.DataFrame], *, mode: str = "stri
         [{"table": t, "loaded": len(parsed[t]), "accepted": len(accepted[t]), "quarantined": len(quarantine[t])}
          for t in parsed]
     )
-    return ValidatedTables(accepted, quarantine, failures_df, counts)
+    return ValidatedTables(accepted, quarantine, failures_df, counts, patient_rows)
 
 
 def diagnoses_long(stays: pd.DataFrame, *, stay_col: str = "stay_id") -> pd.DataFrame:

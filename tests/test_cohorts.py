@@ -329,6 +329,44 @@ def test_every_condition_row_flags_a_one_code_stay():
             assert not without.loc[i, row.condition], row
 
 
+def test_conditions_agree_with_the_code_rows_applied_stay_by_stay(sample_work):
+    """Independent check of :func:`assign_conditions` (prefixes tested on the distinct principal diagnoses, the
+    first condition named by number): every code row applied to each stay in plain Python, on the sample's stays
+    and on stays made to hit each row and its near misses (missing codes included)."""
+    from carequal.loaders import read_table
+
+    codes = condition_codes()
+    sample = read_table(sample_work.dataset / "stays", columns=["stay_id", "principal_dx", "secondary_dx",
+                                                                 "procedures"])
+    made = []
+    for i, r in enumerate(codes.itertuples(index=False)):
+        for j, principal in enumerate([r.principal_dx + "1", r.principal_dx[:-1] or None, ""]):
+            made.append({"stay_id": f"m{i}_{j}", "principal_dx": principal or None,
+                         "secondary_dx": f"E119;{r.secondary_dx.split('|')[-1]}9" if r.secondary_dx and j != 2
+                         else None, "procedures": f"{r.procedure}0Z" if r.procedure and j != 1 else None})
+    stays = pd.concat([sample.astype(object), pd.DataFrame(made)], ignore_index=True)
+
+    def listed(text) -> list[str]:
+        return text.split(";") if isinstance(text, str) and text else []
+
+    def matches(r, stay) -> bool:
+        principal = stay.principal_dx if isinstance(stay.principal_dx, str) else ""
+        return ((not r.principal_dx or principal.startswith(r.principal_dx))
+                and (not r.secondary_dx or any(c.startswith(p) for c in listed(stay.secondary_dx)
+                                               for p in r.secondary_dx.split("|")))
+                and (not r.procedure or any(c.startswith(r.procedure) for c in listed(stay.procedures))))
+
+    got = assign_conditions(stays)
+    rows = list(codes.itertuples(index=False))
+    for k, stay in enumerate(stays.itertuples(index=False)):
+        flags = {c: any(matches(r, stay) for r in rows if r.condition == c and r.action == "include")
+                 and not any(matches(r, stay) for r in rows if r.condition == c and r.action != "include")
+                 for c in CONDITIONS}
+        assert got.loc[k, list(CONDITIONS)].tolist() == [flags[c] for c in CONDITIONS], stay
+        assert got.loc[k, "condition"] == next((c for c in CONDITIONS if flags[c]), "other"), stay
+    assert got["condition"].nunique() == len(CONDITIONS) + 1  # every label, "other" too, is met
+
+
 def test_exclusions_win_over_inclusions():
     stay = pd.DataFrame({"stay_id": ["fx", "oa"], "principal_dx": ["S72001A", "M1611"],
                          "secondary_dx": np.nan, "procedures": ["0SR9019", "0SR9019"]})
@@ -442,3 +480,32 @@ def test_chronic_conditions_window_and_counts():
     assert cc.loc["p", "n_conditions"] == 2 and cc.loc["q", "n_conditions"] == 0
     allyears = chronic_conditions(st_).set_index("patient_id")
     assert allyears.loc["p", "dementia"] and allyears.loc["p", "diabetes"]
+
+
+def test_recorded_reasons_hand_worked():
+    """The recorded rules' reason: the broad reason, unless a recorded check comes first in pipeline order
+    (under_min_age after the transfer and merge steps, coverage_not_counted right after not_enrolled)."""
+    from carequal.cohorts import recorded_reasons
+
+    stays = pd.DataFrame({
+        "exclusion_reason": pd.array([None, "transfer_to_acute", "died_in_hospital", "not_enrolled", "data_runout",
+                                      None, "not_in_condition", None], dtype="str"),
+        "record_under_min_age": [True, True, True, False, False, False, True, False],
+        "record_coverage_not_counted": [False, False, False, True, True, False, True, True]})
+    got = recorded_reasons(stays)
+    assert [None if pd.isna(r) else r for r in got] == [
+        "under_min_age", "transfer_to_acute", "under_min_age", "not_enrolled", "coverage_not_counted", None,
+        "under_min_age", "coverage_not_counted"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(-3, 3), st.integers(-5, 5), st.sampled_from([0, 1, 2, -2**62, 2**62])),
+                max_size=30))
+def test_key_order_is_lexsort(rows):
+    """``_key_order`` (one packed sort where the keys fit, np.lexsort where not) is ``np.lexsort`` of the reversed
+    keys, ties in input order: what post_acute_episodes and the merged coverage periods now sort with."""
+    from carequal.cohorts import _key_order
+
+    keys = [np.array([r[k] for r in rows], dtype=np.int64) for k in range(3)]
+    assert _key_order(*keys).tolist() == np.lexsort(keys[::-1]).tolist()
+    assert _key_order(*keys[:2]).tolist() == np.lexsort(keys[:2][::-1]).tolist()

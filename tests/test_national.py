@@ -183,3 +183,58 @@ def test_prepare_on_a_dataset_reads_only_the_columns_it_needs(from_a_dataset, sa
     b = read_reference(sample_work.reference).rows.sort_values(["measure", "stay_id"], ignore_index=True)
     np.testing.assert_allclose(a["expected"], b["expected"], rtol=1e-9)
     assert "read" in prepared.seconds and "validate" not in prepared.seconds  # no second validation
+
+
+@pytest.mark.parametrize("window", [30, 7])
+def test_first_readmit_planned_from_the_windowed_readmissions_is_the_second_pass(sample_tables, window):
+    """``first_readmit_planned`` from one window's readmissions (the planned algorithm run again only on the first
+    readmissions after the window) is what a second pass with an unbounded window gives, stay for stay."""
+    from carequal.measured import first_readmit_planned
+    from carequal.measures import readmissions
+
+    t = sample_tables
+    index = index_stays(t["stays"], t["facilities"], t["patients"], t["enrollment"]).index
+    windowed = readmissions(index, t["stays"], t["facilities"], window_days=window)
+    unbounded = readmissions(index, t["stays"], t["facilities"], window_days=100_000)
+    got = first_readmit_planned(windowed, window, t["stays"])
+    assert got.tolist() == unbounded["readmit_planned"].tolist()
+    beyond = windowed["days_to_readmit"].to_numpy() > window
+    assert got[beyond].any() and not got[beyond].all()  # the path after the window is taken, both ways
+
+
+def test_index_stays_rows_among_the_stays_give_what_the_id_look_ups_give(sample_tables):
+    """``Cohort.stay_rows`` (each acute stay's row in the stays given) is where each stay's id is; every measure
+    given the index stays' rows instead of looking their ids up returns the same frame."""
+    from carequal.cohorts import post_acute_episodes
+    from carequal.measures import days_at_home, readmissions
+    from carequal.risk import risk_covariates
+
+    t = sample_tables
+    stays = t["stays"].iloc[::-1].reset_index(drop=True)  # rows not in the stays' time order
+    cohort = index_stays(stays, t["facilities"], t["patients"], t["enrollment"])
+    assert stays["stay_id"].to_numpy()[cohort.stay_rows].tolist() == cohort.stays["stay_id"].tolist()
+    index, rows = cohort.index, cohort.stay_rows[cohort.stays["is_index"].to_numpy(dtype=bool)]
+    pd.testing.assert_frame_equal(readmissions(index, stays, t["facilities"], index_rows=rows),
+                                  readmissions(index, stays, t["facilities"]))
+    pd.testing.assert_frame_equal(days_at_home(index, stays, t["facilities"], t["patients"], index_rows=rows),
+                                  days_at_home(index, stays, t["facilities"], t["patients"]))
+    pd.testing.assert_frame_equal(
+        post_acute_episodes(stays, t["facilities"], hospital_stays=index, hospital_rows=rows),
+        post_acute_episodes(stays, t["facilities"], hospital_stays=index))
+    pd.testing.assert_frame_equal(risk_covariates(index, stays, stay_rows=rows), risk_covariates(index, stays))
+
+
+def test_the_measured_cohort_from_validations_patient_look_ups_is_the_cohort_from_its_own():
+    """``measure_cohort(known_patients=ValidatedTables.patient_rows)`` (index_stays' and DTC's patients from
+    validation's foreign-key look-ups) builds the same cohort, row for row, as looking each patient up again."""
+    from carequal.measured import measure_cohort
+
+    validated = load_tables(SAMPLE, mode="quarantine")
+    reused = measure_cohort(dict(validated.tables), known_patients=validated.patient_rows)
+    own = measure_cohort(dict(validated.tables))
+    pd.testing.assert_frame_equal(reused.rows, own.rows)
+    pd.testing.assert_frame_equal(reused.attrition, own.attrition)
+    # the look-ups given are the ones used: every row pointed at the first patient makes another cohort
+    wrong = measure_cohort(dict(validated.tables),
+                           known_patients={t: np.zeros_like(r) for t, r in validated.patient_rows.items()})
+    assert not wrong.rows["age"].equals(own.rows["age"]) or len(wrong.rows) != len(own.rows)

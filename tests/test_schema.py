@@ -375,6 +375,31 @@ def test_quarantine_reconciles_whatever_breaks(order, broken):
     assert np.array_equal(np.sort(out.quarantine["stays"]["row_number"]), out.quarantine["stays"]["row_number"])
 
 
+@pytest.mark.parametrize("quarantined", [(), ("bad_birth",), ("bad_birth", "changed_copy", "exact_copy")])
+def test_patient_rows_are_each_accepted_rows_patient_among_the_accepted_patients(quarantined):
+    """``patient_rows`` (kept from validation's foreign-key look-up) is the look-up made again on the accepted
+    tables, whatever patient rows were quarantined before or beside the accepted ones."""
+    from carequal.schema import key_positions
+
+    tables = valid_raw_tables()
+    tables["patients"] = tables["patients"].iloc[[2, 0, 1]].reset_index(drop=True)  # not in the children's order
+    if "bad_birth" in quarantined:  # P1 quarantined: its stays, enrollment and ED visit too
+        set_cell("patients", "patient_id", "P1", "birth_date", "1940-13-01")(tables)
+    if "changed_copy" in quarantined:  # two differing P2 rows: both quarantined, P2's children too
+        repeat_row("patients", "patient_id", "P2", sex="F")(tables)
+    if "exact_copy" in quarantined:  # an exact copy of P3 after it: the copy quarantined, P3 accepted
+        repeat_row("patients", "patient_id", "P3")(tables)
+    out = validate_tables(tables, mode="quarantine")
+    assert set(out.patient_rows) == {"stays", "enrollment", "ed_visits"}
+    for table, rows in out.patient_rows.items():
+        expected = key_positions(out.tables[table]["patient_id"], out.tables["patients"]["patient_id"])
+        assert (expected >= 0).all()
+        assert rows.tolist() == expected.tolist(), table
+    assert sorted(out.quarantine["patients"]["patient_id"]) == sorted(
+        {(): [], ("bad_birth",): ["P1"]}.get(quarantined, ["P1", "P2", "P2", "P3"]))
+    assert "P3" in set(out.tables["patients"]["patient_id"])
+
+
 # ----------------------------------------------------------------------- input faults: rules added for them
 
 
@@ -620,3 +645,17 @@ def test_a_quarantined_stay_is_no_evidence_against_a_death_date(raw_tables, colu
     out = validate_tables(raw_tables, mode="quarantine")
     assert out.quarantine["patients"].empty
     assert out.quarantine["stays"][["stay_id", "reason"]].values.tolist() == [["A3", reason]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "c", "d", "e", None]), max_size=8), st.booleans())
+def test_duplicated_keys_is_pandas_duplicated_keep_false(keys, sort):
+    """Every copy of a repeated key (missing values never), sorted keys (the no-hash fast path) or not."""
+    from carequal.schema import duplicated_keys
+
+    if sort:
+        keys = sorted(k for k in keys if k is not None)
+    values = pd.Series(keys, dtype="str")
+    expected = np.flatnonzero(values.duplicated(keep=False).to_numpy() & values.notna().to_numpy())
+    assert duplicated_keys(values).tolist() == expected.tolist()
+    assert duplicated_keys(pd.Series(["a", "b", "b"])).tolist() == [1, 2]  # sorted, not strictly: hashed
