@@ -151,19 +151,20 @@ def _stored_theme() -> dict:
     return json.loads(resources.files("carequal").joinpath("data", "theme.json").read_text())
 
 
-def write_stored_theme(path) -> None:
-    """Write ``carequal/data/theme.json`` (``path``) from seaborn: :func:`seaborn_theme` of :func:`set_theme`'s
-    defaults. Run again when seaborn's theme changes (``tests/test_plots.py`` says when)::
+def write_stored_theme(path: str, *, font_scale: float = 1.2, context: str = "notebook") -> None:
+    """Write ``carequal/data/theme.json`` (``path``) from seaborn: :func:`seaborn_theme` of ``font_scale`` and
+    ``context`` (keep them :func:`set_theme`'s defaults: ``tests/test_plots.py`` checks). Run again when seaborn's
+    theme changes (the test says when)::
 
         python -c "from carequal import plots; plots.write_stored_theme('carequal/data/theme.json')"
     """
     import seaborn as sns
 
-    rc = seaborn_theme()
+    rc = seaborn_theme(font_scale=font_scale, context=context)
     colors = [list(map(float, c)) for c in rc.pop("axes.prop_cycle").by_key()["color"]]
     rc = {k: (list(v) if isinstance(v, tuple) else v) for k, v in rc.items()}
     cmap = matplotlib.colormaps[rc["image.cmap"]]
-    stored = {"written_by": f"seaborn {sns.__version__}", "font_scale": 1.2, "context": "notebook", "rc": rc,
+    stored = {"written_by": f"seaborn {sns.__version__}", "font_scale": font_scale, "context": context, "rc": rc,
               "colors": colors, "colormaps": {rc["image.cmap"]: [list(map(float, c)) for c in cmap.colors]}}
     with open(path, "w", encoding="utf-8") as out:
         out.write(json.dumps(stored, indent=1) + "\n")
