@@ -107,3 +107,58 @@ def test_a_warm_kernel_loads_the_notebooks_imports_only():
     code = setup_imports(notebook("partner_packet"))
     assert code.splitlines()[0] == "%matplotlib inline" and "from carequal import packet as pk" in code
     assert all(line.startswith(("%", "import ", "from ")) for line in code.splitlines())  # no parameter is read
+
+
+def _clocked_reads(replies):
+    """A fake shell-socket read and clock: each read waits the seconds it is given (on the fake clock) and
+    returns the next of ``replies``, or raises ``queue.Empty`` for a ``None``."""
+    from queue import Empty
+
+    now, waits, left = [0.0], [], list(replies)
+
+    async def read(seconds):
+        waits.append(seconds)
+        now[0] += seconds
+        reply = left.pop(0) if left else None
+        if reply is None:
+            raise Empty
+        return reply
+
+    return read, (lambda: now[0]), waits
+
+
+def test_a_reply_is_awaited_in_slices_until_the_timeout():
+    import asyncio
+    from queue import Empty
+
+    from carequal.batch.kernels import wait_in_slices
+
+    # a reply that a first read missed is read by the next slice, not when the timeout ends
+    read, clock, waits = _clocked_reads([None, "reply"])
+    assert asyncio.run(wait_in_slices(read, 3600, clock=clock)) == "reply" and waits == [1.0, 1.0]
+    # no reply: Empty once the timeout is used up, the last slice only what was left of it
+    read, clock, waits = _clocked_reads([])
+    with pytest.raises(Empty):
+        asyncio.run(wait_in_slices(read, 2.5, clock=clock))
+    assert waits == [1.0, 1.0, 0.5]
+    # no timeout: the slices go on until a reply comes
+    read, clock, waits = _clocked_reads([None] * 5 + ["late"])
+    assert asyncio.run(wait_in_slices(read, None, clock=clock)) == "late" and waits == [1.0] * 6
+
+
+def test_the_batch_kernels_wait_for_replies_in_slices(session, monkeypatch):
+    """A session's notebook client (nbclient) reads its shell replies through wait_in_slices, with the cell's
+    timeout: the report kernels of the batch do not wait out a reply missed by the event loop."""
+    from carequal.batch import kernels
+
+    timeouts = []
+    sliced = kernels.wait_in_slices
+
+    async def spy(read, timeout, **kwargs):
+        timeouts.append(timeout)
+        return await sliced(read, timeout, **kwargs)
+
+    monkeypatch.setattr(kernels, "wait_in_slices", spy)
+    nb = _nb("print(6 * 7)")
+    session.execute(nb, timeout=45)
+    assert _text(nb).strip() == "42" and 45 in timeouts

@@ -18,6 +18,8 @@ import nbformat
 import papermill
 import pytest
 
+from carequal.batch import ipc_kernel_manager
+
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "carequal" / "notebooks"
 NOTEBOOKS = sorted(FOLDER.glob("*.ipynb"))
@@ -131,43 +133,6 @@ def test_opening_and_saving_in_jupyterlab_leaves_git_status_clean(tmp_path):
     assert git("status", "--porcelain").split() == ["M", "carequal/notebooks/market_report.py"]
 
 
-def _kernel_manager(folder: str):
-    """The batch's IPC kernel manager (``carequal.batch.ipc_kernel_manager``) whose client waits for each cell's
-    shell reply in slices of at most a second, each ending in a poll of the socket: a reply whose wake-up the
-    event loop missed is read within a second, not when the cell's timeout ends (jupyter/nbclient#312: seen here
-    as the explorer's widget cell taking exactly its timeout, a minute of an idle worker, under load). Only the
-    waiting changes: a reply is read as soon as it is seen, and no reply by the timeout still raises ``Empty``."""
-    import time
-    from queue import Empty
-
-    from jupyter_client.asynchronous import AsyncKernelClient
-    from jupyter_client.channels import AsyncZMQSocketChannel
-    from traitlets import Type
-
-    from carequal.batch import ipc_kernel_manager
-
-    class SlicedShellChannel(AsyncZMQSocketChannel):
-        async def get_msg(self, timeout=None):
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while True:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                try:
-                    return await super().get_msg(timeout=1.0 if left is None else min(1.0, left))
-                except Empty:
-                    if left is not None and left <= 1.0:
-                        raise
-
-    class SlicedClient(AsyncKernelClient):
-        shell_channel_class = Type(SlicedShellChannel)
-
-    class Manager(ipc_kernel_manager(folder)):
-        def __init__(self, **kwargs):
-            super().__init__(**kwargs)
-            self.client_factory = SlicedClient
-
-    return Manager
-
-
 @pytest.fixture(scope="module")
 def cache_sample_prepared(tmp_path_factory):
     """The sample as a notebook run by hand writes it to the cache (``carequal.sample.sample_folder``: the sample's
@@ -200,13 +165,14 @@ def test_notebook_runs_on_the_sample(name, tmp_path, sample_work, cache_sample_p
     parameters = {"cohort_explorer": {"data": str(SAMPLE), "work": str(sample_work.dataset.parent.parent)},
                   "population_health": {"work": str(tmp_path / "work")},
                   "partner_packet": {}, "employee_health": {}}[name]
-    # IPC kernels, as the batch uses: TCP kernels started at the same moment by another process can collide;
-    # a shell reply missed by the event loop is read within a second (_kernel_manager). The explorer's widget
-    # cell is where nbclient missed it (jupyter/nbclient#312): its cells each take seconds, so a one-minute limit
+    # the batch's IPC kernels: TCP kernels started at the same moment by another process can collide; a shell
+    # reply missed by the event loop is read within a second (carequal.batch.kernels.wait_in_slices). The
+    # explorer's widget cell is where nbclient missed it (jupyter/nbclient#312): its cells each take seconds, so a
+    # one-minute limit
     timeout = 60 if name == "cohort_explorer" else 600
     papermill.execute_notebook(str(FOLDER / f"{name}.ipynb"), str(out), parameters=parameters, kernel_name="python3",
                                cwd=str(tmp_path), progress_bar=False, execution_timeout=timeout,
-                               kernel_manager_class=_kernel_manager(str(tmp_path)))
+                               kernel_manager_class=ipc_kernel_manager(str(tmp_path)))
     executed = nbformat.read(str(out), as_version=4)
     outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert outputs, "the notebook showed nothing"

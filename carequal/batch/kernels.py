@@ -11,10 +11,12 @@ import atexit
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
+from queue import Empty
 
-__all__ = ["KERNEL", "KernelSession", "close_sessions", "execute_in_session", "ipc_kernel_manager", "session",
-           "setup_imports", "warm_session"]
+__all__ = ["KERNEL", "REPLY_SLICE", "KernelSession", "close_sessions", "execute_in_session", "ipc_kernel_manager",
+           "session", "setup_imports", "wait_in_slices", "warm_session"]
 
 KERNEL = "python3"
 """The kernel the batch runs every notebook on: the interpreter running the batch (jupyter's native ``python3``
@@ -32,18 +34,68 @@ def kernel_environment() -> None:
         os.environ.setdefault(name, value)
 
 
+REPLY_SLICE = 1.0
+"""Seconds a kernel client waits on its shell socket before it looks again (:func:`wait_in_slices`)."""
+
+
+async def wait_in_slices(get, timeout: float | None, *, slice_seconds: float = REPLY_SLICE, clock=time.monotonic):
+    """``await get(t)`` (a socket read that raises ``queue.Empty`` after ``t`` seconds without a message) in
+    slices of at most ``slice_seconds`` until ``timeout`` seconds have passed (``None``: no limit); the first
+    message read is returned, and ``Empty`` is raised when the time is up without one.
+
+    Why: nbclient waits for each cell's shell reply with one read as long as the cell's timeout, and the event
+    loop can miss the socket's wake-up (jupyter/nbclient#312): the reply is then read only when the timeout ends
+    (an hour for a report: :data:`carequal.batch.jobs.EXECUTION_TIMEOUT`). Each slice ends in a fresh poll of
+    the socket, so a reply whose wake-up was missed is read within a slice. A reply is read as soon as it is
+    seen, as before.
+
+    >>> import asyncio, queue
+    >>> waits = []
+    >>> async def get(t):  # a read that misses the reply once, then finds it
+    ...     waits.append(t)
+    ...     if len(waits) == 1:
+    ...         raise queue.Empty
+    ...     return "reply"
+    >>> asyncio.run(wait_in_slices(get, 3600))
+    'reply'
+    >>> waits
+    [1.0, 1.0]
+    """
+    deadline = None if timeout is None else clock() + timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - clock())
+        try:
+            return await get(slice_seconds if left is None else min(slice_seconds, left))
+        except Empty:
+            if left is not None and left <= slice_seconds:
+                raise
+
+
 def ipc_kernel_manager(folder: str):
     """A kernel manager class whose kernels talk over IPC sockets in ``folder``: no TCP ports, so parallel
     kernels cannot collide on a port, and nothing listens on the network (ipykernel warns about
-    unencrypted TCP otherwise)."""
+    unencrypted TCP otherwise). Its clients wait for shell replies in slices (:func:`wait_in_slices`), so a
+    reply the event loop missed does not hold a report until the cell's timeout."""
     # the Jupyter stack is loaded only where a notebook runs (worker processes), never by the planning parent
+    from jupyter_client.asynchronous import AsyncKernelClient
+    from jupyter_client.channels import AsyncZMQSocketChannel
     from jupyter_client.manager import AsyncKernelManager
+    from traitlets import Type
+
+    class SlicedShellChannel(AsyncZMQSocketChannel):
+        async def get_msg(self, timeout=None):
+            read = super().get_msg
+            return await wait_in_slices(lambda t: read(timeout=t), timeout)
+
+    class SlicedKernelClient(AsyncKernelClient):
+        shell_channel_class = Type(SlicedShellChannel)
 
     class IPCKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
             self.transport = "ipc"
             self.ip = str(Path(folder) / "kernel")
+            self.client_factory = SlicedKernelClient
 
     return IPCKernelManager
 
