@@ -162,3 +162,30 @@ def test_the_batch_kernels_wait_for_replies_in_slices(session, monkeypatch):
     nb = _nb("print(6 * 7)")
     session.execute(nb, timeout=45)
     assert _text(nb).strip() == "42" and 45 in timeouts
+
+
+def test_workers_and_warmed_kernels_collect_with_the_batch_thresholds(session, tmp_path):
+    """The batch's worker processes (their initializer) and its warmed report kernels use the batch's collector
+    thresholds; a notebook run on a kernel that was not warmed keeps Python's."""
+    import gc
+    import subprocess
+    import sys
+
+    from carequal.batch.kernels import COLLECTOR_THRESHOLDS
+
+    worker = subprocess.run([sys.executable, "-c", "import gc\nfrom carequal.batch.jobs import _import_worker\n"
+                             "_import_worker()\nprint(gc.get_threshold())"], capture_output=True, text=True)
+    assert worker.returncode == 0, worker.stderr
+    assert worker.stdout.split("\n")[-2] == str(COLLECTOR_THRESHOLDS)
+    probe = "import gc\nprint(gc.get_threshold())"
+    cold = _nb(probe)
+    session.execute(cold, timeout=60)
+    assert _text(cold).strip() == str(gc.get_threshold()) != str(COLLECTOR_THRESHOLDS)
+    warmed = batch.KernelSession(str(tmp_path), max_runs=3)
+    try:
+        assert warmed.warm("import os")
+        nb = _nb(probe)
+        warmed.execute(nb, timeout=60)
+        assert _text(nb).strip() == str(COLLECTOR_THRESHOLDS)
+    finally:
+        warmed.close()

@@ -74,8 +74,9 @@ def test_a_notebook_run_by_hand_uses_the_sample_in_the_cache(tmp_path, monkeypat
 
 
 def test_the_command_freezes_the_collector_before_exit_and_main_leaves_it_alone(tmp_path):
-    """``carequal`` (the console script, ``carequal.cli:run``) exits with main's status after gc.freeze (a fast
-    exit: see run's docstring); ``main`` called in a process, as here, does not freeze it."""
+    """``carequal`` (the console script, ``carequal.cli:run``) runs with the batch's collector thresholds and exits
+    with main's status after gc.freeze (a fast exit: see run's docstring); ``main`` called in a process, as here,
+    changes neither."""
     import gc
     import subprocess
     import sys
@@ -83,13 +84,18 @@ def test_the_command_freezes_the_collector_before_exit_and_main_leaves_it_alone(
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"carequal": "carequal.cli:run"}
+    from carequal.batch.kernels import COLLECTOR_THRESHOLDS
+
     code = ("import atexit, gc, sys\n"
-            "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0))\n"
+            "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0, gc.get_threshold()))\n"
             "sys.argv = ['carequal', 'sample', '--out', sys.argv[1]]\n"
             "from carequal.cli import run\nrun()\n")
     for out, status in ((tmp_path / "new", 0), (tmp_path / "new", 2)):  # the second run is refused: not empty
         done = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True)
         assert done.returncode == status, done.stderr
-        assert done.stdout.rstrip().endswith("frozen at exit: True")
+        # frozen, and the collector ran with the batch's thresholds
+        assert done.stdout.rstrip().endswith(f"frozen at exit: True {COLLECTOR_THRESHOLDS}")
+    thresholds = gc.get_threshold()
+    assert thresholds != COLLECTOR_THRESHOLDS  # pytest's process: Python's defaults
     assert cli_main(["sample", "--out", str(tmp_path / "in-process")]) == 0
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == thresholds

@@ -41,6 +41,7 @@ from carequal.batch.kernels import (
     execute_in_session,
     ipc_kernel_manager,
     kernel_environment,
+    tune_collector,
     warm_session,
 )
 from carequal.batch.state import write_atomic
@@ -298,6 +299,7 @@ def _import_worker() -> None:
     closed, its objects are frozen out of the garbage collector (as :func:`carequal.cli.run` does), so that the
     batch does not wait ~0.2 s for it to collect them."""
     atexit.register(gc.freeze)  # registered first, so it runs after the session's close (atexit is LIFO)
+    tune_collector()
     kernel_environment()
     try:
         import nbformat
