@@ -336,8 +336,8 @@ def run() -> None:
     process that has loaded pandas, pyarrow and statsmodels otherwise spends about 0.4 s at exit collecting them,
     after its work is done and its output written. Files, atexit handlers and child processes are closed as
     usual. While it runs, the collector uses the batch's thresholds
-    (:data:`carequal.batch.kernels.COLLECTOR_THRESHOLDS`: about a tenth less CPU for a packet batch). :func:`main`
-    itself (called by tests and other programs) leaves the collector alone.
+    (:data:`carequal.batch.kernels.COLLECTOR_THRESHOLDS`: less time collecting pandas' short-lived objects).
+    :func:`main` itself (called by tests and other programs) leaves the collector alone.
     """
     from carequal.batch.kernels import tune_collector  # a light module: no Jupyter stack at import
 

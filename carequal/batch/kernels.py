@@ -38,11 +38,11 @@ COLLECTOR_THRESHOLDS = (10_000, 10, 10)
 """The cyclic garbage collector's thresholds (``gc.set_threshold``) in the batch's own processes: the command
 (:func:`carequal.cli.run`), its workers and its report kernels. Python's default first threshold, 700, runs the
 collector after every 700 new container objects, which pandas and matplotlib create by the thousand per
-operation: a packet batch on the sample ran it about 2,800 times, most collections finding objects that were
-about to be freed anyway. Collecting after 10,000 cut the batch's CPU by about a tenth (four interleaved pairs
-on the sample, each pair faster: 0.4 to 1.9 s of 10 to 12 s). Cycles are still collected, a little later; the
-explicit collections (a kernel's reset between reports) are unchanged. Code that calls the library or runs a
-notebook in its own kernel keeps Python's defaults."""
+operation: a packet batch on the sample ran it about 2,800 times, most collections scanning objects that were
+about to be freed anyway. Timed by ``gc.callbacks`` over its processes, the batch spent 1.4-2.4 CPU-s collecting
+with 700 and 1.1-1.3 with 10,000 (of 15-20 CPU-s in all); the test processes 1.2-1.4 against 0.5 s over the same
+tests. Cycles are still collected, a little later; the explicit collections (a kernel's reset between reports)
+are unchanged. Code that calls the library or runs a notebook in its own kernel keeps Python's defaults."""
 
 
 def tune_collector() -> None:
