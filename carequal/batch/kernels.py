@@ -8,6 +8,7 @@ own ``parameterize_notebook``, so a notebook sees exactly what papermill would g
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import tempfile
 import threading
@@ -47,8 +48,6 @@ are unchanged. Code that calls the library or runs a notebook in its own kernel 
 
 def tune_collector() -> None:
     """Set :data:`COLLECTOR_THRESHOLDS` in this process (the batch's own processes only)."""
-    import gc
-
     gc.set_threshold(*COLLECTOR_THRESHOLDS)
 
 
