@@ -357,13 +357,23 @@ def test_conditions_agree_with_the_code_rows_applied_stay_by_stay(sample_work):
                 and (not r.procedure or any(c.startswith(r.procedure) for c in listed(stay.procedures))))
 
     got = assign_conditions(stays)
-    rows = list(codes.itertuples(index=False))
+    # the code rows of each condition, split once into inclusions and exclusions (the reference is then a plain
+    # loop over each stay's own rows); a stay's flags depend on its three code fields only, so stays with the same
+    # fields are checked against one computed answer
+    rows = {c: ([r for r in codes.itertuples(index=False) if r.condition == c and r.action == "include"],
+                [r for r in codes.itertuples(index=False) if r.condition == c and r.action != "include"])
+            for c in CONDITIONS}
+    expected: dict[tuple, list[bool]] = {}
+    flags_got = got[list(CONDITIONS)].to_numpy(dtype=bool).tolist()
+    labels_got = got["condition"].tolist()
     for k, stay in enumerate(stays.itertuples(index=False)):
-        flags = {c: any(matches(r, stay) for r in rows if r.condition == c and r.action == "include")
-                 and not any(matches(r, stay) for r in rows if r.condition == c and r.action != "include")
-                 for c in CONDITIONS}
-        assert got.loc[k, list(CONDITIONS)].tolist() == [flags[c] for c in CONDITIONS], stay
-        assert got.loc[k, "condition"] == next((c for c in CONDITIONS if flags[c]), "other"), stay
+        key = (stay.principal_dx, stay.secondary_dx, stay.procedures)
+        if key not in expected:
+            expected[key] = [any(matches(r, stay) for r in include) and not any(matches(r, stay) for r in exclude)
+                             for include, exclude in (rows[c] for c in CONDITIONS)]
+        flags = expected[key]
+        assert flags_got[k] == flags, stay
+        assert labels_got[k] == next((c for c, f in zip(CONDITIONS, flags, strict=True) if f), "other"), stay
     assert got["condition"].nunique() == len(CONDITIONS) + 1  # every label, "other" too, is met
 
 
