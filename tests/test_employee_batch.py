@@ -26,7 +26,7 @@ SPONSORS = ["Lakeshore Health", "Northvale Health", "Northvale Medical Group", "
 def sponsor_run(tmp_path_factory, sample_work):
     base = tmp_path_factory.mktemp("employees")
     out, work = base / "reports", copy_prepared(sample_work, base / "work")  # the session's prepared sample is reused
-    result = batch.run_batch(SAMPLE, out, by="sponsor", period="2024", work=work, workers=2, progress=False,
+    result = batch.run_batch(SAMPLE, out, by="sponsor", period="2024", work=work, progress=False,
                              programme="Riverton Health:2023-07-01")  # the sample's (truth.json, employers)
     return result, out
 
