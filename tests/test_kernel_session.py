@@ -84,12 +84,12 @@ def test_reused_kernel_reports_equal_fresh_kernel_reports(tmp_path, sample_work)
     as from a kernel of its own (papermill)."""
     executed = {}
     work = copy_prepared(sample_work, tmp_path / "work")  # both runs read the session's prepared inputs
-    # the reused kernel runs Lakeshore then Northvale; the fresh kernel needs Northvale alone (the one compared)
-    for mode, fresh, markets in (("reused", False, "Lakeshore,Northvale"), ("fresh", True, "Northvale")):
+    # the reused kernel runs Northvale then Riverton; the fresh kernel needs Riverton alone (the one compared)
+    for mode, fresh, markets in (("reused", False, "Northvale,Riverton"), ("fresh", True, "Riverton")):
         result = batch.run_batch(SAMPLE, tmp_path / mode, markets=markets, workers=1, period="2024",
                                  progress=False, fresh_kernels=fresh, work=work)
         assert result.ok and result.manifest["parameters"]["reuse_kernel"] is (not fresh)
-        executed[mode] = json.loads((result.work / "notebooks" / "Northvale.ipynb").read_text())
+        executed[mode] = json.loads((result.work / "notebooks" / "Riverton.ipynb").read_text())
     a, b = executed["reused"], executed["fresh"]
 
     def outputs(nb):

@@ -417,7 +417,7 @@ def reports(pg, tmp_path_factory):
     import io
 
     try:
-        for name, args in (("db", ["--source", str(MAPPING), "--markets", "Lakeshore", "--to-db", target]),
+        for name, args in (("db", ["--source", str(MAPPING), "--markets", "Riverton", "--to-db", target]),
                            ("partner", ["--source", str(MAPPING), "--markets", "Northvale", "--by", "partner",
                                         "--agreement", str(SAMPLE / "agreement.toml"), "--to-db", target])):
             out, err = io.StringIO(), io.StringIO()
@@ -447,7 +447,7 @@ def test_report_from_the_database_is_the_csv_report(reports, sample_work):
     db = reports["runs"]["db"]
     assert db["code"] == 0, db["stderr"]
     manifest = db["manifest"]
-    assert manifest["markets"]["Lakeshore"]["status"] == "ok"
+    assert manifest["markets"]["Riverton"]["status"] == "ok"
     assert manifest["data"]["path"].startswith(str(MAPPING)) and manifest["data"]["fingerprint"] != \
         sample_work.fingerprint
     prepared = reports["folder"] / "work" / "prepared"
@@ -465,7 +465,7 @@ def test_report_from_the_database_is_the_csv_report(reports, sample_work):
                                           rb.sort_values(list(rb.columns), ignore_index=True))
         else:
             assert a.read_bytes() == b.read_bytes(), name
-    html = (db["out"] / "Lakeshore.html").read_text()
+    html = (db["out"] / "Riverton.html").read_text()
     assert len(_tables_of(html)) > 5
     code, printed = reports["runs"]["again"]
     assert code == 0 and "(1 unchanged since the last run)" in printed
@@ -487,7 +487,7 @@ def test_the_write_back_holds_the_suppressed_aggregates_only(pg, reports):
     assert partner["code"] == 0, partner["stderr"]
     assert "carequal_market_kpis" in db["stdout"] and "carequal_packet_metrics" in partner["stdout"]
     kpis = _written(pg, "carequal_market_kpis")
-    recorded = db["manifest"]["markets"]["Lakeshore"]["kpis"]
+    recorded = db["manifest"]["markets"]["Riverton"]["kpis"]
     assert set(kpis["measure"]) == {m for m in recorded if m != "flagged"}
     identifiers = set(IDENTIFIER_COLUMNS) | {"patient_id", "stay_id", "visit_id"}
     partners = partner["manifest"]["partners"]

@@ -105,17 +105,17 @@ def test_sample_and_report_run_from_the_installed_wheel(env):
     assert (env["user"] / "S" / "agreement.toml").read_bytes() == (ROOT / "data" / "sample" / "agreement.toml"
                                                                    ).read_bytes()
     report = subprocess.run([str(env["carequal"]), "report", "--data", "S", "--out", "R", "--period", "2024",
-                             "--markets", "Lakeshore", "--quiet"], **run)
+                             "--markets", "Riverton", "--quiet"], **run)
     assert report.returncode == 0, report.stdout + report.stderr
     out = env["user"] / "R"
-    assert (out / "index.html").is_file() and (out / "Lakeshore.html").is_file()
+    assert (out / "index.html").is_file() and (out / "Riverton.html").is_file()
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["markets"]["Lakeshore"]["status"] == "ok"
+    assert manifest["markets"]["Riverton"]["status"] == "ok"
     notebook = Path(manifest["parameters"]["notebook"]).resolve()
     assert notebook.is_relative_to(env["prefix"]) and notebook.name == "market_report.ipynb"
     # the kernel worked in the run's work folder: nothing was written beside the installed notebooks
     assert sorted(p.name for p in installed.iterdir()) == before
-    assert (env["user"] / "R.work" / "notebooks" / "Lakeshore.ipynb").is_file()
+    assert (env["user"] / "R.work" / "notebooks" / "Riverton.ipynb").is_file()
 
 
 def test_a_zipped_package_gives_its_notebooks_and_template_as_files(wheel, tmp_path):
