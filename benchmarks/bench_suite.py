@@ -71,12 +71,13 @@ def host_speed() -> float:
 
 def clone(ref: str, folder: Path) -> str:
     """A clone of this repository at ``ref`` in ``folder`` with its environment built; returns the short commit."""
-    commit = subprocess.run(["git", "rev-parse", "--short", ref], cwd=REPO, capture_output=True, text=True,
-                            check=True).stdout.strip()
+    full = subprocess.run(["git", "rev-parse", ref], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    commit = full[:7]
     if not (folder / ".git").is_dir():
         subprocess.run(["git", "clone", "-q", str(REPO), str(folder)], check=True)
-    subprocess.run(["git", "fetch", "-q", str(REPO), commit], cwd=folder, check=True)
-    subprocess.run(["git", "checkout", "-q", "--detach", commit], cwd=folder, check=True)
+    subprocess.run(["git", "fetch", "-q", str(REPO), full], cwd=folder, check=True)
+    subprocess.run(["git", "checkout", "-q", "--detach", full], cwd=folder, check=True)
     print(f"  building the environment of {commit} (not timed) ...", file=sys.stderr, flush=True)
     subprocess.run([sys.executable, "tasks.py", "test", "--collect-only", "-q"], cwd=folder, check=True,
                    stdout=subprocess.DEVNULL)
