@@ -31,7 +31,7 @@ def packets(tmp_path_factory, sample_work):
     work = copy_prepared(sample_work, base / "work")
     with pytest.MonkeyPatch.context() as mp:
         calls = count_calls("carequal.cohorts:index_stays", base / "calls", mp)
-        result = batch.run_batch(SAMPLE, out, by="partner", workers=2, period="2024", progress=False,
+        result = batch.run_batch(SAMPLE, out, by="partner", period="2024", progress=False,
                                  patient_lists=lists, work=work)
         index_stays_calls = calls()
     return {"out": out, "work": result.work, "lists": lists, "result": result, "index_stays_calls": index_stays_calls}
