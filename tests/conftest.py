@@ -116,30 +116,40 @@ def work(tmp_path_factory, sample_work):
 
 
 @pytest.fixture(scope="session")
-def rendered_sample(tmp_path_factory, sample_work):
-    """The sample batch rendered once for the tests that open it in a browser or read its PDF: Riverton's
-    report (the market with measures worse than expected) with its PDF, and the index. Rendered once per test
-    run, also under pytest-xdist (the first worker renders, under a file lock; the others reuse it). Skips,
-    saying what to install, when there is no Chromium."""
+def riverton_alone(tmp_path_factory, sample_work):
+    """Riverton's report (the market with measures worse than expected) rendered once per test run by a batch of
+    that market alone, so on a kernel of its own, with the index, and with its PDF where Chromium is installed:
+    the report the browser and PDF tests open, and the fresh-kernel report ``test_kernel_session`` compares a
+    reused kernel's with. Rendered once per test run, also under pytest-xdist (the first worker renders, under a
+    file lock; the others reuse it). Returns the output folder; the executed notebook is
+    ``<output>.work/notebooks/Riverton.ipynb``."""
     import fcntl
     from pathlib import Path
 
     from carequal.batch.pdf import find_chromium
     from carequal.cli import main
 
-    if find_chromium() is None:
-        pytest.skip("no Chromium to print and open the reports: install Debian's `chromium` package (`.ci/run` "
-                    "does, as root) or set CAREQUAL_CHROMIUM to a Chromium or Chrome binary")
     root = shared_root(tmp_path_factory)
-    out, done = root / "rendered_sample" / "reports", root / "rendered_sample.done"
-    with open(root / "rendered_sample.lock", "w") as lock:
+    out, done = root / "riverton_alone" / "reports", root / "riverton_alone.done"
+    with open(root / "riverton_alone.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.is_file():
-            work = copy_prepared(sample_work, out.with_name("work"))
+            work = copy_prepared(sample_work, out.with_name("reports.work"))
             code = main(["report", "--data", str(Path(__file__).resolve().parents[1] / "data" / "sample"),
                          "--out", str(out), "--work", str(work), "--markets", "Riverton", "--period", "2024",
-                         "--workers", "1", "--pdf",
-                         "--quiet"])
+                         "--workers", "1", *(["--pdf"] if find_chromium() is not None else []), "--quiet"])
             assert code == 0, f"the sample batch failed (exit status {code})"
             done.write_text("rendered\n")
     return out
+
+
+@pytest.fixture(scope="session")
+def rendered_sample(riverton_alone):
+    """The sample's Riverton report, its PDF and the index (:func:`riverton_alone`), for the tests that open it in a
+    browser or read its PDF. Skips, saying what to install, when there is no Chromium."""
+    from carequal.batch.pdf import find_chromium
+
+    if find_chromium() is None:
+        pytest.skip("no Chromium to print and open the reports: install Debian's `chromium` package (`.ci/run` "
+                    "does, as root) or set CAREQUAL_CHROMIUM to a Chromium or Chrome binary")
+    return riverton_alone

@@ -89,25 +89,41 @@ def test_the_kernel_is_replaced_after_max_runs(session):
     assert pids[0] == pids[1] == pids[2] != pids[3]  # max_runs = 3
 
 
-def test_reused_kernel_reports_equal_fresh_kernel_reports(tmp_path, sample_work):
+def test_reused_kernel_reports_equal_fresh_kernel_reports(tmp_path, sample_work, riverton_alone):
     """Two markets in one kernel: the second market's executed notebook has the same outputs, cell for cell,
-    as from a kernel of its own (papermill)."""
-    executed = {}
-    work = copy_prepared(sample_work, tmp_path / "work")  # both runs read the session's prepared inputs
-    # the reused kernel runs Northvale then Riverton; the fresh kernel needs Riverton alone (the one compared)
-    for mode, fresh, markets in (("reused", False, "Northvale,Riverton"), ("fresh", True, "Riverton")):
-        result = batch.run_batch(SAMPLE, tmp_path / mode, markets=markets, workers=1, period="2024",
-                                 progress=False, fresh_kernels=fresh, work=work)
-        assert result.ok and result.manifest["parameters"]["reuse_kernel"] is (not fresh)
-        executed[mode] = json.loads((result.work / "notebooks" / "Riverton.ipynb").read_text())
-    a, b = executed["reused"], executed["fresh"]
+    as from a kernel of its own (the session's ``riverton_alone``: a batch of Riverton alone)."""
+    work = copy_prepared(sample_work, tmp_path / "work")  # the session's prepared inputs, as riverton_alone's
+    result = batch.run_batch(SAMPLE, tmp_path / "reused", markets="Northvale,Riverton", workers=1, period="2024",
+                             progress=False, work=work)
+    assert result.ok and result.manifest["parameters"]["reuse_kernel"] is True
+    reused = json.loads((result.work / "notebooks" / "Riverton.ipynb").read_text())
+    fresh = json.loads((riverton_alone.with_name("reports.work") / "notebooks" / "Riverton.ipynb").read_text())
+    [manifest] = [json.loads((riverton_alone / "manifest.json").read_text())]
+    assert list(manifest["markets"]) == ["Riverton"]  # the fresh report: the only market of its batch
 
     def outputs(nb):
         return [[{k: v for k, v in o.items() if k != "execution_count"} for o in c.get("outputs", [])]
                 for c in nb["cells"] if c["cell_type"] == "code"]
 
-    assert sum(len(o) for o in outputs(a)) > 20
-    assert outputs(a) == outputs(b)
+    assert sum(len(o) for o in outputs(reused)) > 20
+    assert outputs(reused) == outputs(fresh)
+
+
+def test_fresh_kernels_give_each_market_a_kernel_of_its_own(tmp_path, sample_work):
+    """``fresh_kernels`` (``--fresh-kernels``): every market on a new kernel, none reused."""
+    from operator_runs import write_stand_in
+
+    notebook = write_stand_in(tmp_path)  # the report's parameters; a cell printing the kernel's process added
+    nb = nbformat.read(str(notebook), as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("import os\nprint(os.getpid())"))
+    nbformat.write(nb, str(notebook))
+    result = batch.run_batch(SAMPLE, tmp_path / "reports", markets="Northvale,Riverton", workers=1, period="2024",
+                             progress=False, fresh_kernels=True, notebook=notebook,
+                             work=copy_prepared(sample_work, tmp_path / "work"))
+    assert result.ok and result.manifest["parameters"]["reuse_kernel"] is False
+    pids = {m: _text(nbformat.read(str(result.work / "notebooks" / f"{m}.ipynb"), as_version=4)).split()[-1]
+            for m in ("Northvale", "Riverton")}
+    assert pids["Northvale"] != pids["Riverton"]
 
 
 def test_a_warm_kernel_loads_the_notebooks_imports_only():
