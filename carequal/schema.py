@@ -73,12 +73,15 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 import pyarrow as pa_arrow
 import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    import pandera.pandas as pa
 
 from carequal.errors import ParameterError, SchemaError
 
@@ -602,6 +605,8 @@ def _parse_column(values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, dict[
 
 
 def _column_checks(spec: ColumnSpec, discharge_codes: tuple[str, ...]) -> list[pa.Check]:
+    import pandera.pandas as pa  # the rules' library: loaded when a table is validated
+
     checks: list[pa.Check] = []
     allowed = discharge_codes if spec.name == "discharge_status" else spec.allowed
     if allowed is not None:
@@ -623,6 +628,8 @@ def _column_checks(spec: ColumnSpec, discharge_codes: tuple[str, ...]) -> list[p
 
 
 def _row_rule(name: str, fn) -> pa.Check:
+    import pandera.pandas as pa  # the rules' library: loaded when a table is validated
+
     return pa.Check(fn, name=name, error=RULES[name])
 
 
@@ -675,6 +682,8 @@ def table_schema(table: str, columns: list[str] | None = None, *, unique_keys: b
     >>> sorted(table_schema("enrollment").columns)
     ['coverage', 'end_date', 'patient_id', 'sponsor', 'start_date']
     """
+    import pandera.pandas as pa  # the rules' library: loaded when a table is validated
+
     if table not in CONTRACT:
         raise ParameterError(f"unknown table {table!r}; the contract tables are {', '.join(TABLES)}")
     codes = discharge_codes()
@@ -722,6 +731,8 @@ def _pandera_failures(table: str, df: pd.DataFrame, unparsed: list[Failure] = ()
     """Failures of the pandera schema, with ``unique`` checked by :func:`duplicated_keys` and placed where pandera
     reports it (after the column's ``not_nullable``); a cell already reported as unparseable (``unparsed``,
     parsed to missing) is not reported again as ``not_nullable``."""
+    import pandera.pandas as pa  # the rules' library: loaded when a table is validated
+
     schema = table_schema(table, list(df.columns), unique_keys=False)
     failures = []
     for column in UNIQUE_COLUMNS[table]:
