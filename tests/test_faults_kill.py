@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -41,7 +43,10 @@ def test_kill_then_resume_redoes_only_unfinished_markets(point, stand_in, work, 
     run.wait_for(lambda: KILL_POINTS[point](out, run_work, t0), proc)
     if point == "preparing":
         time.sleep(0.3)
+    sockets = list(Path(tempfile.gettempdir()).glob(f"carequal-kernel-{proc.pid}-*"))  # its kernel's, named after it
     run.kill(proc)
+    # once a market's notebook has run, the run's kernel (kept for the next market) has its socket folder
+    assert bool(sockets) is (point in ("rendering", "first committed", "second committed")) or point == "executing"
     run.assert_consistent(out, interrupted=True)
     before = run.manifest_of(out) or {"markets": {}}
     done = {m: r["started"] for m, r in before["markets"].items() if r.get("status") == "ok"}
@@ -60,6 +65,8 @@ def test_kill_then_resume_redoes_only_unfinished_markets(point, stand_in, work, 
             assert record["reused"] is False and record["started"] > before.get("started", "")
     assert f"({len(done)} unchanged since the last run)" in stdout
     assert not list((out / ".carequal" / "staging").glob("*/*"))  # the killed run's staging is not published
+    # nor are its kernel's socket folders left behind: the next run removed them (their process is gone)
+    assert not [p for p in sockets if p.exists()]
 
 
 def test_an_unrecorded_report_is_not_published(stand_in, work, tmp_path):

@@ -4,6 +4,7 @@ the run limit replace the kernel, and a market's report is the same as from a fr
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -124,6 +125,30 @@ def test_fresh_kernels_give_each_market_a_kernel_of_its_own(tmp_path, sample_wor
     pids = {m: _text(nbformat.read(str(result.work / "notebooks" / f"{m}.ipynb"), as_version=4)).split()[-1]
             for m in ("Northvale", "Riverton")}
     assert pids["Northvale"] != pids["Riverton"]
+
+
+def test_socket_folders_of_killed_processes_are_removed(tmp_path, monkeypatch):
+    """A kernel's socket folder is named after the process that made it; a folder whose process is gone (killed
+    with ``kill -9``, so it never removed it) is removed when the next one is made; a live process's is kept."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from carequal.batch.kernels import FOLDER_PREFIX, kernel_folder
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    dead, alive = tmp_path / f"{FOLDER_PREFIX}{gone}-x1", tmp_path / f"{FOLDER_PREFIX}{os.getppid()}-x2"
+    for folder in (dead, alive):
+        folder.mkdir()
+        (folder / "kernel-1").write_text("")
+    other = tmp_path / "carequal-kernel-notapid"  # not one of ours: left alone
+    other.mkdir()
+    with kernel_folder() as made:
+        assert Path(made).name.startswith(f"{FOLDER_PREFIX}{os.getpid()}-")
+        assert not dead.exists() and alive.is_dir() and other.is_dir()
+    assert not Path(made).exists()
 
 
 def test_a_warm_kernel_loads_the_notebooks_imports_only():

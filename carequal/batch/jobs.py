@@ -23,7 +23,6 @@ import atexit
 import gc
 import multiprocessing
 import os
-import tempfile
 import threading
 import time
 import traceback
@@ -41,6 +40,7 @@ from carequal.batch.kernels import (
     execute_in_session,
     ipc_kernel_manager,
     kernel_environment,
+    kernel_folder,
     tune_collector,
     warm_session,
 )
@@ -203,7 +203,7 @@ def run_market(job: MarketJob) -> dict:
     kernel_environment()
     if job.reuse_kernel:
         return _run_market(job, None)
-    with tempfile.TemporaryDirectory(prefix="carequal-kernel-") as folder:
+    with kernel_folder() as folder:
         return _run_market(job, ipc_kernel_manager(folder))
 
 

@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 from queue import Empty
 
-__all__ = ["COLLECTOR_THRESHOLDS", "KERNEL", "REPLY_SLICE", "KernelSession", "close_sessions", "execute_in_session",
-           "ipc_kernel_manager", "session", "setup_imports", "tune_collector", "wait_in_slices", "warm_session"]
+__all__ = ["COLLECTOR_THRESHOLDS", "FOLDER_PREFIX", "KERNEL", "REPLY_SLICE", "KernelSession", "close_sessions",
+           "execute_in_session", "ipc_kernel_manager", "kernel_folder", "session", "setup_imports", "tune_collector",
+           "wait_in_slices", "warm_session"]
 
 KERNEL = "python3"
 """The kernel the batch runs every notebook on: the interpreter running the batch (jupyter's native ``python3``
@@ -86,6 +87,31 @@ async def wait_in_slices(get, timeout: float | None, *, slice_seconds: float = R
         except Empty:
             if left is not None and left <= slice_seconds:
                 raise
+
+
+FOLDER_PREFIX = "carequal-kernel-"
+"""Kernel socket folders (:func:`kernel_folder`) are ``<temp>/carequal-kernel-<pid>-<random>``."""
+
+
+def kernel_folder() -> tempfile.TemporaryDirectory:
+    """A new temporary folder for one kernel's IPC sockets, named after this process
+    (``carequal-kernel-<pid>-...``). Its owner removes it when the kernel stops; a process killed outright
+    (``kill -9``) cannot, so folders left by processes that no longer exist are removed first (they hold only
+    the dead kernels' socket files). A folder another user owns, or one in use, is left alone."""
+    import shutil
+
+    base = Path(tempfile.gettempdir())
+    for left in base.glob(f"{FOLDER_PREFIX}*-*"):
+        pid = left.name[len(FOLDER_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # its process is gone: nobody will remove it
+            shutil.rmtree(left, ignore_errors=True)
+        except OSError:  # alive, another user's: not ours to remove
+            continue
+    return tempfile.TemporaryDirectory(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
 
 
 def ipc_kernel_manager(folder: str):
@@ -170,7 +196,7 @@ class KernelSession:
             except Exception:  # noqa: BLE001 - a kernel that cannot be cleared is replaced, never reused
                 self.close()
         if self.km is None:
-            self._folder = tempfile.TemporaryDirectory(prefix="carequal-kernel-")
+            self._folder = kernel_folder()
             self.km = ipc_kernel_manager(self._folder.name)(kernel_name=KERNEL)
         client = NotebookClient(nb, km=self.km, timeout=timeout, kernel_name=KERNEL,
                                 resources={"metadata": {"path": self.cwd}})
