@@ -48,6 +48,7 @@ from pathlib import Path
 from report import (  # benchmarks/report.py: shared report helpers and the measured-child runner
     OTHER_CORES_LIMIT,
     ChildFailed,
+    host_speed,
     idle_check,
     machine_info,
     markdown_table,
@@ -88,19 +89,6 @@ def snapshot(ref: str, folder: Path) -> str:
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(folder / "carequal")], check=True)
     (folder / "SNAPSHOT").write_text(commit + "\n")
     return commit
-
-
-def host_speed() -> float:
-    """CPU seconds of a fixed pure-Python workload (3 million integer steps, best of 3), timed just before a run:
-    the host's speed at that moment. On the reference machine it varied by up to 60% from minute to minute with
-    nothing else running; the *Runs* table shows it beside each run, so a ratio can be read against the speed each
-    side ran at. It changes no verdict."""
-    def once() -> float:
-        started, total = time.process_time(), 0
-        for i in range(3_000_000):
-            total += i * i % 7
-        return time.process_time() - started
-    return min(once() for _ in range(3))
 
 
 def run_packets(side: str, source: Path, round_: int, args: argparse.Namespace, logs: Path) -> dict:

@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from report import OTHER_CORES_LIMIT, ChildFailed, idle_check, machine_info, markdown_table, measure
+from report import OTHER_CORES_LIMIT, ChildFailed, host_speed, idle_check, machine_info, markdown_table, measure
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "suite.md"
@@ -56,17 +56,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run before it is killed")
     return parser.parse_args(argv)
-
-
-def host_speed() -> float:
-    """CPU seconds of a fixed pure-Python workload (3 million integer steps, best of 3), timed just before a run:
-    the host's speed at that moment (as in ``bench_packet.py``). It changes no verdict."""
-    def once() -> float:
-        started, total = time.process_time(), 0
-        for i in range(3_000_000):
-            total += i * i % 7
-        return time.process_time() - started
-    return min(once() for _ in range(3))
 
 
 def clone(ref: str, folder: Path) -> str:

@@ -111,6 +111,21 @@ def idle_check(seconds: float = 5.0) -> tuple[float, float]:
     return load, others
 
 
+def host_speed() -> float:
+    """CPU seconds of a fixed pure-Python workload (3 million integer steps, best of 3), timed just before a run:
+    the host's speed at that moment. On the reference machine it varied by up to 60% from minute to minute with
+    nothing else running; the benchmarks list it beside each run, so a ratio can be read against the speed each
+    side ran at. It changes no verdict."""
+    import time
+
+    def once() -> float:
+        started, total = time.process_time(), 0
+        for i in range(3_000_000):
+            total += i * i % 7
+        return time.process_time() - started
+    return min(once() for _ in range(3))
+
+
 def measure(label: str, cmd: list[str], logs: Path, *, timeout: float, own_load: float,
             ok_codes: tuple[int, ...] = (0,)) -> dict:
     """Run ``cmd`` in its own process group; its wall time, rusage, exit code, output, the load average around
