@@ -99,7 +99,7 @@ def test_reused_kernel_reports_equal_fresh_kernel_reports(tmp_path, sample_work,
     assert result.ok and result.manifest["parameters"]["reuse_kernel"] is True
     reused = json.loads((result.work / "notebooks" / "Riverton.ipynb").read_text())
     fresh = json.loads((riverton_alone.with_name("reports.work") / "notebooks" / "Riverton.ipynb").read_text())
-    [manifest] = [json.loads((riverton_alone / "manifest.json").read_text())]
+    manifest = json.loads((riverton_alone / "manifest.json").read_text())
     assert list(manifest["markets"]) == ["Riverton"]  # the fresh report: the only market of its batch
 
     def outputs(nb):
