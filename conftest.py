@@ -38,9 +38,9 @@ pd.set_option("display.max_columns", 30)
 # the long files first, the short ones (the rest, in their usual order) fill in at the end and both workers finish
 # together, where files ordered by their number of tests (xdist's default) left one worker running test_wheel or
 # test_warehouse alone at the end. Only the order changes: every file still runs whole, on one worker.
-LONGEST_FIRST = ["test_warehouse.py", "test_batch.py", "test_faults.py", "test_notebooks.py", "test_faults_kill.py",
-                 "test_kernel_session.py", "test_employee_batch.py", "test_scale.py", "test_cost.py", "test_packet.py",
-                 "test_model_errors.py", "test_wheel.py", "test_hsr.py", "test_schema.py", "test_browser.py",
+LONGEST_FIRST = ["test_batch.py", "test_warehouse.py", "test_faults.py", "test_notebooks.py", "test_faults_kill.py",
+                 "test_employee_batch.py", "test_scale.py", "test_cost.py", "test_packet.py", "test_model_errors.py",
+                 "test_wheel.py", "test_hsr.py", "test_kernel_session.py", "test_schema.py", "test_browser.py",
                  "test_national.py", "test_pqi.py", "test_measures.py", "test_explore.py",
                  "test_partnership_agreement.py", "test_cohorts.py", "test_input_faults.py", "test_employers.py"]
 

@@ -119,7 +119,7 @@ def work(tmp_path_factory, sample_work):
 def riverton_alone(tmp_path_factory, sample_work):
     """Riverton's report (the market with measures worse than expected) rendered once per test run by a batch of
     that market alone, so on a kernel of its own, with the index, and with its PDF where Chromium is installed:
-    the report the browser and PDF tests open, and the fresh-kernel report ``test_kernel_session`` compares a
+    the report the browser and PDF tests open, and the fresh-kernel report ``test_batch`` compares a
     reused kernel's with. Rendered once per test run, also under pytest-xdist (the first worker renders, under a
     file lock; the others reuse it). Returns the output folder; the executed notebook is
     ``<output>.work/notebooks/Riverton.ipynb``."""

@@ -1,5 +1,6 @@
 """The report batch end to end on the sample: parameters checked before any kernel, one market forced to
-fail, a resume that redoes only that market, and the rendered HTML scanned for identifiers and small counts."""
+fail, a resume that redoes only that market, a market rendered on a kernel reused from another the same as on a
+kernel of its own, and the rendered HTML scanned for identifiers and small counts."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from safe_to_share import identifiers_in, sample_identifiers, small_counts_in_ta
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
 FAIL_ENV = "CAREQUAL_TEST_FAIL_MARKET"
+LOAD_REPORT = "carequal.report:load_market_report"  # called once per report, in the report's kernel
 
 
 def _failing_copy(folder: Path) -> Path:
@@ -38,27 +40,32 @@ def _failing_copy(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    """The sample's batch on one worker with Lakeshore, the first market, forced to fail: its kernel is replaced,
+    and Northvale and then Riverton run on the new one (the reused kernel compared with a kernel of its own
+    below); then the resume, which redoes Lakeshore only."""
     folder = tmp_path_factory.mktemp("batch")
     notebook = _failing_copy(folder)
     out, work = folder / "reports", folder / "reports.work"
     mp = pytest.MonkeyPatch()
-    mp.setenv(FAIL_ENV, "Riverton")
-    calls = count_calls("carequal.cohorts:index_stays", folder / "calls", mp)
-    code = cli_main(["report", "--data", str(SAMPLE), "--out", str(out), "--workers", "2", "--period", "2024",
+    mp.setenv(FAIL_ENV, "Lakeshore")
+    calls = count_calls("carequal.cohorts:index_stays", folder / "calls", mp, LOAD_REPORT)
+    code = cli_main(["report", "--data", str(SAMPLE), "--out", str(out), "--workers", "1", "--period", "2024",
                      "--notebook", str(notebook), "--quiet"])
     first = json.loads((out / "manifest.json").read_text())
     index_first = (out / "index.html").read_text()
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.html")}
-    failed_nb = nbformat.read(first["markets"]["Riverton"]["notebook"], as_version=4)
-    failed_error = Path(first["markets"]["Riverton"]["error_file"]).read_text()
+    executed = {m: json.loads(Path(r["notebook"]).read_text()) for m, r in first["markets"].items()}
+    failed_nb = nbformat.from_dict(executed["Lakeshore"])
+    failed_error = Path(first["markets"]["Lakeshore"]["error_file"]).read_text()
     mp.delenv(FAIL_ENV)
-    index_stays_first = calls()
+    index_stays_first, reports_first = calls(), calls(LOAD_REPORT)
     second = batch.run_batch(SAMPLE, out, workers=2, period="2024", notebook=notebook, progress=False)
     index_stays_second = calls()[len(index_stays_first):]
     mp.undo()
     return {"index_stays": (index_stays_first, index_stays_second),
             "code": code, "first": first, "index_first": index_first, "mtimes": mtimes, "second": second,
-            "out": out, "work": work, "failed_nb": failed_nb, "failed_error": failed_error}
+            "out": out, "work": work, "failed_nb": failed_nb, "failed_error": failed_error, "executed": executed,
+            "report_kernels": reports_first}
 
 
 def test_index_stays_runs_once_per_batch(runs):
@@ -72,19 +79,19 @@ def test_a_failed_market_does_not_stop_the_others(runs):
     first = runs["first"]
     assert runs["code"] == 1  # non-zero exit status
     status = {m: r["status"] for m, r in first["markets"].items()}
-    assert status == {"Lakeshore": "ok", "Northvale": "ok", "Riverton": "failed"}
-    riverton = first["markets"]["Riverton"]
-    assert riverton["error_kind"] == "RuntimeError" and "error" not in riverton  # the text stays in the work folder
-    assert "RuntimeError: forced failure for the test in Riverton" in runs["failed_error"]
+    assert status == {"Lakeshore": "failed", "Northvale": "ok", "Riverton": "ok"}
+    lakeshore = first["markets"]["Lakeshore"]
+    assert lakeshore["error_kind"] == "RuntimeError" and "error" not in lakeshore  # the text stays in the work folder
+    assert "RuntimeError: forced failure for the test in Lakeshore" in runs["failed_error"]
     executed = runs["failed_nb"]  # kept, up to the failing cell
     assert any(o.get("output_type") == "error" for c in executed.cells for o in c.get("outputs", []))
     assert "forced failure" in runs["failed_error"] and "Traceback" in runs["failed_error"]
-    assert "Riverton.html" not in runs["mtimes"]
+    assert "Lakeshore.html" not in runs["mtimes"]
     # the failed market's row: its batch status apart, no measures (a report not produced is not "as expected")
-    row = re.search(r"<tr><td><b>Riverton</b></td>.*?</tr>", runs["index_first"], flags=re.DOTALL)[0]
+    row = re.search(r"<tr><td><b>Lakeshore</b></td>.*?</tr>", runs["index_first"], flags=re.DOTALL)[0]
     assert '<span class="status failed">report not produced</span>' in row and "As expected" not in row
     assert "2 of 3 market reports ready" in runs["index_first"]
-    for market in ("Lakeshore", "Northvale"):
+    for market in ("Northvale", "Riverton"):
         record = first["markets"][market]
         assert record["html"] == f"{market}.html" and record["kpis"]["readmission"]["rate"] > 0
         assert set(record["seconds"]) == {"kernel_start", "compute", "execute", "render", "total"}
@@ -94,17 +101,41 @@ def test_resume_redoes_only_the_failed_market(runs):
     second, out = runs["second"], runs["out"]
     assert second.ok
     assert {m: r["reused"] for m, r in second.markets.items()} == {
-        "Lakeshore": True, "Northvale": True, "Riverton": False}
+        "Lakeshore": False, "Northvale": True, "Riverton": True}
     for name, mtime in runs["mtimes"].items():
         if name != "index.html":
             assert (out / name).stat().st_mtime_ns == mtime, name  # untouched
-    assert (out / "Riverton.html").is_file()
+    assert (out / "Lakeshore.html").is_file()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["data"]["fingerprint"] == runs["first"]["data"]["fingerprint"]
     assert manifest["parameters"]["period_start"] == "2024-01-01"
     assert manifest["packages"]["papermill"] and manifest["packages"]["pandas"]
     assert manifest["seconds"]["prepare"]["reused"] is True
     assert "3 of 3 market reports ready" in (out / "index.html").read_text()
+
+
+def test_a_reused_kernel_renders_what_a_kernel_of_its_own_renders(runs, riverton_alone):
+    """Riverton ran on the kernel that had just run Northvale: its executed notebook has the same outputs, cell
+    for cell, as from a kernel of its own (the session's ``riverton_alone``: a batch of Riverton alone), this
+    batch's forced-failure cell apart."""
+
+    def code_cells(nb: dict) -> list[dict]:
+        return [c for c in nb["cells"] if c["cell_type"] == "code" and FAIL_ENV not in "".join(c["source"])]
+
+    def outputs(nb: dict) -> list[list[dict]]:
+        return [[{k: v for k, v in o.items() if k != "execution_count"} for o in c.get("outputs", [])]
+                for c in code_cells(nb)]
+
+    # one kernel process loaded both reports (Lakeshore's failed before loading its report, on the kernel that
+    # was then replaced), and not the batch's own process
+    [northvale_kernel, riverton_kernel] = runs["report_kernels"]
+    assert northvale_kernel == riverton_kernel != os.getpid()
+    reused = runs["executed"]["Riverton"]
+    fresh = json.loads((riverton_alone.with_name("reports.work") / "notebooks" / "Riverton.ipynb").read_text())
+    assert list(json.loads((riverton_alone / "manifest.json").read_text())["markets"]) == ["Riverton"]
+    assert runs["first"]["parameters"]["reuse_kernel"] is True
+    assert len(code_cells(reused)) == len(code_cells(fresh)) and sum(len(o) for o in outputs(reused)) > 20
+    assert outputs(reused) == outputs(fresh)
 
 
 def test_outputs_are_complete_files_only(runs):
