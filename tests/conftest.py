@@ -100,6 +100,21 @@ def copy_prepared(prepared, work):
     return Path(work)
 
 
+def agreement_with(partners, folder):
+    """``folder/agreement.toml``: the sample's agreement (data/sample/agreement.toml) with only ``partners`` (facility
+    ids) of its partners, its metrics unchanged; returns the path. A partner batch of fewer packets, for tests
+    whose point is a source or a failure rather than the packets themselves (test_packet renders all seven)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "data" / "sample" / "agreement.toml").read_text()
+    block = re.compile(r'\[\[partners\]\]\nfacility_id = "(\w+)"[^\n]*\n')
+    assert set(partners) <= set(block.findall(text)), f"not partners of the sample's agreement: {partners}"
+    path = Path(folder) / "agreement.toml"
+    path.write_text(block.sub(lambda m: m[0] if m[1] in partners else "", text))
+    return path
+
+
 @pytest.fixture(scope="module")
 def stand_in(tmp_path_factory):
     """The fault tests' stand-in report notebook (operator_runs.write_stand_in)."""

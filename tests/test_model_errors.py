@@ -21,6 +21,7 @@ from carequal.errors import CarequalError, ModelError, ModelWarning
 from carequal.loaders import load_tables
 from carequal.national import MEASURED_COLUMNS, reference_from_measured
 from carequal.risk import RISK_COVARIATES, HierarchicalLogit, LogisticRiskModel
+from conftest import agreement_with
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -355,6 +356,8 @@ def test_packet_text_for_a_metric_not_computed(evaluated):
 def test_report_by_partner_with_an_overflowing_payment_produces_every_packet(tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(SAMPLE, data)
+    # a partner of each setting (test_packet renders all seven): the data's agreement, which the batch reads
+    agreement_with(["H001001", "S001003", "R001001", "A001001"], data)
     stays = pd.read_csv(data / "stays.csv", dtype=str, keep_default_na=False)
     stays.loc[0, "payment"] = "1e300"  # S00000000000: discharged by H001003, then a stay at SNF S001002
     stays.to_csv(data / "stays.csv", index=False)
@@ -364,19 +367,18 @@ def test_report_by_partner_with_an_overflowing_payment_produces_every_packet(tmp
     printed = capsys.readouterr()
     assert code == 0, printed.err
     assert "Traceback" not in printed.out + printed.err
-    assert "7 of 7 partner packets" in printed.out
+    assert "4 of 4 partner packets" in printed.out
     # the operator is told which model, where and why, with the example key
     assert ("carequal report: episode_spending_30d: the gamma spending model could not be fitted on" in printed.err
             and "at 12 hospitals (all markets)" in printed.err and "e.g. index stay S00000000000" in printed.err)
     manifest = json.loads((out / "manifest.json").read_text())
-    partners = read_agreement(SAMPLE / "agreement.toml").partners
+    partners = read_agreement(data / "agreement.toml").partners
     assert set(manifest["partners"]) == {p.facility_id for p in partners}
     assert all(r["status"] == "ok" and (out / r["html"]).is_file() for r in manifest["partners"].values())
     assert list(manifest["not_computed"]) == ["episode_spending_30d"]
     # the SNFs' and the hospitals' spending models hold the episode; the IRF's and home health's do not
     not_computed = {fid: r["kpis"]["not_computed"] for fid, r in manifest["partners"].items()}
-    assert not_computed == {"H001001": 1, "H001004": 1, "S001003": 1, "S001004": 1, "R001001": 0, "A001001": 0,
-                            "A001002": 0}
+    assert not_computed == {"H001001": 1, "S001003": 1, "R001001": 0, "A001001": 0}
     for fid, n in not_computed.items():
         html = (out / f"{fid}.html").read_text()
         metrics = pd.read_csv(out / f"{fid}_extract" / "metrics.csv")

@@ -3,6 +3,7 @@ names and small counts; the patient list only on request; and the sharing rules 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from safe_to_share import identifiers_in, sample_identifiers, small_counts_in_ta
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
+LOAD_PACKET = "carequal.packet:load_partner_packet"  # called once per packet, in the packet's kernel
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +32,13 @@ def packets(tmp_path_factory, sample_work):
     # the prepare step itself, and its one index_stays run, are tested on a cold folder in test_batch
     work = copy_prepared(sample_work, base / "work")
     with pytest.MonkeyPatch.context() as mp:
-        calls = count_calls("carequal.cohorts:index_stays", base / "calls", mp)
-        result = batch.run_batch(SAMPLE, out, by="partner", period="2024", progress=False,
+        calls = count_calls("carequal.cohorts:index_stays", base / "calls", mp, LOAD_PACKET)
+        # two workers, as the monthly batch runs (test_batch's market batch runs on one, to reuse its kernel)
+        result = batch.run_batch(SAMPLE, out, by="partner", workers=2, period="2024", progress=False,
                                  patient_lists=lists, work=work)
-        index_stays_calls = calls()
-    return {"out": out, "work": result.work, "lists": lists, "result": result, "index_stays_calls": index_stays_calls}
+        index_stays_calls, packet_kernels = calls(), calls(LOAD_PACKET)
+    return {"out": out, "work": result.work, "lists": lists, "result": result, "index_stays_calls": index_stays_calls,
+            "packet_kernels": packet_kernels}
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +73,13 @@ def test_index_stays_runs_once_per_batch(packets):
     # the three views: on the prepared sample, no process of the partner batch runs index_stays at all
     assert packets["result"].manifest["seconds"]["prepare"]["reused"] is True
     assert packets["index_stays_calls"] == []
+
+
+def test_the_packets_ran_on_two_kernels_at_once(packets):
+    # one kernel per worker, each reused for several packets; neither in the batch's own process
+    kernels = packets["packet_kernels"]
+    assert len(kernels) == 7 and len(set(kernels)) == 2 and os.getpid() not in kernels
+    assert packets["result"].manifest["parameters"]["workers"] == 2
 
 
 def test_every_packet_opens_with_at_a_glance_and_never_hides_a_target(packets):

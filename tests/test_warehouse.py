@@ -30,6 +30,7 @@ from carequal.schema import KEYS, TABLES
 from carequal.warehouse import Source, open_source, read_mapping
 from carequal.warehouse.mapping import resolve_credentials
 from carequal.warehouse.source import _as_text, type_problem
+from conftest import agreement_with
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -403,9 +404,11 @@ def test_source_faults_are_one_message_naming_the_key(env, tmp_path, capsys, mon
 
 @pytest.fixture(scope="module")
 def reports(pg, tmp_path_factory):
-    """One market's report from the database (with --to-db, twice), and the partner packets of the agreement's
-    market from the database (with --to-db)."""
+    """One market's report (one measure) from the database (with --to-db, twice), and partner packets from the
+    database (with --to-db): two of the agreement's partners, a hospital and a home health agency (test_packet
+    renders all seven from the CSV files)."""
     folder = tmp_path_factory.mktemp("warehouse-reports")
+    agreement = agreement_with(["H001001", "A001001"], folder)
     mp = pytest.MonkeyPatch()
     for name, value in pg.environment().items():
         mp.setenv(name, value)
@@ -417,9 +420,11 @@ def reports(pg, tmp_path_factory):
     import io
 
     try:
-        for name, args in (("db", ["--source", str(MAPPING), "--markets", "Riverton", "--to-db", target]),
+        # the market report of one measure: its inputs are prepared for every measure, as from the CSV files
+        for name, args in (("db", ["--source", str(MAPPING), "--markets", "Riverton", "--measures", "readmission",
+                                   "--to-db", target]),
                            ("partner", ["--source", str(MAPPING), "--markets", "Northvale", "--by", "partner",
-                                        "--agreement", str(SAMPLE / "agreement.toml"), "--to-db", target])):
+                                        "--agreement", str(agreement), "--to-db", target])):
             out, err = io.StringIO(), io.StringIO()
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 code = cli_main(["report", *args, "--out", str(folder / name), *common])
@@ -488,9 +493,10 @@ def test_the_write_back_holds_the_suppressed_aggregates_only(pg, reports):
     assert "carequal_market_kpis" in db["stdout"] and "carequal_packet_metrics" in partner["stdout"]
     kpis = _written(pg, "carequal_market_kpis")
     recorded = db["manifest"]["markets"]["Riverton"]["kpis"]
-    assert set(kpis["measure"]) == {m for m in recorded if m != "flagged"}
+    assert set(kpis["measure"]) == {m for m in recorded if m != "flagged"} == {"readmission"}
     identifiers = set(IDENTIFIER_COLUMNS) | {"patient_id", "stay_id", "visit_id"}
     partners = partner["manifest"]["partners"]
+    assert {p: r["status"] for p, r in partners.items()} == {"H001001": "ok", "A001001": "ok"}
     for name in ("carequal_market_kpis", "carequal_market_flags", "carequal_packet_metrics",
                  "carequal_packet_about"):
         table = _written(pg, name)

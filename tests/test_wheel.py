@@ -104,13 +104,15 @@ def test_sample_and_report_run_from_the_installed_wheel(env):
     assert sample.returncode == 0, sample.stderr
     assert (env["user"] / "S" / "agreement.toml").read_bytes() == (ROOT / "data" / "sample" / "agreement.toml"
                                                                    ).read_bytes()
+    # one market and one measure: what is under test is the installed package (its notebooks, template and code
+    # lists, all used by any report), not the report's content (test_batch renders every market and measure)
     report = subprocess.run([str(env["carequal"]), "report", "--data", "S", "--out", "R", "--period", "2024",
-                             "--markets", "Riverton", "--quiet"], **run)
+                             "--markets", "Riverton", "--measures", "readmission", "--quiet"], **run)
     assert report.returncode == 0, report.stdout + report.stderr
     out = env["user"] / "R"
     assert (out / "index.html").is_file() and (out / "Riverton.html").is_file()
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["markets"]["Riverton"]["status"] == "ok"
+    assert manifest["markets"]["Riverton"]["status"] == "ok" and manifest["measures"] == ["readmission"]
     notebook = Path(manifest["parameters"]["notebook"]).resolve()
     assert notebook.is_relative_to(env["prefix"]) and notebook.name == "market_report.ipynb"
     # the kernel worked in the run's work folder: nothing was written beside the installed notebooks
