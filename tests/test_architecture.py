@@ -51,7 +51,18 @@ def _module_name(path: Path) -> str:
 
 MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))
            if "notebooks" not in p.relative_to(PACKAGE).parts}  # jupytext sources of notebooks, not modules
-TREES = {name: ast.parse(path.read_text(), filename=str(path)) for name, path in MODULES.items()}
+
+
+class _Trees(dict):
+    """Each module's syntax tree, parsed when a test first asks for it (not when pytest collects this file, in
+    every xdist worker: about 0.4 s each)."""
+
+    def __missing__(self, name: str) -> ast.Module:
+        tree = self[name] = ast.parse(MODULES[name].read_text(), filename=str(MODULES[name]))
+        return tree
+
+
+TREES = _Trees()
 
 
 def _is_type_checking(node: ast.stmt) -> bool:
@@ -252,7 +263,8 @@ def test_no_module_imports_statsmodels_api():
     ``statsmodels.regression...``): ``statsmodels.api`` loads every model besides (time series, plots), 0.25-0.3 s
     more in each process that fits one (the batch, each market report's kernel). Docstring examples may use it."""
     found = []
-    for name, tree in TREES.items():
+    for name in MODULES:
+        tree = TREES[name]
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 found += [(name, a.name) for a in node.names if a.name == "statsmodels.api"]

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.optimize
-import statsmodels.api as sm
+from statsmodels.genmod import families
 from statsmodels.genmod.generalized_linear_model import GLM
 
 from carequal.compare import beta_binomial_shrinkage
@@ -218,7 +218,7 @@ def test_glm_convergence_judges_a_hand_stopped_fit():
     rng = np.random.default_rng(5)
     X = np.column_stack([np.ones(400), rng.normal(size=400)])
     y = (rng.random(400) < 0.3).astype(float)
-    model = GLM(y, X, family=sm.families.Binomial())
+    model = GLM(y, X, family=families.Binomial())
     assert glm_convergence(_ORIGINAL_GLM_FIT(model)).converged
     assert not glm_convergence(_ORIGINAL_GLM_FIT(model, maxiter=1)).converged
 
