@@ -75,8 +75,8 @@ def test_index_stays_runs_once_per_batch(packets):
     assert packets["index_stays_calls"] == []
 
 
-def test_the_packets_ran_on_two_kernels_at_once(packets):
-    # one kernel per worker, each reused for several packets; neither in the batch's own process
+def test_the_packets_ran_on_the_two_workers_kernels(packets):
+    # one kernel per worker process, each reused for its share of the packets; neither in the batch's own process
     kernels = packets["packet_kernels"]
     assert len(kernels) == 7 and len(set(kernels)) == 2 and os.getpid() not in kernels
     assert packets["result"].manifest["parameters"]["workers"] == 2
