@@ -355,9 +355,28 @@ def _days(values) -> np.ndarray:
 
 def _lookup(keys: pd.Series, table: pd.DataFrame, key: str, column: str) -> np.ndarray:
     """``table[column]`` for each of ``keys`` matched on ``table[key]`` (first row of a key; NA if absent)."""
+    first, rows = _first_rows(keys, table, key)
+    return _take(first[column].to_numpy(dtype=object), rows, np.nan)
+
+
+def _first_rows(keys: pd.Series, table: pd.DataFrame, key: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """``table``'s first row of each key, and the position in it of each of ``keys`` (-1 if absent), matched as
+    text: found once, then every column is taken with :func:`_take` (typed, as the table holds it)."""
     first = table.drop_duplicates(key)
-    values = pd.Series(first[column].to_numpy(dtype=object), index=first[key].astype(str).to_numpy())
-    return values.reindex(keys.astype(str).to_numpy()).to_numpy(dtype=object)
+    index = pd.Index(first[key].astype(str).to_numpy())
+    if not index.is_unique:  # keys distinct as values but not as text (1 and "1")
+        raise ValueError(f"cannot match {key}: values that are the same as text ({index[index.duplicated()][0]})")
+    return first, index.get_indexer(keys.astype(str).to_numpy())
+
+
+def _take(values: np.ndarray, rows: np.ndarray, missing) -> np.ndarray:
+    """``values[rows]``, ``missing`` where a row is -1 (absent)."""
+    out = values[np.clip(rows, 0, None)] if len(values) else np.full(len(rows), missing, dtype=values.dtype)
+    absent = rows < 0
+    if absent.any():
+        out = out.astype(object) if out.dtype.kind in "OUS" else out.copy()
+        out[absent] = missing
+    return out
 
 
 def _split_by(by: Sequence[str], enrollment: pd.DataFrame | None, patients: pd.DataFrame,
@@ -558,16 +577,16 @@ def pqi_admissions(stays: pd.DataFrame, patients: pd.DataFrame, facilities: pd.D
     setting = np.array([str(s).strip().lower() if isinstance(s, str) else "" for s in setting], dtype=object)
     admit = _days(stays["admit_date"])
     discharge = _days(stays["discharge_date"])
-    birth = pd.to_datetime(pd.Series(_lookup(stays["patient_id"], patients, "patient_id", "birth_date")))
-    sex_raw = pd.Series(_lookup(stays["patient_id"], patients, "patient_id", "sex"), dtype="string")
+    first, rows = _first_rows(stays["patient_id"], patients, "patient_id")  # each stay's patient
+    birth = _take(pd.to_datetime(first["birth_date"]).to_numpy(dtype="datetime64[D]"), rows, np.datetime64("NaT"))
+    sex_raw = pd.Series(_take(first["sex"].to_numpy(dtype=object), rows, np.nan), dtype="string")
     sex = sex_raw.str.strip().str.upper()
     sex_ok = sex.isin(SEXES).fillna(False).to_numpy(dtype=bool)
-    admit_dt = pd.to_datetime(stays["admit_date"]).reset_index(drop=True)
+    admit_dt = pd.to_datetime(stays["admit_date"]).to_numpy(dtype="datetime64[D]")
     age = np.full(n, np.nan)
-    has_age = birth.notna().to_numpy() & admit_dt.notna().to_numpy()
+    has_age = ~np.isnat(birth) & ~np.isnat(admit_dt)
     if has_age.any():
-        age[has_age] = age_in_years(birth[has_age].to_numpy(dtype="datetime64[D]"),
-                                    admit_dt[has_age].to_numpy(dtype="datetime64[D]"))
+        age[has_age] = age_in_years(birth[has_age], admit_dt[has_age])
     pdx = _normalise_codes(stays["principal_dx"]).reset_index(drop=True)
     pdx = pdx.str.split(";").str[0]  # a principal diagnosis is one code
     empty = pd.Series(pd.NA, index=stays.index, dtype="string")
@@ -591,7 +610,7 @@ def pqi_admissions(stays: pd.DataFrame, patients: pd.DataFrame, facilities: pd.D
         shared["not_enrolled"] = ~covered
         by_values.update(enr_values)
     for col in by_pat:
-        by_values[col] = _lookup(stays["patient_id"], patients, "patient_id", col)
+        by_values[col] = _take(first[col].to_numpy(dtype=object), rows, np.nan)
     obstetric = pdx.isin(_codes("mdc14")).fillna(False).to_numpy(dtype=bool)
     newborn = pdx.isin(_codes("mdc15")).fillna(False).to_numpy(dtype=bool)
     transfer = _transfer_in(stay_id, patient, facility, setting, admit, discharge, acute,
@@ -706,18 +725,16 @@ def pqi_age_band(age) -> pd.Series:
     return pd.Series(np.where((pos >= 0) & ~np.isnan(a), labels, None), name="age_band", dtype=object)
 
 
-def _anniversary(birth: pd.DatetimeIndex, years: int) -> np.ndarray:
-    """Day (days since epoch) on which a person born on ``birth`` turns ``years`` (29 February: 1 March in
-    other years, as :func:`carequal.cohorts.age_in_years`)."""
-    y = np.asarray(birth.year + years)
-    m = np.asarray(birth.month)
-    d = np.asarray(birth.day)
+def _anniversary(year: np.ndarray, month: np.ndarray, day: np.ndarray, years: int) -> np.ndarray:
+    """Day (days since epoch) on which a person born on ``year``-``month``-``day`` turns ``years`` (29 February:
+    1 March in other years, as :func:`carequal.cohorts.age_in_years`)."""
+    y = year + years
     leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
-    shift = (m == 2) & (d == 29) & ~leap
-    m = np.where(shift, 3, m)
-    d = np.where(shift, 1, d)
-    dates = pd.to_datetime(pd.DataFrame({"year": y, "month": m, "day": d}))
-    return dates.to_numpy(dtype="datetime64[D]").astype(np.int64)
+    shift = (month == 2) & (day == 29) & ~leap
+    m = np.where(shift, 3, month)
+    d = np.where(shift, 1, day)
+    first_of_month = ((y - 1970) * 12 + (m - 1)).astype("datetime64[M]").astype("datetime64[D]")
+    return (first_of_month + (d - 1)).astype(np.int64)
 
 
 def _periods(start: pd.Timestamp, end: pd.Timestamp, freq: str | None) -> pd.DataFrame:
@@ -778,14 +795,15 @@ def pqi_person_time(enrollment: pd.DataFrame, patients: pd.DataFrame, *, start, 
     columns = by + ["period", "period_start", "period_end", "age_band", "sex", "person_days", "person_years"]
 
     merged = _merge_periods(_enrollment_days(enrollment, by_enr), by_enr)
-    birth = pd.to_datetime(pd.Series(_lookup(merged["patient_id"], patients, "patient_id", "birth_date")))
-    sex = pd.Series(_lookup(merged["patient_id"], patients, "patient_id", "sex"), dtype="string")
+    first, rows = _first_rows(merged["patient_id"], patients, "patient_id")
+    birth = _take(pd.to_datetime(first["birth_date"]).to_numpy(dtype="datetime64[D]"), rows, np.datetime64("NaT"))
+    sex = pd.Series(_take(first["sex"].to_numpy(dtype=object), rows, np.nan), dtype="string")
     sex = sex.str.strip().str.upper()
-    death = (_days(_lookup(merged["patient_id"], patients, "patient_id", "death_date"))
-             if "death_date" in patients.columns else np.full(len(merged), np.nan))
+    death = (_take(_days(first["death_date"]), rows, np.nan) if "death_date" in patients.columns
+             else np.full(len(merged), np.nan))
     for col in by_pat:
-        merged[col] = _lookup(merged["patient_id"], patients, "patient_id", col)
-    keep = birth.notna().to_numpy() & sex.isin(SEXES).fillna(False).to_numpy(dtype=bool)
+        merged[col] = _take(first[col].to_numpy(dtype=object), rows, np.nan)
+    keep = ~np.isnat(birth) & sex.isin(SEXES).fillna(False).to_numpy(dtype=bool)
     merged, birth, sex, death = merged[keep].reset_index(drop=True), birth[keep], sex[keep], death[keep]
     s = np.maximum(merged["s"].to_numpy(), _days([lo])[0])
     e = np.minimum(merged["e"].to_numpy(), _days([hi])[0])
@@ -794,32 +812,37 @@ def pqi_person_time(enrollment: pd.DataFrame, patients: pd.DataFrame, *, start, 
     merged, birth, sex, s, e = merged[live].reset_index(drop=True), birth[live], sex[live], s[live], e[live]
     if merged.empty:
         return pd.DataFrame(columns=columns)
-    birth_idx = pd.DatetimeIndex(birth)
+    born = pd.DatetimeIndex(birth)
+    year, month, day = (np.asarray(born.year, dtype=np.int64), np.asarray(born.month, dtype=np.int64),
+                        np.asarray(born.day, dtype=np.int64))
     p_start = _days(periods["period_start"])
     p_end = _days(periods["period_end"])
-    pieces = []
-    for band in standard_population_pqi().itertuples(index=False):
-        band_s = _anniversary(birth_idx, int(band.age_lo)).astype(float)
-        band_e = (_anniversary(birth_idx, int(band.age_hi) + 1) - 1).astype(float) if band.age_hi < 200 else \
-            np.full(len(merged), np.inf)
+    # every (person-period, band, period) with days in it, gathered as positions; the rows built once
+    bands = standard_population_pqi()
+    found: list[tuple[np.ndarray, int, int, np.ndarray]] = []
+    for j, band in enumerate(bands.itertuples(index=False)):
+        band_s = _anniversary(year, month, day, int(band.age_lo)).astype(float)
+        band_e = (_anniversary(year, month, day, int(band.age_hi) + 1) - 1).astype(float) if band.age_hi < 200 \
+            else np.full(len(merged), np.inf)
         bs, be = np.maximum(s, band_s), np.minimum(e, band_e)
         has = be >= bs
         if not has.any():
             continue
         for k in range(len(periods)):
-            ps, pe = np.maximum(bs, p_start[k]), np.minimum(be, p_end[k])
-            days = pe - ps + 1
-            inside = has & (days > 0)
-            if inside.any():
-                piece = merged.loc[inside, by].copy() if by else pd.DataFrame(index=np.flatnonzero(inside))
-                piece["period"] = periods["period"].iloc[k]
-                piece["age_band"] = band.age_band
-                piece["sex"] = sex.to_numpy(dtype=object)[inside]
-                piece["person_days"] = days[inside].astype(np.int64)
-                pieces.append(piece)
-    if not pieces:
+            days = np.minimum(be, p_end[k]) - np.maximum(bs, p_start[k]) + 1
+            inside = np.flatnonzero(has & (days > 0))
+            if len(inside):
+                found.append((inside, k, j, days[inside]))
+    if not found:
         return pd.DataFrame(columns=columns)
-    pt = pd.concat(pieces, ignore_index=True)
+    at = np.concatenate([f[0] for f in found])
+    pt = merged[by].take(at).reset_index(drop=True) if by else pd.DataFrame(index=pd.RangeIndex(len(at)))
+    pt["period"] = periods["period"].to_numpy(dtype=object)[np.repeat([f[1] for f in found],
+                                                                      [len(f[0]) for f in found])]
+    pt["age_band"] = bands["age_band"].to_numpy(dtype=object)[np.repeat([f[2] for f in found],
+                                                                         [len(f[0]) for f in found])]
+    pt["sex"] = sex.to_numpy(dtype=object)[at]
+    pt["person_days"] = np.concatenate([f[3] for f in found]).astype(np.int64)
     out = pt.groupby(by + ["period", "age_band", "sex"], dropna=False, sort=False)["person_days"].sum().reset_index()
     out = out.merge(periods, on="period", how="left")
     band_order = {b: k for k, b in enumerate(standard_population_pqi()["age_band"])}
