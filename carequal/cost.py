@@ -345,12 +345,38 @@ def _clean_name(term: str) -> str:
 
 
 def _design_matrix(design_info, frame: pd.DataFrame, covariates: tuple[str, ...]) -> pd.DataFrame:
+    levels = {_clean_name(factor.name()): info.categories for factor, info in design_info.factor_infos.items()
+              if info.type == "categorical"}
     try:
-        X = patsy.build_design_matrices([design_info], frame[list(covariates)], return_type="dataframe")[0]
+        X = patsy.build_design_matrices([design_info], _text_as_categories(frame, covariates, levels),
+                                        return_type="dataframe")[0]
     except patsy.PatsyError as exc:
         raise ParameterError(f"expected_spending: a covariate has a value the fitted rows do not have ({exc})") from exc
     X.columns = [_clean_name(c) for c in X.columns]
     return X
+
+
+def _text_as_categories(frame: pd.DataFrame, covariates: tuple[str, ...],
+                        levels: dict[str, tuple] | None = None) -> pd.DataFrame:
+    """The covariates, each text column as a pandas ``Categorical`` of its levels: patsy reads a Categorical's
+    codes, where for text it looks every value up in Python (two thirds of fitting and predicting a model of a
+    few thousand episodes). The levels are the model's (``levels``, by column) or, to fit, the sorted distinct
+    values, the order patsy gives text; the design matrix is the same. A value outside the model's levels is
+    left as text, so that patsy names it in its error."""
+    out = frame[list(covariates)]
+    converted = {}
+    for col in covariates:
+        values = out[col]
+        if not (pd.api.types.is_string_dtype(values.dtype) and not isinstance(values.dtype, pd.CategoricalDtype)):
+            continue
+        present = values.dropna().unique()
+        if not all(isinstance(v, str) for v in present):
+            continue
+        known = sorted(present) if levels is None else levels.get(col)
+        if known is None or not set(present) <= set(known):
+            continue
+        converted[col] = pd.Categorical(values, categories=list(known))
+    return out.assign(**converted) if converted else out
 
 
 def unusable_spending(values, ids=None, *, ceiling: float | None = SPENDING_CEILING) -> tuple[np.ndarray, str]:
@@ -498,7 +524,8 @@ def expected_spending(frame: pd.DataFrame, *, outcome: str, covariates: list[str
     if np.ptp(y[mask]) == 0:
         raise fail("no variation", f"{outcome} is the same in every episode, so it has no spread to model",
                    advice="check the payments, or compare crude means")
-    X = patsy.dmatrix(" + ".join(f"Q('{c}')" for c in covariates), frame.loc[mask, list(covariates)],
+    X = patsy.dmatrix(" + ".join(f"Q('{c}')" for c in covariates),
+                      _text_as_categories(frame.loc[mask, list(covariates)], covariates),
                       return_type="dataframe", NA_action="raise")
     design_info = X.design_info
     X.columns = [_clean_name(c) for c in X.columns]

@@ -287,6 +287,24 @@ def test_gamma_glm_coefficients_equal_a_direct_statsmodels_fit():
     assert abs(coef.loc["x", "estimate"] - 0.3) < 0.1
 
 
+
+def test_text_covariates_give_patsys_own_design_and_an_unknown_value_is_named():
+    # the model reads text covariates as Categoricals of their sorted values (carequal.cost._text_as_categories):
+    # the design must be patsy's for the text itself, whatever the letters' case, accents or storage
+    import patsy
+
+    rng = np.random.default_rng(11)
+    df = _gamma_frame(rng, 600)
+    df["kind"] = np.array(["b", "B", "é", "a b", "ä"], dtype=object)[rng.integers(0, 5, len(df))]
+    for kinds in (df["kind"].astype(object), df["kind"].astype("string"), df["kind"].astype("str")):
+        model = expected_spending(df.assign(kind=kinds), outcome="y", covariates=["x", "kind"])
+        direct = patsy.dmatrix("Q('x') + Q('kind')", df[["x", "kind"]].astype({"kind": object}),
+                               return_type="dataframe")
+        assert list(model.columns) == [c.replace("Q('", "").replace("')", "") for c in direct.columns]
+        np.testing.assert_array_equal(model.design(df.assign(kind=kinds)), direct.to_numpy())
+    with pytest.raises(ParameterError, match=r"a covariate has a value the fitted rows do not have.*'z'"):
+        model.predict(df.assign(kind=df["kind"].where(df.index != 4, "z")))
+
 def test_expected_spending_refuses_missing_and_zero_outcomes_and_drops_constant_columns():
     rng = np.random.default_rng(2)
     df = _gamma_frame(rng, 300).assign(stay_id=lambda d: [f"S{i}" for i in range(len(d))], employees=0.0)
