@@ -379,6 +379,14 @@ def _take(values: np.ndarray, rows: np.ndarray, missing) -> np.ndarray:
     return out
 
 
+def _birth_and_sex(first: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, pd.Series]:
+    """Each row's birth date (``datetime64[D]``, NaT if unknown) and sex (trimmed, upper case), taken from
+    ``first`` (patients: :func:`_first_rows`)."""
+    birth = _take(pd.to_datetime(first["birth_date"]).to_numpy(dtype="datetime64[D]"), rows, np.datetime64("NaT"))
+    sex = pd.Series(_take(first["sex"].to_numpy(dtype=object), rows, np.nan), dtype="string")
+    return birth, sex.str.strip().str.upper()
+
+
 def _split_by(by: Sequence[str], enrollment: pd.DataFrame | None, patients: pd.DataFrame,
               where: str) -> tuple[list[str], list[str]]:
     """Grouping columns taken from the enrollment period (time-varying, e.g. ``sponsor``) or from patients."""
@@ -578,9 +586,7 @@ def pqi_admissions(stays: pd.DataFrame, patients: pd.DataFrame, facilities: pd.D
     admit = _days(stays["admit_date"])
     discharge = _days(stays["discharge_date"])
     first, rows = _first_rows(stays["patient_id"], patients, "patient_id")  # each stay's patient
-    birth = _take(pd.to_datetime(first["birth_date"]).to_numpy(dtype="datetime64[D]"), rows, np.datetime64("NaT"))
-    sex_raw = pd.Series(_take(first["sex"].to_numpy(dtype=object), rows, np.nan), dtype="string")
-    sex = sex_raw.str.strip().str.upper()
+    birth, sex = _birth_and_sex(first, rows)
     sex_ok = sex.isin(SEXES).fillna(False).to_numpy(dtype=bool)
     admit_dt = pd.to_datetime(stays["admit_date"]).to_numpy(dtype="datetime64[D]")
     age = np.full(n, np.nan)
@@ -796,9 +802,7 @@ def pqi_person_time(enrollment: pd.DataFrame, patients: pd.DataFrame, *, start, 
 
     merged = _merge_periods(_enrollment_days(enrollment, by_enr), by_enr)
     first, rows = _first_rows(merged["patient_id"], patients, "patient_id")
-    birth = _take(pd.to_datetime(first["birth_date"]).to_numpy(dtype="datetime64[D]"), rows, np.datetime64("NaT"))
-    sex = pd.Series(_take(first["sex"].to_numpy(dtype=object), rows, np.nan), dtype="string")
-    sex = sex.str.strip().str.upper()
+    birth, sex = _birth_and_sex(first, rows)
     death = (_take(_days(first["death_date"]), rows, np.nan) if "death_date" in patients.columns
              else np.full(len(merged), np.nan))
     for col in by_pat:
@@ -836,16 +840,15 @@ def pqi_person_time(enrollment: pd.DataFrame, patients: pd.DataFrame, *, start, 
     if not found:
         return pd.DataFrame(columns=columns)
     at = np.concatenate([f[0] for f in found])
+    sizes = [len(f[0]) for f in found]
     pt = merged[by].take(at).reset_index(drop=True) if by else pd.DataFrame(index=pd.RangeIndex(len(at)))
-    pt["period"] = periods["period"].to_numpy(dtype=object)[np.repeat([f[1] for f in found],
-                                                                      [len(f[0]) for f in found])]
-    pt["age_band"] = bands["age_band"].to_numpy(dtype=object)[np.repeat([f[2] for f in found],
-                                                                         [len(f[0]) for f in found])]
+    pt["period"] = periods["period"].to_numpy(dtype=object)[np.repeat([f[1] for f in found], sizes)]
+    pt["age_band"] = bands["age_band"].to_numpy(dtype=object)[np.repeat([f[2] for f in found], sizes)]
     pt["sex"] = sex.to_numpy(dtype=object)[at]
     pt["person_days"] = np.concatenate([f[3] for f in found]).astype(np.int64)
     out = pt.groupby(by + ["period", "age_band", "sex"], dropna=False, sort=False)["person_days"].sum().reset_index()
     out = out.merge(periods, on="period", how="left")
-    band_order = {b: k for k, b in enumerate(standard_population_pqi()["age_band"])}
+    band_order = {b: k for k, b in enumerate(bands["age_band"])}
     out["_p"] = out["period_start"]
     out["_b"] = out["age_band"].map(band_order)
     out = out.sort_values(by + ["_p", "_b", "sex"], kind="stable", na_position="last")
