@@ -45,6 +45,24 @@ def test_one_report_for_the_alliance_and_one_per_sponsor(sponsor_run):
     assert "Our employees' health" in index and all(s in index for s in SPONSORS)
 
 
+def test_a_second_run_keeps_every_sponsor_report_and_the_folder_agrees(sponsor_run, tmp_path):
+    """Run again on the same inputs (in a copy of the folder, so the other tests read the first run's): every
+    report is reused and stays in place, and reports, manifest and index agree. A sponsor folder's records were
+    once not found by the folder's own checks (``units_of`` knew markets and partners only): the second run then
+    deleted every report as unrecorded, and said they were ready."""
+    import shutil
+
+    result, out = sponsor_run
+    assert batch.verify_folder(out) == []
+    again = tmp_path / "reports"
+    shutil.copytree(out, again)
+    second = batch.run_batch(SAMPLE, again, by="sponsor", period="2024", work=result.manifest["work"],
+                             progress=False, programme="Riverton Health:2023-07-01")
+    assert second.ok and all(r["reused"] for r in second.markets.values()) and len(second.markets) == 5
+    assert sorted(p.name for p in again.glob("*.html")) == sorted(p.name for p in out.glob("*.html"))
+    assert batch.verify_folder(again) == []
+
+
 def test_employee_reports_are_safe_to_share(sponsor_run):
     _, out = sponsor_run
     ids = sample_identifiers(SAMPLE)

@@ -220,8 +220,8 @@ def commit(out: Path, manifest: dict, render_index) -> dict:
 
 
 def units_of(manifest: dict) -> dict:
-    """The unit records of a manifest (markets or partners)."""
-    return manifest.get("partners") if manifest.get("by") == "partner" else manifest.get("markets", {})
+    """The unit records of a manifest (markets, partners or sponsors)."""
+    return manifest.get({"partner": "partners", "sponsor": "sponsors"}.get(manifest.get("by"), "markets"), {})
 
 
 def unit_files(out: Path, record: dict) -> list[Path]:
